@@ -1,0 +1,42 @@
+"""The byte-stream interface every protocol driver is written against.
+
+QUIC streams implement it; tests use the in-memory pair in
+``overlay.wire.memory``.  Defined as a Protocol so consumers never import
+the transport.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["ByteStream"]
+
+
+class ByteStream(Protocol):
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        """Return up to ``max_bytes`` (at least one), or ``b""`` at EOF."""
+        ...
+
+    async def readexactly(self, n: int) -> bytes:
+        """Return exactly ``n`` bytes; raise ``StreamClosed`` on early EOF."""
+        ...
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; call ``drain()`` to wait for buffer space."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait until the send buffer is below its bound."""
+        ...
+
+    def write_eof(self) -> None:
+        """Half-close: no more writes, the remote reads EOF."""
+        ...
+
+    def reset(self) -> None:
+        """Abort both directions."""
+        ...
+
+    async def close(self) -> None:
+        """Half-close and flush; reading stays possible until EOF."""
+        ...
