@@ -1,0 +1,242 @@
+"""py-libp2p QUIC baseline: connection setup time and bulk throughput.
+
+Run it with the python of the py-libp2p virtualenv that ``interop/setup.sh``
+creates (py-libp2p must not share an environment with overlay)::
+
+    interop/.venv-pylibp2p/bin/python bench/bench_pylibp2p.py --mb 100
+
+Both hosts live in one trio event loop on 127.0.0.1, as the overlay
+benchmark does, so the numbers compare like with like.
+
+What is measured
+----------------
+setup
+    A fresh dialer host (created before the clock starts) dials the listener
+    and opens one stream negotiated on ``/bench/echo/1.0.0``; the clock stops
+    when a 1-byte echo has come back, so the QUIC+TLS handshake and one full
+    multistream-select exchange are inside the interval.  The median over
+    ``--setup-rounds`` is reported as ``setup_ms_median``.  The dialer allows
+    one connection per peer, which skips a fixed 250 ms wait in py-libp2p's
+    swarm (see ``make_host``); ``setup_stock_dialer_ms_median`` is the same
+    measurement (5 rounds) with py-libp2p's default configuration.
+throughput_1
+    ``--mb`` MB (1 MB = 10**6 bytes) written on one ``/bench/sink/1.0.0``
+    stream after an 8-byte length header; the receiver reads that many bytes
+    and answers with the count, which stops the clock.
+throughput_10
+    The same ``--mb`` MB in total, split over 10 concurrent streams of one
+    connection; aggregate MB/s.
+
+Output: one JSON object on stdout, e.g.
+``{"setup_ms_median": 9.1, "throughput_1_MBps": 20.3, "throughput_10_MBps": 18.7, ...}``
+plus the raw bytes/seconds behind every figure.  Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import struct
+import sys
+import time
+from typing import Any
+
+import multiaddr
+import trio
+
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.transport.quic.config import QUICTransportConfig
+
+ECHO = TProtocol("/bench/echo/1.0.0")
+SINK = TProtocol("/bench/sink/1.0.0")
+LISTEN = "/ip4/127.0.0.1/udp/0/quic-v1"
+CHUNK = 64 * 1024
+MB = 1_000_000
+STREAMS = 10
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def make_host(stock_dialer: bool = False) -> Any:
+    """A QUIC-only host. Unless ``stock_dialer``, it allows one connection per
+    peer: with the default (3) py-libp2p's swarm waits out its 250 ms
+    happy-eyeballs delay after every successful dial, even with a single
+    address, which would measure a timer instead of the transport."""
+    extra: dict[str, Any] = {}
+    if not stock_dialer:
+        extra["quic_transport_opt"] = QUICTransportConfig(max_connections_per_peer=1)
+    return new_host(
+        key_pair=create_new_key_pair(),
+        listen_addrs=[multiaddr.Multiaddr(LISTEN)],
+        enable_quic=True,
+        enable_tcp=False,
+        **extra,
+    )
+
+
+async def read_exactly(stream: Any, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = await stream.read(n - len(buf))
+        if not chunk:
+            raise EOFError(f"stream ended after {len(buf)} of {n} bytes")
+        buf += chunk
+    return buf
+
+
+async def handle_echo(stream: Any) -> None:
+    try:
+        data = await stream.read(1)
+        if data:
+            await stream.write(data)
+    finally:
+        await stream.close()
+
+
+async def handle_sink(stream: Any) -> None:
+    # The sender announces the length instead of half-closing: in py-libp2p
+    # 0.8.1 a FIN sent right after bulk data can overtake the last bytes of
+    # the stream (the reader sees EOF early), which would corrupt the count.
+    try:
+        (expected,) = struct.unpack(">Q", await read_exactly(stream, 8))
+        total = 0
+        while total < expected:
+            chunk = await stream.read(min(CHUNK, expected - total))
+            if not chunk:
+                break
+            total += len(chunk)
+        await stream.write(struct.pack(">Q", total))
+    finally:
+        await stream.close()
+
+
+async def send_bulk(host: Any, peer: Any, nbytes: int) -> None:
+    stream = await host.new_stream(peer, [SINK])
+    block = os.urandom(CHUNK)
+    await stream.write(struct.pack(">Q", nbytes))
+    left = nbytes
+    while left > 0:
+        n = min(CHUNK, left)
+        await stream.write(block if n == CHUNK else block[:n])
+        left -= n
+    (echoed,) = struct.unpack(">Q", await read_exactly(stream, 8))
+    if echoed != nbytes:
+        raise RuntimeError(f"receiver counted {echoed} bytes, sent {nbytes}")
+    await stream.close()
+
+
+async def measure_setup(
+    server: Any, rounds: int, timeout: float, stock_dialer: bool = False
+) -> list[float]:
+    info = PeerInfo(server.get_id(), server.get_addrs())
+    samples: list[float] = []
+    for _ in range(rounds):
+        client = make_host(stock_dialer)
+        async with client.run(listen_addrs=[multiaddr.Multiaddr(LISTEN)]):
+            with trio.fail_after(timeout):
+                t0 = time.perf_counter()
+                await client.connect(info)
+                stream = await client.new_stream(info.peer_id, [ECHO])
+                await stream.write(b"x")
+                if await read_exactly(stream, 1) != b"x":
+                    raise RuntimeError("echo mismatch")
+                samples.append((time.perf_counter() - t0) * 1000.0)
+                await stream.close()
+            await client.disconnect(info.peer_id)
+    return samples
+
+
+async def measure_throughput(
+    server: Any, nbytes: int, streams: int, timeout: float
+) -> float:
+    info = PeerInfo(server.get_id(), server.get_addrs())
+    client = make_host()
+    async with client.run(listen_addrs=[multiaddr.Multiaddr(LISTEN)]):
+        with trio.fail_after(timeout):
+            await client.connect(info)
+            # One warm-up stream so that stream negotiation and identify
+            # traffic triggered by connect are not inside the interval.
+            await send_bulk(client, info.peer_id, CHUNK)
+            share, extra = divmod(nbytes, streams)
+            t0 = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for i in range(streams):
+                    nursery.start_soon(
+                        send_bulk, client, info.peer_id, share + (1 if i < extra else 0)
+                    )
+            elapsed = time.perf_counter() - t0
+        await client.disconnect(info.peer_id)
+    return elapsed
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    server = make_host()
+    server.set_stream_handler(ECHO, handle_echo)
+    server.set_stream_handler(SINK, handle_sink)
+    nbytes = int(args.mb * MB)
+    result: dict[str, Any] = {
+        "implementation": "py-libp2p",
+        "mb": args.mb,
+        "bytes": nbytes,
+    }
+    try:
+        from importlib.metadata import version
+
+        result["version"] = version("libp2p")
+    except Exception:
+        result["version"] = "unknown"
+    async with server.run(listen_addrs=[multiaddr.Multiaddr(LISTEN)]):
+        log(f"listener {server.get_addrs()}")
+        samples = await measure_setup(server, args.setup_rounds, args.timeout)
+        result["setup_ms_median"] = statistics.median(samples)
+        result["setup_ms_samples"] = samples
+        log(f"setup median {result['setup_ms_median']:.2f} ms")
+        stock = await measure_setup(
+            server, min(args.setup_rounds, 5), args.timeout, stock_dialer=True
+        )
+        result["setup_stock_dialer_ms_median"] = statistics.median(stock)
+        log(f"setup median, stock dialer {statistics.median(stock):.2f} ms")
+
+        for count in (1, STREAMS):
+            key = f"throughput_{count}"
+            try:
+                secs = await measure_throughput(server, nbytes, count, args.timeout)
+            except (trio.TooSlowError, Exception) as exc:
+                # A baseline that cannot finish is reported, not fatal:
+                # the other figures remain usable.
+                result[f"{key}_MBps"] = None
+                result[f"{key}_error"] = repr(exc)
+                log(f"{count} stream(s): failed: {exc!r}")
+                continue
+            result[f"{key}_MBps"] = nbytes / MB / secs
+            result[f"{key}_seconds"] = secs
+            log(f"{count} stream(s): {nbytes / MB / secs:.2f} MB/s")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--mb", type=float, default=100.0, help="MB per transfer")
+    parser.add_argument("--setup-rounds", type=int, default=20)
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="bound on each measurement (s)"
+    )
+    args = parser.parse_args()
+    if args.mb <= 0 or args.setup_rounds < 1:
+        parser.error("--mb must be > 0 and --setup-rounds >= 1")
+    result = trio.run(run, args)
+    sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    sys.stdout.flush()
+    # py-libp2p may leave non-daemon helper threads behind.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
