@@ -15,6 +15,7 @@ Modes
     ``identify``   run identify against every connected peer and report what
                    each one said (see ``dial`` for the fields)
     ``inbound``    peers that ran identify and ping against us
+    ``dial ADDR``  as the ``dial`` mode below, keeping the connection open
     ``quit``       stop (closing stdin does the same)
 
 ``dial ADDR``
@@ -191,6 +192,8 @@ async def run_listen() -> int:
                     emit({"peers": [p.to_base58() for p in host.get_connected_peers()]})
                 elif cmd == "inbound":
                     emit({"inbound": inbound})
+                elif cmd.startswith("dial "):
+                    emit(await dial_ping_identify(host, cmd[5:].strip(), 3))
                 elif cmd == "identify":
                     result: dict[str, Any] = {}
                     for peer in host.get_connected_peers():
@@ -204,44 +207,45 @@ async def run_listen() -> int:
                     emit({"error": f"unknown command {cmd!r}"})
 
 
+async def dial_ping_identify(host: Any, addr: str, pings: int) -> dict[str, Any]:
+    """Connect, ping ``pings`` times, identify; the JSON-ready result, or
+    ``{"error": ...}`` if any step fails."""
+    try:
+        info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        t0 = time.perf_counter()
+        with trio.fail_after(OP_TIMEOUT):
+            await host.connect(info)
+        connect_ms = (time.perf_counter() - t0) * 1000.0
+        rtts = []
+        for _ in range(pings):
+            with trio.fail_after(OP_TIMEOUT):
+                rtts.append(await ping_peer(host, info.peer_id))
+        with trio.fail_after(OP_TIMEOUT):
+            learned = await identify_peer(host, info.peer_id)
+    except Exception as exc:
+        return {
+            "error": repr(exc),
+            "traceback": traceback.format_exc(),
+            "local_peer_id": host.get_id().to_base58(),
+        }
+    learned.update(
+        {
+            "dialed_peer_id": info.peer_id.to_base58(),
+            "local_peer_id": host.get_id().to_base58(),
+            "local_agent_version": get_agent_version(),
+            "connect_ms": connect_ms,
+            "ping_rtts_ms": rtts,
+        }
+    )
+    return learned
+
+
 async def run_dial(addr: str, pings: int) -> int:
-    maddr = multiaddr.Multiaddr(addr)
-    info = info_from_p2p_addr(maddr)
     host = make_host()
     async with host.run(listen_addrs=[multiaddr.Multiaddr(LISTEN_ADDR)]):
-        try:
-            t0 = time.perf_counter()
-            with trio.fail_after(OP_TIMEOUT):
-                await host.connect(info)
-            connect_ms = (time.perf_counter() - t0) * 1000.0
-            rtts = []
-            for _ in range(pings):
-                with trio.fail_after(OP_TIMEOUT):
-                    rtts.append(await ping_peer(host, info.peer_id))
-            with trio.fail_after(OP_TIMEOUT):
-                learned = await identify_peer(host, info.peer_id)
-        except BaseException as exc:
-            if isinstance(exc, trio.Cancelled):
-                raise
-            emit(
-                {
-                    "error": repr(exc),
-                    "traceback": traceback.format_exc(),
-                    "local_peer_id": host.get_id().to_base58(),
-                }
-            )
-            return 1
-        learned.update(
-            {
-                "dialed_peer_id": info.peer_id.to_base58(),
-                "local_peer_id": host.get_id().to_base58(),
-                "local_agent_version": get_agent_version(),
-                "connect_ms": connect_ms,
-                "ping_rtts_ms": rtts,
-            }
-        )
-        emit(learned)
-        return 0
+        result = await dial_ping_identify(host, addr, pings)
+        emit(result)
+        return 1 if "error" in result else 0
 
 
 def main() -> None:
