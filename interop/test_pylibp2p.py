@@ -1,0 +1,314 @@
+"""Interop with py-libp2p (the PyPI package ``libp2p``) over QUIC-v1.
+
+py-libp2p runs in its own virtualenv (``interop/setup.sh``) as a separate
+process, ``interop/pylibp2p_peer.py``, driven over stdin/stdout JSON lines.
+Both directions are covered: our host dials, pings and identifies
+py-libp2p, and py-libp2p dials, pings and identifies our host.
+
+Known py-libp2p 0.8.1 behaviour these tests allow for (see interop/README.md):
+it reports the observed address of a QUIC connection as ``/ip4/…/tcp/PORT``,
+and it dials from a fresh UDP socket rather than its listen port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from multiaddr import Multiaddr
+
+from overlay import AGENT_VERSION
+from overlay.host import Host, HostConfig
+from overlay.identity import Ed25519PrivateKey, PeerId
+
+pytestmark = pytest.mark.interop
+
+HERE = Path(__file__).resolve().parent
+SETUP = HERE / "setup.sh"
+PEER_SCRIPT = HERE / "pylibp2p_peer.py"
+LISTEN = "/ip4/127.0.0.1/udp/0/quic-v1"
+PING = "/ipfs/ping/1.0.0"
+IDENTIFY = "/ipfs/id/1.0.0"
+IDENTIFY_PUSH = "/ipfs/id/push/1.0.0"
+# Bounds: a py-libp2p process starts in about a second; its dials wait a
+# fixed 250 ms (happy eyeballs) on top of the handshake.
+START_TIMEOUT = 60.0
+STEP_TIMEOUT = 30.0
+TEST_TIMEOUT = 120.0
+# Only these mean "this machine cannot reach a package index"; any other
+# setup failure is a real failure and must not turn into a skip.
+OFFLINE_MARKERS = (
+    "Temporary failure in name resolution",
+    "Name or service not known",
+    "Network is unreachable",
+    "NewConnectionError",
+    "Failed to establish a new connection",
+    "No route to host",
+)
+
+
+@pytest.fixture(scope="session")
+def pylibp2p_python() -> str:
+    """Path of the python inside the py-libp2p venv, creating it if needed."""
+    try:
+        proc = subprocess.run(
+            ["bash", str(SETUP)], capture_output=True, text=True, timeout=900, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"interop/setup.sh did not finish in {exc.timeout}s")
+    if proc.returncode != 0:
+        output = proc.stdout + proc.stderr
+        if any(marker in output for marker in OFFLINE_MARKERS):
+            pytest.skip(f"py-libp2p cannot be installed: no network\n{output[-2000:]}")
+        pytest.fail(f"interop/setup.sh failed ({proc.returncode}):\n{output[-4000:]}")
+    python = proc.stdout.strip().splitlines()[-1]
+    assert Path(python).is_file(), f"setup.sh printed {python!r}, not a python"
+    return python
+
+
+def _peer_env() -> dict[str, str]:
+    """The environment for the py-libp2p process: nothing of ours leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "LIBP2P_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class PyPeer:
+    """A running ``pylibp2p_peer.py listen`` process."""
+
+    proc: asyncio.subprocess.Process
+    stderr_path: Path
+    info: dict[str, Any]
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.info["peer_id"])
+
+    @property
+    def addr(self) -> str:
+        return str(self.info["addrs"][0])
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")[-4000:]
+
+    async def command(self, line: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+        async with asyncio.timeout(STEP_TIMEOUT):
+            raw = await self.proc.stdout.readline()
+        if not raw:
+            raise AssertionError(f"py-libp2p exited on {line!r}:\n{self.stderr()}")
+        reply: dict[str, Any] = json.loads(raw)
+        return reply
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None and proc.stdin is not None:
+        proc.stdin.write(b"quit\n")
+        proc.stdin.close()
+    try:
+        async with asyncio.timeout(10):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+@asynccontextmanager
+async def pylibp2p_listener(python: str, tmp_path: Path) -> AsyncIterator[PyPeer]:
+    stderr_path = tmp_path / "pylibp2p-listen.stderr"
+    with stderr_path.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            python,
+            str(PEER_SCRIPT),
+            "listen",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            env=_peer_env(),
+        )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(START_TIMEOUT):
+            first = await proc.stdout.readline()
+        if not first:
+            raise AssertionError(
+                "py-libp2p listener exited before printing its address:\n"
+                + stderr_path.read_text(errors="replace")[-4000:]
+            )
+        yield PyPeer(proc, stderr_path, json.loads(first))
+    finally:
+        await _stop(proc)
+
+
+async def pylibp2p_dial(python: str, addr: str) -> dict[str, Any]:
+    """Run ``pylibp2p_peer.py dial ADDR`` and return its JSON line."""
+    proc = await asyncio.create_subprocess_exec(
+        python,
+        str(PEER_SCRIPT),
+        "dial",
+        addr,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_peer_env(),
+    )
+    try:
+        async with asyncio.timeout(START_TIMEOUT):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    lines = out.decode(errors="replace").strip().splitlines()
+    assert lines, f"py-libp2p dial printed nothing (rc={proc.returncode}):\n{err.decode()[-4000:]}"
+    result: dict[str, Any] = json.loads(lines[-1])
+    assert proc.returncode == 0 and "error" not in result, (
+        f"py-libp2p dial failed (rc={proc.returncode}): {result.get('error')}\n"
+        f"{result.get('traceback', '')}\n{err.decode(errors='replace')[-4000:]}"
+    )
+    return result
+
+
+@asynccontextmanager
+async def overlay_host() -> AsyncIterator[Host]:
+    async with Host(Ed25519PrivateKey.generate(), HostConfig()) as host:
+        await host.listen([Multiaddr(LISTEN)])
+        yield host
+
+
+def _full_addr(host: Host) -> str:
+    addrs = [a for a in host.listen_addrs() if "/ip4/127.0.0.1/" in str(a)]
+    assert addrs, f"no loopback listen address in {host.listen_addrs()}"
+    return f"{addrs[0]}/p2p/{host.peer_id}"
+
+
+def _udp_port(addr: Multiaddr | str) -> int:
+    parts = str(addr).split("/")
+    return int(parts[parts.index("udp") + 1])
+
+
+def _check_learned_about_us(learned: dict[str, Any], host: Host) -> None:
+    """What py-libp2p printed after identifying our host."""
+    ours = str(host.peer_id)
+    assert learned["peer_id"] == ours
+    # The key in the identify message proves the same identity.
+    assert learned["public_key_peer_id"] == ours
+    assert learned["agent_version"] == AGENT_VERSION
+    assert learned["agent_version"].startswith("overlay/")
+    assert learned["protocol_version"] == "ipfs/0.1.0"
+    assert {PING, IDENTIFY, IDENTIFY_PUSH} <= set(learned["protocols"])
+    our_addrs = {str(a) for a in host.listen_addrs()}
+    assert our_addrs & set(learned["listen_addrs"]), (our_addrs, learned["listen_addrs"])
+    # We saw py-libp2p on loopback QUIC and told it so.
+    observed = learned["observed_addr"]
+    assert observed is not None and observed.startswith("/ip4/127.0.0.1/udp/")
+    assert observed.endswith("/quic-v1")
+
+
+async def test_overlay_dials_pings_and_identifies_pylibp2p(
+    pylibp2p_python: str, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        async with pylibp2p_listener(pylibp2p_python, tmp_path) as peer, overlay_host() as host:
+            remote = PeerId.from_string(peer.peer_id)
+            await host.connect(Multiaddr(peer.addr))
+
+            rtt = await host.ping(remote)
+            assert 0 < rtt < STEP_TIMEOUT
+
+            info = await host.identify(remote)
+            assert info.peer_id == remote
+            assert str(info.peer_id) == peer.peer_id
+            # The agent py-libp2p announces is the one its own code reports.
+            assert info.agent_version == peer.info["agent_version"]
+            assert info.agent_version is not None
+            assert info.agent_version.startswith("py-libp2p/")
+            assert info.protocol_version == "ipfs/0.1.0"
+            assert {PING, IDENTIFY} <= set(info.protocols)
+            assert set(info.protocols) == set(peer.info["protocols"])
+            listen = Multiaddr(peer.addr.split("/p2p/")[0])
+            assert listen in info.listen_addrs
+            # py-libp2p labels a QUIC observation /tcp/ (a py-libp2p quirk);
+            # the IP and port are still ours, since we dial from our listen
+            # socket.
+            assert info.observed_addr is not None
+            observed = str(info.observed_addr)
+            assert observed.startswith("/ip4/127.0.0.1/")
+            our_port = _udp_port(_full_addr(host))
+            assert observed.rstrip("/").split("/")[4] == str(our_port), observed
+
+            stored = host.peerstore.get(remote)
+            assert stored is not None
+            assert stored.agent_version == info.agent_version
+            assert {PING, IDENTIFY} <= set(stored.protocols)
+
+            # py-libp2p saw our ping and identify streams arrive.
+            inbound = (await peer.command("inbound"))["inbound"]
+            assert {PING, IDENTIFY} <= set(inbound.get(str(host.peer_id), []))
+
+
+async def test_pylibp2p_identifies_overlay_on_connection_we_opened(
+    pylibp2p_python: str, tmp_path: Path
+) -> None:
+    """Streams opened by the side that accepted the connection work too."""
+    async with asyncio.timeout(TEST_TIMEOUT):
+        async with pylibp2p_listener(pylibp2p_python, tmp_path) as peer, overlay_host() as host:
+            await host.connect(Multiaddr(peer.addr))
+            await host.ping(PeerId.from_string(peer.peer_id))
+            identified = (await peer.command("identify"))["identified"]
+            ours = str(host.peer_id)
+            assert list(identified) == [ours], identified
+            learned = identified[ours]
+            assert "error" not in learned, learned
+            assert learned["peer_id"] == ours
+            assert learned["public_key_peer_id"] == ours
+            assert learned["agent_version"] == AGENT_VERSION
+            assert {PING, IDENTIFY, IDENTIFY_PUSH} <= set(learned["protocols"])
+            # It connected to our listen port, so that is where it sees us.
+            assert learned["observed_addr"] is not None
+            assert learned["observed_addr"].startswith("/ip4/127.0.0.1/")
+
+
+async def test_pylibp2p_dials_pings_and_identifies_overlay(pylibp2p_python: str) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        async with overlay_host() as host:
+            learned = await pylibp2p_dial(pylibp2p_python, _full_addr(host))
+            assert learned["dialed_peer_id"] == str(host.peer_id)
+            _check_learned_about_us(learned, host)
+            assert len(learned["ping_rtts_ms"]) == 3
+            assert all(0 < rtt < STEP_TIMEOUT * 1000 for rtt in learned["ping_rtts_ms"])
+
+
+async def test_overlay_learns_pylibp2p_agent_when_dialed(
+    pylibp2p_python: str, tmp_path: Path
+) -> None:
+    """After py-libp2p dials us, we know its agent version and protocols."""
+    async with asyncio.timeout(TEST_TIMEOUT):
+        async with pylibp2p_listener(pylibp2p_python, tmp_path) as peer, overlay_host() as host:
+            learned = await peer.command(f"dial {_full_addr(host)}")
+            assert "error" not in learned, f"{learned}\n{peer.stderr()}"
+            _check_learned_about_us(learned, host)
+
+            remote = PeerId.from_string(peer.peer_id)
+            assert remote in host.peers()
+            # Identify over the connection py-libp2p opened to us.
+            info = await host.identify(remote)
+            assert info.agent_version == peer.info["agent_version"]
+            stored = host.peerstore.get(remote)
+            assert stored is not None
+            assert stored.agent_version is not None
+            assert stored.agent_version.startswith("py-libp2p/")
+            assert {PING, IDENTIFY} <= set(stored.protocols)
+            assert stored.public_key is not None
+            assert PeerId.from_public_key(stored.public_key) == remote
