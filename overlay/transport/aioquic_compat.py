@@ -1,0 +1,233 @@
+"""Every access to aioquic internals made by overlay, in one place.
+
+aioquic 1.7 lacks four things libp2p needs (see shared AIOQUIC.md):
+mutual TLS with custom certificate checks, a configurable stream limit,
+receive windows that follow the application, and a view of the send buffer.
+``Libp2pQuicConnection`` adds them by overriding private methods and state
+that have been stable since aioquic 1.0.  tests/transport/test_aioquic_compat.py
+fails loudly if any of them changes shape; pyproject pins aioquic <1.8.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from aioquic import tls
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # re-exported from _buffer
+from aioquic.quic import connection as _conn
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.events import ConnectionTerminated
+from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.recovery import QuicPacketSpace
+from aioquic.quic.stream import QuicStream as _AioStream
+from cryptography import x509
+
+from overlay.errors import HandshakeError
+
+__all__ = ["CertificateCheck", "Libp2pQuicConnection", "AlertCertificateRequired"]
+
+CertificateCheck = Callable[[Sequence[x509.Certificate]], None]
+"""Called inside the TLS handshake with the peer's certificates; raises
+``HandshakeError`` to abort the handshake with a TLS alert."""
+
+_END_STATES: Final = _conn.END_STATES
+_MAX_STREAM_DATA_CAPACITY: Final = _conn.MAX_STREAM_DATA_FRAME_CAPACITY
+_CONNECTION_LIMIT_CAPACITY: Final = _conn.CONNECTION_LIMIT_FRAME_CAPACITY
+
+# The groups a client offers key shares for.  aioquic offers four (P-256,
+# P-384, X25519, X448) and computes a key pair for each; X25519 is what every
+# libp2p implementation picks, P-256 covers strict stacks.
+_CLIENT_GROUPS: Final = [tls.Group.X25519, tls.Group.SECP256R1]
+
+
+class AlertCertificateRequired(tls.Alert):
+    """RFC 8446: the client sent no certificate although one is required."""
+
+    description = tls.AlertDescription.certificate_required
+
+
+def _run_check(context: tls.Context, check: CertificateCheck) -> None:
+    certificate = context._peer_certificate
+    if certificate is None:
+        raise AlertCertificateRequired("peer sent no certificate")
+    try:
+        check([certificate, *context._peer_certificate_chain])
+    except HandshakeError as exc:
+        raise tls.AlertBadCertificate(str(exc)) from exc
+
+
+class Libp2pQuicConnection(QuicConnection):
+    """A QuicConnection with libp2p TLS and application-driven flow control.
+
+    Receive windows only grow as the application reports consumed bytes
+    through ``consume``; aioquic itself would double them whenever data
+    arrives, read or not.
+    """
+
+    def __init__(
+        self,
+        *,
+        configuration: QuicConfiguration,
+        certificate_check: CertificateCheck,
+        max_inbound_streams: int,
+        original_destination_connection_id: bytes | None = None,
+    ) -> None:
+        super().__init__(
+            configuration=configuration,
+            original_destination_connection_id=original_destination_connection_id,
+        )
+        # Transport parameters are serialised in _initialize, so the limits
+        # set here are what the peer learns in the handshake.
+        bidi = self._local_max_streams_bidi
+        bidi.value = bidi.sent = max_inbound_streams
+        # libp2p never uses unidirectional streams; the peer may open none.
+        uni = self._local_max_streams_uni
+        uni.value = uni.sent = 0
+        self._ovl_check = certificate_check
+        self._ovl_stream_window = configuration.max_stream_data
+        self._ovl_connection_window = configuration.max_data
+        self._ovl_consumed: dict[int, int] = {}
+        self._ovl_connection_consumed = 0
+
+    # --- TLS ----------------------------------------------------------------
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        context = self.tls
+        check = self._ovl_check
+        if self._is_client:
+            context._supported_groups = list(_CLIENT_GROUPS)
+            verify_server = context._client_handle_certificate_verify
+
+            def client_handle_certificate_verify(input_buf: Buffer) -> None:
+                _run_check(context, check)
+                verify_server(input_buf)
+
+            setattr(context, "_client_handle_certificate_verify", client_handle_certificate_verify)
+        else:
+            context._request_client_certificate = True
+            take_certificate = context._server_handle_certificate
+            verify_client = context._server_handle_certificate_verify
+
+            def server_handle_certificate(input_buf: Buffer) -> None:
+                take_certificate(input_buf)
+                # aioquic accepts an empty Certificate message as "no client
+                # authentication"; libp2p requires one.
+                if context._peer_certificate is None:
+                    raise AlertCertificateRequired("client sent no certificate")
+
+            def server_handle_certificate_verify(input_buf: Buffer) -> None:
+                _run_check(context, check)
+                verify_client(input_buf)
+
+            setattr(context, "_server_handle_certificate", server_handle_certificate)
+            setattr(context, "_server_handle_certificate_verify", server_handle_certificate_verify)
+
+    # --- state queries ------------------------------------------------------
+
+    @property
+    def handshake_confirmed(self) -> bool:
+        return self._handshake_confirmed
+
+    @property
+    def close_event(self) -> ConnectionTerminated | None:
+        """Why the connection is closing or closed, as soon as aioquic
+        decides it (its ConnectionTerminated event only comes after the
+        closing period); ``None`` while it is alive."""
+        if self._state in _END_STATES or self._close_pending:
+            return self._close_event
+        return None
+
+    @property
+    def first_flight(self) -> bool:
+        """True until a packet from the peer was decrypted."""
+        return self._state is QuicConnectionState.FIRSTFLIGHT
+
+    def bidi_stream_credit(self) -> int:
+        """How many more bidirectional streams the peer lets us open now."""
+        return self._remote_max_streams_bidi - self._local_next_stream_id_bidi // 4
+
+    def send_buffered(self, stream_id: int) -> int:
+        """Bytes written to the stream and not yet acknowledged by the peer."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return 0
+        sender = stream.sender
+        return sender._buffer_stop - sender._buffer_start
+
+    def receive_final_size(self, stream_id: int) -> int:
+        """The final size of a stream the peer reset (its highest offset)."""
+        stream = self._streams.get(stream_id)
+        return 0 if stream is None else stream.receiver.highest_offset
+
+    # --- flow control -------------------------------------------------------
+
+    def consume(self, stream_id: int | None, n: int) -> bool:
+        """Report ``n`` bytes as consumed (read or discarded) by the
+        application, on ``stream_id`` or, for ``None``, only connection-wide.
+        Returns True when a window update is due, i.e. worth transmitting."""
+        due = False
+        if stream_id is not None:
+            total = self._ovl_consumed.get(stream_id, 0) + n
+            self._ovl_consumed[stream_id] = total
+            stream = self._streams.get(stream_id)
+            if stream is not None and stream.max_stream_data_local:
+                due = total + self._ovl_stream_window - stream.max_stream_data_local >= (
+                    self._ovl_stream_window // 2
+                )
+        self._ovl_connection_consumed += n
+        return due or (
+            self._ovl_connection_consumed
+            + self._ovl_connection_window
+            - self._local_max_data.value
+            >= self._ovl_connection_window // 2
+        )
+
+    def forget_stream(self, stream_id: int) -> None:
+        """Drop per-stream accounting once its receive side is finished."""
+        self._ovl_consumed.pop(stream_id, None)
+
+    def _write_stream_limits(
+        self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: _AioStream
+    ) -> None:
+        window = self._ovl_stream_window
+        local = stream.max_stream_data_local
+        if local and not stream.receiver.is_finished:
+            target = self._ovl_consumed.get(stream.stream_id or 0, 0) + window
+            # Batch updates: only announce once half a window was consumed.
+            if target - local >= window // 2:
+                stream.max_stream_data_local = target
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+            buf = builder.start_frame(
+                QuicFrameType.MAX_STREAM_DATA,
+                capacity=_MAX_STREAM_DATA_CAPACITY,
+                handler=self._on_max_stream_data_delivery,
+                handler_args=(stream,),
+            )
+            buf.push_uint_var(stream.stream_id or 0)
+            buf.push_uint_var(stream.max_stream_data_local)
+            stream.max_stream_data_local_sent = stream.max_stream_data_local
+
+    def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
+        max_data = self._local_max_data
+        window = self._ovl_connection_window
+        target = self._ovl_connection_consumed + window
+        if target - max_data.value >= window // 2:
+            max_data.value = target
+        for limit in (max_data, self._local_max_streams_bidi, self._local_max_streams_uni):
+            # Like aioquic: batch MAX_STREAMS until the peer has fewer streams
+            # left to open than the update would grant.
+            if limit is not max_data and limit.sent - limit.used >= limit.value - limit.sent:
+                continue
+            if limit.value != limit.sent:
+                buf = builder.start_frame(
+                    limit.frame_type,
+                    capacity=_CONNECTION_LIMIT_CAPACITY,
+                    handler=self._on_connection_limit_delivery,
+                    handler_args=(limit,),
+                )
+                buf.push_uint_var(limit.value)
+                limit.sent = limit.value

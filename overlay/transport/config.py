@@ -1,0 +1,84 @@
+"""Configuration of the QUIC transport."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from overlay.errors import ConfigError
+
+__all__ = ["TransportConfig"]
+
+_MIN_DATAGRAM = 1200  # RFC 9000 section 14: every QUIC path must carry this
+_MAX_DATAGRAM = 65527
+
+
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    """Limits and timers of one QUIC endpoint and its connections."""
+
+    idle_timeout: float = 30.0
+    """Seconds without any packet from the peer after which a connection
+    is dropped (the smaller of both sides' values applies)."""
+
+    keepalive_interval: float | None = 15.0
+    """Seconds between PINGs on an established connection so that it stays
+    open across the idle timeout and NAT bindings; ``None`` disables them.
+    Must be below ``idle_timeout``."""
+
+    handshake_timeout: float = 10.0
+    """Seconds a dial or an inbound handshake may take before it is aborted."""
+
+    max_inbound_streams: int = 256
+    """Bidirectional streams the peer may have open towards us at once."""
+
+    stream_receive_window: int = 1 << 20
+    """Bytes the peer may send on one stream beyond what our application has
+    read; this bounds the receive buffer of a stream."""
+
+    connection_receive_window: int = 4 << 20
+    """Bytes the peer may send on all streams together beyond what our
+    application has read; this bounds the receive memory of a connection."""
+
+    send_buffer_limit: int = 1 << 20
+    """``drain()`` blocks while a stream holds more unacknowledged bytes
+    than this."""
+
+    max_datagram_size: int = 1200
+    """Largest UDP payload we send.  1200 is safe on every path (there is no
+    path-MTU discovery); 1452 is faster where the path allows it."""
+
+    max_connections: int = 1024
+    """Connections (established or handshaking, both directions) per endpoint."""
+
+    max_handshakes: int = 64
+    """Inbound handshakes in progress at once; further Initials are dropped."""
+
+    def __post_init__(self) -> None:
+        _positive("idle_timeout", self.idle_timeout)
+        _positive("handshake_timeout", self.handshake_timeout)
+        if self.keepalive_interval is not None:
+            _positive("keepalive_interval", self.keepalive_interval)
+            if self.keepalive_interval >= self.idle_timeout:
+                raise ConfigError("keepalive_interval must be below idle_timeout")
+        if not 1 <= self.max_inbound_streams <= 1 << 20:
+            raise ConfigError("max_inbound_streams must be between 1 and 2**20")
+        if self.stream_receive_window < 1024:
+            raise ConfigError("stream_receive_window must be at least 1024 bytes")
+        if self.connection_receive_window < self.stream_receive_window:
+            raise ConfigError("connection_receive_window must be >= stream_receive_window")
+        if self.send_buffer_limit < 1:
+            raise ConfigError("send_buffer_limit must be positive")
+        if not _MIN_DATAGRAM <= self.max_datagram_size <= _MAX_DATAGRAM:
+            raise ConfigError(
+                f"max_datagram_size must be between {_MIN_DATAGRAM} and {_MAX_DATAGRAM}"
+            )
+        if self.max_connections < 1:
+            raise ConfigError("max_connections must be positive")
+        if self.max_handshakes < 1:
+            raise ConfigError("max_handshakes must be positive")
+
+
+def _positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive number of seconds")

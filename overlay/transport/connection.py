@@ -1,0 +1,463 @@
+"""One QUIC connection: drives a sans-IO aioquic connection for the endpoint.
+
+The endpoint feeds datagrams in; this class turns aioquic's events into
+stream wake-ups, sends what aioquic produces, and keeps one timer armed at
+aioquic's next deadline.  No task is spawned: everything runs in callbacks
+and in the awaiting application coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from aioquic.quic import events
+from aioquic.quic.connection import NetworkAddress
+from cryptography import x509
+
+from overlay.errors import ConnectionClosed, HandshakeError, PeerIdMismatch, TransportError
+from overlay.identity import PeerId, PublicKey
+from overlay.transport.aioquic_compat import Libp2pQuicConnection
+from overlay.transport.config import TransportConfig
+from overlay.transport.stream import RESET_ERROR_CODE, QuicStream
+from overlay.transport.tls import verify_certificate_chain
+
+__all__ = ["QuicConn"]
+
+log = logging.getLogger(__name__)
+
+ALPN = "libp2p"
+
+
+class _Owner(Protocol):
+    """What a connection needs from its endpoint."""
+
+    @property
+    def local_address(self) -> tuple[str, int]: ...
+
+    def _send_datagram(self, data: bytes, addr: NetworkAddress) -> None: ...
+
+    def _add_cid(self, cid: bytes, conn: QuicConn) -> None: ...
+
+    def _remove_cid(self, cid: bytes) -> None: ...
+
+    def _connection_ready(self, conn: QuicConn) -> None: ...
+
+    def _connection_terminated(self, conn: QuicConn) -> None: ...
+
+
+def _short_address(addr: NetworkAddress) -> tuple[str, int]:
+    return (str(addr[0]), int(addr[1]))
+
+
+class QuicConn:
+    """An authenticated libp2p QUIC connection."""
+
+    def __init__(
+        self,
+        owner: _Owner,
+        quic_factory: Callable[[Callable[[Sequence[x509.Certificate]], None]], Libp2pQuicConnection],
+        config: TransportConfig,
+        *,
+        is_initiator: bool,
+        expected_peer: PeerId | None = None,
+    ) -> None:
+        self.config = config
+        self.is_initiator = is_initiator
+        self._owner = owner
+        self._loop = asyncio.get_running_loop()
+        self._expected_peer = expected_peer
+        self._remote_peer: PeerId | None = None
+        self._remote_public_key: PublicKey | None = None
+        self._handshake_error: HandshakeError | None = None
+        self._ready: asyncio.Future[None] = self._loop.create_future()
+        self._is_ready = False
+        self._error: ConnectionClosed | None = None
+        self._closed = asyncio.Event()
+        self._terminated = False
+        self._quic = quic_factory(self._check_certificate)
+        self._cids: set[bytes] = set()
+        self._streams: dict[int, QuicStream] = {}
+        self._next_peer_stream = 1 if is_initiator else 0
+        self._implicit_peer_streams: set[int] = set()
+        self._incoming: deque[QuicStream] = deque()
+        self._incoming_event = asyncio.Event()
+        self._credit_event = asyncio.Event()
+        self._drain_waiters: set[QuicStream] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._transmit_handle: asyncio.Handle | None = None
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._handshake_timer: asyncio.TimerHandle | None = self._loop.call_later(
+            config.handshake_timeout, self._on_handshake_timeout
+        )
+        self._ping_uid = 0
+        self._add_cid(self._quic.host_cid)
+
+    def __repr__(self) -> str:
+        peer = self._remote_peer or self._expected_peer
+        role = "out" if self.is_initiator else "in"
+        return f"<QuicConn {role} {peer} {self.remote_address}>"
+
+    # --- public API ---------------------------------------------------------
+
+    @property
+    def remote_peer(self) -> PeerId:
+        if self._remote_peer is None:
+            raise TransportError("the handshake has not authenticated the peer yet")
+        return self._remote_peer
+
+    @property
+    def remote_public_key(self) -> PublicKey:
+        if self._remote_public_key is None:
+            raise TransportError("the handshake has not authenticated the peer yet")
+        return self._remote_public_key
+
+    @property
+    def remote_address(self) -> tuple[str, int]:
+        addr = self._quic.get_peer_address()
+        return ("", 0) if addr is None else _short_address(addr)
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        return self._owner.local_address
+
+    @property
+    def is_closed(self) -> bool:
+        return self._error is not None
+
+    @property
+    def close_reason(self) -> ConnectionClosed | None:
+        """Why the connection closed, once it has."""
+        return self._error
+
+    async def open_stream(self) -> QuicStream:
+        """Open a bidirectional stream, waiting while the peer's stream limit
+        is reached; raises ``ConnectionClosed``."""
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._quic.bidi_stream_credit() > 0:
+                break
+            self._credit_event.clear()
+            await self._credit_event.wait()
+        stream_id = self._quic.get_next_available_stream_id()
+        # An empty write creates the stream in aioquic without sending a frame.
+        self._quic.send_stream_data(stream_id, b"")
+        stream = QuicStream(self, stream_id)
+        self._streams[stream_id] = stream
+        return stream
+
+    async def accept_stream(self) -> QuicStream:
+        """The next stream the peer opened; raises ``ConnectionClosed``."""
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._incoming:
+                return self._incoming.popleft()
+            self._incoming_event.clear()
+            await self._incoming_event.wait()
+
+    def close(self, code: int = 0, reason: str = "") -> None:
+        """Close the connection (CONNECTION_CLOSE with an application code)."""
+        if self._error is not None:
+            return
+        self._quic.close(error_code=code, reason_phrase=reason)
+        self._mark_closed(ConnectionClosed(f"connection closed locally: {reason or code}"))
+        self._transmit()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    # --- handshake ----------------------------------------------------------
+
+    async def _wait_ready(self) -> None:
+        await asyncio.shield(self._ready)
+
+    def _check_certificate(self, chain: Sequence[x509.Certificate]) -> None:
+        """Runs inside the TLS handshake (see aioquic_compat)."""
+        try:
+            public_key = verify_certificate_chain(chain, datetime.datetime.now(datetime.UTC))
+            peer = PeerId.from_public_key(public_key)
+            if self._expected_peer is not None and peer != self._expected_peer:
+                raise PeerIdMismatch(str(self._expected_peer), str(peer))
+        except HandshakeError as exc:
+            self._handshake_error = exc
+            raise
+        self._remote_public_key = public_key
+        self._remote_peer = peer
+
+    def _on_handshake_done(self) -> None:
+        if self._is_ready or self._error is not None:
+            return
+        if self._remote_peer is None:
+            # The libp2p checks never ran; never hand out such a connection.
+            self._fail(HandshakeError("peer was not authenticated"), code=0x1)
+            return
+        self._is_ready = True
+        self._cancel_handshake_timer()
+        if not self._ready.done():
+            self._ready.set_result(None)
+        if self.config.keepalive_interval is not None:
+            self._keepalive = self._loop.call_later(
+                self.config.keepalive_interval, self._on_keepalive
+            )
+        if not self.is_initiator:
+            self._owner._connection_ready(self)
+
+    def _on_handshake_timeout(self) -> None:
+        self._handshake_timer = None
+        if not self._is_ready:
+            self._fail(HandshakeError("handshake timed out"), code=0x1)
+
+    def _cancel_handshake_timer(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+
+    def _fail(self, error: TransportError, code: int) -> None:
+        reason = str(error)
+        self._quic.close(error_code=code, reason_phrase=reason[:200])
+        closed = error if isinstance(error, ConnectionClosed) else ConnectionClosed(reason)
+        if not self._is_ready and isinstance(error, HandshakeError):
+            self._handshake_error = self._handshake_error or error
+        self._mark_closed(closed)
+        self._transmit()
+
+    # --- input from the endpoint --------------------------------------------
+
+    def _datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        self._quic.receive_datagram(data, addr, time.monotonic())
+        self._after_input()
+
+    def _on_timer(self) -> None:
+        at = self._timer_at or 0.0
+        self._timer = None
+        self._timer_at = None
+        self._quic.handle_timer(max(time.monotonic(), at))
+        self._after_input()
+        self._transmit()
+
+    def _after_input(self) -> None:
+        self._process_events()
+        if self._error is None:
+            close = self._quic.close_event
+            if close is not None:
+                self._mark_closed(self._error_from(close))
+        if self._error is None:
+            if not self._is_ready and self.is_initiator and self._quic.handshake_confirmed:
+                self._on_handshake_done()
+            if self._drain_waiters:
+                self._wake_drainers()
+            if self._quic.bidi_stream_credit() > 0:
+                self._credit_event.set()
+        self._schedule_transmit()
+
+    def _process_events(self) -> None:
+        quic = self._quic
+        while (event := quic.next_event()) is not None:
+            if isinstance(event, events.StreamDataReceived):
+                stream = self._stream_for_event(event.stream_id)
+                if stream is None:
+                    quic.consume(None, len(event.data))
+                else:
+                    stream._on_data(event.data, event.end_stream)
+                    self._maybe_forget(stream)
+            elif isinstance(event, events.StreamReset):
+                stream = self._stream_for_event(event.stream_id)
+                if stream is not None:
+                    stream._on_reset(quic.receive_final_size(event.stream_id))
+                    self._maybe_forget(stream)
+            elif isinstance(event, events.StopSendingReceived):
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._on_stop_sending()
+                    self._drain_waiters.discard(stream)
+                    self._maybe_forget(stream)
+            elif isinstance(event, events.HandshakeCompleted):
+                if event.alpn_protocol != ALPN:
+                    self._fail(HandshakeError(f"ALPN {event.alpn_protocol!r} is not libp2p"), 0x1)
+                elif not self.is_initiator:
+                    self._on_handshake_done()
+            elif isinstance(event, events.ConnectionIdIssued):
+                self._add_cid(event.connection_id)
+            elif isinstance(event, events.ConnectionIdRetired):
+                self._cids.discard(event.connection_id)
+                self._owner._remove_cid(event.connection_id)
+            elif isinstance(event, events.ConnectionTerminated):
+                self._mark_closed(self._error_from(event))
+                self._terminate()
+
+    def _stream_for_event(self, stream_id: int) -> QuicStream | None:
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            return stream
+        # Only bidirectional streams exist (the peer may open no other).
+        if stream_id % 4 != self._next_peer_stream % 4:
+            return None  # ours, already forgotten
+        if stream_id >= self._next_peer_stream:
+            # Opening a stream implicitly opens the lower-numbered ones
+            # (RFC 9000 section 2.1); remember them as not yet seen.
+            self._implicit_peer_streams.update(range(self._next_peer_stream, stream_id, 4))
+            self._next_peer_stream = stream_id + 4
+        elif stream_id in self._implicit_peer_streams:
+            self._implicit_peer_streams.discard(stream_id)
+        else:
+            return None  # the peer's, already forgotten
+        stream = QuicStream(self, stream_id)
+        self._streams[stream_id] = stream
+        self._incoming.append(stream)
+        self._incoming_event.set()
+        return stream
+
+    def _error_from(self, event: events.ConnectionTerminated) -> ConnectionClosed:
+        if not self._is_ready:
+            if self._handshake_error is not None:
+                error: HandshakeError = self._handshake_error
+            else:
+                error = HandshakeError(
+                    f"handshake failed: {event.reason_phrase or 'closed'} (code 0x{event.error_code:x})"
+                )
+            if not self._ready.done():
+                self._ready.set_exception(error)
+                # Nobody may await a failed inbound handshake.
+                self._ready.exception()
+        return ConnectionClosed(
+            f"connection closed: {event.reason_phrase or 'no reason'} (code 0x{event.error_code:x})"
+        )
+
+    # --- output -------------------------------------------------------------
+
+    def _schedule_transmit(self) -> None:
+        if self._transmit_handle is None and not self._terminated:
+            self._transmit_handle = self._loop.call_soon(self._transmit)
+
+    def _transmit(self) -> None:
+        if self._transmit_handle is not None:
+            self._transmit_handle.cancel()
+            self._transmit_handle = None
+        if self._terminated:
+            return
+        send = self._owner._send_datagram
+        for data, addr in self._quic.datagrams_to_send(time.monotonic()):
+            send(data, addr)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        at = self._quic.get_timer()
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None:
+            # aioquic runs on time.monotonic(); convert to a delay because
+            # the loop's own clock may differ (uvloop's is coarser).
+            self._timer = self._loop.call_later(max(0.0, at - time.monotonic()), self._on_timer)
+
+    def _on_keepalive(self) -> None:
+        self._keepalive = None
+        if self._error is not None or self.config.keepalive_interval is None:
+            return
+        self._ping_uid += 1
+        self._quic.send_ping(self._ping_uid)
+        self._transmit()
+        self._keepalive = self._loop.call_later(self.config.keepalive_interval, self._on_keepalive)
+
+    # --- stream plumbing (called by QuicStream) ----------------------------
+
+    def _send(self, stream: QuicStream, data: bytes, end_stream: bool) -> None:
+        self._quic.send_stream_data(stream.stream_id, data, end_stream)
+        if end_stream:
+            self._maybe_forget(stream)
+        self._schedule_transmit()
+
+    def _send_buffered(self, stream: QuicStream) -> int:
+        return self._quic.send_buffered(stream.stream_id)
+
+    def _wait_drain(self, stream: QuicStream) -> None:
+        self._drain_waiters.add(stream)
+
+    def _wake_drainers(self) -> None:
+        limit = self.config.send_buffer_limit
+        for stream in list(self._drain_waiters):
+            if self._quic.send_buffered(stream.stream_id) <= limit:
+                self._drain_waiters.discard(stream)
+                stream._on_writable()
+
+    def _consumed(self, stream: QuicStream, n: int) -> None:
+        if n <= 0 or self._terminated:
+            return
+        tracked = self._streams.get(stream.stream_id) is stream
+        if self._quic.consume(stream.stream_id if tracked else None, n):
+            self._schedule_transmit()
+
+    def _reset(self, stream: QuicStream, stop_receive: bool) -> None:
+        self._drain_waiters.discard(stream)
+        self._quic.reset_stream(stream.stream_id, RESET_ERROR_CODE)
+        if stop_receive:
+            self._quic.stop_stream(stream.stream_id, RESET_ERROR_CODE)
+        self._maybe_forget(stream)
+        self._schedule_transmit()
+
+    def _maybe_forget(self, stream: QuicStream) -> None:
+        if stream._finished and self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+            self._quic.forget_stream(stream.stream_id)
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def _add_cid(self, cid: bytes) -> None:
+        self._cids.add(cid)
+        self._owner._add_cid(cid, self)
+
+    def _mark_closed(self, error: ConnectionClosed) -> None:
+        """Fail everything waiting on this connection; aioquic may still be
+        sending CONNECTION_CLOSE or draining."""
+        if self._error is not None:
+            return
+        self._error = error
+        self._cancel_handshake_timer()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+        if not self._ready.done():
+            self._ready.set_exception(self._handshake_error or HandshakeError(str(error)))
+            self._ready.exception()
+        for stream in list(self._streams.values()):
+            stream._on_connection_closed(error)
+        for stream in self._incoming:
+            stream._on_connection_closed(error)
+        self._streams.clear()
+        self._incoming.clear()
+        self._drain_waiters.clear()
+        self._incoming_event.set()
+        self._credit_event.set()
+        self._closed.set()
+
+    def _terminate(self) -> None:
+        """aioquic is done with the connection: release it from the endpoint."""
+        if self._terminated:
+            return
+        self._terminated = True
+        for handle in (self._timer, self._transmit_handle):
+            if handle is not None:
+                handle.cancel()
+        self._timer = None
+        self._transmit_handle = None
+        for cid in self._cids:
+            self._owner._remove_cid(cid)
+        self._cids.clear()
+        self._owner._connection_terminated(self)
+
+    def _abandon(self, error: ConnectionClosed) -> None:
+        """The endpoint is going away: fail and release without waiting for
+        the closing period."""
+        self._mark_closed(error)
+        self._terminate()

@@ -1,0 +1,359 @@
+"""One UDP socket serving inbound and outbound libp2p QUIC connections.
+
+Datagrams are demultiplexed by destination connection ID.  Datagrams that
+are not QUIC (STUN, hole-punch probes, junk) go to an optional hook, so NAT
+traversal can share the socket whose mapping the peers already know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # re-exported from _buffer
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import NetworkAddress
+from aioquic.quic.packet import (
+    QuicPacketType,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
+
+from overlay.errors import ConnectionClosed, DialError, HandshakeError
+from overlay.identity import PeerId, PrivateKey
+from overlay.transport.aioquic_compat import Libp2pQuicConnection
+from overlay.transport.config import TransportConfig
+from overlay.transport.connection import ALPN, QuicConn
+from overlay.transport.errors import BindError, EndpointClosed
+from overlay.transport.tls import TlsCredentials, generate_credentials
+
+__all__ = ["QuicEndpoint", "DatagramHook", "is_stun"]
+
+log = logging.getLogger(__name__)
+
+DatagramHook = Callable[[bytes, tuple[str, int]], bool]
+"""Receives every non-QUIC datagram; returns True if it consumed it."""
+
+_CID_LENGTH: Final = 8
+_MIN_INITIAL: Final = 1200  # RFC 9000 section 14.1
+_STUN_MAGIC: Final = b"\x21\x12\xa4\x42"
+_SUPPORTED_VERSIONS: Final = QuicConfiguration().supported_versions
+_SOCKET_BUFFER: Final = 4 << 20
+
+
+def is_stun(data: bytes) -> bool:
+    """RFC 5389: the top two bits are zero and the magic cookie follows the
+    type and length fields."""
+    return len(data) >= 20 and data[0] & 0xC0 == 0 and data[4:8] == _STUN_MAGIC
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: QuicEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        self._endpoint._datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for one peer must not affect the others.
+        log.debug("UDP error on %s: %s", self._endpoint.local_address, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._endpoint._socket_closed()
+
+
+class QuicEndpoint:
+    """A bound UDP socket with its QUIC connections; create with ``create``."""
+
+    def __init__(
+        self,
+        private_key: PrivateKey,
+        config: TransportConfig,
+        credentials: TlsCredentials,
+        family: socket.AddressFamily,
+    ) -> None:
+        self.config = config
+        self.peer_id = PeerId.from_public_key(private_key.public_key())
+        self._private_key = private_key
+        self._credentials = credentials
+        self._family = family
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._local_address: tuple[str, int] = ("", 0)
+        self._by_cid: dict[bytes, QuicConn] = {}
+        self._connections: set[QuicConn] = set()
+        self._handshaking_inbound: set[QuicConn] = set()
+        self._accept_queue: deque[QuicConn] = deque()
+        self._accept_event = asyncio.Event()
+        self._hook: DatagramHook | None = None
+        self._closing = False
+        self._socket_gone = asyncio.Event()
+
+    @classmethod
+    async def create(
+        cls,
+        host: str,
+        port: int,
+        private_key: PrivateKey,
+        config: TransportConfig | None = None,
+        *,
+        credentials: TlsCredentials | None = None,
+    ) -> QuicEndpoint:
+        """Bind ``host:port`` (an IPv4 or IPv6 literal; port 0 picks one).
+
+        ``credentials`` overrides the generated certificate, which only
+        tests need.  Raises ``BindError``.
+        """
+        config = config or TransportConfig()
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise BindError(f"{host!r} is not an IP address") from None
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        if credentials is None:
+            credentials = generate_credentials(private_key, datetime.datetime.now(datetime.UTC))
+        endpoint = cls(private_key, config, credentials, family)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                # The daemon binds 0.0.0.0 and :: on the same port.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+                except OSError:
+                    pass  # a smaller buffer only costs throughput
+            sock.bind((host, port))
+            sock.setblocking(False)
+            transport, _ = await endpoint._loop.create_datagram_endpoint(
+                lambda: _Protocol(endpoint), sock=sock
+            )
+        except OSError as exc:
+            sock.close()
+            raise BindError(f"cannot bind UDP {host} port {port}: {exc.strerror or exc}") from None
+        endpoint._transport = transport
+        bound = sock.getsockname()
+        endpoint._local_address = (str(bound[0]), int(bound[1]))
+        return endpoint
+
+    async def __aenter__(self) -> QuicEndpoint:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # --- public API ---------------------------------------------------------
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        return self._local_address
+
+    @property
+    def connections(self) -> list[QuicConn]:
+        """Live connections, including those still handshaking."""
+        return [c for c in self._connections if not c.is_closed]
+
+    def set_datagram_hook(self, hook: DatagramHook | None) -> None:
+        self._hook = hook
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Send a raw datagram from this endpoint's socket (hole punching)."""
+        if self._transport is None or self._closing:
+            raise EndpointClosed("endpoint is closed")
+        self._transport.sendto(data, addr)
+
+    async def dial(
+        self, addr: tuple[str, int], expected_peer: PeerId | None = None
+    ) -> QuicConn:
+        """Connect and authenticate; raises ``PeerIdMismatch``,
+        ``HandshakeError`` or ``DialError``."""
+        if self._closing:
+            raise EndpointClosed("endpoint is closed")
+        target = self._resolve(addr)
+        if len(self.connections) >= self.config.max_connections:
+            raise DialError(f"connection limit of {self.config.max_connections} reached")
+        conn = QuicConn(
+            self,
+            lambda check: Libp2pQuicConnection(
+                configuration=self._quic_configuration(is_client=True),
+                certificate_check=check,
+                max_inbound_streams=self.config.max_inbound_streams,
+            ),
+            self.config,
+            is_initiator=True,
+            expected_peer=expected_peer,
+        )
+        self._connections.add(conn)
+        conn._quic.connect(target, now=time.monotonic())
+        conn._transmit()
+        try:
+            await conn._wait_ready()
+        except HandshakeError:
+            raise
+        except asyncio.CancelledError:
+            conn.close(reason="dial cancelled")
+            raise
+        return conn
+
+    async def accept(self) -> QuicConn:
+        """The next authenticated inbound connection; raises ``EndpointClosed``."""
+        while True:
+            if self._closing:
+                raise EndpointClosed("endpoint is closed")
+            while self._accept_queue:
+                conn = self._accept_queue.popleft()
+                if not conn.is_closed:
+                    return conn
+            self._accept_event.clear()
+            await self._accept_event.wait()
+
+    async def aclose(self) -> None:
+        """Close every connection (CONNECTION_CLOSE is sent) and the socket."""
+        if self._closing:
+            await self._socket_gone.wait()
+            return
+        self._closing = True
+        self._accept_event.set()
+        for conn in list(self._connections):
+            conn.close(reason="endpoint closing")
+            conn._abandon(EndpointClosed("endpoint closed"))
+        self._connections.clear()
+        self._by_cid.clear()
+        if self._transport is not None:
+            self._transport.close()
+            await self._socket_gone.wait()
+
+    # --- datagram input -----------------------------------------------------
+
+    def _datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        if not data or self._closing:
+            return
+        if data[0] & 0x40 and not is_stun(data):
+            self._quic_datagram(data, addr)
+        elif self._hook is not None:
+            self._hook(data, (str(addr[0]), int(addr[1])))
+
+    def _quic_datagram(self, data: bytes, addr: NetworkAddress) -> None:
+        try:
+            header = pull_quic_header(Buffer(data=data), host_cid_length=_CID_LENGTH)
+        except ValueError:
+            return  # not QUIC after all
+        conn = self._by_cid.get(header.destination_cid)
+        if conn is not None:
+            conn._datagram_received(data, addr)
+            return
+        if header.version is None or header.packet_type is QuicPacketType.VERSION_NEGOTIATION:
+            return  # short header or VN for an unknown connection: nothing to do
+        if header.version not in _SUPPORTED_VERSIONS:
+            self._send_datagram(
+                encode_quic_version_negotiation(
+                    source_cid=header.destination_cid,
+                    destination_cid=header.source_cid,
+                    supported_versions=_SUPPORTED_VERSIONS,
+                ),
+                addr,
+            )
+            return
+        if header.packet_type is QuicPacketType.INITIAL and len(data) >= _MIN_INITIAL:
+            self._accept_initial(data, addr, header.destination_cid)
+
+    def _accept_initial(self, data: bytes, addr: NetworkAddress, original_cid: bytes) -> None:
+        if (
+            len(self._handshaking_inbound) >= self.config.max_handshakes
+            or len(self._connections) >= self.config.max_connections
+        ):
+            return  # the client retransmits; later there may be room
+        conn = QuicConn(
+            self,
+            lambda check: Libp2pQuicConnection(
+                configuration=self._quic_configuration(is_client=False),
+                certificate_check=check,
+                max_inbound_streams=self.config.max_inbound_streams,
+                original_destination_connection_id=original_cid,
+            ),
+            self.config,
+            is_initiator=False,
+        )
+        self._connections.add(conn)
+        self._handshaking_inbound.add(conn)
+        conn._add_cid(original_cid)
+        conn._datagram_received(data, addr)
+        if conn._quic.first_flight:
+            # Nothing decrypted: junk that only looked like an Initial.
+            conn._abandon(ConnectionClosed("undecryptable Initial"))
+
+    # --- callbacks from connections -----------------------------------------
+
+    def _send_datagram(self, data: bytes, addr: NetworkAddress) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(data, addr)
+
+    def _add_cid(self, cid: bytes, conn: QuicConn) -> None:
+        if not self._closing:
+            self._by_cid[cid] = conn
+
+    def _remove_cid(self, cid: bytes) -> None:
+        self._by_cid.pop(cid, None)
+
+    def _connection_ready(self, conn: QuicConn) -> None:
+        self._handshaking_inbound.discard(conn)
+        self._accept_queue.append(conn)
+        self._accept_event.set()
+
+    def _connection_terminated(self, conn: QuicConn) -> None:
+        self._connections.discard(conn)
+        self._handshaking_inbound.discard(conn)
+
+    def _socket_closed(self) -> None:
+        self._socket_gone.set()
+
+    # --- helpers ------------------------------------------------------------
+
+    def _quic_configuration(self, *, is_client: bool) -> QuicConfiguration:
+        config = self.config
+        return QuicConfiguration(
+            alpn_protocols=[ALPN],
+            is_client=is_client,
+            connection_id_length=_CID_LENGTH,
+            idle_timeout=config.idle_timeout,
+            max_data=config.connection_receive_window,
+            max_stream_data=config.stream_receive_window,
+            max_datagram_size=config.max_datagram_size,
+            certificate=self._credentials.certificate,
+            private_key=self._credentials.private_key,
+            # The libp2p checks replace CA verification; no SNI is sent.
+            verify_mode=ssl.CERT_NONE,
+            server_name=None,
+        )
+
+    def _resolve(self, addr: tuple[str, int]) -> NetworkAddress:
+        """The socket-address form the kernel reports for ``addr``, so that
+        aioquic recognises the peer's replies as coming from it."""
+        host, port = addr[0], addr[1]
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise DialError(f"{host!r} is not an IP address") from None
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        if family != self._family:
+            kind = "IPv6" if family == socket.AF_INET6 else "IPv4"
+            raise DialError(f"cannot dial {kind} address {host} from {self.local_address[0]}")
+        if not 0 < port < 65536:
+            raise DialError(f"invalid port {port}")
+        try:
+            infos = socket.getaddrinfo(
+                host, port, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST
+            )
+        except socket.gaierror as exc:
+            raise DialError(f"cannot use address {host}: {exc}") from None
+        sockaddr: NetworkAddress = infos[0][4]
+        return sockaddr
+
