@@ -1,0 +1,325 @@
+"""The `overlay` command.  Except for `init`, `daemon`, `demo` and `sim`,
+every command talks to the running daemon through its stream API.
+
+Exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 no daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from overlay import AGENT_VERSION
+from overlay.daemon.client import ApiClient
+from overlay.daemon.errors import ApiError, DaemonError, DaemonNotRunning
+from overlay.daemon.home import Home, resolve_home
+from overlay.errors import InvalidMultiaddr, OverlayError
+
+__all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_NO_DAEMON"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NO_DAEMON = 3
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class _UsageError(Exception):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors become one line on stderr and exit status 2, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)", EXIT_USAGE)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            sys.stderr.write(message)
+        raise _UsageError("", status)
+
+
+def _multiaddr_arg(text: str) -> str:
+    from overlay.multiaddrs import parse_quic_multiaddr
+
+    try:
+        parse_quic_multiaddr(text)
+    except InvalidMultiaddr as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 60 seconds")
+    return value
+
+
+def _build_parser() -> _Parser:
+    home_parent = _Parser(add_help=False)
+    home_parent.add_argument(
+        "--home", metavar="DIR", default=argparse.SUPPRESS,
+        help="data directory (default: $OVERLAY_HOME or ~/.overlay)")
+    json_parent = _Parser(add_help=False)
+    json_parent.add_argument("--json", action="store_true", help="machine-readable output")
+    log_parent = _Parser(add_help=False)
+    log_parent.add_argument("--log-level", choices=_LOG_LEVELS, default="warning",
+                            help="stderr logging threshold (default: warning)")
+
+    parser = _Parser(prog="overlay", parents=[home_parent],
+                     description="A libp2p-compatible peer-to-peer network node.")
+    parser.add_argument("--version", action="version", version=AGENT_VERSION)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("init", parents=[home_parent, json_parent],
+                       help="create the identity key and config (never overwrites a key)")
+    p.set_defaults(run=_cmd_init)
+
+    p = sub.add_parser("daemon", parents=[home_parent, log_parent],
+                       help="run the node and its local API")
+    p.add_argument("--listen", metavar="MULTIADDR", action="append", type=_multiaddr_arg,
+                   default=[], help="listen address, repeatable (default: from config.toml)")
+    p.set_defaults(run=_cmd_daemon)
+
+    p = sub.add_parser("id", parents=[home_parent, json_parent],
+                       help="peer ID and addresses of the running daemon")
+    p.set_defaults(run=_cmd_id)
+
+    p = sub.add_parser("peers", parents=[home_parent, json_parent], help="connected peers")
+    p.set_defaults(run=_cmd_peers)
+
+    p = sub.add_parser("connect", parents=[home_parent, json_parent], help="connect to a peer")
+    p.add_argument("addr", metavar="MULTIADDR", type=_multiaddr_arg)
+    p.set_defaults(run=_cmd_connect)
+
+    p = sub.add_parser("ping", parents=[home_parent, json_parent], help="ping a peer")
+    p.add_argument("addr", metavar="MULTIADDR", type=_multiaddr_arg)
+    p.add_argument("-n", "--count", type=_positive_int, default=3, help="pings to send (default 3)")
+    p.add_argument("-i", "--interval", type=_seconds, default=1.0,
+                   help="seconds between pings (default 1)")
+    p.set_defaults(run=_cmd_ping)
+
+    p = sub.add_parser("demo", parents=[home_parent, json_parent, log_parent],
+                       help="start local nodes that connect, ping and identify each other")
+    p.add_argument("--nodes", type=int, default=4, help="number of nodes, 2 to 16 (default 4)")
+    p.add_argument("--timeout", type=float, default=60.0, help="overall limit in seconds")
+    p.set_defaults(run=_cmd_demo)
+
+    sub.add_parser("sim", help="Kademlia simulator (see `overlay sim --help`)", add_help=False)
+    return parser
+
+
+def _sim_argv(argv: Sequence[str]) -> list[str] | None:
+    """The arguments after `sim` if that is the command; the simulator has
+    its own parser, so they are passed through untouched."""
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--home":
+            i += 2
+        elif token.startswith("--home="):
+            i += 1
+        elif token == "sim":
+            return list(argv[i + 1:])
+        else:
+            return None
+    return None
+
+
+def _run_sim(argv: list[str]) -> int:
+    # Imported by name: the simulator is optional and owned by another module.
+    try:
+        module = importlib.import_module("overlay.sim.command")
+    except ImportError as exc:
+        print(f"overlay sim: the simulator is not available in this build ({exc})", file=sys.stderr)
+        return EXIT_FAILED
+    sim_main: Callable[[list[str]], int] = module.main
+    return int(sim_main(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    sim_args = _sim_argv(args)
+    if sim_args is not None:
+        return _run_sim(sim_args)
+    parser = _build_parser()
+    try:
+        ns = parser.parse_args(args)
+    except _UsageError as exc:
+        if str(exc):
+            print(str(exc), file=sys.stderr)
+        return exc.status
+    home = resolve_home(getattr(ns, "home", None))
+    run: Callable[[argparse.Namespace, Home], int] = ns.run
+    try:
+        return run(ns, home)
+    except DaemonNotRunning as exc:
+        print(f"overlay {ns.command}: {exc}", file=sys.stderr)
+        return EXIT_NO_DAEMON
+    except ApiError as exc:
+        print(f"overlay {ns.command}: {exc.message} [{exc.code}]", file=sys.stderr)
+        return EXIT_FAILED
+    except (OverlayError, OSError) as exc:
+        print(f"overlay {ns.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _print_json(value: Any, out: TextIO | None = None) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True), file=out or sys.stdout, flush=True)
+
+
+def _strip(reply: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in reply.items() if k not in ("id", "ok")}
+
+
+def _with_client(home: Home, body: Callable[[ApiClient], Awaitable[int]]) -> int:
+    async def go() -> int:
+        async with await ApiClient.connect(_api_socket(home)) as client:
+            return await body(client)
+    return asyncio.run(go())
+
+
+def _api_socket(home: Home) -> Path:
+    from overlay.daemon.config import load_config
+
+    return home.api_socket(load_config(home.config_file).api_socket)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# -- commands ---------------------------------------------------------------
+
+
+def _cmd_init(ns: argparse.Namespace, home: Home) -> int:
+    from overlay.daemon.init import init_home
+
+    result = init_home(home)
+    if ns.json:
+        _print_json({"peer_id": str(result.peer_id), "home": str(home.root),
+                     "created_key": result.created_key, "created_config": result.created_config})
+    elif result.created_key:
+        print(f"initialized {home.root}\nkey: {home.key_file}\nconfig: {home.config_file}")
+        print(f"peer id: {result.peer_id}")
+    else:
+        print(f"{home.root} is already initialized; the existing key was kept")
+        print(f"peer id: {result.peer_id}")
+    return EXIT_OK
+
+
+def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
+    from overlay.daemon.run import event_loop_factory, run_daemon
+
+    _setup_logging(ns.log_level)
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(run_daemon(home, sys.stdout, listen=ns.listen))
+
+
+def _cmd_id(ns: argparse.Namespace, home: Home) -> int:
+    async def body(client: ApiClient) -> int:
+        reply = await client.call("identity")
+        if ns.json:
+            _print_json(_strip(reply))
+        else:
+            print(f"peer id: {reply['peer_id']}")
+            print(f"agent: {reply.get('agent_version', '?')}")
+            for addr in reply.get("addrs", []):
+                print(f"addr: {addr}")
+        return EXIT_OK
+    return _with_client(home, body)
+
+
+def _cmd_peers(ns: argparse.Namespace, home: Home) -> int:
+    async def body(client: ApiClient) -> int:
+        reply = await client.call("peers")
+        peers = reply.get("peers", [])
+        if ns.json:
+            _print_json(_strip(reply))
+        elif not peers:
+            print("no connected peers")
+        else:
+            for peer in peers:
+                addrs = peer.get("connected_addrs") or peer.get("addrs") or ["?"]
+                print(f"{peer['peer_id']}  {peer.get('direction', '?'):8}  "
+                      f"{peer.get('agent_version') or '?'}  "
+                      f"{len(peer.get('protocols', []))} protocols  {addrs[0]}")
+        return EXIT_OK
+    return _with_client(home, body)
+
+
+def _cmd_connect(ns: argparse.Namespace, home: Home) -> int:
+    async def body(client: ApiClient) -> int:
+        reply = await client.call("connect", {"addr": ns.addr})
+        if ns.json:
+            _print_json(_strip(reply))
+        else:
+            print(f"connected to {reply['peer_id']} ({reply.get('direction', '?')})")
+        return EXIT_OK
+    return _with_client(home, body)
+
+
+def _cmd_ping(ns: argparse.Namespace, home: Home) -> int:
+    def on_event(event: dict[str, Any]) -> None:
+        if not ns.json and event.get("event") == "pong":
+            print(f"pong from {event.get('peer_id')}: seq={event.get('seq')} "
+                  f"time={event.get('rtt_ms')} ms", flush=True)
+
+    async def body(client: ApiClient) -> int:
+        reply = await client.call(
+            "ping",
+            {"addr": ns.addr, "count": ns.count, "interval_ms": int(ns.interval * 1000)},
+            on_event=on_event)
+        if ns.json:
+            _print_json(_strip(reply))
+        else:
+            print(f"{reply['count']} pings to {reply['peer_id']}: min/avg/max = "
+                  f"{reply['min_ms']}/{reply['avg_ms']}/{reply['max_ms']} ms")
+        return EXIT_OK
+    return _with_client(home, body)
+
+
+def _cmd_demo(ns: argparse.Namespace, home: Home) -> int:
+    from overlay.daemon.run import event_loop_factory
+    from overlay.demo import run_demo
+
+    _setup_logging(ns.log_level)
+    if not 2 <= ns.nodes <= 16:
+        print("overlay demo: --nodes must be between 2 and 16", file=sys.stderr)
+        return EXIT_USAGE
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        ok = runner.run(run_demo(ns.nodes, ns.timeout, sys.stdout, as_json=ns.json))
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

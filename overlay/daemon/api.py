@@ -1,0 +1,413 @@
+"""The daemon's stream API server: a Unix socket speaking framed JSON.
+
+Ops are looked up in a dispatch table; the daemon registers the node ops
+(``identity``, ``ping`` …) and later subsystems add theirs (``dht_*``,
+``name_*``) with ``ApiServer.register``.  Each client connection is a task
+owned by the server's TaskGroup; whatever a client sends, only its own
+connection is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from overlay.daemon.errors import (
+    ApiError,
+    ApiProtocolError,
+    BadRequest,
+    DaemonAlreadyRunning,
+    DaemonError,
+    MalformedMessage,
+)
+from overlay.daemon.framing import read_message, write_message
+from overlay.daemon.protocol import (
+    MAX_MESSAGE_SIZE,
+    ErrorCode,
+    error_reply,
+    event_message,
+    ok_reply,
+    parse_request,
+    request_id_of,
+)
+from overlay.errors import (
+    ConnectionClosed,
+    DialError,
+    HandshakeError,
+    InvalidMultiaddr,
+    InvalidPeerId,
+    LimitExceeded,
+    MessageTooLarge,
+    OverlayError,
+    PeerIdMismatch,
+    ProtocolNotSupported,
+    StreamClosed,
+    StreamReset,
+)
+
+__all__ = [
+    "ApiCall",
+    "ApiServer",
+    "ApiServerConfig",
+    "OpHandler",
+    "error_code_for",
+    "MAX_SOCKET_PATH_BYTES",
+]
+
+log = logging.getLogger(__name__)
+
+# sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
+MAX_SOCKET_PATH_BYTES = 107
+
+OpHandler = Callable[["ApiCall"], Awaitable[Mapping[str, Any]]]
+"""An op: receives the call, returns the fields of its final ok reply."""
+
+# Most specific first: the first matching class names the error code.
+_ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
+    (InvalidMultiaddr, ErrorCode.INVALID_MULTIADDR),
+    (InvalidPeerId, ErrorCode.INVALID_PEER_ID),
+    (PeerIdMismatch, ErrorCode.PEER_ID_MISMATCH),
+    (HandshakeError, ErrorCode.HANDSHAKE_FAILED),
+    (DialError, ErrorCode.DIAL_FAILED),
+    (ProtocolNotSupported, ErrorCode.PROTOCOL_NOT_SUPPORTED),
+    (ConnectionClosed, ErrorCode.CONNECTION_CLOSED),
+    (StreamReset, ErrorCode.STREAM_FAILED),
+    (StreamClosed, ErrorCode.STREAM_FAILED),
+    (LimitExceeded, ErrorCode.LIMIT_EXCEEDED),
+    (TimeoutError, ErrorCode.TIMEOUT),
+)
+
+
+def error_code_for(exc: BaseException) -> str:
+    """The API error code for an exception an op raised."""
+    if isinstance(exc, ApiError):
+        return exc.code
+    for cls, code in _ERROR_CODES:
+        if isinstance(exc, cls):
+            return code
+    return ErrorCode.FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class ApiServerConfig:
+    max_message_size: int = MAX_MESSAGE_SIZE
+    """Largest request or reply body in bytes; larger requests close the connection."""
+    max_connections: int = 256
+    """Concurrent client connections; further clients are closed at once."""
+
+    def __post_init__(self) -> None:
+        if not 64 <= self.max_message_size <= 64 << 20:
+            raise ValueError("max_message_size must be between 64 bytes and 64 MiB")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+class ApiCall:
+    """One request being served: its arguments, event emission, and takeover
+    of the connection for raw byte relay (``stream_open``)."""
+
+    def __init__(
+        self,
+        request_id: int,
+        op: str,
+        args: Mapping[str, Any],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        limit: int,
+    ) -> None:
+        self.request_id = request_id
+        self.op = op
+        self.args = args
+        self._reader = reader
+        self._writer = writer
+        self._limit = limit
+        self.taken_over = False
+
+    async def emit(self, event: str, **fields: Any) -> None:
+        """Send ``{"id": n, "event": event, ...}`` before the final reply."""
+        if self.taken_over:
+            raise RuntimeError("the connection was taken over for raw relay")
+        await write_message(self._writer, event_message(self.request_id, event, fields),
+                            self._limit)
+
+    async def take_over(
+        self, fields: Mapping[str, Any]
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Send the final ok reply, then hand the raw connection to the op.
+
+        Bytes the client pipelined after its request stay in the reader.  The
+        server closes the connection when the op returns.
+        """
+        await write_message(self._writer, ok_reply(self.request_id, fields), self._limit)
+        self.taken_over = True
+        return self._reader, self._writer
+
+    async def wait_client_eof(self) -> None:
+        """Wait until the client half-closes or disconnects (for ops that
+        last as long as the connection); bytes it sends meanwhile are ignored."""
+        while True:
+            try:
+                data = await self._reader.read(65536)
+            except ConnectionError:
+                return
+            if not data:
+                return
+
+    # Argument accessors raise BadRequest naming the field, so every op
+    # reports bad input the same way.
+
+    def str_arg(self, name: str, default: str | None | _Missing = _MISSING) -> str | None:
+        value = self.args.get(name, default)
+        if isinstance(value, _Missing):
+            raise BadRequest(f"`{self.op}` needs the string field `{name}`")
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(f"`{name}` must be a string")
+        return value
+
+    def required_str(self, name: str) -> str:
+        value = self.str_arg(name)
+        if value is None:
+            raise BadRequest(f"`{self.op}` needs the string field `{name}`")
+        return value
+
+    def int_arg(self, name: str, default: int, minimum: int, maximum: int) -> int:
+        value = self.args.get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise BadRequest(f"`{name}` must be an integer")
+        if not minimum <= value <= maximum:
+            raise BadRequest(f"`{name}` must be between {minimum} and {maximum}")
+        return value
+
+    def str_list_arg(self, name: str, max_items: int = 64) -> list[str]:
+        value = self.args.get(name)
+        if isinstance(value, str):
+            value = [value]
+        if (not isinstance(value, list) or not value
+                or not all(isinstance(v, str) and v for v in value)):
+            raise BadRequest(f"`{name}` must be a non-empty list of strings")
+        if len(value) > max_items:
+            raise BadRequest(f"`{name}` has more than {max_items} entries")
+        return list(value)
+
+
+class ApiServer:
+    """Serves the stream API on a Unix socket created with mode 0600.
+
+    ``async with ApiServer(path) as server:`` binds (refusing if another
+    daemon answers there, removing a stale socket file otherwise), serves,
+    and on exit closes every client connection and removes the socket.
+    """
+
+    def __init__(self, path: Path, config: ApiServerConfig | None = None) -> None:
+        self._path = Path(path)
+        self._config = config or ApiServerConfig()
+        self._ops: dict[str, OpHandler] = {}
+        self._group: asyncio.TaskGroup | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._inode: tuple[int, int] | None = None
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def ops(self) -> list[str]:
+        return sorted(self._ops)
+
+    @property
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    def register(self, op: str, handler: OpHandler) -> None:
+        """Add an op to the dispatch table (``dht_get``, ``name_resolve`` …)."""
+        if op in self._ops:
+            raise ValueError(f"op {op!r} is already registered")
+        self._ops[op] = handler
+
+    async def __aenter__(self) -> ApiServer:
+        encoded = os.fsencode(self._path)
+        if len(encoded) > MAX_SOCKET_PATH_BYTES:
+            raise DaemonError(
+                f"API socket path {self._path} is {len(encoded)} bytes, over the "
+                f"system limit of {MAX_SOCKET_PATH_BYTES}; use a shorter --home "
+                "or set api_socket in config.toml"
+            )
+        await _claim_socket_path(self._path)
+        sock = _bind_private_unix_socket(self._path)
+        st = os.stat(self._path)
+        self._inode = (st.st_dev, st.st_ino)
+        group = asyncio.TaskGroup()
+        await group.__aenter__()
+        self._group = group
+        try:
+            self._server = await asyncio.start_unix_server(self._on_client, sock=sock)
+        except BaseException:
+            sock.close()
+            await self._shutdown()
+            raise
+        log.info("API listening on %s", self._path)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._clients):
+            task.cancel()
+        if self._group is not None:
+            group, self._group = self._group, None
+            await group.__aexit__(None, None, None)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        self._remove_socket_file()
+
+    def _remove_socket_file(self) -> None:
+        # Only our own socket: a successor daemon may already have replaced it.
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            return
+        if (st.st_dev, st.st_ino) == self._inode:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
+
+    def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing or self._group is None or len(self._clients) >= self._config.max_connections:
+            log.warning("refusing API client: %s", "shutting down" if self._closing else "too many clients")
+            writer.transport.abort()
+            return
+        task = self._group.create_task(self._serve_client(reader, writer))
+        self._clients.add(task)
+        task.add_done_callback(self._clients.discard)
+
+    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._message_loop(reader, writer)
+        except (ConnectionError, ApiProtocolError) as exc:
+            log.debug("API client dropped: %s", exc)
+        except Exception:  # supervisor: one client's failure must never stop the daemon
+            log.exception("API client connection failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _message_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        limit = self._config.max_message_size
+        while True:
+            try:
+                message = await read_message(reader, limit)
+            except MessageTooLarge as exc:
+                await write_message(writer, error_reply(None, ErrorCode.MESSAGE_TOO_LARGE, str(exc)), limit)
+                return
+            except MalformedMessage as exc:
+                # The framing is intact, so the next message can still be read.
+                await write_message(writer, error_reply(None, ErrorCode.MALFORMED_MESSAGE, str(exc)), limit)
+                continue
+            if message is None:
+                return
+            try:
+                request = parse_request(message)
+            except BadRequest as exc:
+                await write_message(writer, error_reply(request_id_of(message), exc.code, exc.message), limit)
+                continue
+            handler = self._ops.get(request.op)
+            if handler is None:
+                await write_message(writer, error_reply(
+                    request.id, ErrorCode.UNKNOWN_OP,
+                    f"unknown op {request.op!r}; known ops: {', '.join(self.ops)}"), limit)
+                continue
+            call = ApiCall(request.id, request.op, request.args, reader, writer, limit)
+            reply = await self._run_op(handler, call)
+            if call.taken_over:
+                return
+            await self._send_reply(writer, call, reply, limit)
+
+    async def _run_op(self, handler: OpHandler, call: ApiCall) -> dict[str, Any]:
+        try:
+            fields = await handler(call)
+        except (OverlayError, TimeoutError) as exc:
+            code = error_code_for(exc)
+            message = str(exc) or type(exc).__name__
+            if code == ErrorCode.TIMEOUT and message == "TimeoutError":
+                message = f"`{call.op}` timed out"
+            log.debug("op %s failed: %s: %s", call.op, code, message)
+            return error_reply(call.request_id, code, message)
+        return ok_reply(call.request_id, fields)
+
+    async def _send_reply(self, writer: asyncio.StreamWriter, call: ApiCall,
+                          reply: dict[str, Any], limit: int) -> None:
+        try:
+            await write_message(writer, reply, limit)
+        except MessageTooLarge as exc:
+            await write_message(writer, error_reply(
+                call.request_id, ErrorCode.MESSAGE_TOO_LARGE, f"reply too large: {exc}"), limit)
+
+
+def _bind_private_unix_socket(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The umask makes bind() create the file 0600, so there is no window in
+    # which another user could connect; nothing else runs during this call.
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(os.fspath(path))
+    except OSError as exc:
+        sock.close()
+        raise DaemonError(f"cannot create the API socket {path}: {exc.strerror}") from exc
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.setblocking(False)
+    return sock
+
+
+async def _claim_socket_path(path: Path) -> None:
+    """Remove a stale socket; refuse if a daemon answers or it is not a socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise DaemonError(f"{path} exists and is not a socket; move it away or set api_socket")
+    try:
+        async with asyncio.timeout(2.0):
+            _, writer = await asyncio.open_unix_connection(os.fspath(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        log.info("removing stale API socket %s", path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    except TimeoutError as exc:
+        # A full accept backlog still means someone is serving there.
+        raise DaemonAlreadyRunning(path) from exc
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    raise DaemonAlreadyRunning(path)

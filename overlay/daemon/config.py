@@ -1,0 +1,137 @@
+"""The daemon's configuration: ``<home>/config.toml`` ↔ ``DaemonConfig``.
+
+The file carries ``version = 1``; later subsystems add keys (or tables) here
+and to ``DaemonConfig``.  Unknown keys are an error naming the key, so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from overlay.daemon.tomlwriter import TomlValue, dumps
+from overlay.errors import ConfigError, InvalidMultiaddr
+from overlay.fsutil import atomic_write
+from overlay.multiaddrs import parse_quic_multiaddr
+
+__all__ = [
+    "CONFIG_VERSION",
+    "DEFAULT_LISTEN",
+    "DaemonConfig",
+    "load_config",
+    "parse_config",
+    "render_config",
+    "save_config",
+]
+
+CONFIG_VERSION = 1
+DEFAULT_LISTEN: tuple[str, ...] = (
+    "/ip4/0.0.0.0/udp/4001/quic-v1",
+    "/ip6/::/udp/4001/quic-v1",
+)
+_MAX_ADDRS = 64
+
+
+def _check_addrs(name: str, addrs: tuple[str, ...], need_peer: bool) -> None:
+    if len(addrs) > _MAX_ADDRS:
+        raise ConfigError(f"`{name}` has {len(addrs)} entries; at most {_MAX_ADDRS} are allowed")
+    for addr in addrs:
+        if not isinstance(addr, str):
+            raise ConfigError(f"`{name}` entries must be strings, got {addr!r}")
+        try:
+            parsed = parse_quic_multiaddr(addr)
+        except InvalidMultiaddr as exc:
+            raise ConfigError(f"`{name}`: {exc}") from exc
+        if need_peer and parsed.peer_id is None:
+            raise ConfigError(f"`{name}`: {addr} needs a /p2p/<peer-id> suffix")
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+    """QUIC-v1 multiaddrs to listen on; port 0 picks a free port."""
+    api_socket: str = ""
+    """The API socket path; empty means ``<home>/api.sock``, relative paths
+    are relative to the data directory."""
+    bootstrap: tuple[str, ...] = field(default=())
+    """Full multiaddrs (with /p2p) of DHT bootstrap peers."""
+
+    def __post_init__(self) -> None:
+        if not self.listen:
+            raise ConfigError("`listen` needs at least one multiaddr")
+        _check_addrs("listen", self.listen, need_peer=False)
+        _check_addrs("bootstrap", self.bootstrap, need_peer=True)
+        if not isinstance(self.api_socket, str) or "\0" in self.api_socket:
+            raise ConfigError("`api_socket` must be a path string")
+
+    def with_listen(self, listen: tuple[str, ...] | list[str]) -> DaemonConfig:
+        return replace(self, listen=tuple(listen))
+
+
+_FIELDS: dict[str, type] = {"listen": tuple, "api_socket": str, "bootstrap": tuple}
+
+
+def parse_config(data: Mapping[str, Any], source: str = "config") -> DaemonConfig:
+    """Build a config from a parsed TOML document."""
+    version = data.get("version", CONFIG_VERSION)
+    if version != CONFIG_VERSION or isinstance(version, bool):
+        raise ConfigError(
+            f"{source}: unsupported config version {version!r} "
+            f"(this overlay understands version {CONFIG_VERSION})"
+        )
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "version":
+            continue
+        kind = _FIELDS.get(key)
+        if kind is None:
+            known = ", ".join(["version", *_FIELDS])
+            raise ConfigError(f"{source}: unknown key `{key}` (known keys: {known})")
+        if kind is tuple:
+            if not isinstance(value, list):
+                raise ConfigError(f"{source}: `{key}` must be a list of strings")
+            value = tuple(value)
+        elif not isinstance(value, kind):
+            raise ConfigError(f"{source}: `{key}` must be a {kind.__name__}")
+        kwargs[key] = value
+    try:
+        return DaemonConfig(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def load_config(path: Path) -> DaemonConfig:
+    """Read ``path``; a missing file means the defaults."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return DaemonConfig()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return parse_config(data, str(path))
+
+
+def render_config(config: DaemonConfig) -> str:
+    document: dict[str, TomlValue] = {
+        "version": CONFIG_VERSION,
+        "listen": list(config.listen),
+        "api_socket": config.api_socket,
+        "bootstrap": list(config.bootstrap),
+    }
+    header = (
+        "# overlay daemon configuration (docs/api.md lists the keys).\n"
+        "# api_socket: empty means <home>/api.sock.\n"
+    )
+    return header + dumps(document)
+
+
+def save_config(path: Path, config: DaemonConfig) -> None:
+    atomic_write(path, render_config(config).encode("utf-8"), 0o600)

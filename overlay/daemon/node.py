@@ -1,0 +1,111 @@
+"""A running node: host + API server, as one async context manager.
+
+``async with Daemon(home, config, key) as daemon:`` claims the API socket,
+binds every listen address and serves the API; leaving it stops the API
+first (its ops use the host), then the host.
+"""
+
+from __future__ import annotations
+
+import errno
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+
+from multiaddr import Multiaddr
+
+from overlay.daemon.api import ApiServer, ApiServerConfig
+from overlay.daemon.config import DaemonConfig
+from overlay.daemon.errors import DaemonError, ListenFailed
+from overlay.daemon.home import Home
+from overlay.daemon.ops import NodeOps, NodeOpsConfig, full_addrs
+from overlay.errors import TransportError
+from overlay.host.config import HostConfig
+from overlay.host.host import Host
+from overlay.identity import PeerId, PrivateKey
+
+__all__ = ["Daemon"]
+
+
+def _listen_error(addr: str, exc: BaseException) -> ListenFailed:
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+        why = "the port is already in use (another daemon? pick another port or use port 0)"
+    elif isinstance(cause, OSError) and cause.errno == errno.EADDRNOTAVAIL:
+        why = "this machine has no such address"
+    elif isinstance(cause, OSError) and cause.errno == errno.EACCES:
+        why = "permission denied (ports below 1024 need privileges)"
+    elif isinstance(cause, OSError):
+        why = cause.strerror or str(cause)
+    else:
+        why = str(exc)
+    return ListenFailed(f"cannot listen on {addr}: {why}")
+
+
+class Daemon:
+    """The node behind ``overlay daemon``."""
+
+    def __init__(
+        self,
+        home: Home,
+        config: DaemonConfig,
+        key: PrivateKey,
+        *,
+        host_config: HostConfig | None = None,
+        api_config: ApiServerConfig | None = None,
+        ops_config: NodeOpsConfig | None = None,
+    ) -> None:
+        self.home = home
+        self.config = config
+        self._key = key
+        self.host = Host(key, host_config or HostConfig())
+        self.api = ApiServer(home.api_socket(config.api_socket), api_config)
+        self.ops = NodeOps(self.host, ops_config)
+        self.ops.register(self.api)
+        self._stack: AsyncExitStack | None = None
+
+    @property
+    def peer_id(self) -> PeerId:
+        return self.host.peer_id
+
+    @property
+    def api_path(self) -> Path:
+        return self.api.path
+
+    def listen_addrs(self) -> list[Multiaddr]:
+        return self.host.listen_addrs()
+
+    def full_addrs(self) -> list[str]:
+        """Listen addresses with ``/p2p/<peer id>``, as peers dial them."""
+        return full_addrs(self.host.listen_addrs(), self.host.peer_id)
+
+    async def __aenter__(self) -> Daemon:
+        stack = AsyncExitStack()
+        try:
+            await stack.enter_async_context(self.host)
+            # Claim the socket before binding ports: a second daemon on the
+            # same home should hear "already running", not "port in use".
+            await stack.enter_async_context(self.api)
+            for addr in self.config.listen:
+                try:
+                    await self.host.listen([addr])
+                except (OSError, TransportError) as exc:
+                    raise _listen_error(addr, exc) from exc
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            raise DaemonError("daemon was not started")
+        await stack.aclose()

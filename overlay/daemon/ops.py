@@ -1,0 +1,286 @@
+"""The node ops of the stream API: identity, addresses, peers, connect, ping,
+and byte streams to peers (``stream_open``, ``stream_handler_register`` /
+``stream_accept``).
+
+Written against ``NodeHost``, the slice of ``overlay.host.Host`` they use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from multiaddr import Multiaddr
+
+from overlay import AGENT_VERSION
+from overlay.daemon.api import ApiCall, ApiServer
+from overlay.daemon.errors import ApiError, BadRequest
+from overlay.daemon.protocol import API_VERSION, ErrorCode
+from overlay.daemon.relay import relay_stream
+from overlay.host.host import StreamHandler
+from overlay.host.peerstore import Peerstore
+from overlay.host.stream import NegotiatedStream
+from overlay.host.transport_types import Connection
+from overlay.identity import PeerId
+from overlay.multiaddrs import parse_quic_multiaddr
+
+__all__ = ["NodeHost", "NodeOps", "NodeOpsConfig", "full_addrs"]
+
+log = logging.getLogger(__name__)
+
+
+
+class NodeHost(Protocol):
+    @property
+    def peer_id(self) -> PeerId: ...
+
+    @property
+    def peerstore(self) -> Peerstore: ...
+
+    def listen_addrs(self) -> list[Multiaddr]: ...
+
+    def peers(self) -> list[PeerId]: ...
+
+    def connections(self) -> list[Connection]: ...
+
+    async def connect(self, addr: Multiaddr) -> Connection: ...
+
+    async def ping(self, peer_id: PeerId) -> float: ...
+
+    async def new_stream(self, peer_id: PeerId, protocols: list[str]) -> NegotiatedStream: ...
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOpsConfig:
+    max_ping_count: int = 1000
+    """Upper bound of ``count`` in one ping request."""
+    max_ping_interval_ms: int = 60_000
+    """Upper bound of ``interval_ms`` between pings."""
+    accept_timeout: float = 10.0
+    """Seconds an inbound stream waits for a client's ``stream_accept``
+    before it is reset."""
+    max_pending_inbound: int = 256
+    """Inbound streams waiting for ``stream_accept``; beyond it they are reset."""
+
+    def __post_init__(self) -> None:
+        if self.max_ping_count < 1 or self.max_ping_interval_ms < 0:
+            raise ValueError("ping limits must be positive")
+        if not self.accept_timeout > 0 or self.max_pending_inbound < 1:
+            raise ValueError("stream accept limits must be positive")
+
+
+def full_addrs(addrs: Sequence[Multiaddr | str], peer_id: PeerId) -> list[str]:
+    """Append ``/p2p/<peer_id>`` to each address that lacks it."""
+    out = []
+    for addr in addrs:
+        text = str(addr)
+        out.append(text if "/p2p/" in text else f"{text}/p2p/{peer_id}")
+    return out
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+@dataclass(slots=True)
+class _Inbound:
+    stream: NegotiatedStream
+    accepted: asyncio.Event
+    finished: asyncio.Event
+
+
+class NodeOps:
+    """Registers the node ops on an ``ApiServer`` and serves them."""
+
+    def __init__(self, host: NodeHost, config: NodeOpsConfig | None = None) -> None:
+        self._host = host
+        self._config = config or NodeOpsConfig()
+        self._registrants: dict[str, ApiCall] = {}
+        self._hooked: set[str] = set()
+        self._inbound: dict[int, _Inbound] = {}
+        self._stream_ids = itertools.count(1)
+
+    def register(self, server: ApiServer) -> None:
+        server.register("identity", self.identity)
+        server.register("listen_addrs", self.listen_addrs)
+        server.register("peers", self.peers)
+        server.register("connect", self.connect)
+        server.register("ping", self.ping)
+        server.register("stream_open", self.stream_open)
+        server.register("stream_handler_register", self.stream_handler_register)
+        server.register("stream_accept", self.stream_accept)
+
+    # -- argument helpers -------------------------------------------------
+
+    def _addr_arg(self, call: ApiCall, name: str = "addr") -> Multiaddr | None:
+        text = call.str_arg(name, None)
+        if text is None:
+            return None
+        parse_quic_multiaddr(text)  # raises InvalidMultiaddr with a clear message
+        return Multiaddr(text)
+
+    async def _target_peer(self, call: ApiCall) -> PeerId:
+        """Resolve ``peer`` or ``addr`` to a peer, dialing ``addr`` first."""
+        addr = self._addr_arg(call)
+        peer_text = call.str_arg("peer", None)
+        peer = PeerId.from_string(peer_text) if peer_text is not None else None
+        if addr is None:
+            if peer is None:
+                raise BadRequest(f"`{call.op}` needs `addr` (a multiaddr) or `peer` (a peer ID)")
+            return peer
+        conn = await self._host.connect(addr)
+        if peer is not None and conn.remote_peer != peer:
+            raise BadRequest(f"`addr` leads to {conn.remote_peer}, not to `peer` {peer}")
+        return conn.remote_peer
+
+    # -- ops ----------------------------------------------------------------
+
+    async def identity(self, call: ApiCall) -> Mapping[str, Any]:
+        host = self._host
+        return {
+            "peer_id": str(host.peer_id),
+            "addrs": full_addrs(host.listen_addrs(), host.peer_id),
+            "agent_version": AGENT_VERSION,
+            "api_version": API_VERSION,
+        }
+
+    async def listen_addrs(self, call: ApiCall) -> Mapping[str, Any]:
+        return {"addrs": [str(a) for a in self._host.listen_addrs()]}
+
+    async def peers(self, call: ApiCall) -> Mapping[str, Any]:
+        host = self._host
+        by_peer: dict[PeerId, list[Connection]] = {}
+        for conn in host.connections():
+            if not conn.is_closed:
+                by_peer.setdefault(conn.remote_peer, []).append(conn)
+        peers = []
+        for peer_id, conns in sorted(by_peer.items(), key=lambda item: str(item[0])):
+            info = host.peerstore.get(peer_id)
+            peers.append({
+                "peer_id": str(peer_id),
+                "addrs": [str(a) for a in (info.addrs if info else ())],
+                "connected_addrs": [_remote_text(c) for c in conns],
+                "agent_version": info.agent_version if info else None,
+                "protocols": sorted(info.protocols) if info else [],
+                "direction": "outbound" if conns[0].is_initiator else "inbound",
+            })
+        return {"peers": peers}
+
+    async def connect(self, call: ApiCall) -> Mapping[str, Any]:
+        addr = self._addr_arg(call)
+        if addr is None:
+            raise BadRequest("`connect` needs the string field `addr`")
+        conn = await self._host.connect(addr)
+        return {
+            "peer_id": str(conn.remote_peer),
+            "addr": str(addr),
+            "direction": "outbound" if conn.is_initiator else "inbound",
+        }
+
+    async def ping(self, call: ApiCall) -> Mapping[str, Any]:
+        cfg = self._config
+        count = call.int_arg("count", 1, 1, cfg.max_ping_count)
+        interval_ms = call.int_arg("interval_ms", 0, 0, cfg.max_ping_interval_ms)
+        peer = await self._target_peer(call)
+        rtts: list[float] = []
+        for seq in range(1, count + 1):
+            if seq > 1 and interval_ms:
+                await asyncio.sleep(interval_ms / 1000.0)
+            rtt = await self._host.ping(peer)
+            rtts.append(_ms(rtt))
+            await call.emit("pong", seq=seq, rtt_ms=rtts[-1], peer_id=str(peer))
+        return {
+            "peer_id": str(peer),
+            "count": count,
+            "rtts_ms": rtts,
+            "min_ms": min(rtts),
+            "avg_ms": round(sum(rtts) / len(rtts), 3),
+            "max_ms": max(rtts),
+        }
+
+    async def stream_open(self, call: ApiCall) -> Mapping[str, Any]:
+        protocols = call.str_list_arg("protocols")
+        peer = await self._target_peer(call)
+        stream = await self._host.new_stream(peer, protocols)
+        try:
+            reader, writer = await call.take_over({"peer_id": str(peer), "protocol": stream.protocol})
+        except BaseException:
+            stream.reset()
+            raise
+        up, down = await relay_stream(reader, writer, stream)
+        log.debug("stream %s to %s done: %d bytes up, %d down", stream.protocol, peer, up, down)
+        return {}
+
+    async def stream_handler_register(self, call: ApiCall) -> Mapping[str, Any]:
+        """Route inbound streams of ``protocol`` to this API connection as
+        ``stream`` events until the client closes it."""
+        protocol = call.required_str("protocol")
+        if not protocol.startswith("/") or len(protocol) > 256:
+            raise BadRequest("`protocol` must start with '/' and be at most 256 characters")
+        if protocol in self._registrants:
+            raise ApiError(ErrorCode.FAILED, f"{protocol} already has a handler on another API connection")
+        if protocol not in self._hooked:
+            self._host.set_stream_handler(protocol, self._make_inbound_handler(protocol))
+            self._hooked.add(protocol)
+        self._registrants[protocol] = call
+        try:
+            await call.emit("registered", protocol=protocol)
+            await call.wait_client_eof()
+        finally:
+            if self._registrants.get(protocol) is call:
+                del self._registrants[protocol]
+        return {"protocol": protocol}
+
+    def _make_inbound_handler(self, protocol: str) -> StreamHandler:
+        async def handle(stream: NegotiatedStream) -> None:
+            await self._handle_inbound(protocol, stream)
+        return handle
+
+    async def _handle_inbound(self, protocol: str, stream: NegotiatedStream) -> None:
+        registrant = self._registrants.get(protocol)
+        if registrant is None or len(self._inbound) >= self._config.max_pending_inbound:
+            stream.reset()
+            return
+        stream_id = next(self._stream_ids)
+        entry = _Inbound(stream, asyncio.Event(), asyncio.Event())
+        self._inbound[stream_id] = entry
+        try:
+            await registrant.emit("stream", stream_id=stream_id, peer_id=str(stream.remote_peer),
+                                  protocol=protocol)
+            async with asyncio.timeout(self._config.accept_timeout):
+                await entry.accepted.wait()
+            # The relay runs in the accepting client's task; the stream stays
+            # owned by this handler until it finishes.
+            await entry.finished.wait()
+        except (TimeoutError, ConnectionError, RuntimeError) as exc:
+            log.debug("inbound %s stream from %s dropped: %s", protocol, stream.remote_peer, exc)
+            stream.reset()
+        finally:
+            self._inbound.pop(stream_id, None)
+
+    async def stream_accept(self, call: ApiCall) -> Mapping[str, Any]:
+        stream_id = call.int_arg("stream_id", 0, 1, 1 << 53)
+        entry = self._inbound.get(stream_id)
+        if entry is None or entry.accepted.is_set():
+            raise BadRequest(f"no pending inbound stream {stream_id}")
+        entry.accepted.set()
+        try:
+            stream = entry.stream
+            reader, writer = await call.take_over(
+                {"peer_id": str(stream.remote_peer), "protocol": stream.protocol})
+            await relay_stream(reader, writer, stream)
+        finally:
+            entry.finished.set()
+        return {}
+
+
+def _remote_text(conn: Connection) -> str:
+    host, port = conn.remote_address[:2]
+    family = "ip6" if ":" in host else "ip4"
+    return f"/{family}/{host}/udp/{port}/quic-v1"

@@ -1,0 +1,76 @@
+"""`overlay daemon`: start a node, print where it listens, run until a
+signal, shut down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from overlay import AGENT_VERSION
+from overlay.daemon.config import load_config
+from overlay.daemon.home import Home
+from overlay.daemon.init import init_home, load_identity
+from overlay.daemon.node import Daemon
+
+__all__ = ["READY_LINE", "run_daemon", "event_loop_factory"]
+
+log = logging.getLogger(__name__)
+
+READY_LINE = "ready"
+"""The last line the daemon prints at start; scripts wait for it."""
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loop when installed (the ``fast`` extra), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+async def run_daemon(
+    home: Home,
+    out: TextIO,
+    listen: Sequence[str] = (),
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> int:
+    """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
+
+    A missing key is created first (as ``overlay init`` would), so a fresh
+    machine needs one command.  Raises ``DaemonError``/``ConfigError`` with a
+    one-line message when the node cannot start.
+    """
+    if not home.key_file.exists():
+        result = init_home(home)
+        log.info("initialized %s with a new identity %s", home.root, result.peer_id)
+        key = result.key
+    else:
+        key = load_identity(home)
+    config = load_config(home.config_file)
+    if listen:
+        config = config.with_listen(list(listen))
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    async with Daemon(home, config, key) as daemon:
+        signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            print(f"overlay daemon ({AGENT_VERSION})", file=out)
+            print(f"peer id: {daemon.peer_id}", file=out)
+            for addr in daemon.full_addrs():
+                print(f"listening on {addr}", file=out)
+            print(f"api socket: {daemon.api_path}", file=out)
+            print(READY_LINE, file=out, flush=True)
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+    return 0
