@@ -1,0 +1,114 @@
+"""Connection bookkeeping: reuse, limits and merged dials."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+
+from overlay.errors import DialError, LimitExceeded
+from overlay.host.transport_types import Connection
+from overlay.identity import PeerId
+
+__all__ = ["ConnectionManager"]
+
+
+class ConnectionManager:
+    """Live connections per peer, capped in total and per peer.
+
+    ``add`` refuses a connection beyond a cap (the caller closes it: the
+    newest loses, so established sessions survive a connection flood).
+    ``dial`` merges concurrent dials with the same key into one attempt.
+    """
+
+    def __init__(self, max_connections: int, max_per_peer: int) -> None:
+        if min(max_connections, max_per_peer) < 1:
+            raise ValueError("connection limits must be positive")
+        self._max_total = max_connections
+        self._max_per_peer = max_per_peer
+        self._by_peer: dict[PeerId, list[Connection]] = {}
+        self._count = 0
+        self._pending: dict[Hashable, asyncio.Future[Connection]] = {}
+
+    def __len__(self) -> int:
+        return self._count
+
+    def connections(self) -> list[Connection]:
+        return [conn for conns in self._by_peer.values() for conn in conns]
+
+    def peers(self) -> list[PeerId]:
+        return list(self._by_peer)
+
+    def get(self, peer_id: PeerId) -> Connection | None:
+        """The oldest live connection to ``peer_id``; prunes closed ones."""
+        conns = self._by_peer.get(peer_id)
+        if not conns:
+            return None
+        for conn in list(conns):
+            if conn.is_closed:
+                self.remove(conn)
+            else:
+                return conn
+        return None
+
+    def has_room(self, peer_id: PeerId | None) -> bool:
+        if self._count >= self._max_total:
+            return False
+        if peer_id is None:
+            return True
+        return len(self._by_peer.get(peer_id, ())) < self._max_per_peer
+
+    def check_room(self, peer_id: PeerId | None) -> None:
+        """Raise ``LimitExceeded`` if a new connection to ``peer_id`` would be refused."""
+        if not self.has_room(peer_id):
+            raise LimitExceeded(
+                f"connection limit reached ({self._count}/{self._max_total} total, "
+                f"{self._max_per_peer} per peer)"
+            )
+
+    def add(self, conn: Connection) -> bool:
+        """Track ``conn``; False if a cap refuses it (the caller closes it)."""
+        peer = conn.remote_peer
+        if peer in self._by_peer:
+            self.get(peer)  # prune closed ones before counting
+        if not self.has_room(peer):
+            return False
+        self._by_peer.setdefault(peer, []).append(conn)
+        self._count += 1
+        return True
+
+    def remove(self, conn: Connection) -> bool:
+        """Forget ``conn``; True if that was the peer's last connection."""
+        conns = self._by_peer.get(conn.remote_peer)
+        if not conns or conn not in conns:
+            return False
+        conns.remove(conn)
+        self._count -= 1
+        if conns:
+            return False
+        del self._by_peer[conn.remote_peer]
+        return True
+
+    async def dial(
+        self, key: Hashable, attempt: Callable[[], Awaitable[Connection]]
+    ) -> Connection:
+        """Run ``attempt`` unless a dial with ``key`` is in flight; then share it."""
+        pending = self._pending.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
+        # Waiters may all be gone when the dial fails; mark it retrieved.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._pending[key] = future
+        try:
+            conn = await attempt()
+        except asyncio.CancelledError:
+            future.set_exception(DialError("the dial was cancelled"))
+            raise
+        except Exception as exc:  # re-raised; only handed to the waiters
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(conn)
+            return conn
+        finally:
+            del self._pending[key]
