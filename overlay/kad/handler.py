@@ -1,0 +1,100 @@
+"""A DHT server's answer to one request, computed from its routing table
+and stores.  The network service and the simulator both call this.
+
+``handle_request`` returns the response message, or ``None`` where the
+protocol has none (ADD_PROVIDER).  A request that must be refused raises a
+typed error (an ``InvalidRecord`` subclass for a bad PUT, ``InvalidProviderKey``,
+``StorageQuotaExceeded``); the driver resets the stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from overlay.identity import PeerId
+from overlay.kad.errors import InvalidKadMessage
+from overlay.kad.keyspace import kad_key
+from overlay.kad.messages import KadMessage, MessageType, PeerInfo
+from overlay.kad.providers import ProviderStore, check_provider_key
+from overlay.kad.routing import RoutingTable
+from overlay.kad.store import RecordStore
+
+__all__ = ["ServerConfig", "KadServer", "handle_request"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """How a server answers."""
+
+    k: int = 20
+    """Closer peers returned per answer."""
+    max_addrs_per_peer: int = 8
+    """Addresses sent per peer, which keeps k peers well under 16 KiB."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= 40:
+            raise ValueError("k must be within 1..40 (peers reject longer lists)")
+        if self.max_addrs_per_peer < 0:
+            raise ValueError("max_addrs_per_peer must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class KadServer:
+    """What a server answers from; the components stay mutable."""
+
+    local: PeerInfo
+    table: RoutingTable
+    records: RecordStore
+    providers: ProviderStore
+    config: ServerConfig = ServerConfig()
+
+
+def _closer(server: KadServer, target: bytes, sender: PeerId) -> tuple[PeerInfo, ...]:
+    contacts = server.table.closest(kad_key(target), server.config.k, exclude=sender)
+    limit = server.config.max_addrs_per_peer
+    return tuple(PeerInfo(c.peer_id, c.addrs[:limit]) for c in contacts)
+
+
+def handle_request(
+    server: KadServer, request: KadMessage, sender: PeerId, now: float
+) -> KadMessage | None:
+    """Answer ``request`` from ``sender``; ``now`` is wall-clock time (record
+    validity and expiry are absolute)."""
+    kind = request.type
+    if kind is MessageType.FIND_NODE:
+        if request.key == server.local.peer_id.multihash:
+            return KadMessage(kind, request.key, closer_peers=(server.local,))
+        # Like go-libp2p, answer with the k closest even when the target
+        # itself is among them: the asker wants the neighbourhood too.
+        return KadMessage(kind, request.key, closer_peers=_closer(server, request.key, sender))
+
+    if kind is MessageType.GET_VALUE:
+        stored = server.records.get(request.key, now)
+        record = stored.record if stored is not None else None
+        return KadMessage(
+            kind, request.key, record=record, closer_peers=_closer(server, request.key, sender)
+        )
+
+    if kind is MessageType.PUT_VALUE:
+        record = request.record
+        if record is None or record.key != request.key:
+            raise InvalidKadMessage("PUT_VALUE record is missing or its key differs")
+        server.records.put(record, sender, now)
+        # The echo tells the putter it was stored (js-libp2p relies on it).
+        return KadMessage(kind, request.key, record=record)
+
+    if kind is MessageType.GET_PROVIDERS:
+        check_provider_key(request.key)
+        return KadMessage(
+            kind,
+            request.key,
+            closer_peers=_closer(server, request.key, sender),
+            provider_peers=tuple(server.providers.get(request.key, now)),
+        )
+
+    # ADD_PROVIDER: only an entry for the sender itself is accepted.
+    check_provider_key(request.key)
+    for info in request.provider_peers:
+        if info.peer_id == sender:
+            server.providers.add(request.key, info, now)
+    return None

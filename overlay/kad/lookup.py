@@ -1,0 +1,387 @@
+"""The iterative lookup state machine for FIND_NODE, GET_VALUE and
+GET_PROVIDERS.
+
+The driver loops on ``next(now)``: it carries out every ``SendRequest``
+until it gets ``Waiting`` (sleep until ``deadline`` or a response) or
+``Finished``.  Answers come back through ``on_success``/``on_failure``.
+
+- At most ``alpha`` requests per path are in flight.  A request past its
+  ``peer_timeout`` stops counting against ``alpha`` (the peer becomes
+  *unresponsive*); a late answer is still used.
+- A path finishes when its ``k`` closest known peers have all answered, or
+  when it has nothing left to ask.
+- With ``disjoint_paths = d`` (S/Kademlia) the seeds are dealt out to ``d``
+  paths; peers a path learns go to that path only, and a peer queried by
+  one path is never queried by another, so one path captured by liars
+  cannot poison the others.
+- GET_VALUE stops after ``quorum`` valid records and picks the best with
+  the namespace selector; GET_PROVIDERS stops after ``max_providers``.
+
+``rounds`` is the hop depth: seeds from the routing table are depth 1 and a
+peer first learned from a depth-``d`` answer is depth ``d + 1``; a lookup's
+``rounds`` is the deepest peer that answered.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from overlay.identity import PeerId
+from overlay.kad.errors import InvalidRecord, LookupStateError
+from overlay.kad.keyspace import Contact, kad_key
+from overlay.kad.messages import PeerInfo
+from overlay.kad.records import NamespaceRegistry, Record
+
+__all__ = [
+    "LookupKind",
+    "LookupConfig",
+    "Lookup",
+    "LookupResult",
+    "SendRequest",
+    "Waiting",
+    "Finished",
+    "LookupAction",
+]
+
+
+class LookupKind(Enum):
+    FIND_NODE = "find-node"
+    GET_VALUE = "get-value"
+    GET_PROVIDERS = "get-providers"
+
+
+@dataclass(frozen=True, slots=True)
+class LookupConfig:
+    """Parameters of one lookup; defaults follow the kad-dht spec."""
+
+    alpha: int = 3
+    """Requests in flight per path."""
+    k: int = 20
+    """A path ends when this many of its closest peers have answered."""
+    peer_timeout: float = 10.0
+    """Seconds after which a silent peer no longer holds an alpha slot."""
+    disjoint_paths: int = 1
+    """Number of disjoint paths (S/Kademlia's d); 1 is plain Kademlia."""
+    quorum: int = 1
+    """GET_VALUE stops after this many valid records; 0 runs to the end."""
+    max_providers: int = 20
+    """GET_PROVIDERS stops after this many distinct providers; 0 runs to the end."""
+    stop_when_found: bool = False
+    """FIND_NODE stops as soon as the target peer itself has answered."""
+
+    def __post_init__(self) -> None:
+        if self.alpha < 1 or self.k < 1:
+            raise ValueError("alpha and k must be at least 1")
+        if self.peer_timeout <= 0:
+            raise ValueError("peer_timeout must be positive")
+        if self.disjoint_paths < 1:
+            raise ValueError("disjoint_paths must be at least 1")
+        if self.quorum < 0 or self.max_providers < 0:
+            raise ValueError("quorum and max_providers must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    peer: Contact
+    path: int
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Nothing to send now; call ``next`` again at ``deadline`` or when an
+    answer arrives."""
+
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LookupResult:
+    kind: LookupKind
+    target: bytes
+    closest: tuple[Contact, ...]
+    """Up to k peers closest to the target that answered."""
+    messages: int
+    """Requests sent (each to a distinct peer)."""
+    answered: int
+    failed: int
+    """Requests that failed or timed out without a late answer."""
+    rounds: int
+    record: Record | None = None
+    """GET_VALUE: the best valid record (the local one counts too)."""
+    valid_records: int = 0
+    outdated_peers: tuple[Contact, ...] = ()
+    """Peers that returned a worse or an invalid record: store the best back."""
+    invalid_peers: tuple[Contact, ...] = ()
+    """Peers that returned a record failing validation (a subset of outdated)."""
+    cache_peer: Contact | None = None
+    """The closest peer that answered without the record: cache it there."""
+    providers: tuple[PeerInfo, ...] = ()
+    quorum_reached: bool = False
+    target_found: bool = False
+    """FIND_NODE: the target peer itself answered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    result: LookupResult
+
+
+LookupAction = SendRequest | Waiting | Finished
+
+_NOT_CONTACTED, _WAITING, _UNRESPONSIVE, _SUCCEEDED, _FAILED = range(5)
+
+
+class _Peer:
+    __slots__ = ("contact", "state", "deadline", "depth", "path", "distance")
+
+    def __init__(self, contact: Contact, distance: int, depth: int) -> None:
+        self.contact = contact
+        self.distance = distance
+        self.depth = depth
+        self.state = _NOT_CONTACTED
+        self.deadline = 0.0
+        self.path = -1  # the path that queried it, once one did
+
+
+class _Path:
+    __slots__ = ("index", "distances", "in_flight", "done")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.distances: list[int] = []  # sorted candidate distances
+        self.in_flight = 0
+        self.done = False
+
+
+class Lookup:
+    def __init__(
+        self,
+        kind: LookupKind,
+        target: bytes,
+        seeds: Sequence[Contact],
+        config: LookupConfig,
+        *,
+        local_key: int | None = None,
+        registry: NamespaceRegistry | None = None,
+        validation_time: float = 0.0,
+        local_record: Record | None = None,
+    ) -> None:
+        """``target`` is the wire key (a peer ID's bytes for FIND_NODE).
+        GET_VALUE needs ``registry`` and the wall-clock ``validation_time``
+        for its validators; ``local_record`` counts towards the quorum."""
+        if kind is LookupKind.GET_VALUE and registry is None:
+            raise ValueError("a GET_VALUE lookup needs a namespace registry")
+        self.kind = kind
+        self.target = target
+        self.key = kad_key(target)
+        self.config = config
+        self._local_key = local_key
+        self._registry = registry
+        self._validation_time = validation_time
+        self._peers: dict[int, _Peer] = {}
+        self._by_id: dict[PeerId, _Peer] = {}
+        self._paths = [_Path(i) for i in range(config.disjoint_paths)]
+        self._next_path = 0
+        self._messages = 0
+        self._answered = 0
+        self._failed = 0
+        self._valid: list[tuple[Contact | None, bytes]] = []
+        self._invalid: list[Contact] = []
+        self._lacking: list[Contact] = []
+        self._providers: dict[PeerId, PeerInfo] = {}
+        self._target_found = False
+        self._result: LookupResult | None = None
+        if local_record is not None and registry is not None:
+            try:
+                registry.validate(local_record, validation_time)
+                self._valid.append((None, local_record.value))
+            except InvalidRecord:
+                pass
+        ordered = sorted(seeds, key=lambda c: c.key ^ self.key)
+        for i, contact in enumerate(ordered):
+            self._add_candidate(self._paths[i % len(self._paths)], contact, depth=1)
+
+    # --- driver interface -----------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self._result is not None
+
+    def next(self, now: float) -> LookupAction:
+        if self._result is not None:
+            return Finished(self._result)
+        for peer in self._peers.values():
+            if peer.state == _WAITING and peer.deadline <= now:
+                peer.state = _UNRESPONSIVE
+                self._paths[peer.path].in_flight -= 1
+                self._failed += 1
+        if self._satisfied():
+            return Finished(self._finish())
+        count = len(self._paths)
+        for offset in range(count):
+            path = self._paths[(self._next_path + offset) % count]
+            action = self._step(path, now)
+            if action is not None:
+                self._next_path = (path.index + 1) % count
+                return action
+        if all(path.done for path in self._paths):
+            return Finished(self._finish())
+        deadlines = [p.deadline for p in self._peers.values() if p.state == _WAITING]
+        return Waiting(min(deadlines) if deadlines else None)
+
+    def on_success(
+        self,
+        peer: PeerId,
+        closer: Sequence[Contact],
+        now: float,
+        *,
+        record: Record | None = None,
+        providers: Sequence[PeerInfo] = (),
+    ) -> None:
+        """``peer`` answered with ``closer`` peers (and a record or providers)."""
+        state = self._answering(peer)
+        if state is None:
+            return
+        if state.state == _WAITING:
+            self._paths[state.path].in_flight -= 1
+        else:
+            self._failed -= 1  # a late answer after its timeout
+        state.state = _SUCCEEDED
+        self._answered += 1
+        if self.kind is LookupKind.FIND_NODE and state.contact.peer_id.multihash == self.target:
+            self._target_found = True
+        path = self._paths[state.path]
+        for contact in closer:
+            self._add_candidate(path, contact, depth=state.depth + 1)
+        if self.kind is LookupKind.GET_VALUE:
+            self._take_record(state.contact, record)
+        for info in providers:
+            self._providers.setdefault(info.peer_id, info)
+
+    def on_failure(self, peer: PeerId, now: float) -> None:
+        """The request to ``peer`` failed (dial error, reset, bad answer)."""
+        state = self._answering(peer)
+        if state is None:
+            return
+        if state.state == _WAITING:
+            self._paths[state.path].in_flight -= 1
+            self._failed += 1
+        state.state = _FAILED
+
+    def finish(self) -> LookupResult:
+        """Stop now (for example on an overall deadline) and report."""
+        return self._result if self._result is not None else self._finish()
+
+    # --- internals ------------------------------------------------------------
+
+    def _answering(self, peer: PeerId) -> _Peer | None:
+        state = self._by_id.get(peer)
+        if state is None or state.path < 0:
+            raise LookupStateError(f"lookup never asked {peer}")
+        if self._result is not None or state.state not in (_WAITING, _UNRESPONSIVE):
+            return None  # finished already, or a duplicate answer
+        return state
+
+    def _add_candidate(self, path: _Path, contact: Contact, depth: int) -> None:
+        if contact.key == self._local_key:
+            return
+        existing = self._by_id.get(contact.peer_id)
+        distance = contact.key ^ self.key
+        if existing is None:
+            existing = _Peer(contact, distance, depth)
+            self._peers[distance] = existing
+            self._by_id[contact.peer_id] = existing
+        elif existing.state == _NOT_CONTACTED and depth < existing.depth:
+            existing.depth = depth
+        index = bisect.bisect_left(path.distances, distance)
+        if index == len(path.distances) or path.distances[index] != distance:
+            path.distances.insert(index, distance)
+
+    def _step(self, path: _Path, now: float) -> SendRequest | None:
+        if path.done:
+            return None
+        succeeded = 0
+        k = self.config.k
+        for distance in path.distances:
+            peer = self._peers[distance]
+            if peer.path not in (-1, path.index):
+                continue  # owned by another disjoint path
+            state = peer.state
+            if state == _SUCCEEDED:
+                succeeded += 1
+                if succeeded >= k:
+                    path.done = True
+                    return None
+            elif state == _NOT_CONTACTED:
+                if path.in_flight >= self.config.alpha:
+                    return None
+                peer.state = _WAITING
+                peer.path = path.index
+                peer.deadline = now + self.config.peer_timeout
+                path.in_flight += 1
+                self._messages += 1
+                return SendRequest(peer.contact, path.index, peer.deadline)
+        if path.in_flight == 0:
+            path.done = True
+        return None
+
+    def _satisfied(self) -> bool:
+        if self.kind is LookupKind.GET_VALUE:
+            return self.config.quorum > 0 and len(self._valid) >= self.config.quorum
+        if self.kind is LookupKind.GET_PROVIDERS:
+            return 0 < self.config.max_providers <= len(self._providers)
+        return self.config.stop_when_found and self._target_found
+
+    def _take_record(self, contact: Contact, record: Record | None) -> None:
+        if record is None:
+            self._lacking.append(contact)
+            return
+        assert self._registry is not None  # checked in __init__
+        try:
+            if record.key != self.target:
+                raise InvalidRecord("record key differs from the key asked for")
+            self._registry.validate(record, self._validation_time)
+        except InvalidRecord:
+            self._invalid.append(contact)
+            return
+        self._valid.append((contact, record.value))
+
+    def _finish(self) -> LookupResult:
+        answered = sorted(
+            (p for p in self._peers.values() if p.state == _SUCCEEDED), key=lambda p: p.distance
+        )
+        closest = tuple(p.contact for p in answered[: self.config.k])
+        rounds = max((p.depth for p in answered), default=0)
+        record: Record | None = None
+        outdated: list[Contact] = list(self._invalid)
+        if self._valid:
+            assert self._registry is not None
+            values = [value for _, value in self._valid]
+            best = values[self._registry.select(self.target, values)]
+            record = Record(self.target, best)
+            outdated.extend(c for c, v in self._valid if c is not None and v != best)
+        cache_peer = None
+        if record is not None and self._lacking:
+            cache_peer = min(self._lacking, key=lambda c: c.key ^ self.key)
+        self._result = LookupResult(
+            kind=self.kind,
+            target=self.target,
+            closest=closest,
+            messages=self._messages,
+            answered=self._answered,
+            failed=self._failed,
+            rounds=rounds,
+            record=record,
+            valid_records=len(self._valid),
+            outdated_peers=tuple(outdated),
+            invalid_peers=tuple(self._invalid),
+            cache_peer=cache_peer,
+            providers=tuple(self._providers.values()),
+            quorum_reached=self._satisfied() if self.kind is not LookupKind.FIND_NODE else False,
+            target_found=self._target_found,
+        )
+        return self._result
