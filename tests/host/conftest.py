@@ -58,3 +58,23 @@ async def memory_hosts() -> AsyncIterator[Callable[..., object]]:
 
         make.net = net  # type: ignore[attr-defined]
         yield make
+
+
+@pytest.fixture
+async def quic_hosts() -> AsyncIterator[Callable[..., object]]:
+    """Like ``memory_hosts`` but over real QUIC sockets on loopback."""
+    async with AsyncExitStack() as stack:
+
+        async def make(
+            config: HostConfig | None = None,
+            listen: tuple[str, ...] = ("/ip4/127.0.0.1/udp/0/quic-v1",),
+        ) -> tuple[Host, Recorder]:
+            host = Host(Ed25519PrivateKey.generate(), config)
+            recorder = Recorder()
+            host.add_listener(recorder.listener)
+            await stack.enter_async_context(host)
+            if listen:
+                await host.listen(list(listen))
+            return host, recorder
+
+        yield make
