@@ -221,6 +221,7 @@ class ApiServer:
         self._group: asyncio.TaskGroup | None = None
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._closing = False
         self._inode: tuple[int, int] | None = None
 
@@ -283,6 +284,10 @@ class ApiServer:
         if self._group is not None:
             group, self._group = self._group, None
             await group.__aexit__(None, None, None)
+        # A task cancelled before its first step never ran its cleanup.
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -303,6 +308,7 @@ class ApiServer:
             log.warning("refusing API client: %s", "shutting down" if self._closing else "too many clients")
             writer.transport.abort()
             return
+        self._writers.add(writer)
         task = self._group.create_task(self._serve_client(reader, writer))
         self._clients.add(task)
         task.add_done_callback(self._clients.discard)
@@ -315,6 +321,7 @@ class ApiServer:
         except Exception:  # supervisor: one client's failure must never stop the daemon
             log.exception("API client connection failed")
         finally:
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
