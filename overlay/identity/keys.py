@@ -59,6 +59,27 @@ MAX_RSA_KEY_BITS: Final = 8192
 _ECDSA_CURVES: Final = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 
 
+def _load_spki(raw: bytes, what: str) -> object:
+    """Load a DER SubjectPublicKeyInfo that must be in canonical form.
+
+    go-libp2p derives peer IDs from its own re-encoding of the key, so a
+    key in any other encoding (compressed EC point, odd DER) would map to
+    a different peer ID there than here; such keys are refused.
+    """
+    try:
+        key = serialization.load_der_public_key(raw)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InvalidKeyError(f"invalid {what} SubjectPublicKeyInfo: {exc}") from None
+    if not isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
+        raise InvalidKeyError(f"{what} key data holds a {type(key).__name__}")
+    canonical = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if canonical != raw:
+        raise InvalidKeyError(f"{what} SubjectPublicKeyInfo is not in canonical DER form")
+    return key
+
+
 class KeyType(IntEnum):
     RSA = 0
     ED25519 = 1
@@ -245,18 +266,15 @@ def _ec_sign(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
 
 
 class Secp256k1PublicKey(PublicKey):
-    """Bitcoin-style SEC1 point: 33 bytes compressed (what libp2p emits);
-    65-byte uncompressed points are accepted as btcec does."""
+    """A 33-byte compressed SEC1 point.  go-libp2p re-compresses whatever it
+    parses before deriving a peer ID, so accepting the 65-byte form would
+    let one key yield two peer IDs; it is refused."""
 
     __slots__ = ("_raw_bytes", "_key")
 
     def __init__(self, raw: bytes) -> None:
-        if len(raw) == 33 and raw[0] in (2, 3):
-            pass
-        elif len(raw) == 65 and raw[0] == 4:
-            pass
-        else:
-            raise InvalidKeyError("secp256k1 public key must be a 33-byte compressed or 65-byte point")
+        if len(raw) != 33 or raw[0] not in (2, 3):
+            raise InvalidKeyError("secp256k1 public key must be a 33-byte compressed point")
         try:
             self._key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256K1(), raw)
         except ValueError as exc:
@@ -325,10 +343,7 @@ class EcdsaPublicKey(PublicKey):
     __slots__ = ("_raw_bytes", "_key")
 
     def __init__(self, raw: bytes) -> None:
-        try:
-            key = serialization.load_der_public_key(raw)
-        except (ValueError, UnsupportedAlgorithm) as exc:
-            raise InvalidKeyError(f"invalid ECDSA SubjectPublicKeyInfo: {exc}") from None
+        key = _load_spki(raw, "ECDSA")
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise InvalidKeyError("ECDSA key data holds a non-EC key")
         if not isinstance(key.curve, _ECDSA_CURVES):
@@ -408,10 +423,7 @@ class RsaPublicKey(PublicKey):
     __slots__ = ("_raw_bytes", "_key")
 
     def __init__(self, raw: bytes) -> None:
-        try:
-            key = serialization.load_der_public_key(raw)
-        except (ValueError, UnsupportedAlgorithm) as exc:
-            raise InvalidKeyError(f"invalid RSA SubjectPublicKeyInfo: {exc}") from None
+        key = _load_spki(raw, "RSA")
         if not isinstance(key, rsa.RSAPublicKey):
             raise InvalidKeyError("RSA key data holds a non-RSA key")
         _check_rsa_size(key.key_size)

@@ -1,18 +1,25 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overlay.errors import InvalidKeyError
 from overlay.identity import (
+    EcdsaPublicKey,
     Ed25519PrivateKey,
     KeyType,
     PrivateKey,
     PublicKey,
+    EcdsaPrivateKey,
+    RsaPrivateKey,
     RsaPublicKey,
+    Secp256k1PrivateKey,
+    Secp256k1PublicKey,
     private_key_from_protobuf,
     public_key_from_protobuf,
 )
@@ -157,8 +164,35 @@ def test_ecdsa_data_holding_an_ed25519_spki_is_rejected() -> None:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     data = b"\x08\x03\x12" + bytes([len(spki)]) + spki
-    with pytest.raises(InvalidKeyError, match="non-EC"):
+    with pytest.raises(InvalidKeyError, match="ECDSA key data holds"):
         public_key_from_protobuf(data)
+
+
+def test_rsa_data_holding_an_ec_key_is_rejected() -> None:
+    spki = public_key_from_protobuf(vectors.ECDSA_PUBLIC).raw
+    with pytest.raises(InvalidKeyError, match="non-RSA"):
+        RsaPublicKey(spki)
+
+
+def test_non_canonical_key_data_that_would_change_the_peer_id_is_rejected() -> None:
+    ecdsa_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    compressed_point = ecdsa_key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+    )
+    compressed_spki = (
+        bytes.fromhex("3039301306072a8648ce3d020106082a8648ce3d030107032200") + compressed_point
+    )
+    # The DER is valid (cryptography loads it), but go-libp2p would hash
+    # its uncompressed re-encoding instead.
+    assert serialization.load_der_public_key(compressed_spki) == ecdsa_key
+    with pytest.raises(InvalidKeyError, match="canonical"):
+        EcdsaPublicKey(compressed_spki)
+    secp = ec.generate_private_key(ec.SECP256K1()).public_key()
+    uncompressed = secp.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    with pytest.raises(InvalidKeyError, match="33-byte"):
+        Secp256k1PublicKey(uncompressed)
 
 
 def test_keys_compare_by_type_and_bytes() -> None:
@@ -201,3 +235,42 @@ def test_garbage_key_data_raises_only_invalid_key(key_type: int, data: bytes) ->
 def test_garbage_signature_never_raises(signature: bytes) -> None:
     for _, pub in PAIRS.values():
         assert public_key_from_protobuf(pub).verify(b"data", signature) is False
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        Ed25519PrivateKey.generate,
+        Secp256k1PrivateKey.generate,
+        EcdsaPrivateKey.generate,
+        lambda: EcdsaPrivateKey.generate(ec.SECP384R1()),
+        RsaPrivateKey.generate,
+    ],
+    ids=["ed25519", "secp256k1", "ecdsa-p256", "ecdsa-p384", "rsa-2048"],
+)
+def test_generated_keys_of_every_type_sign_verify_and_round_trip(make: Callable[[], PrivateKey]) -> None:
+    key = make()
+    loaded = private_key_from_protobuf(key.to_protobuf())
+    assert loaded.key_type is key.key_type
+    assert loaded.public_key() == key.public_key()
+    public = public_key_from_protobuf(key.public_key().to_protobuf())
+    signature = loaded.sign(b"across types")
+    assert public.verify(b"across types", signature)
+    assert not public.verify(b"across types!", signature)
+    assert key.public_key().to_protobuf()[0:2] == b"\x08" + bytes([int(key.key_type)])
+
+
+def test_rsa_generation_refuses_sizes_outside_the_accepted_range() -> None:
+    with pytest.raises(InvalidKeyError):
+        RsaPrivateKey.generate(1024)
+    with pytest.raises(InvalidKeyError):
+        RsaPrivateKey.generate(16384)
+
+
+def test_secp256k1_private_key_must_be_a_valid_scalar() -> None:
+    with pytest.raises(InvalidKeyError):
+        Secp256k1PrivateKey.from_raw(bytes(32))
+    with pytest.raises(InvalidKeyError):
+        Secp256k1PrivateKey.from_raw(b"\xff" * 32)
+    with pytest.raises(InvalidKeyError):
+        Secp256k1PrivateKey.from_raw(b"\x01" * 31)
