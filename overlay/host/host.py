@@ -184,7 +184,10 @@ class Host:
             except TransportError as exc:
                 log.debug("endpoint %s stopped accepting: %r", endpoint.local_address, exc)
                 return
-            self._adopt(conn)
+            try:
+                self._adopt(conn)
+            except LimitExceeded as exc:
+                log.debug("inbound connection refused: %s", exc)
 
     def _adopt(self, conn: Connection) -> None:
         """Track and serve a new connection, or close it beyond the caps."""
@@ -266,6 +269,12 @@ class Host:
                 stream.reset()
 
     # -- dialing -------------------------------------------------------------
+
+    def disconnect(self, peer_id: PeerId) -> None:
+        """Close every connection to ``peer_id``."""
+        for conn in self._conns.connections():
+            if conn.remote_peer == peer_id:
+                conn.close(0, "disconnect")
 
     def connections(self) -> list[Connection]:
         return [conn for conn in self._conns.connections() if not conn.is_closed]

@@ -93,9 +93,11 @@ class MemoryEndpoint:
         self.local_address = address
         self._incoming: asyncio.Queue[MemoryConn | None] = asyncio.Queue()
         self.dial_gate: asyncio.Event | None = None
+        self.dial_started = asyncio.Event()
 
     async def dial(self, address: tuple[str, int], expected_peer: PeerId | None) -> MemoryConn:
         self.net.dials += 1
+        self.dial_started.set()
         if self.dial_gate is not None:
             await self.dial_gate.wait()
         target = self._lookup(address)

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import pytest
+
+from overlay.errors import DialError, LimitExceeded
+from overlay.host import ConnectionManager
+from overlay.identity import Ed25519PrivateKey, PeerId
+
+
+def _peer() -> PeerId:
+    return PeerId.from_public_key(Ed25519PrivateKey.generate().public_key())
+
+
+@dataclass(eq=False)
+class FakeConn:
+    remote_peer: PeerId
+    is_closed: bool = False
+    remote_address: tuple[str, int] = ("127.0.0.1", 1)
+    is_initiator: bool = True
+    closed_with: list[str] = field(default_factory=list)
+
+
+def test_caps_per_peer_and_total() -> None:
+    mgr = ConnectionManager(max_connections=3, max_per_peer=2)
+    a, b = _peer(), _peer()
+    assert mgr.add(FakeConn(a))  # type: ignore[arg-type]
+    assert mgr.add(FakeConn(a))  # type: ignore[arg-type]
+    assert not mgr.add(FakeConn(a))  # type: ignore[arg-type]
+    with pytest.raises(LimitExceeded):
+        mgr.check_room(a)
+    assert mgr.add(FakeConn(b))  # type: ignore[arg-type]
+    assert not mgr.add(FakeConn(_peer()))  # type: ignore[arg-type]
+    assert len(mgr) == 3
+
+
+def test_get_prefers_live_and_prunes_closed() -> None:
+    mgr = ConnectionManager(10, 2)
+    peer = _peer()
+    old, new = FakeConn(peer), FakeConn(peer)
+    mgr.add(old)  # type: ignore[arg-type]
+    mgr.add(new)  # type: ignore[arg-type]
+    assert mgr.get(peer) is old
+    old.is_closed = True
+    assert mgr.get(peer) is new
+    assert len(mgr) == 1
+    # A closed connection no longer counts against the per-peer cap.
+    assert mgr.add(FakeConn(peer))  # type: ignore[arg-type]
+
+
+def test_remove_reports_last_connection() -> None:
+    mgr = ConnectionManager(10, 2)
+    peer = _peer()
+    c1, c2 = FakeConn(peer), FakeConn(peer)
+    mgr.add(c1)  # type: ignore[arg-type]
+    mgr.add(c2)  # type: ignore[arg-type]
+    assert not mgr.remove(c1)  # type: ignore[arg-type]
+    assert not mgr.remove(c1)  # type: ignore[arg-type]
+    assert mgr.remove(c2)  # type: ignore[arg-type]
+    assert mgr.peers() == [] and len(mgr) == 0
+
+
+async def test_dial_is_shared_and_failures_reach_every_waiter() -> None:
+    mgr = ConnectionManager(10, 2)
+    gate, started = asyncio.Event(), asyncio.Event()
+    attempts = 0
+    conn = FakeConn(_peer())
+
+    async def attempt() -> FakeConn:
+        nonlocal attempts
+        attempts += 1
+        started.set()
+        await gate.wait()
+        return conn
+
+    async with asyncio.timeout(5):
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(mgr.dial("k", attempt)) for _ in range(4)]  # type: ignore[arg-type]
+            await started.wait()  # the other three ran (and joined) before this wakes
+            gate.set()
+    assert attempts == 1
+    assert all(t.result() is conn for t in tasks)
+
+    async def failing() -> FakeConn:
+        await asyncio.sleep(0)
+        raise DialError("unreachable")
+
+    async with asyncio.timeout(5):
+        results = await asyncio.gather(
+            mgr.dial("k", failing), mgr.dial("k", failing), return_exceptions=True  # type: ignore[arg-type]
+        )
+    assert all(isinstance(r, DialError) for r in results)
+
+
+async def test_cancelled_dialer_turns_into_dial_error_for_waiters() -> None:
+    mgr = ConnectionManager(10, 2)
+    started, never = asyncio.Event(), asyncio.Event()
+    waiter_errors: list[Exception] = []
+
+    async def attempt() -> FakeConn:
+        started.set()
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    async def waiter() -> None:
+        try:
+            await mgr.dial("k", attempt)  # type: ignore[arg-type]
+        except DialError as exc:
+            waiter_errors.append(exc)
+
+    async with asyncio.timeout(5):
+        async with asyncio.TaskGroup() as tg:
+            first = tg.create_task(mgr.dial("k", attempt))  # type: ignore[arg-type]
+            tg.create_task(waiter())
+            await started.wait()  # the waiter is queued ahead of this wake-up
+            first.cancel()
+    assert first.cancelled()
+    assert len(waiter_errors) == 1
