@@ -91,11 +91,23 @@ async def read_exactly(stream: Any, n: int) -> bytes:
     return buf
 
 
+async def wait_for_close(stream: Any) -> None:
+    """Let the dialer close first. py-libp2p 0.8.1 has a read/FIN race: a
+    reply whose FIN arrives with it can be reported as EOF and lost (see
+    interop/README.md), so the replies here are never followed by our FIN."""
+    try:
+        while await stream.read(CHUNK):
+            pass
+    except Exception:  # EOF and closed streams surface as exceptions
+        return
+
+
 async def handle_echo(stream: Any) -> None:
     try:
         data = await stream.read(1)
         if data:
             await stream.write(data)
+            await wait_for_close(stream)
     finally:
         await stream.close()
 
@@ -113,6 +125,7 @@ async def handle_sink(stream: Any) -> None:
                 break
             total += len(chunk)
         await stream.write(struct.pack(">Q", total))
+        await wait_for_close(stream)
     finally:
         await stream.close()
 

@@ -60,6 +60,34 @@ MAX_IDENTIFY_BYTES = 64 * 1024
 OP_TIMEOUT = 15.0
 
 
+def fix_eof_race() -> None:
+    """Work around a read/FIN race in py-libp2p 0.8.1's ``QUICStream.read``.
+
+    ``read`` checks the receive buffer, releases its lock, then checks the
+    read-closed flag under another lock.  If data and FIN arrive together in
+    that gap (typical for a reply written and closed at once, such as an
+    identify response), ``read`` raises EOF although the data sits in the
+    buffer, and the bytes are lost.  This wrapper looks at the buffer once
+    more before letting EOF through.  ``--stock`` runs without it.
+    """
+    from libp2p.transport.quic import stream as quic_stream
+
+    original = quic_stream.QUICStream.read
+    eof = quic_stream._QUICStreamEOF
+
+    async def read(self: Any, n: int | None = None) -> bytes:
+        try:
+            return await original(self, n)
+        except eof:
+            async with self._receive_buffer_lock:
+                if self._receive_buffer:
+                    data: bytes = self._extract_data_from_buffer(-1 if n is None else n)
+                    return data
+            raise
+
+    quic_stream.QUICStream.read = read  # type: ignore[method-assign]
+
+
 def emit(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
     sys.stdout.flush()
@@ -255,7 +283,14 @@ def main() -> None:
     dial = sub.add_parser("dial", help="dial, ping and identify a peer")
     dial.add_argument("addr", help="/ip4/127.0.0.1/udp/N/quic-v1/p2p/ID")
     dial.add_argument("--pings", type=int, default=3)
+    parser.add_argument(
+        "--stock",
+        action="store_true",
+        help="do not apply the read/FIN race fix (see fix_eof_race)",
+    )
     args = parser.parse_args()
+    if not args.stock:
+        fix_eof_race()
     if args.mode == "listen":
         code = trio.run(run_listen)
     else:
