@@ -48,6 +48,8 @@ class _Owner(Protocol):
 
     def _connection_ready(self, conn: QuicConn) -> None: ...
 
+    def _connection_closed(self, conn: QuicConn) -> None: ...
+
     def _connection_terminated(self, conn: QuicConn) -> None: ...
 
 
@@ -440,6 +442,7 @@ class QuicConn:
         self._incoming_event.set()
         self._credit_event.set()
         self._closed.set()
+        self._owner._connection_closed(self)
 
     def _terminate(self) -> None:
         """aioquic is done with the connection: release it from the endpoint."""
@@ -456,8 +459,12 @@ class QuicConn:
         self._cids.clear()
         self._owner._connection_terminated(self)
 
-    def _abandon(self, error: ConnectionClosed) -> None:
+    def _abandon(self, error: ConnectionClosed, reason: str | None = None) -> None:
         """The endpoint is going away: fail and release without waiting for
-        the closing period."""
+        the closing period; with a ``reason``, tell the peer first."""
+        if reason is not None and self._error is None:
+            self._quic.close(error_code=0, reason_phrase=reason)
+            self._mark_closed(error)
+            self._transmit()
         self._mark_closed(error)
         self._terminate()

@@ -89,7 +89,8 @@ class QuicEndpoint:
         self._transport: asyncio.DatagramTransport | None = None
         self._local_address: tuple[str, int] = ("", 0)
         self._by_cid: dict[bytes, QuicConn] = {}
-        self._connections: set[QuicConn] = set()
+        self._connections: set[QuicConn] = set()  # until aioquic is done
+        self._live: set[QuicConn] = set()  # until closed
         self._handshaking_inbound: set[QuicConn] = set()
         self._accept_queue: deque[QuicConn] = deque()
         self._accept_event = asyncio.Event()
@@ -159,7 +160,7 @@ class QuicEndpoint:
     @property
     def connections(self) -> list[QuicConn]:
         """Live connections, including those still handshaking."""
-        return [c for c in self._connections if not c.is_closed]
+        return list(self._live)
 
     def set_datagram_hook(self, hook: DatagramHook | None) -> None:
         self._hook = hook
@@ -178,7 +179,7 @@ class QuicEndpoint:
         if self._closing:
             raise EndpointClosed("endpoint is closed")
         target = self._resolve(addr)
-        if len(self.connections) >= self.config.max_connections:
+        if len(self._live) >= self.config.max_connections:
             raise DialError(f"connection limit of {self.config.max_connections} reached")
         conn = QuicConn(
             self,
@@ -192,6 +193,7 @@ class QuicEndpoint:
             expected_peer=expected_peer,
         )
         self._connections.add(conn)
+        self._live.add(conn)
         conn._quic.connect(target, now=time.monotonic())
         conn._transmit()
         try:
@@ -223,9 +225,9 @@ class QuicEndpoint:
         self._closing = True
         self._accept_event.set()
         for conn in list(self._connections):
-            conn.close(reason="endpoint closing")
-            conn._abandon(EndpointClosed("endpoint closed"))
+            conn._abandon(EndpointClosed("endpoint closed"), reason="endpoint closing")
         self._connections.clear()
+        self._live.clear()
         self._by_cid.clear()
         if self._transport is not None:
             self._transport.close()
@@ -268,7 +270,7 @@ class QuicEndpoint:
     def _accept_initial(self, data: bytes, addr: NetworkAddress, original_cid: bytes) -> None:
         if (
             len(self._handshaking_inbound) >= self.config.max_handshakes
-            or len(self._connections) >= self.config.max_connections
+            or len(self._live) >= self.config.max_connections
         ):
             return  # the client retransmits; later there may be room
         conn = QuicConn(
@@ -283,6 +285,7 @@ class QuicEndpoint:
             is_initiator=False,
         )
         self._connections.add(conn)
+        self._live.add(conn)
         self._handshaking_inbound.add(conn)
         conn._add_cid(original_cid)
         conn._datagram_received(data, addr)
@@ -308,9 +311,12 @@ class QuicEndpoint:
         self._accept_queue.append(conn)
         self._accept_event.set()
 
+    def _connection_closed(self, conn: QuicConn) -> None:
+        self._live.discard(conn)
+        self._handshaking_inbound.discard(conn)
+
     def _connection_terminated(self, conn: QuicConn) -> None:
         self._connections.discard(conn)
-        self._handshaking_inbound.discard(conn)
 
     def _socket_closed(self) -> None:
         self._socket_gone.set()

@@ -1,0 +1,242 @@
+"""The UDP endpoint: demultiplexing, the datagram hook, hostile input, caps."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+
+import pytest
+
+from overlay.errors import ConnectionClosed, DialError, HandshakeError
+from overlay.identity import Ed25519PrivateKey
+from overlay.transport import BindError, EndpointClosed, QuicEndpoint, TransportConfig, is_stun
+
+from .conftest import HOSTS, Pair, peer_of
+
+STUN_BINDING = (
+    b"\x00\x01\x00\x00" + b"\x21\x12\xa4\x42" + os.urandom(12)
+)
+
+
+def _long_initial(rng: random.Random) -> bytes:
+    """Random bytes shaped like a QUIC v1 Initial with an unknown DCID."""
+    body = bytes(rng.getrandbits(8) for _ in range(1250))
+    return (bytes([0xC3]) + (1).to_bytes(4, "big") + b"\x08" + body[:8] + b"\x08" + body[8:16]
+            + b"\x00" + b"\x44\xd0" + body[16:])
+
+
+async def _udp_socket(family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1" if family == socket.AF_INET else "::1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+def test_is_stun() -> None:
+    assert is_stun(STUN_BINDING)
+    assert not is_stun(b"\x40" + STUN_BINDING[1:])  # QUIC fixed bit set
+    assert not is_stun(STUN_BINDING[:19])
+    assert not is_stun(b"\x00\x01\x00\x00\x00\x00\x00\x00" + bytes(12))
+
+
+async def test_datagram_hook_receives_stun_and_non_quic(pair: Pair) -> None:
+    async with asyncio.timeout(5):
+        got: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+
+        def hook(data: bytes, addr: tuple[str, int]) -> bool:
+            got.put_nowait((data, addr))
+            return True
+
+        pair.b.set_datagram_hook(hook)
+        pair.a.sendto(STUN_BINDING, pair.b.local_address)
+        assert await got.get() == (STUN_BINDING, pair.a.local_address)
+        junk = b"\x00hole-punch"  # fixed bit clear: not QUIC
+        pair.a.sendto(junk, pair.b.local_address)
+        assert await got.get() == (junk, pair.a.local_address)
+        # QUIC traffic on the same socket is unaffected.
+        stream = await pair.conn_a.open_stream()
+        stream.write(b"ping")
+        await stream.close()
+        inbound = await pair.conn_b.accept_stream()
+        assert await inbound.read() == b"ping"
+        assert got.empty()
+
+
+async def test_garbage_datagrams_do_not_hurt(pair: Pair) -> None:
+    async with asyncio.timeout(5):
+        rng = random.Random(1234)
+        sock = await _udp_socket()
+        loop = asyncio.get_running_loop()
+        try:
+            target = pair.b.local_address
+            payloads = [b"", b"\x40", b"\xff" * 3, b"\xc0\x00\x00\x00\x01\xff"]
+            payloads += [bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 1400)))
+                         for _ in range(200)]
+            payloads += [_long_initial(rng) for _ in range(20)]
+            # Undecryptable packets aimed at the live connection's CIDs.
+            cid = pair.conn_b._quic.host_cid
+            payloads += [bytes([0x40 | rng.getrandbits(6)]) + cid + os.urandom(60)
+                         for _ in range(50)]
+            payloads += [bytes([0xE0]) + (1).to_bytes(4, "big") + b"\x08" + cid + b"\x00"
+                         + b"\x40\x40" + os.urandom(64) for _ in range(20)]
+            for payload in payloads:
+                await loop.sock_sendto(sock, payload, target)
+            # Round trip on the established connection after the barrage:
+            # datagrams are processed in order, so all junk was handled.
+            stream = await pair.conn_a.open_stream()
+            stream.write(b"still alive")
+            await stream.close()
+            inbound = await pair.conn_b.accept_stream()
+            assert await inbound.readexactly(11) == b"still alive"
+            inbound.write(b"ok")
+            await inbound.close()
+            assert await stream.readexactly(2) == b"ok"
+            # Junk Initials created no lingering connections.
+            assert pair.b.connections == [pair.conn_b]
+            # And new peers are still served.
+            key = Ed25519PrivateKey.generate()
+            async with await QuicEndpoint.create("127.0.0.1", 0, key) as c:
+                conn = await c.dial(target, peer_of(pair.key_b))
+                assert (await pair.b.accept()).remote_peer == peer_of(key)
+                assert conn.remote_peer == peer_of(pair.key_b)
+        finally:
+            sock.close()
+
+
+async def test_simultaneous_dial_on_single_sockets() -> None:
+    async with asyncio.timeout(5):
+        key_a, key_b = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+        async with await QuicEndpoint.create("127.0.0.1", 0, key_a) as a, \
+                await QuicEndpoint.create("127.0.0.1", 0, key_b) as b:
+            out_a, out_b = await asyncio.gather(
+                a.dial(b.local_address, peer_of(key_b)), b.dial(a.local_address, peer_of(key_a))
+            )
+            in_a, in_b = await a.accept(), await b.accept()
+            assert out_a.remote_peer == peer_of(key_b) and out_b.remote_peer == peer_of(key_a)
+            assert in_a.remote_peer == peer_of(key_b) and in_b.remote_peer == peer_of(key_a)
+            # All four connections share the two sockets and carry data.
+            for dialer, listener in ((out_a, in_b), (out_b, in_a)):
+                stream = await dialer.open_stream()
+                stream.write(b"x")
+                await stream.close()
+                assert await (await listener.accept_stream()).read() == b"x"
+            assert len(a.connections) == len(b.connections) == 2
+
+
+async def test_dial_family_mismatch_and_bad_address() -> None:
+    async with asyncio.timeout(5):
+        async with await QuicEndpoint.create("127.0.0.1", 0, Ed25519PrivateKey.generate()) as a:
+            with pytest.raises(DialError, match="IPv6"):
+                await a.dial(("::1", 4001))
+            with pytest.raises(DialError, match="not an IP"):
+                await a.dial(("example.invalid", 4001))
+            with pytest.raises(DialError, match="port"):
+                await a.dial(("127.0.0.1", 0))
+
+
+async def test_bind_errors() -> None:
+    async with asyncio.timeout(5):
+        key = Ed25519PrivateKey.generate()
+        async with await QuicEndpoint.create("127.0.0.1", 0, key) as a:
+            with pytest.raises(BindError, match="port"):
+                await QuicEndpoint.create("127.0.0.1", a.local_address[1], key)
+        with pytest.raises(BindError, match="not an IP"):
+            await QuicEndpoint.create("localhost", 0, key)
+
+
+@pytest.mark.parametrize("host", HOSTS)
+async def test_v4_and_v6_share_a_port(host: str) -> None:
+    async with asyncio.timeout(5):
+        key = Ed25519PrivateKey.generate()
+        other = "0.0.0.0" if ":" in host else "::"
+        try:
+            first = await QuicEndpoint.create(host, 0, key)
+        except BindError:
+            pytest.skip("address family unavailable")
+        try:
+            second = await QuicEndpoint.create(other, first.local_address[1], key)
+        except BindError as exc:
+            await first.aclose()
+            if "Address already in use" in str(exc):
+                raise
+            pytest.skip("other address family unavailable")
+        await second.aclose()
+        await first.aclose()
+
+
+async def test_aclose_closes_connections_and_fails_waiters(pair: Pair) -> None:
+    async with asyncio.timeout(5):
+        accepting = asyncio.ensure_future(pair.b.accept())
+        stream = await pair.conn_a.open_stream()
+        stream.write(b"x")
+        inbound = await pair.conn_b.accept_stream()
+        assert await inbound.read() == b"x"
+        waiter = asyncio.ensure_future(pair.conn_b.accept_stream())
+        inbound_reader = asyncio.ensure_future(inbound.read())
+        reader = asyncio.ensure_future(stream.read())
+        await pair.b.aclose()
+        with pytest.raises(EndpointClosed):
+            await accepting
+        with pytest.raises(EndpointClosed):
+            await waiter
+        with pytest.raises(EndpointClosed):
+            await inbound_reader
+        # The peer learns through CONNECTION_CLOSE, not an idle timeout.
+        await pair.conn_a.wait_closed()
+        with pytest.raises(ConnectionClosed, match="endpoint closing"):
+            await reader
+        with pytest.raises(EndpointClosed):
+            await pair.b.dial(pair.a.local_address)
+        with pytest.raises(EndpointClosed):
+            pair.b.sendto(b"x", pair.a.local_address)
+
+
+async def test_max_connections_cap() -> None:
+    async with asyncio.timeout(5):
+        config = TransportConfig(max_connections=1)
+        key_b = Ed25519PrivateKey.generate()
+        async with await QuicEndpoint.create("127.0.0.1", 0, key_b, config) as b, \
+                await QuicEndpoint.create("127.0.0.1", 0, Ed25519PrivateKey.generate()) as a1, \
+                await QuicEndpoint.create("127.0.0.1", 0, Ed25519PrivateKey.generate(),
+                                          TransportConfig(handshake_timeout=0.3)) as a2:
+            await a1.dial(b.local_address)
+            await b.accept()
+            # The listener drops the second client's Initials: it times out.
+            with pytest.raises(HandshakeError, match="timed out"):
+                await a2.dial(b.local_address)
+            assert len(b.connections) == 1
+            # The cap also bounds dials.
+            with pytest.raises(DialError, match="limit"):
+                await b.dial(a1.local_address)
+
+
+async def test_max_handshakes_cap() -> None:
+    async with asyncio.timeout(5):
+        from aioquic.quic.configuration import QuicConfiguration
+        from aioquic.quic.connection import QuicConnection
+
+        config = TransportConfig(max_handshakes=1, handshake_timeout=0.5)
+        key_b = Ed25519PrivateKey.generate()
+        async with await QuicEndpoint.create("127.0.0.1", 0, key_b, config) as b, \
+                await QuicEndpoint.create("127.0.0.1", 0, Ed25519PrivateKey.generate(),
+                                          TransportConfig(handshake_timeout=0.2)) as a:
+            # A client that sends its Initial and then falls silent.
+            stalled = QuicConnection(configuration=QuicConfiguration(alpn_protocols=["libp2p"]))
+            stalled.connect(b.local_address, now=0.0)
+            sock = await _udp_socket()
+            try:
+                loop = asyncio.get_running_loop()
+                for data, _ in stalled.datagrams_to_send(now=0.0):
+                    await loop.sock_sendto(sock, data, b.local_address)
+                with pytest.raises(HandshakeError, match="timed out"):
+                    await a.dial(b.local_address)
+                # The stalled handshake expires, freeing the slot.
+                closed = [c for c in b.connections if not c.is_initiator]
+                assert len(closed) == 1
+                await closed[0].wait_closed()
+                conn = await a.dial(b.local_address)
+                assert conn.remote_peer == peer_of(key_b)
+            finally:
+                sock.close()
