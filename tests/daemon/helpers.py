@@ -53,6 +53,7 @@ class DaemonProcess:
         self.output = b""
         self.peer_id = ""
         self.addrs: list[str] = []
+        self._stderr: str | None = None
 
     def start(self, timeout: float = 30.0) -> DaemonProcess:
         assert self.proc.stdout is not None
@@ -77,8 +78,10 @@ class DaemonProcess:
         return self
 
     def stderr(self) -> str:
-        assert self.proc.stderr is not None
-        return self.proc.stderr.read().decode() if self.proc.poll() is not None else ""
+        """Everything the process wrote to stderr (once it has exited)."""
+        if self._stderr is None and self.proc.poll() is not None and self.proc.stderr is not None:
+            self._stderr = self.proc.stderr.read().decode()
+        return self._stderr or ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
@@ -92,6 +95,7 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        self.stderr()
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
