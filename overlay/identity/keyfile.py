@@ -15,6 +15,7 @@ from pathlib import Path
 from overlay.errors import InvalidKeyError
 from overlay.fsutil import atomic_write
 from overlay.identity.errors import (
+    KeyFileError,
     KeyFileExists,
     KeyFileInsecure,
     KeyFileInvalid,
@@ -40,8 +41,11 @@ KEY_FILE_MODE = 0o600
 def save_private_key(path: str | os.PathLike[str], key: PrivateKey) -> None:
     """Write ``key`` to ``path`` atomically with mode 0600, replacing any
     file there.  Use ``create_private_key_file`` when an existing key must
-    survive."""
-    atomic_write(path, key.to_protobuf(), mode=KEY_FILE_MODE)
+    survive.  Raises ``KeyFileError`` if the file cannot be written."""
+    try:
+        atomic_write(path, key.to_protobuf(), mode=KEY_FILE_MODE)
+    except OSError as exc:
+        raise KeyFileError(os.fspath(path), f"cannot write key file: {exc.strerror or exc}") from exc
 
 
 def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
@@ -103,17 +107,27 @@ def create_private_key_file(
         key = Ed25519PrivateKey.generate()
     if os.path.lexists(target):
         raise KeyFileExists(str(target), "a key file already exists; refusing to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KeyFileError(str(target), f"cannot create its directory: {exc.strerror or exc}") from exc
+    try:
+        _link_new_file(target, key.to_protobuf())
+    except FileExistsError:
+        raise KeyFileExists(
+            str(target), "a key file already exists; refusing to overwrite it"
+        ) from None
+    except OSError as exc:
+        raise KeyFileError(str(target), f"cannot create key file: {exc.strerror or exc}") from exc
+    return key
+
+
+def _link_new_file(target: Path, data: bytes) -> None:
     staging = tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)
     tmp = Path(staging) / "key"
     try:
-        atomic_write(tmp, key.to_protobuf(), mode=KEY_FILE_MODE)
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            raise KeyFileExists(
-                str(target), "a key file already exists; refusing to overwrite it"
-            ) from None
+        atomic_write(tmp, data, mode=KEY_FILE_MODE)
+        os.link(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
         os.rmdir(staging)
@@ -122,4 +136,3 @@ def create_private_key_file(
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return key

@@ -41,6 +41,7 @@ _MAX_MULTIHASH_BYTES: Final = 2 + MAX_INLINE_KEY_LENGTH
 # checked before any big-integer base conversion runs.
 _MAX_TEXT_LENGTH: Final = 128
 
+_HEX_DIGITS: Final = frozenset("0123456789abcdef")
 _BASE36_ALPHABET: Final = "0123456789abcdefghijklmnopqrstuvwxyz"
 _BASE58_ALPHABET: Final = frozenset(base58.BITCOIN_ALPHABET.decode("ascii"))
 
@@ -100,26 +101,18 @@ class PeerId:
     @classmethod
     def from_string(cls, text: str) -> PeerId:
         """Parse base58btc (``12D3KooW…``, ``Qm…``) or a CIDv1 with the
-        ``libp2p-key`` codec in base32 (``b…``) or base36 (``k…``)."""
+        ``libp2p-key`` codec in base32 (``b…``), base36 (``k…``), base16
+        (``f…``) or base58btc (``z…``) multibase."""
         if not isinstance(text, str):
             raise InvalidPeerId(f"peer ID must be text, not {type(text).__name__}")
         if not text:
             raise InvalidPeerId("empty peer ID")
         if len(text) > _MAX_TEXT_LENGTH:
             raise InvalidPeerId(f"peer ID text of {len(text)} characters is too long")
-        if text[0] == "1" or text.startswith("Qm"):
-            return cls.from_bytes(_b58decode(text))
-        prefix, body = text[0], text[1:]
-        if prefix in "bB":
-            return cls.from_bytes(_cid_multihash(_b32decode(body, text)))
-        if prefix in "kK":
-            return cls.from_bytes(_cid_multihash(_b36decode(body, text)))
-        if prefix == "z":
-            return cls.from_bytes(_cid_multihash(_b58decode(body)))
-        raise InvalidPeerId(
-            f"{_short(text)!r} is not a peer ID: expected base58btc (12D3KooW…, Qm…) "
-            "or a libp2p-key CID (bafz…, k51…)"
-        )
+        try:
+            return cls.from_bytes(_text_to_multihash(text))
+        except InvalidPeerId as exc:
+            raise InvalidPeerId(f"invalid peer ID {_short(text)!r}: {exc}") from None
 
     # --- conversion ---------------------------------------------------------
 
@@ -156,6 +149,23 @@ class PeerId:
         return f"PeerId({self.to_base58()!r})"
 
 
+def _text_to_multihash(text: str) -> bytes:
+    if text[0] == "1" or text.startswith("Qm"):
+        return _b58decode(text)
+    prefix, body = text[0], text[1:]
+    if prefix in "bB":
+        return _cid_multihash(_b32decode(body))
+    if prefix in "kK":
+        return _cid_multihash(_b36decode(body))
+    if prefix in "fF":
+        return _cid_multihash(_b16decode(body))
+    if prefix == "z":
+        return _cid_multihash(_b58decode(body))
+    raise InvalidPeerId(
+        "expected base58btc (12D3KooW…, Qm…) or a libp2p-key CID (bafz…, k51…)"
+    )
+
+
 def _short(text: str) -> str:
     return text if len(text) <= 20 else text[:17] + "..."
 
@@ -163,18 +173,25 @@ def _short(text: str) -> str:
 def _b58decode(text: str) -> bytes:
     bad = next((c for c in text if c not in _BASE58_ALPHABET), None)
     if bad is not None:
-        raise InvalidPeerId(f"invalid base58btc character {bad!r} in peer ID {_short(text)!r}")
+        raise InvalidPeerId(f"invalid base58btc character {bad!r}")
     return base58.b58decode(text)
 
 
-def _b32decode(body: str, text: str) -> bytes:
+def _b32decode(body: str) -> bytes:
     if not body.isascii() or not body.isalnum():
-        raise InvalidPeerId(f"invalid base32 in peer ID {_short(text)!r}")
+        raise InvalidPeerId("invalid base32")
     padded = body.upper() + "=" * (-len(body) % 8)
     try:
         return base64.b32decode(padded)
     except (binascii.Error, ValueError):
-        raise InvalidPeerId(f"invalid base32 in peer ID {_short(text)!r}") from None
+        raise InvalidPeerId("invalid base32") from None
+
+
+def _b16decode(body: str) -> bytes:
+    # bytes.fromhex would skip whitespace, so check the alphabet first.
+    if len(body) % 2 or not set(body.lower()) <= _HEX_DIGITS:
+        raise InvalidPeerId("invalid base16")
+    return bytes.fromhex(body)
 
 
 def _b36encode(data: bytes) -> str:
@@ -187,10 +204,10 @@ def _b36encode(data: bytes) -> str:
     return "0" * zeros + "".join(reversed(digits))
 
 
-def _b36decode(body: str, text: str) -> bytes:
+def _b36decode(body: str) -> bytes:
     lowered = body.lower()
     if not lowered or any(c not in _BASE36_ALPHABET for c in lowered):
-        raise InvalidPeerId(f"invalid base36 in peer ID {_short(text)!r}")
+        raise InvalidPeerId("invalid base36")
     zeros = len(lowered) - len(lowered.lstrip("0"))
     number = int(lowered, 36)
     payload = number.to_bytes((number.bit_length() + 7) // 8, "big") if number else b""

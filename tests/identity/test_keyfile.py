@@ -9,6 +9,7 @@ import pytest
 from overlay.errors import ConfigError
 from overlay.identity import Ed25519PrivateKey, PeerId, private_key_from_protobuf
 from overlay.identity.errors import (
+    KeyFileError,
     KeyFileExists,
     KeyFileInsecure,
     KeyFileInvalid,
@@ -151,7 +152,7 @@ def test_failed_save_keeps_the_old_key_and_leaves_no_temp_file(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(KeyFileError, match="No space left"):
         save_private_key(path, Ed25519PrivateKey.generate())
     monkeypatch.undo()
     assert load_private_key(path).public_key() == old.public_key()
@@ -167,7 +168,29 @@ def test_failed_create_leaves_nothing_behind(
         raise OSError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "link", broken_link)
-    with pytest.raises(OSError):
+    with pytest.raises(KeyFileError, match="cannot create key file"):
         create_private_key_file(path)
     monkeypatch.undo()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_create_loses_a_race_without_overwriting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "identity.key"
+    winner = create_private_key_file(path)
+    # Pretend the file appeared between the existence check and the link.
+    monkeypatch.setattr(os.path, "lexists", lambda _p: False)
+    with pytest.raises(KeyFileExists):
+        create_private_key_file(path)
+    monkeypatch.undo()
+    assert load_private_key(path).public_key() == winner.public_key()
+    assert [p.name for p in tmp_path.iterdir()] == ["identity.key"]
+
+
+def test_create_under_a_file_reports_a_key_file_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "home"
+    blocker.write_bytes(b"")
+    with pytest.raises(KeyFileError, match="directory") as info:
+        create_private_key_file(blocker / "identity.key")
+    assert not isinstance(info.value, KeyFileExists)

@@ -70,6 +70,11 @@ def test_base36_matches_an_independent_multibase_encoder() -> None:
 
 def test_uppercase_multibase_forms_parse() -> None:
     peer = PeerId.from_string(SPEC_ED25519_B58)
+    cid = b"\x01\x72" + peer.multihash
+    assert PeerId.from_string("f" + cid.hex()) == peer
+    assert PeerId.from_string("F" + cid.hex().upper()) == peer
+    with pytest.raises(InvalidPeerId, match="base16"):
+        PeerId.from_string("f" + cid.hex()[:-2] + " 0")
     assert PeerId.from_string("B" + peer.to_cid()[1:].upper()) == peer
     assert PeerId.from_string("K" + peer.to_cid("base36")[1:].upper()) == peer
 
@@ -112,7 +117,7 @@ def test_invalid_binary_peer_ids(data: bytes, message: str) -> None:
     ("text", "message"),
     [
         ("", "empty"),
-        ("hello", "not a peer ID"),
+        ("hello", "expected base58btc"),
         ("Qm0OIl", "invalid base58btc character"),
         ("111", "declares"),
         ("b!!!", "invalid base32"),
