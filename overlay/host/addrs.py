@@ -10,7 +10,7 @@ from pathlib import Path
 
 from multiaddr import Multiaddr
 
-__all__ = ["socket_to_multiaddr", "is_ipv6", "interface_addresses", "expand_unspecified"]
+__all__ = ["socket_to_multiaddr", "is_ipv6", "is_loopback", "interface_addresses", "expand_unspecified"]
 
 _SIOCGIFADDR = 0x8915
 
@@ -31,6 +31,10 @@ def socket_to_multiaddr(host: str, port: int) -> Multiaddr:
 
 def is_ipv6(host: str) -> bool:
     return _normalize(host).version == 6
+
+
+def is_loopback(host: str) -> bool:
+    return _normalize(host).is_loopback
 
 
 def interface_addresses(version: int) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 from multiaddr import Multiaddr
 
 from overlay.errors import (
+    ConnectionClosed,
     DialError,
     LimitExceeded,
     LocalProtocolError,
@@ -22,7 +23,7 @@ from overlay.errors import (
     RemoteProtocolError,
     TransportError,
 )
-from overlay.host.addrs import expand_unspecified, is_ipv6, socket_to_multiaddr
+from overlay.host.addrs import expand_unspecified, is_ipv6, is_loopback, socket_to_multiaddr
 from overlay.host.config import HostConfig
 from overlay.host.connmgr import ConnectionManager
 from overlay.host.events import HostListener
@@ -76,6 +77,7 @@ class Host:
         )
         self.observed_addrs = ObservedAddrs()
         self._conns = ConnectionManager(cfg.max_connections, cfg.max_connections_per_peer)
+        self._connected_peers: set[PeerId] = set()
         self._endpoint_factory = endpoint_factory or self._create_quic_endpoint
         self._listen_endpoints: list[Endpoint] = []
         self._dial_endpoints: list[Endpoint] = []
@@ -169,6 +171,10 @@ class Host:
         self._record = None
         self._schedule_push()
 
+    def endpoints(self) -> list[Endpoint]:
+        """The live endpoints (listening ones first); NAT traversal uses their sockets."""
+        return self._listen_endpoints + self._dial_endpoints
+
     def listen_addrs(self) -> list[Multiaddr]:
         """Dialable addresses with real ports, without ``/p2p``."""
         out: dict[Multiaddr, None] = {}
@@ -199,7 +205,8 @@ class Host:
     async def _serve_connection(self, conn: Connection) -> None:
         peer = conn.remote_peer
         try:
-            if len([c for c in self._conns.connections() if c.remote_peer == peer]) == 1:
+            if peer not in self._connected_peers:
+                self._connected_peers.add(peer)
                 self._notify(lambda lis: lis.connected and lis.connected(peer, conn))
             self._spawn(self._auto_identify(conn), f"identify {peer}")
             while True:
@@ -210,7 +217,11 @@ class Host:
                 self._spawn(self._handle_inbound(conn, stream), f"stream from {peer}")
         finally:
             conn.close(0, "")
-            if self._conns.remove(conn):
+            self._conns.remove(conn)
+            # get() also prunes closed connections, so ask it rather than
+            # trusting remove()'s answer.
+            if self._conns.get(peer) is None and peer in self._connected_peers:
+                self._connected_peers.discard(peer)
                 self._forget_connection_state(peer)
                 self._notify(lambda lis: lis.disconnected and lis.disconnected(peer))
 
@@ -319,7 +330,7 @@ class Host:
 
     async def _dial(self, ip: str, port: int, peer: PeerId | None) -> Connection:
         self._conns.check_room(peer)
-        endpoint = await self._endpoint_for(is_ipv6(ip))
+        endpoint = await self._endpoint_for(ip)
         try:
             async with asyncio.timeout(self.config.dial_timeout):
                 conn = await endpoint.dial((ip, port), peer)
@@ -329,12 +340,16 @@ class Host:
         self.peerstore.add_addrs(conn.remote_peer, [socket_to_multiaddr(ip, port)])
         return conn
 
-    async def _endpoint_for(self, ipv6: bool) -> Endpoint:
+    async def _endpoint_for(self, ip: str) -> Endpoint:
         # Dial from a listening socket of the same family so the remote
         # sees (and NAT maps) the port we listen on: hole punching needs it.
+        ipv6 = is_ipv6(ip)
+        remote_loopback = is_loopback(ip)
         async with self._endpoint_lock:
             for endpoint in self._listen_endpoints + self._dial_endpoints:
-                if is_ipv6(endpoint.local_address[0]) == ipv6:
+                local = endpoint.local_address[0]
+                # A loopback-bound socket cannot reach other hosts.
+                if is_ipv6(local) == ipv6 and (remote_loopback or not is_loopback(local)):
                     return endpoint
             endpoint = await self._endpoint_factory("::" if ipv6 else "0.0.0.0", 0)
             self._dial_endpoints.append(endpoint)
@@ -362,7 +377,18 @@ class Host:
     async def new_stream(
         self, peer_id: PeerId, protocols: Sequence[str], *, lazy: bool = False
     ) -> NegotiatedStream:
-        """Open a stream to ``peer_id`` (dialing if needed) and negotiate."""
+        """Open a stream to ``peer_id`` (dialing if needed) and negotiate.
+
+        ``lazy`` (one protocol only) sends data without waiting for the
+        answer; a refusal then surfaces at the first read.
+        """
+        conn = await self._connection_to(peer_id)
+        try:
+            return await self._open_stream(conn, protocols, lazy)
+        except ConnectionClosed:
+            if not conn.is_closed:
+                raise
+        # The connection died under us (idle timeout, remote close): redial once.
         return await self._open_stream(await self._connection_to(peer_id), protocols, lazy)
 
     async def _open_stream(

@@ -210,3 +210,31 @@ async def test_ipv6_and_dual_listen(quic_hosts) -> None:  # type: ignore[no-unty
         assert await b.ping(a.peer_id) > 0
         info = await b.identify(a.peer_id)
     assert {str(x) for x in info.listen_addrs} == {str(x) for x in a.listen_addrs()}
+
+
+async def test_disconnect_then_redial_by_peer_id(quic_hosts) -> None:  # type: ignore[no-untyped-def]
+    a, ra = await quic_hosts()
+    b, rb = await quic_hosts()
+    async with asyncio.timeout(10):
+        await a.connect(_dial_addr(b))
+        assert await a.ping(b.peer_id) > 0
+        await rb.wait_for(lambda: rb.connected == [a.peer_id])
+        b.disconnect(a.peer_id)
+        await ra.wait_for(lambda: ra.disconnected == [b.peer_id])
+        await rb.wait_for(lambda: rb.disconnected == [a.peer_id])
+        assert a.peers() == [] and b.peers() == []
+        # The peerstore kept b's address, so ping redials by peer ID.
+        assert await a.ping(b.peer_id) > 0
+        await ra.wait_for(lambda: ra.connected == [b.peer_id, b.peer_id])
+    assert len(a.connections()) == 1
+
+
+async def test_host_shutdown_closes_connections(quic_hosts) -> None:  # type: ignore[no-untyped-def]
+    b, rb = await quic_hosts()
+    async with asyncio.timeout(10):
+        async with Host(Ed25519PrivateKey.generate()) as c:
+            await c.listen(["/ip4/127.0.0.1/udp/0/quic-v1"])
+            await c.connect(_dial_addr(b))
+            await rb.wait_for(lambda: c.peer_id in rb.connected)
+        assert c.connections() == []
+        await rb.wait_for(lambda: c.peer_id in rb.disconnected)
