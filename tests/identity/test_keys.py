@@ -26,7 +26,7 @@ from overlay.identity import (
 from overlay.identity.keys import MAX_PUBLIC_KEY_PROTOBUF
 from overlay.wire.varint import encode_uvarint
 
-from . import vectors
+from . import go_fixtures, vectors
 
 PAIRS = {
     KeyType.ECDSA: (vectors.ECDSA_PRIVATE, vectors.ECDSA_PUBLIC),
@@ -274,3 +274,38 @@ def test_secp256k1_private_key_must_be_a_valid_scalar() -> None:
         Secp256k1PrivateKey.from_raw(b"\xff" * 32)
     with pytest.raises(InvalidKeyError):
         Secp256k1PrivateKey.from_raw(b"\x01" * 31)
+
+
+GO_FIXTURES = {
+    KeyType.RSA: (go_fixtures.GO_RSA_PRIVATE, go_fixtures.GO_RSA_PUBLIC, go_fixtures.GO_RSA_SIGNATURE),
+    KeyType.SECP256K1: (
+        go_fixtures.GO_SECP256K1_PRIVATE,
+        go_fixtures.GO_SECP256K1_PUBLIC,
+        go_fixtures.GO_SECP256K1_SIGNATURE,
+    ),
+    KeyType.ECDSA: (
+        go_fixtures.GO_ECDSA_PRIVATE,
+        go_fixtures.GO_ECDSA_PUBLIC,
+        go_fixtures.GO_ECDSA_SIGNATURE,
+    ),
+}
+
+
+@pytest.mark.parametrize("key_type", list(GO_FIXTURES))
+def test_go_libp2p_fixtures_round_trip_and_verify(key_type: KeyType) -> None:
+    priv_bytes, pub_bytes, signature = GO_FIXTURES[key_type]
+    public = public_key_from_protobuf(pub_bytes)
+    private = private_key_from_protobuf(priv_bytes)
+    assert public.key_type is key_type
+    assert public.to_protobuf() == pub_bytes
+    assert private.to_protobuf() == priv_bytes
+    assert private.public_key() == public
+    assert public.verify(go_fixtures.MESSAGE, signature)
+    assert not public.verify(go_fixtures.MESSAGE + b"?", signature)
+    assert public.verify(go_fixtures.MESSAGE, private.sign(go_fixtures.MESSAGE))
+
+
+def test_rsa_signature_matches_go_byte_for_byte() -> None:
+    # PKCS#1 v1.5 is deterministic, so our signature must equal go's.
+    private = private_key_from_protobuf(go_fixtures.GO_RSA_PRIVATE)
+    assert private.sign(go_fixtures.MESSAGE) == go_fixtures.GO_RSA_SIGNATURE
