@@ -26,7 +26,7 @@ import pytest
 from multiaddr import Multiaddr
 
 from overlay import AGENT_VERSION
-from overlay.host import Host, HostConfig
+from overlay.host import Host, HostConfig, HostListener, IdentifyInfo
 from overlay.identity import Ed25519PrivateKey, PeerId
 
 pytestmark = pytest.mark.interop
@@ -237,8 +237,9 @@ async def test_overlay_dials_pings_and_identifies_pylibp2p(
             assert info.protocol_version == "ipfs/0.1.0"
             assert {PING, IDENTIFY} <= set(info.protocols)
             assert set(info.protocols) == set(peer.info["protocols"])
-            listen = Multiaddr(peer.addr.split("/p2p/")[0])
-            assert listen in info.listen_addrs
+            # py-libp2p signs its listen addresses with a /p2p/<id> suffix.
+            listen = peer.addr.split("/p2p/")[0]
+            assert listen in {str(a).split("/p2p/")[0] for a in info.listen_addrs}
             # py-libp2p labels a QUIC observation /tcp/ (a py-libp2p quirk);
             # the IP and port are still ours, since we dial from our listen
             # socket.
@@ -293,22 +294,36 @@ async def test_pylibp2p_dials_pings_and_identifies_overlay(pylibp2p_python: str)
 async def test_overlay_learns_pylibp2p_agent_when_dialed(
     pylibp2p_python: str, tmp_path: Path
 ) -> None:
-    """After py-libp2p dials us, we know its agent version and protocols."""
+    """After py-libp2p dials us, our host identifies it on its own and keeps
+    its agent version, protocols and key in the peerstore."""
     async with asyncio.timeout(TEST_TIMEOUT):
         async with pylibp2p_listener(pylibp2p_python, tmp_path) as peer, overlay_host() as host:
+            remote = PeerId.from_string(peer.peer_id)
+            identified = asyncio.Event()
+
+            def on_identified(pid: PeerId, _info: IdentifyInfo) -> None:
+                if pid == remote:
+                    identified.set()
+
+            host.add_listener(HostListener(identified=on_identified))
             learned = await peer.command(f"dial {_full_addr(host)}")
             assert "error" not in learned, f"{learned}\n{peer.stderr()}"
             _check_learned_about_us(learned, host)
-
-            remote = PeerId.from_string(peer.peer_id)
             assert remote in host.peers()
-            # Identify over the connection py-libp2p opened to us.
-            info = await host.identify(remote)
-            assert info.agent_version == peer.info["agent_version"]
+
+            # Our automatic identify of the inbound connection.
+            await identified.wait()
             stored = host.peerstore.get(remote)
             assert stored is not None
+            assert stored.agent_version == peer.info["agent_version"]
             assert stored.agent_version is not None
             assert stored.agent_version.startswith("py-libp2p/")
+            assert stored.protocol_version == "ipfs/0.1.0"
             assert {PING, IDENTIFY} <= set(stored.protocols)
             assert stored.public_key is not None
             assert PeerId.from_public_key(stored.public_key) == remote
+
+            # An explicit identify and ping over the connection it opened.
+            info = await host.identify(remote)
+            assert info.agent_version == peer.info["agent_version"]
+            assert 0 < await host.ping(remote) < STEP_TIMEOUT
