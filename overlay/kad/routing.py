@@ -15,7 +15,7 @@ spec, because only buckets near the local key ever get split there too.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -225,6 +225,36 @@ class RoutingTable:
         bucket.pending = bucket.entries[0]
         bucket.pending_deadline = now + self.config.ping_timeout
         return AddResult(AddOutcome.PENDING, PingNeeded(bucket.pending, bucket.pending_deadline))
+
+    def load(self, contacts: Iterable[Contact]) -> int:
+        """Bulk-insert known servers (a saved table, a simulator's bootstrap).
+
+        Same admission rules as ``add`` but no liveness checks: a contact
+        for a full bucket goes to the replacement cache.  Returns how many
+        entered the table."""
+        added = 0
+        k = self.config.k
+        local = self.local_key
+        buckets = self._buckets
+        where = self._where
+        for contact in contacts:
+            if contact.key == local or contact.peer_id in where:
+                continue
+            index = (local ^ contact.key).bit_length() - 1
+            bucket = buckets.get(index)
+            if bucket is None:
+                bucket = buckets[index] = _Bucket()
+            if contact.ip_groups and not self._diverse_enough(bucket, contact):
+                continue
+            if len(bucket.entries) < k:
+                bucket.entries.append(contact)
+                where[contact.peer_id] = index
+                if contact.ip_groups:
+                    self._count_groups(contact, +1)
+                added += 1
+            else:
+                self._cache_replacement(bucket, contact)
+        return added
 
     def on_ping_result(self, peer: PeerId, alive: bool, now: float) -> Contact | None:
         """Settle a liveness check; returns the replacement promoted, if any."""

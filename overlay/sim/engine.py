@@ -1,0 +1,308 @@
+"""A virtual-time, discrete-event simulation of Kademlia lookups.
+
+Every node runs the pure core: servers answer with ``handle_request`` on
+their own routing table and stores, and each lookup is a ``Lookup`` state
+machine driven exactly as the network service drives it.  Time only moves
+through the event heap; one seeded ``random.Random`` decides everything
+else, so a run is reproducible from its seed.
+
+Adversaries answer every request with closer peers of their choosing
+("eclipse": the colluding adversaries closest to the key, the classic
+attack disjoint paths defend against; "random": random node IDs), drop
+the records they are asked to store and answer GET_VALUE with forged
+records.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+
+from overlay.errors import OverlayError
+from overlay.kad.handler import ServerConfig, handle_request
+from overlay.kad.keyspace import Contact, kad_key
+from overlay.kad.lookup import Finished, Lookup, LookupConfig, LookupKind, LookupResult, SendRequest
+from overlay.kad.messages import KadMessage, MessageType, PeerInfo
+from overlay.kad.records import Record, default_registry, immutable_key
+from overlay.kad.routing import AddOutcome, RoutingConfig
+from overlay.sim.network import NetworkModel, SimNetwork, xor_closest_positions
+
+__all__ = ["SimConfig", "LookupOutcome", "Simulator"]
+
+_START, _RESPONSE, _WAKE = range(3)
+_REQUEST_TYPES = {
+    LookupKind.FIND_NODE: MessageType.FIND_NODE,
+    LookupKind.GET_VALUE: MessageType.GET_VALUE,
+    LookupKind.GET_PROVIDERS: MessageType.GET_PROVIDERS,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """One simulation run."""
+
+    nodes: int = 10_000
+    """Nodes present at the start."""
+    lookups: int = 100
+    seed: int = 0
+    churn: float = 0.0
+    """Fraction of nodes that leave abruptly during the run; as many new
+    nodes join (known only to tables built after they joined)."""
+    adversaries: float = 0.0
+    """Fraction of nodes that lie (see ``adversary_mode``)."""
+    adversary_mode: str = "eclipse"
+    """``eclipse``: answer with the colluding adversaries closest to the key;
+    ``random``: answer with random nonexistent peer IDs."""
+    kind: LookupKind = LookupKind.FIND_NODE
+    """FIND_NODE looks up a random live node; GET_VALUE a stored /v/ record."""
+    lookup: LookupConfig = LookupConfig(peer_timeout=1.0)
+    """Lookup parameters; the timeout is short because simulated RTTs are."""
+    routing: RoutingConfig = RoutingConfig()
+    network: NetworkModel = NetworkModel()
+    lookup_interval: float = 0.5
+    """Virtual seconds between lookup starts (lookups overlap)."""
+    update_tables: bool = True
+    """Origins add peers that answered to their tables, pinging the oldest
+    entry of a full bucket (answered at once from the node's liveness)."""
+
+    def __post_init__(self) -> None:
+        if self.nodes < 2 or self.lookups < 1:
+            raise ValueError("need at least 2 nodes and 1 lookup")
+        if not 0.0 <= self.churn < 1.0 or not 0.0 <= self.adversaries < 1.0:
+            raise ValueError("churn and adversaries must be fractions within [0, 1)")
+        if self.adversary_mode not in ("eclipse", "random"):
+            raise ValueError("adversary_mode must be 'eclipse' or 'random'")
+        if self.kind is LookupKind.GET_PROVIDERS:
+            raise ValueError("the simulator runs FIND_NODE and GET_VALUE lookups")
+        if self.lookup_interval <= 0:
+            raise ValueError("lookup_interval must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class LookupOutcome:
+    success: bool
+    rounds: int
+    messages: int
+    latency: float
+    failed: int
+
+
+@dataclass(slots=True)
+class _Run:
+    number: int
+    origin: int
+    lookup: Lookup
+    started: float
+    expected: bytes = b""
+    done: bool = False
+    wakes: set[float] = field(default_factory=set)
+
+
+class Simulator:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.registry = default_registry()
+        joiners = int(config.nodes * config.churn)
+        self.net = SimNetwork(
+            config.nodes + joiners,
+            config.seed,
+            config.network,
+            config.routing,
+            self.registry,
+            ServerConfig(k=config.routing.k),
+        )
+        self.duration = config.lookups * config.lookup_interval
+        self._churn(joiners)
+        self._adversaries: list[int] = []
+        self._adversary_keys: list[int] = []
+        self._pick_adversaries()
+        self._events: list[tuple[float, int, int, object]] = []
+        self._seq = 0
+        self.outcomes: list[LookupOutcome] = []
+        self.messages_sent = 0
+
+    # --- set-up ---------------------------------------------------------------
+
+    def _churn(self, joiners: int) -> None:
+        initial = self.config.nodes
+        for node in range(initial, initial + joiners):
+            self.net.join_time[node] = self.rng.uniform(0.0, self.duration)
+        for node in self.rng.sample(range(initial), int(initial * self.config.churn)):
+            self.net.leave_time[node] = self.rng.uniform(0.0, self.duration)
+
+    def _pick_adversaries(self) -> None:
+        count = int(len(self.net) * self.config.adversaries)
+        chosen = sorted(self.rng.sample(range(len(self.net)), count))
+        for node in chosen:
+            self.net.adversary[node] = 1
+        ordered = sorted(chosen, key=self.net.keys.__getitem__)
+        self._adversaries = ordered
+        self._adversary_keys = [self.net.keys[n] for n in ordered]
+
+    def _honest_live(self, now: float) -> int:
+        for _ in range(100_000):
+            node = self.rng.randrange(len(self.net))
+            if self.net.alive(node, now) and not self.net.adversary[node]:
+                return node
+        raise OverlayError("no live honest node left to pick")
+
+    # --- events ---------------------------------------------------------------
+
+    def _push(self, when: float, kind: int, payload: object) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (when, self._seq, kind, payload))
+
+    def run(self) -> list[LookupOutcome]:
+        for number in range(self.config.lookups):
+            self._push(number * self.config.lookup_interval, _START, number)
+        while self._events:
+            now, _, kind, payload = heapq.heappop(self._events)
+            if kind == _START:
+                assert isinstance(payload, int)
+                self._start(payload, now)
+            elif kind == _RESPONSE:
+                assert isinstance(payload, tuple)
+                run, node, response = payload
+                self._deliver(run, node, response, now)
+            else:
+                assert isinstance(payload, _Run)
+                payload.wakes.discard(now)
+                self._drive(payload, now)
+        return self.outcomes
+
+    def _start(self, number: int, now: float) -> None:
+        origin = self._honest_live(now)
+        config = self.config
+        table = self.net.server(origin, now).table
+        local_record = None
+        if config.kind is LookupKind.FIND_NODE:
+            target_node = origin
+            while target_node == origin:
+                target_node = self._honest_live(now)
+            target = self.net.peer_ids[target_node].multihash
+            expected = target
+        else:
+            value = f"sim value {config.seed}/{number}".encode()
+            target = immutable_key(value)
+            expected = value
+            self._store_at_closest(Record(target, value), now)
+            stored = self.net.server(origin, now).records.get(target, now)
+            local_record = stored.record if stored is not None else None
+        seeds = table.closest(kad_key(target), config.lookup.k)
+        lookup = Lookup(
+            config.kind,
+            target,
+            seeds,
+            config.lookup,
+            local_key=self.net.keys[origin],
+            registry=self.registry,
+            validation_time=now,
+            local_record=local_record,
+        )
+        self._drive(_Run(number, origin, lookup, now, expected), now)
+
+    def _store_at_closest(self, record: Record, now: float) -> None:
+        """Place the record at the k closest live nodes, as a PUT would;
+        adversaries drop it."""
+        key = kad_key(record.key)
+        placed = 0
+        for position in xor_closest_positions(self.net.sorted_keys, key, 3 * self.config.routing.k):
+            node = self.net.order[position]
+            if not self.net.alive(node, now):
+                continue
+            placed += 1
+            if not self.net.adversary[node]:
+                self.net.server(node, now).records.put(record, None, now)
+            if placed >= self.config.routing.k:
+                break
+
+    def _drive(self, run: _Run, now: float) -> None:
+        if run.done:
+            return  # a wake-up left over from before the lookup finished
+        while True:
+            action = run.lookup.next(now)
+            if isinstance(action, SendRequest):
+                self._send(run, action.peer, now)
+            elif isinstance(action, Finished):
+                self._finish(run, action.result, now)
+                return
+            else:
+                deadline = action.deadline
+                if deadline is not None and deadline not in run.wakes:
+                    run.wakes.add(deadline)
+                    self._push(deadline, _WAKE, run)
+                return
+
+    def _send(self, run: _Run, peer: Contact, now: float) -> None:
+        self.messages_sent += 1
+        node = self.net.index_of.get(peer.peer_id)
+        loss = self.config.network.loss
+        if node is None or not self.net.alive(node, now):
+            return  # nobody answers; the lookup's timeout handles it
+        if loss and (self.rng.random() < loss or self.rng.random() < loss):
+            return
+        rtt = self.net.rtt(run.origin, node)
+        response = self._answer(run, node, now + rtt / 2)
+        self._push(now + rtt, _RESPONSE, (run, node, response))
+
+    def _answer(self, run: _Run, node: int, now: float) -> KadMessage | None:
+        lookup = run.lookup
+        request = KadMessage(_REQUEST_TYPES[lookup.kind], lookup.target)
+        if self.net.adversary[node]:
+            return self._lie(lookup.kind, lookup.target, lookup.key)
+        try:
+            return handle_request(
+                self.net.server(node, now), request, self.net.peer_ids[run.origin], now
+            )
+        except OverlayError:
+            return None
+
+    def _lie(self, kind: LookupKind, target: bytes, key: int) -> KadMessage:
+        k = self.config.routing.k
+        if self.config.adversary_mode == "eclipse":
+            positions = xor_closest_positions(self._adversary_keys, key, k)
+            closer = tuple(PeerInfo(self.net.peer_ids[self._adversaries[p]]) for p in positions)
+        else:
+            closer = tuple(PeerInfo(self.net.peer_ids[self.rng.randrange(len(self.net))]) for _ in range(k))
+        record = None
+        if kind is LookupKind.GET_VALUE:
+            record = Record(target, self.rng.randbytes(32))
+        return KadMessage(_REQUEST_TYPES[kind], target, record=record, closer_peers=closer)
+
+    def _deliver(self, run: _Run, node: int, response: KadMessage | None, now: float) -> None:
+        if run.lookup.finished:
+            return
+        peer_id = self.net.peer_ids[node]
+        if response is None:
+            run.lookup.on_failure(peer_id, now)
+        else:
+            closer = [self._contact(info) for info in response.closer_peers]
+            run.lookup.on_success(
+                peer_id, closer, now, record=response.record, providers=response.provider_peers
+            )
+            if self.config.update_tables:
+                self._learn(run.origin, node, now)
+        self._drive(run, now)
+
+    def _contact(self, info: PeerInfo) -> Contact:
+        node = self.net.index_of.get(info.peer_id)
+        return self.net.contacts[node] if node is not None else info.contact()
+
+    def _learn(self, origin: int, node: int, now: float) -> None:
+        table = self.net.server(origin, now).table
+        result = table.add(self.net.contacts[node], now)
+        if result.outcome is AddOutcome.PENDING and result.ping is not None:
+            checked = self.net.index_of[result.ping.contact.peer_id]
+            table.on_ping_result(result.ping.contact.peer_id, self.net.alive(checked, now), now)
+
+    def _finish(self, run: _Run, result: LookupResult, now: float) -> None:
+        run.done = True
+        if result.kind is LookupKind.FIND_NODE:
+            success = result.target_found
+        else:
+            success = result.record is not None and result.record.value == run.expected
+        self.outcomes.append(
+            LookupOutcome(success, result.rounds, result.messages, now - run.started, result.failed)
+        )

@@ -1,0 +1,179 @@
+"""The simulated population: node identities, liveness, adversaries,
+pairwise latency, and routing tables built on first use.
+
+Routing tables are materialised lazily from a sorted global view of the
+keys.  Bucket ``b`` of a node is one contiguous range of that sorted list,
+so filling it is two bisections and a sample of ``k`` members: the table a
+well-maintained node converges to (each bucket holds ``min(k, population)``
+peers drawn uniformly).  Only nodes a lookup touches ever get a table, which
+is what lets 100,000 nodes fit in one process; simulating every join would
+cost ``N log N`` lookups before the first measurement.  A table reflects the
+nodes that had joined when it was built, including ones that have since
+left: stale entries are exactly what churn is about.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+from dataclasses import dataclass
+from statistics import NormalDist
+
+from overlay.identity import PeerId
+from overlay.kad.handler import KadServer, ServerConfig
+from overlay.kad.keyspace import KEY_BITS, Contact, fake_peer_id
+from overlay.kad.messages import PeerInfo
+from overlay.kad.providers import ProviderConfig, ProviderStore
+from overlay.kad.records import NamespaceRegistry
+from overlay.kad.routing import RoutingConfig, RoutingTable
+from overlay.kad.store import MemoryRecordStore, StoreConfig
+
+__all__ = ["NetworkModel", "SimNetwork", "xor_closest_positions"]
+
+_MASK64 = (1 << 64) - 1
+_UNIT = NormalDist()
+
+
+def _mix64(value: int) -> int:
+    """splitmix64's finaliser: a cheap, well-spread 64-bit hash."""
+    value = (value ^ (value >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
+    value = (value ^ (value >> 27)) * 0x94D049BB133111EB & _MASK64
+    return value ^ (value >> 31)
+
+
+def xor_closest_positions(sorted_keys: list[int], target: int, n: int) -> list[int]:
+    """Positions in ``sorted_keys`` of the ``n`` keys XOR-closest to ``target``.
+
+    Keys sharing a prefix with the target are one contiguous range, and the
+    smallest such aligned range holding ``n`` keys holds the ``n`` closest."""
+    total = len(sorted_keys)
+    if n >= total:
+        return sorted(range(total), key=lambda i: sorted_keys[i] ^ target)
+    low, high = 0, KEY_BITS  # the block at level KEY_BITS is everything
+    while low < high:
+        level = (low + high) // 2
+        start = target >> level << level
+        count = bisect.bisect_left(sorted_keys, start + (1 << level)) - bisect.bisect_left(
+            sorted_keys, start
+        )
+        if count >= n:
+            high = level
+        else:
+            low = level + 1
+    start = target >> low << low
+    first = bisect.bisect_left(sorted_keys, start)
+    last = bisect.bisect_left(sorted_keys, start + (1 << low))
+    block = sorted(range(first, last), key=lambda i: sorted_keys[i] ^ target)
+    return block[:n]
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkModel:
+    """Latency and loss of the simulated network."""
+
+    median_rtt: float = 0.1
+    """Median round-trip time in seconds of the per-pair lognormal."""
+    rtt_sigma: float = 0.5
+    """Shape of the lognormal (sigma of the underlying normal)."""
+    min_rtt: float = 0.005
+    max_rtt: float = 2.0
+    loss: float = 0.0
+    """Probability that a request or its answer is lost."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_rtt <= self.median_rtt <= self.max_rtt:
+            raise ValueError("need 0 < min_rtt <= median_rtt <= max_rtt")
+        if self.rtt_sigma < 0 or not 0.0 <= self.loss < 1.0:
+            raise ValueError("rtt_sigma must be >= 0 and loss within [0, 1)")
+
+
+class SimNetwork:
+    """``total`` nodes; node ``i`` exists from ``join_time[i]`` and is gone
+    from ``leave_time[i]`` (infinite unless churned)."""
+
+    def __init__(
+        self,
+        total: int,
+        seed: int,
+        model: NetworkModel,
+        routing: RoutingConfig,
+        registry: NamespaceRegistry,
+        server_config: ServerConfig,
+    ) -> None:
+        self.seed = seed
+        self.model = model
+        self.routing = routing
+        self.registry = registry
+        self.server_config = server_config
+        rng = random.Random(seed)
+        self.peer_ids: list[PeerId] = [fake_peer_id(rng) for _ in range(total)]
+        self.contacts: list[Contact] = [Contact.of(p) for p in self.peer_ids]
+        self.keys: list[int] = [c.key for c in self.contacts]
+        self.index_of: dict[PeerId, int] = {p: i for i, p in enumerate(self.peer_ids)}
+        self.order: list[int] = sorted(range(total), key=self.keys.__getitem__)
+        self.sorted_keys: list[int] = [self.keys[i] for i in self.order]
+        self.join_time: list[float] = [0.0] * total
+        self.leave_time: list[float] = [math.inf] * total
+        self.adversary = bytearray(total)
+        self._servers: dict[int, KadServer] = {}
+        self._rtt_seed = _mix64(seed & _MASK64)
+        self._log_median = math.log(model.median_rtt)
+
+    def __len__(self) -> int:
+        return len(self.peer_ids)
+
+    def alive(self, node: int, now: float) -> bool:
+        return self.join_time[node] <= now < self.leave_time[node]
+
+    def rtt(self, a: int, b: int) -> float:
+        """The pair's round-trip time, derived from the pair so it is never stored."""
+        if a > b:
+            a, b = b, a
+        h = _mix64((a * 0x9E3779B97F4A7C15 + b * 0xC2B2AE3D27D4EB4F) & _MASK64 ^ self._rtt_seed)
+        u = ((h >> 11) + 0.5) / float(1 << 53)
+        value = math.exp(self._log_median + self.model.rtt_sigma * _UNIT.inv_cdf(u))
+        return min(self.model.max_rtt, max(self.model.min_rtt, value))
+
+    def server(self, node: int, now: float) -> KadServer:
+        server = self._servers.get(node)
+        if server is None:
+            table = self._build_table(node, now)
+            server = KadServer(
+                local=PeerInfo(self.peer_ids[node]),
+                table=table,
+                records=MemoryRecordStore(StoreConfig(), self.registry),
+                providers=ProviderStore(ProviderConfig()),
+                config=self.server_config,
+            )
+            self._servers[node] = server
+        return server
+
+    @property
+    def materialised(self) -> int:
+        return len(self._servers)
+
+    def _build_table(self, node: int, now: float) -> RoutingTable:
+        own = self.keys[node]
+        rng = random.Random(_mix64((self.seed * 1_000_003 + node) & _MASK64))
+        table = RoutingTable(own, self.routing, rng, now)
+        k = self.routing.k
+        keys = self.sorted_keys
+        for level in range(KEY_BITS - 1, -1, -1):
+            # Stop once nothing else shares the node's prefix at this level.
+            mine = own >> (level + 1) << (level + 1)
+            if bisect.bisect_left(keys, mine + (1 << (level + 1))) - bisect.bisect_left(keys, mine) <= 1:
+                break
+            start = ((own >> level) ^ 1) << level
+            first = bisect.bisect_left(keys, start)
+            last = bisect.bisect_left(keys, start + (1 << level))
+            if first == last:
+                continue
+            if last - first <= k:
+                picks = list(range(first, last))
+            else:
+                picks = rng.sample(range(first, last), min(last - first, k + k // 2))
+            members = [self.order[position] for position in picks]
+            joined = [m for m in members if self.join_time[m] <= now][:k]
+            table.load([self.contacts[m] for m in joined])
+        return table
