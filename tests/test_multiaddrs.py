@@ -226,3 +226,23 @@ def test_random_text_raises_only_invalid_multiaddr(parts: list[str], slash: bool
         split_p2p(text)
     except InvalidMultiaddr:
         pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)),
+    st.integers(min_value=0, max_value=65535),
+    st.booleans(),
+)
+def test_valid_addresses_round_trip_through_text_and_binary(
+    ip: object, port: int, with_peer: bool
+) -> None:
+    peer = PEER if with_peer else None
+    text = format_quic_multiaddr(str(ip), port, peer)
+    addr = parse_quic_multiaddr(text)
+    assert addr.port == port and addr.peer_id == peer
+    assert addr.family == (6 if ":" in str(ip) else 4)
+    # The multiaddr package's binary form parses back to the same address.
+    binary = addr.to_multiaddr().to_bytes()
+    assert parse_quic_multiaddr(multiaddr_from_bytes(binary)) == addr
+    assert split_p2p(multiaddr_from_bytes(binary))[1] == peer
