@@ -10,7 +10,14 @@ from pathlib import Path
 
 from multiaddr import Multiaddr
 
-__all__ = ["socket_to_multiaddr", "is_ipv6", "is_loopback", "interface_addresses", "expand_unspecified"]
+__all__ = [
+    "socket_to_multiaddr",
+    "observed_to_quic",
+    "is_ipv6",
+    "is_loopback",
+    "interface_addresses",
+    "expand_unspecified",
+]
 
 _SIOCGIFADDR = 0x8915
 
@@ -27,6 +34,24 @@ def socket_to_multiaddr(host: str, port: int) -> Multiaddr:
     ip = _normalize(host)
     proto = "ip4" if ip.version == 4 else "ip6"
     return Multiaddr(f"/{proto}/{ip}/udp/{port}/quic-v1")
+
+
+def observed_to_quic(addr: Multiaddr) -> Multiaddr | None:
+    """The QUIC address a peer observed us at, or None if it names no IP and port.
+
+    Identify runs over our QUIC connection, so only the IP and port of the
+    observation mean anything; py-libp2p labels them ``/tcp`` regardless.
+    """
+    parts = str(addr).split("/")
+    if len(parts) < 5 or parts[1] not in ("ip4", "ip6") or parts[3] not in ("udp", "tcp"):
+        return None
+    try:
+        port = int(parts[4])
+        if not 0 < port < 65536:
+            return None
+        return socket_to_multiaddr(parts[2], port)
+    except ValueError:
+        return None
 
 
 def is_ipv6(host: str) -> bool:

@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from multiaddr import Multiaddr
 
 from overlay.errors import DecodeError, InvalidMultiaddr, OverlayError, RemoteProtocolError
+from overlay.host.addrs import observed_to_quic
 from overlay.identity import PeerId, PrivateKey, PublicKey, public_key_from_protobuf
 from overlay.identity.peer_record import open_peer_record
 from overlay.multiaddrs import multiaddr_from_bytes
@@ -54,7 +55,7 @@ class IdentifyInfo:
     protocols: tuple[str, ...]
     listen_addrs: tuple[Multiaddr, ...]
     observed_addr: Multiaddr | None
-    """Where the peer sees us connecting from."""
+    """Where the peer sees us connecting from, in QUIC form (see ``observed_to_quic``)."""
     record_seq: int | None = None
     """Sequence number of a valid signed peer record, if one was sent."""
     has_protocols: bool = True
@@ -122,6 +123,8 @@ def parse_identify(
             # The signed addresses are authoritative, as in go-libp2p.
             addrs = record_addrs[:max_addrs]
     observed = _addr_from_bytes(msg.observedAddr) if msg.HasField("observedAddr") else None
+    if observed is not None:
+        observed = observed_to_quic(observed)
     return IdentifyInfo(
         peer_id=peer_id,
         public_key=public_key,

@@ -4,7 +4,15 @@ import pytest
 
 from overlay import AGENT_VERSION
 from overlay.host import HostConfig
-from overlay.host.addrs import expand_unspecified, is_ipv6, socket_to_multiaddr
+from multiaddr import Multiaddr
+
+from overlay.host.addrs import (
+    expand_unspecified,
+    is_ipv6,
+    is_loopback,
+    observed_to_quic,
+    socket_to_multiaddr,
+)
 
 
 def test_defaults() -> None:
@@ -49,3 +57,24 @@ def test_expand_unspecified() -> None:
     assert "/ip4/0.0.0.0/udp/9/quic-v1" not in v4
     v6 = [str(a) for a in expand_unspecified("::", 9)]
     assert v6[0] == "/ip6/::1/udp/9/quic-v1"
+
+
+@pytest.mark.parametrize(
+    ("observed", "expected"),
+    [
+        # py-libp2p labels the UDP port of a QUIC connection as /tcp.
+        ("/ip4/192.0.2.1/tcp/4001", "/ip4/192.0.2.1/udp/4001/quic-v1"),
+        ("/ip6/2001:db8::1/udp/9/quic-v1", "/ip6/2001:db8::1/udp/9/quic-v1"),
+        ("/dns4/example.com/udp/9/quic-v1", None),
+        ("/ip4/192.0.2.1/udp/0/quic-v1", None),
+        ("/ip4/192.0.2.1", None),
+    ],
+)
+def test_observed_to_quic(observed: str, expected: str | None) -> None:
+    result = observed_to_quic(Multiaddr(observed))
+    assert (str(result) if result is not None else None) == expected
+
+
+def test_is_loopback() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("::ffff:127.0.0.1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.1")
