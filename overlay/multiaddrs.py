@@ -66,7 +66,8 @@ class QuicAddr:
         if self.kind not in _HOST_KINDS:
             raise InvalidMultiaddr(f"unsupported host protocol /{self.kind}")
         object.__setattr__(self, "host", _check_host(self.kind, self.host))
-        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+        port = self.port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidMultiaddr(f"invalid port {self.port!r} in /udp/{self.port}: must be 0-65535")
 
     @property
@@ -162,7 +163,9 @@ def parse_quic_multiaddr(addr: str | Multiaddr) -> QuicAddr:
     text = _text_of(addr)
     shown = _short(text)
     if not text.startswith("/"):
-        raise InvalidMultiaddr(f"multiaddr {shown!r} must start with '/' (e.g. /ip4/127.0.0.1/udp/4001/quic-v1)")
+        raise InvalidMultiaddr(
+            f"multiaddr {shown!r} must start with '/' (e.g. /ip4/127.0.0.1/udp/4001/quic-v1)"
+        )
     parts = text[1:].split("/")
     if len(parts) > 1 and parts[-1] == "":
         parts.pop()  # tolerate one trailing slash
@@ -208,7 +211,8 @@ def parse_quic_multiaddr(addr: str | Multiaddr) -> QuicAddr:
         try:
             peer_id = PeerId.from_string(rest[1])
         except InvalidPeerId as exc:
-            raise InvalidMultiaddr(f"invalid peer ID in /{rest[0]}/{_short(rest[1], 30)}: {exc}") from None
+            # exc already reads "invalid peer ID '<text>': <reason>".
+            raise InvalidMultiaddr(f"{exc} in /{rest[0]}/{_short(rest[1], 30)}") from None
         rest = rest[2:]
     if rest:
         raise InvalidMultiaddr(f"unsupported /{'/'.join(rest)} after /quic-v1 in {shown!r}")
