@@ -123,15 +123,21 @@ class Host:
         for task in list(self._tasks):
             task.cancel()
         tg, self._tg = self._tg, None
-        assert tg is not None
+        if tg is None:
+            raise LocalProtocolError("the host was not started")
         await tg.__aexit__(exc_type, exc, tb)
         return None
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+    def _require_running(self) -> None:
         if self._tg is None or self._closing:
+            raise LocalProtocolError("the host is not running (use `async with host:`)")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        tg = self._tg
+        if tg is None or self._closing:
             coro.close()
             raise LocalProtocolError("the host is not running (use `async with host:`)")
-        task = self._tg.create_task(self._supervise(coro, what))
+        task = tg.create_task(self._supervise(coro, what))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -156,6 +162,7 @@ class Host:
 
     async def listen(self, multiaddrs: Sequence[str | Multiaddr]) -> None:
         """Bind one endpoint per address (port 0 picks a free port)."""
+        self._require_running()
         parsed = [parse_quic_multiaddr(addr) for addr in multiaddrs]
         created: list[Endpoint] = []
         try:
@@ -295,6 +302,7 @@ class Host:
 
     async def connect(self, multiaddr: str | Multiaddr) -> Connection:
         """Connect to ``multiaddr``; reuse a live connection, merge concurrent dials."""
+        self._require_running()
         addr = parse_quic_multiaddr(multiaddr)
         return await self._connect(addr.host, addr.port, addr.peer_id)
 

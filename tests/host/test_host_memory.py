@@ -223,3 +223,25 @@ async def test_hostile_oversized_identify_push(memory_hosts) -> None:  # type: i
             await stream.read()
         assert len(rb.identified) == before
         assert await a.ping(b.peer_id) >= 0
+
+
+async def test_host_must_be_running() -> None:
+    from overlay.errors import LocalProtocolError
+    from overlay.host import Host
+    from overlay.identity import Ed25519PrivateKey
+
+    from tests.host.memnet import MemoryNetwork
+
+    key = Ed25519PrivateKey.generate()
+    net = MemoryNetwork()
+    host = Host(key, endpoint_factory=net.factory(key))
+    with pytest.raises(LocalProtocolError):
+        await host.listen(["/ip4/127.0.0.1/udp/0/quic-v1"])
+    with pytest.raises(LocalProtocolError):
+        await host.connect("/ip4/127.0.0.1/udp/1/quic-v1")
+    assert net.endpoints == {}
+    async with host:
+        pass
+    with pytest.raises(LocalProtocolError):
+        async with host:
+            pass
