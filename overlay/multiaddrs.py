@@ -49,7 +49,9 @@ _MAX_DNS_NAME: Final = 253
 
 HostKind = Literal["ip4", "ip6", "dns4", "dns6"]
 _HOST_KINDS: Final[tuple[HostKind, ...]] = ("ip4", "ip6", "dns4", "dns6")
-_DNS_LABEL_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+_DNS_LABEL_CHARS: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +70,7 @@ class QuicAddr:
         object.__setattr__(self, "host", _check_host(self.kind, self.host))
         port = self.port
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise InvalidMultiaddr(f"invalid port {self.port!r} in /udp/{self.port}: must be 0-65535")
+            raise InvalidMultiaddr(f"invalid port {port!r} in /udp/{port}: must be 0-65535")
 
     @property
     def family(self) -> Literal[4, 6]:

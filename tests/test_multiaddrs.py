@@ -34,7 +34,9 @@ PEER = PeerId.from_public_key(Ed25519PrivateKey.generate().public_key())
         ("/dns6/node-1.example.org/udp/443/quic-v1", "node-1.example.org", 443, "dns6", 6),
     ],
 )
-def test_parse_valid_quic_addresses(text: str, host: str, port: int, kind: str, family: int) -> None:
+def test_parse_valid_quic_addresses(
+    text: str, host: str, port: int, kind: str, family: int
+) -> None:
     addr = parse_quic_multiaddr(text)
     assert (addr.host, addr.port, addr.kind, addr.family) == (host, port, kind, family)
     assert addr.peer_id is None
@@ -62,7 +64,8 @@ def test_to_multiaddr_agrees_with_the_multiaddr_package() -> None:
 
 
 def test_draft29_quic_suggests_quic_v1() -> None:
-    with pytest.raises(InvalidMultiaddr, match=r"use /quic-v1 instead: /ip4/1\.2\.3\.4/udp/4001/quic-v1"):
+    expected = r"use /quic-v1 instead: /ip4/1\.2\.3\.4/udp/4001/quic-v1"
+    with pytest.raises(InvalidMultiaddr, match=expected):
         parse_quic_multiaddr("/ip4/1.2.3.4/udp/4001/quic")
     with pytest.raises(InvalidMultiaddr, match="draft-29"):
         parse_quic_multiaddr(Multiaddr(f"/ip4/1.2.3.4/udp/4001/quic/p2p/{PEER}"))
@@ -90,7 +93,10 @@ def test_draft29_quic_suggests_quic_v1() -> None:
         ("/ip4/1.2.3.4/udp/1", r"missing /quic-v1 after /udp/1"),
         ("/ip4/1.2.3.4/udp/1/webrtc", r"expected /quic-v1 after /udp/1, got /webrtc"),
         ("/ip4/1.2.3.4/udp/1/quic-v1/p2p", r"missing peer ID after /p2p"),
-        ("/ip4/1.2.3.4/udp/1/quic-v1/p2p/notapeer", r"invalid peer ID 'notapeer'.* in /p2p/notapeer"),
+        (
+            "/ip4/1.2.3.4/udp/1/quic-v1/p2p/notapeer",
+            r"invalid peer ID 'notapeer'.* in /p2p/notapeer",
+        ),
         ("/ip4/1.2.3.4/udp/1/quic-v1/webtransport", r"unsupported /webtransport after /quic-v1"),
         ("/ip4//udp/1/quic-v1", r"empty component"),
         ("ip4/1.2.3.4/udp/1/quic-v1", r"must start with '/'"),

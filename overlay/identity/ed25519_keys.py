@@ -48,7 +48,9 @@ class Ed25519PrivateKey(PrivateKey):
     def __init__(self, key: ed25519.Ed25519PrivateKey) -> None:
         self._key = key
         self._public = Ed25519PublicKey(
-            key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            key.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
         )
 
     @classmethod
@@ -72,7 +74,9 @@ class Ed25519PrivateKey(PrivateKey):
                 raise InvalidKeyError("legacy 96-byte Ed25519 key has mismatched public halves")
             data = data[:64]
         if len(data) != 64:
-            raise InvalidKeyError(f"Ed25519 private key must be 32, 64 or 96 bytes, got {len(data)}")
+            raise InvalidKeyError(
+                f"Ed25519 private key must be 32, 64 or 96 bytes, got {len(data)}"
+            )
         key = cls.from_seed(data[:32])
         if key._public.raw != data[32:]:
             raise InvalidKeyError("Ed25519 private key does not match its embedded public key")

@@ -45,7 +45,8 @@ def save_private_key(path: str | os.PathLike[str], key: PrivateKey) -> None:
     try:
         atomic_write(path, key.to_protobuf(), mode=KEY_FILE_MODE)
     except OSError as exc:
-        raise KeyFileError(os.fspath(path), f"cannot write key file: {exc.strerror or exc}") from exc
+        reason = exc.strerror or str(exc)
+        raise KeyFileError(os.fspath(path), f"cannot write key file: {reason}") from exc
 
 
 def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
@@ -110,7 +111,8 @@ def create_private_key_file(
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise KeyFileError(str(target), f"cannot create its directory: {exc.strerror or exc}") from exc
+        reason = exc.strerror or str(exc)
+        raise KeyFileError(str(target), f"cannot create its directory: {reason}") from exc
     try:
         _link_new_file(target, key.to_protobuf())
     except FileExistsError:

@@ -55,7 +55,9 @@ def _check_multihash(mh: bytes) -> None:
     code, length = mh[0], mh[1]
     if code == IDENTITY_CODE:
         if length > MAX_INLINE_KEY_LENGTH:
-            raise InvalidPeerId(f"identity multihash of {length} bytes exceeds {MAX_INLINE_KEY_LENGTH}")
+            raise InvalidPeerId(
+                f"identity multihash of {length} bytes exceeds {MAX_INLINE_KEY_LENGTH}"
+            )
     elif code == SHA2_256_CODE:
         if length != 32:
             raise InvalidPeerId(f"sha2-256 multihash must carry 32 bytes, not {length}")
@@ -91,11 +93,7 @@ class PeerId:
         """Validate a binary peer ID from the wire; an identity multihash
         must hold a parseable public key."""
         peer = cls(bytes(data))
-        if peer.multihash[0] == IDENTITY_CODE:
-            try:
-                public_key_from_protobuf(peer.multihash[2:])
-            except InvalidKeyError as exc:
-                raise InvalidPeerId(f"identity peer ID does not hold a valid public key: {exc}") from None
+        peer.extract_public_key()
         return peer
 
     @classmethod
@@ -137,7 +135,9 @@ class PeerId:
         try:
             return public_key_from_protobuf(self.multihash[2:])
         except InvalidKeyError as exc:
-            raise InvalidPeerId(f"identity peer ID does not hold a valid public key: {exc}") from None
+            raise InvalidPeerId(
+                f"identity peer ID does not hold a valid public key: {exc}"
+            ) from None
 
     def matches_public_key(self, public_key: PublicKey) -> bool:
         return PeerId.from_public_key(public_key) == self

@@ -40,7 +40,8 @@ def test_seal_and_open_with_every_key_type(private_bytes: bytes) -> None:
     assert opened.payload_type == b"\x12\x34"
     assert opened.payload == b"payload"
     assert opened.peer_id == PeerId.from_public_key(key.public_key())
-    assert key.public_key().verify(signing_input("test-domain", b"\x12\x34", b"payload"), opened.signature)
+    signed = signing_input("test-domain", b"\x12\x34", b"payload")
+    assert key.public_key().verify(signed, opened.signature)
 
 
 def test_envelope_fields_use_the_rfc_tags() -> None:

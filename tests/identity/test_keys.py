@@ -248,7 +248,9 @@ def test_garbage_signature_never_raises(signature: bytes) -> None:
     ],
     ids=["ed25519", "secp256k1", "ecdsa-p256", "ecdsa-p384", "rsa-2048"],
 )
-def test_generated_keys_of_every_type_sign_verify_and_round_trip(make: Callable[[], PrivateKey]) -> None:
+def test_generated_keys_of_every_type_sign_verify_and_round_trip(
+    make: Callable[[], PrivateKey],
+) -> None:
     key = make()
     loaded = private_key_from_protobuf(key.to_protobuf())
     assert loaded.key_type is key.key_type
@@ -277,7 +279,11 @@ def test_secp256k1_private_key_must_be_a_valid_scalar() -> None:
 
 
 GO_FIXTURES = {
-    KeyType.RSA: (go_fixtures.GO_RSA_PRIVATE, go_fixtures.GO_RSA_PUBLIC, go_fixtures.GO_RSA_SIGNATURE),
+    KeyType.RSA: (
+        go_fixtures.GO_RSA_PRIVATE,
+        go_fixtures.GO_RSA_PUBLIC,
+        go_fixtures.GO_RSA_SIGNATURE,
+    ),
     KeyType.SECP256K1: (
         go_fixtures.GO_SECP256K1_PRIVATE,
         go_fixtures.GO_SECP256K1_PUBLIC,
