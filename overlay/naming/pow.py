@@ -10,9 +10,9 @@ every later record; a storage node that meets the name for the first time
 (churn) can still check it.  Length prefixes keep (name, owner) pairs from
 colliding by shifting bytes between the two fields.
 
-Measured on the development machine (CPython 3.11, one core): about 1.3
-million hashes per second, so the default of 20 bits (2^20 ≈ 1.05 million
-expected hashes) costs about a second.
+Measured on the development machine (CPython 3.11, one shared core): about
+1.2 million hashes per second, so the default of 20 bits (2^20 ≈ 1.05
+million expected hashes) costs about 0.9 s on average.
 """
 
 from __future__ import annotations

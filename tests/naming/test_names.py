@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overlay.identity import PeerId
@@ -125,6 +125,7 @@ _LABEL = st.text(
 )
 
 
+@settings(deadline=None)
 @given(_LABEL)
 def test_normalize_is_idempotent_or_a_typed_error(text: str) -> None:
     try:
@@ -147,9 +148,25 @@ def test_normalize_is_idempotent_or_a_typed_error(text: str) -> None:
     assert all(1 <= len(label) <= 63 for label in name.split("."))
 
 
+@settings(deadline=None)
 @given(st.text(max_size=80))
 def test_arbitrary_text_never_escapes_the_error_tree(text: str) -> None:
     try:
         normalize(text)
     except InvalidName:
         pass
+
+
+@settings(deadline=None)
+@given(
+    st.sampled_from("kb"),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=49, max_size=62),
+)
+def test_long_cid_like_labels_are_names_or_typed_errors(prefix: str, body: str) -> None:
+    try:
+        parsed = parse_name(prefix + body + ".ovl")
+    except InvalidName as exc:
+        assert exc.rule == "self-certifying-form"
+        return
+    if parsed.owner_peer is not None:
+        assert self_certifying_name(parsed.owner_peer) == parsed.name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overlay.identity import Ed25519PrivateKey
@@ -147,6 +147,7 @@ def test_different_names_never_replace_each_other(alice: Ed25519PrivateKey) -> N
     assert not POLICY.accept(a, b, a.expires + 1).accept
 
 
+@settings(deadline=None)
 @given(st.permutations(range(6)))
 def test_select_is_order_independent_within_one_owner(order: list[int]) -> None:
     owner = key(11)

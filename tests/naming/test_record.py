@@ -144,7 +144,7 @@ def test_replace_does_not_reuse_a_stale_encoding(alice: Ed25519PrivateKey) -> No
     assert decode_record(changed.to_bytes()).ttl == rec.ttl + 1
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_decoding_arbitrary_bytes_raises_only_typed_errors(data: bytes) -> None:
     try:
@@ -154,10 +154,13 @@ def test_decoding_arbitrary_bytes_raises_only_typed_errors(data: bytes) -> None:
     assert rec.to_bytes() == data
 
 
-@settings(max_examples=200)
+_SAMPLE = record(Ed25519PrivateKey.from_seed(bytes(32))).to_bytes()
+
+
+@settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_mutated_records_decode_or_fail_typed(data: st.DataObject) -> None:
-    base = bytearray(record(Ed25519PrivateKey.from_seed(bytes(32))).to_bytes())
+    base = bytearray(_SAMPLE)
     index = data.draw(st.integers(0, len(base) - 1))
     base[index] = data.draw(st.integers(0, 255))
     try:
