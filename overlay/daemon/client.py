@@ -142,6 +142,11 @@ class ApiClient:
         """Read the next message of a long-running op (``stream_handler_register``)."""
         return await read_message(self._reader, self._limit)
 
+    def half_close(self) -> None:
+        """Shut down the sending side; replies can still be read.  Ends a
+        ``stream_handler_register`` request, whose final reply follows."""
+        self._writer.write_eof()
+
     async def send_request(self, op: str, args: Mapping[str, Any] | None = None) -> int:
         """Send a request without waiting for its reply; returns its id."""
         return await self._send(op, args)

@@ -55,6 +55,10 @@ class NodeHost(Protocol):
 
     def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None: ...
 
+    def remove_stream_handler(self, protocol: str) -> None: ...
+
+    def protocols(self) -> list[str]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class NodeOpsConfig:
@@ -102,7 +106,6 @@ class NodeOps:
         self._host = host
         self._config = config or NodeOpsConfig()
         self._registrants: dict[str, ApiCall] = {}
-        self._hooked: set[str] = set()
         self._inbound: dict[int, _Inbound] = {}
         self._stream_ids = itertools.count(1)
 
@@ -225,16 +228,18 @@ class NodeOps:
             raise BadRequest("`protocol` must start with '/' and be at most 256 characters")
         if protocol in self._registrants:
             raise ApiError(ErrorCode.FAILED, f"{protocol} already has a handler on another API connection")
-        if protocol not in self._hooked:
-            self._host.set_stream_handler(protocol, self._make_inbound_handler(protocol))
-            self._hooked.add(protocol)
+        if protocol in self._host.protocols():
+            raise ApiError(ErrorCode.FAILED, f"{protocol} is served by the daemon itself")
+        self._host.set_stream_handler(protocol, self._make_inbound_handler(protocol))
         self._registrants[protocol] = call
         try:
             await call.emit("registered", protocol=protocol)
             await call.wait_client_eof()
         finally:
-            if self._registrants.get(protocol) is call:
-                del self._registrants[protocol]
+            del self._registrants[protocol]
+            # No longer advertised in identify; streams already waiting for
+            # stream_accept still time out on their own.
+            self._host.remove_stream_handler(protocol)
         return {"protocol": protocol}
 
     def _make_inbound_handler(self, protocol: str) -> StreamHandler:

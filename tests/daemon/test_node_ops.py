@@ -139,14 +139,27 @@ async def test_stream_open_relays_both_ways_with_half_close(short_tmp: Path) -> 
 
 async def test_handler_registration_is_exclusive_and_released(short_tmp: Path) -> None:
     protocol = "/test/excl/1.0.0"
-    async with asyncio.timeout(20), running_daemon(short_tmp / "a") as a:
+    async with asyncio.timeout(20), running_daemon(short_tmp / "a") as a, \
+            running_daemon(short_tmp / "b") as b:
         first = await ApiClient.connect(a.api_path)
         await first.send_request("stream_handler_register", {"protocol": protocol})
         assert (await first.next_event() or {}).get("event") == "registered"
+        assert protocol in a.host.protocols()
         async with await ApiClient.connect(a.api_path) as second:
             with pytest.raises(ApiError, match="already has a handler"):
                 await second.call("stream_handler_register", {"protocol": protocol})
+            with pytest.raises(ApiError, match="served by the daemon itself"):
+                await second.call("stream_handler_register", {"protocol": "/ipfs/ping/1.0.0"})
+        first.half_close()
+        final = await first.next_event()
+        assert final is not None and final["ok"] is True and final["protocol"] == protocol
         await first.aclose()
+        # The registration is over: peers proposing the protocol are refused.
+        assert protocol not in a.host.protocols()
+        async with await ApiClient.connect(b.api_path) as opener:
+            with pytest.raises(ApiError) as info:
+                await opener.stream_open([protocol], addr=a.full_addrs()[0])
+        assert info.value.code == "protocol_not_supported"
         third = await ApiClient.connect(a.api_path)
         await third.send_request("stream_handler_register", {"protocol": protocol})
         event = await third.next_event()
