@@ -10,6 +10,7 @@ from overlay.errors import ConnectionClosed, LocalProtocolError, StreamClosed, S
 
 if TYPE_CHECKING:
     from overlay.transport.connection import QuicConn
+    from overlay.wire.stream import ByteStream
 
 __all__ = ["QuicStream"]
 
@@ -170,15 +171,12 @@ class QuicStream:
         self._writable.set()
 
     async def close(self) -> None:
-        """Half-close and wait for the send buffer to fall below its bound;
-        a stream that is already dead closes silently."""
-        if self._send_reset or self._error is not None:
-            return
+        """Half-close (``write_eof``); QUIC delivers what is buffered.
+
+        It deliberately does not wait for the send buffer to drain: a
+        peer that writes before it reads would otherwise deadlock with us.
+        """
         self.write_eof()
-        try:
-            await self.drain()
-        except (StreamReset, ConnectionClosed):
-            pass
 
     def _check_writable(self, allow_closed: bool = False) -> None:
         if self._error is not None:
@@ -207,3 +205,9 @@ class QuicStream:
     def _finished(self) -> bool:
         """Both directions are done from the connection's point of view."""
         return self._recv_finished and (self._send_closed or self._send_reset)
+
+
+if TYPE_CHECKING:
+
+    def _implements_byte_stream(stream: QuicStream) -> ByteStream:
+        return stream
