@@ -3,8 +3,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from overlay.errors import DecodeError, MessageTooLarge, NegotiationError, ProtocolNotSupported
+from overlay.errors import (
+    DecodeError,
+    MessageTooLarge,
+    NegotiationError,
+    OverlayError,
+    ProtocolNotSupported,
+)
 from overlay.negotiate import (
     MULTISTREAM_PROTOCOL,
     TooManyAttempts,
@@ -128,3 +136,20 @@ async def test_prober_is_cut_off() -> None:
     async with asyncio.timeout(5):
         with pytest.raises(TooManyAttempts):
             await handle_protocol(b, lambda p: False, max_attempts=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=400))
+def test_fuzz_listener_never_hangs_or_crashes(data: bytes) -> None:
+    async def run() -> None:
+        a, b = memory_stream_pair()
+        a.write(encode_message(MULTISTREAM_PROTOCOL) + data)
+        a.write_eof()
+        async with asyncio.timeout(5):
+            try:
+                protocol = await handle_protocol(b, lambda p: p.startswith("/ok"))
+            except OverlayError:
+                return
+        assert protocol.startswith("/ok")
+
+    asyncio.run(run())
