@@ -159,8 +159,11 @@ def _run_sim(argv: list[str]) -> int:
     except ImportError as exc:
         print(f"overlay sim: the simulator is not available in this build ({exc})", file=sys.stderr)
         return EXIT_FAILED
-    sim_main: Callable[[list[str]], int] = module.main
-    return int(sim_main(argv))
+    sim_main: Callable[[list[str]], int | None] = module.main
+    try:
+        return int(sim_main(argv) or 0)
+    except SystemExit as exc:  # its argparse exits on --help and usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_FAILED)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -137,6 +137,9 @@ def test_client_commands_against_a_daemon(
     lying = daemon.addrs[0].rsplit("/p2p/", 1)[0] + "/p2p/" + other.peer_id
     assert main([*home, "connect", lying]) == 1
     assert "peer_id_mismatch" in one_line(capsys.readouterr().err)
+    assert main([*home, "ping", lying, "-n", "1", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "peer_id_mismatch" in one_line(captured.err)
 
 
 def test_sim_is_delegated(capsys: pytest.CaptureFixture[str]) -> None:
@@ -157,3 +160,22 @@ def test_subprocess_exit_codes(short_tmp: Path) -> None:
     bad = run("--home", str(short_tmp), "connect", "/ip4/1.2.3.4/udp/1/quic")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert run("--version").stdout.startswith("overlay/")
+
+
+def test_demo_reports_every_pair(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--nodes", "3", "--json", "--timeout", "60"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True and report["error"] is None
+    assert len(report["nodes"]) == 3
+    pairs = {(p["src"], p["dst"]) for p in report["pairs"]}
+    assert pairs == {(a, b) for a in "ABC" for b in "ABC" if a != b}
+    for pair in report["pairs"]:
+        assert pair["ok"] and pair["peer_id_ok"] and pair["rtt_ms"] > 0
+        assert pair["agent_version"].startswith("overlay/") and pair["protocols"] >= 3
+
+
+def test_demo_text_report(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--nodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "OK: 2/2 pings and identifies succeeded" in out
+    assert main(["demo", "--nodes", "1"]) == 2
