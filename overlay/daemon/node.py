@@ -8,6 +8,7 @@ first (its ops use the host), then the host.
 from __future__ import annotations
 
 import errno
+import logging
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +27,8 @@ from overlay.identity import PeerId, PrivateKey
 
 __all__ = ["Daemon"]
 
+log = logging.getLogger(__name__)
+
 
 def _listen_error(addr: str, exc: BaseException) -> ListenFailed:
     cause: BaseException | None = exc
@@ -42,6 +45,17 @@ def _listen_error(addr: str, exc: BaseException) -> ListenFailed:
     else:
         why = str(exc)
     return ListenFailed(f"cannot listen on {addr}: {why}")
+
+
+def _ipv6_disabled(addr: str, exc: BaseException) -> bool:
+    """True when the IPv6 wildcard cannot be bound because the machine has
+    no IPv6 at all: the default config must still start there."""
+    if not addr.startswith("/ip6/::/"):
+        return False
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    return isinstance(cause, OSError) and cause.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
 
 
 class Daemon:
@@ -88,11 +102,19 @@ class Daemon:
             # Claim the socket before binding ports: a second daemon on the
             # same home should hear "already running", not "port in use".
             await stack.enter_async_context(self.api)
+            bound = 0
             for addr in self.config.listen:
                 try:
                     await self.host.listen([addr])
                 except (OSError, TransportError) as exc:
-                    raise _listen_error(addr, exc) from exc
+                    error = _listen_error(addr, exc)
+                    if _ipv6_disabled(addr, exc):
+                        log.warning("%s; IPv6 seems disabled here, continuing without it", error)
+                        continue
+                    raise error from exc
+                bound += 1
+            if not bound:
+                raise ListenFailed("no listen address could be bound")
         except BaseException:
             await stack.aclose()
             raise

@@ -150,6 +150,7 @@ class NodeOps:
             "peer_id": str(host.peer_id),
             "addrs": full_addrs(host.listen_addrs(), host.peer_id),
             "agent_version": AGENT_VERSION,
+            "protocols": host.protocols(),
             "api_version": API_VERSION,
         }
 

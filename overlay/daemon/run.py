@@ -48,7 +48,7 @@ async def run_daemon(
     """
     if not home.key_file.exists():
         result = init_home(home)
-        log.info("initialized %s with a new identity %s", home.root, result.peer_id)
+        print(f"initialized {home.root} with a new identity key", file=out)
         key = result.key
     else:
         key = load_identity(home)

@@ -32,6 +32,7 @@ def test_prints_identity_and_stops_cleanly_on_signal(short_tmp: Path, sig: int) 
         mode = os.stat(sock).st_mode
         assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
         # A fresh home was initialized on the fly, with a private key file.
+        assert daemon.output.decode().startswith(f"initialized {home} with a new identity key\n")
         assert stat.S_IMODE(os.stat(home / "identity.key").st_mode) == 0o600
         assert daemon.stop(sig) == 0
         assert not sock.exists()
@@ -78,6 +79,14 @@ def test_busy_port_is_a_one_line_error(short_tmp: Path) -> None:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and f"udp/{port}" in lines[0] and "already in use" in lines[0]
     assert not (short_tmp / "h" / "api.sock").exists()
+
+
+def test_unknown_address_is_a_one_line_error(short_tmp: Path) -> None:
+    result = run_cli("--home", str(short_tmp), "daemon", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1",
+                     "--listen", "/ip6/2001:db8::7/udp/0/quic-v1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "2001:db8::7" in result.stderr and "no such address" in result.stderr
+    assert not (short_tmp / "api.sock").exists()
 
 
 def test_second_daemon_on_the_same_home_is_refused(short_tmp: Path) -> None:

@@ -21,6 +21,7 @@ async def test_identity_and_listen_addrs(short_tmp: Path) -> None:
             listen = await client.call("listen_addrs")
     assert me["peer_id"] == str(daemon.peer_id)
     assert me["agent_version"].startswith("overlay/") and me["api_version"] == 1
+    assert {"/ipfs/ping/1.0.0", "/ipfs/id/1.0.0"} <= set(me["protocols"])
     assert me["addrs"] and all(a.endswith(f"/p2p/{daemon.peer_id}") for a in me["addrs"])
     assert [f"{a}/p2p/{daemon.peer_id}" for a in listen["addrs"]] == me["addrs"]
     assert all(a.startswith("/ip4/127.0.0.1/udp/") and not a.endswith("/udp/0/quic-v1")
