@@ -7,13 +7,17 @@ The record store calls, for every key under ``/ovl-name/``:
 - ``accept_replacement(key, existing, incoming, now)`` when it already holds
   a value for the key; this is where owners are pinned at storage nodes;
 - ``select(key, values)`` to pick the best of several valid values (after a
-  GET from several peers); it returns an index into ``values``.
+  GET from several peers, or ``[incoming, held]`` on a PUT); it returns an
+  index into ``values``.  Without a clock it cannot tell that a held record
+  expired, which is why a store should prefer ``accept_replacement``.
 
 The key is ``/ovl-name/<normalized name>`` as bytes.  Nothing here imports
 the kad package: the store talks to any object with these methods.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 from overlay.naming.config import NamingConfig
 from overlay.naming.errors import MalformedName, RecordRejected
@@ -41,9 +45,16 @@ class NameNamespace:
 
     namespace = NAMESPACE
 
-    def __init__(self, config: NamingConfig = NamingConfig()) -> None:
+    def __init__(
+        self,
+        config: NamingConfig = NamingConfig(),
+        wrap_error: Callable[[RecordRejected], Exception] | None = None,
+    ) -> None:
+        """``wrap_error`` lets a record store that catches its own error type
+        receive one (the naming error is chained as its cause)."""
         self.config = config
         self.policy = StoragePolicy(config)
+        self._wrap = wrap_error
 
     def key_for(self, name: str) -> bytes:
         """The DHT key of ``name`` (normalized here)."""
@@ -57,42 +68,46 @@ class NameNamespace:
         return text[len(NAMESPACE):]
 
     def validate(self, key: bytes | str, value: bytes, now: float) -> None:
-        self.validated(key, value, now)
+        try:
+            self.validated(key, value, now)
+        except RecordRejected as exc:
+            if self._wrap is None:
+                raise
+            raise self._wrap(exc) from exc
 
     def validated(self, key: bytes | str, value: bytes, now: float) -> NameRecord:
-        """``validate`` that also returns the parsed record."""
+        """The parsed record if ``value`` is valid under ``key`` at ``now``."""
         return validate(value, now, self.config, expected_name=self.name_of(key))
 
-    def select(self, key: bytes | str, values: list[bytes]) -> int:
-        """Index of the best value.  Values are expected to be validated
-        already; any that no longer decode are never chosen."""
+    def select(self, key: bytes | str, values: Sequence[bytes]) -> int:
+        """Index of the value that supersedes the others.
+
+        When two values are unrelated (different owners, no transfer or
+        release between them) the later one in the list is kept: the record
+        store asks ``select(key, [incoming, held])``, so the held owner stays
+        pinned.  Values that no longer decode are never chosen."""
         if not values:
             raise ValueError("select needs at least one value")
         name = self.name_of(key)
         best: tuple[int, NameRecord] | None = None
-        for index, value in enumerate(values):
+        for index in range(len(values) - 1, -1, -1):
             try:
-                record = decode_record(value, self.config.max_record_bytes)
+                record = decode_record(values[index], self.config.max_record_bytes)
             except RecordRejected:
                 continue
             if record.name != name:
                 continue
             if best is None or supersedes(record, best[1]):
                 best = (index, record)
-        return 0 if best is None else best[0]
+        return len(values) - 1 if best is None else best[0]
 
     def decide_replacement(
         self, key: bytes | str, existing: bytes, incoming: bytes, now: float
     ) -> Decision:
-        """The storage policy's typed decision.  Raises the incoming record's
-        validation error; a held value that no longer validates (expired)
+        """The storage policy's typed decision; raises the incoming record's
+        validation error.  A held value that no longer validates (expired)
         does not pin anything."""
-        new = self.validated(key, incoming, now)
-        try:
-            held: NameRecord | None = self.validated(key, existing, now)
-        except RecordRejected:
-            held = None
-        return self.policy.accept(held, new, now)
+        return self.policy.decide_bytes(existing, incoming, now, expected_name=self.name_of(key))
 
     def accept_replacement(
         self, key: bytes | str, existing: bytes, incoming: bytes, now: float

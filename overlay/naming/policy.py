@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from overlay.naming.config import NamingConfig
 from overlay.naming.errors import OwnerPinned, RecordRejected, StaleSequence, WrongOwner
 from overlay.naming.record import NameRecord, RecordKind, decode_record
+from overlay.naming.validate import validate
 
 __all__ = ["Decision", "Reason", "decide", "StoragePolicy", "select", "select_index", "supersedes"]
 
@@ -154,6 +155,26 @@ class StoragePolicy:
         if reason in _ACCEPTING:
             return Decision(True, reason)
         return self._refuse(reason, existing, incoming)
+
+    def decide_bytes(
+        self,
+        existing: bytes | None,
+        incoming: bytes,
+        now: float,
+        *,
+        expected_name: str | None = None,
+    ) -> Decision:
+        """``accept`` on serialized records: ``incoming`` is validated here
+        (its typed error propagates); a held value that no longer validates,
+        e.g. because it expired, pins nobody."""
+        new = validate(incoming, now, self.config, expected_name=expected_name)
+        held: NameRecord | None = None
+        if existing is not None:
+            try:
+                held = validate(existing, now, self.config, expected_name=expected_name)
+            except RecordRejected:
+                held = None
+        return self.accept(held, new, now)
 
     @staticmethod
     def _refuse(reason: Reason, existing: NameRecord, incoming: NameRecord) -> Decision:

@@ -90,3 +90,26 @@ def test_accept_replacement_pins_the_owner(
     )
     bobs = record(bob, pow_nonce=0, transfer_proof=transfer.to_bytes()).to_bytes()
     assert NS.decide_replacement(KEY, held, bobs, NOW).reason is Reason.TRANSFERRED
+
+
+def test_select_with_the_stores_incoming_then_held_order(
+    alice: Ed25519PrivateKey, mallory: Ed25519PrivateKey
+) -> None:
+    held = record(alice, sequence=2).to_bytes()
+    # Another owner's record never displaces the held one...
+    assert NS.select(KEY, [record(mallory, sequence=50).to_bytes(), held]) == 1
+    # ...while the owner's newer record does, and a replay does not.
+    assert NS.select(KEY, [record(alice, sequence=3).to_bytes(), held]) == 0
+    assert NS.select(KEY, [record(alice, sequence=1).to_bytes(), held]) == 1
+
+
+class StoreError(Exception):
+    pass
+
+
+def test_errors_can_be_wrapped_for_the_record_store(alice: Ed25519PrivateKey) -> None:
+    ns = NameNamespace(CONFIG, wrap_error=lambda exc: StoreError(str(exc)))
+    with pytest.raises(StoreError) as info:
+        ns.validate(KEY, record(alice, expires=NOW).to_bytes(), NOW)
+    assert isinstance(info.value.__cause__, Expired)
+    ns.validate(KEY, record(alice).to_bytes(), NOW)
