@@ -276,10 +276,14 @@ class NodeOps:
         if entry is None or entry.accepted.is_set():
             raise BadRequest(f"no pending inbound stream {stream_id}")
         entry.accepted.set()
+        stream = entry.stream
         try:
-            stream = entry.stream
-            reader, writer = await call.take_over(
-                {"peer_id": str(stream.remote_peer), "protocol": stream.protocol})
+            try:
+                reader, writer = await call.take_over(
+                    {"peer_id": str(stream.remote_peer), "protocol": stream.protocol})
+            except BaseException:
+                stream.reset()  # the client left before the relay began
+                raise
             await relay_stream(reader, writer, stream)
         finally:
             entry.finished.set()

@@ -39,6 +39,7 @@ API_VERSION = 1
 
 _RESERVED_KEYS = frozenset({"id", "op"})
 _MAX_REQUEST_ID = (1 << 53) - 1  # exact in every JSON implementation
+_MAX_OP_LENGTH = 64
 
 
 class ErrorCode:
@@ -93,6 +94,8 @@ def decode_message(payload: bytes) -> dict[str, Any]:
         raise MalformedMessage(f"message is not JSON: {exc.msg} at byte {exc.pos}") from exc
     except RecursionError as exc:
         raise MalformedMessage("message nests too deeply") from exc
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise MalformedMessage(f"message has an unusable value: {exc}"[:200]) from exc
     if not isinstance(value, dict):
         raise MalformedMessage(f"message must be a JSON object, not {type(value).__name__}")
     return value
@@ -112,8 +115,8 @@ def parse_request(message: Mapping[str, Any]) -> Request:
     if rid is None:
         raise BadRequest(f"`id` must be an integer from 0 to {_MAX_REQUEST_ID}")
     op = message.get("op")
-    if not isinstance(op, str) or not op:
-        raise BadRequest("`op` must be a non-empty string")
+    if not isinstance(op, str) or not 0 < len(op) <= _MAX_OP_LENGTH:
+        raise BadRequest(f"`op` must be a string of 1 to {_MAX_OP_LENGTH} characters")
     args = {k: v for k, v in message.items() if k not in _RESERVED_KEYS}
     return Request(rid, op, args)
 

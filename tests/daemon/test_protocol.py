@@ -34,7 +34,11 @@ def test_encode_keeps_unicode_as_utf8() -> None:
     assert "café".encode() in data
 
 
-@pytest.mark.parametrize("payload", [b"\xff\xfe", b"{not json", b"[1,2]", b"42", b'"text"', b"[" * 100000])
+@pytest.mark.parametrize(
+    "payload",
+    [b"\xff\xfe", b"{not json", b"[1,2]", b"42", b'"text"', b"[" * 100000,
+     b'{"id": ' + b"7" * 5000 + b"}", b'{"a": NaN'],
+)
 def test_decode_rejects_non_objects(payload: bytes) -> None:
     with pytest.raises(MalformedMessage):
         decode_message(payload)
@@ -58,7 +62,7 @@ def test_parse_request_splits_args() -> None:
     "message",
     [{"op": "identity"}, {"id": "1", "op": "identity"}, {"id": True, "op": "identity"},
      {"id": -1, "op": "identity"}, {"id": 2**60, "op": "x"}, {"id": 1}, {"id": 1, "op": ""},
-     {"id": 1, "op": 5}],
+     {"id": 1, "op": 5}, {"id": 1, "op": "x" * 65}],
 )
 def test_parse_request_rejects_bad_envelopes(message: dict[str, object]) -> None:
     with pytest.raises(BadRequest) as info:
