@@ -84,10 +84,15 @@ def encode_message(message: Mapping[str, Any], limit: int = MAX_MESSAGE_SIZE) ->
     return frame(body)
 
 
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; other implementations reject them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def decode_message(payload: bytes) -> dict[str, Any]:
     """Parse one frame body into a JSON object."""
     try:
-        value = json.loads(payload.decode("utf-8"))
+        value = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise MalformedMessage(f"message is not UTF-8: {exc.reason}") from exc
     except json.JSONDecodeError as exc:

@@ -37,7 +37,7 @@ def test_encode_keeps_unicode_as_utf8() -> None:
 @pytest.mark.parametrize(
     "payload",
     [b"\xff\xfe", b"{not json", b"[1,2]", b"42", b'"text"', b"[" * 100000,
-     b'{"id": ' + b"7" * 5000 + b"}", b'{"a": NaN'],
+     b'{"id": ' + b"7" * 5000 + b"}", b'{"a": NaN}', b'{"a": -Infinity}'],
 )
 def test_decode_rejects_non_objects(payload: bytes) -> None:
     with pytest.raises(MalformedMessage):
