@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -157,7 +158,7 @@ class ResourceMap:
                 record_bytes = None if raw is None else base64.b64decode(raw, validate=True)
             except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
                 raise CorruptState(f"bad resource-map entry: {exc}") from None
-            if not isinstance(name, str) or fresh_until <= now:
+            if not isinstance(name, str) or not math.isfinite(fresh_until) or fresh_until <= now:
                 continue
             if record_bytes is None:
                 # A restart must not stretch a negative answer past its TTL.

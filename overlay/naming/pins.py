@@ -20,7 +20,7 @@ from typing import Any
 from overlay.naming.errors import CorruptState, OwnerChanged, RecordRejected
 from overlay.naming.record import NameRecord, RecordKind, decode_record
 
-__all__ = ["Pin", "OwnerPins", "PINS_FORMAT", "PINS_VERSION"]
+__all__ = ["Pin", "OwnerPins", "PINS_FORMAT", "PINS_VERSION", "transferred_from"]
 
 PINS_FORMAT = "overlay-name-pins"
 PINS_VERSION = 1
@@ -61,7 +61,7 @@ class OwnerPins:
         pin = self._pins.get(record.name)
         if pin is None or pin.pinned_until <= now or record.owner == pin.owner:
             return
-        if _transfer_from(record) == pin.owner:
+        if transferred_from(record) == pin.owner:
             return
         raise OwnerChanged(record.name, pin.owner, record.owner, pin.pinned_until)
 
@@ -128,7 +128,7 @@ class OwnerPins:
         return pins
 
 
-def _transfer_from(record: NameRecord) -> bytes | None:
+def transferred_from(record: NameRecord) -> bytes | None:
     """The owner that handed the name to ``record``'s owner, if proven."""
     if not record.transfer_proof:
         return None

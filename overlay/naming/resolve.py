@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from overlay.errors import LocalProtocolError
 from overlay.naming.config import NamingConfig
 from overlay.naming.errors import RecordRejected
+from overlay.naming.pins import transferred_from
 from overlay.naming.policy import Reason, decide, select_index
 from overlay.naming.record import NameRecord
 from overlay.naming.validate import DEFAULT_CONFIG, validate
@@ -76,15 +77,21 @@ class QuorumCollector:
         responders: Sequence[bytes],
         quorum: int,
         config: NamingConfig = DEFAULT_CONFIG,
+        *,
+        pinned_owner: bytes | None = None,
     ) -> None:
         """``responders`` are the queried peers, closest first (binary peer
-        IDs); ``name`` is normalized."""
+        IDs); ``name`` is normalized.  With ``pinned_owner`` (from the
+        resolver's ``OwnerPins``), only that owner, or one it transferred
+        the name to, can win early; any other answer waits for every
+        responder, and the driver's pin check then decides."""
         if quorum < 1:
             raise ValueError("quorum must be at least 1")
         if len(set(responders)) != len(responders):
             raise ValueError("responders must be distinct")
         self.name = name
         self.quorum = quorum
+        self.pinned_owner = pinned_owner
         self._config = config
         self._rank = {peer: index for index, peer in enumerate(responders)}
         self._valid: dict[bytes, NameRecord] = {}
@@ -180,9 +187,11 @@ class QuorumCollector:
         leader = ranked[0]
         runner_up = len(ranked[1]) if len(ranked) > 1 else 0
         safe = len(leader) >= self.quorum and len(leader) - runner_up >= self.quorum
+        record = self._group_best(leader)
+        if safe and self.pinned_owner is not None:
+            safe = self.pinned_owner in (record.owner, transferred_from(record))
         if not safe and pending:
             return NeedMore(len(leader), self.quorum, pending)
-        record = self._group_best(leader)
         encoded = record.to_bytes()
         answered = [p for p in self._rank if p in self._valid or p in self._invalid]
         to_correct = tuple(

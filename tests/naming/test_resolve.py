@@ -161,3 +161,33 @@ def test_collector_arguments_are_checked() -> None:
         QuorumCollector("alice.ovl", PEERS, 0, CONFIG)
     with pytest.raises(ValueError):
         QuorumCollector("alice.ovl", [PEERS[0], PEERS[0]], 1, CONFIG)
+
+
+def test_a_pinned_owner_is_never_overruled_early() -> None:
+    c = QuorumCollector("alice.ovl", PEERS[:8], 3, CONFIG, pinned_owner=owner_of(ALICE))
+    # Three fast squatters would win early without a pin.
+    for peer in PEERS[:3]:
+        assert isinstance(_answer(c, peer, SQUAT), NeedMore)
+    for peer in PEERS[3:7]:
+        assert isinstance(_answer(c, peer, GOOD), NeedMore)
+    status = _answer(c, PEERS[7], GOOD)
+    assert isinstance(status, Done) and status.final and status.record == GOOD
+    # The pinned owner itself still wins early.
+    c = QuorumCollector("alice.ovl", PEERS[:8], 3, CONFIG, pinned_owner=owner_of(ALICE))
+    for peer in PEERS[:2]:
+        _answer(c, peer, GOOD)
+    assert isinstance(_answer(c, PEERS[2], GOOD), Done)
+
+
+def test_unpinned_resolver_can_be_outrun_by_fast_squatters_until_final() -> None:
+    # Documented limit: x >= quorum fast attackers win the early answer, and
+    # the final answer (background verification) corrects it.
+    c = QuorumCollector("alice.ovl", PEERS[:8], 3, CONFIG)
+    for peer in PEERS[:2]:
+        _answer(c, peer, SQUAT)
+    early = _answer(c, PEERS[2], SQUAT)
+    assert isinstance(early, Done) and early.record == SQUAT and not early.final
+    for peer in PEERS[3:8]:
+        status = _answer(c, peer, GOOD)
+    assert isinstance(status, Done) and status.final and status.record == GOOD
+    assert status.to_correct == tuple(PEERS[:3])
