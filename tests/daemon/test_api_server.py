@@ -2,6 +2,7 @@
 and robustness, independent of the host."""
 
 import asyncio
+import contextlib
 import os
 import socket
 import stat
@@ -259,3 +260,34 @@ def test_duplicate_op_is_refused(short_tmp: Path) -> None:
     with pytest.raises(ValueError, match="already registered"):
         server.register("echo", Ops().echo)
     assert "echo" in server.ops
+
+
+async def test_random_garbage_on_many_connections(short_tmp: Path) -> None:
+    import random
+
+    rng = random.Random(20261123)
+    async with asyncio.timeout(20):
+        server, _ = await start(short_tmp / "api.sock", ApiServerConfig(max_message_size=4096))
+        try:
+            for _ in range(60):
+                reader, writer = await raw_connection(server.path)
+                kind = rng.randrange(3)
+                if kind == 0:
+                    junk = rng.randbytes(rng.randrange(1, 300))
+                elif kind == 1:  # a plausible frame with a random body
+                    body = rng.randbytes(rng.randrange(0, 200))
+                    junk = encode_uvarint(len(body)) + body
+                else:  # valid JSON with odd shapes
+                    junk = encode_message(rng.choice([
+                        {"id": 1, "op": "count", "n": -5}, {"id": 1, "op": "echo", "x": None},
+                        {"id": None, "op": None}, {"id": 1, "op": "raw_echo"},
+                        {"id": 2**53, "op": "echo"}, {"op": "count", "id": 3, "n": 10**6}]))
+                writer.write(junk)
+                writer.write_eof()
+                with contextlib.suppress(ConnectionError):
+                    await reader.read()  # the server answers or closes; it never hangs
+                writer.close()
+            async with await ApiClient.connect(server.path) as client:
+                assert (await client.call("count", {"n": 2}))["total"] == 2
+        finally:
+            await server.__aexit__(None, None, None)
