@@ -305,6 +305,7 @@ class Lookup:
         if path.done:
             return None
         succeeded = 0
+        pending = 0
         k = self.config.k
         for distance in path.distances:
             peer = self._peers[distance]
@@ -313,8 +314,16 @@ class Lookup:
             state = peer.state
             if state == _SUCCEEDED:
                 succeeded += 1
-                if succeeded >= k:
+                if succeeded >= k and not pending:
                     path.done = True
+                    return None
+                if succeeded + pending >= k:
+                    return None  # the k closest are settled or being asked
+            elif state == _WAITING:
+                # An unanswered peer among the closest blocks the end until
+                # it answers or times out.
+                pending += 1
+                if succeeded + pending >= k:
                     return None
             elif state == _NOT_CONTACTED:
                 if path.in_flight >= self.config.alpha:
