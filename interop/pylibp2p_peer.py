@@ -154,10 +154,10 @@ async def identify_peer(host: Any, peer_id: ID) -> dict[str, Any]:
     }
 
 
-def make_host() -> Any:
+def make_host(listen: str) -> Any:
     return new_host(
         key_pair=create_new_key_pair(),
-        listen_addrs=[multiaddr.Multiaddr(LISTEN_ADDR)],
+        listen_addrs=[multiaddr.Multiaddr(listen)],
         enable_quic=True,
         enable_tcp=False,
     )
@@ -179,8 +179,8 @@ def host_summary(host: Any) -> dict[str, Any]:
     }
 
 
-async def run_listen() -> int:
-    host = make_host()
+async def run_listen(listen: str) -> int:
+    host = make_host(listen)
     inbound: dict[str, list[str]] = {}
 
     # Wrap the stock handlers only to record who used them; the responses
@@ -201,7 +201,7 @@ async def run_listen() -> int:
     host.set_stream_handler(IDENTIFY_ID, recorder(IDENTIFY_ID, stock_identify))
     host.set_stream_handler(PING_ID, recorder(PING_ID, stock_ping))
 
-    async with host.run(listen_addrs=[multiaddr.Multiaddr(LISTEN_ADDR)]):
+    async with host.run(listen_addrs=[multiaddr.Multiaddr(listen)]):
         emit(host_summary(host))
         stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
         buf = b""
@@ -268,9 +268,9 @@ async def dial_ping_identify(host: Any, addr: str, pings: int) -> dict[str, Any]
     return learned
 
 
-async def run_dial(addr: str, pings: int) -> int:
-    host = make_host()
-    async with host.run(listen_addrs=[multiaddr.Multiaddr(LISTEN_ADDR)]):
+async def run_dial(addr: str, pings: int, listen: str) -> int:
+    host = make_host(listen)
+    async with host.run(listen_addrs=[multiaddr.Multiaddr(listen)]):
         result = await dial_ping_identify(host, addr, pings)
         emit(result)
         return 1 if "error" in result else 0
@@ -284,6 +284,11 @@ def main() -> None:
     dial.add_argument("addr", help="/ip4/127.0.0.1/udp/N/quic-v1/p2p/ID")
     dial.add_argument("--pings", type=int, default=3)
     parser.add_argument(
+        "--listen",
+        default=LISTEN_ADDR,
+        help=f"QUIC-v1 listen multiaddr (default {LISTEN_ADDR})",
+    )
+    parser.add_argument(
         "--stock",
         action="store_true",
         help="do not apply the read/FIN race fix (see fix_eof_race)",
@@ -292,9 +297,9 @@ def main() -> None:
     if not args.stock:
         fix_eof_race()
     if args.mode == "listen":
-        code = trio.run(run_listen)
+        code = trio.run(run_listen, args.listen)
     else:
-        code = trio.run(run_dial, args.addr, max(1, args.pings))
+        code = trio.run(run_dial, args.addr, max(1, args.pings), args.listen)
     sys.stdout.flush()
     # py-libp2p can leave non-daemon threads (logging listener, aioquic
     # helpers) behind; the answer is already printed, so leave at once.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,7 +35,6 @@ pytestmark = pytest.mark.interop
 HERE = Path(__file__).resolve().parent
 SETUP = HERE / "setup.sh"
 PEER_SCRIPT = HERE / "pylibp2p_peer.py"
-LISTEN = "/ip4/127.0.0.1/udp/0/quic-v1"
 PING = "/ipfs/ping/1.0.0"
 IDENTIFY = "/ipfs/id/1.0.0"
 IDENTIFY_PUSH = "/ipfs/id/push/1.0.0"
@@ -53,6 +53,46 @@ OFFLINE_MARKERS = (
     "Failed to establish a new connection",
     "No route to host",
 )
+
+
+@dataclass(frozen=True)
+class Loopback:
+    """One address family's loopback, as both sides listen on it."""
+
+    listen: str
+    prefix: str
+
+
+IP4 = Loopback("/ip4/127.0.0.1/udp/0/quic-v1", "/ip4/127.0.0.1/")
+IP6 = Loopback("/ip6/::1/udp/0/quic-v1", "/ip6/::1/")
+
+
+def _ipv6_loopback_works() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+# py-libp2p 0.8.1's QUIC does not work over IPv6, not even between two
+# py-libp2p hosts: its dialer's handshake times out (aioquic is given
+# ("::1", port) but sees replies from ("::1", port, 0, 0)), and its IPv6
+# listener completes handshakes but never answers stream negotiation.
+# Kept visible as a skip; overlay's own IPv6 is tested in tests/.
+PYLIBP2P_IPV6_BROKEN = "py-libp2p 0.8.1 QUIC over IPv6 times out (see interop/README.md)"
+
+
+@pytest.fixture(
+    params=[IP4, pytest.param(IP6, marks=pytest.mark.skip(reason=PYLIBP2P_IPV6_BROKEN))],
+    ids=["ip4", "ip6"],
+)
+def loopback(request: pytest.FixtureRequest) -> Loopback:
+    family: Loopback = request.param
+    if family is IP6 and not _ipv6_loopback_works():
+        pytest.skip("this machine has no IPv6 loopback")
+    return family
 
 
 @pytest.fixture(scope="session")
@@ -125,12 +165,16 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 
 
 @asynccontextmanager
-async def pylibp2p_listener(python: str, tmp_path: Path) -> AsyncIterator[PyPeer]:
+async def pylibp2p_listener(
+    python: str, tmp_path: Path, family: Loopback = IP4
+) -> AsyncIterator[PyPeer]:
     stderr_path = tmp_path / "pylibp2p-listen.stderr"
     with stderr_path.open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
             python,
             str(PEER_SCRIPT),
+            "--listen",
+            family.listen,
             "listen",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -151,11 +195,13 @@ async def pylibp2p_listener(python: str, tmp_path: Path) -> AsyncIterator[PyPeer
         await _stop(proc)
 
 
-async def pylibp2p_dial(python: str, addr: str) -> dict[str, Any]:
+async def pylibp2p_dial(python: str, addr: str, family: Loopback = IP4) -> dict[str, Any]:
     """Run ``pylibp2p_peer.py dial ADDR`` and return its JSON line."""
     proc = await asyncio.create_subprocess_exec(
         python,
         str(PEER_SCRIPT),
+        "--listen",
+        family.listen,
         "dial",
         addr,
         stdin=asyncio.subprocess.DEVNULL,
@@ -181,14 +227,14 @@ async def pylibp2p_dial(python: str, addr: str) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def overlay_host() -> AsyncIterator[Host]:
+async def overlay_host(family: Loopback = IP4) -> AsyncIterator[Host]:
     async with Host(Ed25519PrivateKey.generate(), HostConfig()) as host:
-        await host.listen([Multiaddr(LISTEN)])
+        await host.listen([Multiaddr(family.listen)])
         yield host
 
 
-def _full_addr(host: Host) -> str:
-    addrs = [a for a in host.listen_addrs() if "/ip4/127.0.0.1/" in str(a)]
+def _full_addr(host: Host, family: Loopback = IP4) -> str:
+    addrs = [a for a in host.listen_addrs() if str(a).startswith(family.prefix)]
     assert addrs, f"no loopback listen address in {host.listen_addrs()}"
     return f"{addrs[0]}/p2p/{host.peer_id}"
 
@@ -198,7 +244,9 @@ def _udp_port(addr: Multiaddr | str) -> int:
     return int(parts[parts.index("udp") + 1])
 
 
-def _check_learned_about_us(learned: dict[str, Any], host: Host) -> None:
+def _check_learned_about_us(
+    learned: dict[str, Any], host: Host, family: Loopback = IP4
+) -> None:
     """What py-libp2p printed after identifying our host."""
     ours = str(host.peer_id)
     assert learned["peer_id"] == ours
@@ -212,15 +260,18 @@ def _check_learned_about_us(learned: dict[str, Any], host: Host) -> None:
     assert our_addrs & set(learned["listen_addrs"]), (our_addrs, learned["listen_addrs"])
     # We saw py-libp2p on loopback QUIC and told it so.
     observed = learned["observed_addr"]
-    assert observed is not None and observed.startswith("/ip4/127.0.0.1/udp/")
+    assert observed is not None and observed.startswith(family.prefix + "udp/")
     assert observed.endswith("/quic-v1")
 
 
 async def test_overlay_dials_pings_and_identifies_pylibp2p(
-    pylibp2p_python: str, tmp_path: Path
+    pylibp2p_python: str, tmp_path: Path, loopback: Loopback
 ) -> None:
     async with asyncio.timeout(TEST_TIMEOUT):
-        async with pylibp2p_listener(pylibp2p_python, tmp_path) as peer, overlay_host() as host:
+        async with (
+            pylibp2p_listener(pylibp2p_python, tmp_path, loopback) as peer,
+            overlay_host(loopback) as host,
+        ):
             remote = PeerId.from_string(peer.peer_id)
             await host.connect(Multiaddr(peer.addr))
 
@@ -245,8 +296,8 @@ async def test_overlay_dials_pings_and_identifies_pylibp2p(
             # socket.
             assert info.observed_addr is not None
             observed = str(info.observed_addr)
-            assert observed.startswith("/ip4/127.0.0.1/")
-            our_port = _udp_port(_full_addr(host))
+            assert observed.startswith(loopback.prefix)
+            our_port = _udp_port(_full_addr(host, loopback))
             assert observed.rstrip("/").split("/")[4] == str(our_port), observed
 
             stored = host.peerstore.get(remote)
@@ -281,12 +332,14 @@ async def test_pylibp2p_identifies_overlay_on_connection_we_opened(
             assert learned["observed_addr"].startswith("/ip4/127.0.0.1/")
 
 
-async def test_pylibp2p_dials_pings_and_identifies_overlay(pylibp2p_python: str) -> None:
+async def test_pylibp2p_dials_pings_and_identifies_overlay(
+    pylibp2p_python: str, loopback: Loopback
+) -> None:
     async with asyncio.timeout(TEST_TIMEOUT):
-        async with overlay_host() as host:
-            learned = await pylibp2p_dial(pylibp2p_python, _full_addr(host))
+        async with overlay_host(loopback) as host:
+            learned = await pylibp2p_dial(pylibp2p_python, _full_addr(host, loopback), loopback)
             assert learned["dialed_peer_id"] == str(host.peer_id)
-            _check_learned_about_us(learned, host)
+            _check_learned_about_us(learned, host, loopback)
             assert len(learned["ping_rtts_ms"]) == 3
             assert all(0 < rtt < STEP_TIMEOUT * 1000 for rtt in learned["ping_rtts_ms"])
 
