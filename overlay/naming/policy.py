@@ -69,20 +69,24 @@ def _tiebreak_key(record: NameRecord) -> tuple[int, bytes]:
     return (record.expires, record.to_bytes())
 
 
-def _proof_from(record: NameRecord, old: NameRecord) -> bool:
-    """Whether ``record`` carries a transfer proof from ``old``'s owner that
-    is newer than ``old``."""
+def _proof(record: NameRecord) -> NameRecord | None:
+    """The transfer that handed the name to ``record``'s owner, if carried."""
     if not record.transfer_proof:
-        return False
+        return None
     try:
         proof = decode_record(record.transfer_proof)
     except RecordRejected:
-        return False
-    return (
-        proof.owner == old.owner
-        and proof.new_owner == record.owner
-        and proof.sequence > old.sequence
-    )
+        return None
+    if proof.kind is not RecordKind.TRANSFER or proof.new_owner != record.owner:
+        return None
+    return proof
+
+
+def _proof_from(record: NameRecord, old: NameRecord) -> bool:
+    """Whether ``record`` carries a transfer proof from ``old``'s owner that
+    is newer than ``old``."""
+    proof = _proof(record)
+    return proof is not None and proof.owner == old.owner and proof.sequence > old.sequence
 
 
 def decide(new: NameRecord, old: NameRecord) -> Reason:
@@ -93,7 +97,9 @@ def decide(new: NameRecord, old: NameRecord) -> Reason:
     if new.to_bytes() == old.to_bytes():
         return Reason.DUPLICATE
     if old.kind is RecordKind.TRANSFER:
-        if new.owner == old.new_owner:
+        proof = _proof(new)
+        if new.owner == old.new_owner or (proof is not None and proof.owner == old.new_owner):
+            # The receiver, or whoever the receiver passed the name on to.
             return Reason.TRANSFERRED
         return Reason.TRANSFERRED_AWAY if new.owner == old.owner else Reason.OWNER_PINNED
     if new.owner == old.owner:
@@ -107,8 +113,16 @@ def decide(new: NameRecord, old: NameRecord) -> Reason:
     return Reason.OWNER_PINNED
 
 
-_ACCEPTING = frozenset({Reason.NEW, Reason.REPLACES_EXPIRED, Reason.NEWER, Reason.DUPLICATE,
-                        Reason.TRANSFERRED, Reason.RELEASED})
+_ACCEPTING = frozenset(
+    {
+        Reason.NEW,
+        Reason.REPLACES_EXPIRED,
+        Reason.NEWER,
+        Reason.DUPLICATE,
+        Reason.TRANSFERRED,
+        Reason.RELEASED,
+    }
+)
 
 
 def supersedes(new: NameRecord, old: NameRecord) -> bool:

@@ -127,8 +127,9 @@ class QuorumCollector:
 
     @property
     def pending(self) -> tuple[bytes, ...]:
-        return tuple(p for p in sorted(self._rank, key=self._rank.__getitem__)
-                     if not self._answered(p))
+        """Responders yet to answer, closest first."""
+        ordered = sorted(self._rank, key=self._rank.__getitem__)
+        return tuple(p for p in ordered if not self._answered(p))
 
     def rejection(self, responder: bytes) -> RecordRejected | None:
         """Why ``responder``'s record was refused (None if it held nothing)."""
@@ -194,11 +195,9 @@ class QuorumCollector:
             return NeedMore(len(leader), self.quorum, pending)
         encoded = record.to_bytes()
         answered = [p for p in self._rank if p in self._valid or p in self._invalid]
-        to_correct = tuple(
-            sorted(
-                (p for p in answered if p not in self._valid or self._valid[p].to_bytes() != encoded),
-                key=self._rank.__getitem__,
-            )
+        wrong = (
+            p for p in answered if p not in self._valid or self._valid[p].to_bytes() != encoded
         )
+        to_correct = tuple(sorted(wrong, key=self._rank.__getitem__))
         supporters = tuple(sorted(leader, key=self._rank.__getitem__))
         return Done(record, supporters, to_correct, final=not pending)

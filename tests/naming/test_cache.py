@@ -41,8 +41,10 @@ def test_positive_entries_honour_the_ttl(alice: Ed25519PrivateKey) -> None:
 
 def test_ttl_never_outlives_the_record_or_the_cap(alice: Ed25519PrivateKey) -> None:
     cache = ResourceMap(CacheConfig(max_ttl=100))
-    assert cache.put(record(alice, ttl=10_000, expires=NOW + 3600), NOW).fresh_until == NOW + 100  # type: ignore[union-attr]
-    assert cache.put(record(alice, ttl=60, expires=NOW + 30), NOW).fresh_until == int(NOW + 30)  # type: ignore[union-attr]
+    capped = cache.put(record(alice, ttl=10_000, expires=NOW + 3600), NOW)
+    assert capped is not None and capped.fresh_until == NOW + 100
+    ending = cache.put(record(alice, ttl=60, expires=NOW + 30), NOW)
+    assert ending is not None and ending.fresh_until == int(NOW + 30)
     assert cache.put(record(alice, ttl=0), NOW) is None
     assert cache.get("alice.ovl", NOW) is None
 

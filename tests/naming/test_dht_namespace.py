@@ -60,7 +60,8 @@ def test_select_prefers_the_newest_of_one_owner(alice: Ed25519PrivateKey) -> Non
     values = [record(alice, sequence=s).to_bytes() for s in (3, 7, 5)]
     assert NS.select(KEY, values) == 1
     # Undecodable values and values for other names are never chosen.
-    assert NS.select(KEY, [b"\xff", record(alice, name="bob.ovl", sequence=99).to_bytes(), values[0]]) == 2
+    other_name = record(alice, name="bob.ovl", sequence=99).to_bytes()
+    assert NS.select(KEY, [b"\xff", other_name, values[0]]) == 2
     with pytest.raises(ValueError):
         NS.select(KEY, [])
 

@@ -78,7 +78,8 @@ def test_release_drops_the_pin(alice: Ed25519PrivateKey, bob: Ed25519PrivateKey)
     pins = OwnerPins()
     pins.observe(record(alice), NOW)
     nonce = nonce_for("alice.ovl", alice)
-    pins.observe(make_release(alice, "alice.ovl", sequence=9, expires=int(NOW + 60), pow_nonce=nonce), NOW)
+    release = make_release(alice, "alice.ovl", sequence=9, expires=int(NOW + 60), pow_nonce=nonce)
+    pins.observe(release, NOW)
     assert pins.get("alice.ovl") is None
     pins.observe(record(bob), NOW)
     assert pins.get("alice.ovl").owner == owner_of(bob)  # type: ignore[union-attr]
@@ -93,7 +94,9 @@ def test_size_is_bounded(alice: Ed25519PrivateKey) -> None:
     assert list(pins) == ["n2.ovl", "n3.ovl", "n4.ovl"]
 
 
-def test_persistence_roundtrip(tmp_path: Path, alice: Ed25519PrivateKey, mallory: Ed25519PrivateKey) -> None:
+def test_persistence_roundtrip(
+    tmp_path: Path, alice: Ed25519PrivateKey, mallory: Ed25519PrivateKey
+) -> None:
     pins = OwnerPins()
     pins.observe(record(alice, name="alice.ovl"), NOW)
     pins.observe(record(mallory, name="mallory.ovl"), NOW)
@@ -119,7 +122,8 @@ def test_missing_file_is_empty_and_corrupt_file_is_an_error(tmp_path: Path) -> N
         b'{"format": "overlay-name-pins", "version": 99, "pins": {}}',
         b'{"format": "something-else", "version": 1, "pins": {}}',
         b'{"format": "overlay-name-pins", "version": 1, "pins": {"a.ovl": {"owner": "!!"}}}',
-        b'{"format": "overlay-name-pins", "version": 1, "pins": {"a.ovl": {"owner": "", "pinned_until": "x"}}}',
+        b'{"format": "overlay-name-pins", "version": 1,'
+        b' "pins": {"a.ovl": {"owner": "", "pinned_until": "x"}}}',
     ):
         bad.write_bytes(content)
         with pytest.raises(CorruptState):

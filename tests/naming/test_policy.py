@@ -175,3 +175,38 @@ def test_select_keeps_the_held_owner_against_unrelated_owners(
     assert select(m, a) == m
     with pytest.raises(ValueError):
         select_index([])
+
+
+def test_onward_transfer_passes_a_node_that_saw_only_the_first(
+    alice: Ed25519PrivateKey, bob: Ed25519PrivateKey, mallory: Ed25519PrivateKey
+) -> None:
+    carol = key(3)
+    first = make_transfer(
+        alice,
+        "alice.ovl",
+        bob.public_key(),
+        sequence=6,
+        expires=int(NOW + 3600),
+        pow_nonce=nonce_for("alice.ovl", alice),
+    )
+    onward = make_transfer(
+        bob,
+        "alice.ovl",
+        carol.public_key(),
+        sequence=1,
+        expires=int(NOW + 3600),
+        pow_nonce=nonce_for("alice.ovl", bob),
+    )
+    carols = record(carol, pow_nonce=0, transfer_proof=onward.to_bytes())
+    assert _accept(first, carols) is Reason.TRANSFERRED
+    # Mallory's own "onward transfer" is not signed by Bob, so it cannot pass.
+    fake = make_transfer(
+        mallory,
+        "alice.ovl",
+        carol.public_key(),
+        sequence=1,
+        expires=int(NOW + 3600),
+        pow_nonce=nonce_for("alice.ovl", mallory),
+    )
+    carols_fake = record(carol, pow_nonce=0, transfer_proof=fake.to_bytes())
+    assert not POLICY.accept(first, carols_fake, NOW).accept
