@@ -20,7 +20,13 @@ from aioquic.quic import events
 from aioquic.quic.connection import NetworkAddress
 from cryptography import x509
 
-from overlay.errors import ConnectionClosed, HandshakeError, PeerIdMismatch, TransportError
+from overlay.errors import (
+    ConnectionClosed,
+    DialError,
+    HandshakeError,
+    PeerIdMismatch,
+    TransportError,
+)
 from overlay.identity import PeerId, PublicKey
 from overlay.transport.aioquic_compat import Libp2pQuicConnection
 from overlay.transport.config import TransportConfig
@@ -76,7 +82,8 @@ class QuicConn:
         self._expected_peer = expected_peer
         self._remote_peer: PeerId | None = None
         self._remote_public_key: PublicKey | None = None
-        self._handshake_error: HandshakeError | None = None
+        # Why the handshake failed: what dial() raises.
+        self._handshake_error: TransportError | None = None
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._is_ready = False
         self._error: ConnectionClosed | None = None
@@ -214,8 +221,13 @@ class QuicConn:
 
     def _on_handshake_timeout(self) -> None:
         self._handshake_timer = None
-        if not self._is_ready:
-            self._fail(HandshakeError("handshake timed out"), code=0x1)
+        if self._is_ready:
+            return
+        timeout = self.config.handshake_timeout
+        if self.is_initiator and self._quic.first_flight:
+            self._fail(DialError(f"no QUIC response within {timeout:g} s"), code=0x1)
+        else:
+            self._fail(HandshakeError(f"handshake timed out after {timeout:g} s"), code=0x1)
 
     def _cancel_handshake_timer(self) -> None:
         if self._handshake_timer is not None:
@@ -226,7 +238,7 @@ class QuicConn:
         reason = str(error)
         self._quic.close(error_code=code, reason_phrase=reason[:200])
         closed = error if isinstance(error, ConnectionClosed) else ConnectionClosed(reason)
-        if not self._is_ready and isinstance(error, HandshakeError):
+        if not self._is_ready:
             self._handshake_error = self._handshake_error or error
         self._mark_closed(closed)
         self._transmit()
@@ -234,16 +246,34 @@ class QuicConn:
     # --- input from the endpoint --------------------------------------------
 
     def _datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
-        self._quic.receive_datagram(data, addr, time.monotonic())
-        self._after_input()
+        try:
+            self._quic.receive_datagram(data, addr, time.monotonic())
+            self._after_input()
+        except Exception as exc:  # noqa: BLE001 - supervisor boundary, see _crash
+            self._crash(exc)
 
     def _on_timer(self) -> None:
         at = self._timer_at or 0.0
         self._timer = None
         self._timer_at = None
-        self._quic.handle_timer(max(time.monotonic(), at))
-        self._after_input()
-        self._transmit()
+        try:
+            self._quic.handle_timer(max(time.monotonic(), at))
+            self._after_input()
+            self._transmit()
+        except Exception as exc:  # noqa: BLE001 - supervisor boundary, see _crash
+            self._crash(exc)
+
+    def _crash(self, exc: Exception) -> None:
+        """An unexpected error inside aioquic or our event handling.
+
+        This is the supervisor boundary of one connection: whatever a peer
+        provoked costs that connection only, never the endpoint's socket
+        (uvloop closes a datagram transport whose protocol raises).  The
+        aioquic state is not trusted afterwards, so nothing more is sent.
+        """
+        log.error("QUIC connection %r failed internally", self, exc_info=exc)
+        self._mark_closed(ConnectionClosed(f"internal error: {exc!r}"))
+        self._terminate()
 
     def _after_input(self) -> None:
         self._process_events()
@@ -320,7 +350,7 @@ class QuicConn:
     def _error_from(self, event: events.ConnectionTerminated) -> ConnectionClosed:
         if not self._is_ready:
             if self._handshake_error is not None:
-                error: HandshakeError = self._handshake_error
+                error: TransportError = self._handshake_error
             else:
                 error = HandshakeError(
                     f"handshake failed: {event.reason_phrase or 'closed'} (code 0x{event.error_code:x})"

@@ -27,7 +27,7 @@ from aioquic.quic.packet import (
     pull_quic_header,
 )
 
-from overlay.errors import ConnectionClosed, DialError, HandshakeError
+from overlay.errors import ConnectionClosed, DialError
 from overlay.identity import PeerId, PrivateKey
 from overlay.transport.aioquic_compat import Libp2pQuicConnection
 from overlay.transport.config import TransportConfig
@@ -198,8 +198,6 @@ class QuicEndpoint:
         conn._transmit()
         try:
             await conn._wait_ready()
-        except HandshakeError:
-            raise
         except asyncio.CancelledError:
             conn.close(reason="dial cancelled")
             raise
@@ -241,7 +239,12 @@ class QuicEndpoint:
         if data[0] & 0x40 and not is_stun(data):
             self._quic_datagram(data, addr)
         elif self._hook is not None:
-            self._hook(data, (str(addr[0]), int(addr[1])))
+            try:
+                self._hook(data, (str(addr[0]), int(addr[1])))
+            except Exception:  # noqa: BLE001 - supervisor boundary for the hook
+                # A failing hook must not take the socket down (uvloop
+                # closes a datagram transport whose protocol raises).
+                log.exception("datagram hook failed on a datagram from %s", addr)
 
     def _quic_datagram(self, data: bytes, addr: NetworkAddress) -> None:
         try:

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from overlay.errors import ConnectionClosed, DialError, HandshakeError
+from overlay.errors import ConnectionClosed, DialError
 from overlay.identity import Ed25519PrivateKey
 from overlay.transport import BindError, EndpointClosed, QuicEndpoint, TransportConfig, is_stun
 
@@ -204,7 +204,7 @@ async def test_max_connections_cap() -> None:
             await a1.dial(b.local_address)
             await b.accept()
             # The listener drops the second client's Initials: it times out.
-            with pytest.raises(HandshakeError, match="timed out"):
+            with pytest.raises(DialError, match="no QUIC response"):
                 await a2.dial(b.local_address)
             assert len(b.connections) == 1
             # The cap also bounds dials.
@@ -230,7 +230,7 @@ async def test_max_handshakes_cap() -> None:
                 loop = asyncio.get_running_loop()
                 for data, _ in stalled.datagrams_to_send(now=0.0):
                     await loop.sock_sendto(sock, data, b.local_address)
-                with pytest.raises(HandshakeError, match="timed out"):
+                with pytest.raises(DialError, match="no QUIC response"):
                     await a.dial(b.local_address)
                 # The stalled handshake expires, freeing the slot.
                 closed = [c for c in b.connections if not c.is_initiator]
@@ -240,3 +240,31 @@ async def test_max_handshakes_cap() -> None:
                 assert conn.remote_peer == peer_of(key_b)
             finally:
                 sock.close()
+
+
+async def test_internal_error_costs_one_connection_only(pair: Pair) -> None:
+    async with asyncio.timeout(5):
+        def explode(*args: object) -> None:
+            raise RuntimeError("simulated aioquic bug")
+
+        pair.conn_b._quic.receive_datagram = explode  # type: ignore[method-assign]
+        pair.b.set_datagram_hook(lambda data, addr: 1 / 0 > 0)
+        pair.a.sendto(b"\x00junk", pair.b.local_address)  # the hook raises
+        stream = await pair.conn_a.open_stream()
+        stream.write(b"boom")
+        await pair.conn_b.wait_closed()
+        assert "simulated aioquic bug" in str(pair.conn_b.close_reason)
+        assert pair.b.connections == []
+        await _serves(pair)
+
+
+async def _serves(pair: Pair) -> None:
+    key = Ed25519PrivateKey.generate()
+    async with await QuicEndpoint.create("127.0.0.1", 0, key) as c:
+        conn = await c.dial(pair.b.local_address, peer_of(pair.key_b))
+        inbound = await pair.b.accept()
+        assert inbound.remote_peer == peer_of(key)
+        stream = await conn.open_stream()
+        stream.write(b"ok")
+        await stream.close()
+        assert await (await inbound.accept_stream()).read() == b"ok"

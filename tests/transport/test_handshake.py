@@ -10,7 +10,7 @@ import pytest
 from aioquic.asyncio import connect
 from aioquic.quic.configuration import QuicConfiguration
 
-from overlay.errors import HandshakeError, PeerIdMismatch
+from overlay.errors import DialError, HandshakeError, PeerIdMismatch
 from overlay.identity import EcdsaPrivateKey, Ed25519PrivateKey, Secp256k1PrivateKey
 from overlay.transport import CertificateError, QuicEndpoint, TransportConfig, generate_credentials
 from overlay.transport.tls import SignedKey, encode_signed_key
@@ -164,6 +164,6 @@ async def test_handshake_timeout_to_silent_peer() -> None:
             silent.set_datagram_hook(lambda data, addr: True)
             # Swallow everything by pretending nothing is QUIC.
             silent._datagram_received = lambda data, addr: None  # type: ignore[method-assign]
-            with pytest.raises(HandshakeError, match="timed out"):
+            with pytest.raises(DialError, match="no QUIC response within 0.3 s"):
                 await a.dial(silent.local_address)
             assert a.connections == []

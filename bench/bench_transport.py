@@ -1,0 +1,344 @@
+"""overlay's QUIC transport against raw aioquic, measured in the same run.
+
+    .venv/bin/python bench/bench_transport.py --mb 100
+
+The receiver runs in a child process and the sender in this one, so each
+side has its own core.  Both stacks use the same TLS settings: a self-signed
+P-256 certificate, ALPN ``libp2p``, no CA verification (raw aioquic uses
+``aioquic.asyncio.connect/serve``; overlay adds the libp2p certificate checks
+and mutual authentication on top).
+
+setup
+    Handshake plus the first stream round trip (1 byte echoed back), on a
+    fresh connection each round; median of ``--setup-rounds``.
+throughput_1
+    ``--mb`` MB (10**6 bytes) on one stream; the clock stops when the
+    receiver reports the byte count.
+throughput_10
+    The same total over 10 concurrent streams of one connection.
+
+Output: one JSON object on stdout (figures and ratios ours/raw); a readable
+summary goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import ssl
+import statistics
+import struct
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aioquic.asyncio import QuicConnectionProtocol, connect, serve
+from aioquic.quic.configuration import QuicConfiguration
+
+from overlay.errors import TransportError
+from overlay.identity import Ed25519PrivateKey, PeerId
+from overlay.transport import QuicEndpoint, QuicStream, TransportConfig, generate_credentials
+
+HOST = "127.0.0.1"
+MB = 1_000_000
+CHUNK = 256 * 1024
+STREAMS = 10
+ECHO, SINK = b"E", b"S"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(main: Callable[[], Awaitable[Any]], loop_kind: str) -> Any:
+    if loop_kind == "uvloop":
+        import uvloop
+
+        return uvloop.run(main())
+    return asyncio.run(main())
+
+
+def transport_config(args: argparse.Namespace) -> TransportConfig:
+    return TransportConfig(max_datagram_size=args.datagram_size)
+
+
+def raw_configuration(is_client: bool, args: argparse.Namespace) -> QuicConfiguration:
+    creds = generate_credentials(Ed25519PrivateKey.generate(), datetime.datetime.now(datetime.UTC))
+    return QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=["libp2p"],
+        verify_mode=ssl.CERT_NONE,
+        certificate=creds.certificate,
+        private_key=creds.private_key,
+        max_datagram_size=args.datagram_size,
+    )
+
+
+# --- receiver (child process) -----------------------------------------------
+
+
+async def _wait_stop(pipe: multiprocessing.connection.Connection) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(pipe.fileno(), stop.set)
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_reader(pipe.fileno())
+
+
+async def _ours_stream(stream: QuicStream) -> None:
+    kind = await stream.readexactly(1)
+    if kind == ECHO:
+        stream.write(await stream.readexactly(1))
+        await stream.close()
+        return
+    total = 0
+    while chunk := await stream.read(CHUNK):
+        total += len(chunk)
+    stream.write(struct.pack(">Q", total))
+    await stream.close()
+
+
+async def _ours_server(pipe: multiprocessing.connection.Connection, args: argparse.Namespace) -> None:
+    key = Ed25519PrivateKey.generate()
+    async with await QuicEndpoint.create(HOST, 0, key, transport_config(args)) as endpoint:
+        pipe.send((endpoint.local_address[1], str(PeerId.from_public_key(key.public_key()))))
+
+        async def serve_conn(tg: asyncio.TaskGroup) -> None:
+            conn = await endpoint.accept()
+
+            async def streams() -> None:
+                try:
+                    while True:
+                        tg.create_task(_guard(_ours_stream(await conn.accept_stream())))
+                except TransportError:
+                    pass
+
+            tg.create_task(streams())
+
+        async def accept_loop(tg: asyncio.TaskGroup) -> None:
+            try:
+                while True:
+                    await serve_conn(tg)
+            except TransportError:
+                pass
+
+        async with asyncio.TaskGroup() as tg:
+            acceptor = tg.create_task(accept_loop(tg))
+            await _wait_stop(pipe)
+            await endpoint.aclose()
+            acceptor.cancel()
+
+
+async def _guard(coro: Awaitable[None]) -> None:
+    try:
+        await coro
+    except TransportError:
+        pass  # a benchmark peer closing mid-stream is not the receiver's problem
+
+
+async def _raw_server(pipe: multiprocessing.connection.Connection, args: argparse.Namespace) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        kind = await reader.readexactly(1)
+        if kind == ECHO:
+            writer.write(await reader.readexactly(1))
+            writer.write_eof()
+            return
+        total = 0
+        while chunk := await reader.read(CHUNK):
+            total += len(chunk)
+        writer.write(struct.pack(">Q", total))
+        writer.write_eof()
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # aioquic's stream handler is synchronous; keep the tasks referenced.
+        task = asyncio.ensure_future(handle(reader, writer))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    server = await serve(HOST, 0, configuration=raw_configuration(False, args), stream_handler=on_stream)
+    port = server._transport.get_extra_info("sockname")[1]
+    pipe.send((port, None))
+    await _wait_stop(pipe)
+    server.close()
+    for task in tasks:
+        task.cancel()
+
+
+def receiver_main(kind: str, pipe: multiprocessing.connection.Connection, args: argparse.Namespace) -> None:
+    server = _ours_server if kind == "ours" else _raw_server
+    run(lambda: server(pipe, args), args.loop)
+
+
+# --- sender (this process) --------------------------------------------------
+
+
+async def ours_setup(port: int, peer: str, args: argparse.Namespace) -> list[float]:
+    samples = []
+    key = Ed25519PrivateKey.generate()
+    expected = PeerId.from_string(peer)
+    async with await QuicEndpoint.create(HOST, 0, key, transport_config(args)) as endpoint:
+        for _ in range(args.setup_rounds):
+            start = time.perf_counter()
+            conn = await endpoint.dial((HOST, port), expected)
+            stream = await conn.open_stream()
+            stream.write(ECHO + b"x")
+            await stream.close()
+            assert await stream.readexactly(1) == b"x"
+            samples.append(time.perf_counter() - start)
+            conn.close()
+    return samples
+
+
+async def raw_setup(port: int, args: argparse.Namespace) -> list[float]:
+    samples = []
+    config = raw_configuration(True, args)
+    for _ in range(args.setup_rounds):
+        start = time.perf_counter()
+        async with connect(HOST, port, configuration=config) as client:
+            reader, writer = await client.create_stream()
+            writer.write(ECHO + b"x")
+            writer.write_eof()
+            assert await reader.readexactly(1) == b"x"
+            samples.append(time.perf_counter() - start)
+            client.close()
+    return samples
+
+
+async def _ours_sink(conn: Any, size: int) -> None:
+    stream = await conn.open_stream()
+    stream.write(SINK)
+    block = os.urandom(CHUNK)
+    left = size
+    while left:
+        n = min(left, CHUNK)
+        stream.write(block if n == CHUNK else block[:n])
+        await stream.drain()
+        left -= n
+    await stream.close()
+    (got,) = struct.unpack(">Q", await stream.readexactly(8))
+    assert got == size, (got, size)
+
+
+async def ours_throughput(port: int, peer: str, args: argparse.Namespace, streams: int) -> float:
+    key = Ed25519PrivateKey.generate()
+    async with await QuicEndpoint.create(HOST, 0, key, transport_config(args)) as endpoint:
+        conn = await endpoint.dial((HOST, port), PeerId.from_string(peer))
+        size = args.mb * MB // streams
+        start = time.perf_counter()
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(streams):
+                tg.create_task(_ours_sink(conn, size))
+        elapsed = time.perf_counter() - start
+        conn.close()
+    return elapsed
+
+
+async def _raw_sink(client: QuicConnectionProtocol, size: int) -> None:
+    reader, writer = await client.create_stream()
+    writer.write(SINK)
+    block = os.urandom(CHUNK)
+    left = size
+    while left:
+        n = min(left, CHUNK)
+        writer.write(block if n == CHUNK else block[:n])
+        await writer.drain()  # a no-op in aioquic: it has no send-side backpressure
+        left -= n
+    writer.write_eof()
+    (got,) = struct.unpack(">Q", await reader.readexactly(8))
+    assert got == size, (got, size)
+
+
+async def raw_throughput(port: int, args: argparse.Namespace, streams: int) -> float:
+    async with connect(HOST, port, configuration=raw_configuration(True, args)) as client:
+        size = args.mb * MB // streams
+        start = time.perf_counter()
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(streams):
+                tg.create_task(_raw_sink(client, size))
+        elapsed = time.perf_counter() - start
+        client.close()
+    return elapsed
+
+
+def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=receiver_main, args=(kind, child, args), daemon=True)
+    proc.start()
+    try:
+        port, peer = parent.recv()
+
+        async def sender() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            if kind == "ours":
+                setup = await ours_setup(port, peer, args)
+                t1 = await ours_throughput(port, peer, args, 1)
+                t10 = await ours_throughput(port, peer, args, STREAMS)
+            else:
+                setup = await raw_setup(port, args)
+                t1 = await raw_throughput(port, args, 1)
+                t10 = await raw_throughput(port, args, STREAMS)
+            out["setup_ms_median"] = round(statistics.median(setup) * 1000, 3)
+            out["setup_ms_samples"] = [round(s * 1000, 3) for s in setup]
+            out["throughput_1_seconds"] = round(t1, 4)
+            out["throughput_10_seconds"] = round(t10, 4)
+            out["throughput_1_MBps"] = round(args.mb / t1, 2)
+            out["throughput_10_MBps"] = round(args.mb / t10, 2)
+            return out
+
+        return dict(run(sender, args.loop))
+    finally:
+        parent.send("stop")
+        proc.join(10)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mb", type=int, default=100, help="MB (10**6 bytes) per transfer (default 100)")
+    parser.add_argument("--setup-rounds", type=int, default=30)
+    parser.add_argument("--datagram-size", type=int, default=1200, help="max QUIC datagram size, both stacks")
+    try:
+        import uvloop  # noqa: F401
+
+        default_loop = "uvloop"
+    except ImportError:
+        default_loop = "asyncio"
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default=default_loop)
+    args = parser.parse_args()
+
+    log(f"loop={args.loop} mb={args.mb} datagram_size={args.datagram_size}")
+    results: dict[str, Any] = {"loop": args.loop, "mb": args.mb, "datagram_size": args.datagram_size}
+    for kind in ("raw", "ours"):
+        log(f"measuring {kind} ...")
+        results[kind] = measure(kind, args)
+    ours, raw = results["ours"], results["raw"]
+    results["ratios_ours_over_raw"] = {
+        "setup_time": round(ours["setup_ms_median"] / raw["setup_ms_median"], 3),
+        "throughput_1": round(ours["throughput_1_MBps"] / raw["throughput_1_MBps"], 3),
+        "throughput_10": round(ours["throughput_10_MBps"] / raw["throughput_10_MBps"], 3),
+    }
+    for label, key, unit in (
+        ("setup (handshake + 1st stream RTT)", "setup_ms_median", "ms"),
+        ("1 stream", "throughput_1_MBps", "MB/s"),
+        (f"{STREAMS} streams", "throughput_10_MBps", "MB/s"),
+    ):
+        log(f"{label:36} ours {ours[key]:8.2f} {unit:5} raw aioquic {raw[key]:8.2f} {unit:5} "
+            f"ratio {ours[key] / raw[key]:.2f}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
