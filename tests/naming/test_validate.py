@@ -3,6 +3,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from overlay.identity import Ed25519PrivateKey, PeerId
 from overlay.naming import (
@@ -14,6 +16,7 @@ from overlay.naming import (
     NameRecord,
     NamingConfig,
     RecordKind,
+    RecordRejected,
     Service,
     TooLarge,
     ValidityTooLong,
@@ -257,3 +260,25 @@ def test_validate_takes_its_time_from_the_caller(alice: Ed25519PrivateKey) -> No
     assert validate(rec, 999, CONFIG) == rec
     with pytest.raises(Expired):
         validate(rec, 1000, CONFIG)
+
+
+_SIGNED = record(
+    Ed25519PrivateKey.from_seed(bytes(32)),
+    ips=(bytes(4),),
+    services=(Service("http", 80, "www.alice.ovl"),),
+    txt=("t",),
+).to_bytes()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_validating_mutated_records_raises_only_typed_errors(data: st.DataObject) -> None:
+    mutated = bytearray(_SIGNED)
+    for _ in range(data.draw(st.integers(1, 3))):
+        index = data.draw(st.integers(0, len(mutated) - 1))
+        mutated[index] = data.draw(st.integers(0, 255))
+    try:
+        rec = validate(bytes(mutated), NOW, CONFIG)
+    except RecordRejected:
+        return
+    assert rec.to_bytes() == _SIGNED
