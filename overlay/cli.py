@@ -101,7 +101,7 @@ def _build_parser() -> _Parser:
                        help="create the identity key and config (never overwrites a key)")
     p.set_defaults(run=_cmd_init)
 
-    p = sub.add_parser("daemon", parents=[home_parent, log_parent],
+    p = sub.add_parser("daemon", parents=[home_parent, json_parent, log_parent],
                        help="run the node and its local API")
     p.add_argument("--listen", metavar="MULTIADDR", action="append", type=_multiaddr_arg,
                    default=[], help="listen address, repeatable (default: from config.toml)")
@@ -245,7 +245,7 @@ def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
 
     _setup_logging(ns.log_level)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(run_daemon(home, sys.stdout, listen=ns.listen))
+        return runner.run(run_daemon(home, sys.stdout, listen=ns.listen, as_json=ns.json))
 
 
 def _cmd_id(ns: argparse.Namespace, home: Home) -> int:

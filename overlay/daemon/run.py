@@ -4,6 +4,7 @@ signal, shut down cleanly."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ async def run_daemon(
     listen: Sequence[str] = (),
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
+    as_json: bool = False,
 ) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
 
@@ -48,7 +50,8 @@ async def run_daemon(
     """
     if not home.key_file.exists():
         result = init_home(home)
-        print(f"initialized {home.root} with a new identity key", file=out)
+        if not as_json:
+            print(f"initialized {home.root} with a new identity key", file=out)
         key = result.key
     else:
         key = load_identity(home)
@@ -62,12 +65,17 @@ async def run_daemon(
         for sig in signals:
             loop.add_signal_handler(sig, stop.set)
         try:
-            print(f"overlay daemon ({AGENT_VERSION})", file=out)
-            print(f"peer id: {daemon.peer_id}", file=out)
-            for addr in daemon.full_addrs():
-                print(f"listening on {addr}", file=out)
-            print(f"api socket: {daemon.api_path}", file=out)
-            print(READY_LINE, file=out, flush=True)
+            if as_json:
+                print(json.dumps({"event": READY_LINE, "peer_id": str(daemon.peer_id),
+                                  "addrs": daemon.full_addrs(), "api_socket": str(daemon.api_path),
+                                  "agent_version": AGENT_VERSION}), file=out, flush=True)
+            else:
+                print(f"overlay daemon ({AGENT_VERSION})", file=out)
+                print(f"peer id: {daemon.peer_id}", file=out)
+                for addr in daemon.full_addrs():
+                    print(f"listening on {addr}", file=out)
+                print(f"api socket: {daemon.api_path}", file=out)
+                print(READY_LINE, file=out, flush=True)
             await stop.wait()
             log.info("shutting down")
         finally:

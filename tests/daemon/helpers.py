@@ -58,7 +58,7 @@ class DaemonProcess:
     def start(self, timeout: float = 30.0) -> DaemonProcess:
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
-        while b"\nready\n" not in self.output:
+        while not self._ready():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.kill()
@@ -76,6 +76,10 @@ class DaemonProcess:
             elif line.startswith("listening on "):
                 self.addrs.append(line.removeprefix("listening on "))
         return self
+
+    def _ready(self) -> bool:
+        text = self.output
+        return b"\nready\n" in text or (text.startswith(b'{"event": "ready"') and b"\n" in text)
 
     def stderr(self) -> str:
         """Everything the process wrote to stderr (once it has exited)."""

@@ -116,3 +116,15 @@ def test_launcher_script_runs_the_cli(short_tmp: Path) -> None:
     result = subprocess.run([cli_command()[0], str(launcher), "--home", str(short_tmp), "id"],
                             capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 3 and "no daemon is running" in result.stderr
+
+
+def test_json_ready_line(short_tmp: Path) -> None:
+    daemon = DaemonProcess(short_tmp / "h", "--json").start()
+    try:
+        ready = json.loads(daemon.output)
+        assert ready["event"] == "ready" and ready["peer_id"].startswith("12D3KooW")
+        assert ready["api_socket"] == str(short_tmp / "h" / "api.sock")
+        assert all(a.endswith("/p2p/" + ready["peer_id"]) for a in ready["addrs"])
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
