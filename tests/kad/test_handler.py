@@ -1,0 +1,117 @@
+import random
+
+import pytest
+
+from overlay.kad.errors import InvalidKadMessage, InvalidProviderKey, InvalidRecord, StaleRecord
+from overlay.kad.handler import KadServer, ServerConfig, handle_request
+from overlay.kad.keyspace import Contact, fake_peer_id, kad_key
+from overlay.kad.messages import KadMessage, MessageType, PeerInfo, decode_message, encode_message
+from overlay.kad.providers import ProviderConfig, ProviderStore
+from overlay.kad.records import Record, default_registry, immutable_key
+from overlay.kad.routing import RoutingConfig, RoutingTable
+from overlay.kad.store import MemoryRecordStore, StoreConfig
+from tests.kad.helpers import NOW, brute_closest, contacts, ip4
+from tests.kad.test_lookup import SeqValidator
+
+
+def make_server(peers: list[Contact]) -> KadServer:
+    me = Contact.of(fake_peer_id(random.Random(1)), (ip4(1, 1, 1, 1),))
+    registry = default_registry()
+    registry.register("seq", SeqValidator())
+    table = RoutingTable(me.key, RoutingConfig(k=20), random.Random(2), NOW)
+    table.load(peers)
+    return KadServer(
+        PeerInfo(me.peer_id, me.addrs),
+        table,
+        MemoryRecordStore(StoreConfig(), registry),
+        ProviderStore(ProviderConfig()),
+        ServerConfig(),
+    )
+
+
+PEERS = contacts(200, seed=5)
+SENDER = PEERS[0]
+
+
+def roundtrip(server: KadServer, request: KadMessage) -> KadMessage | None:
+    """Through the codec both ways, as the network service does."""
+    response = handle_request(server, decode_message(encode_message(request)), SENDER.peer_id, NOW)
+    return None if response is None else decode_message(encode_message(response))
+
+
+def test_find_node_returns_k_closest_without_the_sender() -> None:
+    server = make_server(PEERS)
+    target = SENDER.peer_id.multihash
+    response = roundtrip(server, KadMessage(MessageType.FIND_NODE, target))
+    assert response is not None and response.type is MessageType.FIND_NODE
+    ids = [p.peer_id for p in response.closer_peers]
+    members = list(server.table.contacts())
+    expected = [c.peer_id for c in brute_closest([c for c in members if c != SENDER], kad_key(target), 20)]
+    assert ids == expected and SENDER.peer_id not in ids
+
+
+def test_find_node_for_the_server_itself_returns_only_itself() -> None:
+    server = make_server(PEERS)
+    response = roundtrip(server, KadMessage(MessageType.FIND_NODE, server.local.peer_id.multihash))
+    assert response is not None and response.closer_peers == (server.local,)
+
+
+def test_put_value_stores_and_echoes_then_get_returns_it() -> None:
+    server = make_server(PEERS)
+    value = b"immutable"
+    record = Record(immutable_key(value), value)
+    echo = roundtrip(server, KadMessage(MessageType.PUT_VALUE, record.key, record=record))
+    assert echo is not None and echo.record == record
+    stored = server.records.get(record.key, NOW)
+    assert stored is not None and stored.publisher == SENDER.peer_id
+    got = roundtrip(server, KadMessage(MessageType.GET_VALUE, record.key))
+    assert got is not None and got.record is not None and got.record.value == value
+    assert got.record.time_received.endswith("Z") and len(got.closer_peers) == 20
+
+
+def test_bad_puts_raise_typed_errors_and_store_nothing() -> None:
+    server = make_server(PEERS)
+    with pytest.raises(InvalidRecord):
+        handle_request(server, KadMessage(MessageType.PUT_VALUE, immutable_key(b"a"), record=Record(immutable_key(b"a"), b"b")), SENDER.peer_id, NOW)
+    with pytest.raises(InvalidKadMessage):
+        handle_request(server, KadMessage(MessageType.PUT_VALUE, b"/v/x"), SENDER.peer_id, NOW)
+    with pytest.raises(InvalidKadMessage):
+        handle_request(server, KadMessage(MessageType.PUT_VALUE, b"/seq/a", record=Record(b"/seq/b", b"1:x")), SENDER.peer_id, NOW)
+    handle_request(server, KadMessage(MessageType.PUT_VALUE, b"/seq/a", record=Record(b"/seq/a", b"5:x")), SENDER.peer_id, NOW)
+    with pytest.raises(StaleRecord):
+        handle_request(server, KadMessage(MessageType.PUT_VALUE, b"/seq/a", record=Record(b"/seq/a", b"4:x")), SENDER.peer_id, NOW)
+    assert len(server.records) == 1
+
+
+def test_get_value_without_record_returns_closer_peers() -> None:
+    server = make_server(PEERS)
+    response = roundtrip(server, KadMessage(MessageType.GET_VALUE, b"/v/none"))
+    assert response is not None and response.record is None and len(response.closer_peers) == 20
+
+
+def test_add_provider_accepts_only_the_sender() -> None:
+    server = make_server(PEERS)
+    key = b"\x12\x20" + bytes(32)
+    forged = PeerInfo(PEERS[1].peer_id, (ip4(6, 6, 6, 6),))
+    own = PeerInfo(SENDER.peer_id, (ip4(7, 7, 7, 7),))
+    assert roundtrip(server, KadMessage(MessageType.ADD_PROVIDER, key, provider_peers=(forged, own))) is None
+    response = roundtrip(server, KadMessage(MessageType.GET_PROVIDERS, key))
+    assert response is not None and response.provider_peers == (own,)
+    with pytest.raises(InvalidProviderKey):
+        handle_request(server, KadMessage(MessageType.ADD_PROVIDER, bytes(81), provider_peers=(own,)), SENDER.peer_id, NOW)
+    with pytest.raises(InvalidProviderKey):
+        handle_request(server, KadMessage(MessageType.GET_PROVIDERS, b""), SENDER.peer_id, NOW)
+
+
+def test_responses_stay_under_the_limit_with_many_addresses() -> None:
+    crowded = [Contact.of(c.peer_id, tuple(ip4(10, 0, i, j) for j in range(32))) for i, c in enumerate(contacts(60, seed=9))]
+    server = make_server(crowded)
+    response = handle_request(server, KadMessage(MessageType.FIND_NODE, b"\x12\x20" + bytes(32)), SENDER.peer_id, NOW)
+    assert response is not None
+    assert all(len(p.addrs) <= 8 for p in response.closer_peers)
+    assert len(encode_message(response)) < 16 * 1024
+
+
+def test_server_config_validation() -> None:
+    with pytest.raises(ValueError):
+        ServerConfig(k=41)
