@@ -5,8 +5,8 @@ creates (py-libp2p must not share an environment with overlay)::
 
     interop/.venv-pylibp2p/bin/python bench/bench_pylibp2p.py --mb 100
 
-Both hosts live in one trio event loop on 127.0.0.1, as the overlay
-benchmark does, so the numbers compare like with like.
+The receiving host runs in a child process and the dialer in this one, so
+each side has its own core, as in ``bench_transport.py``; both on 127.0.0.1.
 
 What is measured
 ----------------
@@ -35,12 +35,16 @@ plus the raw bytes/seconds behind every figure.  Logs go to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
 import json
+import multiprocessing
 import os
 import statistics
 import struct
 import sys
 import time
+from multiprocessing.connection import Connection
 from typing import Any
 
 import multiaddr
@@ -49,6 +53,7 @@ import trio
 from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.transport.quic.config import QUICTransportConfig
 
@@ -146,9 +151,8 @@ async def send_bulk(host: Any, peer: Any, nbytes: int) -> None:
 
 
 async def measure_setup(
-    server: Any, rounds: int, timeout: float, stock_dialer: bool = False
+    info: PeerInfo, rounds: int, timeout: float, stock_dialer: bool = False
 ) -> list[float]:
-    info = PeerInfo(server.get_id(), server.get_addrs())
     samples: list[float] = []
     for _ in range(rounds):
         client = make_host(stock_dialer)
@@ -167,9 +171,8 @@ async def measure_setup(
 
 
 async def measure_throughput(
-    server: Any, nbytes: int, streams: int, timeout: float
+    info: PeerInfo, nbytes: int, streams: int, timeout: float
 ) -> float:
-    info = PeerInfo(server.get_id(), server.get_addrs())
     client = make_host()
     async with client.run(listen_addrs=[multiaddr.Multiaddr(LISTEN)]):
         with trio.fail_after(timeout):
@@ -189,48 +192,53 @@ async def measure_throughput(
     return elapsed
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def serve(pipe: Connection) -> None:
+    """The receiving host, run in a child process."""
     server = make_host()
     server.set_stream_handler(ECHO, handle_echo)
     server.set_stream_handler(SINK, handle_sink)
+    async with server.run(listen_addrs=[multiaddr.Multiaddr(LISTEN)]):
+        pipe.send((server.get_id().to_base58(), [str(a) for a in server.get_addrs()]))
+        # Serve until the parent says stop or goes away (EOFError).
+        with contextlib.suppress(EOFError):
+            await trio.to_thread.run_sync(pipe.recv, abandon_on_cancel=True)
+
+
+def receiver_main(pipe: Connection) -> None:
+    trio.run(serve, pipe)
+    os._exit(0)
+
+
+async def run(args: argparse.Namespace, info: PeerInfo) -> dict[str, Any]:
     nbytes = int(args.mb * MB)
     result: dict[str, Any] = {
         "implementation": "py-libp2p",
+        "version": importlib.metadata.version("libp2p"),
         "mb": args.mb,
         "bytes": nbytes,
     }
-    try:
-        from importlib.metadata import version
+    samples = await measure_setup(info, args.setup_rounds, args.timeout)
+    result["setup_ms_median"] = statistics.median(samples)
+    result["setup_ms_samples"] = samples
+    log(f"setup median {result['setup_ms_median']:.2f} ms")
+    stock = await measure_setup(info, min(args.setup_rounds, 5), args.timeout, stock_dialer=True)
+    result["setup_stock_dialer_ms_median"] = statistics.median(stock)
+    log(f"setup median, stock dialer {statistics.median(stock):.2f} ms")
 
-        result["version"] = version("libp2p")
-    except Exception:
-        result["version"] = "unknown"
-    async with server.run(listen_addrs=[multiaddr.Multiaddr(LISTEN)]):
-        log(f"listener {server.get_addrs()}")
-        samples = await measure_setup(server, args.setup_rounds, args.timeout)
-        result["setup_ms_median"] = statistics.median(samples)
-        result["setup_ms_samples"] = samples
-        log(f"setup median {result['setup_ms_median']:.2f} ms")
-        stock = await measure_setup(
-            server, min(args.setup_rounds, 5), args.timeout, stock_dialer=True
-        )
-        result["setup_stock_dialer_ms_median"] = statistics.median(stock)
-        log(f"setup median, stock dialer {statistics.median(stock):.2f} ms")
-
-        for count in (1, STREAMS):
-            key = f"throughput_{count}"
-            try:
-                secs = await measure_throughput(server, nbytes, count, args.timeout)
-            except (trio.TooSlowError, Exception) as exc:
-                # A baseline that cannot finish is reported, not fatal:
-                # the other figures remain usable.
-                result[f"{key}_MBps"] = None
-                result[f"{key}_error"] = repr(exc)
-                log(f"{count} stream(s): failed: {exc!r}")
-                continue
-            result[f"{key}_MBps"] = nbytes / MB / secs
-            result[f"{key}_seconds"] = secs
-            log(f"{count} stream(s): {nbytes / MB / secs:.2f} MB/s")
+    for count in (1, STREAMS):
+        key = f"throughput_{count}"
+        try:
+            secs = await measure_throughput(info, nbytes, count, args.timeout)
+        except (trio.TooSlowError, Exception) as exc:
+            # A baseline that cannot finish is reported, not fatal: the other
+            # figures remain usable.
+            result[f"{key}_MBps"] = None
+            result[f"{key}_error"] = repr(exc)
+            log(f"{count} stream(s): failed: {exc!r}")
+            continue
+        result[f"{key}_MBps"] = nbytes / MB / secs
+        result[f"{key}_seconds"] = secs
+        log(f"{count} stream(s): {nbytes / MB / secs:.2f} MB/s")
     return result
 
 
@@ -244,7 +252,24 @@ def main() -> None:
     args = parser.parse_args()
     if args.mb <= 0 or args.setup_rounds < 1:
         parser.error("--mb must be > 0 and --setup-rounds >= 1")
-    result = trio.run(run, args)
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    receiver = ctx.Process(target=receiver_main, args=(child,), daemon=True)
+    receiver.start()
+    try:
+        if not parent.poll(60):
+            raise SystemExit("the receiving py-libp2p host did not start within 60 s")
+        peer_id, addrs = parent.recv()
+        log(f"receiver {addrs}")
+        info = PeerInfo(ID.from_base58(peer_id), [multiaddr.Multiaddr(a) for a in addrs])
+        result = trio.run(run, args, info)
+    finally:
+        with contextlib.suppress(OSError):
+            parent.send("stop")
+        receiver.join(10)
+        if receiver.is_alive():
+            receiver.kill()
+            receiver.join()
     sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
     sys.stdout.flush()
     # py-libp2p may leave non-daemon helper threads behind.
