@@ -31,6 +31,7 @@ class QuicStream:
         self.conn = conn
         self.stream_id = stream_id
         self._chunks: deque[bytes] = deque()
+        self._head_offset = 0  # bytes of _chunks[0] already read
         self._buffered = 0
         self._consumed = 0  # bytes read or discarded: the consumed offset
         self._eof = False  # the peer's FIN arrived
@@ -84,24 +85,26 @@ class QuicStream:
         return b"".join(parts)
 
     def _take(self, max_bytes: int) -> bytes:
+        # The head chunk is consumed through an offset, never re-sliced:
+        # small reads of a large reassembled chunk would otherwise copy its
+        # remainder every time (quadratic work a peer could provoke).
         chunks = self._chunks
-        first = chunks[0]
-        if len(first) > max_bytes:
-            chunks[0] = first[max_bytes:]
-            data = first[:max_bytes]
-        else:
-            parts = [chunks.popleft()]
-            size = len(first)
-            while chunks and size + len(chunks[0]) <= max_bytes:
-                chunk = chunks.popleft()
-                parts.append(chunk)
-                size += len(chunk)
-            if chunks and size < max_bytes:
-                rest = max_bytes - size
-                head = chunks[0]
-                parts.append(head[:rest])
-                chunks[0] = head[rest:]
-            data = parts[0] if len(parts) == 1 else b"".join(parts)
+        parts: list[bytes] = []
+        want = max_bytes
+        while chunks and want:
+            head = chunks[0]
+            start = self._head_offset
+            available = len(head) - start
+            if available <= want:
+                parts.append(head if start == 0 else head[start:])
+                chunks.popleft()
+                self._head_offset = 0
+                want -= available
+            else:
+                parts.append(head[start : start + want])
+                self._head_offset = start + want
+                want = 0
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         n = len(data)
         self._buffered -= n
         self._consumed += n
@@ -125,6 +128,7 @@ class QuicStream:
     def _on_reset(self, final_size: int) -> None:
         discard = max(0, final_size - self._consumed)
         self._chunks.clear()
+        self._head_offset = 0
         self._buffered = 0
         self._consumed += discard
         self.conn._consumed(self, discard)
@@ -162,6 +166,7 @@ class QuicStream:
         self._recv_reset = True
         discard = self._buffered
         self._chunks.clear()
+        self._head_offset = 0
         self._buffered = 0
         self._consumed += discard
         self.conn._consumed(self, discard)

@@ -361,3 +361,25 @@ async def test_keepalive_outlives_idle_timeout() -> None:
         finally:
             await pair.a.aclose()
             await pair.b.aclose()
+
+
+async def test_reads_of_any_size_reassemble_exactly(pair: Pair) -> None:
+    async with asyncio.timeout(5):
+        import random
+
+        rng = random.Random(7)
+        payload = os.urandom(400_000)
+        stream = await pair.conn_a.open_stream()
+        stream.write(payload)
+        await stream.close()
+        inbound = await pair.conn_b.accept_stream()
+        got = bytearray()
+        for _ in range(3000):  # byte-at-a-time reads, as a varint decoder does
+            got += await inbound.readexactly(1)
+        while len(got) < len(payload):
+            chunk = await inbound.read(rng.choice([1, 7, 1200, 1201, 5000, 65536]))
+            assert chunk
+            got += chunk
+        assert bytes(got) == payload
+        assert await inbound.read() == b""
+        assert inbound.buffered == 0
