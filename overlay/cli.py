@@ -105,6 +105,9 @@ def _build_parser() -> _Parser:
                        help="run the node and its local API")
     p.add_argument("--listen", metavar="MULTIADDR", action="append", type=_multiaddr_arg,
                    default=[], help="listen address, repeatable (default: from config.toml)")
+    p.add_argument("--bootstrap", metavar="MULTIADDR", action="append", type=_multiaddr_arg,
+                   default=[], help="DHT bootstrap peer (with /p2p/), repeatable "
+                                    "(default: from config.toml)")
     p.set_defaults(run=_cmd_daemon)
 
     p = sub.add_parser("id", parents=[home_parent, json_parent],
@@ -245,7 +248,8 @@ def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
 
     _setup_logging(ns.log_level)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(run_daemon(home, sys.stdout, listen=ns.listen, as_json=ns.json))
+        return runner.run(run_daemon(home, sys.stdout, listen=ns.listen, as_json=ns.json,
+                                     bootstrap=ns.bootstrap))
 
 
 def _cmd_id(ns: argparse.Namespace, home: Home) -> int:

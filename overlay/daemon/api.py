@@ -275,6 +275,11 @@ class ApiServer:
     ) -> None:
         await self._shutdown()
 
+    async def close(self) -> None:
+        """Stop serving: no new clients, running requests cancelled, socket
+        removed.  Idempotent; leaving the ``async with`` block also does it."""
+        await self._shutdown()
+
     async def _shutdown(self) -> None:
         self._closing = True
         if self._server is not None:
@@ -291,7 +296,9 @@ class ApiServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-        self._remove_socket_file()
+        if self._inode is not None:
+            self._remove_socket_file()
+            self._inode = None
 
     def _remove_socket_file(self) -> None:
         # Only our own socket: a successor daemon may already have replaced it.

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import errno
 import logging
-from contextlib import AsyncExitStack
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from multiaddr import Multiaddr
 
@@ -25,7 +27,7 @@ from overlay.host.config import HostConfig
 from overlay.host.host import Host
 from overlay.identity import PeerId, PrivateKey
 
-__all__ = ["Daemon"]
+__all__ = ["Daemon", "DaemonExtension"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,18 @@ def _ipv6_disabled(addr: str, exc: BaseException) -> bool:
     return isinstance(cause, OSError) and cause.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
 
 
+class DaemonExtension(Protocol):
+    """A subsystem that runs inside the daemon (the DHT, naming, DNS …).
+
+    Called once the host listens; the returned context manager registers the
+    subsystem's ops (``daemon.api.register("dht_get", …)``) and host
+    handlers on entry and stops its tasks on exit.  Extensions stop in
+    reverse order, after the API has stopped serving and before the host.
+    """
+
+    def __call__(self, daemon: Daemon) -> AbstractAsyncContextManager[object]: ...
+
+
 class Daemon:
     """The node behind ``overlay daemon``."""
 
@@ -70,6 +84,7 @@ class Daemon:
         host_config: HostConfig | None = None,
         api_config: ApiServerConfig | None = None,
         ops_config: NodeOpsConfig | None = None,
+        extensions: Sequence[DaemonExtension] = (),
     ) -> None:
         self.home = home
         self.config = config
@@ -78,6 +93,7 @@ class Daemon:
         self.api = ApiServer(home.api_socket(config.api_socket), api_config)
         self.ops = NodeOps(self.host, ops_config)
         self.ops.register(self.api)
+        self._extensions = tuple(extensions)
         self._stack: AsyncExitStack | None = None
 
     @property
@@ -115,6 +131,10 @@ class Daemon:
                 bound += 1
             if not bound:
                 raise ListenFailed("no listen address could be bound")
+            for extension in self._extensions:
+                await stack.enter_async_context(extension(self))
+            # Runs first on exit: no API request may reach a stopped extension.
+            stack.push_async_callback(self.api.close)
         except BaseException:
             await stack.aclose()
             raise

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import signal
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
@@ -14,7 +15,7 @@ from overlay import AGENT_VERSION
 from overlay.daemon.config import load_config
 from overlay.daemon.home import Home
 from overlay.daemon.init import init_home, load_identity
-from overlay.daemon.node import Daemon
+from overlay.daemon.node import Daemon, DaemonExtension
 
 __all__ = ["READY_LINE", "run_daemon", "event_loop_factory"]
 
@@ -41,6 +42,8 @@ async def run_daemon(
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
     as_json: bool = False,
+    bootstrap: Sequence[str] = (),
+    extensions: Sequence[DaemonExtension] = (),
 ) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
 
@@ -58,9 +61,11 @@ async def run_daemon(
     config = load_config(home.config_file)
     if listen:
         config = config.with_listen(list(listen))
+    if bootstrap:
+        config = replace(config, bootstrap=tuple(bootstrap))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    async with Daemon(home, config, key) as daemon:
+    async with Daemon(home, config, key, extensions=extensions) as daemon:
         signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
         for sig in signals:
             loop.add_signal_handler(sig, stop.set)

@@ -183,3 +183,37 @@ async def test_unaccepted_inbound_stream_is_reset(short_tmp: Path) -> None:
         assert await reader.read() == b""
         writer.close()
         await registrant.aclose()
+
+
+async def test_extensions_add_ops_and_stop_after_the_api(short_tmp: Path) -> None:
+    from collections.abc import AsyncIterator, Mapping
+    from contextlib import asynccontextmanager
+
+    from overlay.daemon import ApiCall
+    from overlay.daemon.config import DaemonConfig
+    from overlay.daemon.home import Home
+    from overlay.daemon.init import init_home
+    from overlay.daemon.node import Daemon
+
+    from tests.daemon.helpers import LOOPBACK
+
+    log: list[str] = []
+
+    @asynccontextmanager
+    async def extension(daemon: Daemon) -> AsyncIterator[None]:
+        async def hello(call: ApiCall) -> Mapping[str, Any]:
+            return {"listening": len(daemon.listen_addrs())}
+
+        daemon.api.register("ext_hello", hello)
+        log.append("start")
+        yield
+        log.append(f"stop, api serving: {daemon.api_path.exists()}")
+
+    home = Home(short_tmp / "x")
+    config = DaemonConfig(listen=(LOOPBACK,))
+    key = init_home(home, config).key
+    async with asyncio.timeout(20):
+        async with Daemon(home, config, key, extensions=[extension]) as daemon:
+            async with await ApiClient.connect(daemon.api_path) as client:
+                assert (await client.call("ext_hello"))["listening"] == 1
+    assert log == ["start", "stop, api serving: False"]
