@@ -33,7 +33,6 @@ __all__ = ["NodeHost", "NodeOps", "NodeOpsConfig", "full_addrs"]
 log = logging.getLogger(__name__)
 
 
-
 class NodeHost(Protocol):
     @property
     def peer_id(self) -> PeerId: ...
@@ -47,7 +46,7 @@ class NodeHost(Protocol):
 
     def connections(self) -> list[Connection]: ...
 
-    async def connect(self, addr: Multiaddr) -> Connection: ...
+    async def connect(self, multiaddr: str) -> Connection: ...
 
     async def ping(self, peer_id: PeerId) -> float: ...
 
@@ -121,12 +120,11 @@ class NodeOps:
 
     # -- argument helpers -------------------------------------------------
 
-    def _addr_arg(self, call: ApiCall, name: str = "addr") -> Multiaddr | None:
+    def _addr_arg(self, call: ApiCall, name: str = "addr") -> str | None:
         text = call.str_arg(name, None)
-        if text is None:
-            return None
-        parse_quic_multiaddr(text)  # raises InvalidMultiaddr with a clear message
-        return Multiaddr(text)
+        if text is not None:
+            parse_quic_multiaddr(text)  # raises InvalidMultiaddr naming the bad part
+        return text
 
     async def _target_peer(self, call: ApiCall) -> PeerId:
         """Resolve ``peer`` or ``addr`` to a peer, dialing ``addr`` first."""
@@ -183,7 +181,7 @@ class NodeOps:
         conn = await self._host.connect(addr)
         return {
             "peer_id": str(conn.remote_peer),
-            "addr": str(addr),
+            "addr": addr,
             "direction": "outbound" if conn.is_initiator else "inbound",
         }
 
