@@ -1,6 +1,7 @@
 """`overlay daemon` as a real process: start-up output, signals, socket
 permissions, and the errors a user sees."""
 
+import asyncio
 import json
 import os
 import signal
@@ -128,3 +129,39 @@ def test_json_ready_line(short_tmp: Path) -> None:
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+async def test_stream_relay_between_daemon_processes(short_tmp: Path) -> None:
+    """The relay under the daemon's own event loop (uvloop when installed)."""
+    from overlay.daemon.client import ApiClient
+
+    with DaemonProcess(short_tmp / "a") as a, DaemonProcess(short_tmp / "b") as b:
+        async with asyncio.timeout(30):
+            registrant = await ApiClient.connect(b.home / "api.sock")
+            await registrant.send_request("stream_handler_register", {"protocol": "/t/rev/1"})
+            assert (await registrant.next_event() or {}).get("event") == "registered"
+
+            async def serve() -> int:
+                event = await registrant.next_event()
+                assert event is not None and event["event"] == "stream"
+                acceptor = await ApiClient.connect(b.home / "api.sock")
+                _, reader, writer = await acceptor.stream_accept(event["stream_id"])
+                data = await reader.read()
+                writer.write(data[::-1])
+                writer.write_eof()
+                await writer.drain()
+                writer.close()
+                return len(data)
+
+            payload = bytes(range(256)) * 2000
+            async with asyncio.TaskGroup() as group:
+                served = group.create_task(serve())
+                opener = await ApiClient.connect(a.home / "api.sock")
+                _, reader, writer = await opener.stream_open(["/t/rev/1"], addr=b.addrs[0])
+                writer.write(payload)
+                writer.write_eof()
+                answer = await reader.read()
+                writer.close()
+            await registrant.aclose()
+        assert served.result() == len(payload) and answer == payload[::-1]
+        assert a.stop() == 0 and b.stop() == 0
