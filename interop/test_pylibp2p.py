@@ -28,6 +28,7 @@ from multiaddr import Multiaddr
 
 from overlay import AGENT_VERSION
 from overlay.host import Host, HostConfig, HostListener, IdentifyInfo
+from overlay.errors import PeerIdMismatch, ProtocolNotSupported
 from overlay.identity import Ed25519PrivateKey, PeerId
 
 pytestmark = pytest.mark.interop
@@ -275,8 +276,11 @@ async def test_overlay_dials_pings_and_identifies_pylibp2p(
             remote = PeerId.from_string(peer.peer_id)
             await host.connect(Multiaddr(peer.addr))
 
-            rtt = await host.ping(remote)
-            assert 0 < rtt < STEP_TIMEOUT
+            # More pings than py-libp2p's cap of two inbound ping streams per
+            # peer: they must share one stream.
+            for _ in range(5):
+                rtt = await host.ping(remote)
+                assert 0 < rtt < STEP_TIMEOUT
 
             info = await host.identify(remote)
             assert info.peer_id == remote
@@ -379,4 +383,34 @@ async def test_overlay_learns_pylibp2p_agent_when_dialed(
             # An explicit identify and ping over the connection it opened.
             info = await host.identify(remote)
             assert info.agent_version == peer.info["agent_version"]
+            assert 0 < await host.ping(remote) < STEP_TIMEOUT
+
+
+async def test_dial_with_wrong_peer_id_fails_against_pylibp2p(
+    pylibp2p_python: str, tmp_path: Path
+) -> None:
+    """py-libp2p's TLS certificate proves its real ID; dialing it under
+    another ID must fail the handshake, and the real ID still works."""
+    async with asyncio.timeout(TEST_TIMEOUT):
+        async with pylibp2p_listener(pylibp2p_python, tmp_path) as peer, overlay_host() as host:
+            impostor = PeerId.from_public_key(Ed25519PrivateKey.generate().public_key())
+            wrong = peer.addr.split("/p2p/")[0] + f"/p2p/{impostor}"
+            with pytest.raises(PeerIdMismatch):
+                await host.connect(Multiaddr(wrong))
+            assert impostor not in host.peers()
+            await host.connect(Multiaddr(peer.addr))
+            assert PeerId.from_string(peer.peer_id) in host.peers()
+
+
+async def test_unsupported_protocol_is_refused_by_pylibp2p(
+    pylibp2p_python: str, tmp_path: Path
+) -> None:
+    """multistream-select "na" from py-libp2p surfaces as ProtocolNotSupported,
+    and the connection stays usable."""
+    async with asyncio.timeout(TEST_TIMEOUT):
+        async with pylibp2p_listener(pylibp2p_python, tmp_path) as peer, overlay_host() as host:
+            remote = PeerId.from_string(peer.peer_id)
+            await host.connect(Multiaddr(peer.addr))
+            with pytest.raises(ProtocolNotSupported):
+                await host.new_stream(remote, ["/overlay/interop/unknown/1.0.0"])
             assert 0 < await host.ping(remote) < STEP_TIMEOUT
