@@ -167,3 +167,18 @@ async def test_handshake_timeout_to_silent_peer() -> None:
             with pytest.raises(DialError, match="no QUIC response within 0.3 s"):
                 await a.dial(silent.local_address)
             assert a.connections == []
+
+
+async def test_wrong_alpn_is_refused() -> None:
+    async with asyncio.timeout(5):
+        key_b, key_c = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+        creds = generate_credentials(key_c, NOW)
+        async with await QuicEndpoint.create("127.0.0.1", 0, key_b) as b:
+            host, port = b.local_address
+            config = QuicConfiguration(alpn_protocols=["h3"], verify_mode=ssl.CERT_NONE,
+                                       certificate=creds.certificate,
+                                       private_key=creds.private_key)
+            with pytest.raises(ConnectionError):
+                async with connect(host, port, configuration=config):
+                    pass
+            assert b.connections == []

@@ -12,7 +12,7 @@ import pytest
 from overlay.errors import ConnectionClosed, StreamClosed, StreamReset
 from overlay.transport import QuicStream, TransportConfig
 
-from .conftest import Pair, make_pair
+from .conftest import HOSTS, Pair, make_pair
 
 
 async def _wait_buffered(stream: QuicStream, n: int) -> None:
@@ -383,3 +383,21 @@ async def test_reads_of_any_size_reassemble_exactly(pair: Pair) -> None:
         assert bytes(got) == payload
         assert await inbound.read() == b""
         assert inbound.buffered == 0
+
+
+@pytest.mark.parametrize("host", HOSTS)
+async def test_echo_over_both_address_families(host: str) -> None:
+    async with asyncio.timeout(5):
+        pair = await make_pair(host)
+        try:
+            payload = os.urandom(1 << 20)
+            stream = await pair.conn_a.open_stream()
+            stream.write(payload)
+            await stream.close()
+            inbound = await pair.conn_b.accept_stream()
+            inbound.write(await _read_all(inbound))
+            await inbound.close()
+            assert await _read_all(stream) == payload
+        finally:
+            await pair.a.aclose()
+            await pair.b.aclose()
