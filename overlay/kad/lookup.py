@@ -106,6 +106,8 @@ class LookupResult:
     """Up to k peers closest to the target that answered."""
     messages: int
     """Requests sent (each to a distinct peer)."""
+    queried: tuple[PeerId, ...]
+    """The peers asked, in the order they were asked."""
     answered: int
     failed: int
     """Requests that failed or timed out without a late answer."""
@@ -187,6 +189,7 @@ class Lookup:
         self._paths = [_Path(i) for i in range(config.disjoint_paths)]
         self._next_path = 0
         self._messages = 0
+        self._queried: list[PeerId] = []
         self._answered = 0
         self._failed = 0
         self._valid: list[tuple[Contact | None, bytes]] = []
@@ -333,6 +336,7 @@ class Lookup:
                 peer.deadline = now + self.config.peer_timeout
                 path.in_flight += 1
                 self._messages += 1
+                self._queried.append(peer.contact.peer_id)
                 return SendRequest(peer.contact, path.index, peer.deadline)
         if path.in_flight == 0:
             path.done = True
@@ -381,6 +385,7 @@ class Lookup:
             target=self.target,
             closest=closest,
             messages=self._messages,
+            queried=tuple(self._queried),
             answered=self._answered,
             failed=self._failed,
             rounds=rounds,

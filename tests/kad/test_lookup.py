@@ -43,6 +43,7 @@ def test_find_node_terminates_with_the_true_k_closest(cluster: Cluster) -> None:
     assert list(result.closest) == brute_closest(others, target.key, 20)
     assert result.target_found
     assert result.messages == len(sent) == len({s.peer.peer_id for s in sent})
+    assert result.queried == tuple(s.peer.peer_id for s in sent)
     # Requests still in flight when the k closest had answered are not waited for.
     assert result.answered <= len(sent) and result.failed == 0
     assert 1 <= result.rounds <= 4

@@ -1,0 +1,101 @@
+"""How Kademlia lookups grow with N, and what liars and churn cost.
+
+    .venv/bin/python bench/bench_sim.py            # 1,000 and 10,000 nodes
+    .venv/bin/python bench/bench_sim.py --with-100k
+
+Every figure comes from the virtual-time simulator (``overlay sim``): rounds
+are hop depths, messages are requests per lookup, latency is simulated
+milliseconds with a lognormal per-pair RTT of median 100 ms.  Growth is
+printed as a ratio against the 1,000-node baseline of the same run; wall
+time is the host's and only says how long the simulation took.
+
+Output: a table per section on stderr-free stdout, then (with ``--json``)
+one JSON object holding every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from overlay.kad.lookup import LookupConfig, LookupKind
+from overlay.sim.engine import SimConfig, Simulator
+from overlay.sim.report import summarize
+
+COLUMNS = ("success_rate", "median_rounds", "p99_rounds", "median_messages", "median_latency_ms", "p99_latency_ms")
+
+
+def measure(label: str, config: SimConfig) -> dict[str, Any]:
+    started = time.perf_counter()
+    simulator = Simulator(config)
+    outcomes = simulator.run()
+    figures = summarize(config, outcomes, simulator.net.materialised)
+    figures["wall_s"] = round(time.perf_counter() - started, 2)
+    figures["label"] = label
+    return figures
+
+
+def show(title: str, rows: list[dict[str, Any]], baseline: dict[str, Any] | None = None) -> None:
+    print(f"\n{title}")
+    header = f"{'run':<34}" + "".join(f"{c:>19}" for c in COLUMNS) + f"{'wall_s':>9}"
+    print(header)
+    for row in rows:
+        cells = "".join(f"{row[c]:>19.3f}" if isinstance(row[c], float) else f"{row[c]:>19}" for c in COLUMNS)
+        print(f"{row['label']:<34}{cells}{row['wall_s']:>9}")
+    if baseline is not None:
+        print(f"{'growth vs ' + baseline['label']:<34}")
+        for row in rows[1:]:
+            ratios = "".join(
+                f"{(row[c] / baseline[c] if baseline[c] else float('nan')):>18.2f}x" for c in COLUMNS
+            )
+            print(f"{'  ' + row['label']:<34}{ratios}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lookups", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--with-100k", action="store_true", help="also run 100,000 nodes")
+    parser.add_argument("--json", action="store_true", help="also print every run as one JSON object")
+    args = parser.parse_args(argv)
+
+    def config(nodes: int, **extra: Any) -> SimConfig:
+        return SimConfig(nodes=nodes, lookups=args.lookups, seed=args.seed, **extra)
+
+    sizes = [1_000, 10_000] + ([100_000] if args.with_100k else [])
+    scaling = [measure(f"N={n}", config(n)) for n in sizes]
+    show("Scaling, no churn, no adversaries (FIND_NODE of a random live node)", scaling, scaling[0])
+
+    n = 10_000
+    adversarial = []
+    for fraction in (0.2, 0.4):
+        for paths in (1, 4):
+            lookup = LookupConfig(peer_timeout=1.0, disjoint_paths=paths)
+            adversarial.append(
+                measure(f"{int(fraction * 100)}% eclipse liars, d={paths}", config(n, adversaries=fraction, lookup=lookup))
+            )
+    adversarial.append(measure("20% random liars, d=1", config(n, adversaries=0.2, adversary_mode="random")))
+    for quorum, paths in ((3, 1), (3, 4)):
+        lookup = LookupConfig(peer_timeout=1.0, quorum=quorum, disjoint_paths=paths)
+        adversarial.append(
+            measure(
+                f"GET q={quorum}, 20% forgers, d={paths}",
+                config(n, kind=LookupKind.GET_VALUE, adversaries=0.2, lookup=lookup),
+            )
+        )
+    show(f"Adversaries at N={n}", adversarial)
+
+    churn = [measure(f"churn {int(f * 100)}%", config(n, churn=f)) for f in (0.1, 0.3, 0.5)]
+    churn.append(measure("churn 30%, GET q=3", config(n, churn=0.3, kind=LookupKind.GET_VALUE, lookup=LookupConfig(peer_timeout=1.0, quorum=3))))
+    show(f"Churn at N={n} (leavers stay in tables; joiners known only to later tables)", churn)
+
+    if args.json:
+        print(json.dumps({"scaling": scaling, "adversarial": adversarial, "churn": churn}, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
