@@ -30,6 +30,7 @@ from overlay.errors import (
 from overlay.identity import PeerId, PublicKey
 from overlay.transport.aioquic_compat import Libp2pQuicConnection
 from overlay.transport.config import TransportConfig
+from overlay.transport.errors import EndpointClosed
 from overlay.transport.stream import RESET_ERROR_CODE, QuicStream
 from overlay.transport.tls import verify_certificate_chain
 
@@ -460,7 +461,10 @@ class QuicConn:
             self._keepalive.cancel()
             self._keepalive = None
         if not self._ready.done():
-            self._ready.set_exception(self._handshake_error or HandshakeError(str(error)))
+            failure: TransportError = self._handshake_error or (
+                error if isinstance(error, EndpointClosed) else HandshakeError(str(error))
+            )
+            self._ready.set_exception(failure)
             self._ready.exception()
         for stream in list(self._streams.values()):
             stream._on_connection_closed(error)

@@ -268,3 +268,18 @@ async def _serves(pair: Pair) -> None:
         stream.write(b"ok")
         await stream.close()
         assert await (await inbound.accept_stream()).read() == b"ok"
+
+
+async def test_aclose_fails_pending_dial_with_endpoint_closed() -> None:
+    async with asyncio.timeout(5):
+        a = await QuicEndpoint.create("127.0.0.1", 0, Ed25519PrivateKey.generate())
+        sock = await _udp_socket()  # a peer that never answers
+        try:
+            dial = asyncio.ensure_future(a.dial(sock.getsockname()))
+            while not a.connections:  # the dial registered its connection
+                await asyncio.sleep(0)
+            await a.aclose()
+            with pytest.raises(EndpointClosed):
+                await dial
+        finally:
+            sock.close()
