@@ -15,7 +15,8 @@ from aioquic import tls
 from aioquic.quic import connection as aioquic_connection
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
-from aioquic.quic.packet import QuicProtocolVersion
+from aioquic.quic.packet import QuicFrameType, QuicProtocolVersion
+from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.stream import QuicStream, QuicStreamSender
 
 from overlay.identity import Ed25519PrivateKey
@@ -70,7 +71,10 @@ def test_connection_private_methods_and_state() -> None:
     stream = QuicStream(stream_id=0, max_stream_data_local=10)
     assert {"max_stream_data_local", "max_stream_data_local_sent"} <= set(vars(stream))
     assert {"_buffer_start", "_buffer_stop"} <= set(vars(QuicStreamSender(0, True)))
-    assert "highest_offset" in vars(stream.receiver)
+    assert {"highest_offset", "is_finished"} <= set(vars(stream.receiver))
+    builder_params = inspect.signature(QuicPacketBuilder.start_frame).parameters
+    assert list(builder_params)[:5] == ["self", "frame_type", "capacity", "handler", "handler_args"]
+    assert QuicFrameType.MAX_STREAM_DATA == 0x11
 
 
 def _make(is_client: bool, max_streams: int = 7) -> Libp2pQuicConnection:
