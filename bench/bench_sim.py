@@ -9,8 +9,8 @@ milliseconds with a lognormal per-pair RTT of median 100 ms.  Growth is
 printed as a ratio against the 1,000-node baseline of the same run; wall
 time is the host's and only says how long the simulation took.
 
-Output: a table per section on stderr-free stdout, then (with ``--json``)
-one JSON object holding every run.
+Output: one table per section on stdout, then (with ``--json``) one JSON
+object holding every run.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from overlay.identity import PeerId
 from overlay.kad.errors import InvalidProviderKey, StorageQuotaExceeded
 from overlay.kad.messages import PeerInfo
 
-__all__ = ["ProviderConfig", "ProviderStore", "MAX_PROVIDER_KEY_BYTES"]
+__all__ = ["ProviderConfig", "ProviderStore", "MAX_PROVIDER_KEY_BYTES", "check_provider_key"]
 
 MAX_PROVIDER_KEY_BYTES = 80
 

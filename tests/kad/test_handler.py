@@ -1,7 +1,10 @@
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from overlay.errors import OverlayError
 from overlay.kad.errors import InvalidKadMessage, InvalidProviderKey, InvalidRecord, StaleRecord
 from overlay.kad.handler import KadServer, ServerConfig, handle_request
 from overlay.kad.keyspace import Contact, fake_peer_id, kad_key
@@ -115,3 +118,24 @@ def test_responses_stay_under_the_limit_with_many_addresses() -> None:
 def test_server_config_validation() -> None:
     with pytest.raises(ValueError):
         ServerConfig(k=41)
+
+FUZZ_SERVER = make_server(PEERS[:60])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(list(MessageType)),
+    st.one_of(st.binary(max_size=90), st.sampled_from([b"/v/", b"/pk/", b"/seq/x", immutable_key(b"z")])),
+    st.one_of(st.none(), st.builds(Record, st.binary(max_size=40), st.binary(max_size=40))),
+    st.lists(st.sampled_from(PEERS[:5]), max_size=3),
+)
+def test_fuzz_requests_only_raise_typed_errors(
+    kind: MessageType, key: bytes, record: Record | None, providers: list[Contact]
+) -> None:
+    request = KadMessage(kind, key, record=record, provider_peers=tuple(PeerInfo(c.peer_id) for c in providers))
+    try:
+        response = handle_request(FUZZ_SERVER, decode_message(encode_message(request)), SENDER.peer_id, NOW)
+    except OverlayError:
+        return
+    if response is not None:
+        assert decode_message(encode_message(response)).type is kind
