@@ -15,8 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -414,3 +418,82 @@ async def test_unsupported_protocol_is_refused_by_pylibp2p(
             with pytest.raises(ProtocolNotSupported):
                 await host.new_stream(remote, ["/overlay/interop/unknown/1.0.0"])
             assert 0 < await host.ping(remote) < STEP_TIMEOUT
+
+
+@asynccontextmanager
+async def overlay_daemon() -> AsyncIterator[dict[str, Any]]:
+    """``overlay daemon --json`` in a subprocess; yields its ready event plus
+    ``home``.  Unix socket paths must stay short, hence a /tmp home."""
+    home = Path(tempfile.mkdtemp(prefix="ovl-interop-", dir="/tmp"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "overlay.cli", "--home", str(home), "daemon",
+        "--listen", IP4.listen, "--json",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        async with asyncio.timeout(START_TIMEOUT):
+            line = await proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"daemon exited: {(await proc.stderr.read()).decode()}")
+        ready: dict[str, Any] = json.loads(line)
+        assert ready["event"] == "ready", ready
+        ready["home"] = str(home)
+        yield ready
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(30):
+                await proc.communicate()
+        except TimeoutError:
+            proc.kill()
+            await proc.communicate()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def overlay_cli(home: str, *args: str) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "overlay.cli", "--home", home, *args, "--json",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(STEP_TIMEOUT):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, f"overlay {' '.join(args)}: rc={proc.returncode}\n{err.decode()}"
+    reply: dict[str, Any] = json.loads(out)
+    return reply
+
+
+async def test_daemon_and_cli_ping_pylibp2p_and_are_identified_by_it(
+    pylibp2p_python: str, tmp_path: Path
+) -> None:
+    """The user-facing path: `overlay ping` from a daemon to py-libp2p, the
+    daemon's peer list, and py-libp2p dialing the daemon."""
+    async with asyncio.timeout(TEST_TIMEOUT):
+        async with pylibp2p_listener(pylibp2p_python, tmp_path) as peer, overlay_daemon() as d:
+            home = d["home"]
+            ping = await overlay_cli(home, "ping", peer.addr, "-n", "2", "-i", "0")
+            assert ping["peer_id"] == peer.peer_id
+            assert len(ping["rtts_ms"]) == 2
+
+            # The daemon identifies py-libp2p on its own once connected; a
+            # bounded number of looks, each a full CLI round trip.
+            entry: dict[str, Any] = {}
+            for _ in range(20):
+                peers = (await overlay_cli(home, "peers"))["peers"]
+                entry = next(p for p in peers if p["peer_id"] == peer.peer_id)
+                if entry["agent_version"] is not None:
+                    break
+            assert entry["agent_version"] == peer.info["agent_version"]
+            assert entry["direction"] == "outbound"
+            assert {PING, IDENTIFY} <= set(entry["protocols"])
+
+            learned = await pylibp2p_dial(pylibp2p_python, d["addrs"][0])
+            assert learned["peer_id"] == d["peer_id"]
+            assert learned["public_key_peer_id"] == d["peer_id"]
+            assert learned["agent_version"] == AGENT_VERSION
+            assert {PING, IDENTIFY, IDENTIFY_PUSH} <= set(learned["protocols"])
