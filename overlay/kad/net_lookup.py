@@ -1,0 +1,106 @@
+"""Drive a pure ``Lookup`` with real requests.
+
+Each ``SendRequest`` becomes a task in a TaskGroup owned by this call;
+answers come back through a queue, so the state machine is only touched
+from one coroutine.  Waiting honours the lookup's own deadline (the
+per-peer timeout), and whatever is still in flight when the lookup
+finishes is cancelled before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from overlay.errors import OverlayError
+from overlay.kad.keyspace import Contact
+from overlay.kad.lookup import Finished, Lookup, LookupResult, SendRequest
+from overlay.kad.messages import KadMessage
+
+__all__ = ["Query", "AnswerHook", "FailureHook", "drive_lookup"]
+
+Query = Callable[[Contact], Awaitable[KadMessage]]
+"""Send the lookup's request to one peer and return its (checked) answer."""
+AnswerHook = Callable[[Contact, KadMessage], Sequence[Contact]]
+"""Note an answer; returns the closer peers to feed to the lookup."""
+FailureHook = Callable[[Contact, BaseException], None]
+
+_Outcome = tuple[Contact, KadMessage | BaseException]
+
+
+async def drive_lookup(
+    lookup: Lookup,
+    query: Query,
+    on_answer: AnswerHook,
+    on_failure: FailureHook,
+    clock: Callable[[], float],
+    timeout: float,
+) -> LookupResult:
+    """Run ``lookup`` to the end, or for at most ``timeout`` seconds, and
+    return its result (a partial one after the timeout)."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await _drive(lookup, query, on_answer, on_failure, clock)
+    except TimeoutError:
+        return lookup.finish()
+
+
+async def _drive(
+    lookup: Lookup,
+    query: Query,
+    on_answer: AnswerHook,
+    on_failure: FailureHook,
+    clock: Callable[[], float],
+) -> LookupResult:
+    outcomes: asyncio.Queue[_Outcome] = asyncio.Queue()
+    running: set[asyncio.Task[None]] = set()
+
+    async def ask(contact: Contact) -> None:
+        try:
+            answer: KadMessage | BaseException = await query(contact)
+        except (OverlayError, TimeoutError, OSError) as exc:
+            answer = exc
+        outcomes.put_nowait((contact, answer))
+
+    def settle(outcome: _Outcome) -> None:
+        contact, answer = outcome
+        if lookup.finished:
+            return
+        if isinstance(answer, KadMessage):
+            closer = on_answer(contact, answer)
+            lookup.on_success(
+                contact.peer_id,
+                closer,
+                clock(),
+                record=answer.record,
+                providers=answer.provider_peers,
+            )
+        else:
+            on_failure(contact, answer)
+            lookup.on_failure(contact.peer_id, clock())
+
+    async with asyncio.TaskGroup() as tg:
+        try:
+            while True:
+                action = lookup.next(clock())
+                if isinstance(action, SendRequest):
+                    task = tg.create_task(ask(action.peer))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    continue
+                if isinstance(action, Finished):
+                    return action.result
+                if action.deadline is None and not running and outcomes.empty():
+                    return lookup.finish()  # nothing in flight can wake us
+                delay = None if action.deadline is None else max(0.0, action.deadline - clock())
+                try:
+                    async with asyncio.timeout(delay):
+                        outcome = await outcomes.get()
+                except TimeoutError:
+                    continue  # a peer's deadline passed; next() notices
+                settle(outcome)
+                while not outcomes.empty():
+                    settle(outcomes.get_nowait())
+        finally:
+            for task in running:
+                task.cancel()

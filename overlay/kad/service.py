@@ -1,0 +1,744 @@
+"""The Kademlia network service: the only asyncio code of ``overlay.kad``.
+
+``async with KadService(host, config) as kad:`` serves the kad protocol
+(server mode), learns DHT servers from identify, answers the routing
+table's liveness checks, runs lookups with real requests and keeps a
+single maintenance timer (bucket refresh, republish, expiry).  Every task
+it starts belongs to its TaskGroup and ends when the block does.
+
+Decisions the pure core leaves to the driver:
+
+- Only peers that answered us on the kad protocol, or whose identify lists
+  it, enter the routing table.  Peers merely named in closer-peer lists are
+  lookup candidates and nothing more.
+- A peer that fails a request (timeout, dial error, garbage answer) leaves
+  the table, and a replacement takes its place (as go-libp2p does).
+- Requests use one stream each; inbound streams may carry many requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from types import TracebackType
+from typing import Any, Protocol
+
+from multiaddr import Multiaddr
+
+from overlay.errors import (
+    DecodeError,
+    InvalidMultiaddr,
+    LimitExceeded,
+    OverlayError,
+    RemoteProtocolError,
+    TransportError,
+)
+from overlay.host.events import HostListener
+from overlay.host.host import StreamHandler
+from overlay.host.identify import IdentifyInfo
+from overlay.host.peerstore import Peerstore
+from overlay.host.stream import NegotiatedStream
+from overlay.host.transport_types import Connection
+from overlay.identity import PeerId
+from overlay.kad.handler import KadServer, handle_request
+from overlay.kad.keyspace import KEY_BITS, Contact, kad_key, peer_key, random_peer_id_in_bucket
+from overlay.kad.lookup import Lookup, LookupKind, LookupResult
+from overlay.kad.messages import KadMessage, MessageType, PeerInfo
+from overlay.kad.net_lookup import drive_lookup
+from overlay.kad.net_stream import check_response, read_kad_message, write_kad_message
+from overlay.kad.providers import ProviderStore, check_provider_key
+from overlay.kad.records import NamespaceRegistry, Record, default_registry, immutable_key
+from overlay.kad.republish import ReplicateRecord, Republisher, RepublishRecord, Reprovide
+from overlay.kad.routing import PingNeeded, RoutingTable
+from overlay.kad.service_config import KadServiceConfig
+from overlay.kad.service_errors import (
+    NoPeersKnown,
+    PeerNotFound,
+    QuorumFailed,
+    ServiceNotRunning,
+    ValueNotFound,
+)
+from overlay.kad.store import MemoryRecordStore, RecordStore
+from overlay.multiaddrs import multiaddr_from_bytes, parse_quic_multiaddr, with_p2p
+
+__all__ = ["KadHost", "KadService", "KadStats", "LookupStats"]
+
+log = logging.getLogger(__name__)
+
+_LOOKUP_KINDS = {
+    LookupKind.FIND_NODE: MessageType.FIND_NODE,
+    LookupKind.GET_VALUE: MessageType.GET_VALUE,
+    LookupKind.GET_PROVIDERS: MessageType.GET_PROVIDERS,
+}
+_MAX_CONTACT_ADDRS = 8
+_RECENT_ERRORS = 64
+
+
+class KadHost(Protocol):
+    """The slice of ``overlay.host.Host`` the service uses."""
+
+    @property
+    def peer_id(self) -> PeerId: ...
+
+    @property
+    def peerstore(self) -> Peerstore: ...
+
+    def listen_addrs(self) -> list[Multiaddr]: ...
+
+    def peers(self) -> list[PeerId]: ...
+
+    async def connect(self, multiaddr: str | Multiaddr) -> Connection: ...
+
+    async def new_stream(
+        self, peer_id: PeerId, protocols: Sequence[str], *, lazy: bool = False
+    ) -> NegotiatedStream: ...
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None: ...
+
+    def remove_stream_handler(self, protocol: str) -> None: ...
+
+    def add_listener(self, listener: HostListener) -> None: ...
+
+    def remove_listener(self, listener: HostListener) -> None: ...
+
+
+@dataclass(slots=True)
+class LookupStats:
+    """One finished lookup, for figures and the API."""
+
+    kind: LookupKind
+    seconds: float
+    messages: int
+    answered: int
+    failed: int
+    rounds: int
+
+
+@dataclass(slots=True)
+class KadStats:
+    """Counters of the service; ``inbound_errors`` keeps the most recent
+    typed errors that made us reset an inbound stream."""
+
+    requests_sent: int = 0
+    requests_failed: int = 0
+    requests_served: int = 0
+    inbound_rejected: int = 0
+    inbound_errors: deque[tuple[PeerId, OverlayError]] = field(
+        default_factory=lambda: deque(maxlen=_RECENT_ERRORS)
+    )
+    lookups: deque[LookupStats] = field(default_factory=lambda: deque(maxlen=1024))
+
+
+def _quic_addr(data: bytes, peer: PeerId) -> Multiaddr | None:
+    """A dialable QUIC address (without /p2p) from a peer-supplied binary
+    multiaddr, or None if it is anything else."""
+    try:
+        parsed = parse_quic_multiaddr(multiaddr_from_bytes(data))
+    except (DecodeError, InvalidMultiaddr):
+        return None
+    if parsed.peer_id is not None and parsed.peer_id != peer:
+        return None
+    if parsed.port == 0 or parsed.host in ("0.0.0.0", "::"):
+        return None
+    return parsed.with_peer_id(None).to_multiaddr()
+
+
+class KadService:
+    """Kademlia over a ``Host``; use as ``async with KadService(...) as kad``."""
+
+    def __init__(
+        self,
+        host: KadHost,
+        config: KadServiceConfig | None = None,
+        *,
+        registry: NamespaceRegistry | None = None,
+        records: RecordStore | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.host = host
+        self.config = config or KadServiceConfig()
+        cfg = self.config
+        self.peer_id = host.peer_id
+        self.local_key = peer_key(self.peer_id)
+        self.registry = registry or default_registry()
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._wall = wall_clock
+        self.table = RoutingTable(self.local_key, cfg.routing, self._rng, clock())
+        self.records: RecordStore = records or MemoryRecordStore(cfg.store, self.registry)
+        self.providers = ProviderStore(cfg.providers)
+        self.republisher = Republisher(cfg.republish)
+        self.stats = KadStats()
+        self.bootstrapped = asyncio.Event()
+        self._listener = HostListener(identified=self._on_identified)
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._background = asyncio.Semaphore(cfg.background_concurrency)
+        self._inbound = 0
+        self._checking: set[PeerId] = set()
+        self._refreshing = False
+
+    @property
+    def protocol(self) -> str:
+        return self.config.protocol_id
+
+    @property
+    def is_server(self) -> bool:
+        return self.config.mode == "server"
+
+    # -- lifetime ------------------------------------------------------------
+
+    async def __aenter__(self) -> KadService:
+        if self._tg is not None or self._closing:
+            raise ServiceNotRunning("a kad service can be started once")
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self.host.add_listener(self._listener)
+        if self.is_server:
+            self.host.set_stream_handler(self.protocol, self._handle_stream)
+        # Peers identified before we started are servers we already know.
+        for peer in self.host.peers():
+            if self.host.peerstore.supports(peer, self.protocol):
+                self._add_server(peer)
+        self._spawn(self._timer_loop, "kad maintenance timer")
+        if self.config.bootstrap:
+            self._spawn(self._bootstrap_in_background, "kad bootstrap")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closing = True
+        self.host.remove_listener(self._listener)
+        if self.is_server:
+            self.host.remove_stream_handler(self.protocol)
+        for task in list(self._tasks):
+            task.cancel()
+        tg, self._tg = self._tg, None
+        if tg is None:
+            raise ServiceNotRunning("the kad service was not started")
+        await tg.__aexit__(exc_type, exc, tb)
+
+    def _spawn(self, job: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
+        # A factory, not a coroutine: a task cancelled before it first runs
+        # would leave a never-awaited coroutine behind.
+        tg = self._tg
+        if tg is None or self._closing:
+            return
+        task = tg.create_task(self._supervise(job, what))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _supervise(self, job: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
+        # Supervisor boundary: a failing background job is logged, and
+        # neither the service nor the host goes down with it.
+        try:
+            await job()
+        except (OverlayError, TimeoutError, OSError) as exc:
+            log.debug("%s ended: %r", what, exc)
+        except Exception:
+            log.exception("%s failed", what)
+
+    def _require_running(self) -> None:
+        if self._tg is None or self._closing:
+            raise ServiceNotRunning("the kad service is not running (use `async with`)")
+
+    # -- routing table ---------------------------------------------------------
+
+    def _contact_addrs(self, peer: PeerId, fallback: Iterable[bytes] = ()) -> tuple[bytes, ...]:
+        known = [a.to_bytes() for a in self.host.peerstore.addrs(peer) if _quic_addr(a.to_bytes(), peer)]
+        if not known:
+            known = [a for a in fallback if _quic_addr(a, peer) is not None]
+        return tuple(dict.fromkeys(known))[:_MAX_CONTACT_ADDRS]
+
+    def _add_server(self, peer: PeerId, fallback: Iterable[bytes] = ()) -> None:
+        contact = Contact.of(peer, self._contact_addrs(peer, fallback))
+        result = self.table.add(contact, self._clock())
+        if result.ping is not None:
+            self._spawn(partial(self._check_alive, result.ping), f"liveness check of {peer}")
+            self._wake.set()
+
+    def _on_identified(self, peer: PeerId, info: IdentifyInfo) -> None:
+        if self._closing or not info.has_protocols:
+            return
+        if self.protocol in info.protocols:
+            self._add_server(peer)
+        else:
+            # A client (or a server that stopped serving) is never handed out.
+            self.table.add(Contact.of(peer), self._clock(), is_server=False)
+
+    async def _check_alive(self, ping: PingNeeded) -> None:
+        peer = ping.contact.peer_id
+        if peer in self._checking:
+            return
+        self._checking.add(peer)
+        try:
+            # An open connection proves liveness for free; otherwise one
+            # FIND_NODE does (kad PING is deprecated).
+            alive = peer in self.host.peers()
+            if not alive:
+                async with self._background:
+                    try:
+                        request = KadMessage(MessageType.FIND_NODE, self.peer_id.multihash)
+                        await self._request(ping.contact, request)
+                        alive = True
+                    except (OverlayError, TimeoutError, OSError):
+                        alive = False
+            self.table.on_ping_result(peer, alive, self._clock())
+        finally:
+            self._checking.discard(peer)
+
+    # -- serving -----------------------------------------------------------------
+
+    def _local_info(self) -> PeerInfo:
+        addrs = tuple(a.to_bytes() for a in self.host.listen_addrs())
+        return PeerInfo(self.peer_id, addrs[: self.config.server.max_addrs_per_peer])
+
+    def _server(self) -> KadServer:
+        return KadServer(self._local_info(), self.table, self.records, self.providers, self.config.server)
+
+    def _reject(self, peer: PeerId, exc: OverlayError) -> None:
+        self.stats.inbound_rejected += 1
+        self.stats.inbound_errors.append((peer, exc))
+        log.debug("kad request from %s rejected: %r", peer, exc)
+
+    async def _handle_stream(self, stream: NegotiatedStream) -> None:
+        peer = stream.remote_peer
+        if self._inbound >= self.config.max_inbound_streams:
+            self._reject(peer, LimitExceeded("too many inbound kad streams"))
+            stream.reset()
+            return
+        self._inbound += 1
+        try:
+            await self._serve(stream, peer)
+        finally:
+            self._inbound -= 1
+
+    async def _serve(self, stream: NegotiatedStream, peer: PeerId) -> None:
+        cfg = self.config
+        try:
+            for _ in range(cfg.max_requests_per_stream):
+                async with asyncio.timeout(cfg.inbound_idle_timeout):
+                    request = await read_kad_message(stream)
+                if request is None:
+                    await stream.close()
+                    return
+                response = handle_request(self._server(), request, peer, self._wall())
+                self.stats.requests_served += 1
+                if request.type is MessageType.PUT_VALUE and request.record is not None:
+                    self.republisher.stored(request.record.key, self._wall())
+                    self._wake.set()
+                if response is not None:
+                    await write_kad_message(stream, response)
+            self._reject(peer, LimitExceeded("too many requests on one kad stream"))
+            stream.reset()
+        except (RemoteProtocolError, LimitExceeded) as exc:
+            self._reject(peer, exc)
+            stream.reset()
+        except TimeoutError:
+            stream.reset()
+        except TransportError as exc:
+            log.debug("kad stream from %s broke: %r", peer, exc)
+            stream.reset()
+
+    # -- requests ----------------------------------------------------------------
+
+    def _remember_addrs(self, contact: Contact) -> None:
+        peer = contact.peer_id
+        if peer in self.host.peers() or not contact.addrs:
+            return
+        addrs = [a for a in (_quic_addr(raw, peer) for raw in contact.addrs) if a is not None]
+        if addrs:
+            self.host.peerstore.add_addrs(peer, addrs)
+
+    async def _request(self, contact: Contact, message: KadMessage) -> KadMessage:
+        """Send ``message`` to ``contact`` on a fresh stream and return its
+        checked answer; raises overlay errors or ``TimeoutError``."""
+        self._remember_addrs(contact)
+        self.stats.requests_sent += 1
+        try:
+            async with asyncio.timeout(self.config.request_timeout):
+                stream = await self.host.new_stream(
+                    contact.peer_id, [self.protocol], lazy=self.config.lazy_negotiation
+                )
+                try:
+                    await write_kad_message(stream, message)
+                    response = check_response(message, await read_kad_message(stream))
+                    await stream.close()
+                except BaseException:
+                    stream.reset()
+                    raise
+        except (OverlayError, TimeoutError, OSError):
+            self.stats.requests_failed += 1
+            raise
+        return response
+
+    async def _send_only(self, contact: Contact, message: KadMessage) -> None:
+        """ADD_PROVIDER has no answer: negotiate (not lazily, so a refusal
+        shows), write and half-close."""
+        self._remember_addrs(contact)
+        self.stats.requests_sent += 1
+        try:
+            async with asyncio.timeout(self.config.request_timeout):
+                stream = await self.host.new_stream(contact.peer_id, [self.protocol])
+                try:
+                    await write_kad_message(stream, message)
+                    await stream.close()
+                except BaseException:
+                    stream.reset()
+                    raise
+        except (OverlayError, TimeoutError, OSError):
+            self.stats.requests_failed += 1
+            raise
+
+    # -- lookups -----------------------------------------------------------------
+
+    def _seeds(self, key: int, extra: Sequence[Contact] = ()) -> list[Contact]:
+        seeds = self.table.closest(key, self.config.lookup.k)
+        known = {c.peer_id for c in seeds}
+        return seeds + [c for c in extra if c.peer_id not in known and c.peer_id != self.peer_id]
+
+    async def _lookup(
+        self,
+        kind: LookupKind,
+        target: bytes,
+        *,
+        extra_seeds: Sequence[Contact] = (),
+        stop_when_found: bool = False,
+        quorum: int | None = None,
+        max_providers: int | None = None,
+        local_record: Record | None = None,
+        watch: Callable[[KadMessage], None] | None = None,
+    ) -> LookupResult:
+        self._require_running()
+        key = kad_key(target)
+        seeds = self._seeds(key, extra_seeds)
+        if not seeds and local_record is None:
+            raise NoPeersKnown()
+        config = replace(
+            self.config.lookup,
+            stop_when_found=stop_when_found,
+            quorum=self.config.get_quorum if quorum is None else quorum,
+            max_providers=(
+                self.config.lookup.max_providers if max_providers is None else max_providers
+            ),
+        )
+        lookup = Lookup(
+            kind,
+            target,
+            seeds,
+            config,
+            local_key=self.local_key,
+            registry=self.registry,
+            validation_time=self._wall(),
+            local_record=local_record,
+        )
+        request = KadMessage(_LOOKUP_KINDS[kind], target)
+
+        async def query(contact: Contact) -> KadMessage:
+            return await self._request(contact, request)
+
+        def on_answer(contact: Contact, answer: KadMessage) -> list[Contact]:
+            self._add_server(contact.peer_id, contact.addrs)
+            if watch is not None:
+                watch(answer)
+            return [info.contact() for info in answer.closer_peers if info.peer_id != self.peer_id]
+
+        def on_failure(contact: Contact, exc: BaseException) -> None:
+            log.debug("kad %s request to %s failed: %r", kind.value, contact.peer_id, exc)
+            self.table.remove(contact.peer_id)
+
+        started = self._clock()
+        result = await drive_lookup(
+            lookup, query, on_answer, on_failure, self._clock, self.config.lookup_timeout
+        )
+        now = self._clock()
+        self.table.mark_refreshed(key, now)
+        self.stats.lookups.append(
+            LookupStats(kind, now - started, result.messages, result.answered, result.failed, result.rounds)
+        )
+        return result
+
+    async def find_closest(self, target: bytes) -> LookupResult:
+        """FIND_NODE for ``target`` (a peer ID's bytes or any key)."""
+        return await self._lookup(LookupKind.FIND_NODE, target)
+
+    async def lookup_peer(self, peer: PeerId) -> list[Multiaddr]:
+        """Always ask the network (never only the local state) where
+        ``peer`` is; empty if nobody knows."""
+        found: dict[Multiaddr, None] = {}
+
+        def watch(answer: KadMessage) -> None:
+            for info in answer.closer_peers:
+                if info.peer_id == peer:
+                    for raw in info.addrs:
+                        addr = _quic_addr(raw, peer)
+                        if addr is not None:
+                            found[addr] = None
+
+        result = await self._lookup(
+            LookupKind.FIND_NODE, peer.multihash, stop_when_found=True, watch=watch
+        )
+        if result.target_found:
+            # It answered us, so its identify-verified addresses are best.
+            found = dict.fromkeys([*self.host.peerstore.addrs(peer), *found])
+        return list(found)
+
+    async def find_peer(self, peer: PeerId) -> list[Multiaddr]:
+        """Addresses of ``peer``: from a live connection if there is one,
+        else through the DHT.  Raises ``PeerNotFound``."""
+        if peer == self.peer_id:
+            return self.host.listen_addrs()
+        if peer in self.host.peers():
+            known = self.host.peerstore.addrs(peer)
+            if known:
+                return known
+        addrs = await self.lookup_peer(peer)
+        if not addrs:
+            raise PeerNotFound(peer)
+        return addrs
+
+    async def connect_peer(self, peer: PeerId) -> Connection:
+        """Dial ``peer`` knowing only its ID: find its addresses through the
+        DHT, then try each.  Raises ``PeerNotFound`` or the last dial error."""
+        addrs = await self.find_peer(peer)
+        last: OverlayError | None = None
+        for addr in addrs:
+            try:
+                return await self.host.connect(with_p2p(addr, peer))
+            except (TransportError, RemoteProtocolError, InvalidMultiaddr) as exc:
+                last = exc
+        raise last if last is not None else PeerNotFound(peer)
+
+    # -- bootstrap and refresh -----------------------------------------------------
+
+    def _bootstrap_contacts(self, addrs: Sequence[str]) -> list[Contact]:
+        contacts: list[Contact] = []
+        for text in addrs:
+            parsed = parse_quic_multiaddr(text)
+            if parsed.peer_id is None or parsed.peer_id == self.peer_id:
+                continue
+            raw = parsed.with_peer_id(None).to_multiaddr().to_bytes()
+            contacts.append(Contact.of(parsed.peer_id, (raw,)))
+        return contacts
+
+    async def bootstrap(self, addrs: Sequence[str] | None = None) -> LookupResult:
+        """Look up our own ID through the bootstrap peers (and whatever the
+        table holds), then refresh the buckets.  Sets ``bootstrapped``."""
+        contacts = self._bootstrap_contacts(self.config.bootstrap if addrs is None else addrs)
+        result = await self._lookup(LookupKind.FIND_NODE, self.peer_id.multihash, extra_seeds=contacts)
+        if self.config.refresh_on_bootstrap:
+            await self.refresh_buckets()
+        self.bootstrapped.set()
+        return result
+
+    async def _bootstrap_in_background(self) -> None:
+        try:
+            await self.bootstrap()
+        except NoPeersKnown:
+            log.warning("kad bootstrap: no bootstrap peer configured or reachable")
+
+    def _refresh_indexes(self) -> list[int]:
+        occupied = [stats.index for stats in self.table.occupancy() if stats.size]
+        if not occupied:
+            return []
+        lowest = max(min(occupied), KEY_BITS - 1 - self.config.routing.max_refresh_cpl)
+        return list(range(KEY_BITS - 1, lowest - 1, -1))
+
+    async def refresh_buckets(self) -> int:
+        """One FIND_NODE for a random ID in each bucket from the farthest to
+        our nearest occupied one; returns how many lookups ran."""
+        if self._refreshing:
+            return 0
+        self._refreshing = True
+        try:
+            count = 0
+            for index in self._refresh_indexes():
+                target = random_peer_id_in_bucket(self.local_key, index, self._rng)
+                await self._lookup(LookupKind.FIND_NODE, target.multihash)
+                count += 1
+            return count
+        finally:
+            self._refreshing = False
+
+    # -- values ------------------------------------------------------------------
+
+    async def put_value(self, key: bytes, value: bytes) -> int:
+        """Store ``key`` → ``value`` here and on the k closest peers;
+        returns how many peers echoed it.  Raises ``InvalidRecord`` if our
+        own validators reject it, ``QuorumFailed`` below ``min_put_acks``."""
+        record = Record(key, value)
+        self.records.put(record, None, self._wall())
+        self.republisher.published(key, self._wall())
+        self._wake.set()
+        return await self._replicate(record)
+
+    async def put_immutable(self, value: bytes) -> bytes:
+        """Store ``value`` under ``/v/<sha256 hex>`` and return that key."""
+        key = immutable_key(value)
+        await self.put_value(key, value)
+        return key
+
+    async def _replicate(
+        self, record: Record, peers: Sequence[Contact] | None = None, *, required: int | None = None
+    ) -> int:
+        if peers is None:
+            peers = (await self.find_closest(record.key)).closest
+        message = KadMessage(MessageType.PUT_VALUE, record.key, record=Record(record.key, record.value))
+        acks = 0
+
+        async def put_one(contact: Contact) -> None:
+            nonlocal acks
+            try:
+                await self._request(contact, message)
+                acks += 1
+            except (OverlayError, TimeoutError, OSError) as exc:
+                log.debug("PUT_VALUE to %s failed: %r", contact.peer_id, exc)
+
+        async with asyncio.TaskGroup() as tg:
+            for contact in peers:
+                tg.create_task(put_one(contact))
+        needed = self.config.min_put_acks if required is None else required
+        if acks < needed:
+            raise QuorumFailed(needed, acks)
+        return acks
+
+    async def get_value(self, key: bytes, quorum: int | None = None) -> Record:
+        """The best valid record for ``key`` (ours counts); stale peers are
+        corrected and the closest peer without it caches it, in the
+        background.  Raises ``ValueNotFound``."""
+        self._require_running()
+        self.registry.validator_for(key)  # an unknown namespace fails here, typed
+        stored = self.records.get(key, self._wall())
+        local = stored.record if stored is not None else None
+        try:
+            result = await self._lookup(
+                LookupKind.GET_VALUE, key, quorum=quorum, local_record=local
+            )
+        except NoPeersKnown:
+            if local is None:
+                raise
+            return local
+        if result.record is None:
+            raise ValueNotFound(key)
+        fix = list(result.outdated_peers)
+        if result.cache_peer is not None:
+            fix.append(result.cache_peer)
+        if fix:
+            self._spawn(partial(self._correct, result.record, fix), "kad record correction")
+        return result.record
+
+    async def _correct(self, record: Record, peers: Sequence[Contact]) -> None:
+        async with self._background:
+            await self._replicate(record, peers, required=0)
+
+    # -- providers -----------------------------------------------------------------
+
+    async def provide(self, key: bytes) -> int:
+        """Announce that we provide ``key`` (a multihash, at most 80 bytes)
+        to the k closest peers; returns how many were told."""
+        check_provider_key(key)
+        info = self._local_info()
+        self.providers.add(key, info, self._wall())
+        self.republisher.provided(key, self._wall())
+        self._wake.set()
+        closest = (await self.find_closest(key)).closest
+        message = KadMessage(MessageType.ADD_PROVIDER, key, provider_peers=(info,))
+        told = 0
+
+        async def tell(contact: Contact) -> None:
+            nonlocal told
+            try:
+                await self._send_only(contact, message)
+                told += 1
+            except (OverlayError, TimeoutError, OSError) as exc:
+                log.debug("ADD_PROVIDER to %s failed: %r", contact.peer_id, exc)
+
+        async with asyncio.TaskGroup() as tg:
+            for contact in closest:
+                tg.create_task(tell(contact))
+        if told < self.config.min_put_acks:
+            raise QuorumFailed(self.config.min_put_acks, told)
+        return told
+
+    async def find_providers(self, key: bytes, limit: int | None = None) -> list[PeerInfo]:
+        """Providers of ``key``: ours and those the network knows."""
+        check_provider_key(key)
+        local = self.providers.get(key, self._wall())
+        result = await self._lookup(LookupKind.GET_PROVIDERS, key, max_providers=limit)
+        found = {info.peer_id: info for info in local}
+        for info in result.providers:
+            found.setdefault(info.peer_id, info)
+        return list(found.values())
+
+    # -- maintenance ---------------------------------------------------------------
+
+    def _next_delay(self) -> float:
+        delays = [self.config.max_timer_delay]
+        table_due = self.table.next_deadline()
+        if table_due is not None:
+            delays.append(table_due - self._clock())
+        republish_due = self.republisher.next_deadline()
+        if republish_due is not None:
+            delays.append(republish_due - self._wall())
+        return max(0.0, min(delays))
+
+    async def _timer_loop(self) -> None:
+        while not self._closing:
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(self._next_delay()):
+                    await self._wake.wait()
+                continue  # woken by a change: recompute the deadline
+            except TimeoutError:
+                pass
+            self._on_timer()
+
+    def _on_timer(self) -> None:
+        wall = self._wall()
+        self.records.expire(wall)
+        self.providers.expire(wall)
+        refresh = self.table.on_timer(self._clock())
+        if refresh:
+            self._spawn(partial(self.refresh_buckets_for, [r.target for r in refresh]), "kad bucket refresh")
+        for action in self.republisher.on_timer(wall):
+            if isinstance(action, RepublishRecord | ReplicateRecord):
+                stored = self.records.get(action.key, wall)
+                if stored is None:
+                    self.republisher.unpublish(action.key)
+                    self.republisher.dropped(action.key)
+                    continue
+                fresh = isinstance(action, ReplicateRecord)
+                self._spawn(partial(self._republish, stored.record, only_new=fresh), "kad republish")
+            elif isinstance(action, Reprovide):
+                self._spawn(partial(self._reprovide, action.key), "kad reprovide")
+
+    async def refresh_buckets_for(self, targets: Sequence[PeerId]) -> None:
+        for target in targets:
+            await self._lookup(LookupKind.FIND_NODE, target.multihash)
+
+    async def _republish(self, record: Record, *, only_new: bool) -> None:
+        async with self._background:
+            closest = (await self.find_closest(record.key)).closest
+            if only_new:
+                fresh = self.republisher.new_replicas(record.key, (c.peer_id for c in closest))
+                closest = tuple(c for c in closest if c.peer_id in fresh)
+            if closest:
+                await self._replicate(record, closest, required=0)
+
+    async def _reprovide(self, key: bytes) -> None:
+        async with self._background:
+            await self.provide(key)
