@@ -56,6 +56,11 @@ def build_parser(prog: str = "overlay sim") -> argparse.ArgumentParser:
     parser.add_argument("--k", type=_positive, default=20, help="bucket size and lookup width (default 20)")
     parser.add_argument("--loss", type=_fraction, default=0.0, help="probability a message is lost")
     parser.add_argument("--peer-timeout", type=float, default=1.0, help="per-peer timeout in seconds (default 1)")
+    parser.add_argument(
+        "--stop-when-found", action="store_true",
+        help="FIND_NODE ends when the target answers (find-peer) instead of at the k closest",
+    )
+    parser.add_argument("--wire", action="store_true", help="pass every message through the wire codec")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -79,9 +84,11 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             peer_timeout=args.peer_timeout,
             disjoint_paths=args.disjoint_paths,
             quorum=quorum,
+            stop_when_found=args.stop_when_found,
         ),
         routing=RoutingConfig(k=args.k),
         network=NetworkModel(loss=args.loss),
+        exercise_codec=args.wire,
     )
 
 

@@ -23,7 +23,7 @@ from overlay.errors import OverlayError
 from overlay.kad.handler import ServerConfig, handle_request
 from overlay.kad.keyspace import Contact, kad_key
 from overlay.kad.lookup import Finished, Lookup, LookupConfig, LookupKind, LookupResult, SendRequest
-from overlay.kad.messages import KadMessage, MessageType, PeerInfo
+from overlay.kad.messages import KadMessage, MessageType, PeerInfo, decode_message, encode_message
 from overlay.kad.records import Record, default_registry, immutable_key
 from overlay.kad.routing import AddOutcome, RoutingConfig
 from overlay.sim.network import NetworkModel, SimNetwork, xor_closest_positions
@@ -65,6 +65,9 @@ class SimConfig:
     update_tables: bool = True
     """Origins add peers that answered to their tables, pinging the oldest
     entry of a full bucket (answered at once from the node's liveness)."""
+    exercise_codec: bool = False
+    """Send every request and answer through the wire codec (slower; shows
+    that what the simulator exchanges is what the network would carry)."""
 
     def __post_init__(self) -> None:
         if self.nodes < 2 or self.lookups < 1:
@@ -250,14 +253,23 @@ class Simulator:
     def _answer(self, run: _Run, node: int, now: float) -> KadMessage | None:
         lookup = run.lookup
         request = KadMessage(_REQUEST_TYPES[lookup.kind], lookup.target)
-        if self.net.adversary[node]:
-            return self._lie(lookup.kind, lookup.target, lookup.key)
         try:
-            return handle_request(
-                self.net.server(node, now), request, self.net.peer_ids[run.origin], now
-            )
+            if self.config.exercise_codec:
+                request = decode_message(encode_message(request))
+            if self.net.adversary[node]:
+                response = self._lie(lookup.kind, lookup.target, lookup.key)
+            else:
+                answer = handle_request(
+                    self.net.server(node, now), request, self.net.peer_ids[run.origin], now
+                )
+                if answer is None:
+                    return None
+                response = answer
+            if self.config.exercise_codec:
+                response = decode_message(encode_message(response))
         except OverlayError:
-            return None
+            return None  # the stream would be reset: a failed request
+        return response
 
     def _lie(self, kind: LookupKind, target: bytes, key: int) -> KadMessage:
         k = self.config.routing.k

@@ -138,3 +138,17 @@ def test_config_validation() -> None:
         SimConfig(nodes=1)
     with pytest.raises(ValueError):
         NetworkModel(loss=1.0)
+
+
+def test_wire_codec_is_transparent_to_the_simulation() -> None:
+    _, plain = run(nodes=800, lookups=10, adversaries=0.1)
+    _, wired = run(nodes=800, lookups=10, adversaries=0.1, exercise_codec=True)
+    assert plain == wired
+
+
+def test_find_peer_stops_when_the_target_answers() -> None:
+    _, full = run(lookups=20)
+    _, quick = run(lookups=20, lookup=LookupConfig(peer_timeout=1.0, stop_when_found=True))
+    assert all(o.success for o in quick), f"seed {SEED}"
+    assert statistics.median(o.messages for o in quick) < statistics.median(o.messages for o in full)
+    assert statistics.median(o.latency for o in quick) < statistics.median(o.latency for o in full)
