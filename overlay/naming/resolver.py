@@ -1,0 +1,349 @@
+"""Resolving names over the DHT: fast answers, background verification.
+
+``Resolver.resolve(name)`` returns a ``Resolution``: the verified record,
+where it came from (``cache`` or ``network``) and the time taken.
+
+- A fresh resource-map entry answers at once; a cached "no such name"
+  raises ``NameNotFound`` until its short TTL ends.
+- Otherwise one GET_VALUE lookup runs for the name's key and every answer
+  goes to an ``AnswerTracker``.  The caller gets the record as soon as the
+  answers are safe (``quorum`` agreeing records with a lead of ``quorum``),
+  typically after the first few closest storage nodes answered.
+- The lookup keeps running in the background, in a task owned by the
+  resolver.  When it ends the final decision is taken over the closest
+  responders: if it differs from the early one the cache and the pin are
+  corrected, and every responder that served something else (nothing, a
+  forged, stale or foreign record) is sent the chosen record; its storage
+  policy decides whether to take it.
+- Trust on first use: an owner change before the pinned expiry, without a
+  transfer or release by the pinned owner, raises ``OwnerChanged``.
+
+The resolver talks to the DHT through ``DhtClient``, a small protocol the
+kad service satisfies through an adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+from overlay.errors import LocalProtocolError, OverlayError
+from overlay.naming.cache import CachedName, CachedNegative
+from overlay.naming.config import NamingConfig
+from overlay.naming.dht_namespace import NameNamespace
+from overlay.naming.net_errors import NameNotFound, ResolveFailed
+from overlay.naming.record import NameRecord, RecordKind
+from overlay.naming.resolve import Done, NeedMore, NotFound, Status
+from overlay.naming.resource_map_store import ResolverState
+from overlay.naming.tracker import Answer, AnswerTracker
+
+__all__ = ["DhtClient", "Resolution", "Resolver", "ResolverConfig"]
+
+log = logging.getLogger(__name__)
+
+
+class DhtClient(Protocol):
+    """What naming needs from the Kademlia service."""
+
+    async def get_value_answers(self, key: bytes, on_answer: Callable[[Answer], None]) -> None:
+        """Run a GET_VALUE lookup for ``key`` until it ends, calling
+        ``on_answer`` for every queried peer as its answer (record bytes,
+        "nothing", or failure) arrives.  Raises a transport error only when
+        no lookup can start (for example no known peers)."""
+        ...
+
+    async def put_value(self, key: bytes, value: bytes) -> int:
+        """Store ``value`` at the closest peers; the number that accepted."""
+        ...
+
+    async def store_at(self, peer: bytes, key: bytes, value: bytes) -> bool:
+        """PUT_VALUE to one peer (binary peer ID); whether it accepted."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ResolverConfig:
+    """How names are resolved over the network."""
+
+    quorum: int = 3
+    """Agreeing records (and lead over any other owner) that settle a name early."""
+    k: int = 20
+    """Closest responders the decision is taken over."""
+    timeout: float = 10.0
+    """Seconds a network resolve may take before ``ResolveFailed``."""
+    max_corrections: int = 20
+    """Responders corrected after one resolve."""
+    correction_timeout: float = 5.0
+    """Seconds one correcting PUT may take."""
+
+    def __post_init__(self) -> None:
+        if self.quorum < 1 or self.k < 1 or self.max_corrections < 0:
+            raise ValueError("quorum and k must be at least 1, max_corrections not negative")
+        if not self.timeout > 0 or not self.correction_timeout > 0:
+            raise ValueError("timeouts must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    name: str
+    """The normalized name."""
+    record: NameRecord
+    source: str
+    """``cache`` or ``network``."""
+    elapsed: float
+    """Seconds the resolve took."""
+    fresh_until: float
+    """Unix time until which the answer may be served from cache."""
+    supporters: int = 0
+    """Responders whose records backed the owner (0 from cache)."""
+    final: bool = False
+    """The network decision was taken after every responder answered."""
+
+
+class Resolver:
+    """Use as ``async with Resolver(...) as resolver``; background
+    verification tasks end with it."""
+
+    def __init__(
+        self,
+        dht: DhtClient,
+        state: ResolverState,
+        naming: NamingConfig,
+        config: ResolverConfig = ResolverConfig(),
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.dht = dht
+        self.state = state
+        self.naming = naming
+        self.config = config
+        self.namespace = NameNamespace(naming)
+        self._clock = clock
+        self._tg: asyncio.TaskGroup | None = None
+        self._inflight: dict[str, asyncio.Future[Resolution]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.corrections_sent = 0
+        """Correcting PUTs that a responder accepted."""
+        self.background_fixes = 0
+        """Times background verification replaced the early answer."""
+
+    async def __aenter__(self) -> Resolver:
+        if self._tg is not None:
+            raise LocalProtocolError("a resolver can be started once")
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tg, self._tg = self._tg, None
+        if tg is None:
+            raise LocalProtocolError("the resolver was not started")
+        # Background verification is best effort: stop it rather than wait.
+        for task in list(self._tasks):
+            task.cancel()
+        await tg.__aexit__(exc_type, exc, tb)
+
+    async def wait_idle(self) -> None:
+        """Until no background verification runs (tests, benchmarks)."""
+        await self._idle.wait()
+
+    # -- cache ------------------------------------------------------------------
+
+    def normalize(self, name: str) -> str:
+        return self.namespace.key_for(name)[len(self.namespace.namespace):].decode("ascii")
+
+    def cached(self, name: str, started: float | None = None) -> Resolution | None:
+        """The cached answer, without touching the network; raises
+        ``NameNotFound`` for a cached negative answer."""
+        t0 = time.perf_counter() if started is None else started
+        norm = self.normalize(name)
+        entry = self.state.cache.get(norm, self._clock())
+        if isinstance(entry, CachedName):
+            return Resolution(norm, entry.record, "cache", time.perf_counter() - t0,
+                              entry.fresh_until)
+        if isinstance(entry, CachedNegative):
+            raise NameNotFound(norm, cached=True)
+        return None
+
+    def forget(self, name: str) -> None:
+        """Drop the cached answer for ``name`` (the pin stays)."""
+        self.state.cache.invalidate(self.normalize(name))
+        self.state.mark_dirty()
+
+    def remember(self, record: NameRecord) -> None:
+        """Cache a record this node just published (it validated it)."""
+        now = self._clock()
+        self.state.pins.observe(record, now)
+        if record.kind is RecordKind.RELEASE:
+            self.state.cache.put_negative(record.name, now)
+        else:
+            self.state.cache.put(record, now)
+        self.state.mark_dirty()
+
+    # -- resolve ------------------------------------------------------------------
+
+    async def resolve(self, name: str, *, use_cache: bool = True) -> Resolution:
+        t0 = time.perf_counter()
+        if use_cache:
+            hit = self.cached(name, t0)
+            if hit is not None:
+                return hit
+        norm = self.normalize(name)
+        pending = self._inflight.get(norm)
+        if pending is not None:
+            resolution = await asyncio.shield(pending)
+            return Resolution(resolution.name, resolution.record, resolution.source,
+                              time.perf_counter() - t0, resolution.fresh_until,
+                              resolution.supporters, resolution.final)
+        future: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
+        self._inflight[norm] = future
+        try:
+            resolution = await self._resolve_network(norm, t0)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                future.set_exception(exc)
+                future.exception()  # retrieved here; waiters still see it
+            else:
+                future.cancel()
+            raise
+        else:
+            future.set_result(resolution)
+            return resolution
+        finally:
+            del self._inflight[norm]
+
+    async def _resolve_network(self, norm: str, t0: float) -> Resolution:
+        tg = self._tg
+        if tg is None:
+            raise LocalProtocolError("the resolver is not running (use `async with`)")
+        key = self.namespace.key_for(norm)
+        now = self._clock()
+        pin = self.state.pins.get(norm)
+        pinned_owner = pin.owner if pin is not None and pin.pinned_until > now else None
+        tracker = AnswerTracker(norm, self.config.quorum, self.naming,
+                                pinned_owner=pinned_owner, max_responders=self.config.k)
+        decided: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
+        self._background += 1
+        self._idle.clear()
+        task = tg.create_task(self._lookup(norm, key, tracker, decided))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                status = await asyncio.shield(decided)
+        except TimeoutError:
+            task.cancel()
+            raise ResolveFailed(
+                f"resolving {norm} took longer than {self.config.timeout:g} s "
+                f"({len(tracker)} answers, {tracker.records_seen} records)") from None
+        return self._accept(norm, status, tracker, t0)
+
+    def _accept(self, norm: str, status: Status, tracker: AnswerTracker, t0: float) -> Resolution:
+        now = self._clock()
+        if isinstance(status, NeedMore):  # cannot come out of finish()
+            raise ResolveFailed(f"resolving {norm} ended undecided")
+        if isinstance(status, NotFound):
+            self.state.cache.put_negative(norm, now)
+            self.state.mark_dirty()
+            raise NameNotFound(norm)
+        record = status.record
+        self.state.pins.check(record, now)  # OwnerChanged propagates, nothing cached
+        self.state.pins.observe(record, now)
+        if record.kind is RecordKind.RELEASE:
+            self.state.cache.put_negative(norm, now)
+            self.state.mark_dirty()
+            raise NameNotFound(norm, released=True)
+        entry = self.state.cache.put(record, now)
+        self.state.mark_dirty()
+        fresh_until = entry.fresh_until if entry is not None else now
+        return Resolution(norm, record, "network", time.perf_counter() - t0, fresh_until,
+                          len(status.supporters), status.final)
+
+    async def _lookup(
+        self, norm: str, key: bytes, tracker: AnswerTracker, decided: asyncio.Future[Status]
+    ) -> None:
+        try:
+            def on_answer(answer: Answer) -> None:
+                early = tracker.add(answer, self._clock())
+                if early is not None and not decided.done():
+                    decided.set_result(early)
+
+            try:
+                await self.dht.get_value_answers(key, on_answer)
+            except (OverlayError, OSError) as exc:
+                if not decided.done():
+                    decided.set_exception(ResolveFailed(f"cannot resolve {norm}: {exc}"))
+                return
+            final = tracker.finish(self._clock())
+            if isinstance(final, NotFound) and tracker.succeeded == 0:
+                if not decided.done():
+                    decided.set_exception(ResolveFailed(f"no DHT peer answered for {norm}"))
+                return
+            if not decided.done():
+                decided.set_result(final)
+            else:
+                self._verify(norm, tracker.early, final)
+            if isinstance(final, Done):
+                await self._correct(key, final)
+        finally:
+            self._background -= 1
+            if self._background == 0:
+                self._idle.set()
+
+    def _verify(self, norm: str, early: Done | None, final: Status) -> None:
+        """Background check: fix the cache and pin if the final decision
+        differs from the early answer the caller already got."""
+        if early is None or not isinstance(final, Done):
+            return
+        if final.record.to_bytes() == early.record.to_bytes():
+            return
+        now = self._clock()
+        if final.record.owner != early.record.owner:
+            log.warning("%s: background verification chose another owner than the early "
+                        "answer (%d supporters); correcting the cache", norm, len(final.supporters))
+            pin = self.state.pins.get(norm)
+            if pin is not None and pin.owner == early.record.owner:
+                self.state.pins.forget(norm)
+        self.background_fixes += 1
+        try:
+            self.state.pins.observe(final.record, now)
+        except OverlayError as exc:
+            log.warning("%s: final record contradicts a pin: %s", norm, exc)
+            self.state.cache.invalidate(norm)
+        else:
+            if final.record.kind is RecordKind.RELEASE:
+                self.state.cache.put_negative(norm, now)
+            else:
+                self.state.cache.put(final.record, now)
+        self.state.mark_dirty()
+
+    async def _correct(self, key: bytes, decision: Done) -> None:
+        targets = decision.to_correct[: self.config.max_corrections]
+        if not targets:
+            return
+        value = decision.record.to_bytes()
+
+        async def one(peer: bytes) -> bool:
+            try:
+                async with asyncio.timeout(self.config.correction_timeout):
+                    return await self.dht.store_at(peer, key, value)
+            except (OverlayError, OSError, TimeoutError) as exc:
+                log.debug("correcting a responder failed: %r", exc)
+                return False
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(peer)) for peer in targets]
+        self.corrections_sent += sum(1 for t in tasks if t.result())
