@@ -47,6 +47,8 @@ _MIN_INITIAL: Final = 1200  # RFC 9000 section 14.1
 _STUN_MAGIC: Final = b"\x21\x12\xa4\x42"
 _SUPPORTED_VERSIONS: Final = QuicConfiguration().supported_versions
 _SOCKET_BUFFER: Final = 4 << 20
+_READ_BATCH: Final = 64
+_MAX_DATAGRAM: Final = 65535
 
 
 def is_stun(data: bytes) -> bool:
@@ -97,6 +99,7 @@ class QuicEndpoint:
         self._hook: DatagramHook | None = None
         self._closing = False
         self._socket_gone = asyncio.Event()
+        self._sock: socket.socket | None = None
 
     @classmethod
     async def create(
@@ -141,6 +144,7 @@ class QuicEndpoint:
             sock.close()
             raise BindError(f"cannot bind UDP {host} port {port}: {exc.strerror or exc}") from None
         endpoint._transport = transport
+        endpoint._sock = sock
         bound = sock.getsockname()
         endpoint._local_address = (str(bound[0]), int(bound[1]))
         return endpoint
@@ -227,6 +231,7 @@ class QuicEndpoint:
         self._connections.clear()
         self._live.clear()
         self._by_cid.clear()
+        self._sock = None
         if self._transport is not None:
             self._transport.close()
             await self._socket_gone.wait()
@@ -234,6 +239,22 @@ class QuicEndpoint:
     # --- datagram input -----------------------------------------------------
 
     def _datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        self._dispatch(data, addr)
+        # Drain what else is queued on the socket before returning to the
+        # loop: the connections then answer a whole batch of datagrams with
+        # one deferred transmit (one ACK) instead of one per datagram.
+        # asyncio's selector transport reads a single datagram per wake-up.
+        sock = self._sock
+        for _ in range(_READ_BATCH):
+            if sock is None or self._closing:
+                return
+            try:
+                data, addr = sock.recvfrom(_MAX_DATAGRAM)
+            except OSError:  # EAGAIN, or an ICMP error queued for the socket
+                return
+            self._dispatch(data, addr)
+
+    def _dispatch(self, data: bytes, addr: NetworkAddress) -> None:
         if not data or self._closing:
             return
         if data[0] & 0x40 and not is_stun(data):
