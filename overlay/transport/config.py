@@ -29,6 +29,12 @@ class TransportConfig:
     handshake_timeout: float = 10.0
     """Seconds a dial or an inbound handshake may take before it is aborted."""
 
+    confirm_handshake: bool = False
+    """If true, ``dial`` returns only after the server confirmed the
+    handshake (HANDSHAKE_DONE), so a server that rejects our certificate
+    fails the dial itself instead of closing the connection just after it.
+    Costs one round trip per dial; libp2p implementations do not wait."""
+
     max_inbound_streams: int = 256
     """Bidirectional streams the peer may have open towards us at once."""
 

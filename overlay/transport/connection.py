@@ -284,6 +284,8 @@ class QuicConn:
                 self._mark_closed(self._error_from(close))
         if self._error is None:
             if not self._is_ready and self.is_initiator and self._quic.handshake_confirmed:
+                # Only reached with confirm_handshake: the server sent
+                # HANDSHAKE_DONE, so it accepted our certificate.
                 self._on_handshake_done()
             if self._drain_waiters:
                 self._wake_drainers()
@@ -315,7 +317,7 @@ class QuicConn:
             elif isinstance(event, events.HandshakeCompleted):
                 if event.alpn_protocol != ALPN:
                     self._fail(HandshakeError(f"ALPN {event.alpn_protocol!r} is not libp2p"), 0x1)
-                elif not self.is_initiator:
+                elif not (self.is_initiator and self.config.confirm_handshake):
                     self._on_handshake_done()
             elif isinstance(event, events.ConnectionIdIssued):
                 self._add_cid(event.connection_id)

@@ -10,7 +10,7 @@ import pytest
 from aioquic.asyncio import connect
 from aioquic.quic.configuration import QuicConfiguration
 
-from overlay.errors import DialError, HandshakeError, PeerIdMismatch
+from overlay.errors import ConnectionClosed, DialError, HandshakeError, PeerIdMismatch
 from overlay.identity import EcdsaPrivateKey, Ed25519PrivateKey, Secp256k1PrivateKey
 from overlay.transport import CertificateError, QuicEndpoint, TransportConfig, generate_credentials
 from overlay.transport.tls import SignedKey, encode_signed_key
@@ -98,18 +98,43 @@ def _bad_credentials(kind: str) -> object:
 async def test_bad_client_certificate_rejected_server_keeps_serving(kind: str) -> None:
     async with asyncio.timeout(5):
         key_bad, key_b, key_good = (Ed25519PrivateKey.generate() for _ in range(3))
+        confirm = TransportConfig(confirm_handshake=True)
         async with await QuicEndpoint.create("127.0.0.1", 0, key_b) as b, \
                 await QuicEndpoint.create(
-                    "127.0.0.1", 0, key_bad, credentials=_bad_credentials(kind)  # type: ignore[arg-type]
+                    "127.0.0.1", 0, key_bad, confirm,
+                    credentials=_bad_credentials(kind),  # type: ignore[arg-type]
                 ) as bad, \
                 await QuicEndpoint.create("127.0.0.1", 0, key_good) as good:
-            with pytest.raises(HandshakeError, match="bad_certificate|0x12a"):
+            # 0x12a: CRYPTO_ERROR + bad_certificate, sent by the listener.
+            with pytest.raises(HandshakeError, match="0x12a"):
                 await bad.dial(b.local_address, peer_of(key_b))
             conn = await good.dial(b.local_address, peer_of(key_b))
             inbound = await b.accept()
             assert inbound.remote_peer == peer_of(key_good)
             assert conn.remote_peer == peer_of(key_b)
             assert len(b.connections) == 1
+
+
+async def test_rejected_client_without_confirmation_loses_connection() -> None:
+    async with asyncio.timeout(5):
+        key_bad, key_b = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+        async with await QuicEndpoint.create("127.0.0.1", 0, key_b) as b, \
+                await QuicEndpoint.create(
+                    "127.0.0.1", 0, key_bad,
+                    credentials=_bad_credentials("no-extension"),  # type: ignore[arg-type]
+                ) as bad:
+            # The client's side of the handshake completes before the
+            # listener checks its certificate; the listener then closes.
+            try:
+                conn = await bad.dial(b.local_address, peer_of(key_b))
+            except HandshakeError as exc:
+                assert "0x12a" in str(exc)
+            else:
+                stream = await conn.open_stream()
+                stream.write(b"never processed")
+                with pytest.raises(ConnectionClosed, match="0x12a"):
+                    await stream.read()
+            assert b.connections == []
 
 
 @pytest.mark.parametrize("kind", ["no-extension", "wrong-signature", "invalid-signed-key"])
