@@ -280,6 +280,13 @@ class KadService:
             # A client (or a server that stopped serving) is never handed out.
             self.table.add(Contact.of(peer), self._clock(), is_server=False)
 
+    def _forget_if_dead(self, peer: PeerId, exc: BaseException) -> None:
+        """Drop a peer that failed a request, unless it merely was slow on
+        a connection that is still alive (a busy peer is not a dead one)."""
+        if isinstance(exc, TimeoutError) and peer in self.host.peers():
+            return
+        self.table.remove(peer)
+
     async def _check_alive(self, ping: PingNeeded) -> None:
         peer = ping.contact.peer_id
         if peer in self._checking:
@@ -459,7 +466,7 @@ class KadService:
 
         def on_failure(contact: Contact, exc: BaseException) -> None:
             log.debug("kad %s request to %s failed: %r", kind.value, contact.peer_id, exc)
-            self.table.remove(contact.peer_id)
+            self._forget_if_dead(contact.peer_id, exc)
 
         started = self._clock()
         result = await drive_lookup(

@@ -18,12 +18,12 @@ LOOPBACK = "/ip4/127.0.0.1/udp/0/quic-v1"
 
 # Short timers: on loopback an answer takes milliseconds, and a stopped
 # node must cost a lookup about a second, not the default ten.
-FAST_TRANSPORT = TransportConfig(handshake_timeout=2.0, idle_timeout=20.0, keepalive_interval=5.0)
-FAST_HOST = HostConfig(transport=FAST_TRANSPORT, dial_timeout=2.0, negotiate_timeout=3.0)
+FAST_TRANSPORT = TransportConfig(handshake_timeout=3.0, idle_timeout=30.0, keepalive_interval=5.0)
+FAST_HOST = HostConfig(transport=FAST_TRANSPORT, dial_timeout=3.0, negotiate_timeout=5.0)
 FAST_KAD = KadServiceConfig(
-    request_timeout=3.0,
-    lookup_timeout=20.0,
-    lookup=LookupConfig(peer_timeout=1.0),
+    request_timeout=5.0,
+    lookup_timeout=30.0,
+    lookup=LookupConfig(peer_timeout=2.0),
 )
 
 
