@@ -170,8 +170,8 @@ class QuicStream:
         self._buffered = 0
         self._consumed += discard
         self.conn._consumed(self, discard)
-        self.conn._reset(self, stop_receive=not self._recv_finished)
         self._send_reset = True
+        self.conn._reset(self, stop_receive=not self._recv_finished)
         self._readable.set()
         self._writable.set()
 

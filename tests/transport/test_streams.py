@@ -401,3 +401,49 @@ async def test_echo_over_both_address_families(host: str) -> None:
         finally:
             await pair.a.aclose()
             await pair.b.aclose()
+
+
+async def test_finished_streams_are_released(pair: Pair) -> None:
+    async with asyncio.timeout(5):
+        for abort in (False, True):
+            stream = await pair.conn_a.open_stream()
+            stream.write(b"q")
+            await stream.close()
+            inbound = await pair.conn_b.accept_stream()
+            assert await inbound.read() == b"q"
+            inbound.write(b"a")
+            await inbound.close()
+            assert await stream.readexactly(1) == b"a"
+            assert await stream.read() == b""
+            if abort:
+                stream.reset()  # after both FINs: nothing left to abort
+            assert await inbound.read() == b""
+        # Neither side keeps per-stream state for finished streams.
+        assert pair.conn_a._streams == {}
+        assert pair.conn_b._streams == {}
+        assert pair.conn_a._quic._ovl_consumed == {}
+
+
+async def test_reset_streams_return_their_connection_credit() -> None:
+    async with asyncio.timeout(10):
+        pair = await make_pair(config_b=TransportConfig(stream_receive_window=64 * 1024,
+                                                        connection_receive_window=128 * 1024))
+        try:
+            for _ in range(8):  # 8 x 100 KB dropped unread: far beyond the window
+                stream = await pair.conn_a.open_stream()
+                stream.write(os.urandom(100_000))
+                stream.write_eof()
+                inbound = await pair.conn_b.accept_stream()
+                await _wait_buffered(inbound, 1)
+                inbound.reset()
+                with pytest.raises(StreamReset):
+                    await stream.read()
+            payload = os.urandom(1 << 20)
+            stream = await pair.conn_a.open_stream()
+            stream.write(payload)
+            await stream.close()
+            inbound = await pair.conn_b.accept_stream()
+            assert await _read_all(inbound) == payload
+        finally:
+            await pair.a.aclose()
+            await pair.b.aclose()
