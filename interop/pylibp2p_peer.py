@@ -23,6 +23,10 @@ Modes
     it, print one JSON line and exit 0; on failure print
     ``{"error": ...}`` and exit 1.
 
+Options (before the mode): ``--listen MULTIADDR`` picks the listen address
+(default ``/ip4/127.0.0.1/udp/0/quic-v1``); ``--stock`` leaves py-libp2p's
+read/FIN race unpatched (see ``fix_eof_race``).
+
 Every network operation is bounded by ``trio.fail_after``.
 """
 
