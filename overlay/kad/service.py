@@ -300,7 +300,7 @@ class KadService:
                 async with self._background:
                     try:
                         request = KadMessage(MessageType.FIND_NODE, self.peer_id.multihash)
-                        await self._request(ping.contact, request)
+                        await self.request(ping.contact, request)
                         alive = True
                     except (OverlayError, TimeoutError, OSError):
                         alive = False
@@ -337,12 +337,14 @@ class KadService:
     async def _serve(self, stream: NegotiatedStream, peer: PeerId) -> None:
         cfg = self.config
         try:
-            for _ in range(cfg.max_requests_per_stream):
+            for served in range(cfg.max_requests_per_stream + 1):
                 async with asyncio.timeout(cfg.inbound_idle_timeout):
                     request = await read_kad_message(stream)
                 if request is None:
                     await stream.close()
                     return
+                if served == cfg.max_requests_per_stream:
+                    break
                 response = handle_request(self._server(), request, peer, self._wall())
                 self.stats.requests_served += 1
                 if request.type is MessageType.PUT_VALUE and request.record is not None:
@@ -371,7 +373,7 @@ class KadService:
         if addrs:
             self.host.peerstore.add_addrs(peer, addrs)
 
-    async def _request(self, contact: Contact, message: KadMessage) -> KadMessage:
+    async def request(self, contact: Contact, message: KadMessage) -> KadMessage:
         """Send ``message`` to ``contact`` on a fresh stream and return its
         checked answer; raises overlay errors or ``TimeoutError``."""
         self._remember_addrs(contact)
@@ -456,7 +458,7 @@ class KadService:
         request = KadMessage(_LOOKUP_KINDS[kind], target)
 
         async def query(contact: Contact) -> KadMessage:
-            return await self._request(contact, request)
+            return await self.request(contact, request)
 
         def on_answer(contact: Contact, answer: KadMessage) -> list[Contact]:
             self._add_server(contact.peer_id, contact.addrs)
@@ -610,7 +612,7 @@ class KadService:
         async def put_one(contact: Contact) -> None:
             nonlocal acks
             try:
-                await self._request(contact, message)
+                await self.request(contact, message)
                 acks += 1
             except (OverlayError, TimeoutError, OSError) as exc:
                 log.debug("PUT_VALUE to %s failed: %r", contact.peer_id, exc)
