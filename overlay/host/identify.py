@@ -17,7 +17,7 @@ from overlay.errors import DecodeError, InvalidMultiaddr, OverlayError, RemotePr
 from overlay.host.addrs import observed_to_quic
 from overlay.identity import PeerId, PrivateKey, PublicKey, public_key_from_protobuf
 from overlay.identity.peer_record import open_peer_record
-from overlay.multiaddrs import multiaddr_from_bytes
+from overlay.multiaddrs import multiaddr_from_bytes, split_p2p
 from overlay.wire.pb.identify_pb2 import Identify
 from overlay.wire.stream import ByteStream
 from overlay.wire.varint import frame, read_frame
@@ -125,6 +125,7 @@ def parse_identify(
     observed = _addr_from_bytes(msg.observedAddr) if msg.HasField("observedAddr") else None
     if observed is not None:
         observed = observed_to_quic(observed)
+    addrs = [_without_own_p2p(a, peer_id) for a in addrs]
     return IdentifyInfo(
         peer_id=peer_id,
         public_key=public_key,
@@ -139,6 +140,17 @@ def parse_identify(
         has_protocols=bool(msg.protocols),
         has_listen_addrs=bool(msg.listenAddrs) or record_seq is not None,
     )
+
+
+def _without_own_p2p(addr: Multiaddr, peer_id: PeerId) -> Multiaddr:
+    # py-libp2p signs its listen addresses with its own /p2p suffix; the
+    # peerstore keys addresses by peer already, so keep them bare.  A /p2p of
+    # another peer (a relay) is part of the route and stays.
+    try:
+        bare, suffix = split_p2p(addr)
+    except OverlayError:
+        return addr
+    return bare if suffix == peer_id else addr
 
 
 def _open_record(envelope: bytes, peer_id: PeerId) -> tuple[int, list[Multiaddr]] | None:

@@ -140,3 +140,12 @@ async def test_read_limits() -> None:
     async with asyncio.timeout(5):
         with pytest.raises(DecodeError):
             await read_identify(b, 1000)
+
+
+def test_own_p2p_suffix_is_stripped_but_a_relay_route_is_kept() -> None:
+    own = Multiaddr(f"/ip4/203.0.113.5/udp/4001/quic-v1/p2p/{PEER}")
+    relay_peer = PeerId.from_public_key(Ed25519PrivateKey.generate().public_key())
+    relayed = Multiaddr(f"/ip4/203.0.113.9/udp/4001/quic-v1/p2p/{relay_peer}")
+    record = seal_peer_record(KEY, PeerRecord(PEER, 7, (own.to_bytes(), relayed.to_bytes())))
+    info = parse_identify(_build(signed_peer_record=record), PEER)
+    assert info.listen_addrs == (Multiaddr("/ip4/203.0.113.5/udp/4001/quic-v1"), relayed)
