@@ -32,7 +32,7 @@ from overlay.transport.aioquic_compat import Libp2pQuicConnection
 from overlay.transport.config import TransportConfig
 from overlay.transport.errors import EndpointClosed
 from overlay.transport.stream import RESET_ERROR_CODE, QuicStream
-from overlay.transport.tls import verify_certificate_chain
+from overlay.transport.tls import CertificateVerifier
 
 __all__ = ["QuicConn"]
 
@@ -74,9 +74,11 @@ class QuicConn:
         config: TransportConfig,
         *,
         is_initiator: bool,
+        verifier: CertificateVerifier,
         expected_peer: PeerId | None = None,
     ) -> None:
         self.config = config
+        self._verifier = verifier
         self.is_initiator = is_initiator
         self._owner = owner
         self._loop = asyncio.get_running_loop()
@@ -192,7 +194,7 @@ class QuicConn:
     def _check_certificate(self, chain: Sequence[x509.Certificate]) -> None:
         """Runs inside the TLS handshake (see aioquic_compat)."""
         try:
-            public_key = verify_certificate_chain(chain, datetime.datetime.now(datetime.UTC))
+            public_key = self._verifier(chain, datetime.datetime.now(datetime.UTC))
             peer = PeerId.from_public_key(public_key)
             if self._expected_peer is not None and peer != self._expected_peer:
                 raise PeerIdMismatch(str(self._expected_peer), str(peer))

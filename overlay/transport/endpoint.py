@@ -33,7 +33,7 @@ from overlay.transport.aioquic_compat import Libp2pQuicConnection
 from overlay.transport.config import TransportConfig
 from overlay.transport.connection import ALPN, QuicConn
 from overlay.transport.errors import BindError, EndpointClosed
-from overlay.transport.tls import TlsCredentials, generate_credentials
+from overlay.transport.tls import CertificateVerifier, TlsCredentials, generate_credentials
 
 __all__ = ["QuicEndpoint", "DatagramHook", "is_stun"]
 
@@ -86,6 +86,7 @@ class QuicEndpoint:
         self.peer_id = PeerId.from_public_key(private_key.public_key())
         self._private_key = private_key
         self._credentials = credentials
+        self._verifier = CertificateVerifier()
         self._family = family
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.DatagramTransport | None = None
@@ -194,6 +195,7 @@ class QuicEndpoint:
             ),
             self.config,
             is_initiator=True,
+            verifier=self._verifier,
             expected_peer=expected_peer,
         )
         self._connections.add(conn)
@@ -307,6 +309,7 @@ class QuicEndpoint:
             ),
             self.config,
             is_initiator=False,
+            verifier=self._verifier,
         )
         self._connections.add(conn)
         self._live.add(conn)

@@ -183,3 +183,26 @@ def test_signed_key_decoder_never_crashes(data: bytes) -> None:
 def test_ecdsa_p256_certificate_hash_is_sha256() -> None:
     creds = generate_credentials(Ed25519PrivateKey.generate(), NOW)
     assert isinstance(creds.certificate.signature_hash_algorithm, hashes.SHA256)
+
+
+def test_verifier_remembers_good_certificates_only() -> None:
+    from overlay.transport.tls import CertificateVerifier
+
+    verifier = CertificateVerifier(capacity=2)
+    key = Ed25519PrivateKey.generate()
+    good = generate_credentials(key, NOW).certificate
+    assert verifier([good], NOW) == key.public_key()
+    assert verifier([good], NOW) == key.public_key()  # from memory
+    # A remembered certificate still expires.
+    with pytest.raises(CertificateError, match="validity"):
+        verifier([good], NOW + datetime.timedelta(days=365 * 101))
+    bad = generate_credentials(key, NOW, include_extension=False).certificate
+    for _ in range(2):  # failures are never remembered
+        with pytest.raises(CertificateError, match="lacks"):
+            verifier([bad], NOW)
+    with pytest.raises(CertificateError, match="exactly one"):
+        verifier([good, good], NOW)
+    # Bounded: the oldest entry is evicted.
+    for _ in range(3):
+        verifier([generate_credentials(Ed25519PrivateKey.generate(), NOW).certificate], NOW)
+    assert len(verifier._verified) == 2
