@@ -74,8 +74,7 @@ class KadLike(Protocol):
 
     async def put_value(self, key: bytes, value: bytes) -> int: ...
 
-    # Private in KadService; a public per-peer request would be cleaner.
-    async def _request(self, contact: Contact, message: KadMessage) -> KadMessage: ...
+    async def request(self, contact: Contact, message: KadMessage) -> KadMessage: ...
 
 
 class KadNameClient:
@@ -109,7 +108,7 @@ class KadNameClient:
         request = KadMessage(MessageType.GET_VALUE, key)
 
         async def query(contact: Contact) -> KadMessage:
-            return await kad._request(contact, request)
+            return await kad.request(contact, request)
 
         def answered(contact: Contact, message: KadMessage) -> Sequence[Contact]:
             value = message.record.value if message.record is not None else None
@@ -138,7 +137,7 @@ class KadNameClient:
         contact = Contact.of(PeerId.from_bytes(peer))
         message = KadMessage(MessageType.PUT_VALUE, key, record=Record(key, value))
         try:
-            await self.kad._request(contact, message)
+            await self.kad.request(contact, message)
         except (OverlayError, TimeoutError, OSError):
             return False
         return True

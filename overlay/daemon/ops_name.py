@@ -1,0 +1,399 @@
+"""The ``name_*`` ops of the stream API, and the naming daemon extension.
+
+Ops (arguments and replies are in docs/api.md, "Names"):
+``name_register``, ``name_update``, ``name_transfer``, ``name_release``,
+``name_resolve``, ``name_list`` and ``name_connect``, which resolves a
+name, dials the named peer directly and relays a stream to it like
+``stream_open``.
+
+``NameExtension`` runs the naming service (and the DNS front) inside the
+daemon, on top of the daemon's kad service.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from multiaddr import Multiaddr
+
+from overlay.daemon.api import ApiCall, ApiServer
+from overlay.daemon.errors import ApiError, BadRequest
+from overlay.daemon.protocol import ErrorCode
+from overlay.daemon.relay import relay_stream
+from overlay.errors import DialError, InvalidMultiaddr, OverlayError, RemoteProtocolError, TransportError
+from overlay.host.peerstore import Peerstore
+from overlay.host.stream import NegotiatedStream
+from overlay.host.transport_types import Connection
+from overlay.identity import PeerId, PrivateKey, public_key_from_protobuf
+from overlay.multiaddrs import parse_quic_multiaddr
+from overlay.naming.dns_front import DnsFront, DnsFrontConfig
+from overlay.naming.errors import InvalidName, NamingError, OwnerChanged
+from overlay.naming.kad_client import KadLike, KadNameClient, NAMESPACE_ID, register_name_namespace
+from overlay.naming.net_errors import NameNotFound, NameTaken, NotOwner, PublishFailed, ResolveFailed
+from overlay.naming.owned import OwnedName
+from overlay.naming.record import NameRecord, PeerTarget, Service
+from overlay.naming.resolver import Resolution
+from overlay.naming.service import NameService, NameServiceConfig, PublishResult, Targets
+
+__all__ = ["NameErrorCode", "NameExtension", "NameOps", "record_json", "resolution_json"]
+
+log = logging.getLogger(__name__)
+
+_MAX_TARGETS = 32
+
+
+class NameErrorCode:
+    """``error.code`` strings of the name ops (beyond the common ones)."""
+
+    INVALID_NAME = "invalid_name"
+    NAME_NOT_FOUND = "name_not_found"
+    NAME_TAKEN = "name_taken"
+    NOT_OWNER = "not_owner"
+    OWNER_CHANGED = "owner_changed"
+    PUBLISH_FAILED = "publish_failed"
+    RESOLVE_FAILED = "resolve_failed"
+    RECORD_REJECTED = "record_rejected"
+
+
+_CODES: tuple[tuple[type[BaseException], str], ...] = (
+    (InvalidName, NameErrorCode.INVALID_NAME),
+    (NameNotFound, NameErrorCode.NAME_NOT_FOUND),
+    (NameTaken, NameErrorCode.NAME_TAKEN),
+    (NotOwner, NameErrorCode.NOT_OWNER),
+    (OwnerChanged, NameErrorCode.OWNER_CHANGED),
+    (PublishFailed, NameErrorCode.PUBLISH_FAILED),
+    (ResolveFailed, NameErrorCode.RESOLVE_FAILED),
+    (NamingError, NameErrorCode.RECORD_REJECTED),
+)
+
+Op = Callable[[ApiCall], Awaitable[Mapping[str, Any]]]
+
+
+def _typed_errors(op: Op) -> Op:
+    """Naming errors become API errors with a name-specific code."""
+
+    @functools.wraps(op)
+    async def wrapper(call: ApiCall) -> Mapping[str, Any]:
+        try:
+            return await op(call)
+        except NamingError as exc:
+            for cls, code in _CODES:
+                if isinstance(exc, cls):
+                    raise ApiError(code, str(exc)) from exc
+            raise
+    return wrapper
+
+
+class NameHost(Protocol):
+    """The slice of the host that ``name_connect`` uses."""
+
+    @property
+    def peer_id(self) -> PeerId: ...
+
+    @property
+    def peerstore(self) -> Peerstore: ...
+
+    async def connect(self, addr: Multiaddr) -> Connection: ...
+
+    async def new_stream(self, peer_id: PeerId, protocols: list[str]) -> NegotiatedStream: ...
+
+
+# -- JSON forms -------------------------------------------------------------------
+
+
+def _peer_text(raw: bytes) -> str:
+    try:
+        return str(PeerId.from_bytes(raw))
+    except OverlayError:
+        return raw.hex()
+
+
+def _owner_text(owner: bytes) -> str:
+    try:
+        return str(PeerId.from_public_key(public_key_from_protobuf(owner)))
+    except OverlayError:
+        return owner.hex()
+
+
+def record_json(record: NameRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "kind": record.kind.name.lower(),
+        "owner": _owner_text(record.owner),
+        "sequence": record.sequence,
+        "expires": record.expires,
+        "ttl": record.ttl,
+        "peers": [
+            {"peer_id": _peer_text(p.peer_id), "addrs": [str(Multiaddr(a)) for a in p.addrs]}
+            for p in record.peers
+        ],
+        "ips": [str(ipaddress.ip_address(ip)) for ip in record.ips],
+        "services": [
+            {"protocol": s.protocol, "port": s.port, "target": s.target,
+             "priority": s.priority, "weight": s.weight}
+            for s in record.services
+        ],
+        "txt": list(record.txt),
+    }
+
+
+def resolution_json(resolution: Resolution) -> dict[str, Any]:
+    return {
+        "name": resolution.name,
+        "source": resolution.source,
+        "elapsed_ms": round(resolution.elapsed * 1000.0, 3),
+        "fresh_until": round(resolution.fresh_until, 3),
+        "supporters": resolution.supporters,
+        "final": resolution.final,
+        "record": record_json(resolution.record),
+    }
+
+
+def _publish_json(result: PublishResult) -> dict[str, Any]:
+    return {
+        "name": result.record.name,
+        "sequence": result.record.sequence,
+        "expires": result.record.expires,
+        "stored": result.stored,
+        "republish_at": None if result.republish_at is None else round(result.republish_at, 3),
+        "pow_ms": round(result.pow_seconds * 1000.0, 3),
+        "record": record_json(result.record),
+    }
+
+
+def _owned_json(entry: OwnedName) -> dict[str, Any]:
+    return {
+        "name": entry.record.name,
+        "sequence": entry.record.sequence,
+        "expires": entry.record.expires,
+        "published_at": round(entry.published_at, 3),
+        "republish_at": round(entry.republish_at, 3),
+        "stored": entry.stored,
+        "self_target": entry.self_target,
+        "record": record_json(entry.record),
+    }
+
+
+# -- argument parsing ---------------------------------------------------------------
+
+
+def _list_arg(call: ApiCall, name: str) -> list[Any] | None:
+    value = call.args.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > _MAX_TARGETS:
+        raise BadRequest(f"`{name}` must be a list of at most {_MAX_TARGETS} entries")
+    return value
+
+
+def _str_items(call: ApiCall, name: str) -> list[str] | None:
+    items = _list_arg(call, name)
+    if items is not None and not all(isinstance(i, str) for i in items):
+        raise BadRequest(f"`{name}` must be a list of strings")
+    return items
+
+
+def parse_service(text: str) -> Service:
+    """``PROTO:PORT`` or ``PROTO:PORT:TARGET``."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1].isdigit():
+        raise BadRequest(f"service {text!r} must be PROTO:PORT or PROTO:PORT:TARGET")
+    port = int(parts[1])
+    if port > 0xFFFF:
+        raise BadRequest(f"service {text!r}: port must be 0..65535")
+    return Service(parts[0], port, parts[2].lower().rstrip(".") if len(parts) == 3 else "")
+
+
+def _targets(call: ApiCall, *, registering: bool) -> Targets:
+    peer = call.str_arg("peer", None)
+    addrs = _str_items(call, "addrs")
+    peers: tuple[PeerTarget, ...] | None = None
+    self_peer: bool | None = None
+    if peer is None or peer == "self":
+        if peer == "self" or registering:
+            self_peer = True
+        if addrs and peer is not None:
+            raise BadRequest("`addrs` go with a peer ID; `self` uses this node's addresses")
+    elif peer == "none":
+        self_peer, peers = False, ()
+    else:
+        peer_id = PeerId.from_string(peer)
+        raw: list[bytes] = []
+        for text in addrs or []:
+            try:
+                parsed = parse_quic_multiaddr(text)
+            except InvalidMultiaddr as exc:
+                raise BadRequest(f"`addrs`: {exc}", ErrorCode.INVALID_MULTIADDR) from exc
+            raw.append(parsed.with_peer_id(None).to_multiaddr().to_bytes())
+        self_peer, peers = False, (PeerTarget(peer_id.to_bytes(), tuple(raw)),)
+    ips: tuple[bytes, ...] | None = None
+    ip_items = _str_items(call, "ips")
+    if ip_items is not None:
+        try:
+            ips = tuple(ipaddress.ip_address(text).packed for text in ip_items)
+        except ValueError as exc:
+            raise BadRequest(f"`ips`: {exc}") from None
+    services: tuple[Service, ...] | None = None
+    service_items = _str_items(call, "services")
+    if service_items is not None:
+        services = tuple(parse_service(text) for text in service_items)
+    txt_items = _str_items(call, "txt")
+    txt = tuple(txt_items) if txt_items is not None else None
+    ttl = call.args.get("ttl")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)
+                            or not 0 <= ttl <= 7 * 24 * 3600):
+        raise BadRequest("`ttl` must be an integer number of seconds, at most 7 days")
+    return Targets(self_peer=self_peer, peers=peers, ips=ips, services=services, txt=txt, ttl=ttl)
+
+
+# -- the ops ----------------------------------------------------------------------------
+
+
+class NameOps:
+    def __init__(self, names: NameService, host: NameHost) -> None:
+        self._names = names
+        self._host = host
+
+    def register(self, server: ApiServer) -> None:
+        server.register("name_register", _typed_errors(self.name_register))
+        server.register("name_update", _typed_errors(self.name_update))
+        server.register("name_transfer", _typed_errors(self.name_transfer))
+        server.register("name_release", _typed_errors(self.name_release))
+        server.register("name_resolve", _typed_errors(self.name_resolve))
+        server.register("name_list", _typed_errors(self.name_list))
+        server.register("name_connect", _typed_errors(self.name_connect))
+
+    async def name_register(self, call: ApiCall) -> Mapping[str, Any]:
+        name = call.required_str("name")
+        result = await self._names.register(name, _targets(call, registering=True))
+        return _publish_json(result)
+
+    async def name_update(self, call: ApiCall) -> Mapping[str, Any]:
+        name = call.required_str("name")
+        result = await self._names.update(name, _targets(call, registering=False))
+        return _publish_json(result)
+
+    async def name_transfer(self, call: ApiCall) -> Mapping[str, Any]:
+        name = call.required_str("name")
+        new_owner = PeerId.from_string(call.required_str("new_owner"))
+        result = await self._names.transfer(name, new_owner)
+        return _publish_json(result) | {"new_owner": str(new_owner)}
+
+    async def name_release(self, call: ApiCall) -> Mapping[str, Any]:
+        result = await self._names.release(call.required_str("name"))
+        return _publish_json(result)
+
+    async def name_resolve(self, call: ApiCall) -> Mapping[str, Any]:
+        name = call.required_str("name")
+        no_cache = call.args.get("no_cache", False)
+        if not isinstance(no_cache, bool):
+            raise BadRequest("`no_cache` must be a boolean")
+        if not no_cache:
+            # The fast path: a fresh cache entry without a task switch.
+            hit = self._names.resolver.cached(name)
+            if hit is not None:
+                return resolution_json(hit)
+        return resolution_json(await self._names.resolve(name, use_cache=not no_cache))
+
+    async def name_list(self, call: ApiCall) -> Mapping[str, Any]:
+        return {"names": [_owned_json(entry) for entry in self._names.owned()]}
+
+    async def name_connect(self, call: ApiCall) -> Mapping[str, Any]:
+        name = call.required_str("name")
+        protocol = call.required_str("protocol")
+        if not protocol.startswith("/") or len(protocol) > 256:
+            raise BadRequest("`protocol` must start with '/' and be at most 256 characters")
+        resolution = await self._names.resolve(name)
+        peer = await self._dial_target(resolution.record)
+        stream = await self._host.new_stream(peer, [protocol])
+        try:
+            reader, writer = await call.take_over(
+                {"name": resolution.name, "peer_id": str(peer), "protocol": stream.protocol,
+                 "source": resolution.source})
+        except BaseException:
+            stream.reset()
+            raise
+        await relay_stream(reader, writer, stream)
+        return {}
+
+    async def _dial_target(self, record: NameRecord) -> PeerId:
+        """Connect straight to the first reachable peer the record names."""
+        errors: list[str] = []
+        for target in record.peers:
+            peer = PeerId.from_bytes(target.peer_id)
+            if peer == self._host.peer_id:
+                errors.append("the name points at this node")
+                continue
+            for raw in target.addrs:
+                try:
+                    addr = parse_quic_multiaddr(Multiaddr(raw)).with_peer_id(peer).to_multiaddr()
+                    await self._host.connect(addr)
+                    return peer
+                except (TransportError, RemoteProtocolError, InvalidMultiaddr) as exc:
+                    errors.append(f"{Multiaddr(raw)}: {exc}")
+        if not record.peers:
+            raise ApiError(ErrorCode.DIAL_FAILED, f"{record.name} names no peer")
+        raise DialError(f"no peer of {record.name} is reachable: " + "; ".join(errors))
+
+
+# -- the daemon extension -------------------------------------------------------------
+
+
+class NameExtension:
+    """Runs naming inside the daemon: ``Daemon(..., extensions=[dht,
+    NameExtension(key, kad_of=lambda d: d.kad, dns=("127.0.0.1", 5335))])``.
+    It must come after the DHT extension, whose kad service it uses."""
+
+    def __init__(
+        self,
+        key: PrivateKey,
+        kad_of: Callable[[Any], KadLike],
+        config: NameServiceConfig | None = None,
+        *,
+        dns: tuple[str, int] | None = None,
+        state_dir: str = "names",
+    ) -> None:
+        """``kad_of(daemon)`` finds the daemon's running kad service;
+        ``dns`` is the DNS front's address (None disables it); the state
+        files live in ``<home>/<state_dir>``."""
+        self._key = key
+        self._kad_of = kad_of
+        self.config = config or NameServiceConfig()
+        self.dns = dns
+        self.state_dir = state_dir
+        self.names: NameService | None = None
+        self.dns_address: tuple[str, int] | None = None
+        """The bound DNS address once running (port 0 resolved)."""
+
+    def __call__(self, daemon: Any) -> AbstractAsyncContextManager[NameService]:
+        return self._run(daemon)
+
+    @asynccontextmanager
+    async def _run(self, daemon: Any) -> AsyncIterator[NameService]:
+        kad = self._kad_of(daemon)
+        if NAMESPACE_ID not in kad.registry.namespaces():
+            register_name_namespace(kad.registry, self.config.naming)
+        host = daemon.host
+        directory = Path(daemon.home.root) / self.state_dir
+        directory.mkdir(mode=0o700, exist_ok=True)
+        async with AsyncExitStack() as stack:
+            names = await stack.enter_async_context(NameService(
+                self._key, KadNameClient(kad), directory, self.config,
+                self_addrs=lambda: tuple(a.to_bytes() for a in host.listen_addrs())))
+            NameOps(names, host).register(daemon.api)
+            if self.dns is not None:
+                front = await stack.enter_async_context(DnsFront(
+                    DnsFrontConfig(self.dns[0], self.dns[1], zone=self.config.naming.zone),
+                    names.resolve))
+                self.dns_address = front.address
+            self.names = names
+            try:
+                yield names
+            finally:
+                self.names = None
