@@ -178,6 +178,9 @@ class KadService:
         self.republisher = Republisher(cfg.republish)
         self.stats = KadStats()
         self.bootstrapped = asyncio.Event()
+        self.activity = asyncio.Event()
+        """Set whenever a request was served or a background job ended, so
+        callers can wait for state changes instead of polling."""
         self._listener = HostListener(identified=self._on_identified)
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -251,6 +254,8 @@ class KadService:
             log.debug("%s ended: %r", what, exc)
         except Exception:
             log.exception("%s failed", what)
+        finally:
+            self.activity.set()
 
     def _require_running(self) -> None:
         if self._tg is None or self._closing:
@@ -320,6 +325,7 @@ class KadService:
     def _reject(self, peer: PeerId, exc: OverlayError) -> None:
         self.stats.inbound_rejected += 1
         self.stats.inbound_errors.append((peer, exc))
+        self.activity.set()
         log.debug("kad request from %s rejected: %r", peer, exc)
 
     async def _handle_stream(self, stream: NegotiatedStream) -> None:
@@ -347,6 +353,7 @@ class KadService:
                     break
                 response = handle_request(self._server(), request, peer, self._wall())
                 self.stats.requests_served += 1
+                self.activity.set()
                 if request.type is MessageType.PUT_VALUE and request.record is not None:
                     self.republisher.stored(request.record.key, self._wall())
                     self._wake.set()
@@ -694,6 +701,10 @@ class KadService:
         return list(found.values())
 
     # -- maintenance ---------------------------------------------------------------
+
+    def wake_timer(self) -> None:
+        """Recompute the maintenance deadline now (after a clock jump)."""
+        self._wake.set()
 
     def _next_delay(self) -> float:
         delays = [self.config.max_timer_delay]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
@@ -42,13 +43,15 @@ class Node:
 
 
 async def start_node(
-    config: KadServiceConfig = FAST_KAD, host_config: HostConfig = FAST_HOST
+    config: KadServiceConfig = FAST_KAD,
+    host_config: HostConfig = FAST_HOST,
+    wall_clock: Callable[[], float] = time.time,
 ) -> Node:
     stack = AsyncExitStack()
     try:
         host = await stack.enter_async_context(Host(Ed25519PrivateKey.generate(), host_config))
         await host.listen([LOOPBACK])
-        kad = await stack.enter_async_context(KadService(host, config))
+        kad = await stack.enter_async_context(KadService(host, config, wall_clock=wall_clock))
     except BaseException:
         await stack.aclose()
         raise
