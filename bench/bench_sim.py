@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     quick = [measure(f"N={n}, find-peer", config(n, lookup=find_peer)) for n in sizes]
     show("Scaling, FIND_NODE ending when the target answers (find-peer)", quick, quick[0])
 
+    boot = [measure(f"N=2000, {mode} tables", config(2_000, bootstrap=mode)) for mode in ("sampled", "join")]
+    show("Bootstrap model check: sampled tables against tables grown by simulated joins", boot, boot[0])
+
     n = 10_000
     adversarial = []
     for fraction in (0.2, 0.4):
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     show(f"Churn at N={n} (leavers stay in tables; joiners known only to later tables)", churn)
 
     if args.json:
-        runs = {"scaling": scaling, "find_peer": quick, "adversarial": adversarial, "churn": churn}
+        runs = {"scaling": scaling, "find_peer": quick, "bootstrap": boot, "adversarial": adversarial, "churn": churn}
         print(json.dumps(runs, sort_keys=True))
     return 0
 

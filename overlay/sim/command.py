@@ -60,6 +60,10 @@ def build_parser(prog: str = "overlay sim") -> argparse.ArgumentParser:
         "--stop-when-found", action="store_true",
         help="FIND_NODE ends when the target answers (find-peer) instead of at the k closest",
     )
+    parser.add_argument(
+        "--bootstrap", choices=("sampled", "join"), default="sampled",
+        help="sampled: tables drawn from the global view (any N); join: nodes join by real lookups (N <= 20000, slow)",
+    )
     parser.add_argument("--wire", action="store_true", help="pass every message through the wire codec")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
@@ -89,6 +93,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         routing=RoutingConfig(k=args.k),
         network=NetworkModel(loss=args.loss),
         exercise_codec=args.wire,
+        bootstrap=args.bootstrap,
     )
 
 

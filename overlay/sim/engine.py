@@ -26,6 +26,7 @@ from overlay.kad.lookup import Finished, Lookup, LookupConfig, LookupKind, Looku
 from overlay.kad.messages import KadMessage, MessageType, PeerInfo, decode_message, encode_message
 from overlay.kad.records import Record, default_registry, immutable_key
 from overlay.kad.routing import AddOutcome, RoutingConfig
+from overlay.sim.bootstrap import MAX_JOIN_NODES, bootstrap_by_joins
 from overlay.sim.network import NetworkModel, SimNetwork, xor_closest_positions
 
 __all__ = ["SimConfig", "LookupOutcome", "Simulator"]
@@ -65,6 +66,10 @@ class SimConfig:
     update_tables: bool = True
     """Origins add peers that answered to their tables, pinging the oldest
     entry of a full bucket (answered at once from the node's liveness)."""
+    bootstrap: str = "sampled"
+    """``sampled``: tables drawn from the global view on first use (any N);
+    ``join``: every initial node joins through real lookups first (N up to
+    20,000; see ``overlay.sim.bootstrap``)."""
     exercise_codec: bool = False
     """Send every request and answer through the wire codec (slower; shows
     that what the simulator exchanges is what the network would carry)."""
@@ -78,6 +83,10 @@ class SimConfig:
             raise ValueError("adversary_mode must be 'eclipse' or 'random'")
         if self.kind is LookupKind.GET_PROVIDERS:
             raise ValueError("the simulator runs FIND_NODE and GET_VALUE lookups")
+        if self.bootstrap not in ("sampled", "join"):
+            raise ValueError("bootstrap must be 'sampled' or 'join'")
+        if self.bootstrap == "join" and self.nodes > MAX_JOIN_NODES:
+            raise ValueError(f"join bootstrap is for at most {MAX_JOIN_NODES} nodes")
         if self.lookup_interval <= 0:
             raise ValueError("lookup_interval must be positive")
 
@@ -121,6 +130,11 @@ class Simulator:
         self._adversaries: list[int] = []
         self._adversary_keys: list[int] = []
         self._pick_adversaries()
+        self.bootstrap_requests = 0
+        if config.bootstrap == "join":
+            order = list(range(config.nodes))
+            self.rng.shuffle(order)
+            self.bootstrap_requests = bootstrap_by_joins(self.net, order, self.rng, config.lookup)
         self._events: list[tuple[float, int, int, object]] = []
         self._seq = 0
         self.outcomes: list[LookupOutcome] = []

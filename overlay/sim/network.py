@@ -136,17 +136,27 @@ class SimNetwork:
         return min(self.model.max_rtt, max(self.model.min_rtt, value))
 
     def server(self, node: int, now: float) -> KadServer:
+        """The node's server, its table sampled from the global view on first use."""
         server = self._servers.get(node)
         if server is None:
-            table = self._build_table(node, now)
-            server = KadServer(
-                local=PeerInfo(self.peer_ids[node]),
-                table=table,
-                records=MemoryRecordStore(StoreConfig(), self.registry),
-                providers=ProviderStore(ProviderConfig()),
-                config=self.server_config,
-            )
-            self._servers[node] = server
+            server = self._install(node, self._build_table(node, now))
+        return server
+
+    def empty_server(self, node: int, now: float) -> KadServer:
+        """A server with an empty table, for nodes that bootstrap by joining."""
+        own = self.keys[node]
+        rng = random.Random(_mix64((self.seed * 1_000_003 + node) & _MASK64))
+        return self._install(node, RoutingTable(own, self.routing, rng, now))
+
+    def _install(self, node: int, table: RoutingTable) -> KadServer:
+        server = KadServer(
+            local=PeerInfo(self.peer_ids[node]),
+            table=table,
+            records=MemoryRecordStore(StoreConfig(), self.registry),
+            providers=ProviderStore(ProviderConfig()),
+            config=self.server_config,
+        )
+        self._servers[node] = server
         return server
 
     @property

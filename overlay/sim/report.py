@@ -48,6 +48,7 @@ def summarize(config: SimConfig, outcomes: Sequence[LookupOutcome], tables_built
         "loss": config.network.loss,
         "stop_when_found": config.lookup.stop_when_found,
         "wire_codec": config.exercise_codec,
+        "bootstrap": config.bootstrap,
         "peer_timeout_ms": config.lookup.peer_timeout * 1000.0,
         "median_rtt_ms": config.network.median_rtt * 1000.0,
         "success_rate": sum(1 for o in outcomes if o.success) / len(outcomes),

@@ -152,3 +152,19 @@ def test_find_peer_stops_when_the_target_answers() -> None:
     assert all(o.success for o in quick), f"seed {SEED}"
     assert statistics.median(o.messages for o in quick) < statistics.median(o.messages for o in full)
     assert statistics.median(o.latency for o in quick) < statistics.median(o.latency for o in full)
+
+
+def test_tables_grown_by_real_joins_route_as_well_as_sampled_ones() -> None:
+    simulator = Simulator(SimConfig(nodes=500, lookups=30, seed=SEED, bootstrap="join"))
+    assert simulator.bootstrap_requests > 500
+    # Every node's far half is populated after the joins and the refresh.
+    far = [
+        {s.index: s.size for s in simulator.net.server(node, 0.0).table.occupancy()}.get(255, 0)
+        for node in range(0, 500, 10)
+    ]
+    assert min(far) >= 10, f"seed {SEED}"
+    outcomes = simulator.run()
+    assert sum(o.success for o in outcomes) == len(outcomes), f"seed {SEED}"
+    assert statistics.median(o.rounds for o in outcomes) <= 4, f"seed {SEED}"
+    with pytest.raises(ValueError):
+        SimConfig(nodes=30_000, bootstrap="join")
