@@ -67,10 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = [1_000, 10_000] + ([100_000] if args.with_100k else [])
     scaling = [measure(f"N={n}", config(n)) for n in sizes]
+
     show("Scaling, no churn, no adversaries (FIND_NODE of a random live node)", scaling, scaling[0])
     find_peer = LookupConfig(peer_timeout=1.0, stop_when_found=True)
     quick = [measure(f"N={n}, find-peer", config(n, lookup=find_peer)) for n in sizes]
     show("Scaling, FIND_NODE ending when the target answers (find-peer)", quick, quick[0])
+    quorum3 = LookupConfig(peer_timeout=1.0, quorum=3)
+    gets = [measure(f"N={n}, GET q=3", config(n, kind=LookupKind.GET_VALUE, lookup=quorum3)) for n in sizes]
+    show("Scaling, GET_VALUE of a freshly published /v/ record, quorum 3", gets, gets[0])
 
     boot = [measure(f"N=2000, {mode} tables", config(2_000, bootstrap=mode)) for mode in ("sampled", "join")]
     show("Bootstrap model check: sampled tables against tables grown by simulated joins", boot, boot[0])
@@ -92,14 +96,23 @@ def main(argv: list[str] | None = None) -> int:
                 config(n, kind=LookupKind.GET_VALUE, adversaries=0.2, lookup=lookup),
             )
         )
-    show(f"Adversaries at N={n}", adversarial)
+    for paths in (1, 4):
+        lookup = LookupConfig(peer_timeout=1.0, disjoint_paths=paths)
+        adversarial.append(
+            measure(
+                f"providers, 20% liars, d={paths}",
+                config(n, kind=LookupKind.GET_PROVIDERS, adversaries=0.2, lookup=lookup),
+            )
+        )
+    show(f"Adversaries at N={n} (GET and providers include publishing through the same liars)", adversarial)
 
     churn = [measure(f"churn {int(f * 100)}%", config(n, churn=f)) for f in (0.1, 0.3, 0.5)]
+    churn.append(measure("churn 30%, providers", config(n, churn=0.3, kind=LookupKind.GET_PROVIDERS)))
     churn.append(measure("churn 30%, GET q=3", config(n, churn=0.3, kind=LookupKind.GET_VALUE, lookup=LookupConfig(peer_timeout=1.0, quorum=3))))
     show(f"Churn at N={n} (leavers stay in tables; joiners known only to later tables)", churn)
 
     if args.json:
-        runs = {"scaling": scaling, "find_peer": quick, "bootstrap": boot, "adversarial": adversarial, "churn": churn}
+        runs = {"scaling": scaling, "find_peer": quick, "get_value": gets, "bootstrap": boot, "adversarial": adversarial, "churn": churn}
         print(json.dumps(runs, sort_keys=True))
     return 0
 

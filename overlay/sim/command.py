@@ -49,7 +49,7 @@ def build_parser(prog: str = "overlay sim") -> argparse.ArgumentParser:
     parser.add_argument("--disjoint-paths", type=_positive, default=1, help="S/Kademlia disjoint paths (default 1)")
     parser.add_argument("--quorum", type=int, default=None, help="run GET_VALUE lookups stopping after Q valid records")
     parser.add_argument(
-        "--kind", choices=("find-node", "get-value"), default=None,
+        "--kind", choices=("find-node", "get-value", "get-providers"), default=None,
         help="lookup kind (default find-node, or get-value when --quorum is given)",
     )
     parser.add_argument("--alpha", type=_positive, default=3, help="requests in flight per path (default 3)")

@@ -56,7 +56,10 @@ class SimConfig:
     """``eclipse``: answer with the colluding adversaries closest to the key;
     ``random``: answer with random nonexistent peer IDs."""
     kind: LookupKind = LookupKind.FIND_NODE
-    """FIND_NODE looks up a random live node; GET_VALUE a stored /v/ record."""
+    """FIND_NODE looks up a random live node.  GET_VALUE and GET_PROVIDERS
+    first have a random node publish (a lookup for the key, then PUT_VALUE
+    or ADD_PROVIDER to the closest peers it found), then look the key up
+    from another node."""
     lookup: LookupConfig = LookupConfig(peer_timeout=1.0)
     """Lookup parameters; the timeout is short because simulated RTTs are."""
     routing: RoutingConfig = RoutingConfig()
@@ -81,8 +84,6 @@ class SimConfig:
             raise ValueError("churn and adversaries must be fractions within [0, 1)")
         if self.adversary_mode not in ("eclipse", "random"):
             raise ValueError("adversary_mode must be 'eclipse' or 'random'")
-        if self.kind is LookupKind.GET_PROVIDERS:
-            raise ValueError("the simulator runs FIND_NODE and GET_VALUE lookups")
         if self.bootstrap not in ("sampled", "join"):
             raise ValueError("bootstrap must be 'sampled' or 'join'")
         if self.bootstrap == "join" and self.nodes > MAX_JOIN_NODES:
@@ -200,13 +201,16 @@ class Simulator:
                 target_node = self._honest_live(now)
             target = self.net.peer_ids[target_node].multihash
             expected = target
-        else:
+        elif config.kind is LookupKind.GET_VALUE:
             value = f"sim value {config.seed}/{number}".encode()
             target = immutable_key(value)
             expected = value
-            self._store_at_closest(Record(target, value), now)
+            self._publish(target, Record(target, value), now)
             stored = self.net.server(origin, now).records.get(target, now)
             local_record = stored.record if stored is not None else None
+        else:
+            target = b"\x12\x20" + kad_key(f"sim content {config.seed}/{number}".encode()).to_bytes(32, "big")
+            expected = self.net.peer_ids[self._publish(target, None, now)].multihash
         seeds = table.closest(kad_key(target), config.lookup.k)
         lookup = Lookup(
             config.kind,
@@ -220,20 +224,49 @@ class Simulator:
         )
         self._drive(_Run(number, origin, lookup, now, expected), now)
 
-    def _store_at_closest(self, record: Record, now: float) -> None:
-        """Place the record at the k closest live nodes, as a PUT would;
-        adversaries drop it."""
-        key = kad_key(record.key)
-        placed = 0
-        for position in xor_closest_positions(self.net.sorted_keys, key, 3 * self.config.routing.k):
-            node = self.net.order[position]
-            if not self.net.alive(node, now):
-                continue
-            placed += 1
-            if not self.net.adversary[node]:
-                self.net.server(node, now).records.put(record, None, now)
-            if placed >= self.config.routing.k:
+    def _publish(self, target: bytes, record: Record | None, now: float) -> int:
+        """A random honest node finds the peers closest to ``target`` and
+        stores ``record`` there (or announces itself as provider).  Answers
+        are immediate: publishing is set-up, not a measured lookup.
+        Adversaries on the path lie as usual and drop what they are given."""
+        publisher = self._honest_live(now)
+        sender = self.net.peer_ids[publisher]
+        config = self.config.lookup
+        lookup = Lookup(
+            LookupKind.FIND_NODE,
+            target,
+            self.net.server(publisher, now).table.closest(kad_key(target), config.k),
+            LookupConfig(config.alpha, config.k, config.peer_timeout, config.disjoint_paths),
+            local_key=self.net.keys[publisher],
+        )
+        for _ in range(100_000):
+            action = lookup.next(now)
+            if isinstance(action, Finished):
                 break
+            if not isinstance(action, SendRequest):
+                raise OverlayError("a synchronous lookup cannot wait")  # every answer is immediate
+            node = self.net.index_of.get(action.peer.peer_id)
+            answer = None
+            if node is not None and self.net.alive(node, now):
+                answer = self._answer(publisher, LookupKind.FIND_NODE, target, node, now)
+            if answer is None:
+                lookup.on_failure(action.peer.peer_id, now)
+            else:
+                closer = [self._contact(info) for info in answer.closer_peers]
+                lookup.on_success(action.peer.peer_id, closer, now)
+        if record is not None:
+            message = KadMessage(MessageType.PUT_VALUE, target, record=record)
+        else:
+            message = KadMessage(MessageType.ADD_PROVIDER, target, provider_peers=(PeerInfo(sender),))
+        for contact in lookup.finish().closest:
+            node = self.net.index_of.get(contact.peer_id)
+            if node is None or not self.net.alive(node, now) or self.net.adversary[node]:
+                continue
+            try:
+                handle_request(self.net.server(node, now), message, sender, now)
+            except OverlayError:
+                pass  # refused (quota, stale): that holder simply lacks it
+        return publisher
 
     def _drive(self, run: _Run, now: float) -> None:
         if run.done:
@@ -261,20 +294,22 @@ class Simulator:
         if loss and (self.rng.random() < loss or self.rng.random() < loss):
             return
         rtt = self.net.rtt(run.origin, node)
-        response = self._answer(run, node, now + rtt / 2)
+        lookup = run.lookup
+        response = self._answer(run.origin, lookup.kind, lookup.target, node, now + rtt / 2)
         self._push(now + rtt, _RESPONSE, (run, node, response))
 
-    def _answer(self, run: _Run, node: int, now: float) -> KadMessage | None:
-        lookup = run.lookup
-        request = KadMessage(_REQUEST_TYPES[lookup.kind], lookup.target)
+    def _answer(
+        self, origin: int, kind: LookupKind, target: bytes, node: int, now: float
+    ) -> KadMessage | None:
+        request = KadMessage(_REQUEST_TYPES[kind], target)
         try:
             if self.config.exercise_codec:
                 request = decode_message(encode_message(request))
             if self.net.adversary[node]:
-                response = self._lie(lookup.kind, lookup.target, lookup.key)
+                response = self._lie(kind, target, kad_key(target))
             else:
                 answer = handle_request(
-                    self.net.server(node, now), request, self.net.peer_ids[run.origin], now
+                    self.net.server(node, now), request, self.net.peer_ids[origin], now
                 )
                 if answer is None:
                     return None
@@ -293,9 +328,15 @@ class Simulator:
         else:
             closer = tuple(PeerInfo(self.net.peer_ids[self.rng.randrange(len(self.net))]) for _ in range(k))
         record = None
+        providers: tuple[PeerInfo, ...] = ()
         if kind is LookupKind.GET_VALUE:
             record = Record(target, self.rng.randbytes(32))
-        return KadMessage(_REQUEST_TYPES[kind], target, record=record, closer_peers=closer)
+        elif kind is LookupKind.GET_PROVIDERS:
+            # Provider records are not signed: a liar can name anyone.
+            providers = (PeerInfo(self.net.peer_ids[self.rng.randrange(len(self.net))]),)
+        return KadMessage(
+            _REQUEST_TYPES[kind], target, record=record, closer_peers=closer, provider_peers=providers
+        )
 
     def _deliver(self, run: _Run, node: int, response: KadMessage | None, now: float) -> None:
         if run.lookup.finished:
@@ -327,8 +368,10 @@ class Simulator:
         run.done = True
         if result.kind is LookupKind.FIND_NODE:
             success = result.target_found
-        else:
+        elif result.kind is LookupKind.GET_VALUE:
             success = result.record is not None and result.record.value == run.expected
+        else:
+            success = any(p.peer_id.multihash == run.expected for p in result.providers)
         self.outcomes.append(
             LookupOutcome(success, result.rounds, result.messages, now - run.started, result.failed)
         )

@@ -168,3 +168,14 @@ def test_tables_grown_by_real_joins_route_as_well_as_sampled_ones() -> None:
     assert statistics.median(o.rounds for o in outcomes) <= 4, f"seed {SEED}"
     with pytest.raises(ValueError):
         SimConfig(nodes=30_000, bootstrap="join")
+
+
+def test_providers_are_announced_and_found() -> None:
+    _, outcomes = run(kind=LookupKind.GET_PROVIDERS, lookups=20)
+    assert all(o.success for o in outcomes), f"seed {SEED}"
+
+
+def test_published_values_are_found_through_eclipsing_liars_with_disjoint_paths() -> None:
+    lookup = LookupConfig(peer_timeout=1.0, quorum=2, disjoint_paths=4)
+    _, outcomes = run(kind=LookupKind.GET_VALUE, adversaries=0.3, lookups=20, lookup=lookup)
+    assert all(o.success for o in outcomes), f"seed {SEED}"
