@@ -1,0 +1,282 @@
+"""The ``dht_*`` ops of the stream API, and the DHT daemon extension.
+
+Ops (arguments and replies are in docs/api.md, "DHT"): ``dht_put``,
+``dht_get``, ``dht_find_peer``, ``dht_provide``, ``dht_find_providers``
+and ``dht_table``.
+
+``DhtExtension`` runs a ``KadService`` on the daemon's host, with the
+record store persisted in ``<home>/dht/records.json``; other extensions
+(naming) reach the running service through ``DhtExtension.kad``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from overlay.daemon.api import ApiCall, ApiServer
+from overlay.daemon.errors import ApiError, BadRequest
+from overlay.errors import DecodeError
+from overlay.host.transport_types import Connection
+from overlay.identity import PeerId
+from overlay.kad.errors import InvalidProviderKey, InvalidRecord
+from overlay.kad.messages import PeerInfo
+from overlay.kad.persist import FileRecordStore
+from overlay.kad.records import NamespaceRegistry, default_registry, immutable_key
+from overlay.kad.service import KadService
+from overlay.kad.service_config import KadServiceConfig
+from overlay.kad.service_errors import NoPeersKnown, PeerNotFound, QuorumFailed, ValueNotFound
+from overlay.multiaddrs import multiaddr_from_bytes
+
+__all__ = [
+    "DhtErrorCode",
+    "DhtExtension",
+    "DhtOps",
+    "provider_key",
+]
+
+log = logging.getLogger(__name__)
+
+_MAX_VALUE_BYTES = 10 * 1024
+_MAX_KEY_BYTES = 1024
+_IMMUTABLE = re.compile(r"/v/([0-9a-f]{64})")
+
+
+class DhtErrorCode:
+    """``error.code`` strings of the dht ops, beyond the common ones."""
+
+    NOT_FOUND = "not_found"
+    """No record, peer or provider was found."""
+    QUORUM_FAILED = "quorum_failed"
+    """Too few peers accepted a PUT or provider announcement."""
+    NO_PEERS = "no_peers"
+    """The routing table is empty (no bootstrap peer reachable)."""
+    INVALID_RECORD = "invalid_record"
+    """The key's namespace is unknown or the value fails its validator."""
+
+
+def provider_key(text: str) -> bytes:
+    """The provider key (a sha2-256 multihash) announced for ``text``.
+
+    For ``/v/<sha256 hex>`` it is the multihash of that digest, so the
+    provider record of a stored value names the value's own hash; any other
+    text is hashed as UTF-8."""
+    match = _IMMUTABLE.fullmatch(text)
+    digest = bytes.fromhex(match.group(1)) if match else hashlib.sha256(text.encode()).digest()
+    return b"\x12\x20" + digest
+
+
+def _dht_errors(
+    op: Callable[[ApiCall], Awaitable[Mapping[str, Any]]],
+) -> Callable[[ApiCall], Awaitable[Mapping[str, Any]]]:
+    """Turn the service's typed errors into the API's error codes."""
+
+    @functools.wraps(op)
+    async def wrapped(call: ApiCall) -> Mapping[str, Any]:
+        try:
+            return await op(call)
+        except (ValueNotFound, PeerNotFound) as exc:
+            raise ApiError(DhtErrorCode.NOT_FOUND, str(exc)) from exc
+        except QuorumFailed as exc:
+            raise ApiError(DhtErrorCode.QUORUM_FAILED, str(exc)) from exc
+        except NoPeersKnown as exc:
+            raise ApiError(DhtErrorCode.NO_PEERS, str(exc)) from exc
+        except InvalidRecord as exc:
+            raise ApiError(DhtErrorCode.INVALID_RECORD, str(exc)) from exc
+        except InvalidProviderKey as exc:
+            raise BadRequest(str(exc)) from exc
+
+    return wrapped
+
+
+def _addr_texts(raw_addrs: Sequence[bytes]) -> list[str]:
+    out: list[str] = []
+    for raw in raw_addrs:
+        try:
+            out.append(str(multiaddr_from_bytes(raw)))
+        except DecodeError:
+            continue  # a provider's junk address is left out, not fatal
+    return out
+
+
+def _peer_info_json(info: PeerInfo) -> dict[str, Any]:
+    return {"peer_id": str(info.peer_id), "addrs": _addr_texts(info.addrs)}
+
+
+class DhtOps:
+    """Registers the dht ops on an ``ApiServer`` and serves them."""
+
+    def __init__(self, kad: KadService) -> None:
+        self._kad = kad
+
+    def register(self, server: ApiServer) -> None:
+        server.register("dht_put", _dht_errors(self.dht_put))
+        server.register("dht_get", _dht_errors(self.dht_get))
+        server.register("dht_find_peer", _dht_errors(self.dht_find_peer))
+        server.register("dht_provide", _dht_errors(self.dht_provide))
+        server.register("dht_find_providers", _dht_errors(self.dht_find_providers))
+        server.register("dht_table", _dht_errors(self.dht_table))
+
+    # -- argument helpers -------------------------------------------------
+
+    @staticmethod
+    def _bytes_arg(call: ApiCall, name: str, limit: int) -> bytes:
+        """``name`` as UTF-8 text, or ``<name>_base64`` for binary."""
+        text = call.str_arg(name, None)
+        encoded = call.str_arg(f"{name}_base64", None)
+        if (text is None) == (encoded is None):
+            raise BadRequest(f"`{call.op}` needs exactly one of `{name}` and `{name}_base64`")
+        if text is not None:
+            data = text.encode("utf-8")
+        else:
+            assert encoded is not None
+            try:
+                data = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadRequest(f"`{name}_base64` is not valid base64") from None
+        if not data or len(data) > limit:
+            raise BadRequest(f"`{name}` must be 1 to {limit} bytes")
+        return data
+
+    @staticmethod
+    def _peer_arg(call: ApiCall) -> PeerId:
+        return PeerId.from_string(call.required_str("peer"))
+
+    # -- ops ----------------------------------------------------------------
+
+    async def dht_put(self, call: ApiCall) -> Mapping[str, Any]:
+        value = self._bytes_arg(call, "value", _MAX_VALUE_BYTES)
+        key = immutable_key(value)
+        replicas = await self._kad.put_value(key, value)
+        return {"key": key.decode("ascii"), "replicas": replicas}
+
+    async def dht_get(self, call: ApiCall) -> Mapping[str, Any]:
+        key = self._bytes_arg(call, "key", _MAX_KEY_BYTES)
+        record = await self._kad.get_value(key)
+        reply: dict[str, Any] = {
+            "key": key.decode("utf-8", errors="replace"),
+            "value_base64": base64.b64encode(record.value).decode("ascii"),
+        }
+        try:
+            reply["value"] = record.value.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        return reply
+
+    async def dht_find_peer(self, call: ApiCall) -> Mapping[str, Any]:
+        peer = self._peer_arg(call)
+        addrs = await self._kad.find_peer(peer)
+        return {"peer_id": str(peer), "addrs": [str(a) for a in addrs]}
+
+    async def dht_provide(self, call: ApiCall) -> Mapping[str, Any]:
+        text = call.required_str("key")
+        key = provider_key(text)
+        told = await self._kad.provide(key)
+        return {"key": text, "provider_key": key.hex(), "peers": told}
+
+    async def dht_find_providers(self, call: ApiCall) -> Mapping[str, Any]:
+        text = call.required_str("key")
+        limit = call.int_arg("limit", 20, 1, 100)
+        key = provider_key(text)
+        providers = await self._kad.find_providers(key, limit)
+        if not providers:
+            raise ApiError(DhtErrorCode.NOT_FOUND, f"no provider found for {text}")
+        return {
+            "key": text,
+            "provider_key": key.hex(),
+            "providers": [_peer_info_json(info) for info in providers[:limit]],
+        }
+
+    async def dht_table(self, call: ApiCall) -> Mapping[str, Any]:
+        kad = self._kad
+        buckets = [
+            {
+                "index": stats.index,
+                "common_prefix_length": stats.common_prefix_length,
+                "size": stats.size,
+                "replacements": stats.replacements,
+                "pending_check": stats.pending_check,
+            }
+            for stats in kad.table.occupancy()
+        ]
+        return {
+            "peer_id": str(kad.peer_id),
+            "mode": kad.config.mode,
+            "protocol": kad.protocol,
+            "k": kad.config.routing.k,
+            "size": len(kad.table),
+            "buckets": buckets,
+            "peers": sorted(str(c.peer_id) for c in kad.table.contacts()),
+            "records": len(kad.records),
+            "bootstrapped": kad.bootstrapped.is_set(),
+        }
+
+
+class DhtExtension:
+    """Runs the DHT inside the daemon: ``Daemon(..., extensions=[dht])``.
+
+    The daemon's ``bootstrap`` list is used unless ``config`` names its own.
+    """
+
+    def __init__(
+        self,
+        config: KadServiceConfig | None = None,
+        *,
+        registry: NamespaceRegistry | None = None,
+        state_file: str | None = "dht/records.json",
+    ) -> None:
+        """``state_file`` is relative to the data directory; None keeps
+        records in memory only."""
+        self.config = config or KadServiceConfig()
+        self.registry = registry or default_registry()
+        self.state_file = state_file
+        self.kad: KadService | None = None
+        """The running service (None outside the daemon's lifetime)."""
+
+    def __call__(self, daemon: Any) -> AbstractAsyncContextManager[KadService]:
+        return self._run(daemon)
+
+    def connector(self) -> Callable[[PeerId], Awaitable[Connection]]:
+        """For the ``connect`` op: dial a peer known only by its ID."""
+
+        async def connect(peer: PeerId) -> Connection:
+            kad = self.kad
+            if kad is None:
+                raise ApiError(DhtErrorCode.NO_PEERS, "the DHT is not running")
+            try:
+                return await kad.connect_peer(peer)
+            except PeerNotFound as exc:
+                raise ApiError(DhtErrorCode.NOT_FOUND, str(exc)) from exc
+            except NoPeersKnown as exc:
+                raise ApiError(DhtErrorCode.NO_PEERS, str(exc)) from exc
+
+        return connect
+
+    @asynccontextmanager
+    async def _run(self, daemon: Any) -> AsyncIterator[KadService]:
+        config = self.config
+        bootstrap = tuple(getattr(daemon.config, "bootstrap", ()))
+        if not config.bootstrap and bootstrap:
+            config = replace(config, bootstrap=bootstrap)
+        records = None
+        if self.state_file is not None:
+            path = Path(daemon.home.root) / self.state_file
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            records = FileRecordStore(path, config.store, self.registry, now=time.time())
+        async with KadService(daemon.host, config, registry=self.registry, records=records) as kad:
+            DhtOps(kad).register(daemon.api)
+            self.kad = kad
+            try:
+                yield kad
+            finally:
+                self.kad = None
