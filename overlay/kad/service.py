@@ -173,7 +173,9 @@ class KadService:
         self._clock = clock
         self._wall = wall_clock
         self.table = RoutingTable(self.local_key, cfg.routing, self._rng, clock())
-        self.records: RecordStore = records or MemoryRecordStore(cfg.store, self.registry)
+        self.records: RecordStore = (
+            records if records is not None else MemoryRecordStore(cfg.store, self.registry)
+        )
         self.providers = ProviderStore(cfg.providers)
         self.republisher = Republisher(cfg.republish)
         self.stats = KadStats()
