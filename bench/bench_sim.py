@@ -25,7 +25,14 @@ from overlay.kad.lookup import LookupConfig, LookupKind
 from overlay.sim.engine import SimConfig, Simulator
 from overlay.sim.report import summarize
 
-COLUMNS = ("success_rate", "median_rounds", "p99_rounds", "median_messages", "median_latency_ms", "p99_latency_ms")
+COLUMNS = (
+    "success_rate",
+    "median_rounds",
+    "p99_rounds",
+    "median_messages",
+    "median_latency_ms",
+    "p99_latency_ms",
+)
 
 
 def measure(label: str, config: SimConfig) -> dict[str, Any]:
@@ -84,9 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     for fraction in (0.2, 0.4):
         for paths in (1, 4):
             lookup = LookupConfig(peer_timeout=1.0, disjoint_paths=paths)
-            adversarial.append(
-                measure(f"{int(fraction * 100)}% eclipse liars, d={paths}", config(n, adversaries=fraction, lookup=lookup))
-            )
+            label = f"{int(fraction * 100)}% eclipse liars, d={paths}"
+            adversarial.append(measure(label, config(n, adversaries=fraction, lookup=lookup)))
     adversarial.append(measure("20% random liars, d=1", config(n, adversaries=0.2, adversary_mode="random")))
     for quorum, paths in ((3, 1), (3, 4)):
         lookup = LookupConfig(peer_timeout=1.0, quorum=quorum, disjoint_paths=paths)
@@ -108,11 +114,20 @@ def main(argv: list[str] | None = None) -> int:
 
     churn = [measure(f"churn {int(f * 100)}%", config(n, churn=f)) for f in (0.1, 0.3, 0.5)]
     churn.append(measure("churn 30%, providers", config(n, churn=0.3, kind=LookupKind.GET_PROVIDERS)))
-    churn.append(measure("churn 30%, GET q=3", config(n, churn=0.3, kind=LookupKind.GET_VALUE, lookup=LookupConfig(peer_timeout=1.0, quorum=3))))
+    churn.append(
+        measure("churn 30%, GET q=3", config(n, churn=0.3, kind=LookupKind.GET_VALUE, lookup=quorum3))
+    )
     show(f"Churn at N={n} (leavers stay in tables; joiners known only to later tables)", churn)
 
     if args.json:
-        runs = {"scaling": scaling, "find_peer": quick, "get_value": gets, "bootstrap": boot, "adversarial": adversarial, "churn": churn}
+        runs = {
+            "scaling": scaling,
+            "find_peer": quick,
+            "get_value": gets,
+            "bootstrap": boot,
+            "adversarial": adversarial,
+            "churn": churn,
+        }
         print(json.dumps(runs, sort_keys=True))
     return 0
 

@@ -37,35 +37,34 @@ def build_parser(prog: str = "overlay sim") -> argparse.ArgumentParser:
         prog=prog,
         description="Simulate Kademlia lookups over N pure nodes in virtual time.",
     )
-    parser.add_argument("--nodes", type=_positive, default=10_000, help="nodes at the start (default 10000)")
-    parser.add_argument("--lookups", type=_positive, default=100, help="lookups to run (default 100)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    parser.add_argument("--churn", type=_fraction, default=0.0, help="fraction of nodes leaving (and as many joining)")
-    parser.add_argument("--adversaries", type=_fraction, default=0.0, help="fraction of lying nodes")
-    parser.add_argument(
-        "--adversary-mode", choices=("eclipse", "random"), default="eclipse",
-        help="eclipse: return colluding adversaries closest to the key; random: random IDs",
-    )
-    parser.add_argument("--disjoint-paths", type=_positive, default=1, help="S/Kademlia disjoint paths (default 1)")
-    parser.add_argument("--quorum", type=int, default=None, help="run GET_VALUE lookups stopping after Q valid records")
-    parser.add_argument(
-        "--kind", choices=("find-node", "get-value", "get-providers"), default=None,
-        help="lookup kind (default find-node, or get-value when --quorum is given)",
-    )
-    parser.add_argument("--alpha", type=_positive, default=3, help="requests in flight per path (default 3)")
-    parser.add_argument("--k", type=_positive, default=20, help="bucket size and lookup width (default 20)")
-    parser.add_argument("--loss", type=_fraction, default=0.0, help="probability a message is lost")
-    parser.add_argument("--peer-timeout", type=float, default=1.0, help="per-peer timeout in seconds (default 1)")
-    parser.add_argument(
-        "--stop-when-found", action="store_true",
-        help="FIND_NODE ends when the target answers (find-peer) instead of at the k closest",
-    )
-    parser.add_argument(
-        "--bootstrap", choices=("sampled", "join"), default="sampled",
-        help="sampled: tables drawn from the global view (any N); join: nodes join by real lookups (N <= 20000, slow)",
-    )
-    parser.add_argument("--wire", action="store_true", help="pass every message through the wire codec")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add = parser.add_argument
+    add("--nodes", type=_positive, default=10_000, help="nodes at the start (default 10000)")
+    add("--lookups", type=_positive, default=100, help="lookups to run (default 100)")
+    add("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    add("--churn", type=_fraction, default=0.0,
+        help="fraction of nodes leaving during the run (as many join)")
+    add("--adversaries", type=_fraction, default=0.0, help="fraction of lying nodes")
+    add("--adversary-mode", choices=("eclipse", "random"), default="eclipse",
+        help="eclipse: answer with the colluding adversaries closest to the key; "
+        "random: answer with random IDs")
+    add("--disjoint-paths", type=_positive, default=1,
+        help="S/Kademlia disjoint paths (default 1)")
+    add("--quorum", type=int, default=None,
+        help="run GET_VALUE lookups that stop after Q valid records")
+    add("--kind", choices=("find-node", "get-value", "get-providers"), default=None,
+        help="lookup kind (default find-node, or get-value when --quorum is given)")
+    add("--alpha", type=_positive, default=3, help="requests in flight per path (default 3)")
+    add("--k", type=_positive, default=20, help="bucket size and lookup width (default 20)")
+    add("--loss", type=_fraction, default=0.0, help="probability a message is lost")
+    add("--peer-timeout", type=float, default=1.0,
+        help="per-peer timeout in seconds (default 1)")
+    add("--stop-when-found", action="store_true",
+        help="FIND_NODE ends when the target answers (find-peer), not at the k closest")
+    add("--bootstrap", choices=("sampled", "join"), default="sampled",
+        help="sampled: tables drawn from the global view (any N); "
+        "join: nodes join through real lookups (N <= 20000, slow)")
+    add("--wire", action="store_true", help="pass every message through the wire codec")
+    add("--json", action="store_true", help="print one JSON object")
     return parser
 
 

@@ -209,7 +209,8 @@ class Simulator:
             stored = self.net.server(origin, now).records.get(target, now)
             local_record = stored.record if stored is not None else None
         else:
-            target = b"\x12\x20" + kad_key(f"sim content {config.seed}/{number}".encode()).to_bytes(32, "big")
+            content = kad_key(f"sim content {config.seed}/{number}".encode())
+            target = b"\x12\x20" + content.to_bytes(32, "big")  # a sha2-256 multihash
             expected = self.net.peer_ids[self._publish(target, None, now)].multihash
         seeds = table.closest(kad_key(target), config.lookup.k)
         lookup = Lookup(
