@@ -68,10 +68,11 @@ def random_peer_id_in_bucket(
     FIND_NODE carries a peer ID, not a key, and SHA-256 cannot be inverted,
     so this draws IDs until one lands: about ``2**(256-index)`` tries, which
     is why refresh stops at common-prefix length 15 (as go-libp2p does)."""
+    low, high = 1 << index, 1 << (index + 1)
     for _ in range(max_tries):
-        peer = fake_peer_id(rng)
-        if bucket_index(local, peer_key(peer)) == index:
-            return peer
+        multihash = b"\x12\x20" + rng.getrandbits(256).to_bytes(32, "big")
+        if low <= local ^ kad_key(multihash) < high:
+            return PeerId(multihash)
     raise ValueError(f"no peer ID found for bucket {index} in {max_tries} tries")
 
 
