@@ -33,6 +33,7 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import socket
 import ssl
 import statistics
 import struct
@@ -54,6 +55,7 @@ HOST = "127.0.0.1"
 MB = 1_000_000
 CHUNK = 256 * 1024
 STREAMS = 10
+SOCKET_BUFFER = 4 << 20  # what overlay's endpoint requests
 ECHO, SINK = b"E", b"S"
 
 
@@ -83,6 +85,16 @@ def raw_configuration(is_client: bool, args: argparse.Namespace) -> QuicConfigur
         private_key=creds.private_key,
         max_datagram_size=args.datagram_size,
     )
+
+
+def _grow_buffers(transport: asyncio.BaseTransport | None, args: argparse.Namespace) -> None:
+    """Give raw aioquic's socket the buffers overlay's endpoint asks for,
+    so the comparison is between the QUIC drivers, not socket settings."""
+    if args.raw_default_buffers or transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
 
 
 # --- receiver (child process) -----------------------------------------------
@@ -172,6 +184,7 @@ async def _raw_server(pipe: multiprocessing.connection.Connection, args: argpars
 
     server = await serve(HOST, 0, configuration=raw_configuration(False, args), stream_handler=on_stream)
     assert server._transport is not None
+    _grow_buffers(server._transport, args)
     port = server._transport.get_extra_info("sockname")[1]
     pipe.send((port, None))
     await _wait_stop(pipe)
@@ -211,6 +224,7 @@ async def raw_setup(port: int, args: argparse.Namespace, rounds: int) -> list[fl
     for _ in range(rounds):
         start = time.perf_counter()
         async with connect(HOST, port, configuration=config) as client:
+            _grow_buffers(client._transport, args)
             reader, writer = await client.create_stream()
             writer.write(ECHO + b"x")
             writer.write_eof()
@@ -266,6 +280,7 @@ async def _raw_sink(client: QuicConnectionProtocol, size: int) -> None:
 
 async def raw_throughput(port: int, args: argparse.Namespace, streams: int) -> float:
     async with connect(HOST, port, configuration=raw_configuration(True, args)) as client:
+        _grow_buffers(client._transport, args)
         size = args.mb * MB // streams
         start = time.perf_counter()
         async with asyncio.TaskGroup() as tg:
@@ -327,6 +342,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=100, help="MB (10**6 bytes) per transfer (default 100)")
     parser.add_argument("--setup-rounds", type=int, default=30)
+    parser.add_argument("--raw-default-buffers", action="store_true",
+                        help="leave raw aioquic's sockets at the OS default buffer sizes")
     parser.add_argument("--repeat", type=int, default=2, help="throughput runs per stack; best is kept")
     parser.add_argument("--datagram-size", type=int, default=1200, help="max QUIC datagram size, both stacks")
     try:
@@ -340,7 +357,7 @@ def main() -> None:
 
     log(f"loop={args.loop} mb={args.mb} datagram_size={args.datagram_size}")
     results: dict[str, Any] = {"loop": args.loop, "mb": args.mb, "datagram_size": args.datagram_size,
-                               "repeat": args.repeat}
+                               "repeat": args.repeat, "raw_default_buffers": args.raw_default_buffers}
     receivers = {kind: Receiver(kind, args) for kind in ("ours", "raw")}
     try:
         results.update(run(lambda: sender(receivers["ours"], receivers["raw"], args), args.loop))
