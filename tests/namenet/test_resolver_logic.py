@@ -1,0 +1,187 @@
+"""Resolver behaviour against a scripted DHT: early answers, background
+verification, trust on first use, negative caching, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from overlay.identity import Ed25519PrivateKey
+from overlay.kad.errors import InvalidRecord
+from overlay.naming import NamingConfig, OwnerChanged
+from overlay.naming.cache import CacheConfig
+from overlay.naming.net_errors import NameNotFound, ResolveFailed
+from overlay.naming.resolver import Resolver, ResolverConfig
+from overlay.naming.resource_map_store import ResolverState
+from overlay.naming.tracker import Answer
+from tests.naming.helpers import BITS, NOW, key, record
+
+NAMING = NamingConfig(pow_bits=BITS)
+
+
+def _peer(index: int) -> bytes:
+    return b"\x00\x24\x08\x01\x12\x20" + index.to_bytes(32, "big")
+
+
+@dataclass
+class ScriptedDht:
+    """Answers come in the scripted order; ``gate`` (if set) holds back
+    every answer after the first ``release_after`` until it is set."""
+
+    script: list[Answer] = field(default_factory=list)
+    gate: asyncio.Event | None = None
+    release_after: int = 0
+    lookups: int = 0
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    stored: list[tuple[bytes, bytes]] = field(default_factory=list)
+    fail: Exception | None = None
+
+    async def get_value_answers(self, key: bytes, on_answer: Callable[[Answer], None]) -> None:
+        self.lookups += 1
+        self.started.set()
+        if self.fail is not None:
+            raise self.fail
+        for index, answer in enumerate(self.script):
+            if self.gate is not None and index == self.release_after:
+                await self.gate.wait()
+            on_answer(answer)
+            await asyncio.sleep(0)  # let the resolver react between answers
+
+    async def put_value(self, key: bytes, value: bytes) -> int:
+        return 0
+
+    async def store_at(self, peer: bytes, key: bytes, value: bytes) -> bool:
+        self.stored.append((peer, value))
+        return True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _resolver(dht: ScriptedDht, clock: Clock, quorum: int = 2) -> Resolver:
+    state = ResolverState(None, NAMING, CacheConfig(negative_ttl=30.0))
+    return Resolver(dht, state, NAMING, ResolverConfig(quorum=quorum, timeout=5.0), clock=clock)
+
+
+async def test_early_answer_then_background_corrects_the_stale_responders() -> None:
+    alice = key(1)
+    new, old = record(alice, sequence=5).to_bytes(), record(alice, sequence=4).to_bytes()
+    gate = asyncio.Event()
+    dht = ScriptedDht([Answer(_peer(1), 1, new), Answer(_peer(2), 2, new),
+                       Answer(_peer(3), 3, old), Answer(_peer(4), 4, None)],
+                      gate=gate, release_after=2)
+    async with asyncio.timeout(10), _resolver(dht, Clock()) as resolver:
+        got = await resolver.resolve("alice.ovl")
+        assert got.source == "network" and not got.final and got.supporters == 2
+        assert got.record.sequence == 5
+        gate.set()
+        await resolver.wait_idle()
+        assert sorted(peer for peer, _ in dht.stored) == [_peer(3), _peer(4)]
+        assert all(value == new for _, value in dht.stored)
+        assert resolver.corrections_sent == 2
+
+
+async def test_background_verification_replaces_a_wrong_early_answer() -> None:
+    alice, mallory = key(1), key(666)
+    real = record(alice).to_bytes()
+    squat = record(mallory).to_bytes()
+    gate = asyncio.Event()
+    # Two far liars answer first; five closer honest nodes answer later.
+    script = [Answer(_peer(90), 90, squat), Answer(_peer(91), 91, squat)]
+    script += [Answer(_peer(i), i, real) for i in range(1, 6)]
+    dht = ScriptedDht(script, gate=gate, release_after=2)
+    async with asyncio.timeout(10), _resolver(dht, Clock()) as resolver:
+        early = await resolver.resolve("alice.ovl")
+        assert early.record.owner == mallory.public_key().to_protobuf()
+        gate.set()
+        await resolver.wait_idle()
+        assert resolver.background_fixes == 1
+        fixed = await resolver.resolve("alice.ovl")
+        assert fixed.source == "cache"
+        assert fixed.record.owner == alice.public_key().to_protobuf()
+        pin = resolver.state.pins.get("alice.ovl")
+        assert pin is not None and pin.owner == alice.public_key().to_protobuf()
+        assert sorted(p for p, _ in dht.stored) == [_peer(90), _peer(91)]
+
+
+async def test_owner_change_before_the_pin_expires_is_an_error() -> None:
+    alice, mallory = key(1), key(666)
+    clock = Clock()
+    dht = ScriptedDht([Answer(_peer(i), i, record(alice).to_bytes()) for i in range(1, 4)])
+    async with asyncio.timeout(10), _resolver(dht, clock) as resolver:
+        await resolver.resolve("alice.ovl")
+        dht.script = [Answer(_peer(i), i, record(mallory).to_bytes()) for i in range(1, 4)]
+        with pytest.raises(OwnerChanged):
+            await resolver.resolve("alice.ovl", use_cache=False)
+        cached = resolver.cached("alice.ovl")
+        assert cached is not None and cached.record.owner == alice.public_key().to_protobuf()
+        # After the pinned record expired, a new owner is accepted.
+        clock.now = NOW + 3601
+        dht.script = [Answer(_peer(i), i, record(mallory, expires=NOW + 7200).to_bytes())
+                      for i in range(1, 4)]
+        got = await resolver.resolve("alice.ovl")
+        assert got.record.owner == mallory.public_key().to_protobuf()
+
+
+async def test_negative_answers_are_cached_briefly() -> None:
+    clock = Clock()
+    dht = ScriptedDht([Answer(_peer(1), 1, None), Answer(_peer(2), 2, None)])
+    async with asyncio.timeout(10), _resolver(dht, clock) as resolver:
+        with pytest.raises(NameNotFound):
+            await resolver.resolve("nobody.ovl")
+        with pytest.raises(NameNotFound) as cached:
+            await resolver.resolve("nobody.ovl")
+        assert cached.value.cached and dht.lookups == 1
+        clock.now += 31
+        with pytest.raises(NameNotFound) as again:
+            await resolver.resolve("nobody.ovl")
+        assert not again.value.cached and dht.lookups == 2
+
+
+async def test_failures_are_typed() -> None:
+    dht = ScriptedDht([Answer(_peer(1), 1, failed=True)])
+    async with asyncio.timeout(10), _resolver(dht, Clock()) as resolver:
+        with pytest.raises(ResolveFailed):
+            await resolver.resolve("alice.ovl")
+        dht.fail = InvalidRecord("boom")
+        with pytest.raises(ResolveFailed):
+            await resolver.resolve("alice.ovl")
+        # Forged answers only: not found, and nothing is cached as valid.
+        forged = record(key(1)).to_bytes()[:-1] + b"\x00"
+        dht.fail = None
+        dht.script = [Answer(_peer(1), 1, forged)]
+        with pytest.raises(NameNotFound):
+            await resolver.resolve("alice.ovl")
+
+
+async def test_a_slow_network_times_out() -> None:
+    dht = ScriptedDht([Answer(_peer(1), 1, None), Answer(_peer(2), 2, None)],
+                      gate=asyncio.Event(), release_after=1)
+    state = ResolverState(None, NAMING)
+    resolver = Resolver(dht, state, NAMING, ResolverConfig(timeout=0.05), clock=Clock())
+    async with asyncio.timeout(10), resolver:
+        with pytest.raises(ResolveFailed, match="longer than"):
+            await resolver.resolve("alice.ovl")
+
+
+async def test_concurrent_resolves_share_one_lookup() -> None:
+    alice = key(1)
+    gate = asyncio.Event()
+    dht = ScriptedDht([Answer(_peer(i), i, record(alice).to_bytes()) for i in range(1, 4)],
+                      gate=gate, release_after=0)
+    async with asyncio.timeout(10), _resolver(dht, Clock()) as resolver:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(resolver.resolve("alice.ovl")) for _ in range(5)]
+            await dht.started.wait()  # every resolve is waiting by now
+            gate.set()
+        results = [t.result() for t in tasks]
+        assert dht.lookups == 1
+        assert len({r.record.to_bytes() for r in results}) == 1
