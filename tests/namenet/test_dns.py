@@ -112,3 +112,23 @@ def test_dns_address_option() -> None:
     for bad in ("localhost:53", "127.0.0.1", "127.0.0.1:99999", ":53"):
         with pytest.raises(ConfigError):
             parse_dns_address(bad)
+
+
+async def test_large_answers_are_truncated_over_udp_and_whole_over_tcp() -> None:
+    import time
+
+    from overlay.naming.resolver import Resolution
+    from tests.naming.helpers import key, record
+
+    big = record(key(1), expires=time.time() + 3600, txt=tuple(f"{i:03d}" + "x" * 200
+                                                               for i in range(12)))
+
+    async def resolve(name: str) -> Resolution:
+        return Resolution(name, big, "cache", 0.0, time.time() + 60)
+
+    async with asyncio.timeout(30), DnsFront(DnsFrontConfig(port=0), resolve) as front:
+        udp = await _ask(front.address, "alice.ovl", "TXT")
+        assert udp.header.tc == 1 and not udp.rr
+        tcp = await _ask(front.address, "alice.ovl", "TXT", tcp=True)
+        assert tcp.header.tc == 0 and len(tcp.rr) == 13  # 12 TXT entries + the peer ID
+        assert front.answered == 2
