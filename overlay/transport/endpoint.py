@@ -281,6 +281,8 @@ class QuicEndpoint:
         if header.version is None or header.packet_type is QuicPacketType.VERSION_NEGOTIATION:
             return  # short header or VN for an unknown connection: nothing to do
         if header.version not in _SUPPORTED_VERSIONS:
+            if len(data) < _MIN_INITIAL:
+                return  # RFC 9000 section 5.2.2: too short to deserve an answer
             self._send_datagram(
                 encode_quic_version_negotiation(
                     source_cid=header.destination_cid,

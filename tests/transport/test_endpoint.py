@@ -283,3 +283,53 @@ async def test_aclose_fails_pending_dial_with_endpoint_closed() -> None:
                 await dial
         finally:
             sock.close()
+
+
+async def test_version_negotiation_only_for_full_size_datagrams(pair: Pair) -> None:
+    async with asyncio.timeout(5):
+        sock = await _udp_socket()
+        loop = asyncio.get_running_loop()
+        try:
+            def header(scid: bytes) -> bytes:
+                return b"\xc0" + b"\x1a\x2a\x3a\x4a" + b"\x08" + os.urandom(8) + b"\x08" + scid
+
+            short_scid, long_scid = b"S" * 8, b"L" * 8
+            await loop.sock_sendto(sock, header(short_scid) + bytes(100), pair.b.local_address)
+            await loop.sock_sendto(sock, header(long_scid) + bytes(1200), pair.b.local_address)
+            reply, _ = await loop.sock_recvfrom(sock, 2048)
+            # Only the full-size datagram was answered: a Version Negotiation
+            # packet (version 0) listing QUIC v1, addressed to its SCID.
+            assert reply[1:5] == b"\x00\x00\x00\x00"
+            assert reply[6:14] == long_scid
+            assert b"\x00\x00\x00\x01" in reply[5:]
+        finally:
+            sock.close()
+
+
+async def test_larger_datagrams_are_configurable() -> None:
+    async with asyncio.timeout(5):
+        from .conftest import make_pair
+
+        config = TransportConfig(max_datagram_size=1452)
+        p = await make_pair(config_a=config, config_b=config)
+        sizes: list[int] = []
+        send = p.a._send_datagram
+
+        def record(data: bytes, addr: object) -> None:
+            sizes.append(len(data))
+            send(data, addr)  # type: ignore[arg-type]
+
+        p.a._send_datagram = record  # type: ignore[method-assign]
+        try:
+            stream = await p.conn_a.open_stream()
+            stream.write(os.urandom(200_000))
+            await stream.close()
+            inbound = await p.conn_b.accept_stream()
+            total = 0
+            while chunk := await inbound.read():
+                total += len(chunk)
+            assert total == 200_000
+            assert max(sizes) == 1452
+        finally:
+            await p.a.aclose()
+            await p.b.aclose()
