@@ -24,6 +24,7 @@ from multiaddr import Multiaddr
 
 from overlay.daemon.api import ApiCall, ApiServer
 from overlay.daemon.errors import ApiError, BadRequest
+from overlay.daemon.ops_dht import DhtExtension
 from overlay.daemon.protocol import ErrorCode
 from overlay.daemon.relay import relay_stream
 from overlay.errors import DialError, InvalidMultiaddr, OverlayError, RemoteProtocolError, TransportError
@@ -31,6 +32,8 @@ from overlay.host.peerstore import Peerstore
 from overlay.host.stream import NegotiatedStream
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId, PrivateKey, public_key_from_protobuf
+from overlay.kad.records import default_registry
+from overlay.kad.service_config import KadServiceConfig
 from overlay.multiaddrs import parse_quic_multiaddr
 from overlay.naming.dns_front import DnsFront, DnsFrontConfig
 from overlay.naming.errors import InvalidName, NamingError, OwnerChanged
@@ -41,7 +44,15 @@ from overlay.naming.record import NameRecord, PeerTarget, Service
 from overlay.naming.resolver import Resolution
 from overlay.naming.service import NameService, NameServiceConfig, PublishResult, Targets
 
-__all__ = ["NameErrorCode", "NameExtension", "NameOps", "record_json", "resolution_json"]
+__all__ = [
+    "NameErrorCode",
+    "NameExtension",
+    "NameOps",
+    "naming_extensions",
+    "parse_service",
+    "record_json",
+    "resolution_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -397,3 +408,27 @@ class NameExtension:
                 yield names
             finally:
                 self.names = None
+
+
+def naming_extensions(
+    key: PrivateKey,
+    *,
+    dns: tuple[str, int] | None = None,
+    names: NameServiceConfig | None = None,
+    kad: KadServiceConfig | None = None,
+    dht_state_file: str | None = "dht/records.json",
+) -> tuple[DhtExtension, NameExtension]:
+    """The DHT and naming extensions, wired together: the DHT's record
+    store knows the name namespace from the start (so persisted name
+    records survive its load), and naming runs on the DHT's service."""
+    config = names or NameServiceConfig()
+    registry = default_registry()
+    register_name_namespace(registry, config.naming)
+    dht = DhtExtension(kad, registry=registry, state_file=dht_state_file)
+
+    def kad_of(daemon: Any) -> KadLike:
+        if dht.kad is None:
+            raise ApiError(ErrorCode.FAILED, "the DHT is not running")
+        return dht.kad
+
+    return dht, NameExtension(key, kad_of, config, dns=dns)
