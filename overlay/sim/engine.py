@@ -31,7 +31,7 @@ from overlay.sim.network import NetworkModel, SimNetwork, xor_closest_positions
 
 __all__ = ["SimConfig", "LookupOutcome", "Simulator"]
 
-_START, _RESPONSE, _WAKE = range(3)
+_START, _RESPONSE, _WAKE, _JOIN = range(4)
 _REQUEST_TYPES = {
     LookupKind.FIND_NODE: MessageType.FIND_NODE,
     LookupKind.GET_VALUE: MessageType.GET_VALUE,
@@ -49,7 +49,7 @@ class SimConfig:
     seed: int = 0
     churn: float = 0.0
     """Fraction of nodes that leave abruptly during the run; as many new
-    nodes join (known only to tables built after they joined)."""
+    nodes join, each running a self-lookup that makes it known."""
     adversaries: float = 0.0
     """Fraction of nodes that lie (see ``adversary_mode``)."""
     adversary_mode: str = "eclipse"
@@ -67,8 +67,9 @@ class SimConfig:
     lookup_interval: float = 0.5
     """Virtual seconds between lookup starts (lookups overlap)."""
     update_tables: bool = True
-    """Origins add peers that answered to their tables, pinging the oldest
-    entry of a full bucket (answered at once from the node's liveness)."""
+    """Askers add the peers that answered and servers add the askers, as
+    the network service does; a full bucket's liveness check is answered
+    at once from the checked node's liveness."""
     bootstrap: str = "sampled"
     """``sampled``: tables drawn from the global view on first use (any N);
     ``join``: every initial node joins through real lookups first (N up to
@@ -175,9 +176,14 @@ class Simulator:
     def run(self) -> list[LookupOutcome]:
         for number in range(self.config.lookups):
             self._push(number * self.config.lookup_interval, _START, number)
+        for node in range(self.config.nodes, len(self.net)):
+            self._push(self.net.join_time[node], _JOIN, node)
         while self._events:
             now, _, kind, payload = heapq.heappop(self._events)
-            if kind == _START:
+            if kind == _JOIN:
+                assert isinstance(payload, int)
+                self._join(payload, now)
+            elif kind == _START:
                 assert isinstance(payload, int)
                 self._start(payload, now)
             elif kind == _RESPONSE:
@@ -232,13 +238,31 @@ class Simulator:
         Adversaries on the path lie as usual and drop what they are given."""
         publisher = self._honest_live(now)
         sender = self.net.peer_ids[publisher]
+        closest = self._find_now(publisher, target, now)
+        if record is not None:
+            message = KadMessage(MessageType.PUT_VALUE, target, record=record)
+        else:
+            message = KadMessage(MessageType.ADD_PROVIDER, target, provider_peers=(PeerInfo(sender),))
+        for contact in closest:
+            node = self.net.index_of.get(contact.peer_id)
+            if node is None or not self.net.alive(node, now) or self.net.adversary[node]:
+                continue
+            try:
+                handle_request(self.net.server(node, now), message, sender, now)
+            except OverlayError:
+                pass  # refused (quota, stale): that holder simply lacks it
+        return publisher
+
+    def _find_now(self, origin: int, target: bytes, now: float) -> tuple[Contact, ...]:
+        """A FIND_NODE whose answers arrive at once (set-up work such as
+        publishing or joining, whose latency is not measured)."""
         config = self.config.lookup
         lookup = Lookup(
             LookupKind.FIND_NODE,
             target,
-            self.net.server(publisher, now).table.closest(kad_key(target), config.k),
+            self.net.server(origin, now).table.closest(kad_key(target), config.k),
             LookupConfig(config.alpha, config.k, config.peer_timeout, config.disjoint_paths),
-            local_key=self.net.keys[publisher],
+            local_key=self.net.keys[origin],
         )
         for _ in range(100_000):
             action = lookup.next(now)
@@ -249,25 +273,21 @@ class Simulator:
             node = self.net.index_of.get(action.peer.peer_id)
             answer = None
             if node is not None and self.net.alive(node, now):
-                answer = self._answer(publisher, LookupKind.FIND_NODE, target, node, now)
+                answer = self._answer(origin, LookupKind.FIND_NODE, target, node, now)
             if answer is None:
                 lookup.on_failure(action.peer.peer_id, now)
             else:
                 closer = [self._contact(info) for info in answer.closer_peers]
                 lookup.on_success(action.peer.peer_id, closer, now)
-        if record is not None:
-            message = KadMessage(MessageType.PUT_VALUE, target, record=record)
-        else:
-            message = KadMessage(MessageType.ADD_PROVIDER, target, provider_peers=(PeerInfo(sender),))
-        for contact in lookup.finish().closest:
-            node = self.net.index_of.get(contact.peer_id)
-            if node is None or not self.net.alive(node, now) or self.net.adversary[node]:
-                continue
-            try:
-                handle_request(self.net.server(node, now), message, sender, now)
-            except OverlayError:
-                pass  # refused (quota, stale): that holder simply lacks it
-        return publisher
+                if self.config.update_tables and node is not None:
+                    self._learn(origin, node, now)
+        return lookup.finish().closest
+
+    def _join(self, node: int, now: float) -> None:
+        """A churn joiner's table reflects the network when it joins; the
+        others learn of it only from its self-lookup, as in the protocol."""
+        self.net.server(node, now)
+        self._find_now(node, self.net.peer_ids[node].multihash, now)
 
     def _drive(self, run: _Run, now: float) -> None:
         if run.done:
@@ -359,8 +379,15 @@ class Simulator:
         return self.net.contacts[node] if node is not None else info.contact()
 
     def _learn(self, origin: int, node: int, now: float) -> None:
-        table = self.net.server(origin, now).table
-        result = table.add(self.net.contacts[node], now)
+        """The asker adds the peer that answered; the answering server adds
+        the asker (a DHT server, as identify would tell it)."""
+        self._admit(origin, node, now)
+        if not self.net.adversary[node]:
+            self._admit(node, origin, now)
+
+    def _admit(self, owner: int, seen: int, now: float) -> None:
+        table = self.net.server(owner, now).table
+        result = table.add(self.net.contacts[seen], now)
         if result.outcome is AddOutcome.PENDING and result.ping is not None:
             checked = self.net.index_of[result.ping.contact.peer_id]
             table.on_ping_result(result.ping.contact.peer_id, self.net.alive(checked, now), now)

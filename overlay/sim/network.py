@@ -7,9 +7,11 @@ so filling it is two bisections and a sample of ``k`` members: the table a
 well-maintained node converges to (each bucket holds ``min(k, population)``
 peers drawn uniformly).  Only nodes a lookup touches ever get a table, which
 is what lets 100,000 nodes fit in one process; simulating every join would
-cost ``N log N`` lookups before the first measurement.  A table reflects the
-nodes that had joined when it was built, including ones that have since
-left: stale entries are exactly what churn is about.
+cost ``N log N`` lookups before the first measurement (``bootstrap.py`` does
+that for small N, to check this model).  Initial nodes' tables show the
+initial network, including nodes that have since left: stale entries are
+what churn is about.  A node joining later gets a table of the network as
+it joins, and others learn of it only through the protocol.
 """
 
 from __future__ import annotations
@@ -169,6 +171,10 @@ class SimNetwork:
         table = RoutingTable(own, self.routing, rng, now)
         k = self.routing.k
         keys = self.sorted_keys
+        # Tables of the initial nodes show the initial network; a joiner's
+        # shows the network as it joins.  Later joiners are learned only
+        # through the protocol (their self-lookups reach the tables).
+        cutoff = now if self.join_time[node] > 0 else 0.0
         for level in range(KEY_BITS - 1, -1, -1):
             # Stop once nothing else shares the node's prefix at this level.
             mine = own >> (level + 1) << (level + 1)
@@ -184,6 +190,6 @@ class SimNetwork:
             else:
                 picks = rng.sample(range(first, last), min(last - first, k + k // 2))
             members = [self.order[position] for position in picks]
-            joined = [m for m in members if self.join_time[m] <= now][:k]
+            joined = [m for m in members if self.join_time[m] <= cutoff][:k]
             table.load([self.contacts[m] for m in joined])
         return table
