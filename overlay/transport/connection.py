@@ -24,6 +24,7 @@ from overlay.errors import (
     ConnectionClosed,
     DialError,
     HandshakeError,
+    LocalProtocolError,
     PeerIdMismatch,
     TransportError,
 )
@@ -39,6 +40,7 @@ __all__ = ["QuicConn"]
 log = logging.getLogger(__name__)
 
 ALPN = "libp2p"
+_MAX_REASON = 256
 
 
 class _Owner(Protocol):
@@ -58,6 +60,11 @@ class _Owner(Protocol):
     def _connection_closed(self, conn: QuicConn) -> None: ...
 
     def _connection_terminated(self, conn: QuicConn) -> None: ...
+
+
+def _clip(reason: str) -> str:
+    """A reason phrase that fits a CONNECTION_CLOSE frame in one packet."""
+    return reason.encode("utf-8")[:_MAX_REASON].decode("utf-8", "ignore")
 
 
 def _short_address(addr: NetworkAddress) -> tuple[str, int]:
@@ -177,9 +184,11 @@ class QuicConn:
 
     def close(self, code: int = 0, reason: str = "") -> None:
         """Close the connection (CONNECTION_CLOSE with an application code)."""
+        if not 0 <= code < 1 << 62:
+            raise LocalProtocolError("QUIC error codes are 62-bit unsigned integers")
         if self._error is not None:
             return
-        self._quic.close(error_code=code, reason_phrase=reason)
+        self._quic.close(error_code=code, reason_phrase=_clip(reason))
         self._mark_closed(ConnectionClosed(f"connection closed locally: {reason or code}"))
         self._transmit()
 
@@ -239,7 +248,7 @@ class QuicConn:
 
     def _fail(self, error: TransportError, code: int) -> None:
         reason = str(error)
-        self._quic.close(error_code=code, reason_phrase=reason[:200])
+        self._quic.close(error_code=code, reason_phrase=_clip(reason))
         closed = error if isinstance(error, ConnectionClosed) else ConnectionClosed(reason)
         if not self._is_ready:
             self._handshake_error = self._handshake_error or error
@@ -501,7 +510,7 @@ class QuicConn:
         """The endpoint is going away: fail and release without waiting for
         the closing period; with a ``reason``, tell the peer first."""
         if reason is not None and self._error is None:
-            self._quic.close(error_code=0, reason_phrase=reason)
+            self._quic.close(error_code=0, reason_phrase=_clip(reason))
             self._mark_closed(error)
             self._transmit()
         self._mark_closed(error)

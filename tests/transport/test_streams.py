@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from overlay.errors import ConnectionClosed, StreamClosed, StreamReset
+from overlay.errors import ConnectionClosed, LocalProtocolError, StreamClosed, StreamReset
 from overlay.transport import QuicStream, TransportConfig
 
 from .conftest import HOSTS, Pair, make_pair
@@ -447,3 +447,13 @@ async def test_reset_streams_return_their_connection_credit() -> None:
         finally:
             await pair.a.aclose()
             await pair.b.aclose()
+
+
+async def test_close_with_long_reason_reaches_peer(pair: Pair) -> None:
+    async with asyncio.timeout(5):
+        with pytest.raises(LocalProtocolError, match="62-bit"):
+            pair.conn_a.close(code=1 << 62)
+        pair.conn_a.close(code=3, reason="é" * 5000)
+        await pair.conn_b.wait_closed()
+        assert "é" in str(pair.conn_b.close_reason)
+        assert "0x3" in str(pair.conn_b.close_reason)
