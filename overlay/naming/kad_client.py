@@ -133,7 +133,12 @@ class KadNameClient:
 
     async def store_at(self, peer: bytes, key: bytes, value: bytes) -> bool:
         if peer == self.kad.peer_id.to_bytes():
-            return False
+            # Our own store answered stale: its policy decides, as a peer's would.
+            try:
+                self.kad.records.put(Record(key, value), None, self._wall())
+            except (InvalidRecord, OverlayError):
+                return False
+            return True
         contact = Contact.of(PeerId.from_bytes(peer))
         message = KadMessage(MessageType.PUT_VALUE, key, record=Record(key, value))
         try:

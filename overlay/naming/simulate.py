@@ -46,16 +46,23 @@ _WALL0 = 1_800_000_000.0
 @dataclass(frozen=True, slots=True)
 class NameSimConfig:
     nodes: int = 10_000
+    """Simulated population."""
     resolutions: int = 200
+    """Names registered and then resolved, one after another."""
     seed: int = 0
+    """Seeds every random choice; print it with any failure."""
     quorum: int = 3
     """Agreeing records that settle a name early."""
     adversaries: float = 0.0
     """Fraction of nodes serving forged or squatting records."""
     lookup: LookupConfig = field(default_factory=lambda: LookupConfig(peer_timeout=1.0))
+    """The GET_VALUE lookup (alpha, per-peer timeout); it always runs to its end."""
     network: NetworkModel = field(default_factory=NetworkModel)
+    """Per-pair RTT distribution and loss."""
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    """Routing tables (k = 20 closest store each name)."""
     pow_bits: int = 8
+    """Proof-of-work difficulty of the simulated network (cheap by default)."""
 
     def __post_init__(self) -> None:
         if self.nodes < 2 or self.resolutions < 1 or self.quorum < 1:
