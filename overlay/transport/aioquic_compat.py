@@ -146,6 +146,11 @@ class Libp2pQuicConnection(QuicConnection):
         """True until a packet from the peer was decrypted."""
         return self._state is QuicConnectionState.FIRSTFLIGHT
 
+    @property
+    def effective_idle_timeout(self) -> float:
+        """The idle timeout in force: the smaller of both sides' values."""
+        return self._idle_timeout()
+
     def bidi_stream_credit(self) -> int:
         """How many more bidirectional streams the peer lets us open now."""
         return self._remote_max_streams_bidi - self._local_next_stream_id_bidi // 4

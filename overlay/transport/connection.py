@@ -224,10 +224,7 @@ class QuicConn:
         self._cancel_handshake_timer()
         if not self._ready.done():
             self._ready.set_result(None)
-        if self.config.keepalive_interval is not None:
-            self._keepalive = self._loop.call_later(
-                self.config.keepalive_interval, self._on_keepalive
-            )
+        self._arm_keepalive()
         if not self.is_initiator:
             self._owner._connection_ready(self)
 
@@ -407,14 +404,22 @@ class QuicConn:
             # the loop's own clock may differ (uvloop's is coarser).
             self._timer = self._loop.call_later(max(0.0, at - time.monotonic()), self._on_timer)
 
+    def _arm_keepalive(self) -> None:
+        interval = self.config.keepalive_interval
+        if interval is None or self._error is not None:
+            return
+        # The peer may have asked for a shorter idle timeout than ours.
+        interval = min(interval, self._quic.effective_idle_timeout / 2)
+        self._keepalive = self._loop.call_later(interval, self._on_keepalive)
+
     def _on_keepalive(self) -> None:
         self._keepalive = None
-        if self._error is not None or self.config.keepalive_interval is None:
+        if self._error is not None:
             return
         self._ping_uid += 1
         self._quic.send_ping(self._ping_uid)
         self._transmit()
-        self._keepalive = self._loop.call_later(self.config.keepalive_interval, self._on_keepalive)
+        self._arm_keepalive()
 
     # --- stream plumbing (called by QuicStream) ----------------------------
 

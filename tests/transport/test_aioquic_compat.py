@@ -54,6 +54,7 @@ def test_connection_private_methods_and_state() -> None:
         "_write_connection_limits": ["self", "builder", "space"],
         "_on_max_stream_data_delivery": ["self", "delivery", "stream"],
         "_on_connection_limit_delivery": ["self", "delivery", "limit"],
+        "_idle_timeout": ["self"],
     }.items():
         assert list(inspect.signature(getattr(QuicConnection, name)).parameters) == params, name
     for name in ("MAX_STREAM_DATA_FRAME_CAPACITY", "CONNECTION_LIMIT_FRAME_CAPACITY", "END_STATES"):

@@ -457,3 +457,19 @@ async def test_close_with_long_reason_reaches_peer(pair: Pair) -> None:
         await pair.conn_b.wait_closed()
         assert "é" in str(pair.conn_b.close_reason)
         assert "0x3" in str(pair.conn_b.close_reason)
+
+
+async def test_keepalive_follows_a_shorter_peer_idle_timeout() -> None:
+    async with asyncio.timeout(5):
+        # We would ping every 10 s, but the peer drops idle connections
+        # after 0.3 s: we must ping more often than that.
+        ours = TransportConfig(idle_timeout=30, keepalive_interval=10)
+        theirs = TransportConfig(idle_timeout=0.3, keepalive_interval=None)
+        pair = await make_pair(config_a=ours, config_b=theirs)
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(pair.conn_b.wait_closed(), timeout=1.0)
+            await _round_trip(pair)
+        finally:
+            await pair.a.aclose()
+            await pair.b.aclose()
