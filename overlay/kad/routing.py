@@ -328,6 +328,10 @@ class RoutingTable:
         old = next(c for c in bucket.entries if c.peer_id == contact.peer_id)
         bucket.entries.remove(old)
         self._count_groups(old, -1)
+        if contact.ip_groups != old.ip_groups and not self._diverse_enough(bucket, contact):
+            # Moving into a crowded prefix must not bypass the limits: keep
+            # the addresses we admitted it with.
+            contact = old
         bucket.entries.append(contact)
         self._count_groups(contact, +1)
         if bucket.pending is old:

@@ -201,3 +201,18 @@ def test_config_validation() -> None:
         RoutingConfig(max_per_group_per_table=0)
     with pytest.raises(ValueError):
         RoutingConfig(refresh_interval=0)
+
+
+def test_address_change_into_a_crowded_prefix_keeps_the_old_addresses() -> None:
+    t = table(max_per_group_per_bucket=1, max_per_group_per_table=5)
+    rng = random.Random(9)
+    first = contact_in_bucket(LOCAL, 255, rng, (ip4(8, 8, 8, 1),))
+    mover = contact_in_bucket(LOCAL, 255, rng, (ip4(9, 9, 9, 1),))
+    t.add(first, NOW)
+    t.add(mover, NOW)
+    moved = Contact.of(mover.peer_id, (ip4(8, 8, 8, 2),))
+    assert t.add(moved, NOW + 1).outcome is AddOutcome.UPDATED
+    assert t.get(mover.peer_id) == mover
+    elsewhere = Contact.of(mover.peer_id, (ip4(7, 7, 7, 7),))
+    t.add(elsewhere, NOW + 2)
+    assert t.get(mover.peer_id) == elsewhere
