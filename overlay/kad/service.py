@@ -604,6 +604,13 @@ class KadService:
         self._wake.set()
         return await self._replicate(record)
 
+    async def _closest_to_record(self, key: bytes) -> tuple[Contact, ...]:
+        """The k closest servers to a record key.  A GET_VALUE lookup run to
+        the end finds them as a FIND_NODE would, and unlike FIND_NODE it is
+        accepted for keys that are not peer IDs by every implementation
+        (py-libp2p resets FIND_NODE streams whose key is no multihash)."""
+        return (await self._lookup(LookupKind.GET_VALUE, key, quorum=0)).closest
+
     async def put_immutable(self, value: bytes) -> bytes:
         """Store ``value`` under ``/v/<sha256 hex>`` and return that key."""
         key = immutable_key(value)
@@ -614,7 +621,7 @@ class KadService:
         self, record: Record, peers: Sequence[Contact] | None = None, *, required: int | None = None
     ) -> int:
         if peers is None:
-            peers = (await self.find_closest(record.key)).closest
+            peers = await self._closest_to_record(record.key)
         message = KadMessage(MessageType.PUT_VALUE, record.key, record=Record(record.key, record.value))
         acks = 0
 
@@ -754,7 +761,7 @@ class KadService:
 
     async def _republish(self, record: Record, *, only_new: bool) -> None:
         async with self._background:
-            closest = (await self.find_closest(record.key)).closest
+            closest = await self._closest_to_record(record.key)
             if only_new:
                 fresh = self.republisher.new_replicas(record.key, (c.peer_id for c in closest))
                 closest = tuple(c for c in closest if c.peer_id in fresh)
