@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from multiaddr import Multiaddr
 
 from overlay.daemon.api import ApiCall, ApiServer
-from overlay.daemon.errors import ApiError, BadRequest
+from overlay.daemon.errors import ApiError, BadRequest, ListenFailed
 from overlay.daemon.ops_dht import DhtExtension
 from overlay.daemon.protocol import ErrorCode
 from overlay.daemon.relay import relay_stream
@@ -368,15 +368,20 @@ class NameExtension:
         config: NameServiceConfig | None = None,
         *,
         dns: tuple[str, int] | None = None,
+        dns_required: bool = True,
         state_dir: str = "names",
     ) -> None:
         """``kad_of(daemon)`` finds the daemon's running kad service;
-        ``dns`` is the DNS front's address (None disables it); the state
-        files live in ``<home>/<state_dir>``."""
+        ``dns`` is the DNS front's address (None disables it).  When
+        ``dns_required`` is false (the built-in default address), a port
+        that cannot be bound only disables the front with a warning, so a
+        second daemon on one machine still starts.  The state files live in
+        ``<home>/<state_dir>``."""
         self._key = key
         self._kad_of = kad_of
         self.config = config or NameServiceConfig()
         self.dns = dns
+        self.dns_required = dns_required
         self.state_dir = state_dir
         self.names: NameService | None = None
         self.dns_address: tuple[str, int] | None = None
@@ -399,10 +404,20 @@ class NameExtension:
                 self_addrs=lambda: tuple(a.to_bytes() for a in host.listen_addrs())))
             NameOps(names, host).register(daemon.api)
             if self.dns is not None:
-                front = await stack.enter_async_context(DnsFront(
+                front = DnsFront(
                     DnsFrontConfig(self.dns[0], self.dns[1], zone=self.config.naming.zone),
-                    names.resolve))
-                self.dns_address = front.address
+                    names.resolve)
+                try:
+                    await stack.enter_async_context(front)
+                except OSError as exc:
+                    where = f"{self.dns[0]}:{self.dns[1]}"
+                    if self.dns_required:
+                        raise ListenFailed(f"cannot serve DNS on {where}: "
+                                           f"{exc.strerror or exc}") from exc
+                    log.warning("DNS front disabled: cannot bind %s (%s)", where,
+                                exc.strerror or exc)
+                else:
+                    self.dns_address = front.address
             self.names = names
             try:
                 yield names
@@ -414,6 +429,7 @@ def naming_extensions(
     key: PrivateKey,
     *,
     dns: tuple[str, int] | None = None,
+    dns_required: bool = True,
     names: NameServiceConfig | None = None,
     kad: KadServiceConfig | None = None,
     dht_state_file: str | None = "dht/records.json",
@@ -431,4 +447,4 @@ def naming_extensions(
             raise ApiError(ErrorCode.FAILED, "the DHT is not running")
         return dht.kad
 
-    return dht, NameExtension(key, kad_of, config, dns=dns)
+    return dht, NameExtension(key, kad_of, config, dns=dns, dns_required=dns_required)

@@ -171,6 +171,8 @@ class DnsFront:
                 raise OSError("no port free for both UDP and TCP")
         except BaseException:
             self._tg = None
+            # The body's exception belongs to the caller; a TaskGroup handed it
+            # would wrap it in an ExceptionGroup.  The group only waits for our tasks.
             await tg.__aexit__(None, None, None)
             raise
         return self
@@ -190,7 +192,9 @@ class DnsFront:
             self._tcp.close()
         for task in list(self._tasks):
             task.cancel()
-        await tg.__aexit__(exc_type, exc, tb)
+        # The body's exception belongs to the caller; a TaskGroup handed it
+        # would wrap it in an ExceptionGroup.  The group only waits for our tasks.
+        await tg.__aexit__(None, None, None)
         if self._tcp is not None:
             await self._tcp.wait_closed()
 

@@ -154,7 +154,9 @@ class Resolver:
         # Background verification is best effort: stop it rather than wait.
         for task in list(self._tasks):
             task.cancel()
-        await tg.__aexit__(exc_type, exc, tb)
+        # The body's exception belongs to the caller; a TaskGroup handed it
+        # would wrap it in an ExceptionGroup.  The group only waits for our tasks.
+        await tg.__aexit__(None, None, None)
 
     async def wait_idle(self) -> None:
         """Until no background verification runs (tests, benchmarks)."""

@@ -179,7 +179,9 @@ class NameService:
         for task in self._tasks:
             task.cancel()
         try:
-            await tg.__aexit__(exc_type, exc, tb)
+            # The body's exception belongs to the caller; a TaskGroup handed it
+            # would wrap it in an ExceptionGroup.  The group only waits for our tasks.
+            await tg.__aexit__(None, None, None)
         finally:
             await self.resolver.__aexit__(exc_type, exc, tb)
             self.state.mark_dirty()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from dnslib import DNSRecord
 
 from overlay.daemon.client import ApiClient
 from overlay.daemon.config import DaemonConfig
+from overlay.daemon.errors import ListenFailed
 from overlay.daemon.home import Home
 from overlay.daemon.init import init_home
 from overlay.daemon.node import Daemon
@@ -31,12 +33,14 @@ def short_tmp() -> Iterator[Path]:
 
 
 @asynccontextmanager
-async def daemon(root: Path, bootstrap: tuple[str, ...] = ()
+async def daemon(root: Path, bootstrap: tuple[str, ...] = (),
+                 dns: tuple[str, int] = ("127.0.0.1", 0), dns_required: bool = True,
                  ) -> AsyncIterator[tuple[Daemon, NameExtension]]:
     home = Home(root)
     config = DaemonConfig(listen=(LOOPBACK,), bootstrap=bootstrap)
     key = init_home(home, config).key
-    dht, names = naming_extensions(key, dns=("127.0.0.1", 0), names=FAST_NAMES, kad=FAST_KAD)
+    dht, names = naming_extensions(key, dns=dns, dns_required=dns_required,
+                                   names=FAST_NAMES, kad=FAST_KAD)
     async with Daemon(home, config, key, host_config=FAST_HOST, extensions=[dht, names]) as d:
         if bootstrap:
             assert dht.kad is not None
@@ -74,3 +78,16 @@ async def test_daemons_register_resolve_answer_dns_and_republish_after_restart(
                     assert again["record"]["sequence"] == listed["names"][0]["sequence"]
                     assert again["record"]["peers"][0]["addrs"] != \
                         got["record"]["peers"][0]["addrs"]
+
+
+async def test_a_busy_dns_port_fails_only_when_it_was_asked_for(short_tmp: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        async with asyncio.timeout(30):
+            async with daemon(short_tmp / "a", dns=("127.0.0.1", port),
+                              dns_required=False) as (_, names):
+                assert names.names is not None and names.dns_address is None
+            with pytest.raises(ListenFailed, match="cannot serve DNS"):
+                async with daemon(short_tmp / "b", dns=("127.0.0.1", port)):
+                    pass
