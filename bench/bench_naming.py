@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--resolutions", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rtt-ms", type=float, default=100.0, help="median per-pair RTT")
-    parser.add_argument("--quorum", type=int, default=3)
+    parser.add_argument("--quorum", type=int, default=4)
     parser.add_argument("--adversaries", type=float, default=0.0,
                         help="fraction of nodes serving forged or squatting records")
     parser.add_argument("--api-rounds", type=int, default=2000)

@@ -51,7 +51,7 @@ class NameSimConfig:
     """Names registered and then resolved, one after another."""
     seed: int = 0
     """Seeds every random choice; print it with any failure."""
-    quorum: int = 3
+    quorum: int = 4
     """Agreeing records that settle a name early."""
     adversaries: float = 0.0
     """Fraction of nodes serving forged or squatting records."""
