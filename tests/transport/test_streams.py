@@ -473,3 +473,23 @@ async def test_keepalive_follows_a_shorter_peer_idle_timeout() -> None:
         finally:
             await pair.a.aclose()
             await pair.b.aclose()
+
+
+async def test_peer_ignoring_our_window_loses_connection() -> None:
+    async with asyncio.timeout(5):
+        pair = await make_pair(config_b=TransportConfig(stream_receive_window=64 * 1024,
+                                                        connection_receive_window=256 * 1024))
+        try:
+            stream = await pair.conn_a.open_stream()
+            # A hostile sender: pretend we granted far more than we did.
+            quic = pair.conn_a._quic
+            quic._streams[stream.stream_id].max_stream_data_remote = 1 << 40
+            quic._remote_max_data = 1 << 40
+            stream.write(os.urandom(200_000))
+            await pair.conn_b.wait_closed()
+            assert "0x3" in str(pair.conn_b.close_reason)  # FLOW_CONTROL_ERROR
+            await pair.conn_a.wait_closed()
+            await _serves_again(pair)
+        finally:
+            await pair.a.aclose()
+            await pair.b.aclose()
