@@ -84,7 +84,6 @@ class QuicEndpoint:
     ) -> None:
         self.config = config
         self.peer_id = PeerId.from_public_key(private_key.public_key())
-        self._private_key = private_key
         self._credentials = credentials
         self._verifier = CertificateVerifier()
         self._family = family
@@ -123,6 +122,8 @@ class QuicEndpoint:
         except ValueError:
             raise BindError(f"{host!r} is not an IP address") from None
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        if not 0 <= port < 65536:
+            raise BindError(f"invalid UDP port {port}")
         if credentials is None:
             credentials = generate_credentials(private_key, datetime.datetime.now(datetime.UTC))
         endpoint = cls(private_key, config, credentials, family)

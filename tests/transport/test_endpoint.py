@@ -144,6 +144,8 @@ async def test_bind_errors() -> None:
                 await QuicEndpoint.create("127.0.0.1", a.local_address[1], key)
         with pytest.raises(BindError, match="not an IP"):
             await QuicEndpoint.create("localhost", 0, key)
+        with pytest.raises(BindError, match="invalid UDP port"):
+            await QuicEndpoint.create("127.0.0.1", 70000, key)
 
 
 @pytest.mark.parametrize("host", HOSTS)
