@@ -11,6 +11,7 @@ request machinery, and reports each answer as it arrives.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -72,6 +73,9 @@ class KadLike(Protocol):
     @property
     def table(self) -> RoutingTable: ...
 
+    @property
+    def bootstrapped(self) -> asyncio.Event: ...
+
     async def put_value(self, key: bytes, value: bytes) -> int: ...
 
     async def request(self, contact: Contact, message: KadMessage) -> KadMessage: ...
@@ -121,6 +125,10 @@ class KadNameClient:
 
         await drive_lookup(lookup, query, answered, failed, time.monotonic,
                            kad.config.lookup_timeout)
+
+    async def wait_ready(self) -> None:
+        if self.kad.config.bootstrap:
+            await self.kad.bootstrapped.wait()
 
     async def put_value(self, key: bytes, value: bytes) -> int:
         try:

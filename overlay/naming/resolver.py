@@ -65,6 +65,10 @@ class DhtClient(Protocol):
         """PUT_VALUE to one peer (binary peer ID); whether it accepted."""
         ...
 
+    async def wait_ready(self) -> None:
+        """Until the DHT has bootstrapped (at once if it has nothing to do)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ResolverConfig:

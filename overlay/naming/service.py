@@ -75,6 +75,8 @@ class NameServiceConfig:
     """Give up a proof of work after this many hashes (None: never)."""
     max_owned: int = 1024
     """Names one node may own."""
+    ready_timeout: float = 30.0
+    """Seconds the first republication waits for the DHT to bootstrap."""
 
     def __post_init__(self) -> None:
         if not 60.0 <= self.record_validity <= self.naming.max_validity:
@@ -85,8 +87,9 @@ class NameServiceConfig:
             raise ValueError("republish_fraction must be within (0, 1)")
         if not 0 < self.retry_interval <= self.max_retry_interval:
             raise ValueError("need 0 < retry_interval <= max_retry_interval")
-        if self.flush_delay < 0 or self.max_owned < 1:
-            raise ValueError("flush_delay must not be negative and max_owned positive")
+        if self.flush_delay < 0 or self.max_owned < 1 or not self.ready_timeout > 0:
+            raise ValueError("flush_delay must not be negative, max_owned and "
+                             "ready_timeout positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,6 +387,14 @@ class NameService:
     # -- background tasks ---------------------------------------------------------
 
     async def _republisher(self) -> None:
+        # A restarted daemon republishes once its DHT can reach peers; a
+        # bootstrap that never finishes must not hold the names back forever.
+        try:
+            async with asyncio.timeout(self.config.ready_timeout):
+                await self.dht.wait_ready()
+        except TimeoutError:
+            log.info("the DHT is not bootstrapped after %.0f s; republishing anyway",
+                     self.config.ready_timeout)
         while True:
             now = self._clock()
             for name in [n for n, e in self._owned.items() if e.republish_at <= now]:
