@@ -278,8 +278,9 @@ async def test_aclose_fails_pending_dial_with_endpoint_closed() -> None:
         sock = await _udp_socket()  # a peer that never answers
         try:
             dial = asyncio.ensure_future(a.dial(sock.getsockname()))
-            while not a.connections:  # the dial registered its connection
-                await asyncio.sleep(0)
+            # The silent peer got the Initial: the dial is under way.
+            await asyncio.get_running_loop().sock_recvfrom(sock, 2048)
+            assert len(a.connections) == 1
             await a.aclose()
             with pytest.raises(EndpointClosed):
                 await dial
