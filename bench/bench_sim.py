@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     churn.append(
         measure("churn 30%, GET q=3", config(n, churn=0.3, kind=LookupKind.GET_VALUE, lookup=quorum3))
     )
-    show(f"Churn at N={n} (leavers stay in tables; joiners known only to later tables)", churn)
+    show(f"Churn at N={n} (leavers stay in tables until checked; joiners announce themselves)", churn)
 
     if args.json:
         runs = {
