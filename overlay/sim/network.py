@@ -161,6 +161,10 @@ class SimNetwork:
         self._servers[node] = server
         return server
 
+    def has_table(self, node: int) -> bool:
+        """Whether ``node``'s table has been built (it took part somewhere)."""
+        return node in self._servers
+
     @property
     def materialised(self) -> int:
         return len(self._servers)

@@ -179,3 +179,16 @@ def test_published_values_are_found_through_eclipsing_liars_with_disjoint_paths(
     lookup = LookupConfig(peer_timeout=1.0, quorum=2, disjoint_paths=4)
     _, outcomes = run(kind=LookupKind.GET_VALUE, adversaries=0.3, lookups=20, lookup=lookup)
     assert all(o.success for o in outcomes), f"seed {SEED}"
+
+
+def test_a_joiner_becomes_known_through_its_self_lookup() -> None:
+    simulator = Simulator(SimConfig(nodes=1000, lookups=1, seed=SEED, churn=0.1))
+    joiner = 1000  # the first of the joiners
+    join_time = simulator.net.join_time[joiner]
+    assert join_time > 0
+    peer = simulator.net.peer_ids[joiner]
+    # Tables of the initial network do not know it.
+    assert all(peer not in simulator.net.server(n, join_time).table for n in range(0, 1000, 50))
+    simulator._announce(joiner, join_time)
+    knowing = [n for n in range(1000) if simulator.net.has_table(n) and peer in simulator.net.server(n, 0).table]
+    assert len(knowing) >= 10, f"seed {SEED}"
