@@ -38,5 +38,9 @@ class ByteStream(Protocol):
         ...
 
     async def close(self) -> None:
-        """Half-close and flush; reading stays possible until EOF."""
+        """Half-close (same as ``write_eof``); reading stays possible until EOF.
+
+        It does not wait for the peer to take the buffered data: two peers
+        that both write before reading would deadlock.  The transport still
+        delivers everything queued before the EOF."""
         ...
