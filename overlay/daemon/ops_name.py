@@ -303,14 +303,16 @@ class NameOps:
     async def name_resolve(self, call: ApiCall) -> Mapping[str, Any]:
         name = call.required_str("name")
         no_cache = call.args.get("no_cache", False)
-        if not isinstance(no_cache, bool):
-            raise BadRequest("`no_cache` must be a boolean")
+        final = call.args.get("final", False)
+        if not isinstance(no_cache, bool) or not isinstance(final, bool):
+            raise BadRequest("`no_cache` and `final` must be booleans")
         if not no_cache:
             # The fast path: a fresh cache entry without a task switch.
             hit = self._names.resolver.cached(name)
             if hit is not None:
                 return resolution_json(hit)
-        return resolution_json(await self._names.resolve(name, use_cache=not no_cache))
+        return resolution_json(await self._names.resolve(
+            name, use_cache=not no_cache, wait_final=final))
 
     async def name_list(self, call: ApiCall) -> Mapping[str, Any]:
         return {"names": [_owned_json(entry) for entry in self._names.owned()]}

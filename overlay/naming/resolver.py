@@ -204,13 +204,20 @@ class Resolver:
 
     # -- resolve ------------------------------------------------------------------
 
-    async def resolve(self, name: str, *, use_cache: bool = True) -> Resolution:
+    async def resolve(self, name: str, *, use_cache: bool = True,
+                      wait_final: bool = False) -> Resolution:
+        """``wait_final`` waits for the whole lookup instead of the first
+        safe answer: an early answer may be an older record of the right
+        owner, which is fine for connecting but not for deciding who owns a
+        name (registration does this)."""
         t0 = time.perf_counter()
         if use_cache:
             hit = self.cached(name, t0)
             if hit is not None:
                 return hit
         norm = self.normalize(name)
+        if wait_final:
+            return await self._resolve_network(norm, t0, wait_final=True)
         pending = self._inflight.get(norm)
         if pending is not None:
             resolution = await asyncio.shield(pending)
@@ -234,7 +241,8 @@ class Resolver:
         finally:
             del self._inflight[norm]
 
-    async def _resolve_network(self, norm: str, t0: float) -> Resolution:
+    async def _resolve_network(self, norm: str, t0: float, *,
+                               wait_final: bool = False) -> Resolution:
         tg = self._tg
         if tg is None:
             raise LocalProtocolError("the resolver is not running (use `async with`)")
@@ -247,7 +255,7 @@ class Resolver:
         decided: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
         self._background += 1
         self._idle.clear()
-        task = tg.create_task(self._lookup(norm, key, tracker, decided))
+        task = tg.create_task(self._lookup(norm, key, tracker, decided, wait_final))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         try:
@@ -282,12 +290,13 @@ class Resolver:
                           len(status.supporters), status.final)
 
     async def _lookup(
-        self, norm: str, key: bytes, tracker: AnswerTracker, decided: asyncio.Future[Status]
+        self, norm: str, key: bytes, tracker: AnswerTracker, decided: asyncio.Future[Status],
+        wait_final: bool,
     ) -> None:
         try:
             def on_answer(answer: Answer) -> None:
                 early = tracker.add(answer, self._clock())
-                if early is not None and not decided.done():
+                if early is not None and not wait_final and not decided.done():
                     decided.set_result(early)
 
             try:

@@ -193,8 +193,10 @@ class NameService:
 
     # -- queries ------------------------------------------------------------------
 
-    async def resolve(self, name: str, *, use_cache: bool = True) -> Resolution:
-        resolution = await self.resolver.resolve(name, use_cache=use_cache)
+    async def resolve(self, name: str, *, use_cache: bool = True,
+                      wait_final: bool = False) -> Resolution:
+        resolution = await self.resolver.resolve(name, use_cache=use_cache,
+                                                 wait_final=wait_final)
         self._dirty.set()
         return resolution
 
@@ -272,7 +274,7 @@ class NameService:
         """Check the network before claiming: returns a transfer proof
         handed to us, or a nonce we already paid for; raises ``NameTaken``."""
         try:
-            found = await self.resolver.resolve(norm, use_cache=False)
+            found = await self.resolver.resolve(norm, use_cache=False, wait_final=True)
         except NameNotFound:
             return b"", None
         except OwnerChanged as exc:

@@ -74,7 +74,7 @@ async def test_daemons_register_resolve_answer_dns_and_republish_after_restart(
                     assert listed["names"][0]["sequence"] > first["sequence"]
                 async with await ApiClient.connect(reader.api_path) as api:
                     again = await api.call("name_resolve", {"name": "gina.ovl",
-                                                            "no_cache": True})
+                                                            "no_cache": True, "final": True})
                     assert again["record"]["sequence"] == listed["names"][0]["sequence"]
                     assert again["record"]["peers"][0]["addrs"] != \
                         got["record"]["peers"][0]["addrs"]

@@ -81,7 +81,8 @@ async def test_register_resolve_list_update_over_the_api(short_tmp: Path) -> Non
         async with await ApiClient.connect(home1 / "api.sock") as api:
             await api.call("name_update", {"name": "dave.ovl", "txt": ["v2"]})
         async with await ApiClient.connect(home2 / "api.sock") as api:
-            fresh = await api.call("name_resolve", {"name": "dave.ovl", "no_cache": True})
+            fresh = await api.call("name_resolve", {"name": "dave.ovl", "no_cache": True,
+                                                     "final": True})
             assert fresh["source"] == "network" and fresh["record"]["txt"] == ["v2"]
             assert fresh["record"]["ips"] == ["192.0.2.4", "2001:db8::4"]
 

@@ -55,7 +55,7 @@ async def test_update_transfer_release() -> None:
         first = await alice.names.register("shop.ovl", Targets(txt=("v1",)))
         updated = await alice.names.update("shop.ovl", Targets(txt=("v2",)))
         assert updated.record.sequence > first.record.sequence
-        got = await reader.names.resolve("shop.ovl", use_cache=False)
+        got = await reader.names.resolve("shop.ovl", use_cache=False, wait_final=True)
         assert got.record.txt == ("v2",) and got.record.sequence == updated.record.sequence
 
         with pytest.raises(NameTaken):
@@ -68,13 +68,13 @@ async def test_update_transfer_release() -> None:
         assert [o.record.name for o in alice.names.owned()] == []
         taken = await bob.names.register("shop.ovl", Targets(txt=("bob",)))
         assert taken.record.transfer_proof == handed.record.to_bytes()
-        got = await reader.names.resolve("shop.ovl", use_cache=False)
+        got = await reader.names.resolve("shop.ovl", use_cache=False, wait_final=True)
         assert got.record.owner == bob.key.public_key().to_protobuf()
         assert got.record.txt == ("bob",)
 
         await bob.names.release("shop.ovl")
         with pytest.raises(NameNotFound) as released:
-            await reader.names.resolve("shop.ovl", use_cache=False)
+            await reader.names.resolve("shop.ovl", use_cache=False, wait_final=True)
         assert released.value.released
         # A released name is free again, for anyone.
         again = await alice.names.register("shop.ovl", Targets(txt=("back",)))

@@ -185,3 +185,25 @@ async def test_concurrent_resolves_share_one_lookup() -> None:
         results = [t.result() for t in tasks]
         assert dht.lookups == 1
         assert len({r.record.to_bytes() for r in results}) == 1
+
+
+async def test_wait_final_ignores_a_stale_early_majority() -> None:
+    alice = key(1)
+    old, new = record(alice, sequence=1).to_bytes(), record(alice, sequence=2).to_bytes()
+    gate = asyncio.Event()
+    script = [Answer(_peer(i), i, old) for i in (10, 11)]
+    script += [Answer(_peer(i), i, new) for i in (1, 2, 3)]
+    dht = ScriptedDht(script, gate=gate, release_after=2)
+    async with asyncio.timeout(10), _resolver(dht, Clock()) as resolver:
+        early = await resolver.resolve("alice.ovl", use_cache=False)
+        assert early.record.sequence == 1 and not early.final
+        dht.gate = asyncio.Event()  # the first lookup stays blocked on the old gate
+        async with asyncio.TaskGroup() as group:
+            task = group.create_task(resolver.resolve("alice.ovl", use_cache=False,
+                                                      wait_final=True))
+            dht.started.clear()
+            await dht.started.wait()
+            assert not task.done()
+            dht.gate.set()
+        final = task.result()
+        assert final.final and final.record.sequence == 2 and final.supporters == 5

@@ -37,7 +37,7 @@ async def test_restarted_owner_keeps_and_republishes_its_names(tmp_path: Path) -
             assert latest.record.sequence > first.record.sequence
             new_addrs = {a.to_bytes() for a in owner.host.listen_addrs()}
             assert new_addrs != old_addrs  # port 0 gave the new process another port
-            got = await nodes[2].names.resolve("bob.ovl", use_cache=False)
+            got = await nodes[2].names.resolve("bob.ovl", use_cache=False, wait_final=True)
             assert got.record.sequence == latest.record.sequence
             assert set(got.record.peers[0].addrs) == new_addrs
             assert got.record.txt == ("x",)
