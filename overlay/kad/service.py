@@ -286,6 +286,7 @@ class KadService:
         else:
             # A client (or a server that stopped serving) is never handed out.
             self.table.add(Contact.of(peer), self._clock(), is_server=False)
+        self.activity.set()
 
     def _forget_if_dead(self, peer: PeerId, exc: BaseException) -> None:
         """Drop a peer that failed a request, unless it merely was slow on

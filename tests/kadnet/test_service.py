@@ -150,3 +150,50 @@ async def test_publisher_republishes_when_its_timer_fires() -> None:
             )
         finally:
             await publisher.stop()
+
+
+async def test_full_bucket_checks_its_oldest_entry_and_evicts_it_when_dead() -> None:
+    from overlay.kad.keyspace import bucket_index, peer_key
+    from overlay.kad.routing import RoutingConfig
+
+    config = replace(FAST_KAD, routing=RoutingConfig(k=1, ping_timeout=10.0))
+    async with asyncio.timeout(TIMEOUT), kad_nodes(1, config) as (x,):
+        local = x.kad.local_key
+        extra: list[Node] = []
+        try:
+            # Three peers that fall into X's farthest bucket (one in two does).
+            far: list[Node] = []
+            for _ in range(40):
+                node = await start_node()
+                extra.append(node)
+                if bucket_index(local, peer_key(node.host.peer_id)) == 255:
+                    far.append(node)
+                    if len(far) == 3:
+                        break
+            a, b, c = far
+
+            def bucket() -> tuple[int, int, bool]:
+                stats = next(s for s in x.kad.table.occupancy() if s.index == 255)
+                return stats.size, stats.replacements, stats.pending_check
+
+            await a.host.connect(full_addr(x.host))
+            await _until(x.kad, lambda: a.host.peer_id in x.kad.table)
+            await b.host.connect(full_addr(x.host))
+            # B finds the bucket full: A is checked (its connection is up), stays.
+            await _until(x.kad, lambda: bucket() == (1, 1, False))
+            assert a.host.peer_id in x.kad.table
+
+            gone = asyncio.Event()
+            x.host.add_listener(HostListener(
+                disconnected=lambda p: gone.set() if p == a.host.peer_id else None))
+            await a.stop()
+            extra.remove(a)
+            await gone.wait()
+            await c.host.connect(full_addr(x.host))
+            # Now the check of A fails: A is evicted, a cached peer replaces it.
+            await _until(x.kad, lambda: a.host.peer_id not in x.kad.table and not bucket()[2])
+            members = {contact.peer_id for contact in x.kad.table.contacts()}
+            assert len(members & {b.host.peer_id, c.host.peer_id}) == 1
+        finally:
+            for node in extra:
+                await node.stop()
