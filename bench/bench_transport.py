@@ -263,15 +263,47 @@ async def ours_throughput(port: int, peer: str, args: argparse.Namespace, stream
     return elapsed
 
 
-async def _raw_sink(client: QuicConnectionProtocol, size: int) -> None:
+# The same send-buffer bound as overlay's default drain() limit, so both
+# stacks hold the same amount of unacknowledged data per stream.
+RAW_SEND_LIMIT = 1 << 20
+
+
+class _RawDrain:
+    """A drain() for raw aioquic, which has none: without it a sender hands
+    the whole transfer to aioquic at once, and aioquic's stream buffer then
+    costs O(n^2) to trim, which would make the baseline unfairly slow."""
+
+    def __init__(self, client: QuicConnectionProtocol) -> None:
+        self._client = client
+        self._sent = asyncio.Event()
+        original = client.transmit
+
+        def transmit() -> None:
+            original()
+            self._sent.set()
+
+        client.transmit = transmit  # type: ignore[method-assign]
+
+    def buffered(self, stream_id: int) -> int:
+        sender = self._client._quic._streams[stream_id].sender
+        return int(sender._buffer_stop - sender._buffer_start)
+
+    async def drain(self, stream_id: int) -> None:
+        while self.buffered(stream_id) > RAW_SEND_LIMIT:
+            self._sent.clear()
+            await self._sent.wait()
+
+
+async def _raw_sink(client: QuicConnectionProtocol, drain: _RawDrain, size: int) -> None:
     reader, writer = await client.create_stream()
+    stream_id = writer.get_extra_info("stream_id")
     writer.write(SINK)
     block = os.urandom(CHUNK)
     left = size
     while left:
         n = min(left, CHUNK)
         writer.write(block if n == CHUNK else block[:n])
-        await writer.drain()  # a no-op in aioquic: it has no send-side backpressure
+        await drain.drain(stream_id)
         left -= n
     writer.write_eof()
     (got,) = struct.unpack(">Q", await reader.readexactly(8))
@@ -281,11 +313,12 @@ async def _raw_sink(client: QuicConnectionProtocol, size: int) -> None:
 async def raw_throughput(port: int, args: argparse.Namespace, streams: int) -> float:
     async with connect(HOST, port, configuration=raw_configuration(True, args)) as client:
         _grow_buffers(client._transport, args)
+        drain = _RawDrain(client)
         size = args.mb * MB // streams
         start = time.perf_counter()
         async with asyncio.TaskGroup() as tg:
             for _ in range(streams):
-                tg.create_task(_raw_sink(client, size))
+                tg.create_task(_raw_sink(client, drain, size))
         elapsed = time.perf_counter() - start
         client.close()
     return elapsed

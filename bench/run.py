@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Run every benchmark and print ratios against same-run baselines.
+
+    .venv/bin/python bench/run.py            # 100 MB transfers, simulator at 1k/10k
+    .venv/bin/python bench/run.py --mb 20 --skip-sim
+
+- transport: overlay's QUIC host vs raw aioquic (same TLS settings) and vs
+  py-libp2p's QUIC (its own virtualenv, made by interop/setup.sh).
+- simulator: Kademlia lookups at 1,000 and 10,000 nodes (bench_sim.py).
+- naming: resolution latency vs RTT (bench_naming.py), when present.
+
+Each child prints JSON; this script only combines the figures.  The
+machines are shared and noisy, which is why every ratio's two sides are
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+
+
+def run_json(cmd: list[str]) -> dict[str, Any]:
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, check=True)
+    lines = [line for line in proc.stdout.splitlines() if line.strip().startswith("{")]
+    if not lines:
+        raise SystemExit(f"no JSON from {' '.join(cmd)}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def pylibp2p_python() -> str:
+    proc = subprocess.run(["bash", str(ROOT / "interop" / "setup.sh")], stdout=subprocess.PIPE,
+                          text=True, cwd=ROOT, check=True)
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if not a or not b:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def transport(mb: int) -> None:
+    ours_raw = run_json([sys.executable, str(BENCH / "bench_transport.py"), "--mb", str(mb)])
+    py = run_json([pylibp2p_python(), str(BENCH / "bench_pylibp2p.py"), "--mb", str(mb)])
+    ours, raw = ours_raw["ours"], ours_raw["raw"]
+    print(f"\ntransport ({mb} MB transfers on loopback, loop={ours_raw['loop']})")
+    print(f"  {'figure':<22}{'overlay':>10}{'aioquic':>10}{'py-libp2p':>11}{'vs aioquic':>12}{'vs py-libp2p':>14}  goal")
+    rows = [
+        ("setup ms (median)", "setup_ms_median", "<=1.3x aioquic"),
+        ("1 stream MB/s", "throughput_1_MBps", ">=0.8x aioquic, >=3x py-libp2p"),
+        ("10 streams MB/s", "throughput_10_MBps", ">=0.8x aioquic, >=3x py-libp2p"),
+    ]
+    for label, key, goal in rows:
+        o, r, p = ours.get(key), raw.get(key), py.get(key)
+        print(f"  {label:<22}{fmt(o):>10}{fmt(r):>10}{fmt(p):>11}{ratio(o, r):>12}{ratio(o, p):>14}  {goal}")
+
+
+def simulator(with_100k: bool) -> None:
+    cmd = [sys.executable, str(BENCH / "bench_sim.py")]
+    if with_100k:
+        cmd.append("--with-100k")
+    print("", flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def naming() -> None:
+    script = BENCH / "bench_naming.py"
+    if script.exists():
+        print("", flush=True)
+        subprocess.run([sys.executable, str(script)], cwd=ROOT, check=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mb", type=int, default=100, help="MB per bulk transfer (default 100)")
+    parser.add_argument("--skip-transport", action="store_true")
+    parser.add_argument("--skip-sim", action="store_true")
+    parser.add_argument("--skip-naming", action="store_true")
+    parser.add_argument("--with-100k", action="store_true", help="also simulate 100,000 nodes (slow)")
+    args = parser.parse_args()
+    if not args.skip_transport:
+        transport(args.mb)
+    if not args.skip_sim:
+        simulator(args.with_100k)
+    if not args.skip_naming:
+        naming()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
