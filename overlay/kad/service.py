@@ -192,6 +192,7 @@ class KadService:
         self._inbound = 0
         self._checking: set[PeerId] = set()
         self._refreshing = False
+        self._bootstrapping = False
 
     @property
     def protocol(self) -> str:
@@ -565,10 +566,15 @@ class KadService:
         return result
 
     async def _bootstrap_in_background(self) -> None:
+        if self._bootstrapping:
+            return
+        self._bootstrapping = True
         try:
             await self.bootstrap()
         except NoPeersKnown:
             log.warning("kad bootstrap: no bootstrap peer configured or reachable")
+        finally:
+            self._bootstrapping = False
 
     def _refresh_indexes(self) -> list[int]:
         occupied = [stats.index for stats in self.table.occupancy() if stats.size]
@@ -739,6 +745,10 @@ class KadService:
 
     def _on_timer(self) -> None:
         wall = self._wall()
+        if not len(self.table) and self.config.bootstrap:
+            # Everyone we knew is gone (or the bootstrap peers were down at
+            # start): try the configured peers again.
+            self._spawn(self._bootstrap_in_background, "kad re-bootstrap")
         self.records.expire(wall)
         self.providers.expire(wall)
         refresh = self.table.on_timer(self._clock())
