@@ -235,8 +235,11 @@ class DhtExtension:
         registry: NamespaceRegistry | None = None,
         state_file: str | None = "dht/records.json",
     ) -> None:
-        """``state_file`` is relative to the data directory; None keeps
-        records in memory only."""
+        """Without ``config`` the daemon's configuration decides the mode,
+        protocol ID and bootstrap peers (``dht_mode``, ``kad_protocol``,
+        ``bootstrap``).  ``state_file`` is relative to the data directory;
+        None keeps records in memory only."""
+        self._explicit = config is not None
         self.config = config or KadServiceConfig()
         self.registry = registry or default_registry()
         self.state_file = state_file
@@ -265,7 +268,14 @@ class DhtExtension:
     @asynccontextmanager
     async def _run(self, daemon: Any) -> AsyncIterator[KadService]:
         config = self.config
-        bootstrap = tuple(getattr(daemon.config, "bootstrap", ()))
+        settings = daemon.config
+        if not self._explicit:
+            config = replace(
+                config,
+                mode=getattr(settings, "dht_mode", config.mode),
+                protocol_id=getattr(settings, "kad_protocol", config.protocol_id),
+            )
+        bootstrap = tuple(getattr(settings, "bootstrap", ()))
         if not config.bootstrap and bootstrap:
             config = replace(config, bootstrap=bootstrap)
         records = None
