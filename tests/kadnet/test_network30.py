@@ -8,6 +8,7 @@ of the nodes are stopped the value is still read by every survivor.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 
@@ -65,6 +66,16 @@ async def test_thirty_nodes_find_each_other_and_survive_losing_a_third() -> None
                 tg.create_task(find_all(node))
         find_s = time.monotonic() - started
         find_figures = _lookup_figures(nodes, LookupKind.FIND_NODE, min(marks))
+        # One node alone, one lookup at a time: the latency without contention.
+        solo: list[float] = []
+        for other in nodes[1:]:
+            began = time.monotonic()
+            assert other.host.listen_addrs()[0] in await nodes[0].kad.lookup_peer(other.host.peer_id)
+            solo.append(time.monotonic() - began)
+        # Full lookups (until the 20 closest answered) of random keys.
+        full = [await nodes[0].kad.find_closest(os.urandom(34)) for _ in range(10)]
+        assert all(len(result.closest) == 20 for result in full)
+        full_stats = list(nodes[0].kad.stats.lookups)[-10:]
 
         # A value put by one node is read by every other.
         putter = nodes[7]
@@ -99,7 +110,11 @@ async def test_thirty_nodes_find_each_other_and_survive_losing_a_third() -> None
         print(
             f"\n{NODES} nodes: bootstrap {bootstrap_s:.1f}s, {NODES * (NODES - 1)} find-peer "
             f"lookups in {find_s:.1f}s (median {find_figures[0]:.1f} ms, p95 "
-            f"{find_figures[1]:.1f} ms, median {find_figures[2]} messages); "
+            f"{find_figures[1]:.1f} ms, median {find_figures[2]} messages; one at a time: "
+            f"median {statistics.median(solo) * 1000:.1f} ms); full 20-closest lookups: median "
+            f"{statistics.median(x.seconds for x in full_stats) * 1000:.1f} ms, "
+            f"{statistics.median(x.messages for x in full_stats)} messages, "
+            f"{statistics.median(x.rounds for x in full_stats)} rounds; "
             f"value on {holders} nodes; reads after stopping {NODES // 3}: {read_after_s:.1f}s "
             f"(GET median {get_figures[0]:.1f} ms, p95 {get_figures[1]:.1f} ms)"
         )
