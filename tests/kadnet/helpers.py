@@ -46,12 +46,15 @@ async def start_node(
     config: KadServiceConfig = FAST_KAD,
     host_config: HostConfig = FAST_HOST,
     wall_clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Node:
     stack = AsyncExitStack()
     try:
         host = await stack.enter_async_context(Host(Ed25519PrivateKey.generate(), host_config))
         await host.listen([LOOPBACK])
-        kad = await stack.enter_async_context(KadService(host, config, wall_clock=wall_clock))
+        kad = await stack.enter_async_context(
+            KadService(host, config, wall_clock=wall_clock, clock=clock)
+        )
     except BaseException:
         await stack.aclose()
         raise

@@ -197,3 +197,28 @@ async def test_full_bucket_checks_its_oldest_entry_and_evicts_it_when_dead() -> 
         finally:
             for node in extra:
                 await node.stop()
+
+
+async def test_buckets_are_refreshed_when_the_routing_timer_fires() -> None:
+    offset = [0.0]
+
+    def clock() -> float:
+        return time.monotonic() + offset[0]
+
+    async with asyncio.timeout(TIMEOUT), kad_nodes(3) as (a, b, _c):
+        await b.kad.bootstrap([full_addr(a.host)])
+        node = await start_node(clock=clock)
+        try:
+            await node.kad.bootstrap([full_addr(a.host)])
+            before = len(node.kad.stats.lookups)
+            offset[0] = node.kad.config.routing.refresh_interval + 1.0
+            node.kad.wake_timer()
+            # Every bucket from the farthest to our nearest occupied one is
+            # due: each gets a lookup, and its next refresh is a period away.
+            occupied = [s.index for s in node.kad.table.occupancy() if s.size]
+            due = 256 - min(occupied)
+            await _until(node.kad, lambda: len(node.kad.stats.lookups) >= before + due)
+            deadline = node.kad.table.next_deadline()
+            assert deadline is not None and deadline > clock()
+        finally:
+            await node.stop()
