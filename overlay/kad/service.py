@@ -22,28 +22,17 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from multiaddr import Multiaddr
 
-from overlay.errors import (
-    DecodeError,
-    InvalidMultiaddr,
-    LimitExceeded,
-    OverlayError,
-    RemoteProtocolError,
-    TransportError,
-)
+from overlay.errors import InvalidMultiaddr, OverlayError, RemoteProtocolError, TransportError
 from overlay.host.events import HostListener
-from overlay.host.host import StreamHandler
 from overlay.host.identify import IdentifyInfo
-from overlay.host.peerstore import Peerstore
-from overlay.host.stream import NegotiatedStream
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
 from overlay.kad.handler import KadServer, handle_request
@@ -51,7 +40,8 @@ from overlay.kad.keyspace import KEY_BITS, Contact, kad_key, peer_key, random_pe
 from overlay.kad.lookup import Lookup, LookupKind, LookupResult
 from overlay.kad.messages import KadMessage, MessageType, PeerInfo
 from overlay.kad.net_lookup import drive_lookup
-from overlay.kad.net_stream import check_response, read_kad_message, write_kad_message
+from overlay.kad.net_rpc import KadHost, KadRpc, KadStats, LookupStats, quic_addr
+from overlay.kad.net_server import KadInbound
 from overlay.kad.providers import ProviderStore, check_provider_key
 from overlay.kad.records import NamespaceRegistry, Record, default_registry, immutable_key
 from overlay.kad.republish import ReplicateRecord, Republisher, RepublishRecord, Reprovide
@@ -65,8 +55,9 @@ from overlay.kad.service_errors import (
     ValueNotFound,
 )
 from overlay.kad.store import MemoryRecordStore, RecordStore
-from overlay.multiaddrs import multiaddr_from_bytes, parse_quic_multiaddr, with_p2p
+from overlay.multiaddrs import parse_quic_multiaddr, with_p2p
 
+# KadHost and the stats types live in net_rpc; they are re-exported here.
 __all__ = ["KadHost", "KadService", "KadStats", "LookupStats"]
 
 log = logging.getLogger(__name__)
@@ -77,76 +68,6 @@ _LOOKUP_KINDS = {
     LookupKind.GET_PROVIDERS: MessageType.GET_PROVIDERS,
 }
 _MAX_CONTACT_ADDRS = 8
-_RECENT_ERRORS = 64
-
-
-class KadHost(Protocol):
-    """The slice of ``overlay.host.Host`` the service uses."""
-
-    @property
-    def peer_id(self) -> PeerId: ...
-
-    @property
-    def peerstore(self) -> Peerstore: ...
-
-    def listen_addrs(self) -> list[Multiaddr]: ...
-
-    def peers(self) -> list[PeerId]: ...
-
-    async def connect(self, multiaddr: str | Multiaddr) -> Connection: ...
-
-    async def new_stream(
-        self, peer_id: PeerId, protocols: Sequence[str], *, lazy: bool = False
-    ) -> NegotiatedStream: ...
-
-    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None: ...
-
-    def remove_stream_handler(self, protocol: str) -> None: ...
-
-    def add_listener(self, listener: HostListener) -> None: ...
-
-    def remove_listener(self, listener: HostListener) -> None: ...
-
-
-@dataclass(slots=True)
-class LookupStats:
-    """One finished lookup, for figures and the API."""
-
-    kind: LookupKind
-    seconds: float
-    messages: int
-    answered: int
-    failed: int
-    rounds: int
-
-
-@dataclass(slots=True)
-class KadStats:
-    """Counters of the service; ``inbound_errors`` keeps the most recent
-    typed errors that made us reset an inbound stream."""
-
-    requests_sent: int = 0
-    requests_failed: int = 0
-    requests_served: int = 0
-    inbound_rejected: int = 0
-    inbound_errors: deque[tuple[PeerId, OverlayError]] = field(
-        default_factory=lambda: deque(maxlen=_RECENT_ERRORS)
-    )
-    lookups: deque[LookupStats] = field(default_factory=lambda: deque(maxlen=1024))
-
-
-def _quic_addr(data: bytes, peer: PeerId) -> Multiaddr | None:
-    """A dialable QUIC address (without /p2p) from a peer-supplied binary
-    multiaddr, or None if it is anything else."""
-    try:
-        parsed = parse_quic_multiaddr(multiaddr_from_bytes(data))
-    except (DecodeError, InvalidMultiaddr):
-        return None
-    if parsed.peer_id is not None and parsed.peer_id != peer:
-        return None
-    if parsed.port == 0 or parsed.host in ("0.0.0.0", "::"):
-        return None
-    return parsed.with_peer_id(None).to_multiaddr()
 
 
 class KadService:
@@ -189,7 +110,8 @@ class KadService:
         self._closing = False
         self._wake = asyncio.Event()
         self._background = asyncio.Semaphore(cfg.background_concurrency)
-        self._inbound = 0
+        self._rpc = KadRpc(host, cfg, self.stats)
+        self._inbound = KadInbound(cfg, self._answer, self._reject)
         self._checking: set[PeerId] = set()
         self._refreshing = False
         self._bootstrapping = False
@@ -211,7 +133,7 @@ class KadService:
         await self._tg.__aenter__()
         self.host.add_listener(self._listener)
         if self.is_server:
-            self.host.set_stream_handler(self.protocol, self._handle_stream)
+            self.host.set_stream_handler(self.protocol, self._inbound.handle_stream)
         # Peers identified before we started are servers we already know.
         for peer in self.host.peers():
             if self.host.peerstore.supports(peer, self.protocol):
@@ -267,9 +189,9 @@ class KadService:
     # -- routing table ---------------------------------------------------------
 
     def _contact_addrs(self, peer: PeerId, fallback: Iterable[bytes] = ()) -> tuple[bytes, ...]:
-        known = [a.to_bytes() for a in self.host.peerstore.addrs(peer) if _quic_addr(a.to_bytes(), peer)]
+        known = [a.to_bytes() for a in self.host.peerstore.addrs(peer) if quic_addr(a.to_bytes(), peer)]
         if not known:
-            known = [a for a in fallback if _quic_addr(a, peer) is not None]
+            known = [a for a in fallback if quic_addr(a, peer) is not None]
         return tuple(dict.fromkeys(known))[:_MAX_CONTACT_ADDRS]
 
     def _add_server(self, peer: PeerId, fallback: Iterable[bytes] = ()) -> None:
@@ -332,97 +254,19 @@ class KadService:
         self.activity.set()
         log.debug("kad request from %s rejected: %r", peer, exc)
 
-    async def _handle_stream(self, stream: NegotiatedStream) -> None:
-        peer = stream.remote_peer
-        if self._inbound >= self.config.max_inbound_streams:
-            self._reject(peer, LimitExceeded("too many inbound kad streams"))
-            stream.reset()
-            return
-        self._inbound += 1
-        try:
-            await self._serve(stream, peer)
-        finally:
-            self._inbound -= 1
-
-    async def _serve(self, stream: NegotiatedStream, peer: PeerId) -> None:
-        cfg = self.config
-        try:
-            for served in range(cfg.max_requests_per_stream + 1):
-                async with asyncio.timeout(cfg.inbound_idle_timeout):
-                    request = await read_kad_message(stream)
-                if request is None:
-                    await stream.close()
-                    return
-                if served == cfg.max_requests_per_stream:
-                    break
-                response = handle_request(self._server(), request, peer, self._wall())
-                self.stats.requests_served += 1
-                self.activity.set()
-                if request.type is MessageType.PUT_VALUE and request.record is not None:
-                    self.republisher.stored(request.record.key, self._wall())
-                    self._wake.set()
-                if response is not None:
-                    await write_kad_message(stream, response)
-            self._reject(peer, LimitExceeded("too many requests on one kad stream"))
-            stream.reset()
-        except (RemoteProtocolError, LimitExceeded) as exc:
-            self._reject(peer, exc)
-            stream.reset()
-        except TimeoutError:
-            stream.reset()
-        except TransportError as exc:
-            log.debug("kad stream from %s broke: %r", peer, exc)
-            stream.reset()
-
-    # -- requests ----------------------------------------------------------------
-
-    def _remember_addrs(self, contact: Contact) -> None:
-        peer = contact.peer_id
-        if peer in self.host.peers() or not contact.addrs:
-            return
-        addrs = [a for a in (_quic_addr(raw, peer) for raw in contact.addrs) if a is not None]
-        if addrs:
-            self.host.peerstore.add_addrs(peer, addrs)
+    def _answer(self, request: KadMessage, peer: PeerId) -> KadMessage | None:
+        response = handle_request(self._server(), request, peer, self._wall())
+        self.stats.requests_served += 1
+        self.activity.set()
+        if request.type is MessageType.PUT_VALUE and request.record is not None:
+            self.republisher.stored(request.record.key, self._wall())
+            self._wake.set()
+        return response
 
     async def request(self, contact: Contact, message: KadMessage) -> KadMessage:
         """Send ``message`` to ``contact`` on a fresh stream and return its
         checked answer; raises overlay errors or ``TimeoutError``."""
-        self._remember_addrs(contact)
-        self.stats.requests_sent += 1
-        try:
-            async with asyncio.timeout(self.config.request_timeout):
-                stream = await self.host.new_stream(
-                    contact.peer_id, [self.protocol], lazy=self.config.lazy_negotiation
-                )
-                try:
-                    await write_kad_message(stream, message)
-                    response = check_response(message, await read_kad_message(stream))
-                    await stream.close()
-                except BaseException:
-                    stream.reset()
-                    raise
-        except (OverlayError, TimeoutError, OSError):
-            self.stats.requests_failed += 1
-            raise
-        return response
-
-    async def _send_only(self, contact: Contact, message: KadMessage) -> None:
-        """ADD_PROVIDER has no answer: negotiate (not lazily, so a refusal
-        shows), write and half-close."""
-        self._remember_addrs(contact)
-        self.stats.requests_sent += 1
-        try:
-            async with asyncio.timeout(self.config.request_timeout):
-                stream = await self.host.new_stream(contact.peer_id, [self.protocol])
-                try:
-                    await write_kad_message(stream, message)
-                    await stream.close()
-                except BaseException:
-                    stream.reset()
-                    raise
-        except (OverlayError, TimeoutError, OSError):
-            self.stats.requests_failed += 1
-            raise
+        return await self._rpc.request(contact, message)
 
     # -- lookups -----------------------------------------------------------------
 
@@ -505,7 +349,7 @@ class KadService:
             for info in answer.closer_peers:
                 if info.peer_id == peer:
                     for raw in info.addrs:
-                        addr = _quic_addr(raw, peer)
+                        addr = quic_addr(raw, peer)
                         if addr is not None:
                             found[addr] = None
 
@@ -694,7 +538,7 @@ class KadService:
         async def tell(contact: Contact) -> None:
             nonlocal told
             try:
-                await self._send_only(contact, message)
+                await self._rpc.send_only(contact, message)
                 told += 1
             except (OverlayError, TimeoutError, OSError) as exc:
                 log.debug("ADD_PROVIDER to %s failed: %r", contact.peer_id, exc)
