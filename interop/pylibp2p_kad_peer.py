@@ -17,6 +17,8 @@ line per command read from stdin:
 ``has KEY``            whether the local value store holds ``KEY``
 ``find_peer PEERID``   ``find_peer``: the addresses found (through the network
                        if the peer is neither in the table nor in the peerstore)
+``provide KEY_HEX``     announce this node as a provider of the multihash
+``providers KEY_HEX``   ``find_providers`` of the multihash
 ``table``              peer IDs in the routing table
 ``knows PEERID``       whether the peerstore has addresses of ``PEERID``
 ``quit``               stop (closing stdin does the same)
@@ -80,6 +82,15 @@ async def handle(host: Any, dht: KadDHT, cmd: str) -> dict[str, Any]:
     if verb == "find_peer":
         found = await dht.find_peer(ID.from_base58(args[0]))
         return {"addrs": [] if found is None else [str(a) for a in found.addrs]}
+    if verb == "provide":
+        return {"provided": await dht.provide(args[0])}
+    if verb == "providers":
+        # Ask the network even if we are a provider ourselves.
+        found = await dht.provider_store.find_providers(bytes.fromhex(args[0]), 20)
+        return {"providers": [
+            {"peer_id": info.peer_id.to_base58(), "addrs": [str(a) for a in info.addrs]}
+            for info in found
+        ]}
     if verb == "table":
         return {"peers": [p.to_base58() for p in dht.routing_table.get_peer_ids()]}
     if verb == "knows":

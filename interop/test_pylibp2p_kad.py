@@ -9,7 +9,8 @@ default validator would accept any unknown namespace without checking).
 
 Covered in both directions: our PUT_VALUE stored by py-libp2p and read
 back by its network GET; its PUT_VALUE stored by us and read back by our
-GET; FIND_NODE that finds a third peer through the other implementation.
+GET; FIND_NODE that finds a third peer through the other implementation;
+ADD_PROVIDER / GET_PROVIDERS.
 
 py-libp2p 0.8.1 kad behaviour these tests allow for:
 
@@ -33,6 +34,7 @@ py-libp2p 0.8.1 kad behaviour these tests allow for:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import subprocess
@@ -288,3 +290,27 @@ async def test_pylibp2p_finds_a_third_peer_through_overlay(
         assert ours.kad.stats.requests_served > served  # it asked us
         target_addr = target.addr.split("/p2p/")[0]
         assert target_addr in [a.split("/p2p/")[0] for a in found["addrs"]], found
+
+
+async def test_provider_records_both_ways(pylibp2p_python: str, tmp_path: Path) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT), pykad(pylibp2p_python, tmp_path, "p") as py, \
+            our_node() as ours, our_node() as late:
+        await ours.kad.bootstrap([py.addr])
+        await py.command(f"connect {ours.addr}")
+
+        # Our ADD_PROVIDER is stored by py-libp2p and its GET_PROVIDERS finds us.
+        key = b"\x12\x20" + hashlib.sha256(b"provided by overlay").digest()
+        assert await ours.kad.provide(key) == 1
+        found = (await py.command(f"providers {key.hex()}"))["providers"]
+        ours_entry = [p for p in found if p["peer_id"] == str(ours.host.peer_id)]
+        assert ours_entry, found
+        assert str(ours.host.listen_addrs()[0]) in ours_entry[0]["addrs"]
+
+        # Its ADD_PROVIDER reaches us; a node that knows only py-libp2p finds
+        # the provider with GET_PROVIDERS.
+        other = b"\x12\x20" + hashlib.sha256(b"provided by py-libp2p").digest()
+        assert (await py.command(f"provide {other.hex()}"))["provided"] is True
+        assert py.peer_id in {info.peer_id for info in ours.kad.providers.get(other, time.time())}
+        await late.kad.bootstrap([py.addr])
+        providers = await late.kad.find_providers(other)
+        assert py.peer_id in {info.peer_id for info in providers}
