@@ -276,3 +276,22 @@ async def _identified(node: Node, peer: PeerId) -> None:
             await changed.wait()
     finally:
         node.host.remove_listener(listener)
+
+
+async def test_peers_with_undialable_addresses_never_enter_the_table() -> None:
+    tcp_loopback = b"\x04\x7f\x00\x00\x01\x06\x00\x50"  # /ip4/127.0.0.1/tcp/80
+    unknown = b"\xe7\x07\x00"  # a protocol code nobody assigned: skipped
+    async with (
+        asyncio.timeout(TIMEOUT),
+        kad_nodes(2) as (client, honest),
+        raw_host(_answer_with(_closer(6, [tcp_loopback, unknown]))) as liar,
+    ):
+        await client.kad.bootstrap([full_addr(honest.host)])
+        await client.host.connect(full_addr(liar))
+        await _identified(client, liar.peer_id)
+        result = await client.kad.find_closest(fake_peer_id(random.Random(9)).multihash)
+        # The liar's answer was well-formed, so it counts as an answering
+        # server; the six peers it named could not be reached and stay out.
+        assert result.answered >= 2 and result.failed >= 6
+        members = {c.peer_id for c in client.kad.table.contacts()}
+        assert members == {honest.host.peer_id, liar.peer_id}, members
