@@ -115,6 +115,7 @@ class KadService:
         self._checking: set[PeerId] = set()
         self._refreshing = False
         self._bootstrapping = False
+        self._local_cache: tuple[float, PeerInfo] | None = None
 
     @property
     def protocol(self) -> str:
@@ -242,8 +243,16 @@ class KadService:
     # -- serving -----------------------------------------------------------------
 
     def _local_info(self) -> PeerInfo:
+        # Expanding a wildcard listen address walks the interfaces; once a
+        # second is often enough for what we tell others about ourselves.
+        now = self._clock()
+        cached = self._local_cache
+        if cached is not None and cached[0] > now:
+            return cached[1]
         addrs = tuple(a.to_bytes() for a in self.host.listen_addrs())
-        return PeerInfo(self.peer_id, addrs[: self.config.server.max_addrs_per_peer])
+        info = PeerInfo(self.peer_id, addrs[: self.config.server.max_addrs_per_peer])
+        self._local_cache = (now + 1.0, info)
+        return info
 
     def _server(self) -> KadServer:
         return KadServer(self._local_info(), self.table, self.records, self.providers, self.config.server)
