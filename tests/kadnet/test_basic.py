@@ -49,3 +49,16 @@ async def test_lonely_node_knows_no_peers() -> None:
     async with asyncio.timeout(10), kad_nodes(1) as nodes:
         with pytest.raises(NoPeersKnown):
             await nodes[0].kad.find_closest(b"anything")
+
+
+async def test_disjoint_path_lookups_over_the_network() -> None:
+    from overlay.kad.lookup import LookupConfig
+
+    config = replace(FAST_KAD, lookup=LookupConfig(peer_timeout=2.0, disjoint_paths=3))
+    async with asyncio.timeout(30), kad_nodes(6, config) as nodes:
+        for node in nodes[1:]:
+            await node.kad.bootstrap([full_addr(nodes[0].host)])
+        key = await nodes[2].kad.put_immutable(b"three paths")
+        assert (await nodes[5].kad.get_value(key)).value == b"three paths"
+        addrs = await nodes[4].kad.lookup_peer(nodes[1].host.peer_id)
+        assert nodes[1].host.listen_addrs()[0] in addrs
