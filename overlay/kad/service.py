@@ -11,9 +11,14 @@ Decisions the pure core leaves to the driver:
 - Only peers that answered us on the kad protocol, or whose identify lists
   it, enter the routing table.  Peers merely named in closer-peer lists are
   lookup candidates and nothing more.
-- A peer that fails a request (timeout, dial error, garbage answer) leaves
-  the table, and a replacement takes its place (as go-libp2p does).
-- Requests use one stream each; inbound streams may carry many requests.
+- A peer that fails a request (dial error, reset, garbage answer) leaves
+  the table and a replacement takes its place, as in go-libp2p; a peer
+  that only timed out on a connection that is still up stays (busy, not
+  dead).
+- The closest peers of a record key are found with a GET_VALUE lookup,
+  since some implementations refuse FIND_NODE for keys that are no peer ID.
+- Requests use one stream each; inbound streams may carry many requests
+  (``net_rpc`` and ``net_server``).
 """
 
 from __future__ import annotations
