@@ -1,0 +1,262 @@
+"""Multi-host tests in network namespaces: real `overlay` daemons on a
+"public" segment (203.0.113.0/24) and behind an nftables NAT.
+
+    server 203.0.113.10 ── public switch ── nat1 203.0.113.1 ── client 10.0.1.10
+
+Each test builds its own lab (``interop/netns``) and deletes it afterwards,
+so nothing reaches the root namespace.  The daemons are the real CLI
+(``python -m overlay.cli daemon``) with their own ``--home``; the tests wait
+for each daemon's ``ready`` line, never sleep.
+
+Needs root and the Debian packages iproute2 and nftables: a missing tool
+fails the tests with the package to install; without root they skip.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # `netns` lives beside this file, not in the package
+    sys.path.insert(0, str(HERE))
+
+from netns import (  # noqa: E402
+    Lab,
+    LabUnavailable,
+    NatMode,
+    NatTopology,
+    Node,
+    ToolMissing,
+    build_nat_topology,
+    lab_namespaces,
+    require_lab,
+)
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(30)]
+
+PROBE = HERE / "netns" / "identify_probe.py"
+START_TIMEOUT = 15.0
+"""A daemon prints `ready` in about half a second here."""
+CLI_TIMEOUT = 15.0
+DIAL_FAILURE_BOUND = 20.0
+"""An unanswered dial ends after the transport's handshake timeout (10 s)."""
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    try:
+        require_lab()
+    except LabUnavailable as exc:
+        pytest.skip(str(exc))
+    except ToolMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with Lab() as built:
+        yield built
+    left = [name for name in lab_namespaces() if name.startswith(built.run_id)]
+    assert not left, f"namespaces left behind: {left}"
+
+
+@pytest.fixture
+def topo(lab: Lab) -> NatTopology:
+    return build_nat_topology(lab)
+
+
+@dataclass(frozen=True)
+class Daemon:
+    node: Node
+    home: Path
+    peer_id: str
+    addr: str
+    """Its one full listen multiaddr (with /p2p/)."""
+
+
+def _overlay(args: Sequence[str]) -> list[str]:
+    return [sys.executable, "-m", "overlay.cli", *args]
+
+
+def start_daemon(lab: Lab, node: Node, ip: str, *, bootstrap: Sequence[str] = ()) -> Daemon:
+    home = lab.workdir / node.name
+    argv = ["daemon", "--home", str(home), "--json", "--listen", f"/ip4/{ip}/udp/0/quic-v1"]
+    for addr in bootstrap:
+        argv += ["--bootstrap", addr]
+    proc = lab.popen(node, _overlay(argv))
+    line = proc.wait_for_line(lambda text: text.startswith("{") and '"ready"' in text,
+                              START_TIMEOUT)
+    ready = json.loads(line)
+    addrs = ready["addrs"]
+    assert len(addrs) == 1 and addrs[0].startswith(f"/ip4/{ip}/udp/"), proc.describe()
+    return Daemon(node, home, ready["peer_id"], addrs[0])
+
+
+def overlay(lab: Lab, daemon: Daemon, *args: str,
+            timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run an `overlay` command against ``daemon`` inside its namespace."""
+    return lab.run(daemon.node, _overlay(["--home", str(daemon.home), *args]), timeout=timeout)
+
+
+def overlay_json(lab: Lab, daemon: Daemon, *args: str) -> Any:
+    done = overlay(lab, daemon, *args, "--json")
+    assert done.returncode == 0, f"overlay {' '.join(args)}: exit {done.returncode}\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
+def udp_port(multiaddr: str) -> int:
+    parts = multiaddr.split("/")
+    return int(parts[parts.index("udp") + 1])
+
+
+def ip_of(multiaddr: str) -> str:
+    parts = multiaddr.split("/")
+    return parts[parts.index("ip4") + 1]
+
+
+# -- the lab itself -----------------------------------------------------------
+
+UDP_ECHO = """
+import socket, sys
+socks = []
+for _ in range(2):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((sys.argv[1], 0))
+    socks.append(s)
+print("ports", *(s.getsockname()[1] for s in socks), flush=True)
+for s in socks:
+    s.settimeout(10)
+    data, peer = s.recvfrom(64)
+    print("from", peer[0], peer[1], flush=True)
+    s.sendto(data, peer)
+"""
+
+UDP_SEND = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 0))
+s.settimeout(5)
+for port in sys.argv[3:]:
+    s.sendto(b"hello", (sys.argv[2], int(port)))
+    assert s.recvfrom(64)[0] == b"hello"
+print("local", s.getsockname()[1], flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", list(NatMode), ids=lambda m: m.name.lower())
+def test_nat_maps_one_socket_to_public_ports(lab: Lab, mode: NatMode) -> None:
+    """Plain masquerade keeps one public port per private socket; the
+    random variants give each destination its own (a symmetric NAT)."""
+    topo = build_nat_topology(lab, nat_mode=mode)
+    echo = lab.popen(topo.server, [sys.executable, "-c", UDP_ECHO, topo.server_ip])
+    ports = echo.wait_for_line(lambda line: line.startswith("ports "), START_TIMEOUT).split()[1:]
+
+    sent = lab.run(topo.client, [sys.executable, "-c", UDP_SEND, topo.client_ip,
+                                 topo.server_ip, *ports])
+    assert sent.returncode == 0, sent.stderr
+    local_port = int(sent.stdout.split()[1])
+    seen = [echo.wait_for_line(lambda text: text.startswith("from "), START_TIMEOUT)
+            for _ in ports]
+    observed = [(words[1], int(words[2])) for words in (line.split() for line in seen)]
+    assert [ip for ip, _ in observed] == [topo.nat1_public_ip] * 2
+    if mode is NatMode.CONE:
+        assert [port for _, port in observed] == [local_port] * 2
+    else:
+        assert observed[0][1] != observed[1][1], observed
+
+
+def test_public_host_cannot_reach_private_lan(lab: Lab, topo: NatTopology) -> None:
+    """No route from the public side to a private LAN, and the lab adds
+    nothing to the root namespace."""
+    done = lab.run(topo.server, [sys.executable, "-c",
+                                 "import socket; s = socket.socket(socket.AF_INET, "
+                                 "socket.SOCK_DGRAM); s.sendto(b'x', (%r, 9))" % topo.client_ip])
+    assert done.returncode != 0 and "Network is unreachable" in done.stderr
+    root_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True,
+                                check=True, timeout=10).stdout
+    for node in lab.nodes.values():
+        for ifname in node.interfaces:
+            assert f" {ifname}@" not in root_links and f" {ifname}:" not in root_links
+
+
+# -- daemons across the NAT ----------------------------------------------------
+
+
+def test_client_behind_nat_pings_public_server(lab: Lab, topo: NatTopology) -> None:
+    server = start_daemon(lab, topo.server, topo.server_ip)
+    client = start_daemon(lab, topo.client, topo.client_ip)
+
+    done = overlay(lab, client, "ping", server.addr, "-n", "3", "-i", "0")
+    assert done.returncode == 0, done.stderr
+    pongs = [line for line in done.stdout.splitlines() if line.startswith("pong from ")]
+    assert len(pongs) == 3
+    assert all(line.startswith(f"pong from {server.peer_id}: seq=") for line in pongs)
+    assert f"3 pings to {server.peer_id}" in done.stdout
+
+
+def test_identify_across_nat_reports_public_address(lab: Lab, topo: NatTopology) -> None:
+    server = start_daemon(lab, topo.server, topo.server_ip)
+    client = start_daemon(lab, topo.client, topo.client_ip)
+
+    connected = overlay_json(lab, client, "connect", server.addr)
+    assert connected["peer_id"] == server.peer_id and connected["direction"] == "outbound"
+
+    # The server sees the connection coming from the NAT's public address.
+    peers = overlay_json(lab, server, "peers")["peers"]
+    assert [p["peer_id"] for p in peers] == [client.peer_id]
+    seen = peers[0]
+    assert seen["direction"] == "inbound"
+    (remote,) = seen["connected_addrs"]
+    assert ip_of(remote) == topo.nat1_public_ip, remote
+    # The server identified the client: it advertises its private address.
+    assert seen["agent_version"].startswith("overlay/")
+    assert client.addr.split("/p2p/")[0] in seen["addrs"]
+
+    # What the server's identify tells the client: its observed address is
+    # the NAT's public address and mapped port, not 10.0.1.10.
+    probe = lab.run(topo.client, [sys.executable, str(PROBE),
+                                  str(client.home / "api.sock"), server.peer_id])
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    told = json.loads(probe.stdout)
+    assert told["agent_version"].startswith("overlay/")
+    assert told["observed_addr"] == remote, (told, remote)
+    # Plain masquerade keeps the daemon's listen port.
+    assert udp_port(told["observed_addr"]) == udp_port(client.addr)
+
+    # The client's own view: connected out to the server's public address.
+    (mine,) = overlay_json(lab, client, "peers")["peers"]
+    assert mine["peer_id"] == server.peer_id and mine["direction"] == "outbound"
+    assert mine["connected_addrs"] == [server.addr.split("/p2p/")[0]]
+
+    # The NAT mapping carries traffic back: the server pings the client at
+    # the address it observed (over the live connection).
+    back = overlay(lab, server, "ping", f"{remote}/p2p/{client.peer_id}", "-n", "2", "-i", "0")
+    assert back.returncode == 0, back.stderr
+    assert back.stdout.count(f"pong from {client.peer_id}") == 2
+
+
+@pytest.mark.parametrize("server_route", [False, True], ids=["no-route", "route-via-nat"])
+def test_server_cannot_dial_client_private_address(
+        lab: Lab, topo: NatTopology, server_route: bool) -> None:
+    """Without a route the packets never leave; with a route to the NAT, its
+    firewall drops the unsolicited flow.  Either way the dial fails in
+    bounded time with a clear error, and the client sees nothing."""
+    if server_route:
+        lab.route(topo.server, "10.0.1.0/24", via=topo.nat1_public_ip)
+    server = start_daemon(lab, topo.server, topo.server_ip)
+    client = start_daemon(lab, topo.client, topo.client_ip)
+
+    started = time.monotonic()
+    done = overlay(lab, server, "ping", client.addr, "-n", "1", timeout=DIAL_FAILURE_BOUND + 5)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+    assert "pong" not in done.stdout
+    assert done.stderr.startswith("overlay ping: ") and "[dial_failed]" in done.stderr, done.stderr
+    assert elapsed < DIAL_FAILURE_BOUND, elapsed
+    assert overlay_json(lab, client, "peers")["peers"] == []
+    assert overlay_json(lab, server, "peers")["peers"] == []
