@@ -17,9 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -212,17 +214,24 @@ def test_stale_namespaces_of_dead_runs_are_cleaned(lab: Lab) -> None:
     run) is deleted when the next lab starts; live runs' are kept."""
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True, timeout=CLI_TIMEOUT)
-    stale = f"{lab.prefix}-{int(gone.stdout)}-{secrets.token_hex(3)}-stale"
+    stale_run = f"{lab.prefix}-{int(gone.stdout)}-{secrets.token_hex(3)}"
+    stale = f"{stale_run}-stale"
+    stale_dir = Path(tempfile.gettempdir()) / stale_run
+    stale_dir.mkdir()
+    (stale_dir / "left-over").write_text("from a crashed run")
     subprocess.run(["ip", "netns", "add", stale], check=True, timeout=CLI_TIMEOUT)
     try:
         with Lab() as fresh:
             fresh.host("probe")
             assert stale not in lab_namespaces()
+            assert not stale_dir.exists()
+            assert lab.workdir.is_dir()
             # The outer lab's process is alive, so its namespaces stay.
             assert lab.host("alive").namespace in lab_namespaces()
     finally:
         subprocess.run(["ip", "netns", "delete", stale], capture_output=True, timeout=CLI_TIMEOUT,
                        check=False)
+        shutil.rmtree(stale_dir, ignore_errors=True)
 
 
 # -- daemons across the NAT ----------------------------------------------------

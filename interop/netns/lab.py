@@ -210,24 +210,33 @@ def _delete_namespace(namespace: str) -> None:
     _run(["ip", "netns", "delete", namespace])
 
 
-def cleanup_stale(prefix: str = DEFAULT_PREFIX) -> list[str]:
-    """Delete namespaces of earlier labs whose creating process is gone.
+def _dead_run(name: str, prefix: str) -> bool:
+    """True for ``<prefix>-<pid>-<token>[-…]`` whose pid no longer exists."""
+    parts = name.split("-")
+    return (len(parts) >= 3 and parts[0] == prefix and parts[1].isdigit()
+            and not _pid_alive(int(parts[1])))
 
-    Best effort: namespaces of live processes (parallel runs) are left
-    alone.  Returns the names deleted.
+
+def cleanup_stale(prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """Delete namespaces and work directories of earlier labs whose
+    creating process is gone (a crashed or killed run).
+
+    Best effort: what belongs to live processes (parallel runs) is left
+    alone.  Returns the namespaces deleted.
     """
     deleted = []
     for name in lab_namespaces(prefix)[:_MAX_STALE]:
-        parts = name.split("-")
-        if len(parts) < 4 or not parts[1].isdigit():
-            continue
-        if _pid_alive(int(parts[1])):
+        if not _dead_run(name, prefix):
             continue
         try:
             _delete_namespace(name)
         except CommandFailed:
             continue
         deleted.append(name)
+    tmp = Path(tempfile.gettempdir())
+    for path in sorted(tmp.glob(f"{prefix}-*"))[:_MAX_STALE]:
+        if path.is_dir() and not path.is_symlink() and _dead_run(path.name, prefix):
+            shutil.rmtree(path, ignore_errors=True)
     return deleted
 
 
@@ -339,7 +348,9 @@ class Lab:
         self.nodes: dict[str, Node] = {}
         self.processes: list[LabProcess] = []
         self._own_workdir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"{self.run_id}-"))
+        self.workdir = workdir or Path(tempfile.gettempdir()) / self.run_id
+        """Daemon homes and stderr files; a fresh temporary directory
+        (removed on exit) unless given."""
         self._entered = False
 
     # -- lifetime ---------------------------------------------------------
@@ -347,6 +358,8 @@ class Lab:
     def __enter__(self) -> Lab:
         require_lab()
         cleanup_stale(self.prefix)
+        if self._own_workdir:
+            self.workdir.mkdir(mode=0o700)
         self._entered = True
         return self
 
