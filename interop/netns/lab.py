@@ -24,6 +24,7 @@ routes, firewall or interfaces.
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import ipaddress
 import os
@@ -238,6 +239,17 @@ def cleanup_stale(prefix: str = DEFAULT_PREFIX) -> list[str]:
         if path.is_dir() and not path.is_symlink() and _dead_run(path.name, prefix):
             shutil.rmtree(path, ignore_errors=True)
     return deleted
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the process that started us
+    dies, so a killed test run leaves no daemon behind (the namespaces
+    themselves go at the next run's ``cleanup_stale``)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class LabProcess:
@@ -519,17 +531,19 @@ class Lab:
         the process killed."""
         return subprocess.run(["ip", "netns", "exec", node.namespace, *argv],
                               capture_output=True, text=True, timeout=timeout, check=False,
-                              env=env)
+                              env=env, preexec_fn=_die_with_parent)
 
     def popen(self, node: Node, argv: Sequence[str], *,
               env: dict[str, str] | None = None) -> LabProcess:
-        """Start ``argv`` in ``node``; it is stopped when the lab closes."""
+        """Start ``argv`` in ``node``; it is stopped when the lab closes,
+        and killed if the thread that called ``popen`` dies first (call it
+        from the main thread)."""
         stderr_path = self.workdir / f"{node.name}-{len(self.processes)}.stderr"
         with open(stderr_path, "wb") as stderr:
             # `ip netns exec` execs argv, so the pid is the program's own.
             popen = subprocess.Popen(["ip", "netns", "exec", node.namespace, *argv],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=stderr, env=env)
+                                     stderr=stderr, env=env, preexec_fn=_die_with_parent)
         proc = LabProcess(node, argv, popen, stderr_path)
         self.processes.append(proc)
         return proc
