@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,23 @@ def overlay_json(lab: Lab, daemon: Daemon, *args: str) -> Any:
     done = overlay(lab, daemon, *args, "--json")
     assert done.returncode == 0, f"overlay {' '.join(args)}: exit {done.returncode}\n{done.stderr}"
     return json.loads(done.stdout)
+
+
+POLL_TRIES = 40
+
+
+def poll_json(lab: Lab, daemon: Daemon, args: Sequence[str], until: Callable[[Any], bool],
+              timeout: float = 10.0) -> Any:
+    """Repeat an `overlay … --json` command until ``until(reply)`` holds,
+    at most POLL_TRIES times or ``timeout`` seconds; return the last reply.
+    Each try is a whole CLI run, so the loop paces itself."""
+    deadline = time.monotonic() + timeout
+    reply: Any = None
+    for _ in range(POLL_TRIES):
+        reply = overlay_json(lab, daemon, *args)
+        if until(reply) or time.monotonic() > deadline:
+            break
+    return reply
 
 
 def udp_port(multiaddr: str) -> int:
@@ -257,7 +274,9 @@ def test_identify_across_nat_reports_public_address(lab: Lab, topo: NatTopology)
     assert connected["peer_id"] == server.peer_id and connected["direction"] == "outbound"
 
     # The server sees the connection coming from the NAT's public address.
-    peers = overlay_json(lab, server, "peers")["peers"]
+    # Its identify of the client runs on its own after the connection is up.
+    peers = poll_json(lab, server, ("peers",),
+                      lambda reply: any(p["agent_version"] for p in reply["peers"]))["peers"]
     assert [p["peer_id"] for p in peers] == [client.peer_id]
     seen = peers[0]
     assert seen["direction"] == "inbound"
@@ -314,9 +333,6 @@ def test_server_cannot_dial_client_private_address(
 
 # -- the DHT across the NAT ----------------------------------------------------
 
-DHT_READY_TRIES = 40
-
-
 def require_cli_command(command: str) -> None:
     """Skip while the CLI lacks ``command`` (a feature not merged yet)."""
     done = subprocess.run(_overlay([command, "--help"]), capture_output=True, text=True,
@@ -326,15 +342,10 @@ def require_cli_command(command: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def wait_for_dht_peer(lab: Lab, daemon: Daemon, timeout: float = 10.0) -> None:
+def wait_for_dht_peer(lab: Lab, daemon: Daemon) -> None:
     """Until ``daemon``'s routing table holds a peer (bounded)."""
-    deadline = time.monotonic() + timeout
-    table: Any = None
-    for _ in range(DHT_READY_TRIES):
-        table = overlay_json(lab, daemon, "dht", "table")
-        if table["size"] >= 1 or time.monotonic() > deadline:
-            break
-    assert table is not None and table["size"] >= 1, f"{daemon.node.name}'s table: {table}"
+    table = poll_json(lab, daemon, ("dht", "table"), lambda reply: reply["size"] >= 1)
+    assert table["size"] >= 1, f"{daemon.node.name}'s table: {table}"
 
 
 def test_dht_values_cross_the_nat(lab: Lab, topo: NatTopology) -> None:
