@@ -331,6 +331,36 @@ def test_server_cannot_dial_client_private_address(
     assert overlay_json(lab, server, "peers")["peers"] == []
 
 
+def test_two_nated_clients_need_more_than_a_direct_dial(lab: Lab) -> None:
+    """Two LANs, the second behind a symmetric (random-port) NAT: the server
+    sees each client at its own NAT's public address, and a direct dial
+    from one client to the other's public mapping is dropped by that NAT.
+    This is the starting point that hole punching has to beat."""
+    topo = build_nat_topology(lab, second_lan=True, nat2_mode=NatMode.RANDOM)
+    assert topo.client2 is not None and topo.nat2 is not None
+    server = start_daemon(lab, topo.server, topo.server_ip)
+    client = start_daemon(lab, topo.client, topo.client_ip)
+    client2 = start_daemon(lab, topo.client2, topo.client2.address())
+    for daemon in (client, client2):
+        assert overlay_json(lab, daemon, "connect", server.addr)["peer_id"] == server.peer_id
+
+    peers = {p["peer_id"]: p for p in overlay_json(lab, server, "peers")["peers"]}
+    assert set(peers) == {client.peer_id, client2.peer_id}
+    (seen1,) = peers[client.peer_id]["connected_addrs"]
+    (seen2,) = peers[client2.peer_id]["connected_addrs"]
+    assert ip_of(seen1) == topo.nat1_public_ip and udp_port(seen1) == udp_port(client.addr)
+    assert ip_of(seen2) == topo.nat2.address("public")
+    # A symmetric NAT does not keep the port (1 in ~28,000 chance it does).
+    assert udp_port(seen2) != udp_port(client2.addr), (seen2, client2.addr)
+
+    started = time.monotonic()
+    done = overlay(lab, client, "ping", f"{seen2}/p2p/{client2.peer_id}", "-n", "1",
+                   timeout=DIAL_FAILURE_BOUND + 5)
+    assert done.returncode == 1 and "[dial_failed]" in done.stderr, (done.stdout, done.stderr)
+    assert time.monotonic() - started < DIAL_FAILURE_BOUND
+    assert [p["peer_id"] for p in overlay_json(lab, client2, "peers")["peers"]] == [server.peer_id]
+
+
 # -- the DHT across the NAT ----------------------------------------------------
 
 def require_cli_command(command: str) -> None:
