@@ -36,6 +36,7 @@ if str(HERE) not in sys.path:  # `netns` lives beside this file, not in the pack
 
 from netns import (  # noqa: E402
     Lab,
+    LabProcess,
     LabUnavailable,
     NatMode,
     NatTopology,
@@ -85,6 +86,7 @@ class Daemon:
     peer_id: str
     addr: str
     """Its one full listen multiaddr (with /p2p/)."""
+    proc: LabProcess
 
 
 def _overlay(args: Sequence[str]) -> list[str]:
@@ -102,7 +104,7 @@ def start_daemon(lab: Lab, node: Node, ip: str, *, bootstrap: Sequence[str] = ()
     ready = json.loads(line)
     addrs = ready["addrs"]
     assert len(addrs) == 1 and addrs[0].startswith(f"/ip4/{ip}/udp/"), proc.describe()
-    return Daemon(node, home, ready["peer_id"], addrs[0])
+    return Daemon(node, home, ready["peer_id"], addrs[0], proc)
 
 
 def overlay(lab: Lab, daemon: Daemon, *args: str,
@@ -264,6 +266,11 @@ def test_client_behind_nat_pings_public_server(lab: Lab, topo: NatTopology) -> N
     assert len(pongs) == 3
     assert all(line.startswith(f"pong from {server.peer_id}: seq=") for line in pongs)
     assert f"3 pings to {server.peer_id}" in done.stdout
+
+    # SIGTERM stops each daemon cleanly, taking its API socket with it.
+    for daemon in (client, server):
+        assert daemon.proc.stop() == 0, daemon.proc.describe()
+        assert not (daemon.home / "api.sock").exists()
 
 
 def test_identify_across_nat_reports_public_address(lab: Lab, topo: NatTopology) -> None:
