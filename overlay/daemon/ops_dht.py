@@ -283,10 +283,17 @@ class DhtExtension:
             path = Path(daemon.home.root) / self.state_file
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             records = FileRecordStore(path, config.store, self.registry, now=time.time())
+        # The `connect` op (and `ping`/`stream_open` by peer ID) asks us for
+        # addresses of peers known only by their ID.
+        set_connector = getattr(getattr(daemon, "ops", None), "set_peer_connector", None)
         async with KadService(daemon.host, config, registry=self.registry, records=records) as kad:
             DhtOps(kad).register(daemon.api)
             self.kad = kad
+            if set_connector is not None:
+                set_connector(self.connector())
             try:
                 yield kad
             finally:
+                if set_connector is not None:
+                    set_connector(None)
                 self.kad = None
