@@ -9,6 +9,7 @@ and in the awaiting application coroutines.
 from __future__ import annotations
 
 import asyncio
+import errno
 import datetime
 import logging
 import time
@@ -40,6 +41,7 @@ __all__ = ["QuicConn"]
 log = logging.getLogger(__name__)
 
 ALPN = "libp2p"
+_UNREACHABLE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL})
 _MAX_REASON = 256
 
 
@@ -49,7 +51,7 @@ class _Owner(Protocol):
     @property
     def local_address(self) -> tuple[str, int]: ...
 
-    def _send_datagram(self, data: bytes, addr: NetworkAddress) -> None: ...
+    def _send_datagram(self, data: bytes, addr: NetworkAddress) -> OSError | None: ...
 
     def _add_cid(self, cid: bytes, conn: QuicConn) -> None: ...
 
@@ -388,7 +390,15 @@ class QuicConn:
             return
         send = self._owner._send_datagram
         for data, addr in self._quic.datagrams_to_send(time.monotonic()):
-            send(data, addr)
+            error = send(data, addr)
+            if error is not None and not self._is_ready and error.errno in _UNREACHABLE:
+                # No route: waiting out the handshake timeout would only
+                # delay the same answer.
+                self._handshake_error = DialError(
+                    f"cannot reach {addr[0]} port {addr[1]}: {error.strerror or error}"
+                )
+                self._abandon(ConnectionClosed(str(self._handshake_error)))
+                return
         self._arm_timer()
 
     def _arm_timer(self) -> None:

@@ -65,8 +65,12 @@ class _Protocol(asyncio.DatagramProtocol):
         self._endpoint._datagram_received(data, addr)
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP errors for one peer must not affect the others.
+        # ICMP errors for one peer must not affect the others.  A send that
+        # fails at once (no route) is reported here from inside sendto(), so
+        # the endpoint can hand it to the connection that sent.
         log.debug("UDP error on %s: %s", self._endpoint.local_address, exc)
+        if isinstance(exc, OSError):
+            self._endpoint._send_error = exc
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._endpoint._socket_closed()
@@ -89,6 +93,7 @@ class QuicEndpoint:
         self._family = family
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.DatagramTransport | None = None
+        self._send_error: OSError | None = None
         self._local_address: tuple[str, int] = ("", 0)
         self._by_cid: dict[bytes, QuicConn] = {}
         self._connections: set[QuicConn] = set()  # until aioquic is done
@@ -325,9 +330,15 @@ class QuicEndpoint:
 
     # --- callbacks from connections -----------------------------------------
 
-    def _send_datagram(self, data: bytes, addr: NetworkAddress) -> None:
+    def _send_datagram(self, data: bytes, addr: NetworkAddress) -> OSError | None:
+        """Send; return the error if the kernel refused the datagram at once."""
+        self._send_error = None
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.sendto(data, addr)
+            try:
+                self._transport.sendto(data, addr)
+            except OSError as exc:  # uvloop raises where asyncio reports
+                self._send_error = exc
+        return self._send_error
 
     def _add_cid(self, cid: bytes, conn: QuicConn) -> None:
         if not self._closing:

@@ -336,3 +336,28 @@ async def test_larger_datagrams_are_configurable() -> None:
         finally:
             await p.a.aclose()
             await p.b.aclose()
+
+
+async def test_dial_without_a_route_fails_at_once() -> None:
+    """A send the kernel refuses (no route) fails the dial immediately with
+    the reason, instead of after the handshake timeout."""
+    import errno
+
+    config = TransportConfig(handshake_timeout=30.0)
+    async with await QuicEndpoint.create("127.0.0.1", 0, Ed25519PrivateKey.generate(), config) as ep:
+        transport = ep._transport
+        assert transport is not None
+        protocol = transport.get_protocol()
+
+        def unroutable(data: bytes, addr: object = None) -> None:
+            # What asyncio's datagram transport does when sendto() fails.
+            protocol.error_received(OSError(errno.ENETUNREACH, "Network is unreachable"))
+
+        transport.sendto = unroutable  # type: ignore[method-assign]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(5):
+            with pytest.raises(DialError, match="cannot reach 127.0.0.1 port 9: Network is unreachable"):
+                await ep.dial(("127.0.0.1", 9))
+        assert loop.time() - started < 5
+        assert not ep.connections
