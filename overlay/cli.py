@@ -60,6 +60,26 @@ def _multiaddr_arg(text: str) -> str:
     return text
 
 
+def _protocol_id(text: str) -> str:
+    if not text.startswith("/") or len(text) > 256 or "\n" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a protocol ID such as /ovl/kad/1.0.0")
+    return text
+
+
+def _connect_target(text: str) -> str:
+    """A QUIC multiaddr, or `/p2p/PEERID` alone (the daemon asks the DHT)."""
+    parts = text.split("/")
+    if len(parts) == 3 and parts[0] == "" and parts[1] == "p2p":
+        from overlay.identity import PeerId
+
+        try:
+            PeerId.from_string(parts[2])
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+        return text
+    return _multiaddr_arg(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -108,6 +128,11 @@ def _build_parser() -> _Parser:
     p.add_argument("--bootstrap", metavar="MULTIADDR", action="append", type=_multiaddr_arg,
                    default=[], help="DHT bootstrap peer (with /p2p/), repeatable "
                                     "(default: from config.toml)")
+    p.add_argument("--dht-mode", choices=("server", "client"), default=None,
+                   help="answer DHT queries (server) or only ask (client) "
+                        "(default: from config.toml, else server)")
+    p.add_argument("--kad-protocol", metavar="ID", type=_protocol_id, default=None,
+                   help="Kademlia protocol ID (default: from config.toml, else /ovl/kad/1.0.0)")
     p.set_defaults(run=_cmd_daemon)
 
     p = sub.add_parser("id", parents=[home_parent, json_parent],
@@ -117,8 +142,9 @@ def _build_parser() -> _Parser:
     p = sub.add_parser("peers", parents=[home_parent, json_parent], help="connected peers")
     p.set_defaults(run=_cmd_peers)
 
-    p = sub.add_parser("connect", parents=[home_parent, json_parent], help="connect to a peer")
-    p.add_argument("addr", metavar="MULTIADDR", type=_multiaddr_arg)
+    p = sub.add_parser("connect", parents=[home_parent, json_parent],
+                       help="connect to a peer (/p2p/PEERID alone: look it up in the DHT)")
+    p.add_argument("addr", metavar="MULTIADDR", type=_connect_target)
     p.set_defaults(run=_cmd_connect)
 
     p = sub.add_parser("ping", parents=[home_parent, json_parent], help="ping a peer")
@@ -133,6 +159,10 @@ def _build_parser() -> _Parser:
     p.add_argument("--nodes", type=int, default=4, help="number of nodes, 2 to 16 (default 4)")
     p.add_argument("--timeout", type=float, default=60.0, help="overall limit in seconds")
     p.set_defaults(run=_cmd_demo)
+
+    from overlay.cli_dht import add_dht_parser
+
+    add_dht_parser(sub, [home_parent], json_parent)
 
     sub.add_parser("sim", help="Kademlia simulator (see `overlay sim --help`)", add_help=False)
     return parser
@@ -249,7 +279,8 @@ def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
     _setup_logging(ns.log_level)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         return runner.run(run_daemon(home, sys.stdout, listen=ns.listen, as_json=ns.json,
-                                     bootstrap=ns.bootstrap))
+                                     bootstrap=ns.bootstrap, dht_mode=ns.dht_mode,
+                                     kad_protocol=ns.kad_protocol))
 
 
 def _cmd_id(ns: argparse.Namespace, home: Home) -> int:

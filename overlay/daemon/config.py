@@ -59,6 +59,11 @@ class DaemonConfig:
     are relative to the data directory."""
     bootstrap: tuple[str, ...] = field(default=())
     """Full multiaddrs (with /p2p) of DHT bootstrap peers."""
+    dht_mode: str = "server"
+    """``server`` answers DHT queries and is listed in routing tables;
+    ``client`` only asks."""
+    kad_protocol: str = "/ovl/kad/1.0.0"
+    """The Kademlia protocol ID (``/ipfs/kad/1.0.0`` joins the IPFS DHT)."""
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -67,12 +72,23 @@ class DaemonConfig:
         _check_addrs("bootstrap", self.bootstrap, need_peer=True)
         if not isinstance(self.api_socket, str) or "\0" in self.api_socket:
             raise ConfigError("`api_socket` must be a path string")
+        if self.dht_mode not in ("server", "client"):
+            raise ConfigError(f"`dht_mode` must be \"server\" or \"client\", not {self.dht_mode!r}")
+        if (not isinstance(self.kad_protocol, str) or not self.kad_protocol.startswith("/")
+                or len(self.kad_protocol) > 256 or "\n" in self.kad_protocol):
+            raise ConfigError("`kad_protocol` must be a protocol ID such as /ovl/kad/1.0.0")
 
     def with_listen(self, listen: tuple[str, ...] | list[str]) -> DaemonConfig:
         return replace(self, listen=tuple(listen))
 
 
-_FIELDS: dict[str, type] = {"listen": tuple, "api_socket": str, "bootstrap": tuple}
+_FIELDS: dict[str, type] = {
+    "listen": tuple,
+    "api_socket": str,
+    "bootstrap": tuple,
+    "dht_mode": str,
+    "kad_protocol": str,
+}
 
 
 def parse_config(data: Mapping[str, Any], source: str = "config") -> DaemonConfig:
@@ -125,6 +141,8 @@ def render_config(config: DaemonConfig) -> str:
         "listen": list(config.listen),
         "api_socket": config.api_socket,
         "bootstrap": list(config.bootstrap),
+        "dht_mode": config.dht_mode,
+        "kad_protocol": config.kad_protocol,
     }
     header = (
         "# overlay daemon configuration (docs/api.md lists the keys).\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,9 +28,13 @@ from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
 from overlay.multiaddrs import parse_quic_multiaddr
 
-__all__ = ["NodeHost", "NodeOps", "NodeOpsConfig", "full_addrs"]
+__all__ = ["NodeHost", "NodeOps", "NodeOpsConfig", "PeerConnector", "full_addrs"]
 
 log = logging.getLogger(__name__)
+
+
+PeerConnector = Callable[[PeerId], Awaitable[Connection]]
+"""Dial a peer known only by its ID (the DHT extension provides one)."""
 
 
 class NodeHost(Protocol):
@@ -105,8 +109,19 @@ class NodeOps:
         self._host = host
         self._config = config or NodeOpsConfig()
         self._registrants: dict[str, ApiCall] = {}
+        self._peer_connector: PeerConnector | None = None
         self._inbound: dict[int, _Inbound] = {}
         self._stream_ids = itertools.count(1)
+
+    def set_peer_connector(self, connector: PeerConnector | None) -> None:
+        """How to reach a peer known only by its ID (the DHT sets this)."""
+        self._peer_connector = connector
+
+    async def _connect_by_id(self, peer: PeerId) -> Connection:
+        if self._peer_connector is None:
+            raise ApiError(ErrorCode.DIAL_FAILED,
+                           f"no address known for {peer} and no DHT to look one up")
+        return await self._peer_connector(peer)
 
     def register(self, server: ApiServer) -> None:
         server.register("identity", self.identity)
@@ -134,6 +149,9 @@ class NodeOps:
         if addr is None:
             if peer is None:
                 raise BadRequest(f"`{call.op}` needs `addr` (a multiaddr) or `peer` (a peer ID)")
+            if (peer not in self._host.peers() and not self._host.peerstore.addrs(peer)
+                    and self._peer_connector is not None):
+                await self._connect_by_id(peer)  # nothing known: ask the DHT
             return peer
         conn = await self._host.connect(addr)
         if peer is not None and conn.remote_peer != peer:
@@ -175,6 +193,13 @@ class NodeOps:
         return {"peers": peers}
 
     async def connect(self, call: ApiCall) -> Mapping[str, Any]:
+        text = call.str_arg("addr", None)
+        only_peer = _bare_peer(text) if text is not None else None
+        if only_peer is not None:
+            # `/p2p/<id>` without an address: the DHT finds one.
+            conn = await self._connect_by_id(only_peer)
+            return {"peer_id": str(conn.remote_peer), "addr": text,
+                    "direction": "outbound" if conn.is_initiator else "inbound"}
         addr = self._addr_arg(call)
         if addr is None:
             raise BadRequest("`connect` needs the string field `addr`")
@@ -286,6 +311,14 @@ class NodeOps:
         finally:
             entry.finished.set()
         return {}
+
+
+def _bare_peer(text: str) -> PeerId | None:
+    """The peer of a `/p2p/<id>` multiaddr that has nothing else, or None."""
+    parts = text.split("/")
+    if len(parts) == 3 and parts[0] == "" and parts[1] in ("p2p", "ipfs"):
+        return PeerId.from_string(parts[2])
+    return None
 
 
 def _remote_text(conn: Connection) -> str:

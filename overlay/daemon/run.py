@@ -17,7 +17,7 @@ from overlay.daemon.home import Home
 from overlay.daemon.init import init_home, load_identity
 from overlay.daemon.node import Daemon, DaemonExtension
 
-__all__ = ["READY_LINE", "run_daemon", "event_loop_factory"]
+__all__ = ["READY_LINE", "default_extensions", "run_daemon", "event_loop_factory"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,14 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return factory
 
 
+def default_extensions() -> list[DaemonExtension]:
+    """What `overlay daemon` runs besides the host: the DHT (its mode,
+    protocol ID and bootstrap peers come from the daemon config)."""
+    from overlay.daemon.ops_dht import DhtExtension
+
+    return [DhtExtension()]
+
+
 async def run_daemon(
     home: Home,
     out: TextIO,
@@ -43,7 +51,9 @@ async def run_daemon(
     handle_signals: bool = True,
     as_json: bool = False,
     bootstrap: Sequence[str] = (),
-    extensions: Sequence[DaemonExtension] = (),
+    extensions: Sequence[DaemonExtension] | None = None,
+    dht_mode: str | None = None,
+    kad_protocol: str | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
 
@@ -63,6 +73,12 @@ async def run_daemon(
         config = config.with_listen(list(listen))
     if bootstrap:
         config = replace(config, bootstrap=tuple(bootstrap))
+    if dht_mode is not None:
+        config = replace(config, dht_mode=dht_mode)
+    if kad_protocol is not None:
+        config = replace(config, kad_protocol=kad_protocol)
+    if extensions is None:
+        extensions = default_extensions()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     async with Daemon(home, config, key, extensions=extensions) as daemon:

@@ -103,3 +103,45 @@ async def test_lonely_daemon_reports_no_peers(short_tmp: Path) -> None:
             with pytest.raises(ApiError) as lonely:
                 await api.call("dht_put", {"value": "no one to tell"})
             assert lonely.value.code == "no_peers"
+
+
+async def test_connect_and_ping_by_peer_id_alone_use_the_dht(short_tmp: Path) -> None:
+    async with asyncio.timeout(TIMEOUT), dht_daemons(short_tmp, 3) as nodes:
+        (_, _), (b, _), (c, _) = nodes
+        target = c.peer_id
+        # `b` must learn `c` from the DHT, not from a connection it has.
+        gone = asyncio.Event()
+        from overlay.host import HostListener
+
+        b.host.add_listener(HostListener(disconnected=lambda p: gone.set() if p == target else None))
+        if target in b.host.peers():
+            b.host.disconnect(target)
+            await gone.wait()
+        b.host.peerstore.remove(target)
+        async with await ApiClient.connect(b.api_path) as api:
+            reply = await api.call("connect", {"addr": f"/p2p/{target}"})
+            assert reply["peer_id"] == str(target) and reply["direction"] == "outbound"
+            b.host.disconnect(target)
+            b.host.peerstore.remove(target)
+            pong = await api.call("ping", {"peer": str(target), "count": 1})
+            assert pong["peer_id"] == str(target)
+            with pytest.raises(ApiError) as unknown:
+                from overlay.identity import Ed25519PrivateKey, PeerId
+
+                nobody = PeerId.from_public_key(Ed25519PrivateKey.generate().public_key())
+                await api.call("connect", {"addr": f"/p2p/{nobody}"})
+            assert unknown.value.code == "not_found"
+
+
+async def test_extension_takes_mode_and_protocol_from_the_daemon_config(short_tmp: Path) -> None:
+    home = Home(short_tmp / "client")
+    config = DaemonConfig(listen=(LOOPBACK,), dht_mode="client", kad_protocol="/test/kad/1.0.0")
+    key = init_home(home, config).key
+    dht = DhtExtension()
+    async with asyncio.timeout(TIMEOUT), Daemon(home, config, key, host_config=FAST_HOST,
+                                                 extensions=[dht]) as daemon:
+        assert dht.kad is not None and dht.kad.protocol == "/test/kad/1.0.0"
+        assert not dht.kad.is_server and "/test/kad/1.0.0" not in daemon.host.protocols()
+        async with await ApiClient.connect(daemon.api_path) as api:
+            table = await api.call("dht_table")
+            assert table["mode"] == "client" and table["protocol"] == "/test/kad/1.0.0"
