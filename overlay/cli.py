@@ -80,6 +80,15 @@ def _connect_target(text: str) -> str:
     return _multiaddr_arg(text)
 
 
+def _target_fields(addr: str) -> dict[str, str]:
+    """`/p2p/PEERID` alone becomes the op's `peer` field; the daemon then
+    dials what it knows or what the DHT finds."""
+    parts = addr.split("/")
+    if len(parts) == 3 and parts[0] == "" and parts[1] == "p2p":
+        return {"peer": parts[2]}
+    return {"addr": addr}
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -147,8 +156,9 @@ def _build_parser() -> _Parser:
     p.add_argument("addr", metavar="MULTIADDR", type=_connect_target)
     p.set_defaults(run=_cmd_connect)
 
-    p = sub.add_parser("ping", parents=[home_parent, json_parent], help="ping a peer")
-    p.add_argument("addr", metavar="MULTIADDR", type=_multiaddr_arg)
+    p = sub.add_parser("ping", parents=[home_parent, json_parent],
+                       help="ping a peer (/p2p/PEERID alone: look it up in the DHT)")
+    p.add_argument("addr", metavar="MULTIADDR", type=_connect_target)
     p.add_argument("-n", "--count", type=_positive_int, default=3, help="pings to send (default 3)")
     p.add_argument("-i", "--interval", type=_seconds, default=1.0,
                    help="seconds between pings (default 1)")
@@ -335,7 +345,8 @@ def _cmd_ping(ns: argparse.Namespace, home: Home) -> int:
     async def body(client: ApiClient) -> int:
         reply = await client.call(
             "ping",
-            {"addr": ns.addr, "count": ns.count, "interval_ms": int(ns.interval * 1000)},
+            {**_target_fields(ns.addr), "count": ns.count,
+             "interval_ms": int(ns.interval * 1000)},
             on_event=on_event)
         if ns.json:
             _print_json(_strip(reply))

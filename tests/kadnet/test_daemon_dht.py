@@ -43,6 +43,9 @@ def test_daemons_bootstrap_and_serve_the_dht_commands(tmp_path: Path) -> None:
             connected = _cli(tmp_path / "b", "connect", f"/p2p/{a.peer_id}")
             assert connected.returncode == 0, connected.stderr
             assert a.peer_id in connected.stdout
+            pinged = _cli(tmp_path / "b", "ping", f"/p2p/{a.peer_id}", "-n", "1", "--json")
+            assert pinged.returncode == 0, pinged.stderr
+            assert json.loads(pinged.stdout)["peer_id"] == a.peer_id
             missing = _cli(tmp_path / "b", "dht", "get", "/v/" + "0" * 64)
             assert missing.returncode == 4, missing.stderr
             # The server knows no other server (the client is not one).
