@@ -23,7 +23,13 @@ class ValueNotFound(DhtOperationError):
     """No peer returned a valid record for the key."""
 
     def __init__(self, key: bytes) -> None:
-        super().__init__(f"no valid record found for {key[:80]!r}")
+        # Keys are text in every namespace we serve; show them as the user
+        # typed them, and fall back to a repr only for binary keys.
+        try:
+            shown = key[:80].decode("utf-8")
+        except UnicodeDecodeError:
+            shown = repr(key[:80])
+        super().__init__(f"no valid record found for {shown}")
         self.key = key
 
 
