@@ -20,7 +20,7 @@ from overlay import AGENT_VERSION
 from overlay.daemon.client import ApiClient
 from overlay.daemon.errors import ApiError, DaemonError, DaemonNotRunning
 from overlay.daemon.home import Home, resolve_home
-from overlay.errors import InvalidMultiaddr, OverlayError
+from overlay.errors import ConfigError, InvalidMultiaddr, OverlayError
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_NO_DAEMON"]
 
@@ -109,6 +109,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _dns_arg(text: str) -> str:
+    from overlay.naming.dns_front import parse_dns_address
+
+    try:
+        parse_dns_address(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
 def _build_parser() -> _Parser:
     home_parent = _Parser(add_help=False)
     home_parent.add_argument(
@@ -142,6 +152,9 @@ def _build_parser() -> _Parser:
                         "(default: from config.toml, else server)")
     p.add_argument("--kad-protocol", metavar="ID", type=_protocol_id, default=None,
                    help="Kademlia protocol ID (default: from config.toml, else /ovl/kad/1.0.0)")
+    p.add_argument("--dns", metavar="HOST:PORT|off", type=_dns_arg, default=None,
+                   help="serve names over DNS here, UDP and TCP (default: from config.toml, "
+                        "else 127.0.0.1:5335); `off` disables it")
     p.set_defaults(run=_cmd_daemon)
 
     p = sub.add_parser("id", parents=[home_parent, json_parent],
@@ -165,14 +178,23 @@ def _build_parser() -> _Parser:
     p.set_defaults(run=_cmd_ping)
 
     p = sub.add_parser("demo", parents=[home_parent, json_parent, log_parent],
-                       help="start local nodes that connect, ping and identify each other")
-    p.add_argument("--nodes", type=int, default=4, help="number of nodes, 2 to 16 (default 4)")
-    p.add_argument("--timeout", type=float, default=60.0, help="overall limit in seconds")
+                       help="the seed network: an introduction node and peers register, "
+                            "resolve and reach names (--nodes N: the ping/identify demo)")
+    p.add_argument("--peers", type=int, default=10,
+                   help="peers besides the introduction node, 2 to 32 (default 10)")
+    p.add_argument("--pow-bits", type=int, default=16,
+                   help="proof-of-work difficulty of the demo network (default 16)")
+    p.add_argument("--nodes", type=int, default=None,
+                   help="instead: N nodes connect, ping and identify each other (2 to 16)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="overall limit in seconds (default 120; 60 with --nodes)")
     p.set_defaults(run=_cmd_demo)
 
     from overlay.cli_dht import add_dht_parser
+    from overlay.cli_name import add_name_parser
 
     add_dht_parser(sub, [home_parent], json_parent)
+    add_name_parser(sub, [home_parent], json_parent)
 
     sub.add_parser("sim", help="Kademlia simulator (see `overlay sim --help`)", add_help=False)
     return parser
@@ -290,7 +312,7 @@ def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         return runner.run(run_daemon(home, sys.stdout, listen=ns.listen, as_json=ns.json,
                                      bootstrap=ns.bootstrap, dht_mode=ns.dht_mode,
-                                     kad_protocol=ns.kad_protocol))
+                                     kad_protocol=ns.kad_protocol, dns=ns.dns))
 
 
 def _cmd_id(ns: argparse.Namespace, home: Home) -> int:
@@ -362,11 +384,21 @@ def _cmd_demo(ns: argparse.Namespace, home: Home) -> int:
     from overlay.demo import run_demo
 
     _setup_logging(ns.log_level)
+    if ns.nodes is None:
+        from overlay.seed_demo import run_seed_demo
+
+        if not 2 <= ns.peers <= 32 or not 0 <= ns.pow_bits <= 24:
+            print("overlay demo: --peers must be 2 to 32 and --pow-bits 0 to 24", file=sys.stderr)
+            return EXIT_USAGE
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            ok = runner.run(run_seed_demo(sys.stdout, peers=ns.peers, timeout=ns.timeout or 120.0,
+                                          as_json=ns.json, pow_bits=ns.pow_bits))
+        return EXIT_OK if ok else EXIT_FAILED
     if not 2 <= ns.nodes <= 16:
         print("overlay demo: --nodes must be between 2 and 16", file=sys.stderr)
         return EXIT_USAGE
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        ok = runner.run(run_demo(ns.nodes, ns.timeout, sys.stdout, as_json=ns.json))
+        ok = runner.run(run_demo(ns.nodes, ns.timeout or 60.0, sys.stdout, as_json=ns.json))
     return EXIT_OK if ok else EXIT_FAILED
 
 

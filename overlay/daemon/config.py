@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from overlay.daemon.tomlwriter import TomlValue, dumps
-from overlay.errors import ConfigError, InvalidMultiaddr
+from overlay.errors import ConfigError, InvalidMultiaddr, OverlayError
 from overlay.fsutil import atomic_write
 from overlay.multiaddrs import parse_quic_multiaddr
+from overlay.naming.dns_front import parse_dns_address
+from overlay.naming.names import normalize_hostname
 
 __all__ = [
     "CONFIG_VERSION",
@@ -64,6 +66,11 @@ class DaemonConfig:
     ``client`` only asks."""
     kad_protocol: str = "/ovl/kad/1.0.0"
     """The Kademlia protocol ID (``/ipfs/kad/1.0.0`` joins the IPFS DHT)."""
+    dns: str = "127.0.0.1:5335"
+    """Where the DNS front answers for names (UDP and TCP), ``HOST:PORT``;
+    ``off`` disables it."""
+    zone: str = "ovl"
+    """The name zone (suffix); every node of a network must use the same."""
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -77,6 +84,13 @@ class DaemonConfig:
         if (not isinstance(self.kad_protocol, str) or not self.kad_protocol.startswith("/")
                 or len(self.kad_protocol) > 256 or "\n" in self.kad_protocol):
             raise ConfigError("`kad_protocol` must be a protocol ID such as /ovl/kad/1.0.0")
+        parse_dns_address(self.dns)  # ConfigError naming the problem
+        try:
+            zone = normalize_hostname(self.zone)
+        except OverlayError as exc:
+            raise ConfigError(f"`zone`: {exc}") from None
+        if zone != self.zone:
+            raise ConfigError(f"`zone` must be written in normal form, as {zone!r}")
 
     def with_listen(self, listen: tuple[str, ...] | list[str]) -> DaemonConfig:
         return replace(self, listen=tuple(listen))
@@ -88,6 +102,8 @@ _FIELDS: dict[str, type] = {
     "bootstrap": tuple,
     "dht_mode": str,
     "kad_protocol": str,
+    "dns": str,
+    "zone": str,
 }
 
 
@@ -143,6 +159,8 @@ def render_config(config: DaemonConfig) -> str:
         "bootstrap": list(config.bootstrap),
         "dht_mode": config.dht_mode,
         "kad_protocol": config.kad_protocol,
+        "dns": config.dns,
+        "zone": config.zone,
     }
     header = (
         "# overlay daemon configuration (docs/api.md lists the keys).\n"

@@ -12,10 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from overlay import AGENT_VERSION
-from overlay.daemon.config import load_config
+from overlay.daemon.config import DaemonConfig, load_config
 from overlay.daemon.home import Home
 from overlay.daemon.init import init_home, load_identity
 from overlay.daemon.node import Daemon, DaemonExtension
+from overlay.identity import PrivateKey
 
 __all__ = ["READY_LINE", "default_extensions", "run_daemon", "event_loop_factory"]
 
@@ -35,12 +36,28 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return factory
 
 
-def default_extensions() -> list[DaemonExtension]:
+def default_extensions(
+    key: PrivateKey | None = None, config: DaemonConfig | None = None, *,
+    dns_required: bool = False,
+) -> list[DaemonExtension]:
     """What `overlay daemon` runs besides the host: the DHT (its mode,
-    protocol ID and bootstrap peers come from the daemon config)."""
+    protocol ID and bootstrap peers come from the daemon config) and, given
+    the key, naming with its DNS front (``dns`` and ``zone`` from the
+    config; a busy DNS port is fatal only when ``dns_required``)."""
     from overlay.daemon.ops_dht import DhtExtension
 
-    return [DhtExtension()]
+    if key is None:
+        return [DhtExtension()]
+    from overlay.daemon.ops_name import naming_extensions
+    from overlay.naming.config import NamingConfig
+    from overlay.naming.dns_front import parse_dns_address
+    from overlay.naming.service import NameServiceConfig
+
+    config = config or DaemonConfig()
+    names = NameServiceConfig(naming=NamingConfig(zone=config.zone))
+    dht, naming = naming_extensions(key, dns=parse_dns_address(config.dns),
+                                    dns_required=dns_required, names=names)
+    return [dht, naming]
 
 
 async def run_daemon(
@@ -54,6 +71,7 @@ async def run_daemon(
     extensions: Sequence[DaemonExtension] | None = None,
     dht_mode: str | None = None,
     kad_protocol: str | None = None,
+    dns: str | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
 
@@ -77,8 +95,12 @@ async def run_daemon(
         config = replace(config, dht_mode=dht_mode)
     if kad_protocol is not None:
         config = replace(config, kad_protocol=kad_protocol)
+    if dns is not None:
+        config = replace(config, dns=dns)
     if extensions is None:
-        extensions = default_extensions()
+        # An address asked for on the command line must be served; the
+        # configured one (usually the default) only warns when it is busy.
+        extensions = default_extensions(key, config, dns_required=dns is not None)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     async with Daemon(home, config, key, extensions=extensions) as daemon:
@@ -89,6 +111,7 @@ async def run_daemon(
             if as_json:
                 print(json.dumps({"event": READY_LINE, "peer_id": str(daemon.peer_id),
                                   "addrs": daemon.full_addrs(), "api_socket": str(daemon.api_path),
+                                  "dns": _dns_text(extensions),
                                   "agent_version": AGENT_VERSION}), file=out, flush=True)
             else:
                 print(f"overlay daemon ({AGENT_VERSION})", file=out)
@@ -96,6 +119,9 @@ async def run_daemon(
                 for addr in daemon.full_addrs():
                     print(f"listening on {addr}", file=out)
                 print(f"api socket: {daemon.api_path}", file=out)
+                dns_text = _dns_text(extensions)
+                if dns_text is not None:
+                    print(f"dns: {dns_text} (udp and tcp)", file=out)
                 print(READY_LINE, file=out, flush=True)
             await stop.wait()
             log.info("shutting down")
@@ -103,3 +129,13 @@ async def run_daemon(
             for sig in signals:
                 loop.remove_signal_handler(sig)
     return 0
+
+
+def _dns_text(extensions: Sequence[DaemonExtension]) -> str | None:
+    """Where the DNS front listens, if one runs."""
+    for extension in extensions:
+        address = getattr(extension, "dns_address", None)
+        if address is not None:
+            host, port = address
+            return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return None

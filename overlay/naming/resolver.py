@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Protocol
 
@@ -81,8 +81,9 @@ class ResolverConfig:
     verification fixed them)."""
     k: int = 20
     """Closest responders the decision is taken over."""
-    timeout: float = 10.0
-    """Seconds a network resolve may take before ``ResolveFailed``."""
+    timeout: float = 5.0
+    """Seconds a network resolve waits for a safe answer; then it decides
+    on the records received so far, or fails with ``ResolveFailed``."""
     max_corrections: int = 20
     """Responders corrected after one resolve."""
     correction_timeout: float = 5.0
@@ -262,10 +263,19 @@ class Resolver:
             async with asyncio.timeout(self.config.timeout):
                 status = await asyncio.shield(decided)
         except TimeoutError:
-            task.cancel()
-            raise ResolveFailed(
-                f"resolving {norm} took longer than {self.config.timeout:g} s "
-                f"({len(tracker)} answers, {tracker.records_seen} records)") from None
+            # Some responders are silent (dead peers cost a whole request
+            # timeout).  Decide on the answers so far if they hold records;
+            # the lookup goes on in the background and verifies as usual.
+            partial = tracker.finish(self._clock())
+            if not isinstance(partial, Done) or wait_final:
+                task.cancel()
+                raise ResolveFailed(
+                    f"resolving {norm} took longer than {self.config.timeout:g} s "
+                    f"({len(tracker)} answers, {tracker.records_seen} records)") from None
+            partial = replace(partial, final=False)
+            if tracker.early is None:
+                tracker.early = partial
+            status = partial
         return self._accept(norm, status, tracker, t0)
 
     def _accept(self, norm: str, status: Status, tracker: AnswerTracker, t0: float) -> Resolution:
@@ -299,20 +309,25 @@ class Resolver:
                 if early is not None and not wait_final and not decided.done():
                     decided.set_result(early)
 
+            def fail(error: ResolveFailed) -> None:
+                if not decided.done():
+                    decided.set_exception(error)
+                    if tracker.early is not None:
+                        decided.exception()  # the caller already has an answer
+
             try:
                 await self.dht.get_value_answers(key, on_answer)
             except (OverlayError, OSError) as exc:
-                if not decided.done():
-                    decided.set_exception(ResolveFailed(f"cannot resolve {norm}: {exc}"))
+                fail(ResolveFailed(f"cannot resolve {norm}: {exc}"))
                 return
             final = tracker.finish(self._clock())
             if isinstance(final, NotFound) and tracker.succeeded == 0:
-                if not decided.done():
-                    decided.set_exception(ResolveFailed(f"no DHT peer answered for {norm}"))
+                fail(ResolveFailed(f"no DHT peer answered for {norm}"))
                 return
             if not decided.done():
                 decided.set_result(final)
-            else:
+            if tracker.early is not None and not wait_final:
+                # The caller got an early (or timed-out partial) answer.
                 self._verify(norm, tracker.early, final)
             if isinstance(final, Done):
                 await self._correct(key, final)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from overlay.seed_demo import run_seed_demo, seed_demo_report
 
 
@@ -26,3 +28,12 @@ async def test_seed_demo_json_has_every_check() -> None:
     assert await run_seed_demo(out, peers=2, timeout=60.0, as_json=True, pow_bits=4)
     doc = json.loads(out.getvalue())
     assert doc["ok"] is True and all(item["ok"] for item in doc["checks"])
+
+
+def test_overlay_demo_command_runs_the_seed_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    from overlay.cli import main
+
+    assert main(["demo", "--peers", "3", "--pow-bits", "4", "--json", "--timeout", "60"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is True and len(doc["nodes"]) == 4 and len(doc["checks"]) == 6
+    assert main(["demo", "--peers", "1"]) == 2

@@ -207,3 +207,23 @@ async def test_wait_final_ignores_a_stale_early_majority() -> None:
             dht.gate.set()
         final = task.result()
         assert final.final and final.record.sequence == 2 and final.supporters == 5
+
+
+async def test_a_silent_responder_costs_at_most_the_timeout() -> None:
+    alice = key(1)
+    rec = record(alice).to_bytes()
+    gate = asyncio.Event()
+    # One record arrives, then a dead peer keeps the lookup open.
+    dht = ScriptedDht([Answer(_peer(1), 1, rec), Answer(_peer(2), 2, failed=True)],
+                      gate=gate, release_after=1)
+    state = ResolverState(None, NAMING)
+    resolver = Resolver(dht, state, NAMING, ResolverConfig(quorum=3, timeout=0.05),
+                        clock=Clock())
+    async with asyncio.timeout(10), resolver:
+        got = await resolver.resolve("alice.ovl")
+        assert got.record.owner == alice.public_key().to_protobuf()
+        assert not got.final and got.supporters == 1
+        gate.set()
+        await resolver.wait_idle()
+        assert resolver.background_fixes == 0
+        assert resolver.cached("alice.ovl") is not None

@@ -1,0 +1,64 @@
+"""`overlay daemon` killed with SIGKILL and restarted keeps its names and
+republishes them; the CLI sees it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon.helpers import REPO, DaemonProcess, cli_command
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cli_command("--home", str(home), *args), capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
+
+
+def test_killed_daemon_keeps_and_republishes_its_names(short_tmp: Path) -> None:
+    dns = ("--dns", "127.0.0.1:0")
+    with DaemonProcess(short_tmp / "intro", *dns) as intro:
+        boot = ("--bootstrap", intro.addrs[0])
+        with DaemonProcess(short_tmp / "reader", *dns, *boot):
+            owner = DaemonProcess(short_tmp / "owner", *dns, *boot).start()
+            try:
+                done = _cli(short_tmp / "owner", "name", "register", "kill.ovl",
+                            "--txt", "before", "--json")
+                assert done.returncode == 0, done.stderr
+                first = json.loads(done.stdout)
+                assert owner.stop(signal.SIGKILL) == -signal.SIGKILL
+            finally:
+                owner.kill()
+            with DaemonProcess(short_tmp / "owner", *dns, *boot):
+                # The restarted daemon republishes at once; wait for it by
+                # asking it (bounded), never by sleeping.
+                for _ in range(100):
+                    listed = _cli(short_tmp / "owner", "name", "list", "--json")
+                    assert listed.returncode == 0, listed.stderr
+                    names = json.loads(listed.stdout)["names"]
+                    assert [n["name"] for n in names] == ["kill.ovl"]
+                    if names[0]["sequence"] > first["sequence"]:
+                        break
+                else:
+                    pytest.fail("the restarted daemon never republished kill.ovl")
+                got = _cli(short_tmp / "reader", "name", "resolve", "kill.ovl",
+                           "--no-cache", "--json")
+                assert got.returncode == 0, got.stderr
+                record = json.loads(got.stdout)["record"]
+                assert record["sequence"] == names[0]["sequence"]
+                assert record["txt"] == ["before"]
