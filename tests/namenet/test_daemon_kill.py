@@ -62,3 +62,18 @@ def test_killed_daemon_keeps_and_republishes_its_names(short_tmp: Path) -> None:
                 record = json.loads(got.stdout)["record"]
                 assert record["sequence"] == names[0]["sequence"]
                 assert record["txt"] == ["before"]
+
+
+def test_name_connect_relays_stdin_and_stdout(short_tmp: Path) -> None:
+    with DaemonProcess(short_tmp / "a", "--dns", "off") as owner:
+        with DaemonProcess(short_tmp / "b", "--dns", "off", "--bootstrap", owner.addrs[0]):
+            done = _cli(short_tmp / "a", "name", "register", "pinger.ovl")
+            assert done.returncode == 0, done.stderr
+            payload = bytes(range(32))  # the ping protocol echoes 32 bytes
+            relayed = subprocess.run(
+                cli_command("--home", str(short_tmp / "b"), "name", "connect", "pinger.ovl",
+                            "/ipfs/ping/1.0.0"),
+                input=payload, capture_output=True, cwd=REPO, timeout=60)
+            assert relayed.returncode == 0, relayed.stderr
+            assert relayed.stdout == payload
+            assert owner.peer_id in relayed.stderr.decode()
