@@ -13,7 +13,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from overlay.cli_dht import EXIT_NOT_FOUND
 from overlay.daemon.client import ApiClient
+from overlay.daemon.errors import ApiError
 from overlay.daemon.home import Home
 
 __all__ = ["add_name_parser", "run_name"]
@@ -83,7 +85,15 @@ def run_name(ns: argparse.Namespace, home: Home) -> int:
 
     async def go() -> int:
         async with await ApiClient.connect(_api_socket(home)) as client:
-            return await action(client, ns)
+            try:
+                return await action(client, ns)
+            except ApiError as exc:
+                # Same exit code as `overlay dht get` for a missing key, so
+                # scripts can tell "no such name" from a failure.
+                if exc.code != "name_not_found":
+                    raise
+                print(f"overlay name: {exc.message} [{exc.code}]", file=sys.stderr)
+                return EXIT_NOT_FOUND
 
     return asyncio.run(go())
 

@@ -127,7 +127,7 @@ async def test_cli_name_commands(short_tmp: Path, capsys: pytest.CaptureFixture[
         assert await asyncio.to_thread(cli, home2, "resolve", "frank.ovl") == 0
         text = capsys.readouterr().out
         assert "(cache," in text and "service: http:8080" in text
-        assert await asyncio.to_thread(cli, home2, "resolve", "ghost.ovl") == 1
+        assert await asyncio.to_thread(cli, home2, "resolve", "ghost.ovl") == 4
         assert "name_not_found" in capsys.readouterr().err
         assert await asyncio.to_thread(cli, home1, "release", "frank.ovl") == 0
         assert "released frank.ovl" in capsys.readouterr().out
