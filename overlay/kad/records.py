@@ -8,6 +8,10 @@ has a registered ``Validator``; any other namespace is rejected with
   Nobody can overwrite one because the key is the value's hash.
 - ``/pk/<peer ID multihash bytes>``: a libp2p ``PublicKey`` protobuf whose
   peer ID equals the key's suffix.
+
+A validator may also implement ``ReplacementPolicy``: the store then asks it,
+with the clock, whether an incoming value replaces the held one, instead of
+asking the clock-less selector.
 """
 
 from __future__ import annotations
@@ -15,15 +19,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from overlay.errors import InvalidKeyError, InvalidPeerId
+from overlay.errors import InvalidKeyError, InvalidPeerId, RemoteProtocolError
 from overlay.identity import PeerId, public_key_from_protobuf
 from overlay.kad.errors import InvalidRecord, UnknownNamespace
 
 __all__ = [
     "Record",
     "Validator",
+    "ReplacementPolicy",
     "NamespaceRegistry",
     "ImmutableValidator",
     "PublicKeyValidator",
@@ -49,6 +54,20 @@ class Validator(Protocol):
 
     def select(self, key: bytes, values: Sequence[bytes]) -> int:
         """Index of the best of several valid values; must be stable."""
+
+
+@runtime_checkable
+class ReplacementPolicy(Protocol):
+    """Optional part of a ``Validator``: replacement decided with the clock.
+
+    ``select`` cannot tell that a held value has lapsed (a name whose
+    validity ended must stop pinning its owner), so a validator that can
+    tell implements this and the store uses it instead of ``select``."""
+
+    def accept_replacement(self, key: bytes, existing: bytes, incoming: bytes, now: float) -> bool:
+        """Whether ``incoming`` (already validated at ``now``) may replace
+        the held value ``existing`` at wall-clock time ``now``."""
+        ...
 
 
 def namespace_of(key: bytes) -> str:
@@ -131,6 +150,28 @@ class NamespaceRegistry:
         if not 0 <= index < len(values):
             raise InvalidRecord(f"selector for {key[:32]!r} returned index {index}")
         return index
+
+    def replaces(self, key: bytes, existing: bytes, incoming: bytes, now: float) -> bool:
+        """Whether the validated ``incoming`` value should take the place of
+        the held ``existing`` one at ``now``.
+
+        The namespace's ``ReplacementPolicy`` decides if it has one, else its
+        selector, asked ``[incoming, existing]``.  Either way a held value
+        that no longer validates (it expired, or the validator changed)
+        never blocks a valid incoming one."""
+        validator = self.validator_for(key)
+        if isinstance(validator, ReplacementPolicy):
+            accepted = validator.accept_replacement(key, existing, incoming, now)
+        else:
+            accepted = self.select(key, [incoming, existing]) == 0
+        if accepted:
+            return True
+        # Only on refusal: re-validating costs a signature check per PUT.
+        try:
+            validator.validate(key, existing, now)
+        except RemoteProtocolError:
+            return True
+        return False
 
 
 def default_registry() -> NamespaceRegistry:

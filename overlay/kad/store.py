@@ -1,9 +1,10 @@
 """The record store: an interface, and the in-memory policy behind it.
 
 Every record that enters passes its namespace validator (unknown namespaces
-are rejected), the size limit, the per-publisher quota and the selector
-against the record already held.  Times are wall-clock seconds since the
-epoch, passed in as ``now``; nothing here reads a clock.
+are rejected), the size limit, the per-publisher quota and, against the
+record already held, the namespace's replacement policy or else its
+selector (``NamespaceRegistry.replaces``).  Times are wall-clock seconds
+since the epoch, passed in as ``now``; nothing here reads a clock.
 """
 
 from __future__ import annotations
@@ -103,8 +104,7 @@ class MemoryRecordStore:
         self.check(record, now)
         existing = self.get(record.key, now)
         if existing is not None and existing.record.value != record.value:
-            values = [record.value, existing.record.value]
-            if self.registry.select(record.key, values) != 0:
+            if not self.registry.replaces(record.key, existing.record.value, record.value, now):
                 raise StaleRecord("the record held here is better than the one offered")
         if existing is None and len(self._records) >= self.config.max_records:
             self.expire(now)
