@@ -303,6 +303,10 @@ def test_identify_across_nat_reports_public_address(lab: Lab, topo: NatTopology)
     assert told["observed_addr"] == remote, (told, remote)
     # Plain masquerade keeps the daemon's listen port.
     assert udp_port(told["observed_addr"]) == udp_port(client.addr)
+    # `overlay id` shows the same observed address the server reported.
+    ident = poll_json(lab, client, ("id",), lambda reply: bool(reply["observed_addrs"]))
+    assert [o["addr"] for o in ident["observed_addrs"]] == [remote], ident
+    assert ip_of(ident["observed_addrs"][0]["addr"]) == topo.nat1_public_ip
 
     # The client's own view: connected out to the server's public address.
     (mine,) = overlay_json(lab, client, "peers")["peers"]

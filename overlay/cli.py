@@ -325,6 +325,9 @@ def _cmd_id(ns: argparse.Namespace, home: Home) -> int:
             print(f"agent: {reply.get('agent_version', '?')}")
             for addr in reply.get("addrs", []):
                 print(f"addr: {addr}")
+            for seen in reply.get("observed_addrs", []):
+                count = seen["reporters"]
+                print(f"observed: {seen['addr']} ({count} peer{'' if count == 1 else 's'})")
         return EXIT_OK
     return _with_client(home, body)
 

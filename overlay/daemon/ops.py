@@ -22,7 +22,7 @@ from overlay.daemon.errors import ApiError, BadRequest
 from overlay.daemon.protocol import API_VERSION, ErrorCode
 from overlay.daemon.relay import relay_stream
 from overlay.host.host import StreamHandler
-from overlay.host.peerstore import Peerstore
+from overlay.host.peerstore import ObservedAddrs, Peerstore
 from overlay.host.stream import NegotiatedStream
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
@@ -43,6 +43,9 @@ class NodeHost(Protocol):
 
     @property
     def peerstore(self) -> Peerstore: ...
+
+    @property
+    def observed_addrs(self) -> ObservedAddrs: ...
 
     def listen_addrs(self) -> list[Multiaddr]: ...
 
@@ -168,6 +171,8 @@ class NodeOps:
             "agent_version": AGENT_VERSION,
             "protocols": host.protocols(),
             "api_version": API_VERSION,
+            "observed_addrs": [{"addr": str(addr), "reporters": count}
+                               for addr, count in host.observed_addrs.addrs()],
         }
 
     async def listen_addrs(self, call: ApiCall) -> Mapping[str, Any]:

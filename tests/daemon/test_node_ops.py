@@ -217,3 +217,22 @@ async def test_extensions_add_ops_and_stop_after_the_api(short_tmp: Path) -> Non
             async with await ApiClient.connect(daemon.api_path) as client:
                 assert (await client.call("ext_hello"))["listening"] == 1
     assert log == ["start", "stop, api serving: False"]
+
+
+async def test_identity_lists_observed_addrs(short_tmp: Path) -> None:
+    async with asyncio.timeout(30), running_daemon(short_tmp / "a") as a, \
+            running_daemon(short_tmp / "b") as b:
+        identified = asyncio.Event()
+        a.host.add_listener(HostListener(
+            identified=lambda peer, info: identified.set() if peer == b.peer_id else None))
+        async with await ApiClient.connect(a.api_path) as client:
+            assert (await client.call("identity"))["observed_addrs"] == []
+            await client.call("connect", {"addr": b.full_addrs()[0]})
+            await identified.wait()
+            observed = (await client.call("identity"))["observed_addrs"]
+        async with await ApiClient.connect(b.api_path) as client:
+            peers = (await client.call("peers"))["peers"]
+    # b reports the address it sees a's connection come from.
+    seen_by_b = [p["connected_addrs"][0] for p in peers if p["peer_id"] == str(a.peer_id)]
+    assert seen_by_b and seen_by_b[0].startswith("/ip4/127.0.0.1/udp/")
+    assert observed == [{"addr": seen_by_b[0], "reporters": 1}]
