@@ -9,8 +9,10 @@ typed error (an ``InvalidRecord`` subclass for a bad PUT, ``InvalidProviderKey``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
+from overlay.errors import InvalidPeerId
 from overlay.identity import PeerId
 from overlay.kad.errors import InvalidKadMessage
 from overlay.kad.keyspace import kad_key
@@ -47,12 +49,31 @@ class KadServer:
     records: RecordStore
     providers: ProviderStore
     config: ServerConfig = ServerConfig()
+    connected_peer: Callable[[PeerId], PeerInfo | None] | None = None
+    """The driver's view of a peer it is connected to (with the addresses
+    it knows), or ``None``.  FIND_NODE hands such a peer out even when it
+    is not in the table, which makes client-mode peers findable."""
 
 
 def _closer(server: KadServer, target: bytes, sender: PeerId) -> tuple[PeerInfo, ...]:
     contacts = server.table.closest(kad_key(target), server.config.k, exclude=sender)
     limit = server.config.max_addrs_per_peer
     return tuple(PeerInfo(c.peer_id, c.addrs[:limit]) for c in contacts)
+
+
+def _connected_target(server: KadServer, key: bytes, sender: PeerId) -> PeerInfo | None:
+    if server.connected_peer is None:
+        return None
+    try:
+        target = PeerId(bytes(key))
+    except InvalidPeerId:
+        return None  # a FIND_NODE for a plain key, not a peer
+    if target == sender or target == server.local.peer_id:
+        return None
+    info = server.connected_peer(target)
+    if info is None or info.peer_id != target or not info.addrs:
+        return None
+    return replace(info, addrs=info.addrs[: server.config.max_addrs_per_peer])
 
 
 def handle_request(
@@ -66,7 +87,12 @@ def handle_request(
             return KadMessage(kind, request.key, closer_peers=(server.local,))
         # Like go-libp2p, answer with the k closest even when the target
         # itself is among them: the asker wants the neighbourhood too.
-        return KadMessage(kind, request.key, closer_peers=_closer(server, request.key, sender))
+        closer = _closer(server, request.key, sender)
+        target = _connected_target(server, request.key, sender)
+        if target is not None:
+            rest = tuple(p for p in closer if p.peer_id != target.peer_id)
+            closer = (target, *rest)[: server.config.k]
+        return KadMessage(kind, request.key, closer_peers=closer)
 
     if kind is MessageType.GET_VALUE:
         stored = server.records.get(request.key, now)

@@ -43,7 +43,7 @@ from overlay.identity import PeerId
 from overlay.kad.handler import KadServer, handle_request
 from overlay.kad.keyspace import KEY_BITS, Contact, kad_key, peer_key, random_peer_id_in_bucket
 from overlay.kad.lookup import Lookup, LookupKind, LookupResult
-from overlay.kad.messages import KadMessage, MessageType, PeerInfo
+from overlay.kad.messages import ConnectionType, KadMessage, MessageType, PeerInfo
 from overlay.kad.net_lookup import drive_lookup
 from overlay.kad.net_rpc import KadHost, KadRpc, KadStats, LookupStats, quic_addr
 from overlay.kad.net_server import KadInbound
@@ -260,7 +260,17 @@ class KadService:
         return info
 
     def _server(self) -> KadServer:
-        return KadServer(self._local_info(), self.table, self.records, self.providers, self.config.server)
+        return KadServer(self._local_info(), self.table, self.records, self.providers,
+                         self.config.server, connected_peer=self._connected_peer)
+
+    def _connected_peer(self, peer: PeerId) -> PeerInfo | None:
+        """A peer we hold a connection to, with the addresses identify gave
+        us; clients (e.g. behind a NAT) never enter the table, yet someone
+        looking for one by ID should learn where it is."""
+        if peer not in self.host.peers():
+            return None
+        addrs = self._contact_addrs(peer)
+        return PeerInfo(peer, addrs, ConnectionType.CONNECTED) if addrs else None
 
     def _reject(self, peer: PeerId, exc: OverlayError) -> None:
         self.stats.inbound_rejected += 1

@@ -1,3 +1,4 @@
+import dataclasses
 import random
 
 import pytest
@@ -8,7 +9,10 @@ from overlay.errors import OverlayError
 from overlay.kad.errors import InvalidKadMessage, InvalidProviderKey, InvalidRecord, StaleRecord
 from overlay.kad.handler import KadServer, ServerConfig, handle_request
 from overlay.kad.keyspace import Contact, fake_peer_id, kad_key
-from overlay.kad.messages import KadMessage, MessageType, PeerInfo, decode_message, encode_message
+from overlay.identity import PeerId
+from overlay.kad.messages import (
+    ConnectionType, KadMessage, MessageType, PeerInfo, decode_message, encode_message,
+)
 from overlay.kad.providers import ProviderConfig, ProviderStore
 from overlay.kad.records import Record, default_registry, immutable_key
 from overlay.kad.routing import RoutingConfig, RoutingTable
@@ -139,3 +143,56 @@ def test_fuzz_requests_only_raise_typed_errors(
         return
     if response is not None:
         assert decode_message(encode_message(response)).type is kind
+
+
+def with_connected(server: KadServer, known: dict[PeerId, PeerInfo], asked: list[PeerId],
+                   config: ServerConfig | None = None) -> KadServer:
+    def lookup(peer: PeerId) -> PeerInfo | None:
+        asked.append(peer)
+        return known.get(peer)
+    return dataclasses.replace(server, connected_peer=lookup, config=config or server.config)
+
+
+def test_find_node_puts_a_connected_target_outside_the_table_first() -> None:
+    outsider = fake_peer_id(random.Random(77))
+    info = PeerInfo(outsider, tuple(ip4(10, 1, 0, i) for i in range(12)), ConnectionType.CONNECTED)
+    asked: list[PeerId] = []
+    server = with_connected(make_server(PEERS), {outsider: info}, asked)
+    assert outsider not in [c.peer_id for c in server.table.contacts()]
+    response = roundtrip(server, KadMessage(MessageType.FIND_NODE, outsider.multihash))
+    assert response is not None and asked == [outsider]
+    first, *rest = response.closer_peers
+    assert first.peer_id == outsider and first.addrs == info.addrs[:8]
+    assert first.connection is ConnectionType.CONNECTED
+    members = [c for c in server.table.contacts() if c != SENDER]
+    expected = [c.peer_id for c in brute_closest(members, kad_key(outsider.multihash), 19)]
+    assert [p.peer_id for p in rest] == expected and len(response.closer_peers) == 20
+
+
+def test_find_node_lists_a_connected_table_member_once_and_first() -> None:
+    member = PEERS[150]
+    info = PeerInfo(member.peer_id, (ip4(10, 2, 0, 1),))
+    small = ServerConfig(k=3)
+    server = with_connected(make_server(PEERS), {member.peer_id: info}, [], small)
+    response = roundtrip(server, KadMessage(MessageType.FIND_NODE, member.peer_id.multihash))
+    assert response is not None
+    ids = [p.peer_id for p in response.closer_peers]
+    assert ids[0] == member.peer_id and ids.count(member.peer_id) == 1 and len(ids) == 3
+    assert response.closer_peers[0].addrs == info.addrs
+
+
+def test_find_node_leaves_out_unknown_addressless_sender_and_non_peer_targets() -> None:
+    addressless = fake_peer_id(random.Random(78))
+    known = {addressless: PeerInfo(addressless),
+             SENDER.peer_id: PeerInfo(SENDER.peer_id, (ip4(10, 3, 0, 1),))}
+    asked: list[PeerId] = []
+    server = with_connected(make_server(PEERS), known, asked)
+    plain = make_server(PEERS)
+    for key in (addressless.multihash, fake_peer_id(random.Random(79)).multihash,
+                SENDER.peer_id.multihash, b"/v/not-a-peer"):
+        got = roundtrip(server, KadMessage(MessageType.FIND_NODE, key))
+        assert got == roundtrip(plain, KadMessage(MessageType.FIND_NODE, key)), key
+    # The sender (never told about itself) and a non-peer key are not looked up.
+    assert SENDER.peer_id not in asked and len(asked) == 2
+    itself = roundtrip(server, KadMessage(MessageType.FIND_NODE, server.local.peer_id.multihash))
+    assert itself is not None and itself.closer_peers == (server.local,)

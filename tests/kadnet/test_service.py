@@ -222,3 +222,22 @@ async def test_buckets_are_refreshed_when_the_routing_timer_fires() -> None:
             assert deadline is not None and deadline > clock()
         finally:
             await node.stop()
+
+
+async def test_a_client_connected_to_a_server_is_found_through_it() -> None:
+    def configure(index: int, config: KadServiceConfig) -> KadServiceConfig:
+        return replace(config, mode="client") if index == 1 else config
+
+    async with asyncio.timeout(TIMEOUT), kad_nodes(3, configure=configure) as (server, client, finder):
+        target = client.host.peer_id
+        # The client first, so that its own lookup cannot meet the finder.
+        await client.kad.bootstrap([full_addr(server.host)])
+        await _identified(server, target)
+        await finder.kad.bootstrap([full_addr(server.host)])
+        assert target not in server.kad.table and target not in finder.kad.table
+        assert target not in finder.host.peers() and finder.host.peerstore.addrs(target) == []
+
+        addrs = await finder.kad.find_peer(target)
+        assert client.host.listen_addrs()[0] in addrs
+        conn = await finder.host.connect(f"{client.host.listen_addrs()[0]}/p2p/{target}")
+        assert conn.remote_peer == target
