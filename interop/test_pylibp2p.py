@@ -22,7 +22,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -42,7 +41,6 @@ from overlay.identity import Ed25519PrivateKey, PeerId
 pytestmark = pytest.mark.interop
 
 HERE = Path(__file__).resolve().parent
-SETUP = HERE / "setup.sh"
 PEER_SCRIPT = HERE / "pylibp2p_peer.py"
 PING = "/ipfs/ping/1.0.0"
 IDENTIFY = "/ipfs/id/1.0.0"
@@ -52,16 +50,6 @@ IDENTIFY_PUSH = "/ipfs/id/push/1.0.0"
 START_TIMEOUT = 60.0
 STEP_TIMEOUT = 30.0
 TEST_TIMEOUT = 120.0
-# Only these mean "this machine cannot reach a package index"; any other
-# setup failure is a real failure and must not turn into a skip.
-OFFLINE_MARKERS = (
-    "Temporary failure in name resolution",
-    "Name or service not known",
-    "Network is unreachable",
-    "NewConnectionError",
-    "Failed to establish a new connection",
-    "No route to host",
-)
 
 
 @dataclass(frozen=True)
@@ -102,25 +90,6 @@ def loopback(request: pytest.FixtureRequest) -> Loopback:
     if family is IP6 and not _ipv6_loopback_works():
         pytest.skip("this machine has no IPv6 loopback")
     return family
-
-
-@pytest.fixture(scope="session")
-def pylibp2p_python() -> str:
-    """Path of the python inside the py-libp2p venv, creating it if needed."""
-    try:
-        proc = subprocess.run(
-            ["bash", str(SETUP)], capture_output=True, text=True, timeout=900, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"interop/setup.sh did not finish in {exc.timeout}s")
-    if proc.returncode != 0:
-        output = proc.stdout + proc.stderr
-        if any(marker in output for marker in OFFLINE_MARKERS):
-            pytest.skip(f"py-libp2p cannot be installed: no network\n{output[-2000:]}")
-        pytest.fail(f"interop/setup.sh failed ({proc.returncode}):\n{output[-4000:]}")
-    python = proc.stdout.strip().splitlines()[-1]
-    assert Path(python).is_file(), f"setup.sh printed {python!r}, not a python"
-    return python
 
 
 def _peer_env() -> dict[str, str]:

@@ -37,7 +37,6 @@ import asyncio
 import hashlib
 import json
 import os
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -62,45 +61,17 @@ from overlay.kad.service_config import IPFS_KAD_PROTOCOL, KadServiceConfig
 pytestmark = pytest.mark.interop
 
 HERE = Path(__file__).resolve().parent
-SETUP = HERE / "setup.sh"
 PEER_SCRIPT = HERE / "pylibp2p_kad_peer.py"
 LISTEN = "/ip4/127.0.0.1/udp/0/quic-v1"
 START_TIMEOUT = 60.0
 STEP_TIMEOUT = 40.0
 TEST_TIMEOUT = 150.0
-OFFLINE_MARKERS = (
-    "Temporary failure in name resolution",
-    "Name or service not known",
-    "Network is unreachable",
-    "NewConnectionError",
-    "Failed to establish a new connection",
-    "No route to host",
-)
 KAD = KadServiceConfig(
     protocol_id=IPFS_KAD_PROTOCOL,
     request_timeout=15.0,
     lookup_timeout=40.0,
     lookup=LookupConfig(peer_timeout=10.0),
 )
-
-
-@pytest.fixture(scope="session")
-def pylibp2p_python() -> str:
-    """The python of the py-libp2p venv, created by interop/setup.sh if needed."""
-    try:
-        proc = subprocess.run(
-            ["bash", str(SETUP)], capture_output=True, text=True, timeout=900, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"interop/setup.sh did not finish in {exc.timeout}s")
-    if proc.returncode != 0:
-        output = proc.stdout + proc.stderr
-        if any(marker in output for marker in OFFLINE_MARKERS):
-            pytest.skip(f"py-libp2p cannot be installed: no network\n{output[-2000:]}")
-        pytest.fail(f"interop/setup.sh failed ({proc.returncode}):\n{output[-4000:]}")
-    python = proc.stdout.strip().splitlines()[-1]
-    assert Path(python).is_file(), f"setup.sh printed {python!r}, not a python"
-    return python
 
 
 def _peer_env() -> dict[str, str]:
