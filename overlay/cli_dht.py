@@ -19,7 +19,7 @@ from overlay.daemon.client import ApiClient
 from overlay.daemon.errors import ApiError
 from overlay.daemon.home import Home
 
-__all__ = ["EXIT_NOT_FOUND", "add_dht_parser", "run_dht"]
+__all__ = ["EXIT_NOT_FOUND", "add_dht_parser", "run_api_action", "run_dht"]
 
 EXIT_NOT_FOUND = 4
 
@@ -52,18 +52,28 @@ def add_dht_parser(
 
 
 def run_dht(ns: argparse.Namespace, home: Home) -> int:
-    from overlay.cli import _api_socket  # the CLI's own socket lookup
+    return run_api_action(home, _HANDLERS[ns.dht_action], ns, f"overlay dht {ns.dht_action}", "not_found")
 
-    action: Callable[[ApiClient, argparse.Namespace], Awaitable[int]] = _HANDLERS[ns.dht_action]
+
+def run_api_action(
+    home: Home,
+    action: Callable[[ApiClient, argparse.Namespace], Awaitable[int]],
+    ns: argparse.Namespace,
+    label: str,
+    not_found_code: str,
+) -> int:
+    """Run one API-backed subcommand; a not-found reply exits 4 so scripts
+    can tell "no such key/name" from a failure."""
+    from overlay.cli import _api_socket  # the CLI's own socket lookup
 
     async def go() -> int:
         async with await ApiClient.connect(_api_socket(home)) as client:
             try:
                 return await action(client, ns)
             except ApiError as exc:
-                if exc.code != "not_found":
+                if exc.code != not_found_code:
                     raise
-                print(f"overlay dht {ns.dht_action}: {exc.message} [{exc.code}]", file=sys.stderr)
+                print(f"{label}: {exc.message} [{exc.code}]", file=sys.stderr)
                 return EXIT_NOT_FOUND
 
     return asyncio.run(go())

@@ -13,9 +13,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from overlay.cli_dht import EXIT_NOT_FOUND
+from overlay.cli_dht import run_api_action
 from overlay.daemon.client import ApiClient
-from overlay.daemon.errors import ApiError
 from overlay.daemon.home import Home
 
 __all__ = ["add_name_parser", "run_name"]
@@ -79,23 +78,7 @@ def add_name_parser(sub: Any, parents: list[argparse.ArgumentParser],
 
 
 def run_name(ns: argparse.Namespace, home: Home) -> int:
-    from overlay.cli import _api_socket  # the CLI's own socket lookup
-
-    action: Callable[[ApiClient, argparse.Namespace], Awaitable[int]] = _HANDLERS[ns.name_action]
-
-    async def go() -> int:
-        async with await ApiClient.connect(_api_socket(home)) as client:
-            try:
-                return await action(client, ns)
-            except ApiError as exc:
-                # Same exit code as `overlay dht get` for a missing key, so
-                # scripts can tell "no such name" from a failure.
-                if exc.code != "name_not_found":
-                    raise
-                print(f"overlay name: {exc.message} [{exc.code}]", file=sys.stderr)
-                return EXIT_NOT_FOUND
-
-    return asyncio.run(go())
+    return run_api_action(home, _HANDLERS[ns.name_action], ns, "overlay name", "name_not_found")
 
 
 def _print_json(value: Any) -> None:
