@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 
-from overlay.errors import DialError, LimitExceeded
+from overlay.errors import DialError, LimitExceeded, OverlayError
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
 
@@ -104,7 +104,7 @@ class ConnectionManager:
         except asyncio.CancelledError:
             future.set_exception(DialError("the dial was cancelled"))
             raise
-        except Exception as exc:  # re-raised; only handed to the waiters
+        except (OverlayError, OSError, TimeoutError) as exc:
             future.set_exception(exc)
             raise
         else:
@@ -112,3 +112,7 @@ class ConnectionManager:
             return conn
         finally:
             del self._pending[key]
+            if not future.done():
+                # A bug in the dial: its own traceback propagates to this
+                # caller; merged waiters must not hang on it.
+                future.set_exception(DialError("the dial failed unexpectedly"))

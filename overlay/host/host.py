@@ -44,6 +44,7 @@ from overlay.identity import PeerId, PrivateKey
 from overlay.identity.peer_record import MAX_PEER_RECORD_ADDRS, PeerRecord, seal_peer_record
 from overlay.multiaddrs import parse_quic_multiaddr
 from overlay.negotiate import encode_message, handle_protocol, select_protocol
+from overlay.supervisor import run_supervised
 from overlay.wire.stream import ByteStream
 
 __all__ = ["Host", "StreamHandler", "EndpointFactory"]
@@ -142,14 +143,8 @@ class Host:
         task.add_done_callback(self._tasks.discard)
 
     async def _supervise(self, coro: Coroutine[Any, Any, None], what: str) -> None:
-        # The supervisor boundary: one misbehaving peer or handler must not
-        # end the host, so anything but cancellation is logged here.
-        try:
-            await coro
-        except (OverlayError, TimeoutError, OSError) as exc:
-            log.debug("%s ended: %r", what, exc)
-        except Exception:
-            log.exception("%s failed", what)
+        # One misbehaving peer or handler must not end the host.
+        await run_supervised(coro, what, log)
 
     # -- listening ---------------------------------------------------------
 

@@ -61,6 +61,7 @@ from overlay.kad.service_errors import (
 )
 from overlay.kad.store import MemoryRecordStore, RecordStore
 from overlay.multiaddrs import parse_quic_multiaddr, with_p2p
+from overlay.supervisor import run_supervised
 
 # KadHost and the stats types live in net_rpc; they are re-exported here.
 __all__ = ["KadHost", "KadService", "KadStats", "LookupStats"]
@@ -177,14 +178,10 @@ class KadService:
         task.add_done_callback(self._tasks.discard)
 
     async def _supervise(self, job: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
-        # Supervisor boundary: a failing background job is logged, and
-        # neither the service nor the host goes down with it.
+        # A failing background job is logged, and neither the service nor
+        # the host goes down with it.
         try:
-            await job()
-        except (OverlayError, TimeoutError, OSError) as exc:
-            log.debug("%s ended: %r", what, exc)
-        except Exception:
-            log.exception("%s failed", what)
+            await run_supervised(job(), what, log)
         finally:
             self.activity.set()
 

@@ -39,6 +39,7 @@ from overlay.naming.names import DEFAULT_ZONE
 from overlay.naming.net_errors import NameNotFound
 from overlay.naming.record import NameRecord, RecordKind
 from overlay.naming.resolver import Resolution
+from overlay.supervisor import run_supervised
 
 __all__ = ["DEFAULT_DNS_ADDRESS", "DnsFront", "DnsFrontConfig", "parse_dns_address"]
 
@@ -350,12 +351,8 @@ class DnsFront:
 
 
 async def _run(coro: Awaitable[None]) -> None:
-    # The supervisor boundary of one query: a bug answering one client
-    # must not end the front (CancelledError still propagates).
-    try:
-        await coro
-    except Exception:
-        log.exception("DNS query handling failed")
+    # A bug answering one client must not end the front.
+    await run_supervised(coro, "DNS query handling", log)
 
 
 def _name_text(label: DNSLabel) -> str:

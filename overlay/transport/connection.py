@@ -257,20 +257,21 @@ class QuicConn:
     # --- input from the endpoint --------------------------------------------
 
     def _datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
-        try:
-            self._quic.receive_datagram(data, addr, time.monotonic())
-            self._after_input()
-        except Exception as exc:  # noqa: BLE001 - supervisor boundary, see _crash
-            self._crash(exc)
+        self._guarded(lambda: self._quic.receive_datagram(data, addr, time.monotonic()))
 
     def _on_timer(self) -> None:
         at = self._timer_at or 0.0
         self._timer = None
         self._timer_at = None
+        self._guarded(lambda: self._quic.handle_timer(max(time.monotonic(), at)), transmit=True)
+
+    def _guarded(self, feed: Callable[[], None], *, transmit: bool = False) -> None:
+        """Feed aioquic one input, handle its events and optionally send."""
         try:
-            self._quic.handle_timer(max(time.monotonic(), at))
+            feed()
             self._after_input()
-            self._transmit()
+            if transmit:
+                self._transmit()
         except Exception as exc:  # noqa: BLE001 - supervisor boundary, see _crash
             self._crash(exc)
 
