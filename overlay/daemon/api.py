@@ -23,7 +23,6 @@ from typing import Any
 
 from overlay.daemon.errors import (
     ApiError,
-    ApiProtocolError,
     BadRequest,
     DaemonAlreadyRunning,
     DaemonError,
@@ -53,6 +52,7 @@ from overlay.errors import (
     StreamClosed,
     StreamReset,
 )
+from overlay.supervisor import run_supervised
 
 __all__ = [
     "ApiCall",
@@ -321,12 +321,9 @@ class ApiServer:
         task.add_done_callback(self._clients.discard)
 
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # One client's failure must never stop the daemon.
         try:
-            await self._message_loop(reader, writer)
-        except (ConnectionError, ApiProtocolError) as exc:
-            log.debug("API client dropped: %s", exc)
-        except Exception:  # supervisor: one client's failure must never stop the daemon
-            log.exception("API client connection failed")
+            await run_supervised(self._message_loop(reader, writer), "API client", log)
         finally:
             self._writers.discard(writer)
             writer.close()
