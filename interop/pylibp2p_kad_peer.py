@@ -45,7 +45,7 @@ from libp2p.peer.peerstore import PeerStoreError
 from libp2p.records.validator import Validator
 from libp2p.tools.anyio_service import background_trio_service
 
-from pylibp2p_peer import LISTEN_ADDR, emit, fix_eof_race, host_summary, make_host
+from pylibp2p_peer import LISTEN_ADDR, emit, fix_eof_race, host_summary, make_host, stdin_commands
 
 OP_TIMEOUT = 30.0
 
@@ -109,26 +109,12 @@ async def run(listen: str) -> int:
         dht.register_validator("v", ImmutableValidator())
         async with background_trio_service(dht):
             emit(host_summary(host))
-            stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-            buf = b""
-            async with stdin:
-                while True:
-                    while b"\n" not in buf:
-                        data = await stdin.receive_some(4096)
-                        if not data:
-                            return 0
-                        buf += data
-                    line, buf = buf.split(b"\n", 1)
-                    cmd = line.decode().strip()
-                    if cmd in ("quit", "exit"):
-                        return 0
-                    if not cmd:
-                        continue
-                    try:
-                        with trio.fail_after(OP_TIMEOUT):
-                            emit(await handle(host, dht, cmd))
-                    except Exception as exc:  # report, keep serving the test
-                        emit({"error": repr(exc), "traceback": traceback.format_exc()})
+            async for cmd in stdin_commands():
+                try:
+                    with trio.fail_after(OP_TIMEOUT):
+                        emit(await handle(host, dht, cmd))
+                except Exception as exc:  # report, keep serving the test
+                    emit({"error": repr(exc), "traceback": traceback.format_exc()})
     return 0
 
 

@@ -38,6 +38,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import AsyncIterator
 from typing import Any
 
 import multiaddr
@@ -207,36 +208,44 @@ async def run_listen(listen: str) -> int:
 
     async with host.run(listen_addrs=[multiaddr.Multiaddr(listen)]):
         emit(host_summary(host))
-        stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-        buf = b""
-        async with stdin:
-            while True:
-                while b"\n" not in buf:
-                    data = await stdin.receive_some(4096)
-                    if not data:
-                        return 0
-                    buf += data
-                line, buf = buf.split(b"\n", 1)
-                cmd = line.decode().strip()
-                if cmd in ("quit", "exit"):
-                    return 0
-                if cmd == "peers":
-                    emit({"peers": [p.to_base58() for p in host.get_connected_peers()]})
-                elif cmd == "inbound":
-                    emit({"inbound": inbound})
-                elif cmd.startswith("dial "):
-                    emit(await dial_ping_identify(host, cmd[5:].strip(), 3))
-                elif cmd == "identify":
-                    result: dict[str, Any] = {}
-                    for peer in host.get_connected_peers():
-                        try:
-                            with trio.fail_after(OP_TIMEOUT):
-                                result[peer.to_base58()] = await identify_peer(host, peer)
-                        except Exception as exc:
-                            result[peer.to_base58()] = {"error": repr(exc)}
-                    emit({"identified": result})
-                elif cmd:
-                    emit({"error": f"unknown command {cmd!r}"})
+        async for cmd in stdin_commands():
+            if cmd == "peers":
+                emit({"peers": [p.to_base58() for p in host.get_connected_peers()]})
+            elif cmd == "inbound":
+                emit({"inbound": inbound})
+            elif cmd.startswith("dial "):
+                emit(await dial_ping_identify(host, cmd[5:].strip(), 3))
+            elif cmd == "identify":
+                result: dict[str, Any] = {}
+                for peer in host.get_connected_peers():
+                    try:
+                        with trio.fail_after(OP_TIMEOUT):
+                            result[peer.to_base58()] = await identify_peer(host, peer)
+                    except Exception as exc:
+                        result[peer.to_base58()] = {"error": repr(exc)}
+                emit({"identified": result})
+            else:
+                emit({"error": f"unknown command {cmd!r}"})
+    return 0
+
+
+async def stdin_commands() -> AsyncIterator[str]:
+    """Non-empty command lines from stdin, until EOF or quit/exit."""
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    buf = b""
+    async with stdin:
+        while True:
+            while b"\n" not in buf:
+                data = await stdin.receive_some(4096)
+                if not data:
+                    return
+                buf += data
+            line, buf = buf.split(b"\n", 1)
+            cmd = line.decode().strip()
+            if cmd in ("quit", "exit"):
+                return
+            if cmd:
+                yield cmd
 
 
 async def dial_ping_identify(host: Any, addr: str, pings: int) -> dict[str, Any]:
