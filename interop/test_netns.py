@@ -374,15 +374,6 @@ def test_two_nated_clients_need_more_than_a_direct_dial(lab: Lab) -> None:
 
 # -- the DHT across the NAT ----------------------------------------------------
 
-def require_cli_command(command: str) -> None:
-    """Skip while the CLI lacks ``command`` (a feature not merged yet)."""
-    done = subprocess.run(_overlay([command, "--help"]), capture_output=True, text=True,
-                          timeout=CLI_TIMEOUT, check=False)
-    if done.returncode != 0 and "invalid choice" in done.stderr:
-        pytest.skip(f"the overlay CLI has no `{command}` command yet")
-    assert done.returncode == 0, done.stderr
-
-
 def wait_for_dht_peer(lab: Lab, daemon: Daemon) -> None:
     """Until ``daemon``'s routing table holds a peer (bounded)."""
     table = poll_json(lab, daemon, ("dht", "table"), lambda reply: reply["size"] >= 1)
@@ -392,7 +383,6 @@ def wait_for_dht_peer(lab: Lab, daemon: Daemon) -> None:
 def test_dht_values_cross_the_nat(lab: Lab, topo: NatTopology) -> None:
     """The client behind the NAT bootstraps from the public server; a value
     put on either side is read on the other."""
-    require_cli_command("dht")
     server = start_daemon(lab, topo.server, topo.server_ip)
     client = start_daemon(lab, topo.client, topo.client_ip, bootstrap=[server.addr])
     wait_for_dht_peer(lab, client)

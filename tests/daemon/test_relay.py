@@ -4,6 +4,8 @@ in-memory stream and a real Unix socket pair."""
 import asyncio
 import socket
 
+import pytest
+
 from overlay.daemon.relay import relay_stream
 from overlay.errors import StreamReset
 from overlay.wire.memory import memory_stream_pair
@@ -58,20 +60,39 @@ async def test_remote_reset_aborts_the_socket() -> None:
 
 
 async def test_client_disconnect_resets_the_stream() -> None:
+    """A client that vanishes (not a half-close) resets the libp2p stream:
+    the remote's next writes fail with StreamReset.  A client that only
+    half-closed would keep the stream writable, so this fails on plain EOF."""
     async with asyncio.timeout(10):
         (client_r, client_w), (daemon_r, daemon_w) = await socket_pair()
-        local, remote = memory_stream_pair()
+        local, remote = memory_stream_pair(limit=4096)
         async with asyncio.TaskGroup() as group:
             relay = group.create_task(relay_stream(daemon_r, daemon_w, local))
             remote.write(b"data for a client that leaves")
             await remote.drain()
             client_w.transport.abort()
-            # Whatever the client saw, the remote ends up with EOF or a reset,
-            # never a hang.
-            try:
-                while await remote.read():
-                    pass
-            except StreamReset:
-                pass
-        await relay
+            with pytest.raises(StreamReset):
+                while True:  # bounded by the timeout: a relay that never resets fails here
+                    remote.write(b"more data" * 100)
+                    await remote.drain()
+        assert relay.result() == (0, 0)
+        daemon_w.close()
+
+
+async def test_client_half_close_keeps_the_stream_writable() -> None:
+    """The counterpart: after a half-close the remote still answers in full."""
+    async with asyncio.timeout(10):
+        (client_r, client_w), (daemon_r, daemon_w) = await socket_pair()
+        local, remote = memory_stream_pair(limit=4096)
+        async with asyncio.TaskGroup() as group:
+            relay = group.create_task(relay_stream(daemon_r, daemon_w, local))
+            client_w.write_eof()
+            assert await remote.read() == b""
+            answer = b"y" * 100_000
+            remote.write(answer)
+            await remote.drain()
+            remote.write_eof()
+            assert await client_r.read() == answer
+        assert relay.result() == (0, len(answer))
+        client_w.close()
         daemon_w.close()

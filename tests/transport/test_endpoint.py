@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import socket
+from collections.abc import Callable
 
 import pytest
 
@@ -150,22 +151,47 @@ async def test_bind_errors() -> None:
 
 @pytest.mark.parametrize("host", HOSTS)
 async def test_v4_and_v6_share_a_port(host: str) -> None:
+    """One port number, one endpoint per family: a datagram sent to each
+    family's loopback reaches that family's endpoint and no other."""
     async with asyncio.timeout(5):
         key = Ed25519PrivateKey.generate()
         other = "0.0.0.0" if ":" in host else "::"
+        other_loopback = "127.0.0.1" if ":" in host else "::1"
         try:
             first = await QuicEndpoint.create(host, 0, key)
         except BindError:
             pytest.skip("address family unavailable")
+        port = first.local_address[1]
         try:
-            second = await QuicEndpoint.create(other, first.local_address[1], key)
+            second = await QuicEndpoint.create(other, port, key)
         except BindError as exc:
             await first.aclose()
             if "Address already in use" in str(exc):
                 raise
             pytest.skip("other address family unavailable")
-        await second.aclose()
-        await first.aclose()
+        got: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+        def hook_for(name: str) -> Callable[[bytes, tuple[str, int]], bool]:
+            def hook(data: bytes, addr: tuple[str, int]) -> bool:
+                got.put_nowait((name, data))
+                return True
+            return hook
+
+        first.set_datagram_hook(hook_for("first"))
+        second.set_datagram_hook(hook_for("second"))
+        try:
+            for target, family, payload in (
+                    (host, socket.AF_INET6 if ":" in host else socket.AF_INET, b"\x00to-first"),
+                    (other_loopback, socket.AF_INET6 if ":" in other_loopback else socket.AF_INET,
+                     b"\x00to-second")):
+                with socket.socket(family, socket.SOCK_DGRAM) as sender:
+                    sender.sendto(payload, (target, port))
+            received = {await got.get(), await got.get()}
+            assert received == {("first", b"\x00to-first"), ("second", b"\x00to-second")}
+            assert got.empty()
+        finally:
+            await second.aclose()
+            await first.aclose()
 
 
 async def test_aclose_closes_connections_and_fails_waiters(pair: Pair) -> None:
