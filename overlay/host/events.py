@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from overlay.errors import ConnectionClosed
 from overlay.host.identify import IdentifyInfo
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
@@ -18,8 +19,13 @@ class HostListener:
 
     ``connected`` fires for a peer's first live connection, ``disconnected``
     when its last one closed, ``identified`` after each identify or push.
+    ``closed`` fires with ``disconnected`` and carries why the last
+    connection ended (``None`` if the transport does not say): a
+    ``overlay.transport.errors.ClosedWithCode`` whose ``going_away`` is true
+    means the peer shut down on purpose and will not answer any more.
     """
 
     connected: Callable[[PeerId, Connection], None] | None = None
     disconnected: Callable[[PeerId], None] | None = None
     identified: Callable[[PeerId, IdentifyInfo], None] | None = None
+    closed: Callable[[PeerId, ConnectionClosed | None], None] | None = None

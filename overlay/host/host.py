@@ -45,6 +45,7 @@ from overlay.identity.peer_record import MAX_PEER_RECORD_ADDRS, PeerRecord, seal
 from overlay.multiaddrs import parse_quic_multiaddr
 from overlay.negotiate import encode_message, handle_protocol, select_protocol
 from overlay.supervisor import run_supervised
+from overlay.transport.errors import GOING_AWAY
 from overlay.wire.stream import ByteStream
 
 __all__ = ["Host", "StreamHandler", "EndpointFactory"]
@@ -114,8 +115,10 @@ class Host:
         tb: TracebackType | None,
     ) -> bool | None:
         self._closing = True
-        for conn in self._conns.connections():
-            conn.close(0, "host shutting down")
+        conns = self.connections()
+        started = time.monotonic()
+        for conn in conns:
+            conn.close(GOING_AWAY, "host shutting down")
         for endpoint in self._listen_endpoints + self._dial_endpoints:
             try:
                 await endpoint.aclose()
@@ -127,7 +130,20 @@ class Host:
         if tg is None:
             raise LocalProtocolError("the host was not started")
         await tg.__aexit__(exc_type, exc, tb)
+        if conns:
+            log.info(
+                "host stopped: told %d peer(s) over %d connection(s) that we are going away, in %.3f s",
+                len({conn.remote_peer for conn in conns}), len(conns), time.monotonic() - started,
+            )
         return None
+
+    def abort_for_test(self) -> None:
+        """Crash: every endpoint drops its socket and connections without
+        sending anything, as a killed process would.  Peers learn of it
+        only from silence (or ICMP).  Leave the ``async with`` afterwards."""
+        self._closing = True
+        for endpoint in self._listen_endpoints + self._dial_endpoints:
+            endpoint.abort_for_test()
 
     def _require_running(self) -> None:
         if self._tg is None or self._closing:
@@ -225,7 +241,9 @@ class Host:
             if self._conns.get(peer) is None and peer in self._connected_peers:
                 self._connected_peers.discard(peer)
                 self._forget_connection_state(peer)
+                reason = conn.close_reason
                 self._notify(lambda lis: lis.disconnected and lis.disconnected(peer))
+                self._notify(lambda lis: lis.closed and lis.closed(peer, reason))
 
     def _forget_connection_state(self, peer: PeerId) -> None:
         self._ping_streams.pop(peer, None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from overlay.errors import ConnectionClosed
 from overlay.identity import PeerId
 from overlay.wire.stream import ByteStream
 
@@ -26,6 +27,9 @@ class Connection(Protocol):
 
     @property
     def is_closed(self) -> bool: ...
+
+    @property
+    def close_reason(self) -> ConnectionClosed | None: ...
 
     async def open_stream(self) -> ByteStream: ...
 
@@ -47,3 +51,5 @@ class Endpoint(Protocol):
     async def accept(self) -> Connection: ...
 
     async def aclose(self) -> None: ...
+
+    def abort_for_test(self) -> None: ...

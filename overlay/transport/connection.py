@@ -32,7 +32,7 @@ from overlay.errors import (
 from overlay.identity import PeerId, PublicKey
 from overlay.transport.aioquic_compat import Libp2pQuicConnection
 from overlay.transport.config import TransportConfig
-from overlay.transport.errors import EndpointClosed
+from overlay.transport.errors import ClosedWithCode, EndpointClosed
 from overlay.transport.stream import RESET_ERROR_CODE, QuicStream
 from overlay.transport.tls import CertificateVerifier
 
@@ -373,8 +373,11 @@ class QuicConn:
                 self._ready.set_exception(error)
                 # Nobody may await a failed inbound handshake.
                 self._ready.exception()
-        return ConnectionClosed(
-            f"connection closed: {event.reason_phrase or 'no reason'} (code 0x{event.error_code:x})"
+        return ClosedWithCode(
+            f"connection closed: {event.reason_phrase or 'no reason'} (code 0x{event.error_code:x})",
+            code=event.error_code,
+            phrase=event.reason_phrase,
+            application=event.frame_type is None,
         )
 
     # --- output -------------------------------------------------------------
@@ -522,11 +525,13 @@ class QuicConn:
         self._cids.clear()
         self._owner._connection_terminated(self)
 
-    def _abandon(self, error: ConnectionClosed, reason: str | None = None) -> None:
+    def _abandon(
+        self, error: ConnectionClosed, reason: str | None = None, code: int = 0
+    ) -> None:
         """The endpoint is going away: fail and release without waiting for
         the closing period; with a ``reason``, tell the peer first."""
         if reason is not None and self._error is None:
-            self._quic.close(error_code=0, reason_phrase=_clip(reason))
+            self._quic.close(error_code=code, reason_phrase=_clip(reason))
             self._mark_closed(error)
             self._transmit()
         self._mark_closed(error)

@@ -32,7 +32,7 @@ from overlay.identity import PeerId, PrivateKey
 from overlay.transport.aioquic_compat import Libp2pQuicConnection
 from overlay.transport.config import TransportConfig
 from overlay.transport.connection import ALPN, QuicConn
-from overlay.transport.errors import BindError, EndpointClosed
+from overlay.transport.errors import GOING_AWAY, BindError, EndpointClosed
 from overlay.transport.tls import CertificateVerifier, TlsCredentials, generate_credentials
 
 __all__ = ["QuicEndpoint", "DatagramHook", "is_stun"]
@@ -228,21 +228,40 @@ class QuicEndpoint:
             await self._accept_event.wait()
 
     async def aclose(self) -> None:
-        """Close every connection (CONNECTION_CLOSE is sent) and the socket."""
+        """Close every connection (CONNECTION_CLOSE with ``GOING_AWAY`` is
+        sent, so peers forget us at once) and the socket."""
         if self._closing:
             await self._socket_gone.wait()
             return
         self._closing = True
         self._accept_event.set()
         for conn in list(self._connections):
-            conn._abandon(EndpointClosed("endpoint closed"), reason="endpoint closing")
+            conn._abandon(EndpointClosed("endpoint closed"), reason="endpoint closing", code=GOING_AWAY)
+        self._release()
+        if self._transport is not None:
+            self._transport.close()
+            await self._socket_gone.wait()
+
+    def abort_for_test(self) -> None:
+        """Vanish as a crashed process does: drop every connection and the
+        socket without sending a single datagram (no CONNECTION_CLOSE), so
+        peers only learn of it from silence or ICMP.  For tests; ``aclose``
+        afterwards just waits for the socket to be gone."""
+        if self._closing:
+            return
+        self._closing = True
+        self._accept_event.set()
+        for conn in list(self._connections):
+            conn._abandon(EndpointClosed("endpoint aborted"))
+        self._release()
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _release(self) -> None:
         self._connections.clear()
         self._live.clear()
         self._by_cid.clear()
         self._sock = None
-        if self._transport is not None:
-            self._transport.close()
-            await self._socket_gone.wait()
 
     # --- datagram input -----------------------------------------------------
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from overlay.errors import ConnectionClosed, HandshakeError, TransportError
 
-__all__ = ["BindError", "CertificateError", "EndpointClosed"]
+__all__ = ["GOING_AWAY", "BindError", "CertificateError", "ClosedWithCode", "EndpointClosed"]
+
+GOING_AWAY: Final = 0x676F6E65
+"""Application close code ("gone") a node sends to every peer when it shuts
+down on purpose: the receiver may forget it at once instead of checking."""
 
 
 class CertificateError(HandshakeError):
@@ -17,3 +23,20 @@ class BindError(TransportError):
 
 class EndpointClosed(ConnectionClosed):
     """The endpoint was closed; it no longer dials or accepts."""
+
+
+class ClosedWithCode(ConnectionClosed):
+    """The connection ended with a CONNECTION_CLOSE (sent by the peer, or
+    aioquic's own idle timeout), with its code and reason phrase."""
+
+    def __init__(self, message: str, *, code: int, phrase: str, application: bool) -> None:
+        super().__init__(message)
+        self.code = code
+        self.phrase = phrase
+        self.application = application
+        """True for an application close (0x1d), False for a transport error."""
+
+    @property
+    def going_away(self) -> bool:
+        """The peer announced that it is shutting down (see ``GOING_AWAY``)."""
+        return self.application and self.code == GOING_AWAY

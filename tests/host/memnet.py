@@ -38,6 +38,10 @@ class MemoryConn:
     def is_closed(self) -> bool:
         return self._closed.is_set()
 
+    @property
+    def close_reason(self) -> ConnectionClosed | None:
+        return ConnectionClosed("connection closed") if self.is_closed else None
+
     async def open_stream(self) -> MemoryStream:
         if self.is_closed or self.peer is None:
             raise ConnectionClosed("connection closed")
@@ -125,5 +129,9 @@ class MemoryEndpoint:
         return conn
 
     async def aclose(self) -> None:
+        self.net.endpoints.pop(self.local_address, None)
+        self._incoming.put_nowait(None)
+
+    def abort_for_test(self) -> None:
         self.net.endpoints.pop(self.local_address, None)
         self._incoming.put_nowait(None)
