@@ -5,21 +5,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import json
 import os
 import stat
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from overlay.cli_dht import run_api_action
+from overlay.cli_common import (
+    Parents,
+    UsageError,
+    add_command,
+    format_when,
+    plural,
+    print_json,
+    run_api,
+    strip_reply,
+)
+from overlay.cli_core import peer_id_arg
 from overlay.daemon.client import ApiClient
 from overlay.daemon.home import Home
 
-__all__ = ["add_name_parser", "run_name"]
-
-_ACTIONS = ("register", "update", "transfer", "release", "resolve", "list", "connect")
+__all__ = ["add_name_parser"]
 
 
 def _ttl(text: str) -> int:
@@ -45,55 +52,117 @@ def _add_targets(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ttl", type=_ttl, help="seconds resolvers may cache the record (default 300)")
 
 
-def add_name_parser(sub: Any, parents: list[argparse.ArgumentParser],
-                    json_parent: argparse.ArgumentParser) -> None:
-    """Add `name` and its actions to the `overlay` subparsers ``sub``;
-    ``parents`` carry --home, ``json_parent`` adds --json."""
-    p = sub.add_parser("name", parents=parents, help="decentralized names (register, resolve …)")
-    actions = p.add_subparsers(dest="name_action", metavar="ACTION",
-                               parser_class=type(p))
-    actions.required = True
-    both = [*parents, json_parent]
+def _name_arg(text: str) -> str:
+    """An argparse type: a host name by the naming rules (the daemon also
+    checks that it lies in its zone)."""
+    from overlay.naming.errors import InvalidName
+    from overlay.naming.names import normalize_hostname
 
-    a = actions.add_parser("register", parents=both, help="claim a name (proof of work once)")
-    a.add_argument("name")
+    try:
+        normalize_hostname(text)
+    except InvalidName as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _protocol_arg(text: str) -> str:
+    if not text.startswith("/") or len(text) > 256 or "\n" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a protocol ID such as /echo/1.0.0")
+    return text
+
+
+_NAME_HELP = "a name in the daemon's zone, such as alice.ovl"
+
+
+def add_name_parser(sub: Any, parents: Parents) -> None:
+    """Add `name` and its actions to the `overlay` subparsers ``sub``."""
+    p = add_command(sub, "name", parents=parents.pick(json=False),
+                    help="decentralized names (register, resolve …)",
+                    description="Register, resolve and manage names in the decentralized "
+                                "name system through the running daemon.",
+                    examples=["overlay name register alice.ovl", "overlay name resolve bob.ovl"])
+    actions = p.add_subparsers(dest="name_action", metavar="ACTION", parser_class=type(p))
+    both = parents.pick()
+
+    a = add_command(actions, "register", parents=both, run=_run(_register, "registering"),
+                    help="claim a name (proof of work once)",
+                    description="Claim a free name for this node's key.  The first "
+                                "registration solves a proof of work (seconds to minutes); "
+                                "the daemon then republishes the record.  Without --peer the "
+                                "name points at this node and its current addresses.",
+                    examples=["overlay name register alice.ovl",
+                              "overlay name register web.alice.ovl --ip 192.0.2.7 "
+                              "--service tcp:443"])
+    a.add_argument("name", type=_name_arg, help=_NAME_HELP)
     _add_targets(a)
-    a = actions.add_parser("update", parents=both, help="change what an owned name points at")
-    a.add_argument("name")
+    a = add_command(actions, "update", parents=both, run=_run(_update, "publishing"),
+                    help="change what an owned name points at",
+                    description="Publish a new version of a name this node owns; only the "
+                                "targets given change.",
+                    examples=["overlay name update alice.ovl --txt 'hello'"])
+    a.add_argument("name", type=_name_arg, help=_NAME_HELP)
     _add_targets(a)
-    a = actions.add_parser("transfer", parents=both, help="hand an owned name to another key")
-    a.add_argument("name")
-    a.add_argument("new_owner", metavar="NEW-OWNER-PEERID")
-    a = actions.add_parser("release", parents=both, help="free an owned name")
-    a.add_argument("name")
-    a = actions.add_parser("resolve", parents=both, help="look a name up")
-    a.add_argument("name")
+    a = add_command(actions, "transfer", parents=both, run=_run(_transfer, "publishing"),
+                    help="hand an owned name to another key",
+                    description="Sign the name over to another peer's key; that peer "
+                                "then owns it and this node no longer can update it.",
+                    examples=["overlay name transfer alice.ovl 12D3KooW…"])
+    a.add_argument("name", type=_name_arg, help=_NAME_HELP)
+    a.add_argument("new_owner", metavar="NEW-OWNER-PEERID", type=peer_id_arg,
+                   help="the peer ID of the new owner")
+    a = add_command(actions, "release", parents=both, run=_run(_release, "publishing"),
+                    help="free an owned name",
+                    description="Publish a release of an owned name so others may claim it.",
+                    examples=["overlay name release alice.ovl"])
+    a.add_argument("name", type=_name_arg, help=_NAME_HELP)
+    a = add_command(actions, "resolve", parents=both, run=_run(_resolve, "resolving"),
+                    help="look a name up",
+                    description="Resolve a name to its record (owner, peers, addresses, "
+                                "IPs, services, TXT).  Exits 4 if it is not registered.",
+                    examples=["overlay name resolve bob.ovl",
+                              "overlay name resolve bob.ovl --no-cache --json"])
+    a.add_argument("name", type=_name_arg, help=_NAME_HELP)
     a.add_argument("--no-cache", action="store_true", help="ask the network, not the cache")
-    actions.add_parser("list", parents=both, help="names this node owns")
-    a = actions.add_parser("connect", parents=parents,
-                           help="open a stream to the named peer; relays stdin/stdout")
-    a.add_argument("name")
-    a.add_argument("protocol", metavar="PROTOCOL")
-    p.set_defaults(run=run_name)
+    add_command(actions, "list", parents=both, run=_run(_list, None),
+                help="names this node owns",
+                description="List the names this node owns with their sequence, expiry "
+                            "and next republish.",
+                examples=["overlay name list"])
+    a = add_command(actions, "connect", parents=parents.pick(json=False),
+                    run=_run(_connect, None),
+                    help="open a stream to the named peer; relays stdin/stdout",
+                    description="Resolve NAME, connect to its peer and open a stream with "
+                                "PROTOCOL; stdin goes to the peer and the peer's bytes to "
+                                "stdout, like netcat.",
+                    examples=["echo hi | overlay name connect bob.ovl /echo/1.0.0"])
+    a.add_argument("name", type=_name_arg, help=_NAME_HELP)
+    a.add_argument("protocol", metavar="PROTOCOL", type=_protocol_arg,
+                   help="the protocol ID to open, such as /echo/1.0.0")
 
 
-def run_name(ns: argparse.Namespace, home: Home) -> int:
-    return run_api_action(home, _HANDLERS[ns.name_action], ns, "overlay name", "name_not_found")
+Action = Callable[[ApiClient, argparse.Namespace], Awaitable[int]]
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True), flush=True)
+def _run(action: Action, waiting: str | None) -> Callable[[argparse.Namespace, Home], int]:
+    def run(ns: argparse.Namespace, home: Home) -> int:
+        _check_targets(ns)
+
+        async def body(client: ApiClient) -> int:
+            return await action(client, ns)
+        return run_api(home, body, waiting=waiting, quiet=getattr(ns, "json", False))
+    return run
 
 
-def _strip(reply: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in reply.items() if k not in ("id", "ok")}
+def _check_targets(ns: argparse.Namespace) -> None:
+    """--addr says where --peer PEERID is reached: without such a peer it
+    would be dropped, so it is refused."""
+    if getattr(ns, "addrs", None) and getattr(ns, "peer", None) in (None, "self", "none"):
+        raise UsageError("--addr needs --peer PEERID (this node's own addresses are "
+                         "published automatically)")
 
 
 def _when(ts: float | int | None) -> str:
-    if ts is None:
-        return "-"
-    moment = datetime.datetime.fromtimestamp(float(ts), tz=datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return format_when(ts, time.time())
 
 
 def _target_args(ns: argparse.Namespace) -> dict[str, Any]:
@@ -123,7 +192,7 @@ async def _publish(client: ApiClient, ns: argparse.Namespace, op: str,
                    args: dict[str, Any], verb: str) -> int:
     reply = await client.call(op, args)
     if ns.json:
-        _print_json(_strip(reply))
+        print_json(strip_reply(reply))
         return 0
     print(f"{verb} {reply['name']} (sequence {reply['sequence']}, "
           f"stored on {reply['stored']} nodes)")
@@ -156,7 +225,7 @@ async def _release(client: ApiClient, ns: argparse.Namespace) -> int:
 async def _resolve(client: ApiClient, ns: argparse.Namespace) -> int:
     reply = await client.call("name_resolve", {"name": ns.name, "no_cache": ns.no_cache})
     if ns.json:
-        _print_json(_strip(reply))
+        print_json(strip_reply(reply))
         return 0
     print(f"{reply['name']}  ({reply['source']}, {reply['elapsed_ms']} ms)")
     for line in _describe(reply["record"]):
@@ -168,7 +237,7 @@ async def _list(client: ApiClient, ns: argparse.Namespace) -> int:
     reply = await client.call("name_list")
     names = reply.get("names", [])
     if ns.json:
-        _print_json(_strip(reply))
+        print_json(strip_reply(reply))
     elif not names:
         print("this node owns no names")
     else:
@@ -227,13 +296,3 @@ async def _stdin_to(writer: asyncio.StreamWriter) -> None:
     if writer.can_write_eof():
         writer.write_eof()
 
-
-_HANDLERS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
-    "register": _register,
-    "update": _update,
-    "transfer": _transfer,
-    "release": _release,
-    "resolve": _resolve,
-    "list": _list,
-    "connect": _connect,
-}

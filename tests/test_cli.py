@@ -49,11 +49,17 @@ def test_no_daemon_exits_3_and_says_how_to_start_one(
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        ([], "required"),
         (["frobnicate"], "invalid choice"),
         (["ping", "/ip4/127.0.0.1/udp/4001/quic"], "quic-v1"),
         (["connect", "garbage"], "garbage"),
-        (["ping", "/ip4/127.0.0.1/udp/4001/quic-v1", "-n", "0"], "at least 1"),
+        (["ping", "/ip4/127.0.0.1/udp/4001/quic-v1", "-n", "0"], "1 to 1000"),
+        (["ping", "/ip4/127.0.0.1/udp/4001/quic-v1", "-n", "1001"], "1 to 1000"),
+        (["demo", "--timeout", "-5"], "1 to 3600 seconds"),
+        (["demo", "--timeout", "nan"], "1 to 3600 seconds"),
+        (["dht", "get", "foo"], "not a record key"),
+        (["dht", "find-peer", "garbage"], "not a peer ID"),
+        (["name", "resolve", "a_b.ovl"], "rule: ldh"),
+        (["name", "register", "a.ovl", "--addr", "/ip4/127.0.0.1/udp/1/quic-v1"], "--peer PEERID"),
         (["ping", "/ip4/127.0.0.1/udp/4001/quic-v1", "-i", "soon"], "seconds"),
         (["daemon", "--listen", "/ip4/1.2.3.4/tcp/1"], "listen"),
         (["id", "--bogus"], "unrecognized"),
@@ -65,6 +71,15 @@ def test_usage_errors_are_one_line_exit_2(
     assert main(["--home", str(short_tmp), *argv]) == 2
     captured = capsys.readouterr()
     assert fragment in one_line(captured.err) and "Traceback" not in captured.err
+
+
+def test_bare_command_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    assert "init" in out and "dht" in out and "completion" in out
+    assert main(["dht"]) == 2
+    out = capsys.readouterr().out
+    assert "find-providers" in out and "overlay dht" in out
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:

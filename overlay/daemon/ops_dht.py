@@ -36,19 +36,32 @@ from overlay.kad.records import NamespaceRegistry, default_registry, immutable_k
 from overlay.kad.service import KadService
 from overlay.kad.service_config import KadServiceConfig
 from overlay.kad.service_errors import NoPeersKnown, PeerNotFound, QuorumFailed, ValueNotFound
+from overlay.kad.store import StoreConfig
 from overlay.multiaddrs import multiaddr_from_bytes
 
 __all__ = [
     "DhtErrorCode",
     "DhtExtension",
     "DhtOps",
+    "MAX_VALUE_BYTES",
+    "max_value_bytes",
     "provider_key",
 ]
 
 log = logging.getLogger(__name__)
 
-_MAX_VALUE_BYTES = 10 * 1024
 _MAX_KEY_BYTES = 1024
+_IMMUTABLE_KEY_BYTES = len(immutable_key(b""))
+
+
+def max_value_bytes(store: StoreConfig) -> int:
+    """The largest value `dht_put` accepts: the store limits key plus value
+    (``max_record_bytes``) and a ``/v/<sha256 hex>`` key takes 67 bytes of it."""
+    return store.max_record_bytes - _IMMUTABLE_KEY_BYTES
+
+
+MAX_VALUE_BYTES = max_value_bytes(StoreConfig())
+"""10,173 bytes with the default 10 KiB record limit."""
 _IMMUTABLE = re.compile(r"/v/([0-9a-f]{64})")
 
 
@@ -145,7 +158,7 @@ class DhtOps:
             except (binascii.Error, ValueError):
                 raise BadRequest(f"`{name}_base64` is not valid base64") from None
         if not data or len(data) > limit:
-            raise BadRequest(f"`{name}` must be 1 to {limit} bytes")
+            raise BadRequest(f"`{name}` must be 1 to {limit:,} bytes, not {len(data):,}")
         return data
 
     @staticmethod
@@ -155,7 +168,7 @@ class DhtOps:
     # -- ops ----------------------------------------------------------------
 
     async def dht_put(self, call: ApiCall) -> Mapping[str, Any]:
-        value = self._bytes_arg(call, "value", _MAX_VALUE_BYTES)
+        value = self._bytes_arg(call, "value", max_value_bytes(self._kad.config.store))
         key = immutable_key(value)
         replicas = await self._kad.put_value(key, value)
         return {"key": key.decode("ascii"), "replicas": replicas}

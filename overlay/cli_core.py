@@ -1,0 +1,327 @@
+"""`overlay init | daemon | id | peers | connect | ping | demo`: the node
+itself (the first two run locally, `demo` runs its own network)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from overlay.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Parents,
+    UsageError,
+    add_command,
+    plural,
+    print_json,
+    run_api,
+    setup_logging,
+    strip_reply,
+)
+from overlay.daemon.client import ApiClient
+from overlay.daemon.home import Home
+from overlay.errors import ConfigError, InvalidMultiaddr
+
+__all__ = ["add_core_parsers", "peer_id_arg", "bounded_int", "bounded_float", "MAX_PING_COUNT"]
+
+MAX_PING_COUNT = 1000
+"""The daemon's limit (``NodeOpsConfig.max_ping_count``)."""
+
+
+def _multiaddr_arg(text: str) -> str:
+    from overlay.multiaddrs import parse_quic_multiaddr
+
+    try:
+        parse_quic_multiaddr(text)
+    except InvalidMultiaddr as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
+def peer_id_arg(text: str) -> str:
+    """An argparse type: a peer ID (base58btc or CIDv1 text)."""
+    from overlay.identity import PeerId
+
+    try:
+        PeerId.from_string(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a peer ID ({exc})") from None
+    return text
+
+
+def _protocol_id(text: str) -> str:
+    if not text.startswith("/") or len(text) > 256 or "\n" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a protocol ID such as /ovl/kad/1.0.0")
+    return text
+
+
+def _connect_target(text: str) -> str:
+    """A QUIC multiaddr, or `/p2p/PEERID` alone (the daemon asks the DHT)."""
+    parts = text.split("/")
+    if len(parts) == 3 and parts[0] == "" and parts[1] == "p2p":
+        peer_id_arg(parts[2])
+        return text
+    return _multiaddr_arg(text)
+
+
+def _target_fields(addr: str) -> dict[str, str]:
+    """`/p2p/PEERID` alone becomes the op's `peer` field; the daemon then
+    dials what it knows or what the DHT finds."""
+    parts = addr.split("/")
+    if len(parts) == 3 and parts[0] == "" and parts[1] == "p2p":
+        return {"peer": parts[2]}
+    return {"addr": addr}
+
+
+def bounded_int(low: int, high: int, what: str = "") -> Any:
+    """An argparse type: an integer from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: {what}{low} to {high}")
+        return value
+
+    return parse
+
+
+def bounded_float(low: float, high: float, unit: str = "seconds") -> Any:
+    """An argparse type: a finite number from ``low`` to ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit}") from None
+        if not low <= value <= high:  # also rejects nan
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range: {low:g} to {high:g} {unit}")
+        return value
+
+    return parse
+
+
+def _dns_arg(text: str) -> str:
+    from overlay.naming.dns_front import parse_dns_address
+
+    try:
+        parse_dns_address(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
+def add_core_parsers(sub: Any, parents: Parents) -> None:
+    add_command(sub, "init", parents=parents.pick(), run=_cmd_init,
+                help="create the identity key and config (never overwrites a key)",
+                description="Create the data directory with a new identity key and a "
+                            "default config.toml.  An existing key is always kept.",
+                examples=["overlay init", "overlay --home /tmp/node2 init"])
+
+    p = add_command(sub, "daemon", parents=parents.pick(log=True), run=_cmd_daemon,
+                    help="run the node and its local API",
+                    description="Run the node in the foreground: listen, join the DHT, "
+                                "serve names and the local API other commands use.  "
+                                "Stop it with Ctrl-C or SIGTERM.",
+                    examples=["overlay daemon",
+                              "overlay daemon --listen /ip4/0.0.0.0/udp/4001/quic-v1"])
+    p.add_argument("--listen", metavar="MULTIADDR", action="append", type=_multiaddr_arg,
+                   default=[], help="listen address, repeatable (default: from config.toml)")
+    p.add_argument("--bootstrap", metavar="MULTIADDR", action="append", type=_multiaddr_arg,
+                   default=[], help="DHT bootstrap peer (with /p2p/), repeatable "
+                                    "(default: from config.toml)")
+    p.add_argument("--dht-mode", choices=("server", "client"), default=None,
+                   help="answer DHT queries (server) or only ask (client) "
+                        "(default: from config.toml, else server)")
+    p.add_argument("--kad-protocol", metavar="ID", type=_protocol_id, default=None,
+                   help="Kademlia protocol ID (default: from config.toml, else /ovl/kad/1.0.0)")
+    p.add_argument("--dns", metavar="HOST:PORT|off", type=_dns_arg, default=None,
+                   help="serve names over DNS here, UDP and TCP (default: from config.toml, "
+                        "else 127.0.0.1:5335); `off` disables it")
+
+    add_command(sub, "id", parents=parents.pick(), run=_cmd_id,
+                help="peer ID and addresses of the running daemon",
+                description="Show the running daemon's peer ID, agent version, listen "
+                            "addresses and the addresses peers observed for it.",
+                examples=["overlay id", "overlay id --json"])
+
+    add_command(sub, "peers", parents=parents.pick(), run=_cmd_peers,
+                help="connected peers",
+                description="List the peers the daemon is connected to, one a line: "
+                            "peer ID, direction, agent, protocol count, address.",
+                examples=["overlay peers", "overlay peers | head -1"])
+
+    p = add_command(sub, "connect", parents=parents.pick(), run=_cmd_connect,
+                    help="connect to a peer (/p2p/PEERID alone: look it up in the DHT)",
+                    description="Open a connection to a peer.  With /p2p/PEERID alone the "
+                                "daemon finds the addresses in the DHT (exit 4 if it "
+                                "finds none).",
+                    examples=["overlay connect /ip4/192.0.2.7/udp/4001/quic-v1/p2p/12D3KooW…",
+                              "overlay connect /p2p/12D3KooW…"])
+    p.add_argument("addr", metavar="MULTIADDR", type=_connect_target,
+                   help="a QUIC multiaddr (…/quic-v1[/p2p/PEERID]) or /p2p/PEERID")
+
+    p = add_command(sub, "ping", parents=parents.pick(), run=_cmd_ping,
+                    help="ping a peer (/p2p/PEERID alone: look it up in the DHT)",
+                    description="Measure round trips to a peer with the libp2p ping "
+                                "protocol, printing each pong and a summary.",
+                    examples=["overlay ping -n 5 /p2p/12D3KooW…"])
+    p.add_argument("addr", metavar="MULTIADDR", type=_connect_target,
+                   help="a QUIC multiaddr (…/quic-v1[/p2p/PEERID]) or /p2p/PEERID")
+    p.add_argument("-n", "--count", type=bounded_int(1, MAX_PING_COUNT), default=3,
+                   help=f"pings to send, 1 to {MAX_PING_COUNT} (default 3)")
+    p.add_argument("-i", "--interval", type=bounded_float(0, 60), default=1.0,
+                   help="seconds between pings, 0 to 60 (default 1)")
+
+    p = add_command(sub, "demo", parents=parents.pick(log=True), run=_cmd_demo,
+                    help="the seed network: an introduction node and peers register, "
+                         "resolve and reach names (--nodes N: the ping/identify demo)",
+                    description="Start a small network in this process on loopback: an "
+                                "introduction node and peers that register names, resolve "
+                                "each other's and open streams.  It uses a lighter proof "
+                                "of work and a smaller quorum than a daemon so it finishes "
+                                "quickly, and says so.  With --nodes N it runs the plain "
+                                "connect/ping/identify demo instead.",
+                    examples=["overlay demo", "overlay demo --peers 4 --json",
+                              "overlay demo --nodes 3"])
+    p.add_argument("--peers", type=bounded_int(2, 32), default=10,
+                   help="peers besides the introduction node, 2 to 32 (default 10)")
+    p.add_argument("--pow-bits", type=bounded_int(0, 24), default=16,
+                   help="proof-of-work difficulty of the demo network, 0 to 24 (default 16)")
+    p.add_argument("--nodes", type=bounded_int(2, 16), default=None,
+                   help="instead: N nodes connect, ping and identify each other (2 to 16)")
+    p.add_argument("--timeout", type=bounded_float(1, 3600), default=None,
+                   help="overall limit, 1 to 3600 seconds (default 120; 60 with --nodes)")
+
+
+# -- commands ---------------------------------------------------------------
+
+
+def _cmd_init(ns: argparse.Namespace, home: Home) -> int:
+    from overlay.daemon.init import init_home
+
+    result = init_home(home)
+    if ns.json:
+        print_json({"peer_id": str(result.peer_id), "home": str(home.root),
+                    "created_key": result.created_key, "created_config": result.created_config})
+    elif result.created_key:
+        print(f"initialized {home.root}\nkey: {home.key_file}\nconfig: {home.config_file}")
+        print(f"peer id: {result.peer_id}")
+    else:
+        print(f"{home.root} is already initialized; the existing key was kept")
+        print(f"peer id: {result.peer_id}")
+    return EXIT_OK
+
+
+def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
+    from overlay.daemon.run import event_loop_factory, run_daemon
+
+    setup_logging(ns.log_level)
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(run_daemon(home, sys.stdout, listen=ns.listen, as_json=ns.json,
+                                     bootstrap=ns.bootstrap, dht_mode=ns.dht_mode,
+                                     kad_protocol=ns.kad_protocol, dns=ns.dns))
+
+
+def _cmd_id(ns: argparse.Namespace, home: Home) -> int:
+    async def body(client: ApiClient) -> int:
+        reply = await client.call("identity")
+        if ns.json:
+            print_json(strip_reply(reply))
+            return EXIT_OK
+        print(f"peer id: {reply['peer_id']}")
+        print(f"agent: {reply.get('agent_version', '?')}")
+        for addr in reply.get("addrs", []):
+            print(f"addr: {addr}")
+        for seen in reply.get("observed_addrs", []):
+            print(f"observed: {seen['addr']} ({plural(seen['reporters'], 'peer')})")
+        return EXIT_OK
+    return run_api(home, body)
+
+
+def _cmd_peers(ns: argparse.Namespace, home: Home) -> int:
+    async def body(client: ApiClient) -> int:
+        reply = await client.call("peers")
+        peers = reply.get("peers", [])
+        if ns.json:
+            print_json(strip_reply(reply))
+        elif not peers:
+            print("no connected peers")
+        else:
+            for peer in peers:
+                addrs = peer.get("connected_addrs") or peer.get("addrs") or ["?"]
+                print(f"{peer['peer_id']}  {peer.get('direction', '?'):8}  "
+                      f"{peer.get('agent_version') or '?'}  "
+                      f"{plural(len(peer.get('protocols', [])), 'protocol')}  {addrs[0]}")
+        return EXIT_OK
+    return run_api(home, body)
+
+
+def _cmd_connect(ns: argparse.Namespace, home: Home) -> int:
+    async def body(client: ApiClient) -> int:
+        reply = await client.call("connect", {"addr": ns.addr})
+        if ns.json:
+            print_json(strip_reply(reply))
+        else:
+            print(f"connected to {reply['peer_id']} ({reply.get('direction', '?')})")
+        return EXIT_OK
+    return run_api(home, body, waiting="connecting", quiet=ns.json)
+
+
+def _cmd_ping(ns: argparse.Namespace, home: Home) -> int:
+    def on_event(event: dict[str, Any]) -> None:
+        if not ns.json and event.get("event") == "pong":
+            print(f"pong from {event.get('peer_id')}: seq={event.get('seq')} "
+                  f"time={event.get('rtt_ms')} ms", flush=True)
+
+    async def body(client: ApiClient) -> int:
+        reply = await client.call(
+            "ping",
+            {**_target_fields(ns.addr), "count": ns.count,
+             "interval_ms": int(ns.interval * 1000)},
+            on_event=on_event)
+        if ns.json:
+            print_json(strip_reply(reply))
+        else:
+            print(f"{plural(reply['count'], 'ping')} to {reply['peer_id']}: min/avg/max = "
+                  f"{reply['min_ms']}/{reply['avg_ms']}/{reply['max_ms']} ms")
+        return EXIT_OK
+    return run_api(home, body)
+
+
+def _demo_note(pow_bits: int) -> str:
+    """What the demo does more lightly than a daemon, said up front."""
+    from overlay.naming.pow import DEFAULT_POW_BITS
+    from overlay.naming.resolver import ResolverConfig
+
+    quorum = ResolverConfig().quorum
+    return (f"note: demo network, lighter than a daemon: proof of work {pow_bits} bits "
+            f"(a daemon requires {DEFAULT_POW_BITS}), resolve quorum 3 "
+            f"(a daemon asks for {quorum})")
+
+
+def _cmd_demo(ns: argparse.Namespace, home: Home) -> int:
+    from overlay.daemon.run import event_loop_factory
+    from overlay.demo import run_demo
+
+    setup_logging(ns.log_level)
+    if ns.nodes is None:
+        from overlay.seed_demo import run_seed_demo
+
+        if not ns.json:
+            print(_demo_note(ns.pow_bits), file=sys.stderr, flush=True)
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            ok = runner.run(run_seed_demo(sys.stdout, peers=ns.peers, timeout=ns.timeout or 120.0,
+                                          as_json=ns.json, pow_bits=ns.pow_bits))
+        return EXIT_OK if ok else EXIT_FAILED
+    if ns.peers != 10 or ns.pow_bits != 16:
+        raise UsageError("--nodes runs the ping/identify demo; --peers and --pow-bits "
+                         "belong to the seed-network demo")
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        ok = runner.run(run_demo(ns.nodes, ns.timeout or 60.0, sys.stdout, as_json=ns.json))
+    return EXIT_OK if ok else EXIT_FAILED

@@ -1,0 +1,98 @@
+"""Progress lines for long waits, on stderr and only on a terminal.
+
+Piped output and ``--json`` stay clean: a ``ProgressLine`` that is not
+enabled writes nothing.  ``SlowWait`` shows a seconds counter once a wait
+passes one second (DHT lookups, resolves); proof of work shows the daemon's
+estimate from its ``pow_started`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from types import TracebackType
+from typing import TextIO
+
+__all__ = ["ProgressLine", "SlowWait", "stderr_is_terminal"]
+
+_TICK = 0.25
+
+
+def stderr_is_terminal(stream: TextIO | None = None) -> bool:
+    stream = stream or sys.stderr
+    try:
+        return stream.isatty()
+    except ValueError:  # closed
+        return False
+
+
+class ProgressLine:
+    """One line rewritten in place; ``clear()`` removes it."""
+
+    def __init__(self, enabled: bool = True, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = enabled and stderr_is_terminal(self.stream)
+        self._shown = False
+
+    def show(self, text: str) -> None:
+        if not self.enabled:
+            return
+        self.stream.write(f"\r\x1b[K{text}")
+        self.stream.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._shown = False
+
+
+class SlowWait:
+    """``async with SlowWait("looking up"):`` shows ``looking up… 2.5 s``
+    after ``after`` seconds, updated until the block ends.
+
+    The ticker is a task owned by this context manager: it is cancelled
+    and awaited on exit, whatever the block raised."""
+
+    def __init__(self, what: str, *, enabled: bool = True, after: float = 1.0,
+                 line: ProgressLine | None = None, estimate: float | None = None) -> None:
+        self.what = what
+        self.after = after
+        self.line = line or ProgressLine(enabled)
+        self.estimate = estimate
+        """Expected seconds, shown as ``(about N s)`` when known."""
+        self._task: asyncio.Task[None] | None = None
+        self._started = 0.0
+
+    def text(self, elapsed: float) -> str:
+        about = f" (expected about {self.estimate:.0f} s)" if self.estimate else ""
+        return f"{self.what}… {elapsed:.1f} s{about}"
+
+    async def _tick(self) -> None:
+        await asyncio.sleep(self.after)
+        while True:
+            self.line.show(self.text(time.monotonic() - self._started))
+            await asyncio.sleep(_TICK)
+
+    async def __aenter__(self) -> SlowWait:
+        self._started = time.monotonic()
+        if self.line.enabled:
+            self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                # Our own cancellation of the ticker, unless the caller is
+                # being cancelled too: then pass it on.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+        self.line.clear()
