@@ -282,7 +282,10 @@ class NameOps:
 
     async def name_register(self, call: ApiCall) -> Mapping[str, Any]:
         name = call.required_str("name")
-        result = await self._names.register(name, _targets(call, registering=True))
+        targets = _targets(call, registering=True)
+        # Lets a client show progress: the work may take seconds to minutes.
+        await call.emit("pow_started", bits=self._names.config.naming.pow_bits)
+        result = await self._names.register(name, targets)
         return _publish_json(result)
 
     async def name_update(self, call: ApiCall) -> Mapping[str, Any]:
