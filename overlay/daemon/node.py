@@ -7,6 +7,7 @@ first (its ops use the host), then the host.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from overlay.daemon.config import DaemonConfig
 from overlay.daemon.errors import DaemonError, ListenFailed
 from overlay.daemon.home import Home
 from overlay.daemon.ops import NodeOps, NodeOpsConfig, full_addrs
+from overlay.daemon.ops_admin import AdminOps
 from overlay.errors import TransportError
 from overlay.host.config import HostConfig
 from overlay.host.host import Host
@@ -85,6 +87,7 @@ class Daemon:
         api_config: ApiServerConfig | None = None,
         ops_config: NodeOpsConfig | None = None,
         extensions: Sequence[DaemonExtension] = (),
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.home = home
         self.config = config
@@ -93,12 +96,19 @@ class Daemon:
         self.api = ApiServer(home.api_socket(config.api_socket), api_config)
         self.ops = NodeOps(self.host, ops_config)
         self.ops.register(self.api)
+        self.stop_requested = stop or asyncio.Event()
+        """Set to ask whoever runs the daemon to stop it (the ``stop`` op, signals)."""
+        AdminOps(self, self.stop_requested.set).register(self.api)
         self._extensions = tuple(extensions)
         self._stack: AsyncExitStack | None = None
 
     @property
     def peer_id(self) -> PeerId:
         return self.host.peer_id
+
+    @property
+    def extensions(self) -> tuple[DaemonExtension, ...]:
+        return self._extensions
 
     @property
     def api_path(self) -> Path:

@@ -103,7 +103,7 @@ async def run_daemon(
         extensions = default_extensions(key, config, dns_required=dns is not None)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    async with Daemon(home, config, key, extensions=extensions) as daemon:
+    async with Daemon(home, config, key, extensions=extensions, stop=stop) as daemon:
         signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
         for sig in signals:
             loop.add_signal_handler(sig, stop.set)
