@@ -6,8 +6,13 @@ until it gets ``Waiting`` (sleep until ``deadline`` or a response) or
 ``Finished``.  Answers come back through ``on_success``/``on_failure``.
 
 - At most ``alpha`` requests per path are in flight.  A request past its
-  ``peer_timeout`` stops counting against ``alpha`` (the peer becomes
-  *unresponsive*); a late answer is still used.
+  deadline stops counting against ``alpha`` (the peer becomes
+  *unresponsive*) and no longer holds the lookup open; a late answer is
+  still used.  Each request's deadline is ``now + timeout_for(peer)`` (the
+  driver derives it from measured round trips, see ``overlay.kad.rtt``),
+  or ``now + peer_timeout`` without one.
+- With a ``deadline`` the lookup finishes at that time whatever is still
+  in flight, and its result says how many of the closest peers answered.
 - A path finishes when its ``k`` closest known peers have all answered, or
   when it has nothing left to ask.
 - With ``disjoint_paths = d`` (S/Kademlia) the seeds are dealt out to ``d``
@@ -25,7 +30,7 @@ peer first learned from a depth-``d`` answer is depth ``d + 1``; a lookup's
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -100,6 +105,22 @@ class Waiting:
 
 @dataclass(frozen=True, slots=True)
 class LookupResult:
+    """What a lookup found, and how sure it is.
+
+    The ``closest_*`` counts describe the *window*: the ``k`` peers closest
+    to the target that the lookup learned of and that did not fail.
+
+    - ``closest_answered + closest_silent + closest_unasked`` is the window
+      size, which is ``k`` unless fewer live peers are known.
+    - ``closest_failed`` counts the peers closer than the window's farthest
+      member (or any, if the window is not full) whose request failed or
+      outlived its timeout: presumed dead, they are skipped, not waited for
+      (a late answer still counts as an answer).
+    - ``complete`` is true when every window peer answered: "nobody
+      holds a record" is then a definite answer.  Otherwise the lookup
+      could not ask everyone that matters (its deadline, silent peers).
+    """
+
     kind: LookupKind
     target: bytes
     closest: tuple[Contact, ...]
@@ -125,6 +146,23 @@ class LookupResult:
     quorum_reached: bool = False
     target_found: bool = False
     """FIND_NODE: the target peer itself answered."""
+    closest_answered: int = 0
+    """Window peers (see the class docstring) that answered."""
+    closest_failed: int = 0
+    """Peers that failed or timed out and would otherwise be in the window."""
+    closest_silent: int = 0
+    """Window peers asked, still within their timeout when the lookup ended."""
+    closest_unasked: int = 0
+    """Window peers never asked (the lookup ended first)."""
+    deadline_reached: bool = False
+    """The lookup ended at its overall deadline, not by converging."""
+
+    @property
+    def complete(self) -> bool:
+        """Every peer of the window answered (and there was at least one)."""
+        return (
+            self.closest_answered > 0 and self.closest_silent == 0 and self.closest_unasked == 0
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,10 +209,15 @@ class Lookup:
         registry: NamespaceRegistry | None = None,
         validation_time: float = 0.0,
         local_record: Record | None = None,
+        timeout_for: Callable[[Contact], float] | None = None,
+        deadline: float | None = None,
     ) -> None:
         """``target`` is the wire key (a peer ID's bytes for FIND_NODE).
         GET_VALUE needs ``registry`` and the wall-clock ``validation_time``
-        for its validators; ``local_record`` counts towards the quorum."""
+        for its validators; ``local_record`` counts towards the quorum.
+        ``timeout_for(peer)`` gives each request's timeout in seconds
+        (``config.peer_timeout`` without it); at ``deadline`` (same clock as
+        ``now``) the lookup finishes with what it has."""
         if kind is LookupKind.GET_VALUE and registry is None:
             raise ValueError("a GET_VALUE lookup needs a namespace registry")
         self.kind = kind
@@ -184,6 +227,9 @@ class Lookup:
         self._local_key = local_key
         self._registry = registry
         self._validation_time = validation_time
+        self._timeout_for = timeout_for
+        self._deadline = deadline
+        self._deadline_reached = False
         self._peers: dict[int, _Peer] = {}
         self._by_id: dict[PeerId, _Peer] = {}
         self._paths = [_Path(i) for i in range(config.disjoint_paths)]
@@ -217,11 +263,17 @@ class Lookup:
     def next(self, now: float) -> LookupAction:
         if self._result is not None:
             return Finished(self._result)
+        cutoff = self._deadline if self._deadline is not None and now >= self._deadline else None
         for peer in self._peers.values():
             if peer.state == _WAITING and peer.deadline <= now:
+                if cutoff is not None and peer.deadline >= cutoff:
+                    continue  # cut short by the lookup's deadline: silent, not failed
                 peer.state = _UNRESPONSIVE
                 self._paths[peer.path].in_flight -= 1
                 self._failed += 1
+        if cutoff is not None:
+            self._deadline_reached = True
+            return Finished(self._finish())
         if self._satisfied():
             return Finished(self._finish())
         count = len(self._paths)
@@ -234,6 +286,8 @@ class Lookup:
         if all(path.done for path in self._paths):
             return Finished(self._finish())
         deadlines = [p.deadline for p in self._peers.values() if p.state == _WAITING]
+        if self._deadline is not None:
+            deadlines.append(self._deadline)
         return Waiting(min(deadlines) if deadlines else None)
 
     def on_success(
@@ -333,7 +387,14 @@ class Lookup:
                     return None
                 peer.state = _WAITING
                 peer.path = path.index
-                peer.deadline = now + self.config.peer_timeout
+                timeout = (
+                    self.config.peer_timeout
+                    if self._timeout_for is None
+                    else self._timeout_for(peer.contact)
+                )
+                peer.deadline = now + timeout
+                if self._deadline is not None:
+                    peer.deadline = min(peer.deadline, self._deadline)
                 path.in_flight += 1
                 self._messages += 1
                 self._queried.append(peer.contact.peer_id)
@@ -363,7 +424,27 @@ class Lookup:
             return
         self._valid.append((contact, record.value))
 
+    def _window(self) -> tuple[int, int, int, int]:
+        """(answered, failed, silent, unasked) of the k closest live peers."""
+        k = self.config.k
+        answered = failed = silent = unasked = 0
+        for distance in sorted(self._peers):
+            state = self._peers[distance].state
+            if state in (_FAILED, _UNRESPONSIVE):
+                failed += 1
+                continue
+            if state == _SUCCEEDED:
+                answered += 1
+            elif state == _NOT_CONTACTED:
+                unasked += 1
+            else:
+                silent += 1
+            if answered + silent + unasked >= k:
+                break
+        return answered, failed, silent, unasked
+
     def _finish(self) -> LookupResult:
+        window = self._window()
         answered = sorted(
             (p for p in self._peers.values() if p.state == _SUCCEEDED), key=lambda p: p.distance
         )
@@ -397,5 +478,10 @@ class Lookup:
             providers=tuple(self._providers.values()),
             quorum_reached=self._satisfied() if self.kind is not LookupKind.FIND_NODE else False,
             target_found=self._target_found,
+            closest_answered=window[0],
+            closest_failed=window[1],
+            closest_silent=window[2],
+            closest_unasked=window[3],
+            deadline_reached=self._deadline_reached,
         )
         return self._result
