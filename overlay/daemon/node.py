@@ -94,7 +94,7 @@ class Daemon:
         self._key = key
         self.host = Host(key, host_config or HostConfig())
         self.api = ApiServer(home.api_socket(config.api_socket), api_config)
-        self.ops = NodeOps(self.host, ops_config)
+        self.ops = NodeOps(self.host, ops_config, zone=config.zone)
         self.ops.register(self.api)
         self.stop_requested = stop or asyncio.Event()
         """Set to ask whoever runs the daemon to stop it (the ``stop`` op, signals)."""

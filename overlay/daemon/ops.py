@@ -8,6 +8,7 @@ Written against ``NodeHost``, the slice of ``overlay.host.Host`` they use.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -27,6 +28,7 @@ from overlay.host.stream import NegotiatedStream
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
 from overlay.multiaddrs import parse_quic_multiaddr
+from overlay.naming.names import DEFAULT_ZONE, self_certifying_name
 
 __all__ = ["NodeHost", "NodeOps", "NodeOpsConfig", "PeerConnector", "full_addrs"]
 
@@ -108,8 +110,10 @@ class _Inbound:
 class NodeOps:
     """Registers the node ops on an ``ApiServer`` and serves them."""
 
-    def __init__(self, host: NodeHost, config: NodeOpsConfig | None = None) -> None:
+    def __init__(self, host: NodeHost, config: NodeOpsConfig | None = None,
+                 *, zone: str = DEFAULT_ZONE) -> None:
         self._host = host
+        self._zone = zone
         self._config = config or NodeOpsConfig()
         self._registrants: dict[str, ApiCall] = {}
         self._peer_connector: PeerConnector | None = None
@@ -144,8 +148,10 @@ class NodeOps:
             parse_quic_multiaddr(text)  # raises InvalidMultiaddr naming the bad part
         return text
 
-    async def _target_peer(self, call: ApiCall) -> PeerId:
-        """Resolve ``peer`` or ``addr`` to a peer, dialing ``addr`` first."""
+    async def _target_peer(self, call: ApiCall) -> tuple[PeerId, dict[str, Any]]:
+        """Resolve ``peer`` or ``addr`` to a peer, dialing ``addr`` first.
+
+        Also returns the reply fields saying which connection was used."""
         addr = self._addr_arg(call)
         peer_text = call.str_arg("peer", None)
         peer = PeerId.from_string(peer_text) if peer_text is not None else None
@@ -155,11 +161,25 @@ class NodeOps:
             if (peer not in self._host.peers() and not self._host.peerstore.addrs(peer)
                     and self._peer_connector is not None):
                 await self._connect_by_id(peer)  # nothing known: ask the DHT
-            return peer
-        conn = await self._host.connect(addr)
+            return peer, {}
+        conn, fields = await self._dial(addr)
         if peer is not None and conn.remote_peer != peer:
             raise BadRequest(f"`addr` leads to {conn.remote_peer}, not to `peer` {peer}")
-        return conn.remote_peer
+        return conn.remote_peer, fields
+
+    async def _dial(self, addr: str) -> tuple[Connection, dict[str, Any]]:
+        """``host.connect(addr)``, and whether it answered with a connection
+        that was already open to another address of the peer: the host
+        reuses one connection per peer, so the address asked for was not
+        dialed and the caller should hear so."""
+        before = self._host.connections()
+        conn = await self._host.connect(addr)
+        reused = any(c is conn for c in before)
+        remote = _remote_text(conn)
+        return conn, {
+            "remote_addr": remote,
+            "used_existing": reused and not _same_place(addr, conn),
+        }
 
     # -- ops ----------------------------------------------------------------
 
@@ -167,6 +187,7 @@ class NodeOps:
         host = self._host
         return {
             "peer_id": str(host.peer_id),
+            "name": self_certifying_name(host.peer_id, self._zone),
             "addrs": full_addrs(host.listen_addrs(), host.peer_id),
             "agent_version": AGENT_VERSION,
             "protocols": host.protocols(),
@@ -208,18 +229,19 @@ class NodeOps:
         addr = self._addr_arg(call)
         if addr is None:
             raise BadRequest("`connect` needs the string field `addr`")
-        conn = await self._host.connect(addr)
+        conn, fields = await self._dial(addr)
         return {
             "peer_id": str(conn.remote_peer),
             "addr": addr,
             "direction": "outbound" if conn.is_initiator else "inbound",
+            **fields,
         }
 
     async def ping(self, call: ApiCall) -> Mapping[str, Any]:
         cfg = self._config
         count = call.int_arg("count", 1, 1, cfg.max_ping_count)
         interval_ms = call.int_arg("interval_ms", 0, 0, cfg.max_ping_interval_ms)
-        peer = await self._target_peer(call)
+        peer, fields = await self._target_peer(call)
         rtts: list[float] = []
         for seq in range(1, count + 1):
             if seq > 1 and interval_ms:
@@ -234,11 +256,12 @@ class NodeOps:
             "min_ms": min(rtts),
             "avg_ms": round(sum(rtts) / len(rtts), 3),
             "max_ms": max(rtts),
+            **fields,
         }
 
     async def stream_open(self, call: ApiCall) -> Mapping[str, Any]:
         protocols = call.str_list_arg("protocols")
-        peer = await self._target_peer(call)
+        peer, _ = await self._target_peer(call)
         stream = await self._host.new_stream(peer, protocols)
         try:
             reader, writer = await call.take_over({"peer_id": str(peer), "protocol": stream.protocol})
@@ -324,6 +347,17 @@ def _bare_peer(text: str) -> PeerId | None:
     if len(parts) == 3 and parts[0] == "" and parts[1] in ("p2p", "ipfs"):
         return PeerId.from_string(parts[2])
     return None
+
+
+def _same_place(addr: str, conn: Connection) -> bool:
+    """Whether ``addr`` names the connection's remote IP and port (a DNS
+    name cannot be compared without resolving it, so it never matches)."""
+    parsed = parse_quic_multiaddr(addr)
+    host, port = conn.remote_address[:2]
+    try:
+        return (ipaddress.ip_address(parsed.host), parsed.port) == (ipaddress.ip_address(host), port)
+    except ValueError:
+        return False
 
 
 def _remote_text(conn: Connection) -> str:
