@@ -15,6 +15,7 @@ spec, because only buckets near the local key ever get split there too.
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -60,6 +61,12 @@ class RoutingConfig:
     max_refresh_cpl: int = 15
     """Deepest common-prefix length refreshed: a random ID for a deeper
     bucket costs 2**cpl SHA-256 tries (go-libp2p stops at 15 as well)."""
+    failed_ttl: float = 300.0
+    """Seconds a peer that failed stays "recently failed": it is neither
+    re-admitted from a bulk load or the replacement cache nor worth asking
+    when others name it, until it proves alive by itself."""
+    max_failed: int = 1024
+    """Recently failed peers remembered (the oldest are forgotten first)."""
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -72,6 +79,8 @@ class RoutingConfig:
             raise ValueError("ping_timeout and refresh_interval must be positive")
         if not 0 <= self.max_refresh_cpl <= 20:
             raise ValueError("max_refresh_cpl must be within 0..20")
+        if self.failed_ttl < 0 or self.max_failed < 0:
+            raise ValueError("failed_ttl and max_failed must not be negative")
 
 
 class AddOutcome(Enum):
@@ -138,6 +147,7 @@ class RoutingTable:
         self._group_counts: dict[bytes, int] = {}
         self._refreshed: dict[int, float] = {}
         self._created = now
+        self._failed: OrderedDict[PeerId, float] = OrderedDict()  # peer → until
 
     # --- queries --------------------------------------------------------------
 
@@ -184,6 +194,17 @@ class RoutingTable:
         found.sort(key=lambda c: c.key ^ key)
         return found[:n]
 
+    def recently_failed(self, peer: PeerId, now: float) -> bool:
+        """``peer`` failed within ``failed_ttl``: do not ask or re-admit it
+        on hearsay (other peers naming it)."""
+        until = self._failed.get(peer)
+        if until is None:
+            return False
+        if until <= now:
+            del self._failed[peer]
+            return False
+        return True
+
     def occupancy(self) -> list[BucketStats]:
         return [
             BucketStats(
@@ -204,6 +225,8 @@ class RoutingTable:
         identify listed the DHT protocol)."""
         if contact.key == self.local_key:
             return AddResult(AddOutcome.REJECTED_SELF)
+        # Seen alive first-hand: whatever failed before is forgiven.
+        self._failed.pop(contact.peer_id, None)
         if not is_server:
             # A peer that stopped serving the DHT must not be handed out.
             self.remove(contact.peer_id)
@@ -237,8 +260,11 @@ class RoutingTable:
         local = self.local_key
         buckets = self._buckets
         where = self._where
+        failed = self._failed
         for contact in contacts:
             if contact.key == local or contact.peer_id in where:
+                continue
+            if failed and contact.peer_id in failed:
                 continue
             index = (local ^ contact.key).bit_length() - 1
             bucket = buckets.get(index)
@@ -270,7 +296,15 @@ class RoutingTable:
             bucket.entries.remove(pending)
             bucket.entries.append(pending)
             return None
+        self._remember_failure(peer, now)
         return self._evict(index, bucket, pending)
+
+    def mark_failed(self, peer: PeerId, now: float) -> Contact | None:
+        """``peer`` failed a request (refused, unreachable, silent without
+        a connection) or announced its departure: drop it at once, keep it
+        out for ``failed_ttl``, and promote a replacement (returned)."""
+        self._remember_failure(peer, now)
+        return self.remove(peer)
 
     def remove(self, peer: PeerId) -> Contact | None:
         """Drop ``peer`` (for example after repeated failures); returns the
@@ -313,6 +347,7 @@ class RoutingTable:
             if bucket.pending is not None and bucket.pending_deadline <= now:
                 pending = bucket.pending
                 bucket.pending = None
+                self._remember_failure(pending.peer_id, now)
                 self._evict(index, bucket, pending)
         actions: list[RefreshBucket] = []
         for index in self._refresh_range():
@@ -345,12 +380,22 @@ class RoutingTable:
         self._count_groups(contact, +1)
         bucket.replacements = [c for c in bucket.replacements if c.peer_id != contact.peer_id]
 
+    def _remember_failure(self, peer: PeerId, now: float) -> None:
+        if self.config.max_failed == 0 or self.config.failed_ttl == 0:
+            return
+        self._failed.pop(peer, None)
+        self._failed[peer] = now + self.config.failed_ttl
+        while len(self._failed) > self.config.max_failed:
+            self._failed.popitem(last=False)
+
     def _evict(self, index: int, bucket: _Bucket, victim: Contact) -> Contact | None:
         bucket.entries.remove(victim)
         del self._where[victim.peer_id]
         self._count_groups(victim, -1)
         while bucket.replacements:
             candidate = bucket.replacements.pop()
+            if candidate.peer_id in self._failed:
+                continue
             if candidate.peer_id not in self._where and self._diverse_enough(bucket, candidate):
                 self._insert(index, bucket, candidate)
                 return candidate
