@@ -148,11 +148,17 @@ def _dispatch(args: list[str]) -> int:
         return _run_sim(sim_args)
     parser = build_parser()
     try:
-        ns = parser.parse_args(args)
+        ns, extra = parser.parse_known_args(args)
     except ParserExit as exc:
         if str(exc):
             print(str(exc), file=sys.stderr)
         return exc.status
+    if extra:
+        # Named after the subcommand that refused them, not `overlay`.
+        label = getattr(ns, "label", "overlay")
+        print(f"{label}: unrecognized arguments: {' '.join(extra)} (see `{label} --help`)",
+              file=sys.stderr)
+        return EXIT_USAGE
     run: Callable[[argparse.Namespace, Home], int] | None = getattr(ns, "run", None)
     if run is None:
         # A bare `overlay` or `overlay dht`: the list of what can follow.

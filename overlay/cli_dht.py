@@ -223,9 +223,11 @@ async def _get(client: ApiClient, ns: argparse.Namespace) -> int:
         print_json(strip_reply(reply))
     elif "value" in reply:
         print(reply["value"])
+    elif not sys.stdout.isatty():
+        _write_output("-", data)
     else:
         raise UsageError(f"the value is {plural(len(data), 'byte')} of binary data; "
-                         "write it with -o FILE (or -o - for stdout)")
+                         "write it with -o FILE or redirect stdout")
     return EXIT_OK
 
 

@@ -16,6 +16,8 @@ from overlay.cli_common import (
     Parents,
     UsageError,
     add_command,
+    format_duration,
+    format_until,
     format_when,
     plural,
     print_json,
@@ -23,6 +25,7 @@ from overlay.cli_common import (
     strip_reply,
 )
 from overlay.cli_core import peer_id_arg
+from overlay.cli_progress import SlowWait, pow_estimate
 from overlay.daemon.client import ApiClient
 from overlay.daemon.home import Home
 
@@ -84,7 +87,7 @@ def add_name_parser(sub: Any, parents: Parents) -> None:
     actions = p.add_subparsers(dest="name_action", metavar="ACTION", parser_class=type(p))
     both = parents.pick()
 
-    a = add_command(actions, "register", parents=both, run=_run(_register, "registering"),
+    a = add_command(actions, "register", parents=both, run=_run(_register, None),
                     help="claim a name (proof of work once)",
                     description="Claim a free name for this node's key.  The first "
                                 "registration solves a proof of work (seconds to minutes); "
@@ -176,7 +179,8 @@ def _target_args(ns: argparse.Namespace) -> dict[str, Any]:
 
 def _describe(record: dict[str, Any]) -> list[str]:
     lines = [f"owner: {record['owner']}", f"sequence: {record['sequence']}",
-             f"expires: {_when(record['expires'])}", f"ttl: {record['ttl']} s"]
+             f"valid {format_until(record['expires'], time.time())}",
+             f"ttl: {format_duration(record['ttl'])}"]
     for peer in record.get("peers", []):
         lines.append(f"peer: {peer['peer_id']}")
         lines.extend(f"  addr: {addr}" for addr in peer.get("addrs", []))
@@ -189,23 +193,35 @@ def _describe(record: dict[str, Any]) -> list[str]:
 
 
 async def _publish(client: ApiClient, ns: argparse.Namespace, op: str,
-                   args: dict[str, Any], verb: str) -> int:
-    reply = await client.call(op, args)
+                   args: dict[str, Any], verb: str,
+                   on_event: Callable[[dict[str, Any]], None] | None = None) -> int:
+    reply = await client.call(op, args, on_event=on_event)
     if ns.json:
         print_json(strip_reply(reply))
         return 0
     print(f"{verb} {reply['name']} (sequence {reply['sequence']}, "
-          f"stored on {reply['stored']} nodes)")
+          f"stored on {plural(reply['stored'], 'node')})")
     if reply.get("pow_ms"):
-        print(f"proof of work: {reply['pow_ms']:.0f} ms")
+        print(f"proof of work: {reply['pow_ms'] / 1000:.1f} s")
+    if reply.get("expires") is not None:
+        print(f"valid {format_until(reply['expires'], time.time())}")
     if reply.get("republish_at") is not None:
         print(f"next republish: {_when(reply['republish_at'])}")
     return 0
 
 
 async def _register(client: ApiClient, ns: argparse.Namespace) -> int:
-    return await _publish(client, ns, "name_register", {"name": ns.name, **_target_args(ns)},
-                          "registered")
+    wait = SlowWait("registering", enabled=not ns.json, after=0.5)
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("event") == "pow_started" and isinstance(event.get("bits"), int):
+            wait.what = f"proof of work ({event['bits']} bits)"
+            if wait.line.enabled:
+                wait.estimate = pow_estimate(event["bits"])
+
+    async with wait:
+        return await _publish(client, ns, "name_register",
+                              {"name": ns.name, **_target_args(ns)}, "registered", on_event)
 
 
 async def _update(client: ApiClient, ns: argparse.Namespace) -> int:
@@ -241,10 +257,12 @@ async def _list(client: ApiClient, ns: argparse.Namespace) -> int:
     elif not names:
         print("this node owns no names")
     else:
-        print(f"{'name':32}  {'sequence':>20}  {'expires':23}  next republish")
+        now = time.time()
+        print(f"{'name':32}  {'sequence':>20}  {'expires':32}  next republish")
         for entry in names:
-            print(f"{entry['name']:32}  {entry['sequence']:>20}  {_when(entry['expires']):23}  "
-                  f"{_when(entry['republish_at'])}")
+            print(f"{entry['name']:32}  {entry['sequence']:>20}  "
+                  f"{format_when(entry['expires'], now):32}  "
+                  f"{format_when(entry['republish_at'], now)}")
     return 0
 
 

@@ -14,7 +14,7 @@ import time
 from types import TracebackType
 from typing import TextIO
 
-__all__ = ["ProgressLine", "SlowWait", "stderr_is_terminal"]
+__all__ = ["ProgressLine", "SlowWait", "pow_estimate", "stderr_is_terminal"]
 
 _TICK = 0.25
 
@@ -96,3 +96,22 @@ class SlowWait:
                 if current is not None and current.cancelling():
                     raise
         self.line.clear()
+
+
+def pow_estimate(bits: int, sample: float = 0.02) -> float:
+    """Expected seconds to solve ``bits`` of proof of work, from this
+    machine's hash rate over ``sample`` seconds (the daemon usually runs on
+    the same machine); 2^bits hashes are expected."""
+    from overlay.naming.pow import pow_digest
+
+    owner = bytes(38)
+    count = 0
+    started = time.perf_counter()
+    deadline = started + sample
+    while True:
+        for nonce in range(count, count + 256):
+            pow_digest("estimate.ovl", owner, nonce)
+        count += 256
+        now = time.perf_counter()
+        if now >= deadline:
+            return float(2**bits) * (now - started) / count
