@@ -153,9 +153,9 @@ def _dispatch(args: list[str]) -> int:
         if str(exc):
             print(str(exc), file=sys.stderr)
         return exc.status
+    label: str = getattr(ns, "label", "overlay")
     if extra:
         # Named after the subcommand that refused them, not `overlay`.
-        label = getattr(ns, "label", "overlay")
         print(f"{label}: unrecognized arguments: {' '.join(extra)} (see `{label} --help`)",
               file=sys.stderr)
         return EXIT_USAGE
@@ -164,7 +164,6 @@ def _dispatch(args: list[str]) -> int:
         # A bare `overlay` or `overlay dht`: the list of what can follow.
         print(_subcommand_help(parser, ns) or parser.format_help(), end="")
         return EXIT_USAGE
-    label: str = ns.label
     try:
         home = resolve_home(getattr(ns, "home", None))
         return run(ns, home)
