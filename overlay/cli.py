@@ -36,6 +36,7 @@ from overlay.cli_common import (
     api_status,
     make_parents,
 )
+from overlay.cli_admin import add_admin_parsers
 from overlay.cli_core import add_core_parsers
 from overlay.cli_dht import add_dht_parser
 from overlay.cli_name import add_name_parser
@@ -72,6 +73,7 @@ def _add_sim_parser(sub: Any, parents: Parents) -> None:
 
 COMMAND_GROUPS: list[AddParser] = [
     add_core_parsers,
+    add_admin_parsers,
     add_dht_parser,
     add_name_parser,
     _add_sim_parser,
@@ -132,7 +134,7 @@ def _subcommand_help(parser: argparse.ArgumentParser, ns: argparse.Namespace) ->
     for dest in ("command", "dht_action", "name_action", "config_action"):
         chosen = getattr(ns, dest, "absent")
         if chosen == "absent":
-            break
+            continue  # another group's action
         if chosen is None:
             return current.format_help()
         for action in current._actions:

@@ -8,7 +8,7 @@ never silently falls back to a default.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,9 @@ __all__ = [
     "CONFIG_VERSION",
     "DEFAULT_LISTEN",
     "DaemonConfig",
+    "config_document",
+    "config_keys",
+    "with_value",
     "load_config",
     "parse_config",
     "render_config",
@@ -151,8 +154,9 @@ def load_config(path: Path) -> DaemonConfig:
     return parse_config(data, str(path))
 
 
-def render_config(config: DaemonConfig) -> str:
-    document: dict[str, TomlValue] = {
+def config_document(config: DaemonConfig) -> dict[str, TomlValue]:
+    """The config as the TOML document (and JSON object) it is written as."""
+    return {
         "version": CONFIG_VERSION,
         "listen": list(config.listen),
         "api_socket": config.api_socket,
@@ -162,6 +166,38 @@ def render_config(config: DaemonConfig) -> str:
         "dns": config.dns,
         "zone": config.zone,
     }
+
+
+def config_keys() -> list[str]:
+    """The keys ``config set`` accepts."""
+    return list(_FIELDS)
+
+
+def with_value(config: DaemonConfig, key: str, values: Sequence[str],
+               source: str = "config") -> DaemonConfig:
+    """``config`` with ``key`` set from command-line text, validated by
+    ``parse_config`` like the file itself.
+
+    A list key takes each value as one entry (a single empty string clears
+    it); any other key takes exactly one value.  Raises ``ConfigError``
+    naming the key for an unknown key or a bad value."""
+    kind = _FIELDS.get(key)
+    if kind is None:
+        raise ConfigError(f"unknown key `{key}` (known keys: {', '.join(_FIELDS)})")
+    value: TomlValue
+    if kind is tuple:
+        value = [v for v in values if v != ""]
+    elif len(values) != 1:
+        raise ConfigError(f"`{key}` takes exactly one value, not {len(values)}")
+    else:
+        value = values[0]
+    document = config_document(config)
+    document[key] = value
+    return parse_config(document, source)
+
+
+def render_config(config: DaemonConfig) -> str:
+    document = config_document(config)
     header = (
         "# overlay daemon configuration (docs/api.md lists the keys).\n"
         "# api_socket: empty means <home>/api.sock.\n"
