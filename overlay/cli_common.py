@@ -21,12 +21,15 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from overlay.daemon.client import ApiClient
 from overlay.daemon.home import Home
 from overlay.daemon.protocol import ErrorCode
 from overlay.errors import OverlayError
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 __all__ = [
     "EXIT_OK",
@@ -115,6 +118,12 @@ class CliParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise ParserExit(f"{self.prog}: {message} (see `{self.prog} --help`)", EXIT_USAGE)
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        # argparse swallows OSError here; a closed stdout must reach main's
+        # broken-pipe handling like any other output.
+        if message:
+            (file or sys.stderr).write(message)
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:

@@ -5,7 +5,9 @@ A, and B bootstrapped from A) driven through the in-process entry point."""
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ import pytest
 
 from overlay.cli import build_parser, main
 from overlay.kad.records import immutable_key
-from tests.daemon.helpers import DaemonProcess
+from tests.daemon.helpers import REPO, DaemonProcess, cli_command
 
 UNKNOWN_PEER = "12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp"
 MISSING_KEY = immutable_key(b"nobody stored this").decode()
@@ -71,6 +73,12 @@ CASES: list[tuple[str, list[str], int]] = [
     ("name list", ["name", "list", "extra"], 2),
     ("name connect", ["name", "connect", "a.ovl", "echo"], 2),
     ("completion", ["completion", "tcsh"], 2),
+    ("status", ["status", "extra"], 2),
+    ("stop", ["stop", "--timeout", "0"], 2),
+    ("disconnect", ["disconnect", "garbage"], 2),
+    ("config show", ["config", "show", "extra"], 2),
+    ("config set", ["config", "set", "no_such_key", "x"], 2),
+    ("config set", ["config", "set", "dht_mode", "sideways"], 2),
     ("sim", ["sim", "--nodes", "many"], 2),
     # -- bad input the daemon judges (its registry, its zone): still 2 -----------------
     ("dht get", ["dht", "get", "/unknown/x"], 2),
@@ -83,6 +91,7 @@ CASES: list[tuple[str, list[str], int]] = [
     ("dht find-providers", ["dht", "find-providers", "nobody-provides-this"], 4),
     ("name resolve", ["name", "resolve", "nobody.ovl"], 4),
     ("name connect", ["name", "connect", "nobody.ovl", "/echo/1.0.0"], 4),
+    ("disconnect", ["disconnect", UNKNOWN_PEER], 4),
     # -- success ----------------------------------------------------------------------
     ("id", ["id"], 0),
     ("peers", ["peers"], 0),
@@ -101,6 +110,11 @@ CASES: list[tuple[str, list[str], int]] = [
     ("name list", ["name", "list"], 0),
     ("name release", ["name", "release", "exitcodes.ovl"], 0),
     ("completion", ["completion", "bash"], 0),
+    ("status", ["status"], 0),
+    ("config show", ["config", "show"], 0),
+    ("config set", ["config", "set", "dht_mode", "client"], 0),
+    ("disconnect", ["disconnect", "{A_ID}"], 0),
+    ("connect", ["connect", "{A}"], 0),  # back, for the tests below
 ]
 
 # Commands that need a daemon, with valid arguments: exit 3 without one.
@@ -122,15 +136,19 @@ NO_DAEMON: list[tuple[str, list[str]]] = [
     ("name resolve", ["name", "resolve", "x.ovl"]),
     ("name list", ["name", "list"]),
     ("name connect", ["name", "connect", "x.ovl", "/echo/1.0.0"]),
+    ("status", ["status"]),
+    ("stop", ["stop"]),
+    ("disconnect", ["disconnect", UNKNOWN_PEER]),
 ]
 
 # Commands that run without a daemon or cannot fail with "not found".
-LOCAL = {"init", "daemon", "demo", "sim", "completion"}
-NO_NOT_FOUND = {"id", "peers", "dht put", "dht provide", "dht table", "name register",
+LOCAL = {"init", "daemon", "demo", "sim", "completion", "config show", "config set"}
+NO_NOT_FOUND = {"id", "peers", "status", "stop", "dht put", "dht provide", "dht table", "name register",
                 "name update", "name transfer", "name release", "name list"}
 
-# Success needs a second owner key or a stream service (tests/namenet covers it).
-NO_SUCCESS_HERE = {"name transfer", "name connect"}
+# Success needs a second owner key or a stream service (tests/namenet covers
+# it), or would end the shared daemon (`stop`: tests/test_cli_admin*).
+NO_SUCCESS_HERE = {"name transfer", "name connect", "stop"}
 
 
 def _fill(argv: list[str], net: Net) -> list[str]:
@@ -169,7 +187,8 @@ def test_every_command_is_walked() -> None:
                          ids=[f"{c}-{s}-{i}" for i, (c, _, s) in enumerate(CASES)])
 def test_exit_status(command: str, argv: list[str], status: int, net: Net,
                      capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    home = tmp_path / "fresh" if command == "init" else net.b.home
+    # Local commands that write get a fresh data directory.
+    home = tmp_path / "fresh" if command in ("init", "config set") else net.b.home
     assert main(["--home", str(home), *_fill(argv, net)]) == status
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -184,3 +203,65 @@ def test_no_daemon(command: str, argv: list[str], net: Net,
     assert main(["--home", str(net.empty), *_fill(argv, net)]) == 3
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"overlay {command}: no daemon is running") and "\n" not in err
+
+
+# -- the same daemons: pipes and raw values ----------------------------------------------
+
+
+def _cli(net: Net, *args: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(cli_command("--home", str(net.b.home), *args), capture_output=True,
+                          timeout=60, cwd=REPO, **kwargs)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("args", [["peers"], ["dht", "table"], ["id", "--json"]])
+def test_broken_pipe_against_a_daemon(args: list[str], net: Net) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `| head -0`: the first write fails, whatever the timing
+    try:
+        done = subprocess.run(cli_command("--home", str(net.b.home), *args), stdout=write_end,
+                              stderr=subprocess.PIPE, timeout=60, cwd=REPO)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141 and done.stderr == b""
+
+
+BINARY = bytes(range(256)) * 39 + b"\xff\xfe\x00 not UTF-8"  # 10,000+ bytes
+
+
+def test_dht_put_file_and_get_output_keep_bytes_exact(
+        net: Net, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "value.bin"
+    source.write_bytes(BINARY)
+    assert main(["--home", str(net.b.home), "dht", "put", "-f", str(source)]) == 0
+    key = capsys.readouterr().out.strip()
+    assert key == immutable_key(BINARY).decode()
+    target = tmp_path / "copy.bin"
+    assert main(["--home", str(net.a.home), "dht", "get", "-o", str(target), key]) == 0
+    assert target.read_bytes() == BINARY
+    assert f"wrote {len(BINARY)} bytes" in capsys.readouterr().err
+
+
+def test_dht_put_stdin_and_get_stdout_keep_bytes_exact(net: Net) -> None:
+    value = b"\x00\x01\x80 stdin value \xc3\x28"
+    put = _cli(net, "dht", "put", "-", input=value)
+    assert put.returncode == 0, put.stderr
+    key = put.stdout.decode().strip()
+    assert key == immutable_key(value).decode()
+    assert put.stderr.decode().startswith("stored on 1 peer\n")
+    got = _cli(net, "dht", "get", "-o", "-", key)
+    assert got.returncode == 0 and got.stdout == value
+    # Binary values go raw to a pipe even without -o.
+    assert _cli(net, "dht", "get", key).stdout == value
+
+
+def test_dht_put_limit_is_the_real_one(net: Net, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from overlay.cli_dht import MAX_VALUE_BYTES
+
+    largest = tmp_path / "largest"
+    largest.write_bytes(b"L" * MAX_VALUE_BYTES)
+    assert main(["--home", str(net.b.home), "dht", "put", "-f", str(largest)]) == 0
+    assert capsys.readouterr().out.strip() == immutable_key(b"L" * MAX_VALUE_BYTES).decode()
+    largest.write_bytes(b"L" * (MAX_VALUE_BYTES + 1))
+    assert main(["--home", str(net.b.home), "dht", "put", "-f", str(largest)]) == 2
+    assert "the limit is 10,173 bytes" in capsys.readouterr().err
