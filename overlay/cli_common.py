@@ -18,7 +18,7 @@ import datetime
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -48,6 +48,7 @@ __all__ = [
     "make_parents",
     "api_status",
     "run_api",
+    "call_api",
     "api_socket",
     "print_json",
     "strip_reply",
@@ -201,28 +202,33 @@ def api_socket(home: Home) -> Path:
     return home.api_socket(load_config(home.config_file).api_socket)
 
 
-def run_api(
-    home: Home,
-    body: Callable[[ApiClient], Awaitable[int]],
-    *,
-    waiting: str | None = None,
-    quiet: bool = False,
-) -> int:
+def run_api(home: Home, body: Callable[[ApiClient], Awaitable[int]]) -> int:
     """Connect to the daemon and run ``body(client)``; API errors propagate
-    to ``main``, which maps them with ``api_status``.
-
-    ``waiting`` names the wait (``"looking up"``): on a terminal, unless
-    ``quiet`` (--json), a line counts the seconds once it passes one."""
-    from overlay.cli_progress import SlowWait
+    to ``main``, which maps them with ``api_status``."""
 
     async def go() -> int:
         async with await ApiClient.connect(api_socket(home)) as client:
-            if waiting is None:
-                return await body(client)
-            async with SlowWait(waiting, enabled=not quiet):
-                return await body(client)
+            return await body(client)
 
     return asyncio.run(go())
+
+
+async def call_api(
+    client: ApiClient,
+    op: str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    waiting: str,
+    quiet: bool = False,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """``client.call`` for a wait that may be long: on a terminal, unless
+    ``quiet`` (--json), ``waiting… 2.5 s`` counts once it passes a second,
+    and is cleared before the reply is printed."""
+    from overlay.cli_progress import SlowWait
+
+    async with SlowWait(waiting, enabled=not quiet):
+        return await client.call(op, args, on_event=on_event)
 
 
 def print_json(value: Any, out: TextIO | None = None) -> None:

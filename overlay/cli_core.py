@@ -14,6 +14,7 @@ from overlay.cli_common import (
     Parents,
     UsageError,
     add_command,
+    call_api,
     plural,
     print_json,
     run_api,
@@ -264,13 +265,14 @@ def _cmd_peers(ns: argparse.Namespace, home: Home) -> int:
 
 def _cmd_connect(ns: argparse.Namespace, home: Home) -> int:
     async def body(client: ApiClient) -> int:
-        reply = await client.call("connect", {"addr": ns.addr})
+        reply = await call_api(client, "connect", {"addr": ns.addr}, waiting="connecting",
+                               quiet=ns.json)
         if ns.json:
             print_json(strip_reply(reply))
         else:
             print(f"connected to {reply['peer_id']} ({reply.get('direction', '?')})")
         return EXIT_OK
-    return run_api(home, body, waiting="connecting", quiet=ns.json)
+    return run_api(home, body)
 
 
 def _cmd_ping(ns: argparse.Namespace, home: Home) -> int:

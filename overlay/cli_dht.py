@@ -20,6 +20,7 @@ from overlay.cli_common import (
     Parents,
     UsageError,
     add_command,
+    call_api,
     plural,
     print_json,
     run_api,
@@ -75,7 +76,7 @@ def add_dht_parser(sub: Any, parents: Parents) -> None:
     actions = p.add_subparsers(dest="dht_action", metavar="ACTION", parser_class=type(p))
     both = parents.pick()
 
-    a = add_command(actions, "put", parents=both, run=_run(_put, "storing", _prepare_put),
+    a = add_command(actions, "put", parents=both, run=_run(_put, _prepare_put),
                     help="store an immutable value; prints its key /v/<sha256>",
                     description="Store an immutable value in the DHT under the key "
                                 "/v/<sha256 hex of the value>, printed on stdout.  The value "
@@ -90,7 +91,7 @@ def add_dht_parser(sub: Any, parents: Parents) -> None:
     a.add_argument("-f", "--file", metavar="FILE",
                    help="read the value's raw bytes from FILE instead")
 
-    a = add_command(actions, "get", parents=both, run=_run(_get, "looking up", _prepare_get),
+    a = add_command(actions, "get", parents=both, run=_run(_get, _prepare_get),
                     help="read the value stored under KEY",
                     description="Find the value stored under KEY and print it (text), or "
                                 "write its exact bytes to a file with -o.  Exits 4 if no "
@@ -102,14 +103,14 @@ def add_dht_parser(sub: Any, parents: Parents) -> None:
     a.add_argument("-o", "--output", metavar="FILE",
                    help="write the raw value to FILE (- for stdout) instead of printing text")
 
-    a = add_command(actions, "find-peer", parents=both, run=_run(_find_peer, "looking up"),
+    a = add_command(actions, "find-peer", parents=both, run=_run(_find_peer),
                     help="find a peer's addresses by its ID",
                     description="Ask the DHT for a peer's addresses, one a line.  Exits 4 "
                                 "if none are found.",
                     examples=["overlay dht find-peer 12D3KooW…"])
     a.add_argument("peer", metavar="PEERID", type=peer_id_arg, help="the peer's ID")
 
-    a = add_command(actions, "provide", parents=both, run=_run(_provide, "announcing"),
+    a = add_command(actions, "provide", parents=both, run=_run(_provide),
                     help="announce that this node provides KEY",
                     description="Announce to the peers closest to KEY that this node "
                                 "provides it.",
@@ -118,7 +119,7 @@ def add_dht_parser(sub: Any, parents: Parents) -> None:
                    help="a /v/<sha256 hex> key or any text")
 
     a = add_command(actions, "find-providers", parents=both,
-                    run=_run(_find_providers, "looking up"),
+                    run=_run(_find_providers),
                     help="find the providers of KEY",
                     description="List the peers that announced KEY, with their "
                                 "addresses.  Exits 4 if there are none.",
@@ -128,7 +129,7 @@ def add_dht_parser(sub: Any, parents: Parents) -> None:
     a.add_argument("--limit", type=bounded_int(1, 100), default=20, metavar="N",
                    help="at most N providers (1-100, default 20)")
 
-    add_command(actions, "table", parents=both, run=_run(_table, None),
+    add_command(actions, "table", parents=both, run=_run(_table),
                 help="routing-table bucket occupancy",
                 description="Show the routing table: mode, size and each bucket's "
                             "peers and replacement cache.",
@@ -138,7 +139,7 @@ def add_dht_parser(sub: Any, parents: Parents) -> None:
 Action = Callable[[ApiClient, argparse.Namespace], Awaitable[int]]
 
 
-def _run(action: Action, waiting: str | None,
+def _run(action: Action,
          prepare: Callable[[argparse.Namespace], None] | None = None,
          ) -> Callable[[argparse.Namespace, Home], int]:
     """``prepare(ns)`` checks local input first: bad input exits 2 without
@@ -149,7 +150,7 @@ def _run(action: Action, waiting: str | None,
 
         async def body(client: ApiClient) -> int:
             return await action(client, ns)
-        return run_api(home, body, waiting=waiting, quiet=ns.json)
+        return run_api(home, body)
     return run
 
 
@@ -189,7 +190,8 @@ def read_value(ns: argparse.Namespace) -> bytes:
 
 async def _put(client: ApiClient, ns: argparse.Namespace) -> int:
     data: bytes = ns.data
-    reply = await client.call("dht_put", {"value_base64": base64.b64encode(data).decode()})
+    reply = await call_api(client, "dht_put", {"value_base64": base64.b64encode(data).decode()},
+                           waiting="storing", quiet=ns.json)
     if ns.json:
         print_json(strip_reply(reply))
     else:
@@ -210,7 +212,8 @@ def _write_output(path: str, data: bytes) -> None:
 
 
 async def _get(client: ApiClient, ns: argparse.Namespace) -> int:
-    reply = await client.call("dht_get", {"key": ns.key})
+    reply = await call_api(client, "dht_get", {"key": ns.key}, waiting="looking up",
+                           quiet=ns.json)
     data = base64.b64decode(reply["value_base64"])
     if ns.output is not None:
         _write_output(ns.output, data)
@@ -232,7 +235,8 @@ async def _get(client: ApiClient, ns: argparse.Namespace) -> int:
 
 
 async def _find_peer(client: ApiClient, ns: argparse.Namespace) -> int:
-    reply = await client.call("dht_find_peer", {"peer": ns.peer})
+    reply = await call_api(client, "dht_find_peer", {"peer": ns.peer}, waiting="looking up",
+                           quiet=ns.json)
     if ns.json:
         print_json(strip_reply(reply))
     else:
@@ -242,7 +246,8 @@ async def _find_peer(client: ApiClient, ns: argparse.Namespace) -> int:
 
 
 async def _provide(client: ApiClient, ns: argparse.Namespace) -> int:
-    reply = await client.call("dht_provide", {"key": ns.key})
+    reply = await call_api(client, "dht_provide", {"key": ns.key}, waiting="announcing",
+                           quiet=ns.json)
     if ns.json:
         print_json(strip_reply(reply))
     else:
@@ -251,7 +256,8 @@ async def _provide(client: ApiClient, ns: argparse.Namespace) -> int:
 
 
 async def _find_providers(client: ApiClient, ns: argparse.Namespace) -> int:
-    reply = await client.call("dht_find_providers", {"key": ns.key, "limit": ns.limit})
+    reply = await call_api(client, "dht_find_providers", {"key": ns.key, "limit": ns.limit},
+                           waiting="looking up", quiet=ns.json)
     if ns.json:
         print_json(strip_reply(reply))
     else:

@@ -16,6 +16,7 @@ from overlay.cli_common import (
     Parents,
     UsageError,
     add_command,
+    call_api,
     format_duration,
     format_until,
     format_when,
@@ -87,7 +88,7 @@ def add_name_parser(sub: Any, parents: Parents) -> None:
     actions = p.add_subparsers(dest="name_action", metavar="ACTION", parser_class=type(p))
     both = parents.pick()
 
-    a = add_command(actions, "register", parents=both, run=_run(_register, None),
+    a = add_command(actions, "register", parents=both, run=_run(_register),
                     help="claim a name (proof of work once)",
                     description="Claim a free name for this node's key.  The first "
                                 "registration solves a proof of work (seconds to minutes); "
@@ -98,14 +99,14 @@ def add_name_parser(sub: Any, parents: Parents) -> None:
                               "--service tcp:443"])
     a.add_argument("name", type=_name_arg, help=_NAME_HELP)
     _add_targets(a)
-    a = add_command(actions, "update", parents=both, run=_run(_update, "publishing"),
+    a = add_command(actions, "update", parents=both, run=_run(_update),
                     help="change what an owned name points at",
                     description="Publish a new version of a name this node owns; only the "
                                 "targets given change.",
                     examples=["overlay name update alice.ovl --txt 'hello'"])
     a.add_argument("name", type=_name_arg, help=_NAME_HELP)
     _add_targets(a)
-    a = add_command(actions, "transfer", parents=both, run=_run(_transfer, "publishing"),
+    a = add_command(actions, "transfer", parents=both, run=_run(_transfer),
                     help="hand an owned name to another key",
                     description="Sign the name over to another peer's key; that peer "
                                 "then owns it and this node no longer can update it.",
@@ -113,12 +114,12 @@ def add_name_parser(sub: Any, parents: Parents) -> None:
     a.add_argument("name", type=_name_arg, help=_NAME_HELP)
     a.add_argument("new_owner", metavar="NEW-OWNER-PEERID", type=peer_id_arg,
                    help="the peer ID of the new owner")
-    a = add_command(actions, "release", parents=both, run=_run(_release, "publishing"),
+    a = add_command(actions, "release", parents=both, run=_run(_release),
                     help="free an owned name",
                     description="Publish a release of an owned name so others may claim it.",
                     examples=["overlay name release alice.ovl"])
     a.add_argument("name", type=_name_arg, help=_NAME_HELP)
-    a = add_command(actions, "resolve", parents=both, run=_run(_resolve, "resolving"),
+    a = add_command(actions, "resolve", parents=both, run=_run(_resolve),
                     help="look a name up",
                     description="Resolve a name to its record (owner, peers, addresses, "
                                 "IPs, services, TXT).  Exits 4 if it is not registered.",
@@ -126,13 +127,13 @@ def add_name_parser(sub: Any, parents: Parents) -> None:
                               "overlay name resolve bob.ovl --no-cache --json"])
     a.add_argument("name", type=_name_arg, help=_NAME_HELP)
     a.add_argument("--no-cache", action="store_true", help="ask the network, not the cache")
-    add_command(actions, "list", parents=both, run=_run(_list, None),
+    add_command(actions, "list", parents=both, run=_run(_list),
                 help="names this node owns",
                 description="List the names this node owns with their sequence, expiry "
                             "and next republish.",
                 examples=["overlay name list"])
     a = add_command(actions, "connect", parents=parents.pick(json=False),
-                    run=_run(_connect, None),
+                    run=_run(_connect),
                     help="open a stream to the named peer; relays stdin/stdout",
                     description="Resolve NAME, connect to its peer and open a stream with "
                                 "PROTOCOL; stdin goes to the peer and the peer's bytes to "
@@ -146,13 +147,13 @@ def add_name_parser(sub: Any, parents: Parents) -> None:
 Action = Callable[[ApiClient, argparse.Namespace], Awaitable[int]]
 
 
-def _run(action: Action, waiting: str | None) -> Callable[[argparse.Namespace, Home], int]:
+def _run(action: Action) -> Callable[[argparse.Namespace, Home], int]:
     def run(ns: argparse.Namespace, home: Home) -> int:
         _check_targets(ns)
 
         async def body(client: ApiClient) -> int:
             return await action(client, ns)
-        return run_api(home, body, waiting=waiting, quiet=getattr(ns, "json", False))
+        return run_api(home, body)
     return run
 
 
@@ -193,9 +194,12 @@ def _describe(record: dict[str, Any]) -> list[str]:
 
 
 async def _publish(client: ApiClient, ns: argparse.Namespace, op: str,
-                   args: dict[str, Any], verb: str,
-                   on_event: Callable[[dict[str, Any]], None] | None = None) -> int:
-    reply = await client.call(op, args, on_event=on_event)
+                   args: dict[str, Any], verb: str) -> int:
+    reply = await call_api(client, op, args, waiting="publishing", quiet=ns.json)
+    return _print_publication(ns, reply, verb)
+
+
+def _print_publication(ns: argparse.Namespace, reply: dict[str, Any], verb: str) -> int:
     if ns.json:
         print_json(strip_reply(reply))
         return 0
@@ -214,14 +218,17 @@ async def _register(client: ApiClient, ns: argparse.Namespace) -> int:
     wait = SlowWait("registering", enabled=not ns.json, after=0.5)
 
     def on_event(event: dict[str, Any]) -> None:
+        # The daemon starts the proof of work: say so, with this machine's
+        # estimate of how long 2^bits hashes take.
         if event.get("event") == "pow_started" and isinstance(event.get("bits"), int):
             wait.what = f"proof of work ({event['bits']} bits)"
             if wait.line.enabled:
                 wait.estimate = pow_estimate(event["bits"])
 
     async with wait:
-        return await _publish(client, ns, "name_register",
-                              {"name": ns.name, **_target_args(ns)}, "registered", on_event)
+        reply = await client.call("name_register", {"name": ns.name, **_target_args(ns)},
+                                  on_event=on_event)
+    return _print_publication(ns, reply, "registered")
 
 
 async def _update(client: ApiClient, ns: argparse.Namespace) -> int:
@@ -239,7 +246,8 @@ async def _release(client: ApiClient, ns: argparse.Namespace) -> int:
 
 
 async def _resolve(client: ApiClient, ns: argparse.Namespace) -> int:
-    reply = await client.call("name_resolve", {"name": ns.name, "no_cache": ns.no_cache})
+    reply = await call_api(client, "name_resolve", {"name": ns.name, "no_cache": ns.no_cache},
+                           waiting="resolving", quiet=ns.json)
     if ns.json:
         print_json(strip_reply(reply))
         return 0

@@ -79,6 +79,8 @@ CASES: list[tuple[str, list[str], int]] = [
     ("config show", ["config", "show", "extra"], 2),
     ("config set", ["config", "set", "no_such_key", "x"], 2),
     ("config set", ["config", "set", "dht_mode", "sideways"], 2),
+    ("serve", ["serve", "echo", "--to", "127.0.0.1:7"], 2),
+    ("serve", ["serve", "/echo/1.0.0", "--max-streams", "0", "--to", "127.0.0.1:7"], 2),
     ("sim", ["sim", "--nodes", "many"], 2),
     # -- bad input the daemon judges (its registry, its zone): still 2 -----------------
     ("dht get", ["dht", "get", "/unknown/x"], 2),
@@ -139,16 +141,18 @@ NO_DAEMON: list[tuple[str, list[str]]] = [
     ("status", ["status"]),
     ("stop", ["stop"]),
     ("disconnect", ["disconnect", UNKNOWN_PEER]),
+    ("serve", ["serve", "/echo/1.0.0", "--to", "127.0.0.1:7"]),
 ]
 
 # Commands that run without a daemon or cannot fail with "not found".
 LOCAL = {"init", "daemon", "demo", "sim", "completion", "config show", "config set"}
-NO_NOT_FOUND = {"id", "peers", "status", "stop", "dht put", "dht provide", "dht table", "name register",
+NO_NOT_FOUND = {"id", "peers", "status", "stop", "serve", "dht put", "dht provide", "dht table", "name register",
                 "name update", "name transfer", "name release", "name list"}
 
 # Success needs a second owner key or a stream service (tests/namenet covers
-# it), or would end the shared daemon (`stop`: tests/test_cli_admin*).
-NO_SUCCESS_HERE = {"name transfer", "name connect", "stop"}
+# it), would end the shared daemon (`stop`) or runs until stopped (`serve`):
+# the admin tests cover those.
+NO_SUCCESS_HERE = {"name transfer", "name connect", "stop", "serve"}
 
 
 def _fill(argv: list[str], net: Net) -> list[str]:
