@@ -40,6 +40,7 @@ from overlay.cli_admin import add_admin_parsers
 from overlay.cli_core import add_core_parsers
 from overlay.cli_dht import add_dht_parser
 from overlay.cli_name import add_name_parser
+from overlay.cli_serve import add_serve_parser
 from overlay.daemon.errors import ApiError, DaemonNotRunning
 from overlay.daemon.home import Home, resolve_home
 from overlay.errors import OverlayError
@@ -76,6 +77,7 @@ COMMAND_GROUPS: list[AddParser] = [
     add_admin_parsers,
     add_dht_parser,
     add_name_parser,
+    add_serve_parser,
     _add_sim_parser,
     _add_completion_parser,
 ]
@@ -127,21 +129,17 @@ def _run_sim(argv: list[str]) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_FAILED)
 
 
-def _subcommand_help(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> str | None:
-    """The help of the deepest parser named so far, when a command group
-    was given without its action (`overlay`, `overlay dht`)."""
+def _subcommand_help(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> str:
+    """The help of the deepest command named, for a group given without
+    its action (`overlay`, `overlay dht`); follows each parser's own
+    subcommand ``dest``, so groups registered later need nothing here."""
     current = parser
-    for dest in ("command", "dht_action", "name_action", "config_action"):
-        chosen = getattr(ns, dest, "absent")
-        if chosen == "absent":
-            continue  # another group's action
-        if chosen is None:
+    while True:
+        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(ns, subs[0].dest, None) if subs else None
+        if chosen is None or chosen not in subs[0].choices:
             return current.format_help()
-        for action in current._actions:
-            if isinstance(action, argparse._SubParsersAction) and chosen in action.choices:
-                current = action.choices[chosen]
-                break
-    return None
+        current = subs[0].choices[chosen]
 
 
 def _dispatch(args: list[str]) -> int:
@@ -164,7 +162,7 @@ def _dispatch(args: list[str]) -> int:
     run: Callable[[argparse.Namespace, Home], int] | None = getattr(ns, "run", None)
     if run is None:
         # A bare `overlay` or `overlay dht`: the list of what can follow.
-        print(_subcommand_help(parser, ns) or parser.format_help(), end="")
+        print(_subcommand_help(parser, ns), end="")
         return EXIT_USAGE
     try:
         home = resolve_home(getattr(ns, "home", None))
