@@ -2,15 +2,18 @@
 
 One request is one stream: negotiate (lazily by default, so the request
 rides with the protocol proposal), write the message, read one checked
-answer, half-close.  Addresses named in closer-peer lists reach the
+answer, half-close.  Each answered request is a round-trip sample for the
+RTT estimator, and each request's timeout comes from it (``timeout_for``):
+hundreds of milliseconds on a LAN, ``request_timeout`` at most.  Addresses named in closer-peer lists reach the
 peerstore only here, just before they are dialed, and only in QUIC form.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,6 +30,7 @@ from overlay.kad.keyspace import Contact
 from overlay.kad.lookup import LookupKind
 from overlay.kad.messages import KadMessage
 from overlay.kad.net_stream import check_response, read_kad_message, write_kad_message
+from overlay.kad.rtt import RttConfig, RttEstimator
 from overlay.kad.service_config import KadServiceConfig
 from overlay.multiaddrs import multiaddr_from_bytes, parse_quic_multiaddr
 
@@ -48,6 +52,10 @@ class KadHost(Protocol):
     def listen_addrs(self) -> list[Multiaddr]: ...
 
     def peers(self) -> list[PeerId]: ...
+
+    async def ping(self, peer_id: PeerId) -> float: ...
+
+    def disconnect(self, peer_id: PeerId) -> None: ...
 
     async def connect(self, multiaddr: str | Multiaddr) -> Connection: ...
 
@@ -108,10 +116,26 @@ def quic_addr(data: bytes, peer: PeerId) -> Multiaddr | None:
 class KadRpc:
     """Sends kad requests on ``config.protocol_id`` through ``host``."""
 
-    def __init__(self, host: KadHost, config: KadServiceConfig, stats: KadStats) -> None:
+    def __init__(
+        self,
+        host: KadHost,
+        config: KadServiceConfig,
+        stats: KadStats,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.host = host
         self.config = config
         self.stats = stats
+        self._clock = clock
+        self.rtt = RttEstimator(
+            RttConfig(min_timeout=config.min_request_timeout, max_timeout=config.request_timeout)
+        )
+
+    def timeout_for(self, contact: Contact) -> float:
+        """Seconds to wait for ``contact``'s answer (its dial included
+        when no connection is open)."""
+        peer = contact.peer_id
+        return self.rtt.timeout(peer, connected=peer in self.host.peers())
 
     def remember_addrs(self, contact: Contact) -> None:
         peer = contact.peer_id
@@ -121,13 +145,20 @@ class KadRpc:
         if addrs:
             self.host.peerstore.add_addrs(peer, addrs)
 
-    async def request(self, contact: Contact, message: KadMessage) -> KadMessage:
+    async def request(
+        self, contact: Contact, message: KadMessage, *, timeout: float | None = None
+    ) -> KadMessage:
         """Send ``message`` to ``contact`` on a fresh stream and return its
-        checked answer; raises overlay errors or ``TimeoutError``."""
+        checked answer within ``timeout`` (by default ``timeout_for``);
+        raises overlay errors or ``TimeoutError``."""
         self.remember_addrs(contact)
         self.stats.requests_sent += 1
+        dialed = contact.peer_id not in self.host.peers()
+        if timeout is None:
+            timeout = self.rtt.timeout(contact.peer_id, connected=not dialed)
+        started = self._clock()
         try:
-            async with asyncio.timeout(self.config.request_timeout):
+            async with asyncio.timeout(timeout):
                 stream = await self.host.new_stream(
                     contact.peer_id, [self.config.protocol_id], lazy=self.config.lazy_negotiation
                 )
@@ -141,6 +172,8 @@ class KadRpc:
         except (OverlayError, TimeoutError, OSError):
             self.stats.requests_failed += 1
             raise
+        now = self._clock()
+        self.rtt.sample(contact.peer_id, now - started, now, dialed=dialed)
         return response
 
     async def send_only(self, contact: Contact, message: KadMessage) -> None:
@@ -149,7 +182,7 @@ class KadRpc:
         self.remember_addrs(contact)
         self.stats.requests_sent += 1
         try:
-            async with asyncio.timeout(self.config.request_timeout):
+            async with asyncio.timeout(self.timeout_for(contact)):
                 stream = await self.host.new_stream(contact.peer_id, [self.config.protocol_id])
                 try:
                     await write_kad_message(stream, message)

@@ -11,10 +11,12 @@ Decisions the pure core leaves to the driver:
 - Only peers that answered us on the kad protocol, or whose identify lists
   it, enter the routing table.  Peers merely named in closer-peer lists are
   lookup candidates and nothing more.
-- A peer that fails a request (dial error, reset, garbage answer) leaves
-  the table and a replacement takes its place, as in go-libp2p; a peer
-  that only timed out on a connection that is still up stays (busy, not
-  dead).
+- Request timeouts come from measured round trips (``overlay.kad.rtt``):
+  a peer that stopped answering costs a lookup a fraction of a second.
+- Who leaves the table is ``overlay.kad.policy``'s decision, carried out by
+  ``net_health``: a failed request evicts at once (a timeout on a live
+  connection first gets one ping), a peer that announced its shutdown
+  leaves at once, a connection that merely closed is checked.
 - The closest peers of a record key are found with a GET_VALUE lookup,
   since some implementations refuse FIND_NODE for keys that are no peer ID.
 - Requests use one stream each; inbound streams may carry many requests
@@ -35,22 +37,31 @@ from typing import Any
 
 from multiaddr import Multiaddr
 
-from overlay.errors import InvalidMultiaddr, OverlayError, RemoteProtocolError, TransportError
+from overlay.errors import (
+    ConnectionClosed,
+    InvalidMultiaddr,
+    OverlayError,
+    RemoteProtocolError,
+    TransportError,
+)
 from overlay.host.events import HostListener
 from overlay.host.identify import IdentifyInfo
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
+from overlay.kad.bootstrap_report import BootstrapReport, bootstrap_contacts, bootstrap_report
 from overlay.kad.handler import KadServer, handle_request
 from overlay.kad.keyspace import KEY_BITS, Contact, kad_key, peer_key, random_peer_id_in_bucket
 from overlay.kad.lookup import Lookup, LookupKind, LookupResult
 from overlay.kad.messages import ConnectionType, KadMessage, MessageType, PeerInfo
+from overlay.kad.net_health import HealthMonitor
 from overlay.kad.net_lookup import drive_lookup
 from overlay.kad.net_rpc import KadHost, KadRpc, KadStats, LookupStats, quic_addr
 from overlay.kad.net_server import KadInbound
 from overlay.kad.providers import ProviderStore, check_provider_key
 from overlay.kad.records import NamespaceRegistry, Record, default_registry, immutable_key
+from overlay.kad.policy import NodePolicy
 from overlay.kad.republish import ReplicateRecord, Republisher, RepublishRecord, Reprovide
-from overlay.kad.routing import PingNeeded, RoutingTable
+from overlay.kad.routing import RoutingTable
 from overlay.kad.service_config import KadServiceConfig
 from overlay.kad.service_errors import (
     NoPeersKnown,
@@ -60,7 +71,7 @@ from overlay.kad.service_errors import (
     ValueNotFound,
 )
 from overlay.kad.store import MemoryRecordStore, RecordStore
-from overlay.multiaddrs import parse_quic_multiaddr, with_p2p
+from overlay.multiaddrs import with_p2p
 from overlay.supervisor import run_supervised
 
 # KadHost and the stats types live in net_rpc; they are re-exported here.
@@ -110,17 +121,25 @@ class KadService:
         self.activity = asyncio.Event()
         """Set whenever a request was served or a background job ended, so
         callers can wait for state changes instead of polling."""
-        self._listener = HostListener(identified=self._on_identified)
+        self._listener = HostListener(identified=self._on_identified, closed=self._on_closed)
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._wake = asyncio.Event()
         self._background = asyncio.Semaphore(cfg.background_concurrency)
-        self._rpc = KadRpc(host, cfg, self.stats)
+        self._rpc = KadRpc(host, cfg, self.stats, clock)
+        self.rtt = self._rpc.rtt
+        """Round-trip estimates behind every request timeout."""
+        self.policy = NodePolicy(self.table)
+        self._health = HealthMonitor(
+            host, self.policy, self._rpc, clock, self._spawn, self._background, self.activity
+        )
         self._inbound = KadInbound(cfg, self._answer, self._reject)
-        self._checking: set[PeerId] = set()
         self._refreshing = False
         self._bootstrapping = False
+        self._bootstrap_attempts = 0
+        self.last_bootstrap: BootstrapReport | None = None
+        """What the latest bootstrap reached, and why not (see its ``summary``)."""
         self._local_cache: tuple[float, PeerInfo] | None = None
 
     @property
@@ -201,7 +220,7 @@ class KadService:
         contact = Contact.of(peer, self._contact_addrs(peer, fallback))
         result = self.table.add(contact, self._clock())
         if result.ping is not None:
-            self._spawn(partial(self._check_alive, result.ping), f"liveness check of {peer}")
+            self._health.table_check(result.ping)
             self._wake.set()
 
     def _on_identified(self, peer: PeerId, info: IdentifyInfo) -> None:
@@ -214,33 +233,9 @@ class KadService:
             self.table.add(Contact.of(peer), self._clock(), is_server=False)
         self.activity.set()
 
-    def _forget_if_dead(self, peer: PeerId, exc: BaseException) -> None:
-        """Drop a peer that failed a request, unless it merely was slow on
-        a connection that is still alive (a busy peer is not a dead one)."""
-        if isinstance(exc, TimeoutError) and peer in self.host.peers():
-            return
-        self.table.remove(peer)
-
-    async def _check_alive(self, ping: PingNeeded) -> None:
-        peer = ping.contact.peer_id
-        if peer in self._checking:
-            return
-        self._checking.add(peer)
-        try:
-            # An open connection proves liveness for free; otherwise one
-            # FIND_NODE does (kad PING is deprecated).
-            alive = peer in self.host.peers()
-            if not alive:
-                async with self._background:
-                    try:
-                        request = KadMessage(MessageType.FIND_NODE, self.peer_id.multihash)
-                        await self.request(ping.contact, request)
-                        alive = True
-                    except (OverlayError, TimeoutError, OSError):
-                        alive = False
-            self.table.on_ping_result(peer, alive, self._clock())
-        finally:
-            self._checking.discard(peer)
+    def _on_closed(self, peer: PeerId, reason: ConnectionClosed | None) -> None:
+        if not self._closing:
+            self._health.closed(peer, reason)
 
     # -- serving -----------------------------------------------------------------
 
@@ -286,8 +281,26 @@ class KadService:
 
     async def request(self, contact: Contact, message: KadMessage) -> KadMessage:
         """Send ``message`` to ``contact`` on a fresh stream and return its
-        checked answer; raises overlay errors or ``TimeoutError``."""
-        return await self._rpc.request(contact, message)
+        checked answer within ``request_timeout_for(contact)``; raises
+        overlay errors or ``TimeoutError``.  A failure also tells the
+        routing policy (the peer may be evicted)."""
+        try:
+            return await self._rpc.request(contact, message)
+        except (OverlayError, TimeoutError, OSError) as exc:
+            if not self._closing:
+                self._health.request_failed(contact.peer_id, exc)
+            raise
+
+    def request_timeout_for(self, contact: Contact) -> float:
+        """The timeout ``request`` uses for ``contact``, from measured
+        round trips: pass it as a ``Lookup``'s ``timeout_for``."""
+        return self._rpc.timeout_for(contact)
+
+    def closer_contacts(self, answer: KadMessage) -> list[Contact]:
+        """The closer peers of ``answer`` worth asking: not us, and not a
+        peer that recently failed us (others may still name it)."""
+        contacts = [info.contact() for info in answer.closer_peers if info.peer_id != self.peer_id]
+        return self.policy.worth_asking(contacts, self._clock())
 
     # -- lookups -----------------------------------------------------------------
 
@@ -307,7 +320,10 @@ class KadService:
         max_providers: int | None = None,
         local_record: Record | None = None,
         watch: Callable[[KadMessage], None] | None = None,
+        outcomes: dict[PeerId, BaseException | None] | None = None,
     ) -> LookupResult:
+        """``outcomes``, if given, records each asked peer's answer (None)
+        or failure."""
         self._require_running()
         key = kad_key(target)
         seeds = self._seeds(key, extra_seeds)
@@ -321,6 +337,7 @@ class KadService:
                 self.config.lookup.max_providers if max_providers is None else max_providers
             ),
         )
+        started = self._clock()
         lookup = Lookup(
             kind,
             target,
@@ -330,6 +347,8 @@ class KadService:
             registry=self.registry,
             validation_time=self._wall(),
             local_record=local_record,
+            timeout_for=self._rpc.timeout_for,
+            deadline=started + self.config.lookup_timeout,
         )
         request = KadMessage(_LOOKUP_KINDS[kind], target)
 
@@ -340,13 +359,15 @@ class KadService:
             self._add_server(contact.peer_id, contact.addrs)
             if watch is not None:
                 watch(answer)
-            return [info.contact() for info in answer.closer_peers if info.peer_id != self.peer_id]
+            if outcomes is not None:
+                outcomes[contact.peer_id] = None
+            return self.closer_contacts(answer)
 
         def on_failure(contact: Contact, exc: BaseException) -> None:
-            log.debug("kad %s request to %s failed: %r", kind.value, contact.peer_id, exc)
-            self._forget_if_dead(contact.peer_id, exc)
+            # request() already told the routing policy.
+            if outcomes is not None:
+                outcomes[contact.peer_id] = exc
 
-        started = self._clock()
         result = await drive_lookup(
             lookup, query, on_answer, on_failure, self._clock, self.config.lookup_timeout
         )
@@ -410,25 +431,36 @@ class KadService:
 
     # -- bootstrap and refresh -----------------------------------------------------
 
-    def _bootstrap_contacts(self, addrs: Sequence[str]) -> list[Contact]:
-        contacts: list[Contact] = []
-        for text in addrs:
-            parsed = parse_quic_multiaddr(text)
-            if parsed.peer_id is None or parsed.peer_id == self.peer_id:
-                continue
-            raw = parsed.with_peer_id(None).to_multiaddr().to_bytes()
-            contacts.append(Contact.of(parsed.peer_id, (raw,)))
-        return contacts
-
     async def bootstrap(self, addrs: Sequence[str] | None = None) -> LookupResult:
         """Look up our own ID through the bootstrap peers (and whatever the
         table holds), then refresh the buckets.  Sets ``bootstrapped``."""
-        contacts = self._bootstrap_contacts(self.config.bootstrap if addrs is None else addrs)
-        result = await self._lookup(LookupKind.FIND_NODE, self.peer_id.multihash, extra_seeds=contacts)
+        contacts = bootstrap_contacts(self.config.bootstrap if addrs is None else addrs, self.peer_id)
+        outcomes: dict[PeerId, BaseException | None] = {}
+        started = self._clock()
+        queried: tuple[PeerId, ...] = ()
+        try:
+            result = await self._lookup(
+                LookupKind.FIND_NODE, self.peer_id.multihash, extra_seeds=contacts, outcomes=outcomes
+            )
+            queried = result.queried
+        finally:
+            self.last_bootstrap = bootstrap_report(
+                contacts, outcomes, queried, len(self.table), self.protocol, self._clock() - started
+            )
+            self._log_bootstrap(self.last_bootstrap)
         if self.config.refresh_on_bootstrap:
             await self.refresh_buckets()
         self.bootstrapped.set()
         return result
+
+    def _log_bootstrap(self, report: BootstrapReport) -> None:
+        # The first attempt speaks up; retries while alone stay quieter.
+        loud = self._bootstrap_attempts == 0
+        self._bootstrap_attempts += 1
+        problem = logging.WARNING if loud else logging.INFO
+        for line in report.warnings():
+            log.log(problem, "%s", line)
+        log.log(logging.INFO if report.ok else problem, "%s", report.summary())
 
     async def _bootstrap_in_background(self) -> None:
         if self._bootstrapping:
@@ -437,7 +469,7 @@ class KadService:
         try:
             await self.bootstrap()
         except NoPeersKnown:
-            log.warning("kad bootstrap: no bootstrap peer configured or reachable")
+            pass  # logged by bootstrap()
         finally:
             self._bootstrapping = False
 

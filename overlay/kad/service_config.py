@@ -54,7 +54,10 @@ class KadServiceConfig:
     republish: RepublishConfig = field(default_factory=RepublishConfig)
     """Republish, re-replication and reprovide intervals."""
     request_timeout: float = 10.0
-    """Seconds for one request (dial, stream, answer) to one peer."""
+    """Ceiling in seconds for one request (dial, stream, answer) to one
+    peer; the actual timeout is derived from measured round trips."""
+    min_request_timeout: float = 0.5
+    """Floor of the derived request timeout (see ``overlay.kad.rtt``)."""
     lookup_timeout: float = 60.0
     """Seconds a whole lookup may take; it then reports what it has."""
     get_quorum: int = 3
@@ -92,9 +95,17 @@ class KadServiceConfig:
                 raise ValueError(f"bootstrap address: {exc}") from None
             if parsed.peer_id is None:
                 raise ValueError(f"bootstrap address {addr} needs a /p2p/<peer-id> suffix")
-        for name in ("request_timeout", "lookup_timeout", "inbound_idle_timeout", "max_timer_delay"):
+        for name in (
+            "request_timeout",
+            "min_request_timeout",
+            "lookup_timeout",
+            "inbound_idle_timeout",
+            "max_timer_delay",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
+        if self.min_request_timeout > self.request_timeout:
+            raise ValueError("min_request_timeout must not exceed request_timeout")
         if self.get_quorum < 0:
             raise ValueError("get_quorum must not be negative")
         for name in (
