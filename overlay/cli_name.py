@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import stat
 import sys
@@ -132,12 +133,14 @@ def add_name_parser(sub: Any, parents: Parents) -> None:
                 description="List the names this node owns with their sequence, expiry "
                             "and next republish.",
                 examples=["overlay name list"])
-    a = add_command(actions, "connect", parents=parents.pick(json=False),
+    a = add_command(actions, "connect", parents=both,
                     run=_run(_connect),
                     help="open a stream to the named peer; relays stdin/stdout",
                     description="Resolve NAME, connect to its peer and open a stream with "
                                 "PROTOCOL; stdin goes to the peer and the peer's bytes to "
-                                "stdout, like netcat.",
+                                "stdout, like netcat.  With --json, one JSON line about the "
+                                "connection (name, peer_id, addr, protocol) goes to stderr "
+                                "before any data.",
                     examples=["echo hi | overlay name connect bob.ovl /echo/1.0.0"])
     a.add_argument("name", type=_name_arg, help=_NAME_HELP)
     a.add_argument("protocol", metavar="PROTOCOL", type=_protocol_arg,
@@ -278,8 +281,13 @@ async def _connect(client: ApiClient, ns: argparse.Namespace) -> int:
     # The API connection becomes the stream's raw bytes after the reply.
     reply, reader, writer = await client._take_over(
         "name_connect", {"name": ns.name, "protocol": ns.protocol})
-    print(f"connected to {reply['peer_id']} for {reply['name']} ({reply['protocol']})",
-          file=sys.stderr, flush=True)
+    # stderr, before any data: stdout carries only the stream's bytes.
+    if ns.json:
+        print(json.dumps({"event": "connected", **strip_reply(reply)}), file=sys.stderr,
+              flush=True)
+    else:
+        print(f"connected to {reply['peer_id']} for {reply['name']} ({reply['protocol']})",
+              file=sys.stderr, flush=True)
 
     async def downstream() -> None:
         out = sys.stdout.buffer

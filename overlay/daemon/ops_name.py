@@ -326,20 +326,21 @@ class NameOps:
         if not protocol.startswith("/") or len(protocol) > 256:
             raise BadRequest("`protocol` must start with '/' and be at most 256 characters")
         resolution = await self._names.resolve(name)
-        peer = await self._dial_target(resolution.record)
+        peer, addr = await self._dial_target(resolution.record)
         stream = await self._host.new_stream(peer, [protocol])
         try:
             reader, writer = await call.take_over(
-                {"name": resolution.name, "peer_id": str(peer), "protocol": stream.protocol,
-                 "source": resolution.source})
+                {"name": resolution.name, "peer_id": str(peer), "addr": addr,
+                 "protocol": stream.protocol, "source": resolution.source})
         except BaseException:
             stream.reset()
             raise
         await relay_stream(reader, writer, stream)
         return {}
 
-    async def _dial_target(self, record: NameRecord) -> PeerId:
-        """Connect straight to the first reachable peer the record names."""
+    async def _dial_target(self, record: NameRecord) -> tuple[PeerId, str]:
+        """Connect straight to the first reachable peer the record names;
+        returns it and the address that answered."""
         errors: list[str] = []
         for target in record.peers:
             peer = PeerId.from_bytes(target.peer_id)
@@ -350,7 +351,7 @@ class NameOps:
                 try:
                     addr = parse_quic_multiaddr(Multiaddr(raw)).with_peer_id(peer).to_multiaddr()
                     await self._host.connect(addr)
-                    return peer
+                    return peer, str(addr)
                 except (TransportError, RemoteProtocolError, InvalidMultiaddr) as exc:
                     errors.append(f"{Multiaddr(raw)}: {exc}")
         if not record.peers:
