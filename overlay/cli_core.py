@@ -236,6 +236,8 @@ def _cmd_id(ns: argparse.Namespace, home: Home) -> int:
             print_json(strip_reply(reply))
             return EXIT_OK
         print(f"peer id: {reply['peer_id']}")
+        if reply.get("name"):
+            print(f"name: {reply['name']}")
         print(f"agent: {reply.get('agent_version', '?')}")
         for addr in reply.get("addrs", []):
             print(f"addr: {addr}")
@@ -271,6 +273,7 @@ def _cmd_connect(ns: argparse.Namespace, home: Home) -> int:
             print_json(strip_reply(reply))
         else:
             print(f"connected to {reply['peer_id']} ({reply.get('direction', '?')})")
+            _existing_note(reply)
         return EXIT_OK
     return run_api(home, body)
 
@@ -292,8 +295,17 @@ def _cmd_ping(ns: argparse.Namespace, home: Home) -> int:
         else:
             print(f"{plural(reply['count'], 'ping')} to {reply['peer_id']}: min/avg/max = "
                   f"{reply['min_ms']}/{reply['avg_ms']}/{reply['max_ms']} ms")
+            _existing_note(reply)
         return EXIT_OK
     return run_api(home, body)
+
+
+def _existing_note(reply: dict[str, Any]) -> None:
+    """The daemon keeps one connection per peer: say so when it answered
+    instead of the address asked for."""
+    if reply.get("used_existing"):
+        print(f"note: used the existing connection to {reply['peer_id']} via "
+              f"{reply.get('remote_addr', '?')}, not the address given", flush=True)
 
 
 def _demo_note(pow_bits: int) -> str:
