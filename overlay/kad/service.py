@@ -85,6 +85,8 @@ _LOOKUP_KINDS = {
     LookupKind.GET_PROVIDERS: MessageType.GET_PROVIDERS,
 }
 _MAX_CONTACT_ADDRS = 8
+_ABANDONED = 0.8
+"""A request cancelled after this share of its timeout counts as timed out."""
 
 
 class KadService:
@@ -284,11 +286,20 @@ class KadService:
         checked answer within ``request_timeout_for(contact)``; raises
         overlay errors or ``TimeoutError``.  A failure also tells the
         routing policy (the peer may be evicted)."""
+        timeout = self._rpc.timeout_for(contact)
+        started = self._clock()
         try:
-            return await self._rpc.request(contact, message)
+            return await self._rpc.request(contact, message, timeout=timeout)
         except (OverlayError, TimeoutError, OSError) as exc:
             if not self._closing:
                 self._health.request_failed(contact.peer_id, exc)
+            raise
+        except asyncio.CancelledError:
+            # A lookup gives up on a silent peer at (about) this same
+            # timeout and cancels the request before it can time out
+            # itself: that silence is a timeout all the same.
+            if not self._closing and self._clock() - started >= _ABANDONED * timeout:
+                self._health.request_failed(contact.peer_id, TimeoutError("abandoned after its timeout"))
             raise
 
     def request_timeout_for(self, contact: Contact) -> float:
