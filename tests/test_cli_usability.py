@@ -129,12 +129,11 @@ def _bash_complete(script: Path, line: str) -> list[str]:
                f"COMP_CWORD={len(words) - 1}\n"
                "_overlay_complete\n"
                'printf "%s\\n" "${COMPREPLY[@]}"\n')
-    done = subprocess.run(["bash", "--norc", "-c", program], capture_output=True, text=True,
-                          timeout=30, check=True)
+    done = subprocess.run([_shell("bash"), "--norc", "-c", program], capture_output=True,
+                          text=True, timeout=30, check=True)
     return sorted(done.stdout.split())
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_bash_completion_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["completion", "bash"]) == 0
     script = tmp_path / "overlay.bash"
@@ -145,6 +144,62 @@ def test_bash_completion_works(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert _bash_complete(script, "overlay daemon --dht-mode ") == ["client", "server"]
     assert {"bash", "fish", "zsh"} <= set(_bash_complete(script, "overlay completion "))
     assert "--limit" in _bash_complete(script, "overlay dht find-providers --")
+
+
+def _shell(name: str) -> str:
+    path = shutil.which(name)
+    # A missing shell fails (scripts/test.sh installs it), never skips.
+    assert path is not None, f"{name} is not installed: apt-get install {name}"
+    return path
+
+
+def _zsh_complete(script: Path, line: str) -> list[str]:
+    """Run the zsh function with stand-ins for the completion builtins,
+    which need a live line editor: they print what would be offered."""
+    words = line.split(" ")
+    program = (
+        "_describe() { local name=${@[-1]}; print -l -- ${${(P)name}%%:*} }\n"
+        "compadd() { [[ $1 == -- ]] && shift; print -l -- $@ }\n"
+        "_files() { print FILES }\n"
+        "compdef() { }\n"
+        f"source {script}\n"
+        f"words=({' '.join(repr(w) for w in words)}); CURRENT={len(words)}\n"
+        "_overlay\n")
+    done = subprocess.run([_shell("zsh"), "-f", "-c", program], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return sorted(done.stdout.split())
+
+
+def test_zsh_completion_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["completion", "zsh"]) == 0
+    script = tmp_path / "_overlay"
+    script.write_text(capsys.readouterr().out)
+    subprocess.run([_shell("zsh"), "-n", str(script)], check=True, timeout=30)
+    assert {"find-peer", "find-providers", "put"} <= set(_zsh_complete(script, "overlay dht "))
+    assert "register" in _zsh_complete(script, "overlay --home /tmp/x name ")
+    assert _zsh_complete(script, "overlay daemon --dht-mode ") == ["client", "server"]
+    assert _zsh_complete(script, "overlay dht get -o ") == ["FILES"]
+    assert "--limit" in _zsh_complete(script, "overlay dht find-providers --")
+
+
+def _fish_complete(script: Path, line: str) -> list[str]:
+    done = subprocess.run([_shell("fish"), "--no-config", "-c",
+                           f"source {script}; complete -C {line!r}"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return sorted(row.split("\t")[0] for row in done.stdout.splitlines())
+
+
+def test_fish_completion_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["completion", "fish"]) == 0
+    script = tmp_path / "overlay.fish"
+    script.write_text(capsys.readouterr().out)
+    subprocess.run([_shell("fish"), "--no-execute", str(script)], check=True, timeout=30)
+    assert _fish_complete(script, "overlay dht find") == ["find-peer", "find-providers"]
+    assert {"register", "release", "resolve"} <= set(
+        _fish_complete(script, "overlay --home /x name re"))
+    assert _fish_complete(script, "overlay daemon --dht-mode ") == ["client", "server"]
 
 
 # -- broken pipes ------------------------------------------------------------------------
