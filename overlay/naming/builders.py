@@ -28,9 +28,11 @@ def make_record(
     txt: tuple[str, ...] = (),
     pow_nonce: int = 0,
     transfer_proof: bytes = b"",
+    release_proof: bytes = b"",
     kind: RecordKind = RecordKind.REGISTER,
 ) -> NameRecord:
-    """A signed REGISTER or UPDATE record; ``name`` must be normalized."""
+    """A signed REGISTER or UPDATE record; ``name`` must be normalized.
+    ``release_proof`` is the previous owner's RELEASE of the name (bytes)."""
     if kind not in (RecordKind.REGISTER, RecordKind.UPDATE):
         raise LocalProtocolError("make_record builds REGISTER or UPDATE records")
     record = NameRecord(
@@ -46,6 +48,7 @@ def make_record(
         txt=txt,
         pow_nonce=pow_nonce,
         transfer_proof=transfer_proof,
+        release_proof=release_proof,
     )
     return sign_record(record, key)
 

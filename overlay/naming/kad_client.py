@@ -5,13 +5,22 @@ answer.
 ``KadService.get_value`` stops at a quorum and reports only the best
 record; name resolution needs to see who said what (the majority owner
 among the closest responders, and whom to correct).  ``KadNameClient``
-therefore drives its own GET_VALUE lookup, to the end, with the service's
-request machinery, and reports each answer as it arrives.
+therefore drives its own GET_VALUE lookup with the service's request
+machinery, and reports every peer it learns of or asks and each answer as
+it arrives.  The lookup runs until it converges or its deadline, whichever
+comes first; each request times out after the service's measured
+``request_timeout_for`` the peer, so a dead peer fails instead of holding
+the lookup open.
+
+Publishing stores the record here and PUTs it to the closest peers,
+within a deadline: those a lookup just found (registration resolves the
+name first and passes its responders on), else those of a fresh lookup.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -27,7 +36,6 @@ from overlay.kad.net_lookup import drive_lookup
 from overlay.kad.records import NamespaceRegistry, Record
 from overlay.kad.routing import RoutingTable
 from overlay.kad.service_config import KadServiceConfig
-from overlay.kad.service_errors import QuorumFailed
 from overlay.kad.store import RecordStore
 from overlay.naming.config import NamingConfig
 from overlay.naming.dht_namespace import NAMESPACE, NameNamespace
@@ -36,6 +44,8 @@ from overlay.naming.net_errors import PublishFailed, ResolveFailed
 from overlay.naming.tracker import Answer
 
 __all__ = ["KadLike", "KadNameClient", "NAMESPACE_ID", "register_name_namespace"]
+
+log = logging.getLogger(__name__)
 
 NAMESPACE_ID = NAMESPACE.strip("/")
 """``ovl-name``: the namespace segment registered with the record store."""
@@ -76,9 +86,9 @@ class KadLike(Protocol):
     @property
     def bootstrapped(self) -> asyncio.Event: ...
 
-    async def put_value(self, key: bytes, value: bytes) -> int: ...
-
     async def request(self, contact: Contact, message: KadMessage) -> KadMessage: ...
+
+    def request_timeout_for(self, contact: Contact) -> float: ...
 
 
 class KadNameClient:
@@ -88,27 +98,25 @@ class KadNameClient:
         self.kad = kad
         self._wall = wall_clock
 
-    async def get_value_answers(self, key: bytes, on_answer: Callable[[Answer], None]) -> None:
+    async def get_value_answers(self, key: bytes, on_answer: Callable[[Answer], None], *,
+                                timeout: float) -> None:
         kad = self.kad
         target = kad_key(key)
         stored = kad.records.get(key, self._wall())
         if stored is not None:
-            # This node may itself be one of the closest storage nodes.
-            on_answer(Answer(kad.peer_id.to_bytes(), kad.local_key ^ target, stored.record.value))
+            # This node may itself be one of the closest storage nodes.  (Not
+            # holding the record is no answer: the resolver would then store
+            # every name it resolves here, close to the key or not.)
+            on_answer(Answer(kad.peer_id.to_bytes(), kad.local_key ^ target,
+                             stored.record.value))
         seeds = kad.table.closest(target, kad.config.lookup.k)
         if not seeds:
             if stored is None:
                 raise ResolveFailed("the DHT routing table is empty (no bootstrap peer reachable?)")
             return
-        lookup = Lookup(
-            LookupKind.GET_VALUE,
-            key,
-            seeds,
-            replace(kad.config.lookup, quorum=0),  # run to the end: the tracker decides
-            local_key=kad.local_key,
-            registry=kad.registry,
-            validation_time=self._wall(),
-        )
+        for contact in seeds:
+            on_answer(Answer(contact.peer_id.to_bytes(), contact.key ^ target, pending=True))
+        lookup = self._lookup(key, seeds)
         request = KadMessage(MessageType.GET_VALUE, key)
 
         async def query(contact: Contact) -> KadMessage:
@@ -117,27 +125,73 @@ class KadNameClient:
         def answered(contact: Contact, message: KadMessage) -> Sequence[Contact]:
             value = message.record.value if message.record is not None else None
             on_answer(Answer(contact.peer_id.to_bytes(), contact.key ^ target, value))
-            return [info.contact() for info in message.closer_peers
-                    if info.peer_id != kad.peer_id]
+            closer = [info.contact() for info in message.closer_peers
+                      if info.peer_id != kad.peer_id]
+            for peer in closer:
+                on_answer(Answer(peer.peer_id.to_bytes(), peer.key ^ target, pending=True))
+            return closer
 
         def failed(contact: Contact, exc: BaseException) -> None:
             on_answer(Answer(contact.peer_id.to_bytes(), contact.key ^ target, failed=True))
 
-        await drive_lookup(lookup, query, answered, failed, time.monotonic,
-                           kad.config.lookup_timeout)
+        await drive_lookup(lookup, query, answered, failed, time.monotonic, timeout)
+
+    def _lookup(self, key: bytes, seeds: Sequence[Contact]) -> Lookup:
+        kad = self.kad
+        return Lookup(
+            LookupKind.GET_VALUE,
+            key,
+            seeds,
+            replace(kad.config.lookup, quorum=0),  # run to the end: the tracker decides
+            local_key=kad.local_key,
+            registry=kad.registry,
+            validation_time=self._wall(),
+            timeout_for=kad.request_timeout_for,
+        )
+
+    async def _closest(self, key: bytes, timeout: float) -> list[bytes]:
+        """Peers that answered a GET_VALUE lookup for ``key``, closest first."""
+        answers: dict[bytes, Answer] = {}
+
+        def keep(answer: Answer) -> None:
+            if not answer.pending and not answer.failed:
+                answers[answer.peer] = answer
+
+        await self.get_value_answers(key, keep, timeout=timeout)
+        ranked = sorted(answers.values(), key=lambda a: a.distance)
+        return [a.peer for a in ranked[: self.kad.config.lookup.k]]
 
     async def wait_ready(self) -> None:
         if self.kad.config.bootstrap:
             await self.kad.bootstrapped.wait()
 
-    async def put_value(self, key: bytes, value: bytes) -> int:
+    async def put_value(self, key: bytes, value: bytes, *, timeout: float,
+                        peers: Sequence[bytes] | None = None) -> int:
+        """The lookup (without ``peers``) and the PUTs get ``timeout`` each."""
         try:
-            return await self.kad.put_value(key, value)
-        except QuorumFailed as exc:
-            return exc.got
+            self.kad.records.put(Record(key, value), None, self._wall())
         except InvalidRecord as exc:
             # Our own store refused it: it holds another owner's record.
             raise PublishFailed(f"this node's record store refuses the record: {exc}") from exc
+        if peers is None:
+            try:
+                peers = await self._closest(key, timeout)
+            except ResolveFailed as exc:
+                raise PublishFailed(str(exc)) from exc
+        me = self.kad.peer_id.to_bytes()
+        targets = [p for p in peers if p != me]
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._put_within(peer, key, value, timeout))
+                     for peer in targets]
+        return sum(1 for task in tasks if task.result())
+
+    async def _put_within(self, peer: bytes, key: bytes, value: bytes, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.store_at(peer, key, value)
+        except TimeoutError:
+            log.debug("PUT_VALUE to %s did not finish in time", PeerId.from_bytes(peer))
+            return False
 
     async def store_at(self, peer: bytes, key: bytes, value: bytes) -> bool:
         if peer == self.kad.peer_id.to_bytes():

@@ -6,8 +6,13 @@ The record-level errors (forged, expired, pinned …) are in
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from overlay.errors import LocalProtocolError, TransportError
 from overlay.naming.errors import NamingError
+
+if TYPE_CHECKING:
+    from overlay.naming.record import NameRecord
 
 __all__ = ["NameNotFound", "NameTaken", "NotOwner", "PublishFailed", "ResolveFailed"]
 
@@ -15,13 +20,20 @@ __all__ = ["NameNotFound", "NameTaken", "NotOwner", "PublishFailed", "ResolveFai
 class NameNotFound(NamingError):
     """No valid record exists for the name (or it was released)."""
 
-    def __init__(self, name: str, *, cached: bool = False, released: bool = False) -> None:
+    def __init__(self, name: str, *, cached: bool = False, released: bool = False,
+                 release: NameRecord | None = None, closest: tuple[bytes, ...] = ()) -> None:
+        released = released or release is not None
         why = "was released" if released else "has no valid record"
         source = " (cached negative answer)" if cached else ""
         super().__init__(f"{name} {why}{source}")
         self.name = name
         self.cached = cached
         self.released = released
+        self.release = release
+        """The RELEASE record the network answered with, if any: the next
+        owner carries it as proof to resolvers that pinned the old owner."""
+        self.closest = closest
+        """Responders of the lookup, closest first (where to publish)."""
 
 
 class ResolveFailed(NamingError, TransportError):

@@ -5,8 +5,15 @@ The first valid record seen for a name pins its owner until that record
 expires (extended by later records of the same owner).  A record of another
 owner before then raises ``OwnerChanged``, unless it carries a transfer proof
 from the pinned owner, or the pinned owner itself published a TRANSFER (the
-pin moves to the new owner) or a RELEASE (the pin is dropped).  Records must
-have passed ``validate`` first; this module trusts their signatures.
+pin moves to the new owner) or a RELEASE (the pin is dropped).
+
+A resolver may never see the release: the next owner's record replaces it
+at the storage nodes.  That owner therefore carries the RELEASE as its
+``release_proof``; it lets the new owner in when it was signed by the
+pinned owner at a higher sequence than any record of that owner the pin
+saw (so a release that the owner later took back by registering again
+does not unlock the pin).  Records must have passed ``validate`` first;
+this module trusts their signatures.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from overlay.naming.errors import CorruptState, OwnerChanged, RecordRejected
+from overlay.naming.policy import released_by
 from overlay.naming.record import NameRecord, RecordKind, decode_record
 
-__all__ = ["Pin", "OwnerPins", "PINS_FORMAT", "PINS_VERSION", "transferred_from"]
+__all__ = ["Pin", "OwnerPins", "PINS_FORMAT", "PINS_VERSION", "released_from",
+           "transferred_from"]
 
 PINS_FORMAT = "overlay-name-pins"
 PINS_VERSION = 1
@@ -32,6 +41,9 @@ class Pin:
     """PublicKey protobuf of the pinned owner."""
     pinned_until: int
     """Unix seconds; after this any owner is accepted again."""
+    sequence: int = 0
+    """Highest sequence seen from the pinned owner (a release proof must
+    exceed it)."""
 
 
 class OwnerPins:
@@ -63,6 +75,8 @@ class OwnerPins:
             return
         if transferred_from(record) == pin.owner:
             return
+        if released_from(record, pin.sequence) == pin.owner:
+            return
         raise OwnerChanged(record.name, pin.owner, record.owner, pin.pinned_until)
 
     def observe(self, record: NameRecord, now: float) -> None:
@@ -75,9 +89,10 @@ class OwnerPins:
         if record.kind is RecordKind.TRANSFER:
             self._pins[record.name] = Pin(record.new_owner, record.expires)
         elif pin is not None and pin.owner == record.owner and pin.pinned_until > now:
-            self._pins[record.name] = Pin(pin.owner, max(pin.pinned_until, record.expires))
+            self._pins[record.name] = Pin(pin.owner, max(pin.pinned_until, record.expires),
+                                          max(pin.sequence, record.sequence))
         else:
-            self._pins[record.name] = Pin(record.owner, record.expires)
+            self._pins[record.name] = Pin(record.owner, record.expires, record.sequence)
         self._evict(now)
 
     def _evict(self, now: float) -> None:
@@ -101,6 +116,7 @@ class OwnerPins:
                 name: {
                     "owner": base64.b64encode(pin.owner).decode("ascii"),
                     "pinned_until": pin.pinned_until,
+                    "sequence": pin.sequence,
                 }
                 for name, pin in sorted(self._pins.items())
             },
@@ -120,11 +136,15 @@ class OwnerPins:
             try:
                 owner = base64.b64decode(entry["owner"], validate=True)
                 until = entry["pinned_until"]
-            except (KeyError, TypeError, binascii.Error) as exc:
+                # Files written before release proofs have no sequence.
+                sequence = entry.get("sequence", 0)
+            except (KeyError, TypeError, AttributeError, binascii.Error) as exc:
                 raise CorruptState(f"bad pin for {name!r}: {exc}") from None
-            if not isinstance(name, str) or not isinstance(until, int) or isinstance(until, bool):
+            if (not isinstance(name, str) or not isinstance(until, int)
+                    or isinstance(until, bool) or not isinstance(sequence, int)
+                    or isinstance(sequence, bool) or sequence < 0):
                 raise CorruptState(f"bad pin for {name!r}")
-            pins._pins[name] = Pin(owner, until)
+            pins._pins[name] = Pin(owner, until, sequence)
         return pins
 
 
@@ -137,5 +157,14 @@ def transferred_from(record: NameRecord) -> bytes | None:
     except RecordRejected:
         return None
     if proof.kind is not RecordKind.TRANSFER or proof.new_owner != record.owner:
+        return None
+    return proof.owner
+
+
+def released_from(record: NameRecord, after: int = -1) -> bytes | None:
+    """The previous owner whose RELEASE ``record`` carries, if that release
+    has a sequence above ``after``."""
+    proof = released_by(record)
+    if proof is None or proof.sequence <= after or proof.owner == record.owner:
         return None
     return proof.owner

@@ -8,8 +8,10 @@ they share is ``supersedes(new, old)``:
 - the same owner: a higher sequence wins; equal sequences are broken by the
   later expiry, then by the larger canonical bytes, so every node picks the
   same record;
-- a different owner wins only over a RELEASE, or with a transfer proof
-  signed by the held record's owner at a higher sequence than that record.
+- a different owner wins only over a RELEASE, or with a transfer or
+  release proof signed by the held record's owner at a higher sequence than
+  that record (a storage node that missed the release still lets the next
+  owner in).
 
 ``StoragePolicy.accept`` adds the clock: a held record that has expired
 no longer pins its owner, so anyone may register the name again.
@@ -25,7 +27,16 @@ from overlay.naming.errors import OwnerPinned, RecordRejected, StaleSequence, Wr
 from overlay.naming.record import NameRecord, RecordKind, decode_record
 from overlay.naming.validate import validate
 
-__all__ = ["Decision", "Reason", "decide", "StoragePolicy", "select", "select_index", "supersedes"]
+__all__ = [
+    "Decision",
+    "Reason",
+    "StoragePolicy",
+    "decide",
+    "released_by",
+    "select",
+    "select_index",
+    "supersedes",
+]
 
 
 class Reason(enum.Enum):
@@ -82,6 +93,26 @@ def _proof(record: NameRecord) -> NameRecord | None:
     return proof
 
 
+def released_by(record: NameRecord) -> NameRecord | None:
+    """The RELEASE ``record`` carries as proof, if it decodes as one of
+    this name (``validate`` has checked its signature)."""
+    if not record.release_proof:
+        return None
+    try:
+        proof = decode_record(record.release_proof)
+    except RecordRejected:
+        return None
+    if proof.kind is not RecordKind.RELEASE or proof.name != record.name:
+        return None
+    return proof
+
+
+def _release_from(record: NameRecord, old: NameRecord) -> bool:
+    """Whether ``record`` carries ``old``'s owner's release, newer than ``old``."""
+    proof = released_by(record)
+    return proof is not None and proof.owner == old.owner and proof.sequence > old.sequence
+
+
 def _proof_from(record: NameRecord, old: NameRecord) -> bool:
     """Whether ``record`` carries a transfer proof from ``old``'s owner that
     is newer than ``old``."""
@@ -106,7 +137,7 @@ def decide(new: NameRecord, old: NameRecord) -> Reason:
         if new.sequence != old.sequence:
             return Reason.NEWER if new.sequence > old.sequence else Reason.STALE
         return Reason.NEWER if _tiebreak_key(new) > _tiebreak_key(old) else Reason.STALE
-    if old.kind is RecordKind.RELEASE:
+    if old.kind is RecordKind.RELEASE or _release_from(new, old):
         return Reason.RELEASED
     if _proof_from(new, old):
         return Reason.TRANSFERRED

@@ -10,6 +10,8 @@ record therefore has exactly one encoding, and bytes can be compared to
 detect duplicates.
 
 The owner signs ``b"overlay-name-record:" + canonical(record without signature)``.
+Field 16 (``release_proof``) came after the first records; a record without
+it encodes exactly as before, so older records keep their signatures.
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ class NameRecord:
     """Proof of work over (name, owner)."""
     transfer_proof: bytes = b""
     """Canonical bytes of a TRANSFER record that handed the name to owner."""
+    release_proof: bytes = b""
+    """Canonical bytes of the previous owner's RELEASE of this name."""
     signature: bytes = b""
     version: int = RECORD_VERSION
     _encoded: bytes = field(default=b"", init=False, compare=False, repr=False)
@@ -208,6 +212,7 @@ def _encode(record: NameRecord, *, with_signature: bool) -> bytes:
     _bytes_field(out, 14, record.transfer_proof)
     if with_signature:
         _bytes_field(out, 15, record.signature)
+    _bytes_field(out, 16, record.release_proof)
     return bytes(out)
 
 
@@ -249,6 +254,7 @@ def decode_record(data: bytes, max_size: int = MAX_RECORD_BYTES) -> NameRecord:
             new_owner=message.new_owner,
             pow_nonce=message.pow_nonce,
             transfer_proof=message.transfer_proof,
+            release_proof=message.release_proof,
             signature=message.signature,
         )
     except ValueError as exc:

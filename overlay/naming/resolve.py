@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from overlay.errors import LocalProtocolError
 from overlay.naming.config import NamingConfig
 from overlay.naming.errors import RecordRejected
-from overlay.naming.pins import transferred_from
+from overlay.naming.pins import released_from, transferred_from
 from overlay.naming.policy import Reason, decide, select_index
 from overlay.naming.record import NameRecord
 from overlay.naming.validate import DEFAULT_CONFIG, validate
@@ -44,7 +44,10 @@ class Done:
     """Responders that answered anything but exactly ``record`` (nothing,
     invalid, stale or another owner's record): send them ``record``."""
     final: bool
-    """True once every responder answered or failed."""
+    """True once every responder answered or failed (``AnswerTracker``
+    also when the missing ones cannot change the winner)."""
+    lead: int = 0
+    """Votes of the winning owner minus those of the runner-up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +61,17 @@ class NeedMore:
 
 @dataclass(frozen=True, slots=True)
 class NotFound:
-    """Every responder answered or failed and none held a valid record."""
+    """No responder held a valid record."""
 
     answered: int
     invalid: tuple[bytes, ...]
     """Responders that served records which failed validation."""
+    definite: bool = True
+    """Enough of the closest peers answered to say the name has no record
+    (always true from ``QuorumCollector``, where every responder answered;
+    ``AnswerTracker`` judges a lookup cut short)."""
+    missing: int = 0
+    """Closest peers whose answer never came (``AnswerTracker``)."""
 
 
 Status = Done | NeedMore | NotFound
@@ -83,7 +92,7 @@ class QuorumCollector:
         """``responders`` are the queried peers, closest first (binary peer
         IDs); ``name`` is normalized.  With ``pinned_owner`` (from the
         resolver's ``OwnerPins``), only that owner, or one it transferred
-        the name to, can win early; any other answer waits for every
+        or released the name to, can win early; any other answer waits for every
         responder, and the driver's pin check then decides."""
         if quorum < 1:
             raise ValueError("quorum must be at least 1")
@@ -190,7 +199,8 @@ class QuorumCollector:
         safe = len(leader) >= self.quorum and len(leader) - runner_up >= self.quorum
         record = self._group_best(leader)
         if safe and self.pinned_owner is not None:
-            safe = self.pinned_owner in (record.owner, transferred_from(record))
+            safe = self.pinned_owner in (record.owner, transferred_from(record),
+                                         released_from(record))
         if not safe and pending:
             return NeedMore(len(leader), self.quorum, pending)
         encoded = record.to_bytes()
@@ -200,4 +210,5 @@ class QuorumCollector:
         )
         to_correct = tuple(sorted(wrong, key=self._rank.__getitem__))
         supporters = tuple(sorted(leader, key=self._rank.__getitem__))
-        return Done(record, supporters, to_correct, final=not pending)
+        return Done(record, supporters, to_correct, final=not pending,
+                    lead=len(leader) - runner_up)

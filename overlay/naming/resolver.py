@@ -9,14 +9,23 @@ where it came from (``cache`` or ``network``) and the time taken.
   goes to an ``AnswerTracker``.  The caller gets the record as soon as the
   answers are safe (``quorum`` agreeing records with a lead of ``quorum``),
   typically after the first few closest storage nodes answered.
-- The lookup keeps running in the background, in a task owned by the
-  resolver.  When it ends the final decision is taken over the closest
-  responders: if it differs from the early one the cache and the pin are
-  corrected, and every responder that served something else (nothing, a
-  forged, stale or foreign record) is sent the chosen record; its storage
-  policy decides whether to take it.
+- A resolve has one deadline, ``ResolverConfig.timeout``: the lookup ends
+  by then, converged or not, and the decision is taken on what it
+  gathered (``AnswerTracker.finish``): records decide by majority; no
+  record is a definite ``NameNotFound`` when enough of the closest peers
+  answered "nothing" (at least ``quorum`` of the window, outnumbering the
+  silent ones); ``ResolveFailed`` only when too few answered.  Dead peers
+  therefore cost at most the deadline, never a request timeout each.
+- After an early answer the lookup goes on in the background (within the
+  same deadline), in a task owned by the resolver.  When it ends the final
+  decision is taken over the closest responders: if it differs from the
+  early one the cache and the pin are corrected, and every responder that
+  served something else (nothing, a forged, stale or foreign record) is
+  sent the chosen record; its storage policy decides whether to take it.
 - Trust on first use: an owner change before the pinned expiry, without a
-  transfer or release by the pinned owner, raises ``OwnerChanged``.
+  transfer or release by the pinned owner, raises ``OwnerChanged``.  The
+  next owner after a release carries that RELEASE as proof, so a resolver
+  that never saw the release still lets it in (``overlay.naming.pins``).
 
 The resolver talks to the DHT through ``DhtClient``, a small protocol the
 kad service satisfies through an adapter.
@@ -27,8 +36,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
@@ -50,15 +59,22 @@ log = logging.getLogger(__name__)
 class DhtClient(Protocol):
     """What naming needs from the Kademlia service."""
 
-    async def get_value_answers(self, key: bytes, on_answer: Callable[[Answer], None]) -> None:
-        """Run a GET_VALUE lookup for ``key`` until it ends, calling
-        ``on_answer`` for every queried peer as its answer (record bytes,
-        "nothing", or failure) arrives.  Raises a transport error only when
-        no lookup can start (for example no known peers)."""
+    async def get_value_answers(self, key: bytes, on_answer: Callable[[Answer], None], *,
+                                timeout: float) -> None:
+        """Run a GET_VALUE lookup for ``key`` until it converges or
+        ``timeout`` seconds have passed, calling ``on_answer`` with
+        ``Answer(pending=True)`` for every peer the lookup learns of or
+        asks, then with its answer (record bytes, "nothing", or failure) as
+        it arrives.  Raises a transport error only when no lookup can start
+        (for example no known peers)."""
         ...
 
-    async def put_value(self, key: bytes, value: bytes) -> int:
-        """Store ``value`` at the closest peers; the number that accepted."""
+    async def put_value(self, key: bytes, value: bytes, *, timeout: float,
+                        peers: Sequence[bytes] | None = None) -> int:
+        """Store ``value`` here and at the closest peers within ``timeout``
+        seconds; the number of peers that accepted.  ``peers`` (binary peer
+        IDs, closest first) are the responders of a lookup that just ran;
+        without them a lookup finds the closest peers first."""
         ...
 
     async def store_at(self, peer: bytes, key: bytes, value: bytes) -> bool:
@@ -81,9 +97,11 @@ class ResolverConfig:
     verification fixed them)."""
     k: int = 20
     """Closest responders the decision is taken over."""
-    timeout: float = 5.0
-    """Seconds a network resolve waits for a safe answer; then it decides
-    on the records received so far, or fails with ``ResolveFailed``."""
+    timeout: float = 1.5
+    """The deadline of a network resolve, in seconds: its lookup ends by
+    then and the decision is taken on the answers gathered (see the module
+    docstring).  Loopback and LAN lookups converge in tens of
+    milliseconds; the margin covers a dead peer's request timeout."""
     max_corrections: int = 20
     """Responders corrected after one resolve."""
     correction_timeout: float = 5.0
@@ -110,7 +128,10 @@ class Resolution:
     supporters: int = 0
     """Responders whose records backed the owner (0 from cache)."""
     final: bool = False
-    """The network decision was taken after every responder answered."""
+    """The network decision covers the closest responders: every one
+    answered, or those that did not cannot change the winner."""
+    closest: tuple[bytes, ...] = ()
+    """Responders of the lookup, closest first (network answers only)."""
 
 
 class Resolver:
@@ -224,7 +245,7 @@ class Resolver:
             resolution = await asyncio.shield(pending)
             return Resolution(resolution.name, resolution.record, resolution.source,
                               time.perf_counter() - t0, resolution.fresh_until,
-                              resolution.supporters, resolution.final)
+                              resolution.supporters, resolution.final, resolution.closest)
         future: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
         self._inflight[norm] = future
         try:
@@ -263,41 +284,54 @@ class Resolver:
             async with asyncio.timeout(self.config.timeout):
                 status = await asyncio.shield(decided)
         except TimeoutError:
-            # Some responders are silent (dead peers cost a whole request
-            # timeout).  Decide on the answers so far if they hold records;
-            # the lookup goes on in the background and verifies as usual.
-            partial = tracker.finish(self._clock())
-            if not isinstance(partial, Done) or wait_final:
-                task.cancel()
-                raise ResolveFailed(
-                    f"resolving {norm} took longer than {self.config.timeout:g} s "
-                    f"({len(tracker)} answers, {tracker.records_seen} records)") from None
-            partial = replace(partial, final=False)
-            if tracker.early is None:
-                tracker.early = partial
-            status = partial
+            # The DHT client ends its lookup at the same deadline; whatever
+            # it has not reported by now cannot count.  Nobody waits for
+            # ``decided`` any more, so the lookup must not set it.
+            if decided.done():
+                status = decided.result()
+            else:
+                decided.cancel()
+                status = self._conclude(norm, tracker)
+                if isinstance(status, Done) and tracker.early is None and not wait_final:
+                    tracker.early = status  # verified when the lookup ends
         return self._accept(norm, status, tracker, t0)
+
+    def _conclude(self, norm: str, tracker: AnswerTracker) -> Status:
+        """The decision at the end of a lookup; ``ResolveFailed`` when too
+        few of the closest peers answered to tell."""
+        final = tracker.finish(self._clock())
+        if isinstance(final, NotFound) and not final.definite:
+            window = tracker.window()
+            if window.answered == 0 and window.missing == 0:
+                raise ResolveFailed(f"no DHT peer answered for {norm} "
+                                    f"({window.failed} failed)")
+            raise ResolveFailed(
+                f"resolving {norm}: only {window.answered} of the "
+                f"{window.answered + window.missing} closest peers answered within "
+                f"{self.config.timeout:g} s ({window.failed} failed), too few to tell")
+        return final
 
     def _accept(self, norm: str, status: Status, tracker: AnswerTracker, t0: float) -> Resolution:
         now = self._clock()
+        closest = tracker.closest()
         if isinstance(status, NeedMore):  # cannot come out of finish()
             raise ResolveFailed(f"resolving {norm} ended undecided")
         if isinstance(status, NotFound):
             self.state.cache.put_negative(norm, now)
             self.state.mark_dirty()
-            raise NameNotFound(norm)
+            raise NameNotFound(norm, closest=closest)
         record = status.record
         self.state.pins.check(record, now)  # OwnerChanged propagates, nothing cached
         self.state.pins.observe(record, now)
         if record.kind is RecordKind.RELEASE:
             self.state.cache.put_negative(norm, now)
             self.state.mark_dirty()
-            raise NameNotFound(norm, released=True)
+            raise NameNotFound(norm, release=record, closest=closest)
         entry = self.state.cache.put(record, now)
         self.state.mark_dirty()
         fresh_until = entry.fresh_until if entry is not None else now
         return Resolution(norm, record, "network", time.perf_counter() - t0, fresh_until,
-                          len(status.supporters), status.final)
+                          len(status.supporters), status.final, closest)
 
     async def _lookup(
         self, norm: str, key: bytes, tracker: AnswerTracker, decided: asyncio.Future[Status],
@@ -316,18 +350,19 @@ class Resolver:
                         decided.exception()  # the caller already has an answer
 
             try:
-                await self.dht.get_value_answers(key, on_answer)
+                await self.dht.get_value_answers(key, on_answer, timeout=self.config.timeout)
             except (OverlayError, OSError) as exc:
                 fail(ResolveFailed(f"cannot resolve {norm}: {exc}"))
                 return
-            final = tracker.finish(self._clock())
-            if isinstance(final, NotFound) and tracker.succeeded == 0:
-                fail(ResolveFailed(f"no DHT peer answered for {norm}"))
+            try:
+                final = self._conclude(norm, tracker)
+            except ResolveFailed as exc:
+                fail(exc)
                 return
             if not decided.done():
                 decided.set_result(final)
             if tracker.early is not None and not wait_final:
-                # The caller got an early (or timed-out partial) answer.
+                # The caller got an early (or deadline) answer.
                 self._verify(norm, tracker.early, final)
             if isinstance(final, Done):
                 await self._correct(key, final)

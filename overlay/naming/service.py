@@ -13,8 +13,15 @@ the resolver, and runs two tasks in its TaskGroup:
 - the flusher: cache and pin changes are written to disk shortly after
   they happen, and once more at shutdown.
 
-Registration proves work over (name, owner key) in a worker thread, once
-per name; updates, transfers and releases reuse the nonce.
+Registration first resolves the name (one deadline-bounded lookup), proves
+work over (name, owner key) in a worker thread, once per name, and PUTs the
+record to the responders of that lookup.  The proof of work runs in chunks,
+so cancelling a registration stops it within one chunk; ``on_publish`` marks
+the point after which a registration is no longer cancelled (some storage
+node may hold the record).  Updates, transfers and releases reuse the nonce.
+After a release the next owner's records carry the RELEASE as proof
+(``release_proof``) until it expires, for resolvers that pinned the
+previous owner.
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ from overlay.naming.errors import OwnerChanged
 from overlay.naming.names import parse_name
 from overlay.naming.net_errors import NameNotFound, NameTaken, NotOwner, PublishFailed
 from overlay.naming.owned import OWNED_FILE, OwnedName, load_owned, save_owned
-from overlay.naming.pow import solve_pow, verify_pow
+from overlay.naming.policy import released_by
+from overlay.naming.pow import MAX_NONCE, PowNotFound, solve_pow, verify_pow
 from overlay.naming.record import NameRecord, PeerTarget, RecordKind, Service
 from overlay.naming.resolver import DhtClient, Resolution, Resolver, ResolverConfig
 from overlay.naming.resource_map_store import ResolverState
@@ -46,6 +54,9 @@ from overlay.naming.validate import validate
 __all__ = ["NameService", "NameServiceConfig", "PublishResult", "Targets"]
 
 log = logging.getLogger(__name__)
+
+_POW_CHUNK = 1 << 16
+"""Hashes per worker-thread call: about 50 ms, the latency of cancelling."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +88,9 @@ class NameServiceConfig:
     """Names one node may own."""
     ready_timeout: float = 30.0
     """Seconds the first republication waits for the DHT to bootstrap."""
+    publish_timeout: float = 1.5
+    """Seconds the PUTs of one publication may take (and, when no lookup
+    just ran, the lookup that finds the closest peers)."""
 
     def __post_init__(self) -> None:
         if not 60.0 <= self.record_validity <= self.naming.max_validity:
@@ -90,6 +104,8 @@ class NameServiceConfig:
         if self.flush_delay < 0 or self.max_owned < 1 or not self.ready_timeout > 0:
             raise ValueError("flush_delay must not be negative, max_owned and "
                              "ready_timeout positive")
+        if not self.publish_timeout > 0:
+            raise ValueError("publish_timeout must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +131,20 @@ class PublishResult:
     """When it will be republished (None once the name is given away)."""
     pow_seconds: float = 0.0
     """Time spent on the proof of work (registration only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """What the network said before a registration."""
+
+    transfer_proof: bytes = b""
+    """A TRANSFER handing the name to us."""
+    nonce: int | None = None
+    """A proof of work we already paid for."""
+    release_proof: bytes = b""
+    """The previous owner's RELEASE."""
+    closest: tuple[bytes, ...] = ()
+    """The lookup's responders: where to publish."""
 
 
 class NameService:
@@ -241,24 +271,28 @@ class NameService:
             p for p in others if p.peer_id != self.peer_id.to_bytes())
         return peers, own
 
-    async def register(self, name: str, targets: Targets = Targets()) -> PublishResult:
-        """Claim ``name`` (or refresh it if this node owns it already)."""
+    async def register(self, name: str, targets: Targets = Targets(), *,
+                       on_publish: Callable[[], None] | None = None) -> PublishResult:
+        """Claim ``name`` (or refresh it if this node owns it already).
+        ``on_publish`` is called just before the record leaves this node;
+        cancelling before then publishes nothing."""
         norm = self.normalize(name)
         async with self._lock(norm):
             if norm in self._owned:
+                if on_publish is not None:
+                    on_publish()
                 return await self._update_locked(norm, targets)
             if len(self._owned) >= self.config.max_owned:
                 raise LocalProtocolError(f"this node already owns {self.config.max_owned} names")
             parsed = parse_name(norm, self.config.naming.zone)
             if parsed.owner_peer is not None and parsed.owner_peer != self.peer_id:
                 raise NotOwner(norm)
-            transfer_proof, nonce = await self._claim(norm)
+            claim = await self._claim(norm)
+            nonce = claim.nonce
             pow_seconds = 0.0
-            if nonce is None and not transfer_proof and parsed.owner_peer is None:
+            if nonce is None and not claim.transfer_proof and parsed.owner_peer is None:
                 started = time.perf_counter()
-                nonce = await asyncio.to_thread(
-                    solve_pow, norm, self.owner, self.config.naming.pow_bits,
-                    secrets.randbits(64), self.config.max_pow_iterations)
+                nonce = await self._solve_pow(norm)
                 pow_seconds = time.perf_counter() - started
             peers, own = self._build_peers(targets, ())
             now = self._clock()
@@ -266,30 +300,60 @@ class NameService:
                 self._key, norm, sequence=self._next_sequence(0), expires=self._expires(now),
                 ttl=targets.ttl if targets.ttl is not None else self.config.default_ttl,
                 peers=peers, ips=targets.ips or (), services=targets.services or (),
-                txt=targets.txt or (), pow_nonce=nonce or 0, transfer_proof=transfer_proof)
-            result = await self._publish(record, own)
+                txt=targets.txt or (), pow_nonce=nonce or 0,
+                transfer_proof=claim.transfer_proof, release_proof=claim.release_proof)
+            if on_publish is not None:
+                on_publish()
+            result = await self._publish(record, own, peers=claim.closest or None)
             return replace(result, pow_seconds=pow_seconds)
 
-    async def _claim(self, norm: str) -> tuple[bytes, int | None]:
-        """Check the network before claiming: returns a transfer proof
-        handed to us, or a nonce we already paid for; raises ``NameTaken``."""
+    async def _solve_pow(self, norm: str) -> int:
+        """The proof of work in worker-thread chunks, so a cancelled
+        registration stops hashing within one chunk."""
+        bits = self.config.naming.pow_bits
+        budget = self.config.max_pow_iterations
+        nonce = secrets.randbits(64)
+        tried = 0
+        while True:
+            chunk = _POW_CHUNK if budget is None else min(_POW_CHUNK, budget - tried)
+            if chunk <= 0:
+                raise PowNotFound(f"no nonce with {bits} zero bits within {tried} attempts")
+            try:
+                return await asyncio.to_thread(solve_pow, norm, self.owner, bits, nonce, chunk)
+            except PowNotFound:
+                tried += chunk
+                nonce = (nonce + chunk) & MAX_NONCE
+
+    async def _claim(self, norm: str) -> _Claim:
+        """Check the network before claiming: a transfer proof handed to us,
+        a nonce we already paid for, or the previous owner's release;
+        raises ``NameTaken``."""
+        bits = self.config.naming.pow_bits
         try:
             found = await self.resolver.resolve(norm, use_cache=False, wait_final=True)
-        except NameNotFound:
-            return b"", None
+        except NameNotFound as exc:
+            release = exc.release
+            if release is None:
+                return _Claim(closest=exc.closest)
+            if release.owner == self.owner:
+                # We released it ourselves: our nonce still proves the work.
+                ours = release.pow_nonce if verify_pow(norm, self.owner, release.pow_nonce,
+                                                       bits) else None
+                return _Claim(nonce=ours, closest=exc.closest)
+            return _Claim(release_proof=release.to_bytes(), closest=exc.closest)
         except OwnerChanged as exc:
             raise NameTaken(norm, _peer_text(exc.new_owner), exc.pinned_until) from None
         record = found.record
         if record.kind is RecordKind.TRANSFER and record.new_owner == self.owner:
-            return record.to_bytes(), None
+            return _Claim(transfer_proof=record.to_bytes(), closest=found.closest)
         if record.owner == self.owner:
             # Our own record, published before this node lost its state.
             if record.transfer_proof:
-                return record.transfer_proof, None
-            bits = self.config.naming.pow_bits
+                return _Claim(transfer_proof=record.transfer_proof, closest=found.closest)
             if verify_pow(norm, self.owner, record.pow_nonce, bits):
-                return b"", record.pow_nonce
-            return b"", None
+                return _Claim(nonce=record.pow_nonce, release_proof=record.release_proof,
+                              closest=found.closest)
+            return _Claim(closest=found.closest)
         raise NameTaken(norm, _peer_text(record.owner), record.expires)
 
     async def update(self, name: str, targets: Targets = Targets()) -> PublishResult:
@@ -310,8 +374,17 @@ class NameService:
             peers=peers, ips=old.ips if targets.ips is None else targets.ips,
             services=old.services if targets.services is None else targets.services,
             txt=old.txt if targets.txt is None else targets.txt,
-            pow_nonce=old.pow_nonce, transfer_proof=old.transfer_proof, kind=RecordKind.UPDATE)
+            pow_nonce=old.pow_nonce, transfer_proof=old.transfer_proof,
+            release_proof=self._live_release_proof(old, now), kind=RecordKind.UPDATE)
         return await self._publish(record, own)
+
+    @staticmethod
+    def _live_release_proof(record: NameRecord, now: float) -> bytes:
+        """The release proof while resolvers may still pin the previous
+        owner: its pins end with that owner's records, which the RELEASE
+        outlives."""
+        proof = released_by(record)
+        return record.release_proof if proof is not None and proof.expires > now else b""
 
     async def transfer(self, name: str, new_owner: PeerId) -> PublishResult:
         """Hand ``name`` to the key behind ``new_owner`` (whose peer ID
@@ -358,15 +431,16 @@ class NameService:
             return 0
         if verify_pow(record.name, self.owner, record.pow_nonce, bits):
             return record.pow_nonce
-        return await asyncio.to_thread(solve_pow, record.name, self.owner, bits,
-                                       secrets.randbits(64), self.config.max_pow_iterations)
+        return await self._solve_pow(record.name)
 
     async def _publish(self, record: NameRecord, self_target: bool, *,
-                       keep: bool = True) -> PublishResult:
+                       keep: bool = True, peers: tuple[bytes, ...] | None = None,
+                       ) -> PublishResult:
         now = self._clock()
         validate(record, now, self.config.naming)  # a local bug must not reach the network
         stored = await self.dht.put_value(self.resolver.namespace.key_for(record.name),
-                                          record.to_bytes())
+                                          record.to_bytes(), peers=peers,
+                                          timeout=self.config.publish_timeout)
         if stored < 1:
             raise PublishFailed(f"no storage node accepted the record for {record.name}")
         self.resolver.remember(record)

@@ -10,17 +10,33 @@ the end of the lookup means the safe early case (``quorum`` agreeing votes
 and a lead of ``quorum``).  ``finish()`` drops the placeholder and gives
 the final decision.  The resolver driver and the simulator benchmark both
 use this class.
+
+A lookup also reports peers it knows of but has no answer from yet
+(``Answer(pending=True)``: asked and silent, or learned and not asked).
+``finish()`` judges the *window*, the ``max_responders`` closest known
+peers that did not fail, so that a lookup cut short by its deadline still
+gives a definite answer when the silent peers cannot change it:
+
+- records: the plurality owner wins; the decision is ``final`` when every
+  window peer answered, or when the window peers still missing are fewer
+  than the winner's lead (whatever they hold, the winner stays);
+- no record: "nobody holds the name" is ``definite`` when every window
+  peer answered, or when at least ``quorum`` of them answered and they
+  outnumber the missing ones.  Otherwise too few answered to tell.
+
+Failed peers (errors, per-request timeouts: dead or departed nodes) leave
+the window rather than holding the decision open.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from overlay.naming.config import NamingConfig
 from overlay.naming.resolve import Done, NotFound, QuorumCollector, Status
 from overlay.naming.validate import DEFAULT_CONFIG
 
-__all__ = ["Answer", "AnswerTracker"]
+__all__ = ["Answer", "AnswerTracker", "Window"]
 
 # Never a valid binary peer ID (those start with a multihash code and length).
 _STILL_LOOKING = b""
@@ -38,6 +54,21 @@ class Answer:
     """Record bytes, or None when the peer holds nothing."""
     failed: bool = False
     """The request failed or timed out."""
+    pending: bool = False
+    """Not an answer: the lookup knows the peer (asked it, or learned of
+    it) and has no answer from it yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The closest known peers that did not fail, as a lookup ended."""
+
+    answered: int
+    """Window peers that answered (with a record or "nothing")."""
+    missing: int
+    """Window peers that were silent or never asked."""
+    failed: int
+    """Peers that failed and were left out of the window."""
 
 
 class AnswerTracker:
@@ -60,6 +91,7 @@ class AnswerTracker:
         self.pinned_owner = pinned_owner
         self.max_responders = max_responders
         self._answers: dict[bytes, Answer] = {}
+        self._pending: dict[bytes, int] = {}
         self._records = 0
         self.early: Done | None = None
         """The first safe decision reached while the lookup still ran."""
@@ -81,6 +113,10 @@ class AnswerTracker:
         early decision the first time one is reached, else None."""
         if answer.peer == _STILL_LOOKING or answer.peer in self._answers:
             return None
+        if answer.pending:
+            self._pending.setdefault(answer.peer, answer.distance)
+            return None
+        self._pending.pop(answer.peer, None)
         self._answers[answer.peer] = answer
         if answer.value is None or answer.failed:
             return None
@@ -93,9 +129,38 @@ class AnswerTracker:
             return status
         return None
 
+    def closest(self) -> tuple[bytes, ...]:
+        """Peers that answered, closest first (at most ``max_responders``)."""
+        answered = sorted((a for a in self._answers.values() if not a.failed),
+                          key=lambda a: a.distance)
+        return tuple(a.peer for a in answered[: self.max_responders])
+
+    def window(self) -> Window:
+        """Answered and missing peers among the closest that did not fail."""
+        failed = sum(1 for a in self._answers.values() if a.failed)
+        closest = sorted(
+            [(a.distance, 1) for a in self._answers.values() if not a.failed]
+            + [(distance, 0) for distance in self._pending.values()]
+        )[: self.max_responders]
+        answered = sum(flag for _, flag in closest)
+        return Window(answered, len(closest) - answered, failed)
+
     def finish(self, now: float) -> Status:
-        """The final decision over the closest responders that answered."""
-        return self._evaluate(now, still_looking=False)
+        """The decision over the closest responders that answered, judged
+        against the window (see the module docstring)."""
+        status = self._evaluate(now, still_looking=False)
+        window = self.window()
+        if isinstance(status, Done):
+            final = window.missing == 0 or status.lead > window.missing
+            return replace(status, final=final)
+        if isinstance(status, NotFound):
+            definite = window.answered > 0 and (
+                window.missing == 0
+                or (window.answered >= self.quorum and window.answered > window.missing)
+            )
+            return replace(status, definite=definite, answered=window.answered,
+                           missing=window.missing)
+        return status
 
     def _evaluate(self, now: float, *, still_looking: bool) -> Status:
         closest = sorted(self._answers.values(), key=lambda a: a.distance)

@@ -14,7 +14,12 @@ Checks, in order, each failing with its own type:
 6. ownership: a self-certifying name's key must be the name's key
    (``WrongOwner``); any other name proves work over (name, owner), either
    its own nonce or through a TRANSFER from a previous owner that did
-   (``BadProofOfWork``, ``WrongOwner``, ``ForgedSignature``).
+   (``BadProofOfWork``, ``WrongOwner``, ``ForgedSignature``);
+7. a release proof (REGISTER/UPDATE only) is a RELEASE of exactly this
+   name, signed by another key (``MalformedRecord``, ``WrongOwner``,
+   ``ForgedSignature``).  Its own proof of work and expiry are not checked:
+   only the previous owner's signature matters to whoever pinned it, and a
+   release stays a fact after it expires.
 
 Policy between two valid records (owner pinning, sequence) is in
 ``overlay.naming.policy``.
@@ -42,7 +47,13 @@ from overlay.naming.names import ParsedName, normalize_hostname, parse_name
 from overlay.naming.pow import verify_pow
 from overlay.naming.record import NameRecord, RecordKind, decode_record
 
-__all__ = ["DEFAULT_CONFIG", "validate", "check_structure", "parse_owner_key"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "check_release_proof",
+    "check_structure",
+    "parse_owner_key",
+    "validate",
+]
 
 DEFAULT_CONFIG = NamingConfig()
 _MAX_TXT_BYTES = 255
@@ -123,6 +134,8 @@ def _check_kind(record: NameRecord) -> None:
             raise MalformedRecord(f"a {record.kind.name} record carries no targets")
         if record.transfer_proof:
             raise MalformedRecord(f"a {record.kind.name} record carries no transfer proof")
+        if record.release_proof:
+            raise MalformedRecord(f"a {record.kind.name} record carries no release proof")
 
 
 def check_structure(record: NameRecord, config: NamingConfig = DEFAULT_CONFIG) -> ParsedName:
@@ -155,6 +168,21 @@ def _check_transfer_proof(record: NameRecord, config: NamingConfig) -> NameRecor
     return proof
 
 
+def check_release_proof(record: NameRecord, config: NamingConfig = DEFAULT_CONFIG) -> NameRecord:
+    """The RELEASE ``record`` carries, if it releases exactly this name and
+    its signature verifies."""
+    proof = decode_record(record.release_proof, config.max_record_bytes)
+    check_structure(proof, config)
+    if proof.kind is not RecordKind.RELEASE:
+        raise MalformedRecord("a release proof must be a RELEASE record")
+    if proof.name != record.name:
+        raise WrongOwner(f"the release proof is for {proof.name!r}, not {record.name!r}")
+    if proof.owner == record.owner:
+        raise MalformedRecord("a release proof by the record's own owner is meaningless")
+    _check_signature(proof)
+    return proof
+
+
 def validate(
     data: bytes | NameRecord,
     now: float,
@@ -177,6 +205,8 @@ def validate(
     limit = now + config.max_validity + config.clock_skew
     if record.expires > limit:
         raise ValidityTooLong(record.expires, limit)
+    if record.release_proof:
+        check_release_proof(record, config)
     if parsed.owner_peer is not None:
         if not parsed.owner_peer.matches_public_key(owner):
             raise WrongOwner(f"only the key named in {record.name!r} may publish it")

@@ -4,7 +4,7 @@ verification, trust on first use, negative caching, failures."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -39,7 +39,8 @@ class ScriptedDht:
     stored: list[tuple[bytes, bytes]] = field(default_factory=list)
     fail: Exception | None = None
 
-    async def get_value_answers(self, key: bytes, on_answer: Callable[[Answer], None]) -> None:
+    async def get_value_answers(self, key: bytes, on_answer: Callable[[Answer], None], *,
+                                timeout: float) -> None:
         self.lookups += 1
         self.started.set()
         if self.fail is not None:
@@ -50,7 +51,8 @@ class ScriptedDht:
             on_answer(answer)
             await asyncio.sleep(0)  # let the resolver react between answers
 
-    async def put_value(self, key: bytes, value: bytes) -> int:
+    async def put_value(self, key: bytes, value: bytes, *, timeout: float,
+                        peers: Sequence[bytes] | None = None) -> int:
         return 0
 
     async def store_at(self, peer: bytes, key: bytes, value: bytes) -> bool:
@@ -162,13 +164,15 @@ async def test_failures_are_typed() -> None:
             await resolver.resolve("alice.ovl")
 
 
-async def test_a_slow_network_times_out() -> None:
-    dht = ScriptedDht([Answer(_peer(1), 1, None), Answer(_peer(2), 2, None)],
-                      gate=asyncio.Event(), release_after=1)
+async def test_a_slow_network_fails_when_too_few_answered_by_the_deadline() -> None:
+    # Two of the three closest peers are still silent at the deadline.
+    dht = ScriptedDht([Answer(_peer(2), 2, pending=True), Answer(_peer(3), 3, pending=True),
+                       Answer(_peer(1), 1, None), Answer(_peer(2), 2, None)],
+                      gate=asyncio.Event(), release_after=3)
     state = ResolverState(None, NAMING)
     resolver = Resolver(dht, state, NAMING, ResolverConfig(timeout=0.05), clock=Clock())
     async with asyncio.timeout(10), resolver:
-        with pytest.raises(ResolveFailed, match="longer than"):
+        with pytest.raises(ResolveFailed, match="only 1 of the 3 closest peers answered"):
             await resolver.resolve("alice.ovl")
 
 
@@ -214,8 +218,9 @@ async def test_a_silent_responder_costs_at_most_the_timeout() -> None:
     rec = record(alice).to_bytes()
     gate = asyncio.Event()
     # One record arrives, then a dead peer keeps the lookup open.
-    dht = ScriptedDht([Answer(_peer(1), 1, rec), Answer(_peer(2), 2, failed=True)],
-                      gate=gate, release_after=1)
+    dht = ScriptedDht([Answer(_peer(2), 2, pending=True), Answer(_peer(1), 1, rec),
+                       Answer(_peer(2), 2, failed=True)],
+                      gate=gate, release_after=2)
     state = ResolverState(None, NAMING)
     resolver = Resolver(dht, state, NAMING, ResolverConfig(quorum=3, timeout=0.05),
                         clock=Clock())

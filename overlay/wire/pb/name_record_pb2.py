@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!overlay/wire/pb/name_record.proto\x12\x0eoverlay.naming\"\x97\x03\n\nNameRecord\x12\x0f\n\x07version\x18\x01 \x01(\r\x12-\n\x04kind\x18\x02 \x01(\x0e\x32\x1f.overlay.naming.NameRecord.Kind\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05owner\x18\x04 \x01(\x0c\x12\x10\n\x08sequence\x18\x05 \x01(\x04\x12\x0f\n\x07\x65xpires\x18\x06 \x01(\x04\x12\x0b\n\x03ttl\x18\x07 \x01(\r\x12)\n\x05peers\x18\x08 \x03(\x0b\x32\x1a.overlay.naming.PeerTarget\x12\x0b\n\x03ips\x18\t \x03(\x0c\x12)\n\x08services\x18\n \x03(\x0b\x32\x17.overlay.naming.Service\x12\x0b\n\x03txt\x18\x0b \x03(\t\x12\x11\n\tnew_owner\x18\x0c \x01(\x0c\x12\x11\n\tpow_nonce\x18\r \x01(\x04\x12\x16\n\x0etransfer_proof\x18\x0e \x01(\x0c\x12\x11\n\tsignature\x18\x0f \x01(\x0c\";\n\x04Kind\x12\x0c\n\x08REGISTER\x10\x00\x12\n\n\x06UPDATE\x10\x01\x12\x0c\n\x08TRANSFER\x10\x02\x12\x0b\n\x07RELEASE\x10\x03\",\n\nPeerTarget\x12\x0f\n\x07peer_id\x18\x01 \x01(\x0c\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\x0c\"[\n\x07Service\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\r\x12\x0e\n\x06weight\x18\x05 \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!overlay/wire/pb/name_record.proto\x12\x0eoverlay.naming\"\xae\x03\n\nNameRecord\x12\x0f\n\x07version\x18\x01 \x01(\r\x12-\n\x04kind\x18\x02 \x01(\x0e\x32\x1f.overlay.naming.NameRecord.Kind\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05owner\x18\x04 \x01(\x0c\x12\x10\n\x08sequence\x18\x05 \x01(\x04\x12\x0f\n\x07\x65xpires\x18\x06 \x01(\x04\x12\x0b\n\x03ttl\x18\x07 \x01(\r\x12)\n\x05peers\x18\x08 \x03(\x0b\x32\x1a.overlay.naming.PeerTarget\x12\x0b\n\x03ips\x18\t \x03(\x0c\x12)\n\x08services\x18\n \x03(\x0b\x32\x17.overlay.naming.Service\x12\x0b\n\x03txt\x18\x0b \x03(\t\x12\x11\n\tnew_owner\x18\x0c \x01(\x0c\x12\x11\n\tpow_nonce\x18\r \x01(\x04\x12\x16\n\x0etransfer_proof\x18\x0e \x01(\x0c\x12\x11\n\tsignature\x18\x0f \x01(\x0c\x12\x15\n\rrelease_proof\x18\x10 \x01(\x0c\";\n\x04Kind\x12\x0c\n\x08REGISTER\x10\x00\x12\n\n\x06UPDATE\x10\x01\x12\x0c\n\x08TRANSFER\x10\x02\x12\x0b\n\x07RELEASE\x10\x03\",\n\nPeerTarget\x12\x0f\n\x07peer_id\x18\x01 \x01(\x0c\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\x0c\"[\n\x07Service\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\r\x12\x0e\n\x06weight\x18\x05 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,11 +32,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'overlay.wire.pb.name_record
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NAMERECORD']._serialized_start=54
-  _globals['_NAMERECORD']._serialized_end=461
-  _globals['_NAMERECORD_KIND']._serialized_start=402
-  _globals['_NAMERECORD_KIND']._serialized_end=461
-  _globals['_PEERTARGET']._serialized_start=463
-  _globals['_PEERTARGET']._serialized_end=507
-  _globals['_SERVICE']._serialized_start=509
-  _globals['_SERVICE']._serialized_end=600
+  _globals['_NAMERECORD']._serialized_end=484
+  _globals['_NAMERECORD_KIND']._serialized_start=425
+  _globals['_NAMERECORD_KIND']._serialized_end=484
+  _globals['_PEERTARGET']._serialized_start=486
+  _globals['_PEERTARGET']._serialized_end=530
+  _globals['_SERVICE']._serialized_start=532
+  _globals['_SERVICE']._serialized_end=623
 # @@protoc_insertion_point(module_scope)

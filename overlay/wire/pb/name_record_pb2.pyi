@@ -5,6 +5,7 @@ Signed name records of the overlay naming system (docs/naming.md).
 
 The encoding on the wire MUST be canonical, and the owner signs
   "overlay-name-record:" || canonical encoding of the record without field 15
+(field 16, when present, is part of the signed bytes)
 where canonical means: fields in ascending tag order, each singular field
 written once and omitted when it holds its default (0, empty), repeated
 fields in their given order (bytes/strings one element per tag, never
@@ -74,6 +75,7 @@ class NameRecord(_message.Message):
     POW_NONCE_FIELD_NUMBER: _builtins.int
     TRANSFER_PROOF_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    RELEASE_PROOF_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """Format version; 1 is the only one defined."""
     kind: Global___NameRecord.Kind.ValueType
@@ -97,6 +99,12 @@ class NameRecord(_message.Message):
     """
     signature: _builtins.bytes
     """Owner's signature over the domain-separated canonical encoding."""
+    release_proof: _builtins.bytes
+    """REGISTER/UPDATE only: a RELEASE record (canonical bytes) of this name by
+    its previous owner.  Resolvers that pinned that owner accept the next one
+    on its strength, even if they never saw the release itself.  Signed like
+    every other field (it follows field 15 only on the wire).
+    """
     @_builtins.property
     def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerTarget]: ...
     @_builtins.property
@@ -127,10 +135,11 @@ class NameRecord(_message.Message):
         pow_nonce: _builtins.int = ...,
         transfer_proof: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
+        release_proof: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires", b"expires", "ips", b"ips", "kind", b"kind", "name", b"name", "new_owner", b"new_owner", "owner", b"owner", "peers", b"peers", "pow_nonce", b"pow_nonce", "sequence", b"sequence", "services", b"services", "signature", b"signature", "transfer_proof", b"transfer_proof", "ttl", b"ttl", "txt", b"txt", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires", b"expires", "ips", b"ips", "kind", b"kind", "name", b"name", "new_owner", b"new_owner", "owner", b"owner", "peers", b"peers", "pow_nonce", b"pow_nonce", "release_proof", b"release_proof", "sequence", b"sequence", "services", b"services", "signature", b"signature", "transfer_proof", b"transfer_proof", "ttl", b"ttl", "txt", b"txt", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
