@@ -5,6 +5,8 @@ A, and B bootstrapped from A) driven through the in-process entry point."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import os
 import shutil
 import subprocess
@@ -16,6 +18,10 @@ from pathlib import Path
 import pytest
 
 from overlay.cli import build_parser, main
+from overlay.cli_common import api_socket
+from overlay.daemon.client import ApiClient
+from overlay.daemon.errors import ApiError
+from overlay.daemon.home import Home
 from overlay.kad.records import immutable_key
 from tests.daemon.helpers import REPO, DaemonProcess, cli_command
 
@@ -269,3 +275,19 @@ def test_dht_put_limit_is_the_real_one(net: Net, tmp_path: Path,
     largest.write_bytes(b"L" * (MAX_VALUE_BYTES + 1))
     assert main(["--home", str(net.b.home), "dht", "put", "-f", str(largest)]) == 2
     assert "the limit is 10,173 bytes" in capsys.readouterr().err
+
+
+def test_daemon_refuses_a_value_one_byte_over_with_the_limit(net: Net) -> None:
+    """The daemon's own check, for clients other than the CLI."""
+
+    async def put(size: int) -> str:
+        async with await ApiClient.connect(api_socket(Home(net.b.home))) as client:
+            try:
+                await client.call("dht_put", {"value_base64": base64.b64encode(b"o" * size)
+                                              .decode()})
+            except ApiError as exc:
+                return f"{exc.code}: {exc.message}"
+            return "stored"
+
+    assert asyncio.run(put(10_173)) == "stored"
+    assert asyncio.run(put(10_174)) == "bad_request: `value` must be 1 to 10,173 bytes, not 10,174"
