@@ -40,14 +40,17 @@ def default_extensions(
     key: PrivateKey | None = None, config: DaemonConfig | None = None, *,
     dns_required: bool = False,
 ) -> list[DaemonExtension]:
-    """What `overlay daemon` runs besides the host: the DHT (its mode,
+    """What `overlay daemon` runs besides the host: the peer memory
+    (``<home>/peers.json``, so a restart is not isolated), the DHT (its mode,
     protocol ID and bootstrap peers come from the daemon config) and, given
     the key, naming with its DNS front (``dns`` and ``zone`` from the
     config; a busy DNS port is fatal only when ``dns_required``)."""
     from overlay.daemon.ops_dht import DhtExtension
+    from overlay.daemon.persist_peers import PeerMemoryExtension
 
     if key is None:
-        return [DhtExtension()]
+        dht_only = DhtExtension()
+        return [dht_only, PeerMemoryExtension(dht_only)]
     from overlay.daemon.ops_name import naming_extensions
     from overlay.naming.config import NamingConfig
     from overlay.naming.dns_front import parse_dns_address
@@ -57,7 +60,9 @@ def default_extensions(
     names = NameServiceConfig(naming=NamingConfig(zone=config.zone))
     dht, naming = naming_extensions(key, dns=parse_dns_address(config.dns),
                                     dns_required=dns_required, names=names)
-    return [dht, naming]
+    # Last: it bootstraps the running DHT from peers remembered across
+    # restarts and, leaving first, saves them while the DHT still runs.
+    return [dht, naming, PeerMemoryExtension(dht)]
 
 
 async def run_daemon(
