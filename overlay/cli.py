@@ -188,9 +188,13 @@ def _dispatch(args: list[str]) -> int:
 def _quiet_stdout() -> None:
     """After a broken pipe, point stdout at /dev/null so the interpreter's
     final flush does not complain (the recipe of Python's `signal` docs)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # replaced by a file-less stream (tests)
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, fd)
     finally:
         os.close(devnull)
 
