@@ -21,6 +21,7 @@ from overlay.cli_common import (
     setup_logging,
     strip_reply,
 )
+from overlay.cli_progress import SlowWait
 from overlay.daemon.client import ApiClient
 from overlay.daemon.home import Home
 from overlay.errors import ConfigError, InvalidMultiaddr
@@ -279,17 +280,23 @@ def _cmd_connect(ns: argparse.Namespace, home: Home) -> int:
 
 
 def _cmd_ping(ns: argparse.Namespace, home: Home) -> int:
+    # Dialing (and a DHT lookup for /p2p/PEERID) may take a while before
+    # the first pong; the progress line goes away when pongs start.
+    wait = SlowWait("connecting", enabled=not ns.json)
+
     def on_event(event: dict[str, Any]) -> None:
+        wait.finish()
         if not ns.json and event.get("event") == "pong":
             print(f"pong from {event.get('peer_id')}: seq={event.get('seq')} "
                   f"time={event.get('rtt_ms')} ms", flush=True)
 
     async def body(client: ApiClient) -> int:
-        reply = await client.call(
-            "ping",
-            {**_target_fields(ns.addr), "count": ns.count,
-             "interval_ms": int(ns.interval * 1000)},
-            on_event=on_event)
+        async with wait:
+            reply = await client.call(
+                "ping",
+                {**_target_fields(ns.addr), "count": ns.count,
+                 "interval_ms": int(ns.interval * 1000)},
+                on_event=on_event)
         if ns.json:
             print_json(strip_reply(reply))
         else:

@@ -76,6 +76,13 @@ class SlowWait:
             self.line.show(self.text(time.monotonic() - self._started))
             await asyncio.sleep(_TICK)
 
+    def finish(self) -> None:
+        """Stop showing progress now (output is about to be printed); the
+        ticker is still awaited on exit."""
+        if self._task is not None:
+            self._task.cancel()
+        self.line.clear()
+
     async def __aenter__(self) -> SlowWait:
         self._started = time.monotonic()
         if self.line.enabled:

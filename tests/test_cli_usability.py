@@ -254,6 +254,16 @@ async def test_slow_wait_shows_seconds_on_a_terminal_then_clears() -> None:
     assert text.endswith("\r\x1b[K")
 
 
+async def test_slow_wait_finish_clears_before_output() -> None:
+    tty = _Terminal()
+    async with SlowWait("connecting", after=0.0, line=ProgressLine(stream=tty)) as wait:
+        await asyncio.wait_for(tty.wrote.wait(), 10)
+        wait.finish()
+        shown = tty.getvalue()
+        assert shown.endswith("\r\x1b[K") and "connecting… " in shown
+    assert tty.getvalue() == shown  # the ticker was stopped, not just hidden
+
+
 async def test_slow_wait_is_silent_when_piped_or_json() -> None:
     piped = io.StringIO()
     async with SlowWait("looking up", after=0.0, line=ProgressLine(stream=piped)):
