@@ -77,3 +77,14 @@ def test_name_connect_relays_stdin_and_stdout(short_tmp: Path) -> None:
             assert relayed.returncode == 0, relayed.stderr
             assert relayed.stdout == payload
             assert owner.peer_id in relayed.stderr.decode()
+            # --json: one line on stderr, before any data; stdout stays the stream's.
+            relayed = subprocess.run(
+                cli_command("--home", str(short_tmp / "b"), "name", "connect", "pinger.ovl",
+                            "/ipfs/ping/1.0.0", "--json"),
+                input=payload, capture_output=True, cwd=REPO, timeout=60)
+            assert relayed.returncode == 0, relayed.stderr
+            assert relayed.stdout == payload
+            line = json.loads(relayed.stderr.decode().splitlines()[0])
+            assert line["event"] == "connected" and line["peer_id"] == owner.peer_id
+            assert line["protocol"] == "/ipfs/ping/1.0.0" and line["name"] == "pinger.ovl"
+            assert line["addr"] in owner.addrs
