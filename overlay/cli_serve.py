@@ -195,10 +195,15 @@ async def _to_command(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     stdin, stdout = proc.stdin, proc.stdout
 
     async def feed() -> None:
-        try:
-            await pump(reader, stdin)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the command stopped reading (exited): what it wrote still goes out
+        # A failed read (the stream was reset) propagates; a failed write
+        # only means the command stopped reading: what it writes still goes out.
+        while data := await reader.read(CHUNK):
+            try:
+                stdin.write(data)
+                await stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                return
+        stdin.close()  # the peer's EOF is the command's
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(feed())
@@ -223,9 +228,10 @@ async def _handle(socket_path: Path, stream_id: int, target: _Target,
                 await _to_tcp(reader, writer, target.tcp)
             else:
                 await _to_command(reader, writer, target.command, peer, protocol)
-    except (OverlayError, OSError) as exc:
+    except* (OverlayError, OSError) as failures:
         # One stream's failure is reported and the server goes on.
-        print(f"overlay serve: stream {stream_id}: {exc}", file=sys.stderr, flush=True)
+        for exc in failures.exceptions:
+            print(f"overlay serve: stream {stream_id}: {exc}", file=sys.stderr, flush=True)
     finally:
         slots.release()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from overlay.cli_admin import wait_for_exit
 from overlay.cli_serve import parse_tcp_target
 from overlay.daemon.client import ApiClient
 from overlay.daemon.errors import ApiError
@@ -120,3 +121,18 @@ def test_tcp_targets_parse_or_name_the_problem() -> None:
     for bad in ("127.0.0.1", ":80", "::1:80", "host:0", "host:70000", "host:http"):
         with pytest.raises(ValueError):
             parse_tcp_target(bad)
+
+
+async def test_opener_vanishing_ends_the_command_and_serve_goes_on(short_tmp: Path) -> None:
+    pid_file = short_tmp / "cat.pid"
+    async with asyncio.timeout(60), running_daemon(short_tmp / "a") as a, \
+            running_daemon(short_tmp / "b") as b:
+        async with serve_process(a.home.root, PROTOCOL, "--", "sh", "-c",
+                                 f'echo $$ > {pid_file}; exec cat'):
+            client = await ApiClient.connect(b.api_path)
+            _, reader, writer = await client.stream_open([PROTOCOL], addr=a.full_addrs()[0])
+            writer.write(b"x")
+            assert await reader.readexactly(1) == b"x"  # the command runs
+            writer.transport.abort()  # the opener vanishes mid-stream
+            await wait_for_exit(int(pid_file.read_text()), timeout=30)
+            assert await exchange(b, a, b"still serving") == b"still serving"
