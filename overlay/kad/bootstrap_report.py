@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -55,6 +56,14 @@ class BootstrapReport:
 
     def warnings(self) -> list[str]:
         return [f"kad bootstrap peer {peer} {reason}" for peer, reason in self.problems]
+
+    def log(self, logger: logging.Logger, *, loud: bool) -> None:
+        """One INFO line; each unusable bootstrap peer (and a bootstrap
+        that reached nobody) as a WARNING if ``loud``, else INFO."""
+        problem = logging.WARNING if loud else logging.INFO
+        for line in self.warnings():
+            logger.log(problem, "%s", line)
+        logger.log(logging.INFO if self.ok else problem, "%s", self.summary())
 
 
 def bootstrap_report(

@@ -66,8 +66,11 @@ class HealthMonitor:
 
     def closed(self, peer: PeerId, reason: ConnectionClosed | None) -> None:
         going_away = isinstance(reason, ClosedWithCode) and reason.going_away
+        # Our own closes are deliberate; a close the peer sent proves it
+        # alive; silence (the idle timeout) or an unknown cause needs a check.
+        silent = reason is None or (isinstance(reason, ClosedWithCode) and not reason.by_peer)
         in_table = peer in self.policy.table
-        check = self.policy.on_closed(peer, going_away=going_away, now=self._clock())
+        check = self.policy.on_closed(peer, going_away=going_away, silent=silent, now=self._clock())
         if going_away and in_table:
             log.debug("kad peer %s left (announced shutdown): dropped from the table", peer)
         if check is not None:

@@ -128,7 +128,11 @@ class KadRpc:
         self.stats = stats
         self._clock = clock
         self.rtt = RttEstimator(
-            RttConfig(min_timeout=config.min_request_timeout, max_timeout=config.request_timeout)
+            RttConfig(
+                min_timeout=config.min_request_timeout,
+                min_dial_timeout=min(2 * config.min_request_timeout, config.request_timeout),
+                max_timeout=config.request_timeout,
+            )
         )
 
     def timeout_for(self, contact: Contact) -> float:

@@ -10,8 +10,9 @@ drive it, so the simulator's figures describe the node that ships.
   live connection the peer may just be busy, so it is probed once
   (``ProbeConnection``) and evicted if the probe fails as well.
 - A peer that announced its departure (QUIC close with ``GOING_AWAY``) is
-  evicted at once; a connection that merely ended is checked
-  (``CheckPeer``) if the peer is in the table.
+  evicted at once; a table peer whose connection died of silence (the
+  idle timeout) is checked (``CheckPeer``); a connection either side just
+  closed says the peer was alive.
 - Evicted peers are "recently failed" (``RoutingTable.mark_failed``): not
   asked again when others name them, until they answer by themselves.
 """
@@ -126,12 +127,16 @@ class NodePolicy:
         self._evict(peer, now)
         return None
 
-    def on_closed(self, peer: PeerId, *, going_away: bool, now: float) -> CheckPeer | None:
-        """The last connection to ``peer`` closed."""
+    def on_closed(
+        self, peer: PeerId, *, going_away: bool, silent: bool, now: float
+    ) -> CheckPeer | None:
+        """The last connection to ``peer`` closed: it announced its
+        departure (``going_away``), fell ``silent`` (idle timeout), or
+        either side simply closed it (alive, then: nothing to do)."""
         if going_away:
             self._evict(peer, now)
             return None
-        contact = self.table.get(peer)
+        contact = self.table.get(peer) if silent else None
         return CheckPeer(contact) if contact is not None else None
 
     def on_check_result(self, peer: PeerId, alive: bool, now: float) -> None:

@@ -37,6 +37,10 @@ class RttConfig:
     """Floor of every derived timeout.  Loopback and LAN round trips are
     milliseconds; the floor absorbs scheduling delays of a busy host, yet a
     peer that stopped answering is given up within a second."""
+    min_dial_timeout: float = 1.0
+    """Floor when a dial comes first: a handshake costs both sides
+    signature checks, which a loaded machine may delay by hundreds of ms,
+    and a timeout there evicts the peer."""
     max_timeout: float = 10.0
     """Ceiling of every derived timeout (the service's ``request_timeout``)."""
     initial_timeout: float = 1.0
@@ -51,6 +55,8 @@ class RttConfig:
     def __post_init__(self) -> None:
         if not 0 < self.min_timeout <= self.max_timeout:
             raise ValueError("need 0 < min_timeout <= max_timeout")
+        if self.min_dial_timeout < self.min_timeout:
+            raise ValueError("min_dial_timeout must not be below min_timeout")
         if self.initial_timeout <= 0 or self.initial_dial < 0:
             raise ValueError("initial_timeout must be positive and initial_dial not negative")
         if self.variance_factor < 1:
@@ -129,11 +135,11 @@ class RttEstimator:
         else:
             warm = cfg.initial_timeout
         if connected:
-            chosen = warm
+            chosen, floor = warm, cfg.min_timeout
         elif self.cold.samples:
             # A peer far slower than the average also dials slower: a dial
             # and a request are at least two of its round trips.
-            chosen = max(self.cold.rto(k), 2 * warm)
+            chosen, floor = max(self.cold.rto(k), 2 * warm), cfg.min_dial_timeout
         else:
-            chosen = warm + cfg.initial_dial
-        return min(cfg.max_timeout, max(cfg.min_timeout, chosen))
+            chosen, floor = warm + cfg.initial_dial, cfg.min_dial_timeout
+        return min(cfg.max_timeout, max(floor, chosen))

@@ -37,13 +37,7 @@ from typing import Any
 
 from multiaddr import Multiaddr
 
-from overlay.errors import (
-    ConnectionClosed,
-    InvalidMultiaddr,
-    OverlayError,
-    RemoteProtocolError,
-    TransportError,
-)
+from overlay.errors import ConnectionClosed, OverlayError
 from overlay.host.events import HostListener
 from overlay.host.identify import IdentifyInfo
 from overlay.host.transport_types import Connection
@@ -54,7 +48,9 @@ from overlay.kad.keyspace import KEY_BITS, Contact, kad_key, peer_key, random_pe
 from overlay.kad.lookup import Lookup, LookupKind, LookupResult
 from overlay.kad.messages import ConnectionType, KadMessage, MessageType, PeerInfo
 from overlay.kad.net_health import HealthMonitor
+from overlay.kad.net_fanout import fan_out
 from overlay.kad.net_lookup import drive_lookup
+from overlay.kad.net_peers import collect_addrs, connect_any
 from overlay.kad.net_rpc import KadHost, KadRpc, KadStats, LookupStats, quic_addr
 from overlay.kad.net_server import KadInbound
 from overlay.kad.providers import ProviderStore, check_provider_key
@@ -71,7 +67,6 @@ from overlay.kad.service_errors import (
     ValueNotFound,
 )
 from overlay.kad.store import MemoryRecordStore, RecordStore
-from overlay.multiaddrs import with_p2p
 from overlay.supervisor import run_supervised
 
 # KadHost and the stats types live in net_rpc; they are re-exported here.
@@ -397,17 +392,8 @@ class KadService:
         """Always ask the network (never only the local state) where
         ``peer`` is; empty if nobody knows."""
         found: dict[Multiaddr, None] = {}
-
-        def watch(answer: KadMessage) -> None:
-            for info in answer.closer_peers:
-                if info.peer_id == peer:
-                    for raw in info.addrs:
-                        addr = quic_addr(raw, peer)
-                        if addr is not None:
-                            found[addr] = None
-
         result = await self._lookup(
-            LookupKind.FIND_NODE, peer.multihash, stop_when_found=True, watch=watch
+            LookupKind.FIND_NODE, peer.multihash, stop_when_found=True, watch=collect_addrs(peer, found)
         )
         if result.target_found:
             # It answered us, so its identify-verified addresses are best.
@@ -431,14 +417,7 @@ class KadService:
     async def connect_peer(self, peer: PeerId) -> Connection:
         """Dial ``peer`` knowing only its ID: find its addresses through the
         DHT, then try each.  Raises ``PeerNotFound`` or the last dial error."""
-        addrs = await self.find_peer(peer)
-        last: OverlayError | None = None
-        for addr in addrs:
-            try:
-                return await self.host.connect(with_p2p(addr, peer))
-            except (TransportError, RemoteProtocolError, InvalidMultiaddr) as exc:
-                last = exc
-        raise last if last is not None else PeerNotFound(peer)
+        return await connect_any(self.host, peer, await self.find_peer(peer))
 
     # -- bootstrap and refresh -----------------------------------------------------
 
@@ -458,20 +437,13 @@ class KadService:
             self.last_bootstrap = bootstrap_report(
                 contacts, outcomes, queried, len(self.table), self.protocol, self._clock() - started
             )
-            self._log_bootstrap(self.last_bootstrap)
+            # The first attempt speaks up; retries while alone stay quieter.
+            self.last_bootstrap.log(log, loud=self._bootstrap_attempts == 0)
+            self._bootstrap_attempts += 1
         if self.config.refresh_on_bootstrap:
             await self.refresh_buckets()
         self.bootstrapped.set()
         return result
-
-    def _log_bootstrap(self, report: BootstrapReport) -> None:
-        # The first attempt speaks up; retries while alone stay quieter.
-        loud = self._bootstrap_attempts == 0
-        self._bootstrap_attempts += 1
-        problem = logging.WARNING if loud else logging.INFO
-        for line in report.warnings():
-            log.log(problem, "%s", line)
-        log.log(logging.INFO if report.ok else problem, "%s", report.summary())
 
     async def _bootstrap_in_background(self) -> None:
         if self._bootstrapping:
@@ -538,19 +510,7 @@ class KadService:
         if peers is None:
             peers = await self._closest_to_record(record.key)
         message = KadMessage(MessageType.PUT_VALUE, record.key, record=Record(record.key, record.value))
-        acks = 0
-
-        async def put_one(contact: Contact) -> None:
-            nonlocal acks
-            try:
-                await self.request(contact, message)
-                acks += 1
-            except (OverlayError, TimeoutError, OSError) as exc:
-                log.debug("PUT_VALUE to %s failed: %r", contact.peer_id, exc)
-
-        async with asyncio.TaskGroup() as tg:
-            for contact in peers:
-                tg.create_task(put_one(contact))
+        acks = await fan_out(partial(self.request, message=message), peers, "PUT_VALUE")
         needed = self.config.min_put_acks if required is None else required
         if acks < needed:
             raise QuorumFailed(needed, acks)
@@ -597,19 +557,7 @@ class KadService:
         self._wake.set()
         closest = (await self.find_closest(key)).closest
         message = KadMessage(MessageType.ADD_PROVIDER, key, provider_peers=(info,))
-        told = 0
-
-        async def tell(contact: Contact) -> None:
-            nonlocal told
-            try:
-                await self._rpc.send_only(contact, message)
-                told += 1
-            except (OverlayError, TimeoutError, OSError) as exc:
-                log.debug("ADD_PROVIDER to %s failed: %r", contact.peer_id, exc)
-
-        async with asyncio.TaskGroup() as tg:
-            for contact in closest:
-                tg.create_task(tell(contact))
+        told = await fan_out(partial(self._rpc.send_only, message=message), closest, "ADD_PROVIDER")
         if told < self.config.min_put_acks:
             raise QuorumFailed(self.config.min_put_acks, told)
         return told

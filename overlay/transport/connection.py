@@ -118,6 +118,7 @@ class QuicConn:
             config.handshake_timeout, self._on_handshake_timeout
         )
         self._ping_uid = 0
+        self._input_from_peer = False
         self._add_cid(self._quic.host_cid)
 
     def __repr__(self) -> str:
@@ -257,7 +258,7 @@ class QuicConn:
     # --- input from the endpoint --------------------------------------------
 
     def _datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
-        self._guarded(lambda: self._quic.receive_datagram(data, addr, time.monotonic()))
+        self._guarded(lambda: self._quic.receive_datagram(data, addr, time.monotonic()), from_peer=True)
 
     def _on_timer(self) -> None:
         at = self._timer_at or 0.0
@@ -265,8 +266,13 @@ class QuicConn:
         self._timer_at = None
         self._guarded(lambda: self._quic.handle_timer(max(time.monotonic(), at)), transmit=True)
 
-    def _guarded(self, feed: Callable[[], None], *, transmit: bool = False) -> None:
-        """Feed aioquic one input, handle its events and optionally send."""
+    def _guarded(
+        self, feed: Callable[[], None], *, transmit: bool = False, from_peer: bool = False
+    ) -> None:
+        """Feed aioquic one input, handle its events and optionally send.
+        ``from_peer``: the input is a datagram, so a close it causes was the
+        peer's doing (a timer input closes on silence: the idle timeout)."""
+        self._input_from_peer = from_peer
         try:
             feed()
             self._after_input()
@@ -378,6 +384,7 @@ class QuicConn:
             code=event.error_code,
             phrase=event.reason_phrase,
             application=event.frame_type is None,
+            by_peer=self._input_from_peer,
         )
 
     # --- output -------------------------------------------------------------

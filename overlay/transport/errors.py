@@ -26,17 +26,23 @@ class EndpointClosed(ConnectionClosed):
 
 
 class ClosedWithCode(ConnectionClosed):
-    """The connection ended with a CONNECTION_CLOSE (sent by the peer, or
-    aioquic's own idle timeout), with its code and reason phrase."""
+    """The connection ended with a CONNECTION_CLOSE the peer sent or one
+    aioquic made up (the idle timeout: the peer fell silent), with its code
+    and reason phrase."""
 
-    def __init__(self, message: str, *, code: int, phrase: str, application: bool) -> None:
+    def __init__(
+        self, message: str, *, code: int, phrase: str, application: bool, by_peer: bool
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.phrase = phrase
         self.application = application
         """True for an application close (0x1d), False for a transport error."""
+        self.by_peer = by_peer
+        """The close came with the peer's packets (its CONNECTION_CLOSE, or
+        a violation in them), so it was alive; False for the idle timeout."""
 
     @property
     def going_away(self) -> bool:
         """The peer announced that it is shutting down (see ``GOING_AWAY``)."""
-        return self.application and self.code == GOING_AWAY
+        return self.by_peer and self.application and self.code == GOING_AWAY

@@ -27,7 +27,7 @@ def test_first_sample_and_smoothing_follow_rfc_6298() -> None:
 
 
 def test_no_samples_gives_the_initial_timeouts() -> None:
-    rtt = RttEstimator(RttConfig(initial_timeout=1.0, initial_dial=1.0))
+    rtt = RttEstimator(RttConfig(initial_timeout=1.0, initial_dial=1.0, min_dial_timeout=1.0))
     peer = _peer()
     assert rtt.timeout(peer, connected=True) == 1.0
     assert rtt.timeout(peer, connected=False) == 2.0
@@ -61,7 +61,7 @@ def test_the_ceiling_is_request_timeout() -> None:
 
 
 def test_dials_are_measured_apart_from_requests() -> None:
-    rtt = RttEstimator(RttConfig(min_timeout=0.02, max_timeout=10.0))
+    rtt = RttEstimator(RttConfig(min_timeout=0.02, min_dial_timeout=0.1, max_timeout=10.0))
     peer, stranger = _peer(), _peer()
     rtt.sample(peer, 0.01, NOW)
     rtt.sample(stranger, 0.2, NOW, dialed=True)
@@ -83,3 +83,14 @@ def test_bad_config_is_refused() -> None:
         RttConfig(min_timeout=2.0, max_timeout=1.0)
     with pytest.raises(ValueError):
         RttConfig(variance_factor=0.5)
+    with pytest.raises(ValueError):
+        RttConfig(min_timeout=0.5, min_dial_timeout=0.2)
+
+
+def test_a_dial_gets_its_own_floor() -> None:
+    rtt = RttEstimator(RttConfig(min_timeout=0.2, min_dial_timeout=0.8))
+    peer = _peer()
+    rtt.sample(peer, 0.001, NOW)
+    rtt.sample(peer, 0.01, NOW, dialed=True)
+    assert rtt.timeout(peer, connected=True) == 0.2
+    assert rtt.timeout(peer, connected=False) == 0.8
