@@ -90,6 +90,8 @@ class KadLike(Protocol):
 
     def request_timeout_for(self, contact: Contact) -> float: ...
 
+    def closer_contacts(self, answer: KadMessage) -> list[Contact]: ...
+
 
 class KadNameClient:
     """``DhtClient`` for the resolver and publisher, over a kad service."""
@@ -125,8 +127,9 @@ class KadNameClient:
         def answered(contact: Contact, message: KadMessage) -> Sequence[Contact]:
             value = message.record.value if message.record is not None else None
             on_answer(Answer(contact.peer_id.to_bytes(), contact.key ^ target, value))
-            closer = [info.contact() for info in message.closer_peers
-                      if info.peer_id != kad.peer_id]
+            # Not us, nor a peer that recently failed us: it would only
+            # stay silent in the window until its timeout.
+            closer = kad.closer_contacts(message)
             for peer in closer:
                 on_answer(Answer(peer.peer_id.to_bytes(), peer.key ^ target, pending=True))
             return closer

@@ -83,14 +83,16 @@ async def start_name_node(
 
 @asynccontextmanager
 async def name_network(count: int, config: NameServiceConfig = FAST_NAMES,
+                       kad_config: KadServiceConfig = FAST_KAD,
                        ) -> AsyncIterator[list[NameNode]]:
     """Node 0 introduces; every other node bootstraps through it.  Every
     node still running at the end is stopped, newest first."""
     nodes: list[NameNode] = []
     try:
-        nodes.append(await start_name_node(config=config))
+        nodes.append(await start_name_node(config=config, kad_config=kad_config))
         for _ in range(count - 1):
-            nodes.append(await start_name_node(bootstrap=(nodes[0].addr,), config=config))
+            nodes.append(await start_name_node(bootstrap=(nodes[0].addr,), config=config,
+                                               kad_config=kad_config))
         yield nodes
     finally:
         for node in reversed(nodes):

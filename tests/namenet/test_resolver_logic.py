@@ -232,3 +232,35 @@ async def test_a_silent_responder_costs_at_most_the_timeout() -> None:
         await resolver.wait_idle()
         assert resolver.background_fixes == 0
         assert resolver.cached("alice.ovl") is not None
+
+
+async def test_at_the_deadline_nobody_holding_it_is_a_definite_not_found() -> None:
+    # Nine closest peers; the closest is dead and never answers, the lookup
+    # is still waiting for it when the deadline comes.
+    script = [Answer(_peer(i), i, pending=True) for i in range(1, 10)]
+    script += [Answer(_peer(i), i, None) for i in range(2, 10)]
+    dht = ScriptedDht(script, gate=asyncio.Event(), release_after=len(script))
+    dht.script.append(Answer(_peer(1), 1, None))  # held back behind the gate
+    state = ResolverState(None, NAMING)
+    resolver = Resolver(dht, state, NAMING, ResolverConfig(quorum=4, timeout=0.2),
+                        clock=Clock())
+    async with asyncio.timeout(10), resolver:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(NameNotFound):
+            await resolver.resolve("alice.ovl", wait_final=True)
+        assert asyncio.get_running_loop().time() - started < 2.0
+
+
+async def test_at_the_deadline_records_decide_and_are_final_despite_a_dead_peer() -> None:
+    rec = record(key(1)).to_bytes()
+    script = [Answer(_peer(i), i, pending=True) for i in range(1, 10)]
+    script += [Answer(_peer(i), i, rec) for i in range(2, 10)]
+    dht = ScriptedDht(script, gate=asyncio.Event(), release_after=len(script))
+    dht.script.append(Answer(_peer(1), 1, None))
+    state = ResolverState(None, NAMING)
+    resolver = Resolver(dht, state, NAMING, ResolverConfig(quorum=4, timeout=0.2),
+                        clock=Clock())
+    async with asyncio.timeout(10), resolver:
+        got = await resolver.resolve("alice.ovl", use_cache=False, wait_final=True)
+        assert got.final and got.supporters == 8
+        assert got.closest == tuple(_peer(i) for i in range(2, 10))
