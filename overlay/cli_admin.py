@@ -191,9 +191,13 @@ def _cmd_stop(ns: argparse.Namespace, home: Home) -> int:
         stopping = _check_reply(await client.next_event())
         pid = int(stopping.get("pid", 0))
         # The daemon closes every API connection once it stops serving.
-        async with asyncio.timeout(ns.timeout):
-            while await client.next_event() is not None:
-                pass
+        try:
+            async with asyncio.timeout(ns.timeout):
+                while await client.next_event() is not None:
+                    pass
+        except TimeoutError:
+            raise CliError(f"the daemon (pid {pid}) has not stopped after "
+                           f"{ns.timeout:g} s") from None
         if pid > 0:
             await wait_for_exit(pid, ns.timeout)
         print(f"stopped the daemon {stopping.get('peer_id', '')} (pid {pid})")
