@@ -385,13 +385,17 @@ class Host:
         if not addrs:
             raise DialError(f"no known address for {peer_id}")
         errors: list[str] = []
+        last: BaseException | None = None
         for addr in addrs:
             try:
                 parsed = parse_quic_multiaddr(addr)
                 return await self._connect(parsed.host, parsed.port, peer_id)
             except (TransportError, LocalProtocolError, RemoteProtocolError) as exc:
                 errors.append(f"{addr}: {exc}")
-        raise DialError(f"could not reach {peer_id}: " + "; ".join(errors))
+                last = exc
+        # The last cause stays attached: callers tell a wrong peer ID from
+        # silence by it.
+        raise DialError(f"could not reach {peer_id}: " + "; ".join(errors)) from last
 
     # -- streams ---------------------------------------------------------------
 

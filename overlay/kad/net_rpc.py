@@ -150,11 +150,18 @@ class KadRpc:
             self.host.peerstore.add_addrs(peer, addrs)
 
     async def request(
-        self, contact: Contact, message: KadMessage, *, timeout: float | None = None
+        self,
+        contact: Contact,
+        message: KadMessage,
+        *,
+        timeout: float | None = None,
+        lazy: bool | None = None,
     ) -> KadMessage:
         """Send ``message`` to ``contact`` on a fresh stream and return its
         checked answer within ``timeout`` (by default ``timeout_for``);
-        raises overlay errors or ``TimeoutError``."""
+        raises overlay errors or ``TimeoutError``.  ``lazy=False`` waits for
+        the protocol to be confirmed first, so a refusal is reported as
+        ``ProtocolNotSupported`` rather than a reset."""
         self.remember_addrs(contact)
         self.stats.requests_sent += 1
         dialed = contact.peer_id not in self.host.peers()
@@ -164,7 +171,9 @@ class KadRpc:
         try:
             async with asyncio.timeout(timeout):
                 stream = await self.host.new_stream(
-                    contact.peer_id, [self.config.protocol_id], lazy=self.config.lazy_negotiation
+                    contact.peer_id,
+                    [self.config.protocol_id],
+                    lazy=self.config.lazy_negotiation if lazy is None else lazy,
                 )
                 try:
                     await write_kad_message(stream, message)

@@ -61,6 +61,8 @@ class FailureKind(Enum):
 
 
 def classify_failure(exc: BaseException) -> FailureKind:
+    if isinstance(exc, DialError) and isinstance(exc.__cause__, PeerIdMismatch):
+        return FailureKind.MISMATCH  # the host's summary of its dial attempts
     if isinstance(exc, TimeoutError):
         return FailureKind.TIMEOUT
     if isinstance(exc, LimitExceeded | LocalProtocolError):

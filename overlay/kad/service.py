@@ -29,7 +29,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from dataclasses import replace
 from functools import partial
 from types import TracebackType
@@ -276,7 +276,9 @@ class KadService:
             self._wake.set()
         return response
 
-    async def request(self, contact: Contact, message: KadMessage) -> KadMessage:
+    async def request(
+        self, contact: Contact, message: KadMessage, *, lazy: bool | None = None
+    ) -> KadMessage:
         """Send ``message`` to ``contact`` on a fresh stream and return its
         checked answer within ``request_timeout_for(contact)``; raises
         overlay errors or ``TimeoutError``.  A failure also tells the
@@ -284,7 +286,7 @@ class KadService:
         timeout = self._rpc.timeout_for(contact)
         started = self._clock()
         try:
-            return await self._rpc.request(contact, message, timeout=timeout)
+            return await self._rpc.request(contact, message, timeout=timeout, lazy=lazy)
         except (OverlayError, TimeoutError, OSError) as exc:
             if not self._closing:
                 self._health.request_failed(contact.peer_id, exc)
@@ -327,9 +329,11 @@ class KadService:
         local_record: Record | None = None,
         watch: Callable[[KadMessage], None] | None = None,
         outcomes: dict[PeerId, BaseException | None] | None = None,
+        confirm: Collection[PeerId] = (),
     ) -> LookupResult:
         """``outcomes``, if given, records each asked peer's answer (None)
-        or failure."""
+        or failure; requests to ``confirm`` peers negotiate before sending,
+        so a peer without our protocol says so."""
         self._require_running()
         key = kad_key(target)
         seeds = self._seeds(key, extra_seeds)
@@ -359,7 +363,7 @@ class KadService:
         request = KadMessage(_LOOKUP_KINDS[kind], target)
 
         async def query(contact: Contact) -> KadMessage:
-            return await self.request(contact, request)
+            return await self.request(contact, request, lazy=False if contact.peer_id in confirm else None)
 
         def on_answer(contact: Contact, answer: KadMessage) -> list[Contact]:
             self._add_server(contact.peer_id, contact.addrs)
@@ -430,7 +434,11 @@ class KadService:
         queried: tuple[PeerId, ...] = ()
         try:
             result = await self._lookup(
-                LookupKind.FIND_NODE, self.peer_id.multihash, extra_seeds=contacts, outcomes=outcomes
+                LookupKind.FIND_NODE,
+                self.peer_id.multihash,
+                extra_seeds=contacts,
+                outcomes=outcomes,
+                confirm={c.peer_id for c in contacts},
             )
             queried = result.queried
         finally:
