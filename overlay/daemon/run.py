@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import signal
+import time
 from dataclasses import replace
 from collections.abc import Callable, Sequence
 from typing import TextIO
@@ -108,6 +109,7 @@ async def run_daemon(
         extensions = default_extensions(key, config, dns_required=dns is not None)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    stopping = time.monotonic()
     async with Daemon(home, config, key, extensions=extensions, stop=stop) as daemon:
         signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
         for sig in signals:
@@ -129,10 +131,13 @@ async def run_daemon(
                     print(f"dns: {dns_text} (udp and tcp)", file=out)
                 print(READY_LINE, file=out, flush=True)
             await stop.wait()
-            log.info("shutting down")
+            stopping = time.monotonic()
+            log.info("shutting down: telling %d connected peer(s) we are going away",
+                     len(daemon.host.peers()))
         finally:
             for sig in signals:
                 loop.remove_signal_handler(sig)
+    log.info("stopped in %.2f s", time.monotonic() - stopping)
     return 0
 
 
