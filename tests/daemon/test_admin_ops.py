@@ -12,7 +12,7 @@ from overlay.daemon.errors import ApiError
 from overlay.daemon.ops_admin import reachability
 from overlay.naming.names import self_certifying_name
 
-from tests.daemon.helpers import running_daemon
+from tests.daemon.helpers import REPO, cli_command, running_daemon
 
 
 def test_reachability_is_how_peers_see_us() -> None:
@@ -90,6 +90,13 @@ async def test_connect_and_ping_say_when_an_existing_connection_was_used(short_t
             elsewhere = await client.call("connect", {"addr": other})
             ping = await client.call("ping", {"addr": other})
     assert first["used_existing"] is False and again["used_existing"] is False
+        # The CLI says it in words.
+        proc = await asyncio.create_subprocess_exec(
+            *cli_command("--home", str(a.home.root), "connect", other),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO)
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err
     assert elsewhere["used_existing"] is True and ping["used_existing"] is True
     expected_remote = real.split("/p2p/")[0]
     assert elsewhere["remote_addr"] == ping["remote_addr"] == expected_remote
+    assert f"used the existing connection to {b.peer_id} via {expected_remote}" in out.decode()
