@@ -89,13 +89,13 @@ async def test_connect_and_ping_say_when_an_existing_connection_was_used(short_t
             again = await client.call("connect", {"addr": real})
             elsewhere = await client.call("connect", {"addr": other})
             ping = await client.call("ping", {"addr": other})
-    assert first["used_existing"] is False and again["used_existing"] is False
         # The CLI says it in words.
         proc = await asyncio.create_subprocess_exec(
             *cli_command("--home", str(a.home.root), "connect", other),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO)
         out, err = await proc.communicate()
         assert proc.returncode == 0, err
+    assert first["used_existing"] is False and again["used_existing"] is False
     assert elsewhere["used_existing"] is True and ping["used_existing"] is True
     expected_remote = real.split("/p2p/")[0]
     assert elsewhere["remote_addr"] == ping["remote_addr"] == expected_remote
