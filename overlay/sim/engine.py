@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from overlay.errors import OverlayError
@@ -24,6 +25,7 @@ from overlay.kad.handler import ServerConfig, handle_request
 from overlay.kad.keyspace import Contact, kad_key
 from overlay.kad.lookup import Finished, Lookup, LookupConfig, LookupKind, LookupResult, SendRequest
 from overlay.kad.messages import KadMessage, MessageType, PeerInfo, decode_message, encode_message
+from overlay.kad.policy import FailureKind, NodePolicy
 from overlay.kad.records import Record, default_registry, immutable_key
 from overlay.kad.routing import AddOutcome, RoutingConfig
 from overlay.sim.bootstrap import MAX_JOIN_NODES, bootstrap_by_joins
@@ -31,7 +33,7 @@ from overlay.sim.network import NetworkModel, SimNetwork, xor_closest_positions
 
 __all__ = ["SimConfig", "LookupOutcome", "Simulator"]
 
-_START, _RESPONSE, _WAKE = range(3)
+_START, _RESPONSE, _WAKE, _TIMEOUT = range(4)
 _REQUEST_TYPES = {
     LookupKind.FIND_NODE: MessageType.FIND_NODE,
     LookupKind.GET_VALUE: MessageType.GET_VALUE,
@@ -74,6 +76,9 @@ class SimConfig:
     """``sampled``: tables drawn from the global view on first use (any N);
     ``join``: every initial node joins through real lookups first (N up to
     20,000; see ``overlay.sim.bootstrap``)."""
+    evict_on_failure: bool = True
+    """Askers drop a peer whose request timed out (``overlay.kad.policy``,
+    the daemon's own rule) and stop asking it when others name it."""
     exercise_codec: bool = False
     """Send every request and answer through the wire codec (slower; shows
     that what the simulator exchanges is what the network would carry)."""
@@ -142,6 +147,7 @@ class Simulator:
         self.outcomes: list[LookupOutcome] = []
         self._announced: set[int] = set()
         self.messages_sent = 0
+        self._policies: dict[int, NodePolicy] = {}
 
     # --- set-up ---------------------------------------------------------------
 
@@ -186,6 +192,10 @@ class Simulator:
                 assert isinstance(payload, tuple)
                 run, node, response = payload
                 self._deliver(run, node, response, now)
+            elif kind == _TIMEOUT:
+                assert isinstance(payload, tuple)
+                run, node = payload
+                self._timed_out(run, node, now)
             else:
                 assert isinstance(payload, _Run)
                 payload.wakes.discard(now)
@@ -274,9 +284,13 @@ class Simulator:
             if node is not None and self.net.alive(node, now):
                 answer = self._answer(origin, LookupKind.FIND_NODE, target, node, now)
             if answer is None:
+                if node is not None and self.config.evict_on_failure and not self.net.alive(node, now):
+                    self.policy(origin, now).on_request_failed(
+                        action.peer.peer_id, FailureKind.TIMEOUT, connected=False, now=now
+                    )
                 lookup.on_failure(action.peer.peer_id, now)
             else:
-                closer = [self._contact(info) for info in answer.closer_peers]
+                closer = self._closer(origin, answer.closer_peers, now)
                 lookup.on_success(action.peer.peer_id, closer, now)
                 if self.config.update_tables and node is not None:
                     self._learn(origin, node, now)
@@ -319,7 +333,11 @@ class Simulator:
         node = self.net.index_of.get(peer.peer_id)
         loss = self.config.network.loss
         if node is None or not self.net.alive(node, now):
-            return  # nobody answers; the lookup's timeout handles it
+            # Nobody answers; the lookup's own timeout moves it on, and the
+            # request's timeout tells the asker's policy.
+            if node is not None and self.config.evict_on_failure:
+                self._push(now + self.config.lookup.peer_timeout, _TIMEOUT, (run, node))
+            return
         if loss and (self.rng.random() < loss or self.rng.random() < loss):
             return
         rtt = self.net.rtt(run.origin, node)
@@ -367,6 +385,32 @@ class Simulator:
             _REQUEST_TYPES[kind], target, record=record, closer_peers=closer, provider_peers=providers
         )
 
+    def policy(self, node: int, now: float) -> NodePolicy:
+        """The node's routing policy (the one the daemon runs)."""
+        policy = self._policies.get(node)
+        if policy is None:
+            policy = self._policies[node] = NodePolicy(self.net.server(node, now).table)
+        return policy
+
+    @property
+    def evictions(self) -> int:
+        return sum(policy.evictions for policy in self._policies.values())
+
+    def _timed_out(self, run: _Run, node: int, now: float) -> None:
+        peer_id = self.net.peer_ids[node]
+        self.policy(run.origin, now).on_request_failed(
+            peer_id, FailureKind.TIMEOUT, connected=False, now=now
+        )
+        if not run.lookup.finished:
+            run.lookup.on_failure(peer_id, now)
+            self._drive(run, now)
+
+    def _closer(self, origin: int, infos: Sequence[PeerInfo], now: float) -> list[Contact]:
+        closer = [self._contact(info) for info in infos]
+        if self.config.evict_on_failure:
+            closer = self.policy(origin, now).worth_asking(closer, now)
+        return closer
+
     def _deliver(self, run: _Run, node: int, response: KadMessage | None, now: float) -> None:
         if run.lookup.finished:
             return
@@ -374,7 +418,7 @@ class Simulator:
         if response is None:
             run.lookup.on_failure(peer_id, now)
         else:
-            closer = [self._contact(info) for info in response.closer_peers]
+            closer = self._closer(run.origin, response.closer_peers, now)
             run.lookup.on_success(
                 peer_id, closer, now, record=response.record, providers=response.provider_peers
             )

@@ -192,3 +192,17 @@ def test_a_joiner_becomes_known_through_its_self_lookup() -> None:
     simulator._announce(joiner, join_time)
     knowing = [n for n in range(1000) if simulator.net.has_table(n) and peer in simulator.net.server(n, 0).table]
     assert len(knowing) >= 10, f"seed {SEED}"
+
+
+def test_the_daemons_eviction_policy_spares_later_lookups_the_dead() -> None:
+    # The same seed and churn, with and without the node policy the daemon
+    # runs; a small network so that askers come back and benefit.
+    kept = Simulator(SimConfig(nodes=200, lookups=200, seed=SEED, churn=0.3, evict_on_failure=False))
+    kept_outcomes = kept.run()
+    evicting = Simulator(SimConfig(nodes=200, lookups=200, seed=SEED, churn=0.3))
+    outcomes = evicting.run()
+    assert evicting.evictions > 0 and kept.evictions == 0, f"seed {SEED}"
+    failed_kept = sum(o.failed for o in kept_outcomes)
+    failed = sum(o.failed for o in outcomes)
+    assert failed < failed_kept, f"seed {SEED}: {failed} failed requests vs {failed_kept}"
+    assert sum(o.success for o in outcomes) / len(outcomes) >= 0.9, f"seed {SEED}"
