@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import stat
 import sys
 import time
@@ -29,6 +31,7 @@ from overlay.cli_common import (
 from overlay.cli_core import peer_id_arg
 from overlay.cli_progress import SlowWait, pow_estimate
 from overlay.daemon.client import ApiClient
+from overlay.daemon.errors import ApiError, ApiProtocolError, DaemonError
 from overlay.daemon.home import Home
 
 __all__ = ["add_name_parser"]
@@ -228,10 +231,69 @@ async def _register(client: ApiClient, ns: argparse.Namespace) -> int:
             if wait.line.enabled:
                 wait.estimate = pow_estimate(event["bits"])
 
-    async with wait:
-        reply = await client.call("name_register", {"name": ns.name, **_target_args(ns)},
-                                  on_event=on_event)
+    interrupt = _Interrupt(client)
+    try:
+        with interrupt:
+            async with wait:
+                reply = await client.call("name_register",
+                                          {"name": ns.name, **_target_args(ns)},
+                                          on_event=on_event)
+    except (ApiError, DaemonError, ApiProtocolError) as exc:
+        if not interrupt.requested:
+            raise
+        if isinstance(exc, ApiError) and exc.code == "cancelled":
+            print("cancelled: nothing was published", file=sys.stderr)
+        else:
+            print(f"interrupted; the daemon did not say whether {ns.name} was published "
+                  f"({exc})", file=sys.stderr)
+        return _EXIT_INTERRUPTED
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not interrupt.gave_up or task is None or task.uncancel() > 0:
+            raise
+        print(f"stopped waiting; the daemon may still publish {ns.name}", file=sys.stderr)
+        return _EXIT_INTERRUPTED
+    if interrupt.requested:
+        _print_publication(ns, reply, "registered")
+        print(f"interrupted, but {reply['name']} was already published", file=sys.stderr)
+        return _EXIT_INTERRUPTED
     return _print_publication(ns, reply, "registered")
+
+
+_EXIT_INTERRUPTED = 130
+
+
+class _Interrupt:
+    """Ctrl-C during a registration half-closes the API connection: the
+    daemon then cancels the registration unless the record has already left
+    it, and replies either way (docs/api.md, "Names").  A second Ctrl-C
+    stops waiting for that reply."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self._client = client
+        self._task: asyncio.Task[Any] | None = None
+        self.requested = False
+        self.gave_up = False
+
+    def __enter__(self) -> _Interrupt:
+        self._task = asyncio.current_task()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+
+    def _on_sigint(self) -> None:
+        if self.requested:
+            self.gave_up = True
+            if self._task is not None:
+                self._task.cancel()
+            return
+        self.requested = True
+        print("\ninterrupted: cancelling the registration (Ctrl-C again to stop waiting)",
+              file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):
+            self._client.half_close()
 
 
 async def _update(client: ApiClient, ns: argparse.Namespace) -> int:

@@ -19,10 +19,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from overlay.daemon.errors import (
     ApiError,
+    ApiProtocolError,
     BadRequest,
     DaemonAlreadyRunning,
     DaemonError,
@@ -70,6 +71,11 @@ MAX_SOCKET_PATH_BYTES = 107
 
 OpHandler = Callable[["ApiCall"], Awaitable[Mapping[str, Any]]]
 """An op: receives the call, returns the fields of its final ok reply."""
+
+_T = TypeVar("_T")
+
+_ReadOutcome = dict[str, Any] | None | OverlayError | OSError
+"""The next message, None at EOF, or why it could not be read."""
 
 # Most specific first: the first matching class names the error code.
 _ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
@@ -130,6 +136,7 @@ class ApiCall:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         limit: int,
+        read_ahead: Callable[[], asyncio.Task[_ReadOutcome]] | None = None,
     ) -> None:
         self.request_id = request_id
         self.op = op
@@ -137,7 +144,11 @@ class ApiCall:
         self._reader = reader
         self._writer = writer
         self._limit = limit
+        self._read_ahead = read_ahead
         self.taken_over = False
+        self.hung_up = False
+        """The client hung up while ``unless_hung_up`` watched (whether or
+        not that cancelled the work)."""
 
     async def emit(self, event: str, **fields: Any) -> None:
         """Send ``{"id": n, "event": event, ...}`` before the final reply."""
@@ -157,6 +168,43 @@ class ApiCall:
         await write_message(self._writer, ok_reply(self.request_id, fields), self._limit)
         self.taken_over = True
         return self._reader, self._writer
+
+    async def unless_hung_up(self, work: Awaitable[_T], may_cancel: Callable[[], bool]) -> _T:
+        """Await ``work`` while watching the connection.  If the client
+        half-closes or disconnects while ``may_cancel()`` holds, ``work`` is
+        cancelled and ``ApiError(cancelled)`` is raised; once ``may_cancel()``
+        is false ``work`` runs to its end and its reply is sent as usual
+        (the client can still read it after a half-close).  A request the
+        client pipelines meanwhile ends the watch and is served next."""
+        current = asyncio.current_task()
+        if self._read_ahead is None or current is None:
+            return await work
+        ahead = self._read_ahead()
+        done = cancelled = False
+
+        def on_next(task: asyncio.Task[_ReadOutcome]) -> None:
+            # Runs while ``work`` is suspended; cancelling there reaches it.
+            nonlocal cancelled
+            if done or task.cancelled():
+                return
+            outcome = task.result()
+            if outcome is None or isinstance(outcome, (ConnectionError, ApiProtocolError)):
+                self.hung_up = True
+                if may_cancel():
+                    cancelled = True
+                    current.cancel()
+
+        ahead.add_done_callback(on_next)
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if cancelled and current.uncancel() == 0:
+                raise ApiError(ErrorCode.CANCELLED,
+                               f"`{self.op}` cancelled: the client hung up") from None
+            raise
+        finally:
+            done = True
+            ahead.remove_done_callback(on_next)
 
     async def wait_client_eof(self) -> None:
         """Wait until the client half-closes or disconnects (for ops that
@@ -332,9 +380,20 @@ class ApiServer:
 
     async def _message_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         limit = self._config.max_message_size
+        group = self._group
+        if group is None:
+            return  # shutting down
+        messages = _MessageReader(reader, limit, group)
+        try:
+            await self._serve_messages(messages, reader, writer, limit)
+        finally:
+            messages.close()
+
+    async def _serve_messages(self, messages: _MessageReader, reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter, limit: int) -> None:
         while True:
             try:
-                message = await read_message(reader, limit)
+                message = await messages.next()
             except MessageTooLarge as exc:
                 await write_message(writer, error_reply(None, ErrorCode.MESSAGE_TOO_LARGE, str(exc)), limit)
                 return
@@ -355,7 +414,8 @@ class ApiServer:
                     request.id, ErrorCode.UNKNOWN_OP,
                     f"unknown op {request.op!r}; known ops: {', '.join(self.ops)}"), limit)
                 continue
-            call = ApiCall(request.id, request.op, request.args, reader, writer, limit)
+            call = ApiCall(request.id, request.op, request.args, reader, writer, limit,
+                           messages.read_ahead)
             reply = await self._run_op(handler, call)
             if call.taken_over:
                 return
@@ -380,6 +440,43 @@ class ApiServer:
         except MessageTooLarge as exc:
             await write_message(writer, error_reply(
                 call.request_id, ErrorCode.MESSAGE_TOO_LARGE, f"reply too large: {exc}"), limit)
+
+
+class _MessageReader:
+    """A client's messages, one after another.  An op that watches for the
+    client hanging up (``ApiCall.unless_hung_up``) starts the read of the
+    next message early, as a task in the server's group; ``next`` then
+    takes that read's outcome instead of starting another."""
+
+    def __init__(self, reader: asyncio.StreamReader, limit: int,
+                 group: asyncio.TaskGroup) -> None:
+        self._reader = reader
+        self._limit = limit
+        self._group = group
+        self._ahead: asyncio.Task[_ReadOutcome] | None = None
+
+    def read_ahead(self) -> asyncio.Task[_ReadOutcome]:
+        if self._ahead is None:
+            self._ahead = self._group.create_task(self._read())
+        return self._ahead
+
+    async def next(self) -> dict[str, Any] | None:
+        ahead, self._ahead = self._ahead, None
+        outcome = await (ahead if ahead is not None else self._read())
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.cancel()
+
+    async def _read(self) -> _ReadOutcome:
+        # Failures are values: the task must not fail the server's group.
+        try:
+            return await read_message(self._reader, self._limit)
+        except (OverlayError, OSError) as exc:
+            return exc
 
 
 def _bind_private_unix_socket(path: Path) -> socket.socket:

@@ -285,8 +285,18 @@ class NameOps:
         targets = _targets(call, registering=True)
         # Lets a client show progress: the work may take seconds to minutes.
         await call.emit("pow_started", bits=self._names.config.naming.pow_bits)
-        result = await self._names.register(name, targets)
-        return _publish_json(result)
+        published = False
+
+        def publishing() -> None:
+            nonlocal published
+            published = True
+
+        # A client that hangs up (Ctrl-C) cancels the registration, proof of
+        # work included, unless the record has started to leave this node.
+        result = await call.unless_hung_up(
+            self._names.register(name, targets, on_publish=publishing),
+            may_cancel=lambda: not published)
+        return _publish_json(result) | {"interrupted": call.hung_up}
 
     async def name_update(self, call: ApiCall) -> Mapping[str, Any]:
         name = call.required_str("name")

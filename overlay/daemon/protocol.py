@@ -59,6 +59,7 @@ class ErrorCode:
     STREAM_FAILED = "stream_failed"
     LIMIT_EXCEEDED = "limit_exceeded"
     TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
     FAILED = "failed"
     INTERNAL = "internal"
 
