@@ -277,11 +277,17 @@ class _Interrupt:
 
     def __enter__(self) -> _Interrupt:
         self._task = asyncio.current_task()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._on_sigint)
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._on_sigint)
+        except RuntimeError:
+            # Not the main thread (the CLI run inside a program): Ctrl-C is
+            # not ours to take.
+            self._task = None
         return self
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+        if self._task is not None:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
 
     def _on_sigint(self) -> None:
         if self.requested:

@@ -36,7 +36,7 @@ async def test_storage_nodes_refuse_another_owner() -> None:
         mallory = await start_name_node(bootstrap=(nodes[0].addr,))
         try:
             forged = _squatter_record(Ed25519PrivateKey.generate(), time.time())
-            accepted = await KadNameClient(mallory.kad).put_value(KEY, forged)
+            accepted = await KadNameClient(mallory.kad).put_value(KEY, forged, timeout=5.0)
             assert accepted == 0
             holders = 0
             for node in nodes:
