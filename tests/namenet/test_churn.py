@@ -10,7 +10,9 @@ import time
 from dataclasses import replace
 
 import pytest
+from dnslib import RCODE, DNSRecord
 
+from overlay.naming.dns_front import DnsFront, DnsFrontConfig
 from overlay.naming.net_errors import NameNotFound
 from overlay.naming.resolver import ResolverConfig
 from tests.namenet.helpers import FAST_KAD, FAST_NAMES, name_network, start_name_node
@@ -83,6 +85,15 @@ async def test_a_departed_peer_costs_registration_and_not_found_under_two_second
             assert took_register < BUDGET, f"registration took {took_register:.2f} s"
             assert took_missing < BUDGET, f"not found took {took_missing:.2f} s"
             assert took_kept < BUDGET, f"resolving took {took_kept:.2f} s"
+
+            # The DNS front answers NXDOMAIN for a missing name, in time.
+            async with DnsFront(DnsFrontConfig(port=0), c.names.resolve) as front:
+                query = DNSRecord.question("nowhere.ovl", "A")
+                started = time.perf_counter()
+                raw = await asyncio.to_thread(query.send, *front.address, False, 5)
+                took_dns = time.perf_counter() - started
+            assert DNSRecord.parse(raw).header.rcode == RCODE.NXDOMAIN
+            assert took_dns < BUDGET, f"DNS took {took_dns:.2f} s"
 
             # Another node sees the fresh name too.
             seen = await nodes[5].names.resolve("fresh.ovl", use_cache=False)
