@@ -59,6 +59,9 @@ class ScriptedDht:
         self.stored.append((peer, value))
         return True
 
+    async def wait_ready(self) -> None:
+        return None
+
 
 class Clock:
     def __init__(self) -> None:
@@ -264,3 +267,17 @@ async def test_at_the_deadline_records_decide_and_are_final_despite_a_dead_peer(
         got = await resolver.resolve("alice.ovl", use_cache=False, wait_final=True)
         assert got.final and got.supporters == 8
         assert got.closest == tuple(_peer(i) for i in range(2, 10))
+
+
+async def test_the_proof_of_work_budget_holds_across_chunks() -> None:
+    from overlay.naming.errors import PowNotFound
+    from overlay.naming.service import NameService, NameServiceConfig
+
+    # One peer answers "nothing": the name is free, so the work starts.
+    dht = ScriptedDht([Answer(_peer(1), 1, None)])
+    config = NameServiceConfig(naming=NamingConfig(pow_bits=64), max_pow_iterations=150_000,
+                               resolver=ResolverConfig(quorum=1, timeout=1.0))
+    async with asyncio.timeout(30), NameService(key(1), dht, None, config) as names:
+        with pytest.raises(PowNotFound, match="within 150000 attempts"):
+            await names.register("work.ovl")
+        assert names.owned() == []
