@@ -215,3 +215,43 @@ async def test_ctrl_c_after_the_record_left_says_it_was_published(
         assert "registered kept.ovl" in out.decode()
         got = await owner.other.names.resolve("kept.ovl", use_cache=False)
         assert got.record.owner == owner.node.names.owner
+
+
+async def test_a_request_pipelined_behind_a_watched_op_is_no_hang_up(short_tmp: Path) -> None:
+    from overlay.daemon.api import ApiCall
+
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def slow(call: ApiCall) -> dict[str, Any]:
+        async def work() -> str:
+            entered.set()
+            await gate.wait()
+            return "done"
+        return {"result": await call.unless_hung_up(work(), lambda: True),
+                "hung_up": call.hung_up}
+
+    async def quick(call: ApiCall) -> dict[str, Any]:
+        return {"result": "quick"}
+
+    async with asyncio.timeout(30), ApiServer(short_tmp / "api.sock") as server:
+        server.register("slow", slow)
+        server.register("quick", quick)
+        async with await ApiClient.connect(short_tmp / "api.sock") as api:
+            await api.send_request("slow")
+            await entered.wait()
+            await api.send_request("quick")
+            gate.set()
+            first = await _final(api)
+            assert first["ok"] and first["result"] == "done" and not first["hung_up"]
+            second = await _final(api)
+            assert second["ok"] and second["result"] == "quick"
+            # Now a hang-up while it waits cancels it, and the reply still comes.
+            gate.clear()
+            entered.clear()
+            await api.send_request("slow")
+            await entered.wait()
+            api.half_close()
+            third = await _final(api)
+            assert not third["ok"] and third["error"]["code"] == "cancelled"
+            assert await api.next_event() is None
