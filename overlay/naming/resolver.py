@@ -228,10 +228,10 @@ class Resolver:
 
     async def resolve(self, name: str, *, use_cache: bool = True,
                       wait_final: bool = False) -> Resolution:
-        """``wait_final`` waits for the whole lookup instead of the first
-        safe answer: an early answer may be an older record of the right
-        owner, which is fine for connecting but not for deciding who owns a
-        name (registration does this)."""
+        """``wait_final`` waits for the whole lookup (until it converges or
+        the deadline) instead of the first safe answer: an early answer may
+        be an older record of the right owner, which is fine for connecting
+        but not for deciding who owns a name (registration does this)."""
         t0 = time.perf_counter()
         if use_cache:
             hit = self.cached(name, t0)
