@@ -1,0 +1,22 @@
+"""Stream multiplexing over a single byte stream: yamux (``/yamux/1.0.0``).
+
+``yamux_frames`` (header codec) and ``yamux_session`` (the protocol) are
+pure; ``yamux`` is the asyncio driver that runs them over a ``ByteStream``.
+"""
+
+from overlay.mux.config import YamuxConfig
+from overlay.mux.yamux import PROTOCOL_ID, YamuxSession, YamuxStream
+from overlay.mux.yamux_frames import YamuxProtocolError
+from overlay.mux.yamux_session import AckBacklogFull, GoingAway, SessionClosed, TooManyStreams
+
+__all__ = [
+    "PROTOCOL_ID",
+    "YamuxConfig",
+    "YamuxSession",
+    "YamuxStream",
+    "YamuxProtocolError",
+    "SessionClosed",
+    "GoingAway",
+    "TooManyStreams",
+    "AckBacklogFull",
+]

@@ -1,0 +1,504 @@
+"""yamux (``/yamux/1.0.0``) over any ``ByteStream``: the asyncio driver.
+
+Usage (the stream is typically a Noise-secured TCP or relayed connection,
+after multistream-select agreed on ``PROTOCOL_ID``)::
+
+    async with YamuxSession(secured, is_client=True) as session:
+        stream = await session.open_stream()      # or: await session.accept_stream()
+        stream.write(b"...")
+        await stream.drain()
+        reply = await stream.read()
+
+``YamuxSession(stream, is_client, config=None, *, rng=None)``: ``is_client``
+is True on the side that dialed the connection (it opens odd stream IDs);
+``config`` is a ``YamuxConfig``.  The session owns ``stream`` from then on:
+when it ends it half-closes it (``write_eof``); closing the transport
+underneath stays with whoever made it.  Streams are ``YamuxStream``s, which
+implement ``overlay.wire.stream.ByteStream`` with the same backpressure as
+the QUIC streams: ``drain()`` blocks while more than
+``config.send_buffer_limit`` bytes wait for the peer's window or for the
+connection, and the peer may send at most ``config.receive_window`` bytes
+beyond what ``read`` has returned.
+
+One reader task and one writer task run in the session's TaskGroup.  A
+protocol violation by the peer (``YamuxProtocolError``) sends Go Away and
+ends this session: its streams raise ``SessionClosed``; nothing propagates
+further.  The protocol itself is ``overlay.mux.yamux_session.YamuxCore``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from types import TracebackType
+from typing import Final
+
+from overlay.errors import (
+    ConnectionClosed,
+    LocalProtocolError,
+    OverlayError,
+    StreamClosed,
+    StreamReset,
+)
+from overlay.mux.config import YamuxConfig
+from overlay.mux.yamux_frames import GoAwayCode, YamuxProtocolError
+from overlay.mux.yamux_session import (
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    GoAwayReceived,
+    GoingAway,
+    PingRtt,
+    SessionClosed,
+    StreamEnded,
+    StreamOpened,
+    StreamWasReset,
+    StreamWritable,
+    YamuxCore,
+)
+from overlay.wire.stream import ByteStream
+
+__all__ = ["PROTOCOL_ID", "YamuxSession", "YamuxStream"]
+
+PROTOCOL_ID: Final = "/yamux/1.0.0"
+
+_log = logging.getLogger(__name__)
+_READ_SIZE: Final = 1 << 16
+_WRITE_BATCH: Final = 1 << 16
+
+
+class YamuxStream:
+    """One yamux stream; a ``ByteStream``."""
+
+    def __init__(self, session: YamuxSession, stream_id: int) -> None:
+        self.session = session
+        self.stream_id = stream_id
+        self._chunks: deque[bytes] = deque()
+        self._head_offset = 0
+        self._buffered = 0
+        self._eof = False
+        self._reset = False
+        self._send_closed = False
+        self._error: ConnectionClosed | None = None
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<YamuxStream {self.stream_id}>"
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet read (at most the receive window)."""
+        return self._buffered
+
+    # --- receiving ----------------------------------------------------------
+
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        if max_bytes < 1:
+            raise LocalProtocolError("max_bytes must be positive")
+        while not (self._chunks or self._eof or self._reset or self._error is not None):
+            self._readable.clear()
+            await self._readable.wait()
+        if self._reset:
+            raise StreamReset(f"yamux stream {self.stream_id} was reset")
+        if self._chunks:
+            return self._take(max_bytes)
+        if self._eof:
+            return b""
+        assert self._error is not None
+        raise self._error
+
+    async def readexactly(self, n: int) -> bytes:
+        if n < 0:
+            raise LocalProtocolError("n must not be negative")
+        parts: list[bytes] = []
+        got = 0
+        while got < n:
+            chunk = await self.read(n - got)
+            if not chunk:
+                raise StreamClosed(f"EOF after {got} of {n} bytes on stream {self.stream_id}")
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+    def _take(self, max_bytes: int) -> bytes:
+        # An offset into the head chunk, so small reads of a big chunk never
+        # copy its remainder again and again.
+        parts: list[bytes] = []
+        want = max_bytes
+        while self._chunks and want:
+            head = self._chunks[0]
+            start = self._head_offset
+            available = len(head) - start
+            if available <= want:
+                parts.append(head if start == 0 else head[start:])
+                self._chunks.popleft()
+                self._head_offset = 0
+                want -= available
+            else:
+                parts.append(head[start : start + want])
+                self._head_offset = start + want
+                want = 0
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._buffered -= len(data)
+        self.session._consumed(self.stream_id, len(data))
+        return data
+
+    # --- sending ------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self._check_writable()
+        if data:
+            self.session._send(self.stream_id, data)
+
+    async def drain(self) -> None:
+        limit = self.session.config.send_buffer_limit
+        while True:
+            self._check_writable(allow_closed=True)
+            if self.session._core.send_buffered(self.stream_id) <= limit:
+                return
+            self._writable.clear()
+            await self._writable.wait()
+
+    def write_eof(self) -> None:
+        if self._send_closed or self._reset or self._error is not None:
+            return
+        self._send_closed = True
+        self.session._close_stream(self.stream_id)
+
+    def reset(self) -> None:
+        if self._reset or self._error is not None:
+            return
+        self._reset = True
+        self._chunks.clear()
+        self._head_offset = 0
+        self._buffered = 0
+        self.session._reset_stream(self.stream_id)
+        self._readable.set()
+        self._writable.set()
+
+    async def close(self) -> None:
+        """Half-close; what is queued is still delivered before the FIN."""
+        self.write_eof()
+
+    def _check_writable(self, allow_closed: bool = False) -> None:
+        if self._reset:
+            raise StreamReset(f"yamux stream {self.stream_id} was reset")
+        if self._error is not None:
+            raise self._error
+        if self._send_closed and not allow_closed:
+            raise StreamClosed(f"write after write_eof on stream {self.stream_id}")
+
+    # --- events from the session -------------------------------------------
+
+    def _on_data(self, data: bytes) -> None:
+        if self._reset:
+            return
+        self._chunks.append(data)
+        self._buffered += len(data)
+        self._readable.set()
+
+    def _on_eof(self) -> None:
+        self._eof = True
+        self._readable.set()
+
+    def _on_reset(self) -> None:
+        self._reset = True
+        self._chunks.clear()
+        self._head_offset = 0
+        self._buffered = 0
+        self._readable.set()
+        self._writable.set()
+
+    def _on_session_end(self, error: ConnectionClosed) -> None:
+        if self._error is None:
+            self._error = error
+        self._readable.set()
+        self._writable.set()
+
+
+class YamuxSession:
+    """A yamux session over ``stream``; use as ``async with``."""
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        is_client: bool,
+        config: YamuxConfig | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config if config is not None else YamuxConfig()
+        self.is_client = is_client
+        self._stream = stream
+        self._core = YamuxCore(is_client, self.config, rng if rng is not None else random.Random())
+        self._streams: dict[int, YamuxStream] = {}
+        self._accept_queue: deque[YamuxStream] = deque()
+        self._pings: dict[int, asyncio.Future[float]] = {}
+        self._wake_writer = asyncio.Event()
+        self._changed = asyncio.Event()  # streams acked/closed, go-away, end
+        self._backlog_low = asyncio.Event()
+        self._done = asyncio.Event()
+        self._closing = False
+        self._error: ConnectionClosed | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._close_scope: asyncio.Timeout | None = None
+
+    # --- lifetime -----------------------------------------------------------
+
+    async def __aenter__(self) -> YamuxSession:
+        if self._tg is not None:
+            raise LocalProtocolError("a YamuxSession can be entered once")
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._reader_task = self._tg.create_task(self._reader())
+        self._tg.create_task(self._writer())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+        assert self._tg is not None
+        await self._tg.__aexit__(exc_type, exc, tb)
+
+    def close(self) -> None:
+        """Send Go Away, flush what the peer's windows allow (for at most
+        ``config.close_timeout``), then end the session.  Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        self._core.go_away(GoAwayCode.NORMAL)
+        if self._close_scope is not None and not self._done.is_set():
+            loop = asyncio.get_running_loop()
+            self._close_scope.reschedule(loop.time() + self.config.close_timeout)
+        self._wake_writer.set()
+        self._changed.set()
+
+    async def aclose(self) -> None:
+        """``close()`` and wait until the session has ended."""
+        self.close()
+        if self._tg is not None:
+            await self._done.wait()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._core.terminated
+
+    @property
+    def error(self) -> YamuxProtocolError | None:
+        """The peer's protocol violation that ended the session, if any."""
+        return self._core.error
+
+    @property
+    def remote_go_away(self) -> int | None:
+        """The code of the peer's Go Away, if it sent one."""
+        return self._core.remote_go_away
+
+    # --- streams ------------------------------------------------------------
+
+    async def open_stream(self) -> YamuxStream:
+        """Open a stream; waits while the peer has not acknowledged
+        ``config.max_ack_backlog`` of ours.  Raises ``SessionClosed``,
+        ``GoingAway`` or ``TooManyStreams``."""
+        self._check_running()
+        while not self._core.can_open_stream() and not self._core.terminated:
+            if self._closing or self._core.remote_go_away is not None:
+                break  # the core raises GoingAway
+            if self._outbound_count() >= self.config.max_outbound_streams:
+                break  # the core raises TooManyStreams
+            self._changed.clear()
+            await self._changed.wait()
+        if self._closing and not self._core.terminated:
+            raise GoingAway("the session is closing")
+        stream_id = self._core.open_stream()
+        stream = YamuxStream(self, stream_id)
+        self._register(stream)
+        self._wake_writer.set()
+        return stream
+
+    async def accept_stream(self) -> YamuxStream:
+        """The next stream the peer opened.  Raises ``SessionClosed`` when
+        the session ends, ``GoingAway`` after the peer's Go Away."""
+        self._check_running()
+        while not self._accept_queue:
+            if self._core.terminated or self._closing:
+                raise self._session_error()
+            if self._core.remote_go_away is not None:
+                raise GoingAway(f"the peer sent Go Away ({self._core.remote_go_away})")
+            self._changed.clear()
+            await self._changed.wait()
+        stream = self._accept_queue.popleft()
+        self._core.accept_stream(stream.stream_id)
+        self._wake_writer.set()
+        return stream
+
+    async def ping(self) -> float:
+        """Round-trip time of one yamux ping, in seconds."""
+        self._check_running()
+        loop = asyncio.get_running_loop()
+        value = self._core.ping(loop.time())
+        future: asyncio.Future[float] = loop.create_future()
+        self._pings[value] = future
+        self._wake_writer.set()
+        try:
+            return await future
+        finally:
+            self._pings.pop(value, None)
+
+    def _outbound_count(self) -> int:
+        parity = 1 if self.is_client else 0
+        return sum(1 for sid in self._core.open_streams() if sid % 2 == parity)
+
+    def _register(self, stream: YamuxStream) -> None:
+        # Streams the core forgot (FIN both ways, reset) get no more events;
+        # drop them now and then so a long session does not keep them all.
+        if len(self._streams) > 2 * len(self._core.open_streams()) + 64:
+            live = set(self._core.open_streams())
+            self._streams = {k: v for k, v in self._streams.items() if k in live}
+        self._streams[stream.stream_id] = stream
+
+    def _check_running(self) -> None:
+        if self._tg is None:
+            raise LocalProtocolError("use the YamuxSession in `async with` first")
+        if self._core.terminated:
+            raise self._session_error()
+
+    def _session_error(self) -> ConnectionClosed:
+        if self._error is None:
+            error = self._core.error
+            self._error = SessionClosed(
+                "yamux session closed" if error is None else f"yamux session failed: {error}"
+            )
+        return self._error
+
+    # --- calls from streams ---------------------------------------------------
+
+    def _send(self, stream_id: int, data: bytes) -> None:
+        self._core.send(stream_id, data)
+        self._wake_writer.set()
+
+    def _close_stream(self, stream_id: int) -> None:
+        if not self._core.terminated:
+            self._core.close_stream(stream_id)
+            self._wake_writer.set()
+
+    def _reset_stream(self, stream_id: int) -> None:
+        self._core.reset_stream(stream_id)
+        self._streams.pop(stream_id, None)
+        self._wake_writer.set()
+
+    def _consumed(self, stream_id: int, n: int) -> None:
+        self._core.on_consumed(stream_id, n)
+        if self._core.control_backlog:
+            self._wake_writer.set()
+
+    # --- tasks ----------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._core.terminated:
+                while self._core.control_backlog > self.config.max_control_backlog:
+                    self._backlog_low.clear()
+                    await self._backlog_low.wait()
+                data = await self._stream.read(_READ_SIZE)
+                if not data:
+                    self._core.receive_eof()
+                else:
+                    self._core.receive_data(data, loop.time())
+                self._dispatch(self._core.events())
+                self._wake_writer.set()
+        except (OverlayError, OSError) as exc:
+            _log.debug("yamux connection read failed: %r", exc)
+            self._core.receive_eof()
+            self._dispatch(self._core.events())
+            self._wake_writer.set()
+
+    async def _writer(self) -> None:
+        try:
+            async with asyncio.timeout(None) as scope:
+                self._close_scope = scope
+                if self._closing:  # close() came before this task started
+                    loop = asyncio.get_running_loop()
+                    scope.reschedule(loop.time() + self.config.close_timeout)
+                await self._write_loop()
+        except TimeoutError:
+            _log.debug("yamux close timed out with data unsent")
+        except (OverlayError, OSError) as exc:
+            _log.debug("yamux connection write failed: %r", exc)
+        finally:
+            self._finish()
+
+    async def _write_loop(self) -> None:
+        while True:
+            data = self._core.data_to_send(_WRITE_BATCH)
+            self._dispatch(self._core.events())
+            self._backlog_low.set()
+            if data:
+                self._stream.write(data)
+                await self._stream.drain()
+                continue
+            if self._core.terminated or self._closing:
+                return
+            self._wake_writer.clear()
+            await self._wake_writer.wait()
+
+    def _finish(self) -> None:
+        self._core.receive_eof()  # no-op if the core already ended
+        self._dispatch(self._core.events())
+        try:
+            self._stream.write_eof()
+        except (OverlayError, OSError) as exc:
+            _log.debug("yamux could not half-close its connection: %r", exc)
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+        self._done.set()
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, DataReceived):
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._on_data(event.data)
+            elif isinstance(event, StreamWritable):
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._writable.set()
+            elif isinstance(event, StreamOpened):
+                stream = YamuxStream(self, event.stream_id)
+                self._register(stream)
+                self._accept_queue.append(stream)
+            elif isinstance(event, StreamEnded):
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._on_eof()
+            elif isinstance(event, StreamWasReset):
+                stream = self._streams.pop(event.stream_id, None)
+                if stream is not None:
+                    stream._on_reset()
+            elif isinstance(event, PingRtt):
+                future = self._pings.get(event.value)
+                if future is not None and not future.done():
+                    future.set_result(event.rtt)
+            elif isinstance(event, GoAwayReceived):
+                _log.debug("yamux peer sent Go Away %d", event.code)
+            elif isinstance(event, ConnectionTerminated):
+                if event.error is not None:
+                    _log.debug("yamux peer violated the protocol: %s", event.error)
+                error = self._session_error()
+                for stream in self._streams.values():
+                    stream._on_session_end(error)
+                for stream in self._accept_queue:
+                    stream._on_session_end(error)
+                for future in self._pings.values():
+                    if not future.done():
+                        future.set_exception(error)
+        if events:
+            self._changed.set()

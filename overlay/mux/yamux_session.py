@@ -1,0 +1,654 @@
+"""The yamux session as a pure state machine (no I/O, no clock, no globals).
+
+Inputs: ``receive_data(bytes, now)`` / ``receive_eof()`` from the
+connection, and application commands (``open_stream``, ``accept_stream``,
+``send``, ``close_stream``, ``reset_stream``, ``on_consumed``, ``ping``,
+``go_away``).  Outputs: ``data_to_send(limit)`` (bytes for the connection)
+and ``events()`` (frozen dataclasses).  The asyncio driver is
+``overlay.mux.yamux``.
+
+Flow control: a stream's receive window shrinks as Data arrives and is
+given back only through ``on_consumed``, so a slow reader holds the sender
+back and a stream never buffers more than ``config.receive_window``.  Data
+waiting for send window stays in per-stream queues until
+``data_to_send`` frames it, round-robin, so the connection's own
+backpressure reaches ``send_buffered`` too.
+
+Frame shapes are chosen to suit every libp2p implementation: SYN and ACK
+travel on Window Update frames (as go and rust send them), FIN and RST on
+empty Data frames, and Data frames with a payload carry no flag.
+py-libp2p 0.8 does not read the payload of a Data frame that has SYN or
+ACK set, and sees FIN only on Data frames.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+from overlay.errors import (
+    ConnectionClosed,
+    LimitExceeded,
+    LocalProtocolError,
+    StreamClosed,
+    StreamReset,
+)
+from overlay.mux.config import YamuxConfig
+from overlay.mux.yamux_frames import (
+    HEADER_SIZE,
+    INITIAL_WINDOW,
+    MAX_DATA_LENGTH,
+    Flag,
+    FrameType,
+    GoAwayCode,
+    Header,
+    YamuxProtocolError,
+    decode_header,
+    encode_header,
+)
+
+__all__ = [
+    "YamuxCore",
+    "StreamState",
+    "Event",
+    "StreamOpened",
+    "DataReceived",
+    "StreamEnded",
+    "StreamWasReset",
+    "StreamAcked",
+    "StreamWritable",
+    "PingRtt",
+    "GoAwayReceived",
+    "ConnectionTerminated",
+    "SessionClosed",
+    "GoingAway",
+    "TooManyStreams",
+    "AckBacklogFull",
+    "WindowExceeded",
+    "StreamIdError",
+]
+
+_U32: Final = 0xFFFFFFFF
+
+
+# --- errors -------------------------------------------------------------------
+
+
+class SessionClosed(ConnectionClosed):
+    """The session ended (connection closed, or a protocol violation)."""
+
+
+class GoingAway(ConnectionClosed):
+    """A Go Away was sent or received: no new streams can be opened."""
+
+
+class TooManyStreams(LimitExceeded):
+    """``max_outbound_streams`` of our streams are already open."""
+
+
+class AckBacklogFull(LimitExceeded):
+    """``max_ack_backlog`` of our streams still wait for the peer's ACK."""
+
+
+class WindowExceeded(YamuxProtocolError):
+    """The peer sent more Data on a stream than the window we granted."""
+
+
+class StreamIdError(YamuxProtocolError):
+    """A SYN reused a stream ID, used our parity, or went backwards; or a
+    stream frame used the session ID 0."""
+
+
+# --- events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """The peer opened ``stream_id``; ``accept_stream`` acknowledges it."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataReceived:
+    """Bytes for the application; report them with ``on_consumed`` once read."""
+
+    stream_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """The peer half-closed ``stream_id`` (FIN): EOF after the data before it."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamWasReset:
+    """The peer reset ``stream_id`` (or refused it with RST)."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAcked:
+    """The peer acknowledged our stream; the ACK backlog shrank."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamWritable:
+    """``send_buffered(stream_id)`` fell to ``send_buffer_limit`` or below."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PingRtt:
+    """The answer to our ping ``value`` came back after ``rtt`` seconds."""
+
+    value: int
+    rtt: float
+
+
+@dataclass(frozen=True, slots=True)
+class GoAwayReceived:
+    """The peer will open no more streams and accepts none (``GoAwayCode``)."""
+
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionTerminated:
+    """The session is over; every open stream is gone.  ``error`` is the
+    peer's violation (a Go Away with PROTOCOL_ERROR was queued), or None when
+    the connection simply ended."""
+
+    error: YamuxProtocolError | None
+
+
+Event = (
+    StreamOpened
+    | DataReceived
+    | StreamEnded
+    | StreamWasReset
+    | StreamAcked
+    | StreamWritable
+    | PingRtt
+    | GoAwayReceived
+    | ConnectionTerminated
+)
+
+
+class StreamState(enum.Enum):
+    SYN_SENT = enum.auto()
+    SYN_RECEIVED = enum.auto()
+    ESTABLISHED = enum.auto()
+    HALF_CLOSED_LOCAL = enum.auto()
+    HALF_CLOSED_REMOTE = enum.auto()
+    CLOSED = enum.auto()
+
+
+class _Stream:
+    __slots__ = (
+        "id",
+        "outbound",
+        "acked",
+        "accepted",
+        "send_window",
+        "recv_window",
+        "unconsumed",
+        "credit",
+        "queue",
+        "queued",
+        "fin_queued",
+        "fin_sent",
+        "remote_fin",
+    )
+
+    def __init__(self, stream_id: int, outbound: bool, recv_window: int) -> None:
+        self.id = stream_id
+        self.outbound = outbound
+        self.acked = False  # outbound: the peer's ACK came; inbound: we sent ours
+        self.accepted = outbound
+        self.send_window = INITIAL_WINDOW
+        # recv_window + unconsumed + credit is always the window we granted.
+        self.recv_window = recv_window
+        self.unconsumed = 0
+        self.credit = 0
+        self.queue: deque[memoryview] = deque()
+        self.queued = 0
+        self.fin_queued = False
+        self.fin_sent = False
+        self.remote_fin = False
+
+    def sendable(self) -> bool:
+        if self.queued:
+            return self.send_window > 0
+        return self.fin_queued and not self.fin_sent
+
+
+def _frame(frame_type: FrameType, flags: Flag, stream_id: int, length: int) -> bytes:
+    return encode_header(frame_type, flags, stream_id, length)
+
+
+class YamuxCore:
+    """One side of a yamux session.  ``is_client`` picks odd stream IDs."""
+
+    def __init__(self, is_client: bool, config: YamuxConfig, rng: random.Random) -> None:
+        self.config = config
+        self.is_client = is_client
+        self._rng = rng
+        self._streams: dict[int, _Stream] = {}
+        self._next_id = 1 if is_client else 2
+        self._last_remote_id = 0
+        self._events: list[Event] = []
+        self._control = bytearray()
+        self._ready: deque[int] = deque()
+        self._in_ready: set[int] = set()
+        self._inbuf = bytearray()
+        self._payload_left = 0  # bytes of the current Data frame still due
+        self._payload_header: Header | None = None
+        self._payload_stream: _Stream | None = None  # None: payload is discarded
+        self._pings: dict[int, float] = {}
+        self._local_go_away = False
+        self._remote_go_away: int | None = None
+        self._terminated = False
+        self.error: YamuxProtocolError | None = None
+        """The peer's violation that ended the session, if any."""
+
+    # --- queries --------------------------------------------------------------
+
+    @property
+    def terminated(self) -> bool:
+        return self._terminated
+
+    @property
+    def control_backlog(self) -> int:
+        """Bytes of control frames waiting for ``data_to_send``."""
+        return len(self._control)
+
+    @property
+    def remote_go_away(self) -> int | None:
+        """The code of the peer's Go Away, or None."""
+        return self._remote_go_away
+
+    def can_open_stream(self) -> bool:
+        """True if ``open_stream`` would not raise a limit error now."""
+        outbound = [s for s in self._streams.values() if s.outbound]
+        return (
+            len(outbound) < self.config.max_outbound_streams
+            and sum(1 for s in outbound if not s.acked) < self.config.max_ack_backlog
+        )
+
+    def send_buffered(self, stream_id: int) -> int:
+        """Bytes queued on ``stream_id`` and not yet framed for sending."""
+        stream = self._streams.get(stream_id)
+        return 0 if stream is None else stream.queued
+
+    def send_window(self, stream_id: int) -> int:
+        stream = self._streams.get(stream_id)
+        return 0 if stream is None else stream.send_window
+
+    def receive_window(self, stream_id: int) -> int:
+        """Bytes the peer may still send on ``stream_id`` right now."""
+        stream = self._streams.get(stream_id)
+        return 0 if stream is None else stream.recv_window
+
+    def stream_state(self, stream_id: int) -> StreamState:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return StreamState.CLOSED
+        if stream.fin_sent or stream.fin_queued:
+            return StreamState.HALF_CLOSED_LOCAL
+        if stream.remote_fin:
+            return StreamState.HALF_CLOSED_REMOTE
+        if not stream.acked:
+            return StreamState.SYN_SENT if stream.outbound else StreamState.SYN_RECEIVED
+        return StreamState.ESTABLISHED
+
+    def open_streams(self) -> list[int]:
+        return list(self._streams)
+
+    # --- outputs --------------------------------------------------------------
+
+    def events(self) -> list[Event]:
+        """Every event since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self, limit: int = 1 << 16) -> bytes:
+        """Control frames, then Data frames round-robin over the streams that
+        have window, until about ``limit`` bytes (one frame may pass it)."""
+        out = bytearray(self._control)
+        self._control.clear()
+        progressed: list[_Stream] = []
+        while self._ready and len(out) < limit:
+            stream_id = self._ready.popleft()
+            self._in_ready.discard(stream_id)
+            stream = self._streams.get(stream_id)
+            if stream is None:
+                continue
+            n = min(stream.queued, stream.send_window, self.config.max_frame_size)
+            if n:
+                out += _frame(FrameType.DATA, Flag.NONE, stream_id, n)
+                self._take(stream, n, out)
+                progressed.append(stream)
+            if not stream.queued and stream.fin_queued and not stream.fin_sent:
+                out += _frame(FrameType.DATA, Flag.FIN, stream_id, 0)
+                stream.fin_sent = True
+                self._maybe_forget(stream)
+            elif stream.sendable():
+                self._mark_ready(stream)
+        limit_ = self.config.send_buffer_limit
+        for stream in progressed:
+            if stream.queued <= limit_:
+                self._events.append(StreamWritable(stream.id))
+        return bytes(out)
+
+    @staticmethod
+    def _take(stream: _Stream, n: int, out: bytearray) -> None:
+        # Chunks are memoryviews: cutting a frame off a large write is O(1),
+        # never a copy of the remainder.
+        stream.queued -= n
+        stream.send_window -= n
+        while n:
+            head = stream.queue[0]
+            if len(head) <= n:
+                out += head
+                n -= len(head)
+                stream.queue.popleft()
+            else:
+                out += head[:n]
+                stream.queue[0] = head[n:]
+                n = 0
+
+    # --- application commands -------------------------------------------------
+
+    def open_stream(self) -> int:
+        """Open a stream (its SYN is queued); returns the stream ID."""
+        self._check_open()
+        if self._local_go_away or self._remote_go_away is not None:
+            raise GoingAway("the session is going away: no new streams")
+        outbound = [s for s in self._streams.values() if s.outbound]
+        if len(outbound) >= self.config.max_outbound_streams:
+            raise TooManyStreams(f"{len(outbound)} streams are open towards the peer")
+        if sum(1 for s in outbound if not s.acked) >= self.config.max_ack_backlog:
+            raise AckBacklogFull("too many of our streams wait for the peer's ACK")
+        stream_id = self._next_id
+        if stream_id > _U32:
+            raise GoingAway("stream IDs are exhausted")
+        self._next_id += 2
+        stream = _Stream(stream_id, outbound=True, recv_window=self.config.receive_window)
+        self._streams[stream_id] = stream
+        self._control += _frame(
+            FrameType.WINDOW_UPDATE, Flag.SYN, stream_id, self.config.receive_window - INITIAL_WINDOW
+        )
+        return stream_id
+
+    def accept_stream(self, stream_id: int) -> None:
+        """The application took the peer's stream: acknowledge it (and grant
+        any window beyond the initial 256 KiB)."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.outbound or stream.accepted:
+            return
+        stream.accepted = True
+        if not stream.acked:
+            extra = self.config.receive_window - INITIAL_WINDOW
+            stream.acked = True
+            stream.recv_window += extra
+            self._control += _frame(FrameType.WINDOW_UPDATE, Flag.ACK, stream_id, extra)
+
+    def send(self, stream_id: int, data: bytes) -> None:
+        """Queue ``data`` on the stream; ``data_to_send`` frames it as the
+        peer's window allows."""
+        stream = self._writable_stream(stream_id)
+        if not data:
+            return
+        stream.queue.append(memoryview(bytes(data)))
+        stream.queued += len(data)
+        if stream.sendable():
+            self._mark_ready(stream)
+
+    def close_stream(self, stream_id: int) -> None:
+        """Half-close: a FIN follows the queued data.  Idempotent."""
+        self._check_open()
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.fin_queued:
+            return
+        stream.fin_queued = True
+        self._mark_ready(stream)
+
+    def reset_stream(self, stream_id: int) -> None:
+        """Abort the stream both ways (RST); queued data is dropped."""
+        stream = self._streams.pop(stream_id, None)
+        if stream is None or self._terminated:
+            return
+        self._control += _frame(FrameType.DATA, Flag.RST, stream_id, 0)
+
+    def on_consumed(self, stream_id: int, n: int) -> None:
+        """The application read ``n`` bytes of ``stream_id``: once half the
+        window is consumed, give it back to the peer."""
+        stream = self._streams.get(stream_id)
+        if stream is None or n == 0:
+            return
+        if not 0 < n <= stream.unconsumed:
+            raise LocalProtocolError(
+                f"consumed {n} bytes of stream {stream_id}, only {stream.unconsumed} were received"
+            )
+        stream.unconsumed -= n
+        if stream.remote_fin:
+            return  # the peer sends nothing more: no credit needed
+        stream.credit += n
+        if stream.credit >= self.config.receive_window // 2 and not self._terminated:
+            self._control += _frame(FrameType.WINDOW_UPDATE, Flag.NONE, stream_id, stream.credit)
+            stream.recv_window += stream.credit
+            stream.credit = 0
+
+    def ping(self, now: float) -> int:
+        """Send a ping; a ``PingRtt`` with the returned value reports its RTT."""
+        self._check_open()
+        if len(self._pings) >= self.config.max_pending_pings:
+            raise LimitExceeded(f"{len(self._pings)} pings already wait for an answer")
+        value = self._rng.getrandbits(32)
+        while value in self._pings:
+            value = self._rng.getrandbits(32)
+        self._pings[value] = now
+        self._control += _frame(FrameType.PING, Flag.SYN, 0, value)
+        return value
+
+    def go_away(self, code: int = GoAwayCode.NORMAL) -> None:
+        """Tell the peer we open and accept no more streams; existing streams
+        go on.  Idempotent."""
+        if self._local_go_away or self._terminated:
+            return
+        self._local_go_away = True
+        self._control += _frame(FrameType.GO_AWAY, Flag.NONE, 0, int(code))
+
+    # --- input ----------------------------------------------------------------
+
+    def receive_eof(self) -> None:
+        """The connection under the session ended."""
+        if not self._terminated:
+            self._terminate(None)
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Bytes from the connection.  A violation queues a Go Away
+        (PROTOCOL_ERROR) and ends the session with ``ConnectionTerminated``;
+        it is never raised."""
+        if self._terminated:
+            return
+        self._inbuf += data
+        pos = 0
+        buf = self._inbuf
+        try:
+            while not self._terminated:
+                if self._payload_left:
+                    n = min(self._payload_left, len(buf) - pos)
+                    if not n:
+                        break
+                    if self._payload_stream is not None and self._payload_stream.id in self._streams:
+                        self._payload_stream.unconsumed += n
+                        self._events.append(
+                            DataReceived(self._payload_stream.id, bytes(buf[pos : pos + n]))
+                        )
+                    pos += n
+                    self._payload_left -= n
+                    if not self._payload_left:
+                        self._end_data_frame()
+                    continue
+                if len(buf) - pos < HEADER_SIZE:
+                    break
+                header = decode_header(memoryview(buf)[pos : pos + HEADER_SIZE], MAX_DATA_LENGTH)
+                pos += HEADER_SIZE
+                self._on_header(header, now)
+        except YamuxProtocolError as exc:
+            self._violation(exc)
+        finally:
+            del buf[:pos]
+
+    # --- frame handling -------------------------------------------------------
+
+    def _on_header(self, header: Header, now: float) -> None:
+        if header.type is FrameType.PING:
+            self._on_ping(header, now)
+        elif header.type is FrameType.GO_AWAY:
+            if self._remote_go_away is None:
+                self._remote_go_away = header.length
+                self._events.append(GoAwayReceived(header.length))
+        else:
+            self._on_stream_frame(header)
+
+    def _on_ping(self, header: Header, now: float) -> None:
+        if header.flags & Flag.SYN:
+            self._control += _frame(FrameType.PING, Flag.ACK, 0, header.length)
+        elif header.flags & Flag.ACK:
+            sent = self._pings.pop(header.length, None)
+            if sent is not None:
+                self._events.append(PingRtt(header.length, now - sent))
+
+    def _on_stream_frame(self, header: Header) -> None:
+        if header.stream_id == 0:
+            raise StreamIdError(f"{header.type.name} frame on the session stream 0")
+        stream = self._stream_for(header)
+        if header.type is FrameType.DATA:
+            if stream is not None:
+                if header.length > stream.recv_window:
+                    raise WindowExceeded(
+                        f"{header.length} bytes on stream {stream.id} whose window is "
+                        f"{stream.recv_window}"
+                    )
+                if header.length and stream.remote_fin:
+                    raise YamuxProtocolError(f"data on stream {stream.id} after its FIN")
+                stream.recv_window -= header.length
+            self._payload_stream = stream
+            self._payload_header = header
+            self._payload_left = header.length
+            if not header.length:
+                self._end_data_frame()
+            return
+        if stream is not None:
+            if stream.send_window + header.length > _U32:
+                raise YamuxProtocolError(f"window of stream {stream.id} overflows 32 bits")
+            stream.send_window += header.length
+            if stream.sendable():
+                self._mark_ready(stream)
+            self._end_flags(stream, header.flags)
+
+    def _end_data_frame(self) -> None:
+        stream, header = self._payload_stream, self._payload_header
+        self._payload_stream = self._payload_header = None
+        if stream is not None and header is not None and stream.id in self._streams:
+            self._end_flags(stream, header.flags)
+
+    def _end_flags(self, stream: _Stream, flags: Flag) -> None:
+        if flags & Flag.RST:
+            del self._streams[stream.id]
+            self._events.append(StreamWasReset(stream.id))
+            return
+        if flags & Flag.FIN and not stream.remote_fin:
+            stream.remote_fin = True
+            self._events.append(StreamEnded(stream.id))
+            self._maybe_forget(stream)
+
+    def _stream_for(self, header: Header) -> _Stream | None:
+        """The stream a Data/Window Update frame is for, creating it on SYN;
+        None if the frame is to be ignored (a stream we reset or refused)."""
+        stream_id = header.stream_id
+        if header.flags & Flag.SYN:
+            return self._on_syn(stream_id)
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return None  # in flight when we reset or forgot it
+        if header.flags & Flag.ACK and stream.outbound and not stream.acked:
+            stream.acked = True
+            self._events.append(StreamAcked(stream_id))
+        return stream
+
+    def _on_syn(self, stream_id: int) -> _Stream | None:
+        remote_parity = 0 if self.is_client else 1
+        if stream_id % 2 != remote_parity:
+            raise StreamIdError(f"the peer opened stream {stream_id}, which has our parity")
+        if stream_id <= self._last_remote_id:
+            raise StreamIdError(f"SYN for stream {stream_id} reuses an ID or goes backwards")
+        self._last_remote_id = stream_id
+        inbound = [s for s in self._streams.values() if not s.outbound]
+        if (
+            self._local_go_away
+            or self._remote_go_away is not None
+            or len(inbound) >= self.config.max_inbound_streams
+            or sum(1 for s in inbound if not s.accepted) >= self.config.accept_backlog
+        ):
+            # Refusing costs the peer one stream, not the session.
+            self._control += _frame(FrameType.DATA, Flag.RST, stream_id, 0)
+            return None
+        stream = _Stream(stream_id, outbound=False, recv_window=INITIAL_WINDOW)
+        self._streams[stream_id] = stream
+        self._events.append(StreamOpened(stream_id))
+        return stream
+
+    # --- helpers --------------------------------------------------------------
+
+    def _mark_ready(self, stream: _Stream) -> None:
+        if stream.id not in self._in_ready:
+            self._in_ready.add(stream.id)
+            self._ready.append(stream.id)
+
+    def _maybe_forget(self, stream: _Stream) -> None:
+        if stream.fin_sent and stream.remote_fin:
+            self._streams.pop(stream.id, None)
+
+    def _writable_stream(self, stream_id: int) -> _Stream:
+        self._check_open()
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise StreamReset(f"stream {stream_id} was reset or is unknown")
+        if stream.fin_queued:
+            raise StreamClosed(f"write after write_eof on stream {stream_id}")
+        return stream
+
+    def _check_open(self) -> None:
+        if self._terminated:
+            raise SessionClosed("the yamux session is closed")
+
+    def _violation(self, error: YamuxProtocolError) -> None:
+        self._control += _frame(FrameType.GO_AWAY, Flag.NONE, 0, GoAwayCode.PROTOCOL_ERROR)
+        self._terminate(error)
+
+    def _terminate(self, error: YamuxProtocolError | None) -> None:
+        self._terminated = True
+        self.error = error
+        self._streams.clear()
+        self._ready.clear()
+        self._in_ready.clear()
+        self._pings.clear()
+        self._inbuf.clear()
+        self._payload_left = 0
+        self._payload_stream = self._payload_header = None
+        self._events.append(ConnectionTerminated(error))
+
