@@ -41,6 +41,18 @@ DEFAULT_LISTEN: tuple[str, ...] = (
 _MAX_ADDRS = 64
 
 
+def _check_stun(servers: tuple[str, ...]) -> None:
+    from overlay.nat.config import MAX_STUN_SERVERS, parse_stun_server
+
+    if len(servers) > MAX_STUN_SERVERS:
+        raise ConfigError(f"`stun` has {len(servers)} entries; at most {MAX_STUN_SERVERS}")
+    for server in servers:
+        try:
+            parse_stun_server(server)
+        except OverlayError as exc:
+            raise ConfigError(f"`stun`: {exc}") from None
+
+
 def _check_addrs(name: str, addrs: tuple[str, ...], need_peer: bool) -> None:
     if len(addrs) > _MAX_ADDRS:
         raise ConfigError(f"`{name}` has {len(addrs)} entries; at most {_MAX_ADDRS} are allowed")
@@ -74,6 +86,12 @@ class DaemonConfig:
     ``off`` disables it."""
     zone: str = "ovl"
     """The name zone (suffix); every node of a network must use the same."""
+    stun: tuple[str, ...] = field(default=())
+    """STUN servers (``HOST:PORT``) asked from the QUIC sockets for the
+    node's public mapping; an introducer's QUIC port is one (docs/nat.md)."""
+    introducer: bool = False
+    """Serve the network from a public address: answer STUN binding
+    requests on the QUIC ports (circuit relay v2 will join this flag)."""
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -94,6 +112,9 @@ class DaemonConfig:
             raise ConfigError(f"`zone`: {exc}") from None
         if zone != self.zone:
             raise ConfigError(f"`zone` must be written in normal form, as {zone!r}")
+        _check_stun(self.stun)
+        if not isinstance(self.introducer, bool):
+            raise ConfigError("`introducer` must be true or false")
 
     def with_listen(self, listen: tuple[str, ...] | list[str]) -> DaemonConfig:
         return replace(self, listen=tuple(listen))
@@ -107,6 +128,8 @@ _FIELDS: dict[str, type] = {
     "kad_protocol": str,
     "dns": str,
     "zone": str,
+    "stun": tuple,
+    "introducer": bool,
 }
 
 
@@ -165,6 +188,8 @@ def config_document(config: DaemonConfig) -> dict[str, TomlValue]:
         "kad_protocol": config.kad_protocol,
         "dns": config.dns,
         "zone": config.zone,
+        "stun": list(config.stun),
+        "introducer": config.introducer,
     }
 
 
@@ -189,6 +214,10 @@ def with_value(config: DaemonConfig, key: str, values: Sequence[str],
         value = [v for v in values if v != ""]
     elif len(values) != 1:
         raise ConfigError(f"`{key}` takes exactly one value, not {len(values)}")
+    elif kind is bool:
+        if values[0] not in ("true", "false"):
+            raise ConfigError(f"`{key}` must be true or false, not {values[0]!r}")
+        value = values[0] == "true"
     else:
         value = values[0]
     document = config_document(config)
