@@ -132,9 +132,8 @@ def decode_header(data: bytes | bytearray | memoryview, max_data_length: int = M
     """Decode the first 12 bytes of ``data``.
 
     Raises ``UnknownVersion``, ``UnknownFrameType`` or ``FrameTooLarge``
-    (a Data length above ``max_data_length``), all ``FrameError``s; a
-    ``LocalProtocolError`` is not possible here: short input is a
-    ``ValueError`` of the caller.
+    (a Data length above ``max_data_length``), all ``FrameError``s.  Fewer
+    than 12 bytes is the caller's mistake (``ValueError``).
     """
     if len(data) < HEADER_SIZE:
         raise ValueError(f"a header needs {HEADER_SIZE} bytes, got {len(data)}")

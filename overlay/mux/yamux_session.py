@@ -143,7 +143,8 @@ class StreamAcked:
 
 @dataclass(frozen=True, slots=True)
 class StreamWritable:
-    """``send_buffered(stream_id)`` fell to ``send_buffer_limit`` or below."""
+    """``send_buffered(stream_id)`` fell from above ``send_buffer_limit`` to
+    the limit or below: a blocked ``drain()`` may return."""
 
     stream_id: int
 
@@ -327,7 +328,8 @@ class YamuxCore:
         have window, until about ``limit`` bytes (one frame may pass it)."""
         out = bytearray(self._control)
         self._control.clear()
-        progressed: list[_Stream] = []
+        was_over: dict[int, _Stream] = {}  # streams above send_buffer_limit
+        limit_ = self.config.send_buffer_limit
         while self._ready and len(out) < limit:
             stream_id = self._ready.popleft()
             self._in_ready.discard(stream_id)
@@ -336,17 +338,17 @@ class YamuxCore:
                 continue
             n = min(stream.queued, stream.send_window, self.config.max_frame_size)
             if n:
+                if stream.queued > limit_:
+                    was_over[stream_id] = stream
                 out += _frame(FrameType.DATA, Flag.NONE, stream_id, n)
                 self._take(stream, n, out)
-                progressed.append(stream)
             if not stream.queued and stream.fin_queued and not stream.fin_sent:
                 out += _frame(FrameType.DATA, Flag.FIN, stream_id, 0)
                 stream.fin_sent = True
                 self._maybe_forget(stream)
             elif stream.sendable():
                 self._mark_ready(stream)
-        limit_ = self.config.send_buffer_limit
-        for stream in progressed:
+        for stream in was_over.values():
             if stream.queued <= limit_:
                 self._events.append(StreamWritable(stream.id))
         return bytes(out)
@@ -504,7 +506,7 @@ class YamuxCore:
                     continue
                 if len(buf) - pos < HEADER_SIZE:
                     break
-                header = decode_header(memoryview(buf)[pos : pos + HEADER_SIZE], MAX_DATA_LENGTH)
+                header = decode_header(bytes(buf[pos : pos + HEADER_SIZE]), MAX_DATA_LENGTH)
                 pos += HEADER_SIZE
                 self._on_header(header, now)
         except YamuxProtocolError as exc:
