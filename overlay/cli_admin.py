@@ -115,6 +115,8 @@ def _status_lines(reply: dict[str, Any]) -> list[str]:
     if names is not None:
         lines.append(f"names:        {', '.join(names) if names else 'none owned'}")
     lines.append(f"dns:          {reply.get('dns') or 'off'}")
+    if reply.get("nat"):
+        lines.append(f"nat:          {reply['nat']}")
     lines.append(f"api socket:   {reply.get('api_socket', '?')}")
     return lines
 

@@ -21,6 +21,7 @@ from overlay.cli_common import (
     setup_logging,
     strip_reply,
 )
+from overlay.cli_nat import stun_server_arg
 from overlay.cli_progress import SlowWait
 from overlay.daemon.client import ApiClient
 from overlay.daemon.home import Home
@@ -145,6 +146,12 @@ def add_core_parsers(sub: Any, parents: Parents) -> None:
     p.add_argument("--dns", metavar="HOST:PORT|off", type=_dns_arg, default=None,
                    help="serve names over DNS here, UDP and TCP (default: from config.toml, "
                         "else 127.0.0.1:5335); `off` disables it")
+    p.add_argument("--stun", metavar="HOST:PORT", action="append", type=stun_server_arg,
+                   default=[], help="STUN server asked from the QUIC socket, repeatable; an "
+                                    "introducer's QUIC port is one (default: from config.toml)")
+    p.add_argument("--introducer", action="store_true", default=None,
+                   help="serve as the network's introducer: answer STUN on the QUIC port "
+                        "(default: from config.toml)")
 
     add_command(sub, "id", parents=parents.pick(), run=_cmd_id,
                 help="peer ID and addresses of the running daemon",
@@ -227,7 +234,8 @@ def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         return runner.run(run_daemon(home, sys.stdout, listen=ns.listen, as_json=ns.json,
                                      bootstrap=ns.bootstrap, dht_mode=ns.dht_mode,
-                                     kad_protocol=ns.kad_protocol, dns=ns.dns))
+                                     kad_protocol=ns.kad_protocol, dns=ns.dns,
+                                     stun=ns.stun, introducer=ns.introducer))
 
 
 def _cmd_id(ns: argparse.Namespace, home: Home) -> int:

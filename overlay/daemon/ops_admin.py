@@ -32,6 +32,7 @@ from overlay.host.host import Host
 from overlay.identity import PeerId
 from overlay.multiaddrs import parse_quic_multiaddr
 from overlay.naming.names import self_certifying_name
+from overlay.nat.daemon_ext import NatExtension, summary_line
 
 __all__ = ["AdminDaemon", "AdminOps", "AdminOpsConfig", "NOT_FOUND", "reachability"]
 
@@ -144,6 +145,8 @@ class AdminOps:
         if naming is not None and naming.dns_address is not None:
             dns_host, dns_port = naming.dns_address
             dns = f"[{dns_host}]:{dns_port}" if ":" in dns_host else f"{dns_host}:{dns_port}"
+        nat_extension = self._extension(NatExtension)
+        nat_report = nat_extension.report() if nat_extension is not None else None
         return {
             "peer_id": str(host.peer_id),
             "name": self_certifying_name(host.peer_id, daemon.config.zone),
@@ -159,6 +162,7 @@ class AdminOps:
             "dht": dht,
             "names": names,
             "dns": dns,
+            "nat": summary_line(nat_report) if nat_report is not None else None,
             "api_socket": str(daemon.api_path),
         }
 

@@ -48,10 +48,11 @@ def default_extensions(
     config; a busy DNS port is fatal only when ``dns_required``)."""
     from overlay.daemon.ops_dht import DhtExtension
     from overlay.daemon.persist_peers import PeerMemoryExtension
+    from overlay.nat.daemon_ext import NatExtension
 
     if key is None:
         dht_only = DhtExtension()
-        return [dht_only, PeerMemoryExtension(dht_only)]
+        return [NatExtension(), dht_only, PeerMemoryExtension(dht_only)]
     from overlay.daemon.ops_name import naming_extensions
     from overlay.naming.config import NamingConfig
     from overlay.naming.dns_front import parse_dns_address
@@ -63,7 +64,7 @@ def default_extensions(
                                     dns_required=dns_required, names=names)
     # Last: it bootstraps the running DHT from peers remembered across
     # restarts and, leaving first, saves them while the DHT still runs.
-    return [dht, naming, PeerMemoryExtension(dht)]
+    return [NatExtension(), dht, naming, PeerMemoryExtension(dht)]
 
 
 async def run_daemon(
@@ -78,6 +79,8 @@ async def run_daemon(
     dht_mode: str | None = None,
     kad_protocol: str | None = None,
     dns: str | None = None,
+    stun: Sequence[str] = (),
+    introducer: bool | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
 
@@ -103,6 +106,10 @@ async def run_daemon(
         config = replace(config, kad_protocol=kad_protocol)
     if dns is not None:
         config = replace(config, dns=dns)
+    if stun:
+        config = replace(config, stun=tuple(stun))
+    if introducer is not None:
+        config = replace(config, introducer=introducer)
     if extensions is None:
         # An address asked for on the command line must be served; the
         # configured one (usually the default) only warns when it is busy.
