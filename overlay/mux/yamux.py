@@ -325,8 +325,10 @@ class YamuxSession:
 
     async def accept_stream(self) -> YamuxStream:
         """The next stream the peer opened.  Raises ``SessionClosed`` when
-        the session ends, ``GoingAway`` after the peer's Go Away."""
-        self._check_running()
+        the session ends, ``GoingAway`` after the peer's Go Away; streams
+        that arrived before either are still handed out first."""
+        if self._tg is None:
+            raise LocalProtocolError("use the YamuxSession in `async with` first")
         while not self._accept_queue:
             if self._core.terminated or self._closing:
                 raise self._session_error()

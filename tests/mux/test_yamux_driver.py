@@ -1,0 +1,247 @@
+"""The asyncio yamux driver: backpressure, many streams, violations, close."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+
+from overlay.mux import GoingAway, SessionClosed, YamuxConfig, YamuxSession, YamuxStream
+from overlay.mux.yamux_frames import (
+    HEADER_SIZE,
+    INITIAL_WINDOW,
+    Flag,
+    FrameType,
+    GoAwayCode,
+    UnknownVersion,
+    decode_header,
+    encode_header,
+)
+from overlay.mux.yamux_session import WindowExceeded
+from overlay.wire.memory import MemoryStream, memory_stream_pair
+from overlay.wire.stream import ByteStream
+
+from .tcp import tcp_pair
+
+KiB = 1024
+
+
+@asynccontextmanager
+async def session_pair(
+    transport: str = "memory",
+    client_config: YamuxConfig | None = None,
+    server_config: YamuxConfig | None = None,
+) -> AsyncIterator[tuple[YamuxSession, YamuxSession]]:
+    async with AsyncExitStack() as stack:
+        left: ByteStream
+        right: ByteStream
+        if transport == "memory":
+            left, right = memory_stream_pair()
+        else:
+            left, right = await stack.enter_async_context(tcp_pair())
+        client = await stack.enter_async_context(YamuxSession(left, True, client_config))
+        server = await stack.enter_async_context(YamuxSession(right, False, server_config))
+        yield client, server
+
+
+async def read_all(stream: ByteStream) -> bytes:
+    parts = []
+    while chunk := await stream.read():
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def until(predicate: object, what: str) -> None:
+    """Let the loop run until ``predicate()`` holds (bounded by the caller's
+    timeout); used to observe a state the driver reaches by itself."""
+    assert callable(predicate)
+    while not predicate():
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("transport", ["memory", "tcp"])
+async def test_stalled_reader_bounds_the_sender_by_the_window(transport: str) -> None:
+    config = YamuxConfig(send_buffer_limit=64 * KiB)
+    chunk = 16 * KiB
+    payload = os.urandom(4 << 20)
+    async with asyncio.timeout(30), session_pair(transport, config, config) as (client, server):
+        sender = await client.open_stream()
+        sender.write(b"!")
+        receiver = await server.accept_stream()
+        assert await receiver.readexactly(1) == b"!"
+        written = 0
+        blocked = asyncio.Event()
+        max_queued = 0
+
+        async def send() -> None:
+            nonlocal written, max_queued
+            for i in range(0, len(payload), chunk):
+                sender.write(payload[i : i + chunk])
+                written += chunk
+                queued = client._core.send_buffered(sender.stream_id)
+                max_queued = max(max_queued, queued)
+                if queued > config.send_buffer_limit:
+                    blocked.set()
+                await sender.drain()
+            await sender.close()
+
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(send())
+            await blocked.wait()
+            await until(lambda: receiver.buffered == INITIAL_WINDOW - 1, "window filled")
+            # The reader is stalled: the sender is held at the window plus
+            # its own send-buffer bound, whatever the payload size.
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not task.done()
+            assert receiver.buffered == INITIAL_WINDOW - 1  # never more than the window
+            assert written <= INITIAL_WINDOW + config.send_buffer_limit + chunk
+            assert client._core.send_window(sender.stream_id) == 0
+            got = await read_all(receiver)
+        assert got == payload
+        assert max_queued <= config.send_buffer_limit + chunk
+
+
+@pytest.mark.parametrize("transport", ["memory", "tcp"])
+async def test_a_hundred_concurrent_streams_exact_bytes(transport: str) -> None:
+    async with asyncio.timeout(60), session_pair(transport) as (client, server):
+
+        async def echo_server() -> None:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(100):
+                    stream = await server.accept_stream()
+                    tg.create_task(echo(stream))
+
+        async def echo(stream: YamuxStream) -> None:
+            data = await read_all(stream)
+            for i in range(0, len(data), 40_000):
+                stream.write(data[i : i + 40_000][::-1])
+                await stream.drain()
+            await stream.close()
+
+        async def one(i: int) -> None:
+            data = os.urandom(20_000 + 997 * i)
+            stream = await client.open_stream()
+            expected = b"".join(
+                data[j : j + 40_000][::-1] for j in range(0, len(data), 40_000)
+            )
+            async with asyncio.TaskGroup() as tg:
+                reply = tg.create_task(read_all(stream))
+                for j in range(0, len(data), 30_000):
+                    stream.write(data[j : j + 30_000])
+                    await stream.drain()
+                await stream.close()
+            assert reply.result() == expected
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(echo_server())
+            for i in range(100):
+                tg.create_task(one(i))
+        assert len({s for s in client._core.open_streams()}) == 0
+
+
+@asynccontextmanager
+async def raw_peer() -> AsyncIterator[tuple[YamuxSession, MemoryStream]]:
+    """Our client session against a hand-driven remote end."""
+    left, raw = memory_stream_pair()
+    async with YamuxSession(left, is_client=True) as session:
+        yield session, raw
+
+
+async def read_frame(raw: MemoryStream) -> tuple[FrameType, Flag, int, int, bytes]:
+    header = decode_header(await raw.readexactly(HEADER_SIZE))
+    payload = await raw.readexactly(header.payload_length)
+    return header.type, header.flags, header.stream_id, header.length, payload
+
+
+async def test_protocol_violation_ends_the_session_only() -> None:
+    async with asyncio.timeout(10), raw_peer() as (session, raw):
+        stream = await session.open_stream()
+        assert (await read_frame(raw))[:3] == (FrameType.WINDOW_UPDATE, Flag.SYN, 1)
+        raw.write(b"\x07" + bytes(11))  # an unknown version
+        assert (await read_frame(raw))[:4] == (
+            FrameType.GO_AWAY,
+            Flag.NONE,
+            0,
+            GoAwayCode.PROTOCOL_ERROR,
+        )
+        assert await raw.read() == b""  # and the connection is half-closed
+        assert isinstance(session.error, UnknownVersion)
+        with pytest.raises(SessionClosed):
+            await stream.read()
+        with pytest.raises(SessionClosed):
+            stream.write(b"x")
+        with pytest.raises(SessionClosed):
+            await session.accept_stream()
+        with pytest.raises(SessionClosed):
+            await session.open_stream()
+    assert session.is_closed
+
+
+async def test_peer_exceeding_the_window_gets_go_away() -> None:
+    async with asyncio.timeout(10), raw_peer() as (session, raw):
+        raw.write(encode_header(FrameType.WINDOW_UPDATE, Flag.SYN, 2, 0))
+        stream = await session.accept_stream()
+        raw.write(encode_header(FrameType.DATA, Flag.NONE, 2, INITIAL_WINDOW + 1))
+        frames = [await read_frame(raw), await read_frame(raw)]
+        assert frames[0][:3] == (FrameType.WINDOW_UPDATE, Flag.ACK, 2)
+        assert frames[1][:4] == (FrameType.GO_AWAY, Flag.NONE, 0, GoAwayCode.PROTOCOL_ERROR)
+        assert isinstance(session.error, WindowExceeded)
+        with pytest.raises(SessionClosed):
+            await stream.read()
+
+
+async def test_ping_answers_and_rtt() -> None:
+    async with asyncio.timeout(10), session_pair() as (client, server):
+        rtt = await client.ping()
+        assert 0 <= rtt < 5
+        assert await server.ping() >= 0
+    async with asyncio.timeout(10), raw_peer() as (session, raw):
+        raw.write(encode_header(FrameType.PING, Flag.SYN, 0, 0xDEADBEEF))
+        assert await read_frame(raw) == (FrameType.PING, Flag.ACK, 0, 0xDEADBEEF, b"")
+
+
+async def test_close_sends_go_away_and_flushes_queued_data() -> None:
+    async with asyncio.timeout(10), session_pair() as (client, server):
+        stream = await client.open_stream()
+        stream.write(b"last words")
+        await stream.close()
+        await client.aclose()
+        assert client.is_closed
+        accepted = await server.accept_stream()
+        assert await read_all(accepted) == b"last words"
+        with pytest.raises((GoingAway, SessionClosed)):
+            await server.accept_stream()
+        assert server.remote_go_away == GoAwayCode.NORMAL
+
+
+async def test_open_waits_for_the_ack_backlog() -> None:
+    config = YamuxConfig(max_ack_backlog=2)
+    async with asyncio.timeout(10), session_pair(client_config=config) as (client, server):
+        await client.open_stream()
+        await client.open_stream()
+        third = asyncio.ensure_future(client.open_stream())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not third.done()
+        await server.accept_stream()  # its ACK frees one slot
+        stream = await third
+        assert stream.stream_id == 5
+
+
+async def test_connection_loss_fails_streams_with_session_closed() -> None:
+    left, right = memory_stream_pair()
+    async with asyncio.timeout(10), YamuxSession(left, True) as client:
+        async with YamuxSession(right, False) as server:
+            stream = await client.open_stream()
+            stream.write(b"x")
+            accepted = await server.accept_stream()
+            assert await accepted.readexactly(1) == b"x"
+            right.reset()
+            with pytest.raises(SessionClosed):
+                await stream.read()
+            with pytest.raises(SessionClosed):
+                await accepted.read()
