@@ -242,6 +242,7 @@ class YamuxSession:
         self._backlog_low = asyncio.Event()
         self._done = asyncio.Event()
         self._closing = False
+        self._go_away_sent = False
         self._error: ConnectionClosed | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -269,12 +270,15 @@ class YamuxSession:
         await self._tg.__aexit__(exc_type, exc, tb)
 
     def close(self) -> None:
-        """Send Go Away, flush what the peer's windows allow (for at most
-        ``config.close_timeout``), then end the session.  Idempotent."""
+        """Flush what the streams queued as far as the peer's windows allow
+        (for at most ``config.close_timeout``), send Go Away, then end the
+        session.  Idempotent.
+
+        Go Away goes last because py-libp2p drops the whole connection the
+        moment it reads one."""
         if self._closing:
             return
         self._closing = True
-        self._core.go_away(GoAwayCode.NORMAL)
         if self._close_scope is not None and not self._done.is_set():
             loop = asyncio.get_running_loop()
             self._close_scope.reschedule(loop.time() + self.config.close_timeout)
@@ -311,7 +315,7 @@ class YamuxSession:
         while not self._core.can_open_stream() and not self._core.terminated:
             if self._closing or self._core.remote_go_away is not None:
                 break  # the core raises GoingAway
-            if self._outbound_count() >= self.config.max_outbound_streams:
+            if self._core.outbound_streams >= self.config.max_outbound_streams:
                 break  # the core raises TooManyStreams
             self._changed.clear()
             await self._changed.wait()
@@ -354,14 +358,10 @@ class YamuxSession:
         finally:
             self._pings.pop(value, None)
 
-    def _outbound_count(self) -> int:
-        parity = 1 if self.is_client else 0
-        return sum(1 for sid in self._core.open_streams() if sid % 2 == parity)
-
     def _register(self, stream: YamuxStream) -> None:
         # Streams the core forgot (FIN both ways, reset) get no more events;
         # drop them now and then so a long session does not keep them all.
-        if len(self._streams) > 2 * len(self._core.open_streams()) + 64:
+        if len(self._streams) > 2 * self._core.stream_count + 64:
             live = set(self._core.open_streams())
             self._streams = {k: v for k, v in self._streams.items() if k in live}
         self._streams[stream.stream_id] = stream
@@ -433,6 +433,11 @@ class YamuxSession:
                 await self._write_loop()
         except TimeoutError:
             _log.debug("yamux close timed out with data unsent")
+            self._core.go_away(GoAwayCode.NORMAL)
+            try:
+                self._stream.write(self._core.data_to_send(0))  # control frames only
+            except (OverlayError, OSError) as exc:
+                _log.debug("yamux could not send its Go Away: %r", exc)
         except (OverlayError, OSError) as exc:
             _log.debug("yamux connection write failed: %r", exc)
         finally:
@@ -447,7 +452,13 @@ class YamuxSession:
                 self._stream.write(data)
                 await self._stream.drain()
                 continue
-            if self._core.terminated or self._closing:
+            if self._core.terminated:
+                return
+            if self._closing and not self._core.has_unsent_data():
+                if self._core.control_backlog or not self._go_away_sent:
+                    self._go_away_sent = True
+                    self._core.go_away(GoAwayCode.NORMAL)
+                    continue
                 return
             self._wake_writer.clear()
             await self._wake_writer.wait()

@@ -246,6 +246,11 @@ class YamuxCore:
         self.is_client = is_client
         self._rng = rng
         self._streams: dict[int, _Stream] = {}
+        # Counts kept with every change, so a flood of SYNs costs O(1) each.
+        self._outbound = 0
+        self._unacked = 0  # ours, not yet acknowledged by the peer
+        self._inbound = 0
+        self._unaccepted = 0  # the peer's, not yet taken by the application
         self._next_id = 1 if is_client else 2
         self._last_remote_id = 0
         self._events: list[Event] = []
@@ -281,11 +286,15 @@ class YamuxCore:
 
     def can_open_stream(self) -> bool:
         """True if ``open_stream`` would not raise a limit error now."""
-        outbound = [s for s in self._streams.values() if s.outbound]
         return (
-            len(outbound) < self.config.max_outbound_streams
-            and sum(1 for s in outbound if not s.acked) < self.config.max_ack_backlog
+            self._outbound < self.config.max_outbound_streams
+            and self._unacked < self.config.max_ack_backlog
         )
+
+    @property
+    def outbound_streams(self) -> int:
+        """Our streams that are open (not closed both ways, not reset)."""
+        return self._outbound
 
     def send_buffered(self, stream_id: int) -> int:
         """Bytes queued on ``stream_id`` and not yet framed for sending."""
@@ -315,6 +324,14 @@ class YamuxCore:
 
     def open_streams(self) -> list[int]:
         return list(self._streams)
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    def has_unsent_data(self) -> bool:
+        """True while some stream holds data or a FIN not yet framed."""
+        return any(s.queued or (s.fin_queued and not s.fin_sent) for s in self._streams.values())
 
     # --- outputs --------------------------------------------------------------
 
@@ -377,10 +394,9 @@ class YamuxCore:
         self._check_open()
         if self._local_go_away or self._remote_go_away is not None:
             raise GoingAway("the session is going away: no new streams")
-        outbound = [s for s in self._streams.values() if s.outbound]
-        if len(outbound) >= self.config.max_outbound_streams:
-            raise TooManyStreams(f"{len(outbound)} streams are open towards the peer")
-        if sum(1 for s in outbound if not s.acked) >= self.config.max_ack_backlog:
+        if self._outbound >= self.config.max_outbound_streams:
+            raise TooManyStreams(f"{self._outbound} streams are open towards the peer")
+        if self._unacked >= self.config.max_ack_backlog:
             raise AckBacklogFull("too many of our streams wait for the peer's ACK")
         stream_id = self._next_id
         if stream_id > _U32:
@@ -388,6 +404,8 @@ class YamuxCore:
         self._next_id += 2
         stream = _Stream(stream_id, outbound=True, recv_window=self.config.receive_window)
         self._streams[stream_id] = stream
+        self._outbound += 1
+        self._unacked += 1
         self._control += _frame(
             FrameType.WINDOW_UPDATE, Flag.SYN, stream_id, self.config.receive_window - INITIAL_WINDOW
         )
@@ -400,6 +418,7 @@ class YamuxCore:
         if stream is None or stream.outbound or stream.accepted:
             return
         stream.accepted = True
+        self._unaccepted -= 1
         if not stream.acked:
             extra = self.config.receive_window - INITIAL_WINDOW
             stream.acked = True
@@ -428,9 +447,10 @@ class YamuxCore:
 
     def reset_stream(self, stream_id: int) -> None:
         """Abort the stream both ways (RST); queued data is dropped."""
-        stream = self._streams.pop(stream_id, None)
+        stream = self._streams.get(stream_id)
         if stream is None or self._terminated:
             return
+        self._forget(stream)
         self._control += _frame(FrameType.DATA, Flag.RST, stream_id, 0)
 
     def on_consumed(self, stream_id: int, n: int) -> None:
@@ -570,7 +590,7 @@ class YamuxCore:
 
     def _end_flags(self, stream: _Stream, flags: Flag) -> None:
         if flags & Flag.RST:
-            del self._streams[stream.id]
+            self._forget(stream)
             self._events.append(StreamWasReset(stream.id))
             return
         if flags & Flag.FIN and not stream.remote_fin:
@@ -589,6 +609,7 @@ class YamuxCore:
             return None  # in flight when we reset or forgot it
         if header.flags & Flag.ACK and stream.outbound and not stream.acked:
             stream.acked = True
+            self._unacked -= 1
             self._events.append(StreamAcked(stream_id))
         return stream
 
@@ -599,18 +620,19 @@ class YamuxCore:
         if stream_id <= self._last_remote_id:
             raise StreamIdError(f"SYN for stream {stream_id} reuses an ID or goes backwards")
         self._last_remote_id = stream_id
-        inbound = [s for s in self._streams.values() if not s.outbound]
         if (
             self._local_go_away
             or self._remote_go_away is not None
-            or len(inbound) >= self.config.max_inbound_streams
-            or sum(1 for s in inbound if not s.accepted) >= self.config.accept_backlog
+            or self._inbound >= self.config.max_inbound_streams
+            or self._unaccepted >= self.config.accept_backlog
         ):
             # Refusing costs the peer one stream, not the session.
             self._control += _frame(FrameType.DATA, Flag.RST, stream_id, 0)
             return None
         stream = _Stream(stream_id, outbound=False, recv_window=INITIAL_WINDOW)
         self._streams[stream_id] = stream
+        self._inbound += 1
+        self._unaccepted += 1
         self._events.append(StreamOpened(stream_id))
         return stream
 
@@ -623,7 +645,16 @@ class YamuxCore:
 
     def _maybe_forget(self, stream: _Stream) -> None:
         if stream.fin_sent and stream.remote_fin:
-            self._streams.pop(stream.id, None)
+            self._forget(stream)
+
+    def _forget(self, stream: _Stream) -> None:
+        del self._streams[stream.id]
+        if stream.outbound:
+            self._outbound -= 1
+            self._unacked -= not stream.acked
+        else:
+            self._inbound -= 1
+            self._unaccepted -= not stream.accepted
 
     def _writable_stream(self, stream_id: int) -> _Stream:
         self._check_open()
@@ -646,6 +677,7 @@ class YamuxCore:
         self._terminated = True
         self.error = error
         self._streams.clear()
+        self._outbound = self._unacked = self._inbound = self._unaccepted = 0
         self._ready.clear()
         self._in_ready.clear()
         self._pings.clear()

@@ -245,3 +245,17 @@ async def test_connection_loss_fails_streams_with_session_closed() -> None:
                 await stream.read()
             with pytest.raises(SessionClosed):
                 await accepted.read()
+
+
+async def test_close_gives_up_on_window_blocked_data_after_close_timeout() -> None:
+    config = YamuxConfig(close_timeout=0.2)
+    async with asyncio.timeout(10), session_pair(client_config=config) as (client, server):
+        stream = await client.open_stream()
+        stream.write(bytes(INITIAL_WINDOW + 1000))  # the server never reads it
+        accepted = await server.accept_stream()
+        await until(lambda: accepted.buffered == INITIAL_WINDOW, "window filled")
+        await client.aclose()  # returns although 1000 bytes could never leave
+        assert client.is_closed
+        with pytest.raises(SessionClosed):
+            stream.write(b"x")
+        await until(lambda: server.remote_go_away is not None or server.is_closed, "go-away")
