@@ -21,7 +21,7 @@ from overlay.kad.messages import KadMessage, MessageType
 from overlay.kad.net_rpc import KadHost, KadRpc
 from overlay.kad.policy import CheckPeer, NodePolicy, ProbeConnection, classify_failure
 from overlay.kad.routing import PingNeeded
-from overlay.transport.errors import ClosedWithCode
+from overlay.transport.errors import ClosedWithCode, PeerUnreachable
 
 __all__ = ["HealthMonitor", "Spawn"]
 
@@ -67,8 +67,13 @@ class HealthMonitor:
     def closed(self, peer: PeerId, reason: ConnectionClosed | None) -> None:
         going_away = isinstance(reason, ClosedWithCode) and reason.going_away
         # Our own closes are deliberate; a close the peer sent proves it
-        # alive; silence (the idle timeout) or an unknown cause needs a check.
-        silent = reason is None or (isinstance(reason, ClosedWithCode) and not reason.by_peer)
+        # alive; silence (the idle timeout), ICMP port-unreachable or an
+        # unknown cause needs a check.
+        silent = (
+            reason is None
+            or isinstance(reason, PeerUnreachable)
+            or (isinstance(reason, ClosedWithCode) and not reason.by_peer)
+        )
         in_table = peer in self.policy.table
         check = self.policy.on_closed(peer, going_away=going_away, silent=silent, now=self._clock())
         if going_away and in_table:

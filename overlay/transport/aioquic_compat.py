@@ -142,6 +142,12 @@ class Libp2pQuicConnection(QuicConnection):
         return None
 
     @property
+    def peer_cid(self) -> bytes:
+        """The connection ID our packets to the peer carry now."""
+        cid: bytes = self._peer_cid.cid
+        return cid
+
+    @property
     def first_flight(self) -> bool:
         """True until a packet from the peer was decrypted."""
         return self._state is QuicConnectionState.FIRSTFLIGHT

@@ -60,6 +60,12 @@ class TransportConfig:
     max_handshakes: int = 64
     """Inbound handshakes in progress at once; further Initials are dropped."""
 
+    icmp_errors: bool = True
+    """Read ICMP port-unreachable errors (Linux ``IP_RECVERR``) so that a
+    dial to, or a connection with, a crashed peer fails at once instead of
+    timing out.  Errors are matched to connections by the connection ID
+    they quote, so a forged ICMP message cannot end a connection."""
+
     def __post_init__(self) -> None:
         _positive("idle_timeout", self.idle_timeout)
         _positive("handshake_timeout", self.handshake_timeout)

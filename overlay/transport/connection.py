@@ -32,7 +32,8 @@ from overlay.errors import (
 from overlay.identity import PeerId, PublicKey
 from overlay.transport.aioquic_compat import Libp2pQuicConnection
 from overlay.transport.config import TransportConfig
-from overlay.transport.errors import ClosedWithCode, EndpointClosed
+from overlay.transport.errors import ClosedWithCode, EndpointClosed, PeerUnreachable
+from overlay.transport.icmp import quoted_dcid
 from overlay.transport.stream import RESET_ERROR_CODE, QuicStream
 from overlay.transport.tls import CertificateVerifier
 
@@ -531,6 +532,23 @@ class QuicConn:
             self._owner._remove_cid(cid)
         self._cids.clear()
         self._owner._connection_terminated(self)
+
+    def _port_unreachable(self, quoted: bytes) -> bool:
+        """ICMP says the peer's port is closed; ``quoted`` is the start of
+        our datagram that provoked it.  Fails the connection (a dial with
+        ``DialError``) if the quote carries our connection ID; returns
+        whether it did."""
+        if self._terminated:
+            return False
+        cid = self._quic.peer_cid
+        if quoted_dcid(quoted, len(cid)) != cid:
+            return False  # not ours, or forged
+        host, port = self.remote_address
+        message = f"{host} port {port} is unreachable (ICMP: nothing listens there)"
+        if not self._is_ready:
+            self._handshake_error = DialError(message)
+        self._abandon(PeerUnreachable(message))
+        return True
 
     def _abandon(
         self, error: ConnectionClosed, reason: str | None = None, code: int = 0

@@ -33,6 +33,7 @@ from overlay.transport.aioquic_compat import Libp2pQuicConnection
 from overlay.transport.config import TransportConfig
 from overlay.transport.connection import ALPN, QuicConn
 from overlay.transport.errors import GOING_AWAY, BindError, EndpointClosed
+from overlay.transport.icmp import enable_icmp_errors, read_icmp_errors
 from overlay.transport.tls import CertificateVerifier, TlsCredentials, generate_credentials
 
 __all__ = ["QuicEndpoint", "DatagramHook", "is_stun"]
@@ -70,7 +71,7 @@ class _Protocol(asyncio.DatagramProtocol):
         # the endpoint can hand it to the connection that sent.
         log.debug("UDP error on %s: %s", self._endpoint.local_address, exc)
         if isinstance(exc, OSError):
-            self._endpoint._send_error = exc
+            self._endpoint._socket_error(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._endpoint._socket_closed()
@@ -105,6 +106,7 @@ class QuicEndpoint:
         self._closing = False
         self._socket_gone = asyncio.Event()
         self._sock: socket.socket | None = None
+        self._icmp = False
 
     @classmethod
     async def create(
@@ -144,6 +146,7 @@ class QuicEndpoint:
                     pass  # a smaller buffer only costs throughput
             sock.bind((host, port))
             sock.setblocking(False)
+            endpoint._icmp = config.icmp_errors and enable_icmp_errors(sock, family)
             transport, _ = await endpoint._loop.create_datagram_endpoint(
                 lambda: _Protocol(endpoint), sock=sock
             )
@@ -277,7 +280,10 @@ class QuicEndpoint:
                 return
             try:
                 data, addr = sock.recvfrom(_MAX_DATAGRAM)
-            except OSError:  # EAGAIN, or an ICMP error queued for the socket
+            except BlockingIOError:
+                return
+            except OSError as exc:  # an ICMP error queued for the socket
+                self._socket_error(exc)
                 return
             self._dispatch(data, addr)
 
@@ -351,14 +357,31 @@ class QuicEndpoint:
 
     def _send_datagram(self, data: bytes, addr: NetworkAddress) -> OSError | None:
         """Send; return the error if the kernel refused the datagram at once."""
-        self._send_error = None
-        if self._transport is not None and not self._transport.is_closing():
+        for _ in range(2):
+            self._send_error = None
+            if self._transport is None or self._transport.is_closing():
+                break
             try:
                 self._transport.sendto(data, addr)
             except OSError as exc:  # uvloop raises where asyncio reports
-                self._send_error = exc
+                self._socket_error(exc)
+            if not (self._icmp and isinstance(self._send_error, ConnectionRefusedError)):
+                break
+            # That refusal was an ICMP error for an earlier datagram, maybe
+            # to another peer, reported on this send instead of sending it;
+            # it is consumed now, so send again.
         return self._send_error
 
+    def _socket_error(self, exc: OSError) -> None:
+        self._send_error = exc
+        if not self._icmp or self._sock is None:
+            return
+        # Reading the error queue also stops the socket from polling as
+        # readable forever.
+        for address, quoted in read_icmp_errors(self._sock):
+            for conn in list(self._live):
+                if conn.remote_address == address and conn._port_unreachable(quoted):
+                    log.debug("%r: peer port unreachable", conn)
     def _add_cid(self, cid: bytes, conn: QuicConn) -> None:
         if not self._closing:
             self._by_cid[cid] = conn

@@ -6,7 +6,14 @@ from typing import Final
 
 from overlay.errors import ConnectionClosed, HandshakeError, TransportError
 
-__all__ = ["GOING_AWAY", "BindError", "CertificateError", "ClosedWithCode", "EndpointClosed"]
+__all__ = [
+    "GOING_AWAY",
+    "BindError",
+    "CertificateError",
+    "ClosedWithCode",
+    "EndpointClosed",
+    "PeerUnreachable",
+]
 
 GOING_AWAY: Final = 0x676F6E65
 """Application close code ("gone") a node sends to every peer when it shuts
@@ -23,6 +30,11 @@ class BindError(TransportError):
 
 class EndpointClosed(ConnectionClosed):
     """The endpoint was closed; it no longer dials or accepts."""
+
+
+class PeerUnreachable(ConnectionClosed):
+    """ICMP port-unreachable came back for our packets: nothing listens at
+    the peer's address any more (it crashed, or its port moved)."""
 
 
 class ClosedWithCode(ConnectionClosed):

@@ -66,6 +66,7 @@ async def kad_nodes(
     count: int,
     config: KadServiceConfig = FAST_KAD,
     configure: Callable[[int, KadServiceConfig], KadServiceConfig] | None = None,
+    host_config: HostConfig = FAST_HOST,
 ) -> AsyncIterator[list[Node]]:
     """``count`` nodes; node ``i`` gets ``configure(i, config)``.  Every
     node still running at the end is stopped, newest first."""
@@ -73,7 +74,7 @@ async def kad_nodes(
     try:
         for index in range(count):
             node_config = configure(index, config) if configure else config
-            nodes.append(await start_node(node_config))
+            nodes.append(await start_node(node_config, host_config))
         yield nodes
     finally:
         for node in reversed(nodes):

@@ -65,8 +65,9 @@ def test_connection_private_methods_and_state() -> None:
     for name in ("_local_max_streams_bidi", "_local_max_streams_uni", "_local_max_data",
                  "_remote_max_streams_bidi", "_local_next_stream_id_bidi", "_streams",
                  "_handshake_confirmed", "_close_event", "_close_pending", "_state",
-                 "_is_client", "_version"):
+                 "_is_client", "_version", "_peer_cid"):
         assert name in state, name
+    assert isinstance(conn._peer_cid.cid, bytes)
     for limit in (conn._local_max_streams_bidi, conn._local_max_data):
         assert {"value", "sent", "used", "frame_type"} <= set(vars(limit))
     stream = QuicStream(stream_id=0, max_stream_data_local=10)
