@@ -86,6 +86,7 @@ class _Socket:
     failures: dict[Address, str] = field(default_factory=dict)
     change_both: bool | None = None
     change_port: bool | None = None
+    filtering_done: bool = False
 
     @property
     def is_ipv6(self) -> bool:
@@ -159,8 +160,10 @@ class StunService:
 
     async def refresh(self) -> None:
         """Run one round now (after any running one) and wait for its end:
-        about ``retransmit.timeout`` when a server is silent, twice that
-        with the filtering tests."""
+        the configured servers, then (the first time) the filtering tests
+        and the mapping test towards a server's other IP.  It takes about
+        ``retransmit.timeout`` more for each phase that meets silence, which
+        a filtering test on a filtering NAT always does."""
         async with self._round_lock:
             self._install_hooks()
             targets = await self._resolve()
@@ -170,6 +173,8 @@ class StunService:
                     self._begin(sock, server)
             await self._settle()
             if self.config.filtering_tests and self._start_filtering_tests():
+                await self._settle()
+            if self._start_mapping_tests():
                 await self._settle()
             self.last_round = self._clock()
 
@@ -196,24 +201,48 @@ class StunService:
                         normalize_address((str(sockaddr[0]), int(sockaddr[1]))))
         return out
 
+    def _other_server(self, sock: _Socket) -> tuple[Address, Address] | None:
+        """The first (server, other address) pair where the server has a
+        second IP (RFC 5780 OTHER-ADDRESS)."""
+        for obs in sock.observations.values():
+            other = obs.other_address
+            if other is not None and other[0] != obs.server[0]:
+                return obs.server, other
+        return None
+
     def _start_filtering_tests(self) -> bool:
-        """RFC 5780 sections 4.3-4.4 against the first server that has
-        another address: mapping towards that address (both its ports) and
-        filtering of answers from it."""
+        """RFC 5780 section 4.4 on sockets not yet measured: ask the server
+        to answer from its other IP and port, then from its other port.
+
+        Only once per socket, before any request goes to the other IP: a
+        flow we opened there would let the answers through an
+        address-dependent filter and fake endpoint-independent filtering."""
         started = False
         for sock in self._sockets.values():
-            sock.change_both = sock.change_port = None
-            for obs in list(sock.observations.values()):
-                other = obs.other_address
-                if other is None or other[0] == obs.server[0]:
-                    continue
-                self._begin(sock, obs.server, change_ip=True, change_port=True)
-                self._begin(sock, obs.server, change_port=True)
-                self._begin(sock, (other[0], obs.server[1]))
-                if other[1] != obs.server[1]:
-                    self._begin(sock, other)
+            pair = self._other_server(sock)
+            if sock.filtering_done or pair is None:
+                continue
+            server, _ = pair
+            sock.filtering_done = True
+            self._begin(sock, server, change_ip=True, change_port=True)
+            self._begin(sock, server, change_port=True)
+            started = True
+        return started
+
+    def _start_mapping_tests(self) -> bool:
+        """RFC 5780 section 4.3: a plain request to the other IP (at the
+        primary port) shows whether the mapping depends on the destination
+        IP.  Not to the other port as well: the filtering test's blocked
+        answer from there leaves a conntrack entry on Linux NATs that makes
+        them pick a new port for that destination, faking a dependent
+        mapping."""
+        started = False
+        for sock in self._sockets.values():
+            pair = self._other_server(sock)
+            if pair is not None:
+                server, other = pair
+                self._begin(sock, (other[0], server[1]))
                 started = True
-                break
         return started
 
     def _begin(self, sock: _Socket, server: Address, **change: bool) -> None:
