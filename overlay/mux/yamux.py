@@ -44,7 +44,7 @@ from overlay.errors import (
 )
 from overlay.mux.config import YamuxConfig
 from overlay.mux.yamux_frames import GoAwayCode, YamuxProtocolError
-from overlay.mux.yamux_session import (
+from overlay.mux.yamux_events import (
     ConnectionTerminated,
     DataReceived,
     Event,
@@ -56,8 +56,8 @@ from overlay.mux.yamux_session import (
     StreamOpened,
     StreamWasReset,
     StreamWritable,
-    YamuxCore,
 )
+from overlay.mux.yamux_session import YamuxCore
 from overlay.wire.stream import ByteStream
 
 __all__ = ["PROTOCOL_ID", "YamuxSession", "YamuxStream"]

@@ -29,14 +29,26 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from overlay.errors import (
-    ConnectionClosed,
-    LimitExceeded,
-    LocalProtocolError,
-    StreamClosed,
-    StreamReset,
-)
+from overlay.errors import LimitExceeded, LocalProtocolError, StreamClosed, StreamReset
 from overlay.mux.config import YamuxConfig
+from overlay.mux.yamux_events import (
+    AckBacklogFull,
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    GoAwayReceived,
+    GoingAway,
+    PingRtt,
+    SessionClosed,
+    StreamAcked,
+    StreamEnded,
+    StreamIdError,
+    StreamOpened,
+    StreamWasReset,
+    StreamWritable,
+    TooManyStreams,
+    WindowExceeded,
+)
 from overlay.mux.yamux_frames import (
     HEADER_SIZE,
     INITIAL_WINDOW,
@@ -50,140 +62,9 @@ from overlay.mux.yamux_frames import (
     encode_header,
 )
 
-__all__ = [
-    "YamuxCore",
-    "StreamState",
-    "Event",
-    "StreamOpened",
-    "DataReceived",
-    "StreamEnded",
-    "StreamWasReset",
-    "StreamAcked",
-    "StreamWritable",
-    "PingRtt",
-    "GoAwayReceived",
-    "ConnectionTerminated",
-    "SessionClosed",
-    "GoingAway",
-    "TooManyStreams",
-    "AckBacklogFull",
-    "WindowExceeded",
-    "StreamIdError",
-]
+__all__ = ["YamuxCore", "StreamState"]
 
 _U32: Final = 0xFFFFFFFF
-
-
-# --- errors -------------------------------------------------------------------
-
-
-class SessionClosed(ConnectionClosed):
-    """The session ended (connection closed, or a protocol violation)."""
-
-
-class GoingAway(ConnectionClosed):
-    """A Go Away was sent or received: no new streams can be opened."""
-
-
-class TooManyStreams(LimitExceeded):
-    """``max_outbound_streams`` of our streams are already open."""
-
-
-class AckBacklogFull(LimitExceeded):
-    """``max_ack_backlog`` of our streams still wait for the peer's ACK."""
-
-
-class WindowExceeded(YamuxProtocolError):
-    """The peer sent more Data on a stream than the window we granted."""
-
-
-class StreamIdError(YamuxProtocolError):
-    """A SYN reused a stream ID, used our parity, or went backwards; or a
-    stream frame used the session ID 0."""
-
-
-# --- events -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StreamOpened:
-    """The peer opened ``stream_id``; ``accept_stream`` acknowledges it."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class DataReceived:
-    """Bytes for the application; report them with ``on_consumed`` once read."""
-
-    stream_id: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEnded:
-    """The peer half-closed ``stream_id`` (FIN): EOF after the data before it."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class StreamWasReset:
-    """The peer reset ``stream_id`` (or refused it with RST)."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class StreamAcked:
-    """The peer acknowledged our stream; the ACK backlog shrank."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class StreamWritable:
-    """``send_buffered(stream_id)`` fell from above ``send_buffer_limit`` to
-    the limit or below: a blocked ``drain()`` may return."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class PingRtt:
-    """The answer to our ping ``value`` came back after ``rtt`` seconds."""
-
-    value: int
-    rtt: float
-
-
-@dataclass(frozen=True, slots=True)
-class GoAwayReceived:
-    """The peer will open no more streams and accepts none (``GoAwayCode``)."""
-
-    code: int
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionTerminated:
-    """The session is over; every open stream is gone.  ``error`` is the
-    peer's violation (a Go Away with PROTOCOL_ERROR was queued), or None when
-    the connection simply ended."""
-
-    error: YamuxProtocolError | None
-
-
-Event = (
-    StreamOpened
-    | DataReceived
-    | StreamEnded
-    | StreamWasReset
-    | StreamAcked
-    | StreamWritable
-    | PingRtt
-    | GoAwayReceived
-    | ConnectionTerminated
-)
 
 
 class StreamState(enum.Enum):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 
 from overlay.mux.config import YamuxConfig
-from overlay.mux.yamux_session import DataReceived, Event, YamuxCore
+from overlay.mux.yamux_events import DataReceived, Event
+from overlay.mux.yamux_session import YamuxCore
 
 
 class CorePair:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
@@ -20,7 +20,7 @@ from overlay.mux.yamux_frames import (
     decode_header,
     encode_header,
 )
-from overlay.mux.yamux_session import WindowExceeded
+from overlay.mux.yamux_events import WindowExceeded
 from overlay.wire.memory import MemoryStream, memory_stream_pair
 from overlay.wire.stream import ByteStream
 
@@ -54,10 +54,10 @@ async def read_all(stream: ByteStream) -> bytes:
     return b"".join(parts)
 
 
-async def until(predicate: object, what: str) -> None:
+async def until(predicate: Callable[[], bool]) -> None:
     """Let the loop run until ``predicate()`` holds (bounded by the caller's
-    timeout); used to observe a state the driver reaches by itself."""
-    assert callable(predicate)
+    timeout): a state the driver's tasks reach by themselves, with no event
+    of its own to wait on."""
     while not predicate():
         await asyncio.sleep(0)
 
@@ -91,7 +91,7 @@ async def test_stalled_reader_bounds_the_sender_by_the_window(transport: str) ->
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(send())
             await blocked.wait()
-            await until(lambda: receiver.buffered == INITIAL_WINDOW - 1, "window filled")
+            await until(lambda: receiver.buffered == INITIAL_WINDOW - 1)
             # The reader is stalled: the sender is held at the window plus
             # its own send-buffer bound, whatever the payload size.
             for _ in range(20):
@@ -223,13 +223,13 @@ async def test_open_waits_for_the_ack_backlog() -> None:
     async with asyncio.timeout(10), session_pair(client_config=config) as (client, server):
         await client.open_stream()
         await client.open_stream()
-        third = asyncio.ensure_future(client.open_stream())
-        for _ in range(20):
-            await asyncio.sleep(0)
-        assert not third.done()
-        await server.accept_stream()  # its ACK frees one slot
-        stream = await third
-        assert stream.stream_id == 5
+        async with asyncio.TaskGroup() as tg:
+            third = tg.create_task(client.open_stream())
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not third.done()  # two of ours are unacknowledged
+            await server.accept_stream()  # its ACK frees one slot
+        assert third.result().stream_id == 5
 
 
 async def test_connection_loss_fails_streams_with_session_closed() -> None:
@@ -253,9 +253,9 @@ async def test_close_gives_up_on_window_blocked_data_after_close_timeout() -> No
         stream = await client.open_stream()
         stream.write(bytes(INITIAL_WINDOW + 1000))  # the server never reads it
         accepted = await server.accept_stream()
-        await until(lambda: accepted.buffered == INITIAL_WINDOW, "window filled")
+        await until(lambda: accepted.buffered == INITIAL_WINDOW)
         await client.aclose()  # returns although 1000 bytes could never leave
         assert client.is_closed
         with pytest.raises(SessionClosed):
             stream.write(b"x")
-        await until(lambda: server.remote_go_away is not None or server.is_closed, "go-away")
+        await until(lambda: server.remote_go_away is not None or server.is_closed)

@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 
 from overlay.mux.config import YamuxConfig
 from overlay.mux.yamux_frames import INITIAL_WINDOW, FrameType, YamuxProtocolError, encode_header
-from overlay.mux.yamux_session import (
+from overlay.mux.yamux_events import (
     ConnectionTerminated,
     DataReceived,
     Event,
-    YamuxCore,
 )
+from overlay.mux.yamux_session import YamuxCore
 
 frame = st.tuples(
     st.sampled_from(list(FrameType)),

@@ -18,7 +18,7 @@ from overlay.mux.yamux_frames import (
     decode_header,
     encode_header,
 )
-from overlay.mux.yamux_session import (
+from overlay.mux.yamux_events import (
     AckBacklogFull,
     ConnectionTerminated,
     DataReceived,
@@ -30,13 +30,12 @@ from overlay.mux.yamux_session import (
     StreamEnded,
     StreamIdError,
     StreamOpened,
-    StreamState,
     StreamWasReset,
     StreamWritable,
     TooManyStreams,
     WindowExceeded,
-    YamuxCore,
 )
+from overlay.mux.yamux_session import StreamState, YamuxCore
 
 from .pair import CorePair, data_of
 
