@@ -4,8 +4,10 @@ Events in, decisions out; the network service and the simulator both
 drive it, so the simulator's figures describe the node that ships.
 
 - A request that failed outright (dial refused or unreachable, the kad
-  protocol refused, the wrong peer answered, a reset or a malformed
-  answer) evicts the peer at once, with a replacement from the cache.
+  protocol refused, the wrong peer answered, the connection lost or a
+  malformed answer) evicts the peer at once, with a replacement from the
+  cache.  A stream reset on a live connection is a refusal of that one
+  request (a record the peer rejects), not a failure of the peer.
 - A request that timed out evicts too when no connection is left; on a
   live connection the peer may just be busy, so it is probed once
   (``ProbeConnection``) and evicted if the probe fails as well.
@@ -30,6 +32,7 @@ from overlay.errors import (
     LocalProtocolError,
     NegotiationError,
     PeerIdMismatch,
+    StreamReset,
 )
 from overlay.identity import PeerId
 from overlay.kad.keyspace import Contact
@@ -52,8 +55,12 @@ class FailureKind(Enum):
     """Someone else answers at that address."""
     REFUSED = "protocol-refused"
     """The peer does not speak our kad protocol."""
+    RESET = "reset"
+    """The peer reset the stream: it refused this request (a record it
+    does not accept, a limit), which says nothing bad about it if the
+    connection stays up."""
     BROKEN = "broken"
-    """The stream or connection broke, or the answer was malformed."""
+    """The connection broke, or the answer was malformed."""
     TIMEOUT = "timeout"
     """No answer within the request's timeout."""
     LOCAL = "local"
@@ -73,6 +80,8 @@ def classify_failure(exc: BaseException) -> FailureKind:
         return FailureKind.UNREACHABLE
     if isinstance(exc, NegotiationError):
         return FailureKind.REFUSED
+    if isinstance(exc, StreamReset):
+        return FailureKind.RESET
     return FailureKind.BROKEN
 
 
@@ -124,6 +133,8 @@ class NodePolicy:
         is still open afterwards."""
         if kind is FailureKind.LOCAL:
             return None
+        if kind is FailureKind.RESET and connected:
+            return None  # alive, and it answered: with a refusal
         if kind is FailureKind.TIMEOUT and connected:
             return ProbeConnection(peer) if peer in self.table else None
         self._evict(peer, now)

@@ -46,7 +46,7 @@ def policy_with(count: int = 3) -> tuple[NodePolicy, list]:  # type: ignore[type
         (ConnectionRefusedError(), FailureKind.UNREACHABLE),
         (PeerIdMismatch("a", "b"), FailureKind.MISMATCH),
         (ProtocolNotSupported(["/ovl/kad/1.0.0"]), FailureKind.REFUSED),
-        (StreamReset("reset"), FailureKind.BROKEN),
+        (StreamReset("reset"), FailureKind.RESET),
         (ConnectionClosed("gone"), FailureKind.BROKEN),
         (LimitExceeded("full"), FailureKind.LOCAL),
     ],
@@ -77,6 +77,14 @@ def test_a_timeout_evicts_only_without_a_connection() -> None:
     assert slow.peer_id not in policy.table
     assert policy.on_request_failed(dead.peer_id, FailureKind.TIMEOUT, connected=False, now=NOW) is None
     assert dead.peer_id not in policy.table
+
+
+def test_a_reset_on_a_live_connection_is_a_refusal_not_a_death() -> None:
+    policy, (refusing, gone, _) = policy_with()
+    assert policy.on_request_failed(refusing.peer_id, FailureKind.RESET, connected=True, now=NOW) is None
+    assert refusing.peer_id in policy.table
+    policy.on_request_failed(gone.peer_id, FailureKind.RESET, connected=False, now=NOW)
+    assert gone.peer_id not in policy.table
 
 
 def test_our_own_limits_evict_nobody() -> None:
