@@ -16,6 +16,12 @@ class YamuxConfig:
 
     Defaults follow the spec (256 KiB windows) and the ACK-backlog rule of
     libp2p's yamux page (256 unacknowledged streams each way).
+
+    yamux has no session-wide window (QUIC has one): every stream starts
+    with a window the peer may fill at once, so the receive memory of a
+    session is bounded by ``(max_inbound_streams + max_outbound_streams) *
+    receive_window``, 128 MiB with the defaults.  Lower the stream caps to
+    lower it.
     """
 
     receive_window: int = INITIAL_WINDOW

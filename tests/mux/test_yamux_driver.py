@@ -259,3 +259,30 @@ async def test_close_gives_up_on_window_blocked_data_after_close_timeout() -> No
         with pytest.raises(SessionClosed):
             stream.write(b"x")
         await until(lambda: server.remote_go_away is not None or server.is_closed)
+
+
+async def test_a_peer_that_never_reads_cannot_grow_our_ping_answers() -> None:
+    pings = 50_000
+    flood = b"".join(encode_header(FrameType.PING, Flag.SYN, 0, i) for i in range(pings))
+    async with asyncio.timeout(20), raw_peer() as (session, raw):
+        config = session.config
+
+        async def send_flood() -> None:
+            for i in range(0, len(flood), 60_000):
+                raw.write(flood[i : i + 60_000])
+                await raw.drain()
+
+        async with asyncio.TaskGroup() as tg:
+            flooding = tg.create_task(send_flood())
+            await until(lambda: session._core.control_backlog > config.max_control_backlog)
+            for _ in range(50):
+                await asyncio.sleep(0)
+            # The reader stopped: answers queue up to the bound plus one read.
+            assert session._core.control_backlog <= config.max_control_backlog + 65536
+            assert not flooding.done()
+            answers = 0
+            while answers < pings:
+                kind, flags, _, value, _ = await read_frame(raw)
+                assert (kind, flags, value) == (FrameType.PING, Flag.ACK, answers)
+                answers += 1
+        assert not session.is_closed
