@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import subprocess
 from pathlib import Path
 
@@ -90,3 +91,11 @@ def test_config_set_introducer_and_stun(tmp_path: Path, capsys: pytest.CaptureFi
     text = (tmp_path / "config.toml").read_text()
     assert "introducer = true" in text
     assert 'stun = ["203.0.113.10:3478", "[2001:db8::1]:3478"]' in text
+
+
+def test_classic_without_pystun3_says_how_to_get_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "stun", None)  # as if pystun3 were not installed
+    assert main(["--home", str(tmp_path), "nat", "--classic", "127.0.0.1:3478"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "needs pystun3" in err and len(err.splitlines()) == 1
