@@ -80,6 +80,7 @@ CASES: list[tuple[str, list[str], int]] = [
     ("name connect", ["name", "connect", "a.ovl", "echo"], 2),
     ("completion", ["completion", "tcsh"], 2),
     ("status", ["status", "extra"], 2),
+    ("nat", ["nat", "--classic", "nohost"], 2),
     ("stop", ["stop", "--timeout", "0"], 2),
     ("disconnect", ["disconnect", "garbage"], 2),
     ("config show", ["config", "show", "extra"], 2),
@@ -119,6 +120,7 @@ CASES: list[tuple[str, list[str], int]] = [
     ("name release", ["name", "release", "exitcodes.ovl"], 0),
     ("completion", ["completion", "bash"], 0),
     ("status", ["status"], 0),
+    ("nat", ["nat"], 0),
     ("config show", ["config", "show"], 0),
     ("config set", ["config", "set", "dht_mode", "client"], 0),
     ("disconnect", ["disconnect", "{A_ID}"], 0),
@@ -145,6 +147,7 @@ NO_DAEMON: list[tuple[str, list[str]]] = [
     ("name list", ["name", "list"]),
     ("name connect", ["name", "connect", "x.ovl", "/echo/1.0.0"]),
     ("status", ["status"]),
+    ("nat", ["nat"]),
     ("stop", ["stop"]),
     ("disconnect", ["disconnect", UNKNOWN_PEER]),
     ("serve", ["serve", "/echo/1.0.0", "--to", "127.0.0.1:7"]),
@@ -152,7 +155,7 @@ NO_DAEMON: list[tuple[str, list[str]]] = [
 
 # Commands that run without a daemon or cannot fail with "not found".
 LOCAL = {"init", "daemon", "demo", "sim", "completion", "config show", "config set"}
-NO_NOT_FOUND = {"id", "peers", "status", "stop", "serve", "dht put", "dht provide", "dht table", "name register",
+NO_NOT_FOUND = {"id", "peers", "status", "nat", "stop", "serve", "dht put", "dht provide", "dht table", "name register",
                 "name update", "name transfer", "name release", "name list"}
 
 # Success needs a second owner key or a stream service (tests/namenet covers
