@@ -155,18 +155,20 @@ class NoiseHandshake:
         if index == 0:
             msg2 = self._state.write_message(self._our_payload())
             return [SendMessage(encode_frame(msg2))]
-        done = self._verify(payload)
+        peer, key, extensions = self._verify(payload)
         if index == 1:
             msg3 = self._state.write_message(self._our_payload())
-            self._complete = done
-            return [SendMessage(encode_frame(msg3)), done]
-        self._complete = done
-        return [done]
+            out: list[Output] = [SendMessage(encode_frame(msg3))]
+        else:
+            out = []
+        # Only now is the transcript, and so the handshake hash, final.
+        self._complete = HandshakeComplete(peer, key, extensions, self._state.handshake_hash)
+        return [*out, self._complete]
 
     def _our_payload(self) -> bytes:
         return make_payload(self._identity, self._state.local_static, self._extensions)
 
-    def _verify(self, raw_payload: bytes) -> HandshakeComplete:
+    def _verify(self, raw_payload: bytes) -> tuple[PeerId, PublicKey, NoiseExtensions | None]:
         remote_static = self._state.remote_static
         if remote_static is None:  # XX always sends s before the payload
             raise LocalProtocolError("payload before the remote static key")
@@ -175,9 +177,7 @@ class NoiseHandshake:
         peer = PeerId.from_public_key(payload.identity_key)
         if self._expected is not None and peer != self._expected:
             raise PeerIdMismatch(str(self._expected), str(peer))
-        return HandshakeComplete(
-            peer, payload.identity_key, payload.extensions, self._state.handshake_hash
-        )
+        return peer, payload.identity_key, payload.extensions
 
     def transport(self) -> NoiseTransport:
         """The transport-phase ciphers; only after ``HandshakeComplete``."""
