@@ -61,6 +61,15 @@ class YamuxConfig:
     above which the driver stops reading from the peer until they are sent:
     a peer that never reads cannot make us queue without bound."""
 
+    keepalive_interval: float | None = 30.0
+    """Seconds of silence from the peer after which we ping it, so a dead
+    connection (or a relay that dropped it) is noticed and NAT bindings stay
+    open; None disables.  go and js yamux ping every 30 s."""
+
+    ping_timeout: float = 10.0
+    """Seconds a ping may go unanswered: an unanswered keep-alive ends the
+    session (``KeepaliveTimeout``), one of ours fails ``ping()``."""
+
     close_timeout: float = 5.0
     """Seconds ``close()`` keeps sending queued data after its Go Away
     before the session ends regardless (go-yamux waits 5 s too)."""
@@ -84,6 +93,10 @@ class YamuxConfig:
             value = getattr(self, name)
             if not 1 <= value <= 1 << 20:
                 raise ConfigError(f"{name} must be between 1 and 2**20")
+        if self.keepalive_interval is not None and not self.keepalive_interval > 0:
+            raise ConfigError("keepalive_interval must be positive or None")
+        if not self.ping_timeout > 0:
+            raise ConfigError("ping_timeout must be positive")
         if not self.close_timeout > 0:
             raise ConfigError("close_timeout must be positive")
         if self.max_control_backlog < 1024:

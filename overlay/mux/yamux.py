@@ -32,6 +32,7 @@ import asyncio
 import logging
 import random
 from collections import deque
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Final
 
@@ -50,7 +51,9 @@ from overlay.mux.yamux_events import (
     Event,
     GoAwayReceived,
     GoingAway,
+    KeepaliveTimeout,
     PingRtt,
+    PingTimedOut,
     SessionClosed,
     StreamEnded,
     StreamOpened,
@@ -233,7 +236,12 @@ class YamuxSession:
         self.config = config if config is not None else YamuxConfig()
         self.is_client = is_client
         self._stream = stream
-        self._core = YamuxCore(is_client, self.config, rng if rng is not None else random.Random())
+        self._core = YamuxCore(
+            is_client,
+            self.config,
+            rng if rng is not None else random.Random(),
+            asyncio.get_running_loop().time(),
+        )
         self._streams: dict[int, YamuxStream] = {}
         self._accept_queue: deque[YamuxStream] = deque()
         self._pings: dict[int, asyncio.Future[float]] = {}
@@ -296,8 +304,9 @@ class YamuxSession:
         return self._core.terminated
 
     @property
-    def error(self) -> YamuxProtocolError | None:
-        """The peer's protocol violation that ended the session, if any."""
+    def error(self) -> YamuxProtocolError | KeepaliveTimeout | None:
+        """Why the session ended (the peer's protocol violation or an
+        unanswered keep-alive), unless the connection simply closed."""
         return self._core.error
 
     @property
@@ -450,7 +459,7 @@ class YamuxSession:
             self._backlog_low.set()
             if data:
                 self._stream.write(data)
-                await self._stream.drain()
+                await self._with_timers(self._stream.drain, resume=True)
                 continue
             if self._core.terminated:
                 return
@@ -461,7 +470,25 @@ class YamuxSession:
                     continue
                 return
             self._wake_writer.clear()
-            await self._wake_writer.wait()
+            await self._with_timers(self._wake_writer.wait, resume=False)
+
+    async def _with_timers(self, wait: Callable[[], Awaitable[object]], resume: bool) -> None:
+        """Await ``wait()`` and serve the core's timers (keep-alive, ping
+        timeouts) meanwhile, so a connection stuck in ``drain()`` is still
+        declared dead when its keep-alive goes unanswered.  Both waits are
+        safe to cancel and repeat; ``resume`` repeats the wait after a timer
+        (a drain), otherwise the writer loops to send what the timer queued."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                async with asyncio.timeout_at(self._core.next_deadline()):
+                    await wait()
+                return
+            except TimeoutError:
+                self._core.on_timer(loop.time())
+                self._dispatch(self._core.events())
+                if self._core.terminated or not resume:
+                    return
 
     def _finish(self) -> None:
         self._core.receive_eof()  # no-op if the core already ended
@@ -500,6 +527,10 @@ class YamuxSession:
                 future = self._pings.get(event.value)
                 if future is not None and not future.done():
                     future.set_result(event.rtt)
+            elif isinstance(event, PingTimedOut):
+                future = self._pings.get(event.value)
+                if future is not None and not future.done():
+                    future.set_exception(TimeoutError("the peer did not answer our ping"))
             elif isinstance(event, GoAwayReceived):
                 _log.debug("yamux peer sent Go Away %d", event.code)
             elif isinstance(event, ConnectionTerminated):

@@ -18,7 +18,9 @@ __all__ = [
     "PingRtt",
     "GoAwayReceived",
     "ConnectionTerminated",
+    "PingTimedOut",
     "SessionClosed",
+    "KeepaliveTimeout",
     "GoingAway",
     "TooManyStreams",
     "AckBacklogFull",
@@ -32,6 +34,11 @@ __all__ = [
 
 class SessionClosed(ConnectionClosed):
     """The session ended (connection closed, or a protocol violation)."""
+
+
+class KeepaliveTimeout(SessionClosed):
+    """The peer sent nothing and left a keep-alive ping unanswered for
+    ``ping_timeout`` seconds: the connection is presumed dead."""
 
 
 class GoingAway(ConnectionClosed):
@@ -120,10 +127,17 @@ class GoAwayReceived:
 @dataclass(frozen=True, slots=True)
 class ConnectionTerminated:
     """The session is over; every open stream is gone.  ``error`` is the
-    peer's violation (a Go Away with PROTOCOL_ERROR was queued), or None when
-    the connection simply ended."""
+    peer's violation (a Go Away with PROTOCOL_ERROR was queued), a
+    ``KeepaliveTimeout``, or None when the connection simply ended."""
 
-    error: YamuxProtocolError | None
+    error: YamuxProtocolError | KeepaliveTimeout | None
+
+
+@dataclass(frozen=True, slots=True)
+class PingTimedOut:
+    """Our ping ``value`` got no answer within ``ping_timeout``."""
+
+    value: int
 
 
 Event = (
@@ -136,4 +150,5 @@ Event = (
     | PingRtt
     | GoAwayReceived
     | ConnectionTerminated
+    | PingTimedOut
 )

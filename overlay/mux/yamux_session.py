@@ -38,7 +38,9 @@ from overlay.mux.yamux_events import (
     Event,
     GoAwayReceived,
     GoingAway,
+    KeepaliveTimeout,
     PingRtt,
+    PingTimedOut,
     SessionClosed,
     StreamAcked,
     StreamEnded,
@@ -122,7 +124,9 @@ def _frame(frame_type: FrameType, flags: Flag, stream_id: int, length: int) -> b
 class YamuxCore:
     """One side of a yamux session.  ``is_client`` picks odd stream IDs."""
 
-    def __init__(self, is_client: bool, config: YamuxConfig, rng: random.Random) -> None:
+    def __init__(
+        self, is_client: bool, config: YamuxConfig, rng: random.Random, now: float = 0.0
+    ) -> None:
         self.config = config
         self.is_client = is_client
         self._rng = rng
@@ -142,12 +146,16 @@ class YamuxCore:
         self._payload_left = 0  # bytes of the current Data frame still due
         self._payload_header: Header | None = None
         self._payload_stream: _Stream | None = None  # None: payload is discarded
-        self._pings: dict[int, float] = {}
+        self._pings: dict[int, float] = {}  # value -> when sent
+        self._keepalive: int | None = None  # value of our keep-alive ping
+        self._last_received = now
+        self.last_rtt: float | None = None
+        """RTT of the latest answered ping (keep-alive or ours)."""
         self._local_go_away = False
         self._remote_go_away: int | None = None
         self._terminated = False
-        self.error: YamuxProtocolError | None = None
-        """The peer's violation that ended the session, if any."""
+        self.error: YamuxProtocolError | KeepaliveTimeout | None = None
+        """Why the session ended, unless the connection simply closed."""
 
     # --- queries --------------------------------------------------------------
 
@@ -365,6 +373,49 @@ class YamuxCore:
         self._control += _frame(FrameType.PING, Flag.SYN, 0, value)
         return value
 
+    def next_deadline(self) -> float | None:
+        """When ``on_timer`` next has something to do (a keep-alive ping is
+        due or a ping times out); None if never."""
+        if self._terminated:
+            return None
+        deadlines = []
+        if self._pings:
+            deadlines.append(min(self._pings.values()) + self.config.ping_timeout)
+        if self._keepalive_possible():
+            assert self.config.keepalive_interval is not None
+            deadlines.append(self._last_received + self.config.keepalive_interval)
+        return min(deadlines, default=None)
+
+    def _keepalive_possible(self) -> bool:
+        return (
+            self.config.keepalive_interval is not None
+            and self._keepalive is None
+            and len(self._pings) < self.config.max_pending_pings
+        )
+
+    def on_timer(self, now: float) -> None:
+        """Expire unanswered pings (``PingTimedOut``; an unanswered keep-alive
+        ends the session with ``KeepaliveTimeout``) and send a keep-alive
+        ping once the peer has been silent for ``keepalive_interval``."""
+        if self._terminated:
+            return
+        timeout = self.config.ping_timeout
+        for value, sent in list(self._pings.items()):
+            # The same sum as next_deadline: a difference could round below.
+            if now >= sent + timeout:
+                del self._pings[value]
+                if value == self._keepalive:
+                    self._terminate(
+                        KeepaliveTimeout(f"no answer to a keep-alive ping in {timeout} s")
+                    )
+                    return
+                self._events.append(PingTimedOut(value))
+        interval = self.config.keepalive_interval
+        if self._keepalive_possible():
+            assert interval is not None
+            if now >= self._last_received + interval:
+                self._keepalive = self.ping(now)
+
     def go_away(self, code: int = GoAwayCode.NORMAL) -> None:
         """Tell the peer we open and accept no more streams; existing streams
         go on.  Idempotent."""
@@ -386,6 +437,7 @@ class YamuxCore:
         it is never raised."""
         if self._terminated:
             return
+        self._last_received = now
         self._inbuf += data
         pos = 0
         buf = self._inbuf
@@ -432,7 +484,12 @@ class YamuxCore:
             self._control += _frame(FrameType.PING, Flag.ACK, 0, header.length)
         elif header.flags & Flag.ACK:
             sent = self._pings.pop(header.length, None)
-            if sent is not None:
+            if sent is None:
+                return
+            self.last_rtt = now - sent
+            if header.length == self._keepalive:
+                self._keepalive = None
+            else:
                 self._events.append(PingRtt(header.length, now - sent))
 
     def _on_stream_frame(self, header: Header) -> None:
@@ -554,7 +611,7 @@ class YamuxCore:
         self._control += _frame(FrameType.GO_AWAY, Flag.NONE, 0, GoAwayCode.PROTOCOL_ERROR)
         self._terminate(error)
 
-    def _terminate(self, error: YamuxProtocolError | None) -> None:
+    def _terminate(self, error: YamuxProtocolError | KeepaliveTimeout | None) -> None:
         self._terminated = True
         self.error = error
         self._streams.clear()

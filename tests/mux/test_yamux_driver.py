@@ -20,7 +20,7 @@ from overlay.mux.yamux_frames import (
     decode_header,
     encode_header,
 )
-from overlay.mux.yamux_events import WindowExceeded
+from overlay.mux.yamux_events import KeepaliveTimeout, WindowExceeded
 from overlay.wire.memory import MemoryStream, memory_stream_pair
 from overlay.wire.stream import ByteStream
 
@@ -285,4 +285,33 @@ async def test_a_peer_that_never_reads_cannot_grow_our_ping_answers() -> None:
                 kind, flags, _, value, _ = await read_frame(raw)
                 assert (kind, flags, value) == (FrameType.PING, Flag.ACK, answers)
                 answers += 1
+        assert not session.is_closed
+
+
+async def test_keepalive_detects_a_silent_peer() -> None:
+    config = YamuxConfig(keepalive_interval=0.05, ping_timeout=0.1)
+    left, raw = memory_stream_pair()
+    async with asyncio.timeout(10), YamuxSession(left, True, config) as session:
+        stream = await session.open_stream()
+        assert (await read_frame(raw))[:2] == (FrameType.WINDOW_UPDATE, Flag.SYN)
+        kind, flags, _, _, _ = await read_frame(raw)  # the keep-alive; never answered
+        assert (kind, flags) == (FrameType.PING, Flag.SYN)
+        with pytest.raises(SessionClosed):
+            await stream.read()
+        assert isinstance(session.error, KeepaliveTimeout)
+
+
+async def test_keepalive_is_answered_between_live_sessions() -> None:
+    config = YamuxConfig(keepalive_interval=0.02, ping_timeout=5.0)
+    async with asyncio.timeout(10), session_pair("memory", config, config) as (client, server):
+        await until(lambda: client._core.last_rtt is not None and server._core.last_rtt is not None)
+        assert not client.is_closed and not server.is_closed
+
+
+async def test_user_ping_times_out() -> None:
+    config = YamuxConfig(keepalive_interval=None, ping_timeout=0.05)
+    left, _raw = memory_stream_pair()
+    async with asyncio.timeout(10), YamuxSession(left, True, config) as session:
+        with pytest.raises(TimeoutError):
+            await session.ping()
         assert not session.is_closed

@@ -24,7 +24,9 @@ from overlay.mux.yamux_events import (
     DataReceived,
     GoAwayReceived,
     GoingAway,
+    KeepaliveTimeout,
     PingRtt,
+    PingTimedOut,
     SessionClosed,
     StreamAcked,
     StreamEnded,
@@ -421,3 +423,60 @@ def test_eof_terminates_without_error() -> None:
     core.receive_eof()
     assert core.events() == [ConnectionTerminated(None)]
     assert core.open_streams() == [] and core.error is None
+
+
+def keepalive_core() -> YamuxCore:
+    config = YamuxConfig(keepalive_interval=30.0, ping_timeout=10.0)
+    return YamuxCore(True, config, random.Random(0), now=0.0)
+
+
+def test_keepalive_ping_after_silence_and_its_answer() -> None:
+    core = keepalive_core()
+    assert core.next_deadline() == 30.0
+    core.on_timer(29.9)
+    assert core.data_to_send() == b""
+    core.on_timer(30.0)
+    sent = frames(core.data_to_send())
+    assert len(sent) == 1 and sent[0][:3] == (FrameType.PING, Flag.SYN, 0)
+    assert core.next_deadline() == 40.0  # now it waits for the answer
+    core.receive_data(encode_header(FrameType.PING, Flag.ACK, 0, sent[0][3]), 31.0)
+    assert core.events() == []  # keep-alives are not reported as PingRtt
+    assert core.last_rtt == 1.0
+    assert core.next_deadline() == 61.0
+
+
+def test_anything_received_postpones_the_keepalive() -> None:
+    core = keepalive_core()
+    core.receive_data(encode_header(FrameType.PING, Flag.SYN, 0, 5), 20.0)
+    assert core.next_deadline() == 50.0
+    core.on_timer(30.0)
+    assert frames(core.data_to_send()) == [(FrameType.PING, Flag.ACK, 0, 5)]
+
+
+def test_unanswered_keepalive_ends_the_session() -> None:
+    core = keepalive_core()
+    core.on_timer(30.0)
+    core.on_timer(39.9)
+    assert not core.terminated
+    core.on_timer(40.0)
+    assert core.terminated and isinstance(core.error, KeepaliveTimeout)
+    assert core.events() == [ConnectionTerminated(core.error)]
+    assert core.next_deadline() is None
+
+
+def test_our_unanswered_ping_times_out_alone() -> None:
+    config = YamuxConfig(keepalive_interval=None, ping_timeout=10.0)
+    core = YamuxCore(True, config, random.Random(0))
+    assert core.next_deadline() is None
+    value = core.ping(5.0)
+    assert core.next_deadline() == 15.0
+    core.on_timer(15.0)
+    assert core.events() == [PingTimedOut(value)]
+    assert not core.terminated and core.next_deadline() is None
+
+
+def test_no_keepalive_deadline_while_pings_are_full() -> None:
+    config = YamuxConfig(keepalive_interval=1.0, ping_timeout=10.0, max_pending_pings=1)
+    core = YamuxCore(True, config, random.Random(0))
+    core.ping(0.0)
+    assert core.next_deadline() == 10.0  # not 1.0, which on_timer could not serve
