@@ -11,7 +11,9 @@ after multistream-select agreed on ``PROTOCOL_ID``)::
 
 ``YamuxSession(stream, is_client, config=None, *, rng=None)``: ``is_client``
 is True on the side that dialed the connection (it opens odd stream IDs);
-``config`` is a ``YamuxConfig``.  The session owns ``stream`` from then on:
+``config`` is a ``YamuxConfig``; construct it inside the running event
+loop (the keep-alive clock starts then).  The session owns ``stream`` from
+then on:
 when it ends it half-closes it (``write_eof``); closing the transport
 underneath stays with whoever made it.  Streams are ``YamuxStream``s, which
 implement ``overlay.wire.stream.ByteStream`` with the same backpressure as

@@ -235,7 +235,7 @@ class YamuxCore:
         out = bytearray(self._control)
         self._control.clear()
         was_over: dict[int, _Stream] = {}  # streams above send_buffer_limit
-        limit_ = self.config.send_buffer_limit
+        bound = self.config.send_buffer_limit
         while self._ready and len(out) < limit:
             stream_id = self._ready.popleft()
             self._in_ready.discard(stream_id)
@@ -244,7 +244,7 @@ class YamuxCore:
                 continue
             n = min(stream.queued, stream.send_window, self.config.max_frame_size)
             if n:
-                if stream.queued > limit_:
+                if stream.queued > bound:
                     was_over[stream_id] = stream
                 out += _frame(FrameType.DATA, Flag.NONE, stream_id, n)
                 self._take(stream, n, out)
@@ -255,7 +255,7 @@ class YamuxCore:
             elif stream.sendable():
                 self._mark_ready(stream)
         for stream in was_over.values():
-            if stream.queued <= limit_:
+            if stream.queued <= bound:
                 self._events.append(StreamWritable(stream.id))
         return bytes(out)
 
