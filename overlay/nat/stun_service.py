@@ -267,11 +267,17 @@ class StunService:
     # -- sockets and datagrams --------------------------------------------------------
 
     def _install_hooks(self) -> None:
-        for endpoint in self._source.endpoints():
-            if id(endpoint) in self._sockets or not isinstance(endpoint, DatagramSocket):
+        """Hook endpoints made since the last call; forget closed ones."""
+        current = {id(endpoint): endpoint for endpoint in self._source.endpoints()}
+        for key, known in list(self._sockets.items()):
+            if current.get(key) is not known.endpoint:
+                del self._sockets[key]
+        agent_config = replace(self.config.agent, serve=self.config.serve)
+        for key, endpoint in current.items():
+            if key in self._sockets or not isinstance(endpoint, DatagramSocket):
                 continue
-            sock = _Socket(endpoint, StunAgent(self._rng, replace(self.config.agent, serve=self.config.serve)))
-            self._sockets[id(endpoint)] = sock
+            sock = _Socket(endpoint, StunAgent(self._rng, agent_config))
+            self._sockets[key] = sock
             endpoint.set_datagram_hook(functools.partial(self._on_datagram, sock))
 
     def _on_datagram(self, sock: _Socket, data: bytes, addr: tuple[str, int]) -> bool:
