@@ -109,6 +109,11 @@ class SecureStream:
     def is_initiator(self) -> bool:
         return self._is_initiator
 
+    @property
+    def buffered(self) -> int:
+        """Decrypted bytes not yet read (at most one message's worth)."""
+        return len(self._plain) - self._pos
+
     async def read(self, max_bytes: int = 65536) -> bytes:
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
