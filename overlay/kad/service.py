@@ -256,7 +256,7 @@ class KadService:
         """A peer we hold a connection to, with the addresses identify gave
         us; clients (e.g. behind a NAT) never enter the table, yet someone
         looking for one by ID should learn where it is."""
-        if peer not in self.host.peers():
+        if peer not in self.host.peers() or self.table.recently_failed(peer, self._clock()):
             return None
         addrs = self._contact_addrs(peer)
         return PeerInfo(peer, addrs, ConnectionType.CONNECTED) if addrs else None

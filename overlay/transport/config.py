@@ -61,10 +61,11 @@ class TransportConfig:
     """Inbound handshakes in progress at once; further Initials are dropped."""
 
     icmp_errors: bool = True
-    """Read ICMP port-unreachable errors (Linux ``IP_RECVERR``) so that a
-    dial to, or a connection with, a crashed peer fails at once instead of
-    timing out.  Errors are matched to connections by the connection ID
-    they quote, so a forged ICMP message cannot end a connection."""
+    """Read ICMP port-unreachable errors (Linux ``IP_RECVERR``, asyncio's
+    selector loop) so that a dial to, or a connection with, a crashed peer
+    fails at once instead of timing out.  Errors are matched to connections
+    by the connection ID they quote, so a forged ICMP message cannot end a
+    connection."""
 
     def __post_init__(self) -> None:
         _positive("idle_timeout", self.idle_timeout)

@@ -146,7 +146,14 @@ class QuicEndpoint:
                     pass  # a smaller buffer only costs throughput
             sock.bind((host, port))
             sock.setblocking(False)
-            endpoint._icmp = config.icmp_errors and enable_icmp_errors(sock, family)
+            # Only asyncio's own loop is known to hand a socket error to
+            # error_received, where the error queue is drained; a loop that
+            # did not would poll the socket as readable forever.
+            endpoint._icmp = (
+                config.icmp_errors
+                and isinstance(endpoint._loop, asyncio.SelectorEventLoop)
+                and enable_icmp_errors(sock, family)
+            )
             transport, _ = await endpoint._loop.create_datagram_endpoint(
                 lambda: _Protocol(endpoint), sock=sock
             )
@@ -378,9 +385,15 @@ class QuicEndpoint:
             return
         # Reading the error queue also stops the socket from polling as
         # readable forever.
-        for address, quoted in read_icmp_errors(self._sock):
-            for conn in list(self._live):
-                if conn.remote_address == address and conn._port_unreachable(quoted):
+        errors = read_icmp_errors(self._sock)
+        if not errors:
+            return
+        by_address: dict[tuple[str, int], list[QuicConn]] = {}
+        for conn in self._live:
+            by_address.setdefault(conn.remote_address, []).append(conn)
+        for address, quoted in errors:
+            for conn in by_address.get(address, ()):
+                if conn._port_unreachable(quoted):
                     log.debug("%r: peer port unreachable", conn)
     def _add_cid(self, cid: bytes, conn: QuicConn) -> None:
         if not self._closing:

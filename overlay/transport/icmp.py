@@ -24,7 +24,6 @@ __all__ = ["enable_icmp_errors", "read_icmp_errors", "quoted_dcid"]
 _IP_RECVERR: Final = 11  # linux/in.h
 _IPV6_RECVERR: Final = 25  # linux/in6.h
 _QUOTE: Final = 64  # enough of the quoted datagram for any QUIC header's DCID
-_MAX_ERRORS: Final = 64  # per drain: the queue is bounded by the socket buffer anyway
 
 
 def enable_icmp_errors(sock: socket.socket, family: socket.AddressFamily) -> bool:
@@ -44,9 +43,12 @@ def enable_icmp_errors(sock: socket.socket, family: socket.AddressFamily) -> boo
 def read_icmp_errors(sock: socket.socket) -> list[tuple[tuple[str, int], bytes]]:
     """Drain the error queue: (destination, quoted datagram) of each port
     unreachable.  Other errors (no route, too big) are read and dropped: the
-    send path reports those itself."""
+    send path reports those itself.
+
+    The queue must be emptied: while it holds anything the socket polls as
+    ready, and the loop would spin.  The socket buffer bounds its length."""
     found: list[tuple[tuple[str, int], bytes]] = []
-    for _ in range(_MAX_ERRORS):
+    while True:
         try:
             data, ancillary, _flags, address = sock.recvmsg(_QUOTE, 512, socket.MSG_ERRQUEUE)
         except OSError:  # EAGAIN: the queue is empty

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import time
 
@@ -123,3 +124,27 @@ def test_quoted_dcid_reads_long_and_short_headers() -> None:
     assert quoted_dcid(long_header, 8) == b"abcd"
     assert quoted_dcid(b"\x40" + b"12345678" + b"payload", 8) == b"12345678"
     assert quoted_dcid(b"", 8) is None and quoted_dcid(b"\xc0\x00", 8) is None
+
+
+async def test_a_burst_of_icmp_errors_leaves_the_socket_quiet() -> None:
+    pair = await make_pair()
+    try:
+        closed = _closed_port()
+        for _ in range(300):
+            pair.a.sendto(b"\x40" + b"\x00" * 40, closed)
+        # A round trip on the live connection: the loop has read the errors.
+        stream = await pair.conn_a.open_stream()
+        stream.write(b"ping")
+        await stream.drain()
+        inbound = await pair.conn_b.accept_stream()
+        assert await inbound.read() == b"ping"
+        sock = pair.a._sock
+        assert sock is not None
+        # An undrained error queue would keep the socket "readable" and the
+        # event loop spinning.
+        readable, _, errored = select.select([sock], [], [sock], 0)
+        assert readable == [] and errored == []
+        assert not pair.conn_a.is_closed  # their quotes carry no CID of ours
+    finally:
+        await pair.a.aclose()
+        await pair.b.aclose()
