@@ -142,8 +142,7 @@ class StunService:
         await self._tg.__aenter__()
         self._tasks.append(self._tg.create_task(self._timer_loop()))
         if self.config.servers:
-            self._tasks.append(self._tg.create_task(
-                run_supervised(self._refresh_loop(), "STUN rounds", log)))
+            self._tasks.append(self._tg.create_task(self._refresh_loop()))
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -180,7 +179,8 @@ class StunService:
 
     async def _refresh_loop(self) -> None:
         while True:
-            await self.refresh()
+            # One failed round (a resolver error, a bug) costs that round only.
+            await run_supervised(self.refresh(), "STUN round", log)
             await asyncio.sleep(self.config.refresh_interval)
 
     async def _resolve(self) -> dict[int, list[Address]]:
