@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from overlay.errors import ConfigError, OverlayError
+from overlay.errors import ConfigError, OverlayError, ProtocolNotSupported
 from overlay.identity.keys import PrivateKey
 from overlay.identity.peer_id import PeerId
 from overlay.mux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -75,12 +75,17 @@ class Upgraded(Generic[M]):
 
 
 def early_muxer(secure: SecureStream, config: UpgradeConfig) -> str | None:
-    """The muxer both payloads agreed on, or None to negotiate it."""
+    """The muxer both payloads agreed on, or None to negotiate it with
+    multistream (when either side listed none).  Lists without overlap fail
+    the upgrade (libp2p/specs ``connections/inlined-muxer-negotiation.md``)."""
     theirs = secure.remote_extensions.stream_muxers if secure.remote_extensions else ()
     if not config.advertise_muxers or not theirs:
         return None
     initiator, responder = (config.muxers, theirs) if secure.is_initiator else (theirs, config.muxers)
-    return next((m for m in initiator if m in responder), None)
+    chosen = next((m for m in initiator if m in responder), None)
+    if chosen is None:
+        raise ProtocolNotSupported(config.muxers)
+    return chosen
 
 
 async def upgrade_outbound(

@@ -134,3 +134,29 @@ async def test_no_common_muxer() -> None:
         )
         assert isinstance(results[0], ProtocolNotSupported)
         assert isinstance(results[1], Exception)
+
+
+async def test_advertised_muxers_without_overlap_fail_both_sides() -> None:
+    async with asyncio.timeout(20):
+        left, right = memory_stream_pair()
+        mplex_only = UpgradeConfig(muxers=("/mplex/6.7.0",))
+        results = await asyncio.gather(
+            upgrade_outbound(left, KEY_A, PEER_B, trivial),
+            upgrade_inbound(right, KEY_B, trivial, config=mplex_only),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], ProtocolNotSupported)
+        # Unless the dialer's reset overtook message 3, the listener comes
+        # to the same conclusion on its own.
+        assert isinstance(results[1], (ProtocolNotSupported, StreamReset))
+
+
+async def test_initiator_preference_wins() -> None:
+    async with asyncio.timeout(20):
+        left, right = memory_stream_pair()
+        dialer = UpgradeConfig(muxers=("/yamux/1.0.0", "/mplex/6.7.0"))
+        listener = UpgradeConfig(muxers=("/mplex/6.7.0", "/yamux/1.0.0"))
+        async with asyncio.TaskGroup() as tg:
+            out = tg.create_task(upgrade_outbound(left, KEY_A, PEER_B, trivial, config=dialer))
+            inn = tg.create_task(upgrade_inbound(right, KEY_B, trivial, config=listener))
+        assert out.result().muxer_protocol == inn.result().muxer_protocol == "/yamux/1.0.0"
