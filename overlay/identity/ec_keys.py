@@ -8,6 +8,10 @@ from typing import Final
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
 from overlay.errors import InvalidKeyError
 from overlay.identity.key_base import (
@@ -26,6 +30,7 @@ __all__ = [
 ]
 
 _ECDSA_CURVES: Final = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+_SECP256K1_ORDER: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 def _ec_verify(key: ec.EllipticCurvePublicKey, data: bytes, signature: bytes) -> bool:
@@ -102,7 +107,12 @@ class Secp256k1PrivateKey(PrivateKey):
         return KeyType.SECP256K1
 
     def sign(self, data: bytes) -> bytes:
-        return _ec_sign(self._key, data)
+        # Verifiers built on libsecp256k1 (py-libp2p's coincurve) reject a
+        # high S; go and rust libp2p sign with the low S, so we do too.
+        r, s = decode_dss_signature(_ec_sign(self._key, data))
+        if s > _SECP256K1_ORDER // 2:
+            s = _SECP256K1_ORDER - s
+        return encode_dss_signature(r, s)
 
     def public_key(self) -> Secp256k1PublicKey:
         return self._public
