@@ -66,7 +66,7 @@ class TcpStream:
             return
         self._reset = True
         sock = self._writer.get_extra_info("socket")
-        if sock is not None:
+        if sock is not None and not self._writer.is_closing():
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self._writer.transport.abort()
         # Wake a pending read in this process too.

@@ -302,3 +302,16 @@ def test_frame_limits() -> None:
     assert reader.want() == 3 and reader.next_frame() is None
     reader.feed(b"cde\x00")
     assert reader.next_frame() == b"abcde" and reader.want() == 1
+
+
+def test_secp256k1_payload_signatures_are_low_s() -> None:
+    # py-libp2p (libsecp256k1) refuses a high S in the Noise payload.
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    order = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    key = Secp256k1PrivateKey.generate()
+    for n in range(64):
+        data = STATIC_KEY_DOMAIN + bytes([n]) * 32
+        signature = key.sign(data)
+        assert decode_dss_signature(signature)[1] <= order // 2
+        assert key.public_key().verify(data, signature)
