@@ -118,7 +118,9 @@ class KadService:
         self.activity = asyncio.Event()
         """Set whenever a request was served or a background job ended, so
         callers can wait for state changes instead of polling."""
-        self._listener = HostListener(identified=self._on_identified, closed=self._on_closed)
+        self._listener = HostListener(
+            connected=self._on_connected, identified=self._on_identified, closed=self._on_closed
+        )
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -229,6 +231,13 @@ class KadService:
             # A client (or a server that stopped serving) is never handed out.
             self.table.add(Contact.of(peer), self._clock(), is_server=False)
         self.activity.set()
+
+    def _on_connected(self, peer: PeerId, conn: Connection) -> None:
+        # The handshake measured the path already: a first estimate for
+        # this peer before any kad request.
+        rtt = conn.smoothed_rtt
+        if rtt is not None:
+            self.rtt.sample(peer, rtt, self._clock())
 
     def _on_closed(self, peer: PeerId, reason: ConnectionClosed | None) -> None:
         if not self._closing:

@@ -142,6 +142,15 @@ class Libp2pQuicConnection(QuicConnection):
         return None
 
     @property
+    def smoothed_rtt(self) -> float | None:
+        """aioquic's smoothed round-trip time in seconds, once measured."""
+        recovery = self._loss
+        if not recovery._rtt_initialized:
+            return None
+        rtt: float = recovery._rtt_smoothed
+        return rtt
+
+    @property
     def peer_cid(self) -> bytes:
         """The connection ID our packets to the peer carry now."""
         cid: bytes = self._peer_cid.cid

@@ -155,6 +155,12 @@ class QuicConn:
         return self._error is not None
 
     @property
+    def smoothed_rtt(self) -> float | None:
+        """QUIC's smoothed round-trip estimate in seconds (None before the
+        first acknowledgement)."""
+        return self._quic.smoothed_rtt
+
+    @property
     def close_reason(self) -> ConnectionClosed | None:
         """Why the connection closed, once it has."""
         return self._error

@@ -39,6 +39,10 @@ class MemoryConn:
         return self._closed.is_set()
 
     @property
+    def smoothed_rtt(self) -> float | None:
+        return None
+
+    @property
     def close_reason(self) -> ConnectionClosed | None:
         return ConnectionClosed("connection closed") if self.is_closed else None
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import pytest
 
+from overlay.host import HostListener
 from overlay.kad.service_errors import ValueNotFound
 from tests.kadnet.helpers import FAST_HOST, FAST_TRANSPORT, Node, full_addr, kad_nodes
 
@@ -120,3 +121,17 @@ async def test_a_crashed_peer_costs_a_lookup_less_than_two_seconds(icmp: bool) -
         assert dead not in again.queried
         await crashed.stop()
         nodes.remove(crashed)
+
+
+async def test_a_new_connection_gives_a_first_rtt_estimate() -> None:
+    async with asyncio.timeout(30), kad_nodes(2) as (a, b):
+        assert a.kad.rtt.peer(b.host.peer_id) is None
+        connected = asyncio.Event()
+        # Listeners run in order: ours fires after the kad service's.
+        a.host.add_listener(HostListener(connected=lambda peer, conn: connected.set()))
+        await a.host.connect(full_addr(b.host))
+        await connected.wait()
+        estimate = a.kad.rtt.peer(b.host.peer_id)
+        assert estimate is not None and estimate.samples == 1 and 0 < estimate.srtt < 1.0
+        # Loopback: the derived timeout sits at the floor, not at request_timeout.
+        assert a.kad.rtt.timeout(b.host.peer_id, connected=True) == a.kad.config.min_request_timeout

@@ -68,6 +68,7 @@ def test_connection_private_methods_and_state() -> None:
                  "_is_client", "_version", "_peer_cid"):
         assert name in state, name
     assert isinstance(conn._peer_cid.cid, bytes)
+    assert {"_rtt_initialized", "_rtt_smoothed"} <= set(vars(conn._loss))
     for limit in (conn._local_max_streams_bidi, conn._local_max_data):
         assert {"value", "sent", "used", "frame_type"} <= set(vars(limit))
     stream = QuicStream(stream_id=0, max_stream_data_local=10)

@@ -148,3 +148,14 @@ async def test_a_burst_of_icmp_errors_leaves_the_socket_quiet() -> None:
     finally:
         await pair.a.aclose()
         await pair.b.aclose()
+
+
+async def test_the_handshake_measures_the_round_trip() -> None:
+    pair = await make_pair()
+    try:
+        for conn in (pair.conn_a, pair.conn_b):
+            rtt = conn.smoothed_rtt
+            assert rtt is not None and 0 < rtt < 1.0
+    finally:
+        await pair.a.aclose()
+        await pair.b.aclose()
