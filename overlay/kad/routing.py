@@ -328,6 +328,11 @@ class RoutingTable:
         if index >= 0:
             self._refreshed[index] = now
 
+    def refresh_indexes(self) -> list[int]:
+        """Buckets a full refresh visits: the farthest to our nearest
+        occupied one, no deeper than ``max_refresh_cpl``."""
+        return list(self._refresh_range())
+
     def _refresh_range(self) -> range:
         if not self._where:
             return range(0)

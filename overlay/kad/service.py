@@ -44,7 +44,7 @@ from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
 from overlay.kad.bootstrap_report import BootstrapReport, bootstrap_contacts, bootstrap_report
 from overlay.kad.handler import KadServer, handle_request
-from overlay.kad.keyspace import KEY_BITS, Contact, kad_key, peer_key, random_peer_id_in_bucket
+from overlay.kad.keyspace import Contact, kad_key, peer_key, random_peer_id_in_bucket
 from overlay.kad.lookup import Lookup, LookupKind, LookupResult
 from overlay.kad.messages import ConnectionType, KadMessage, MessageType, PeerInfo
 from overlay.kad.net_health import HealthMonitor
@@ -473,13 +473,6 @@ class KadService:
         finally:
             self._bootstrapping = False
 
-    def _refresh_indexes(self) -> list[int]:
-        occupied = [stats.index for stats in self.table.occupancy() if stats.size]
-        if not occupied:
-            return []
-        lowest = max(min(occupied), KEY_BITS - 1 - self.config.routing.max_refresh_cpl)
-        return list(range(KEY_BITS - 1, lowest - 1, -1))
-
     async def refresh_buckets(self) -> int:
         """One FIND_NODE for a random ID in each bucket from the farthest to
         our nearest occupied one; returns how many lookups ran."""
@@ -488,7 +481,7 @@ class KadService:
         self._refreshing = True
         try:
             count = 0
-            for index in self._refresh_indexes():
+            for index in self.table.refresh_indexes():
                 target = random_peer_id_in_bucket(self.local_key, index, self._rng)
                 await self._lookup(LookupKind.FIND_NODE, target.multihash)
                 count += 1
