@@ -117,6 +117,8 @@ def _status_lines(reply: dict[str, Any]) -> list[str]:
     lines.append(f"dns:          {reply.get('dns') or 'off'}")
     if reply.get("nat"):
         lines.append(f"nat:          {reply['nat']}")
+    if reply.get("mdns"):
+        lines.append(f"mdns:         {reply['mdns']}")
     lines.append(f"api socket:   {reply.get('api_socket', '?')}")
     return lines
 

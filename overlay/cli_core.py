@@ -152,6 +152,9 @@ def add_core_parsers(sub: Any, parents: Parents) -> None:
     p.add_argument("--introducer", action="store_true", default=None,
                    help="serve as the network's introducer: answer STUN on the QUIC port "
                         "(default: from config.toml)")
+    p.add_argument("--no-mdns", dest="mdns", action="store_false", default=None,
+                   help="do not find peers on the LAN with mDNS (on by default, and only "
+                        "on non-loopback listen addresses; config key `mdns`)")
 
     add_command(sub, "id", parents=parents.pick(), run=_cmd_id,
                 help="peer ID and addresses of the running daemon",
@@ -235,7 +238,8 @@ def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
         return runner.run(run_daemon(home, sys.stdout, listen=ns.listen, as_json=ns.json,
                                      bootstrap=ns.bootstrap, dht_mode=ns.dht_mode,
                                      kad_protocol=ns.kad_protocol, dns=ns.dns,
-                                     stun=ns.stun, introducer=ns.introducer))
+                                     stun=ns.stun, introducer=ns.introducer,
+                                     mdns=ns.mdns))
 
 
 def _cmd_id(ns: argparse.Namespace, home: Home) -> int:

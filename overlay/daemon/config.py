@@ -92,6 +92,9 @@ class DaemonConfig:
     introducer: bool = False
     """Serve the network from a public address: answer STUN binding
     requests on the QUIC ports (circuit relay v2 will join this flag)."""
+    mdns: bool = True
+    """Find peers on the LAN with libp2p mDNS (docs/mdns.md); it runs only
+    on the non-loopback addresses the node listens on."""
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -115,6 +118,8 @@ class DaemonConfig:
         _check_stun(self.stun)
         if not isinstance(self.introducer, bool):
             raise ConfigError("`introducer` must be true or false")
+        if not isinstance(self.mdns, bool):
+            raise ConfigError("`mdns` must be true or false")
 
     def with_listen(self, listen: tuple[str, ...] | list[str]) -> DaemonConfig:
         return replace(self, listen=tuple(listen))
@@ -130,6 +135,7 @@ _FIELDS: dict[str, type] = {
     "zone": str,
     "stun": tuple,
     "introducer": bool,
+    "mdns": bool,
 }
 
 
@@ -190,6 +196,7 @@ def config_document(config: DaemonConfig) -> dict[str, TomlValue]:
         "zone": config.zone,
         "stun": list(config.stun),
         "introducer": config.introducer,
+        "mdns": config.mdns,
     }
 
 

@@ -31,6 +31,7 @@ from overlay.errors import InvalidMultiaddr
 from overlay.host.host import Host
 from overlay.identity import PeerId
 from overlay.multiaddrs import parse_quic_multiaddr
+from overlay.mdns.daemon_ext import MdnsExtension
 from overlay.naming.names import self_certifying_name
 from overlay.nat.daemon_ext import NatExtension, summary_line
 
@@ -147,6 +148,7 @@ class AdminOps:
             dns = f"[{dns_host}]:{dns_port}" if ":" in dns_host else f"{dns_host}:{dns_port}"
         nat_extension = self._extension(NatExtension)
         nat_report = nat_extension.report() if nat_extension is not None else None
+        mdns_extension = self._extension(MdnsExtension)
         return {
             "peer_id": str(host.peer_id),
             "name": self_certifying_name(host.peer_id, daemon.config.zone),
@@ -163,6 +165,7 @@ class AdminOps:
             "names": names,
             "dns": dns,
             "nat": summary_line(nat_report) if nat_report is not None else None,
+            "mdns": mdns_extension.summary() if mdns_extension is not None else None,
             "api_socket": str(daemon.api_path),
         }
 

@@ -48,11 +48,12 @@ def default_extensions(
     config; a busy DNS port is fatal only when ``dns_required``)."""
     from overlay.daemon.ops_dht import DhtExtension
     from overlay.daemon.persist_peers import PeerMemoryExtension
+    from overlay.mdns.daemon_ext import MdnsExtension
     from overlay.nat.daemon_ext import NatExtension
 
     if key is None:
         dht_only = DhtExtension()
-        return [NatExtension(), dht_only, PeerMemoryExtension(dht_only)]
+        return [NatExtension(), dht_only, PeerMemoryExtension(dht_only), MdnsExtension()]
     from overlay.daemon.ops_name import naming_extensions
     from overlay.naming.config import NamingConfig
     from overlay.naming.dns_front import parse_dns_address
@@ -64,7 +65,9 @@ def default_extensions(
                                     dns_required=dns_required, names=names)
     # Last: it bootstraps the running DHT from peers remembered across
     # restarts and, leaving first, saves them while the DHT still runs.
-    return [NatExtension(), dht, naming, PeerMemoryExtension(dht)]
+    # mDNS after the DHT: the peers it dials reach a running kad service
+    # through identify.
+    return [NatExtension(), dht, naming, PeerMemoryExtension(dht), MdnsExtension()]
 
 
 async def run_daemon(
@@ -81,6 +84,7 @@ async def run_daemon(
     dns: str | None = None,
     stun: Sequence[str] = (),
     introducer: bool | None = None,
+    mdns: bool | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
 
@@ -110,6 +114,8 @@ async def run_daemon(
         config = replace(config, stun=tuple(stun))
     if introducer is not None:
         config = replace(config, introducer=introducer)
+    if mdns is not None:
+        config = replace(config, mdns=mdns)
     if extensions is None:
         # An address asked for on the command line must be served; the
         # configured one (usually the default) only warns when it is busy.
