@@ -104,6 +104,9 @@ class RendezvousServer:
         self.served = 0
         self.dropped_streams = 0
         """Streams reset for a protocol violation, an over-limit or a timeout."""
+        self.activity = asyncio.Event()
+        """Set after every request served and every stream dropped, so
+        callers wait for state changes instead of polling."""
 
     async def __aenter__(self) -> RendezvousServer:
         self.host.set_stream_handler(PROTOCOL_ID, self.handle_stream)
@@ -130,6 +133,7 @@ class RendezvousServer:
         peer = stream.remote_peer
         if self._streams[peer] >= self.config.max_streams_per_peer:
             self.dropped_streams += 1
+            self.activity.set()
             stream.reset()
             return
         self._streams[peer] += 1
@@ -143,6 +147,7 @@ class RendezvousServer:
                     break
                 reply = self.answer(peer, source, decode_message(data, MAX_REQUEST_SIZE))
                 self.served += 1
+                self.activity.set()
                 if reply is not None:
                     stream.write(frame(encode_message(reply)))
                     await stream.drain()
@@ -151,6 +156,7 @@ class RendezvousServer:
         finally:
             if not completed:
                 self.dropped_streams += 1
+                self.activity.set()
             self._streams[peer] -= 1
             if self._streams[peer] <= 0:
                 del self._streams[peer]
