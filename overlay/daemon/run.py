@@ -50,10 +50,12 @@ def default_extensions(
     from overlay.daemon.persist_peers import PeerMemoryExtension
     from overlay.mdns.daemon_ext import MdnsExtension
     from overlay.nat.daemon_ext import NatExtension
+    from overlay.rendezvous.daemon_ext import RendezvousExtension
 
     if key is None:
         dht_only = DhtExtension()
-        return [NatExtension(), dht_only, PeerMemoryExtension(dht_only), MdnsExtension()]
+        return [NatExtension(), dht_only, PeerMemoryExtension(dht_only), MdnsExtension(),
+                RendezvousExtension(None)]
     from overlay.daemon.ops_name import naming_extensions
     from overlay.naming.config import NamingConfig
     from overlay.naming.dns_front import parse_dns_address
@@ -67,7 +69,10 @@ def default_extensions(
     # restarts and, leaving first, saves them while the DHT still runs.
     # mDNS after the DHT: the peers it dials reach a running kad service
     # through identify.
-    return [NatExtension(), dht, naming, PeerMemoryExtension(dht), MdnsExtension()]
+    # Rendezvous serves when the config says `introducer`; its client ops
+    # sign registrations with the node's key.
+    return [NatExtension(), dht, naming, PeerMemoryExtension(dht), MdnsExtension(),
+            RendezvousExtension(key)]
 
 
 async def run_daemon(

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Protocol
 
 from multiaddr import Multiaddr
@@ -34,6 +35,7 @@ from overlay.rendezvous.messages import (
     status_name,
 )
 from overlay.rendezvous.refresh import RefreshConfig, RefreshDue, RefreshPlan
+from overlay.supervisor import run_supervised
 from overlay.wire.stream import ByteStream
 from overlay.wire.varint import frame, read_frame
 
@@ -115,6 +117,11 @@ class RendezvousClient:
                 await stream.drain()
                 if not answer:
                     await stream.close()
+                    # The point closes its side once it has read our EOF, so
+                    # waiting for it confirms the request arrived (a daemon
+                    # stopping right after would otherwise lose it).
+                    if await read_frame(stream, MAX_RESPONSE_SIZE) is not None:
+                        raise RendezvousDecodeError("an answer to a request that has none")
                     return None
                 data = await read_frame(stream, MAX_RESPONSE_SIZE)
                 if data is None:
@@ -167,8 +174,8 @@ class RendezvousClient:
 
 class Refresher:
     """Keeps registrations alive: ``add`` after a successful register,
-    ``remove`` on unregister; ``run()`` (owned by the caller's TaskGroup)
-    re-registers as the ``RefreshPlan`` says."""
+    ``remove`` on unregister; ``async with refresher:`` runs ``run()``, which
+    re-registers as the ``RefreshPlan`` says, in a TaskGroup of its own."""
 
     def __init__(self, client: RendezvousClient, config: RefreshConfig | None = None,
                  *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -179,6 +186,24 @@ class Refresher:
         self.refreshed = 0
         """Successful refreshes so far (tests and status wait on it)."""
         self.changed = asyncio.Condition()
+        self._tg: asyncio.TaskGroup | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Refresher:
+        tg = asyncio.TaskGroup()
+        await tg.__aenter__()
+        self._tg = tg
+        self._task = tg.create_task(run_supervised(self.run(), "rendezvous refresher", log))
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        tg, task, self._tg, self._task = self._tg, self._task, None, None
+        if task is not None:
+            task.cancel()
+        if tg is not None:
+            # The caller's exception is not ours to wrap in a group.
+            await tg.__aexit__(None, None, None)
 
     def add(self, point: PeerId, ns: str, ttl: int | None, granted: int) -> None:
         self.plan.registered(point, ns, ttl, granted, self._clock())
