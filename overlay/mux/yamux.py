@@ -386,9 +386,12 @@ class YamuxSession:
     def _session_error(self) -> ConnectionClosed:
         if self._error is None:
             error = self._core.error
-            self._error = SessionClosed(
-                "yamux session closed" if error is None else f"yamux session failed: {error}"
-            )
+            if isinstance(error, SessionClosed):  # a keep-alive timeout says it all
+                self._error = error
+            else:
+                self._error = SessionClosed(
+                    "yamux session closed" if error is None else f"yamux session failed: {error}"
+                )
         return self._error
 
     # --- calls from streams ---------------------------------------------------

@@ -296,7 +296,7 @@ async def test_keepalive_detects_a_silent_peer() -> None:
         assert (await read_frame(raw))[:2] == (FrameType.WINDOW_UPDATE, Flag.SYN)
         kind, flags, _, _, _ = await read_frame(raw)  # the keep-alive; never answered
         assert (kind, flags) == (FrameType.PING, Flag.SYN)
-        with pytest.raises(SessionClosed):
+        with pytest.raises(KeepaliveTimeout):
             await stream.read()
         assert isinstance(session.error, KeepaliveTimeout)
 
