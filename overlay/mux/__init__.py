@@ -7,7 +7,13 @@ pure; ``yamux`` is the asyncio driver that runs them over a ``ByteStream``.
 from overlay.mux.config import YamuxConfig
 from overlay.mux.yamux import PROTOCOL_ID, YamuxSession, YamuxStream
 from overlay.mux.yamux_frames import YamuxProtocolError
-from overlay.mux.yamux_events import AckBacklogFull, GoingAway, SessionClosed, TooManyStreams
+from overlay.mux.yamux_events import (
+    AckBacklogFull,
+    GoingAway,
+    KeepaliveTimeout,
+    SessionClosed,
+    TooManyStreams,
+)
 
 __all__ = [
     "PROTOCOL_ID",
@@ -17,6 +23,7 @@ __all__ = [
     "YamuxProtocolError",
     "SessionClosed",
     "GoingAway",
+    "KeepaliveTimeout",
     "TooManyStreams",
     "AckBacklogFull",
 ]
