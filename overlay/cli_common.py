@@ -156,8 +156,9 @@ def make_parents() -> Parents:
     as_json = CliParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output")
     log = CliParser(add_help=False)
-    log.add_argument("--log-level", choices=_LOG_LEVELS, default="warning",
-                     help="stderr logging threshold (default: warning)")
+    log.add_argument("--log-level", choices=_LOG_LEVELS, default=None,
+                     help="stderr logging threshold (default: info for `daemon`, which "
+                          "reports its bootstrap and shutdown there; warning otherwise)")
     return Parents(home, as_json, log)
 
 
@@ -239,9 +240,14 @@ def strip_reply(reply: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in reply.items() if k not in ("id", "ok")}
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=level.upper(),
+def setup_logging(level: str | None, default: str = "warning") -> None:
+    chosen = (level or default).upper()
+    logging.basicConfig(stream=sys.stderr, level=chosen,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if chosen != "DEBUG":
+        # aioquic logs every connection close at INFO; a daemon with many
+        # peers would bury its own messages under them.
+        logging.getLogger("quic").setLevel(logging.WARNING)
 
 
 # -- wording -----------------------------------------------------------------

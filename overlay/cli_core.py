@@ -233,7 +233,7 @@ def _cmd_init(ns: argparse.Namespace, home: Home) -> int:
 def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
     from overlay.daemon.run import event_loop_factory, run_daemon
 
-    setup_logging(ns.log_level)
+    setup_logging(ns.log_level, default="info")
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         return runner.run(run_daemon(home, sys.stdout, listen=ns.listen, as_json=ns.json,
                                      bootstrap=ns.bootstrap, dht_mode=ns.dht_mode,
