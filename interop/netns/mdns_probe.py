@@ -1,12 +1,12 @@
 """Run one ``MdnsService`` inside a lab namespace and report as JSON lines.
 
-    python mdns_probe.py IP SECONDS [PEERS_TO_WAIT_FOR]
+    python mdns_probe.py IP SECONDS
 
 Announces a fresh peer ID at ``/ip4/IP/udp/4001/quic-v1`` and prints
 ``{"event": "up", "peer_id": …, "name": …}``, then one ``found`` line per
-sighting; it stops after SECONDS or once PEERS_TO_WAIT_FOR peers were
-found, and prints ``{"event": "done", "zeroconf_tasks": N}``: how many
-zeroconf tasks were still alive after the service closed (must be 0).
+sighting; it stops at SIGTERM (or after SECONDS) and prints ``{"event":
+"done", "zeroconf_tasks": N}``: how many zeroconf tasks were still alive
+after the service closed (must be 0).
 Run it only inside a namespace: it multicasts.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 
 from multiaddr import Multiaddr
@@ -27,18 +28,17 @@ def _say(**fields: object) -> None:
     print(json.dumps(fields), flush=True)
 
 
-async def main(ip: str, seconds: float, wanted: int) -> None:
+async def main(ip: str, seconds: float) -> None:
     peer = PeerId.from_public_key(Ed25519PrivateKey.generate().public_key())
     addrs = [Multiaddr(f"/ip4/{ip}/udp/4001/quic-v1")]
     found: set[str] = set()
-    enough = asyncio.Event()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
 
     def on_found(name: str, sighting: Sighting) -> None:
         found.add(str(sighting.peer_id))
         _say(event="found", name=name, peer_id=str(sighting.peer_id),
              addrs=[str(a) for a in sighting.addrs])
-        if wanted and len(found) >= wanted:
-            enough.set()
 
     def on_gone(name: str) -> None:
         _say(event="gone", name=name)
@@ -49,12 +49,11 @@ async def main(ip: str, seconds: float, wanted: int) -> None:
              zeroconf_tasks=len(zeroconf_tasks()))
         try:
             async with asyncio.timeout(seconds):
-                await enough.wait()
+                await stop.wait()
         except TimeoutError:
             pass
     _say(event="done", found=sorted(found), zeroconf_tasks=len(zeroconf_tasks()))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], float(sys.argv[2]),
-                     int(sys.argv[3]) if len(sys.argv) > 3 else 0))
+    asyncio.run(main(sys.argv[1], float(sys.argv[2])))

@@ -1,0 +1,202 @@
+"""mDNS discovery between namespaces on one bridge: no bootstrap, no
+addresses given, the nodes find each other on the LAN.
+
+    lan switch (bridge) 10.0.7.0/24
+      ├── peera  10.0.7.1
+      ├── peerb  10.0.7.2
+      └── peerc  10.0.7.3   (the witness of the --no-mdns test)
+
+Every multicast stays inside the lab: the namespaces have no route out and
+the root namespace holds no end of any veth.  Each test builds its own lab
+and deletes it afterwards; waits are bounded polls, never sleeps.
+
+Needs root and iproute2 (`ip`); without root the tests skip.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # `netns` lives beside this file, not in the package
+    sys.path.insert(0, str(HERE))
+
+from netns import (  # noqa: E402
+    Lab,
+    LabProcess,
+    LabUnavailable,
+    Node,
+    ToolMissing,
+    lab_namespaces,
+    require_lab,
+)
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
+
+PROBE = HERE / "netns" / "mdns_probe.py"
+START_TIMEOUT = 15.0
+CLI_TIMEOUT = 15.0
+DISCOVERY_BUDGET = 20.0
+"""Seconds two nodes get to find and connect to each other; it takes about
+one to two here (zeroconf probes its name for 0.75 s, then announces)."""
+LAN = "10.0.7"
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    missing: ToolMissing | None = None
+    try:
+        require_lab()
+    except LabUnavailable as exc:
+        pytest.skip(str(exc))
+    except ToolMissing as exc:
+        missing = exc
+    if missing is not None:
+        pytest.fail(str(missing), pytrace=False)
+    with Lab() as built:
+        yield built
+    left = [name for name in lab_namespaces() if name.startswith(built.run_id)]
+    assert not left, f"namespaces left behind: {left}"
+
+
+def build_lan(lab: Lab, count: int) -> list[Node]:
+    switch = lab.switch("lan")
+    nodes = []
+    for index in range(count):
+        node = lab.host(f"peer{'abc'[index]}")
+        lab.link(node, switch, f"{LAN}.{index + 1}/24", a_ifname="lan")
+        nodes.append(node)
+    return nodes
+
+
+@dataclass(frozen=True)
+class Daemon:
+    node: Node
+    home: Path
+    peer_id: str
+    addr: str
+    proc: LabProcess
+
+
+def _overlay(args: Sequence[str]) -> list[str]:
+    return [sys.executable, "-m", "overlay.cli", *args]
+
+
+def start_daemon(lab: Lab, node: Node, *extra: str) -> Daemon:
+    home = lab.workdir / node.name
+    ip = node.address("lan")
+    argv = ["daemon", "--home", str(home), "--json", "--listen", f"/ip4/{ip}/udp/0/quic-v1",
+            "--dns", "off", "--log-level", "info", *extra]
+    proc = lab.popen(node, _overlay(argv))
+    line = proc.wait_for_line(lambda text: text.startswith("{") and '"ready"' in text,
+                              START_TIMEOUT)
+    ready = json.loads(line)
+    [addr] = ready["addrs"]
+    return Daemon(node, home, ready["peer_id"], addr, proc)
+
+
+def overlay(lab: Lab, daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    return lab.run(daemon.node, _overlay(["--home", str(daemon.home), *args]),
+                   timeout=CLI_TIMEOUT)
+
+
+def overlay_json(lab: Lab, daemon: Daemon, *args: str) -> Any:
+    done = overlay(lab, daemon, *args, "--json")
+    assert done.returncode == 0, f"overlay {' '.join(args)}: exit {done.returncode}\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
+def peer_ids(lab: Lab, daemon: Daemon) -> set[str]:
+    return {p["peer_id"] for p in overlay_json(lab, daemon, "peers")["peers"]}
+
+
+def wait_until(check: Callable[[], bool], budget: float) -> bool:
+    """Poll ``check`` (each call is a CLI run, so it paces itself) until it
+    holds or ``budget`` seconds passed."""
+    deadline = time.monotonic() + budget
+    while True:
+        if check():
+            return True
+        if time.monotonic() > deadline:
+            return False
+
+
+def test_zeroconf_driver_finds_the_other_namespace_and_leaves_no_task(lab: Lab) -> None:
+    a, b = build_lan(lab, 2)
+    probes = [lab.popen(node, [sys.executable, str(PROBE), node.address("lan"),
+                               str(DISCOVERY_BUDGET + 10)]) for node in (a, b)]
+    ups = [json.loads(p.wait_for_line(lambda line: '"up"' in line, START_TIMEOUT))
+           for p in probes]
+    founds = [json.loads(p.wait_for_line(lambda line: '"found"' in line, DISCOVERY_BUDGET))
+              for p in probes]
+    for probe in probes:
+        probe.popen.send_signal(signal.SIGTERM)
+    dones = [json.loads(p.wait_for_line(lambda line: '"done"' in line, START_TIMEOUT))
+             for p in probes]
+    for up, node in zip(ups, (a, b)):
+        assert up["active"] and up["interfaces"] == [node.address("lan")]
+        assert up["zeroconf_tasks"] > 0  # the leak check below is not vacuous
+        label = up["name"].split(".")[0]
+        assert 32 <= len(label) <= 63 and up["peer_id"] not in up["name"]
+    assert founds[0]["peer_id"] == ups[1]["peer_id"]
+    assert founds[0]["addrs"] == [f"/ip4/{b.address('lan')}/udp/4001/quic-v1"]
+    assert founds[1]["peer_id"] == ups[0]["peer_id"]
+    assert dones[0]["found"] == [ups[1]["peer_id"]]
+    assert dones[1]["found"] == [ups[0]["peer_id"]]
+    assert [d["zeroconf_tasks"] for d in dones] == [0, 0]
+    for probe in probes:
+        assert probe.popen.wait(START_TIMEOUT) == 0, probe.describe()
+
+
+def test_two_daemons_on_one_lan_find_each_other(lab: Lab) -> None:
+    a_node, b_node = build_lan(lab, 2)
+    a = start_daemon(lab, a_node)
+    b = start_daemon(lab, b_node)
+
+    assert wait_until(lambda: b.peer_id in peer_ids(lab, a) and a.peer_id in peer_ids(lab, b),
+                      DISCOVERY_BUDGET), f"{a.proc.describe()}\n{b.proc.describe()}"
+    done = overlay(lab, a, "ping", f"/p2p/{b.peer_id}", "-n", "2", "-i", "0")
+    assert done.returncode == 0, done.stderr
+    assert f"2 pings to {b.peer_id}" in done.stdout
+    # identify told the DHT: each has the other in its routing table.
+    assert wait_until(lambda: all(overlay_json(lab, d, "status")["dht"]["table_size"] == 1
+                                  for d in (a, b)), DISCOVERY_BUDGET)
+    status = overlay_json(lab, a, "status")
+    assert status["mdns"] == "on (1 peer found)"
+    for daemon in (a, b):
+        assert daemon.proc.stop() == 0, daemon.proc.describe()
+        assert "Task was destroyed" not in daemon.proc.stderr_text()
+
+
+def test_no_mdns_on_one_side_keeps_the_nodes_apart(lab: Lab) -> None:
+    """`--no-mdns` neither announces nor browses: within the budget in which
+    a witness with mDNS finds the other node, the silent one finds nobody
+    and nobody finds it."""
+    a_node, b_node, c_node = build_lan(lab, 3)
+    silent = start_daemon(lab, a_node, "--no-mdns")
+    b = start_daemon(lab, b_node)
+    witness = start_daemon(lab, c_node)
+    started = time.monotonic()
+    assert wait_until(lambda: witness.peer_id in peer_ids(lab, b), DISCOVERY_BUDGET)
+    # The silent node gets twice what the witness needed (at least 3 s),
+    # checked all along: nobody may connect to it in that window.
+    window_end = started + max(3.0, 2 * (time.monotonic() - started))
+    checks = 0
+    while time.monotonic() < window_end:  # each check is a CLI run: it paces itself
+        assert peer_ids(lab, silent) == set()
+        checks += 1
+    assert checks >= 1 and peer_ids(lab, silent) == set()
+    assert silent.peer_id not in peer_ids(lab, b) | peer_ids(lab, witness)
+    assert overlay_json(lab, silent, "status")["mdns"] == "off"
+    for daemon in (silent, b, witness):
+        assert daemon.proc.stop() == 0, daemon.proc.describe()
