@@ -41,7 +41,8 @@ class Net:
 def net() -> Iterator[Net]:
     root = Path(tempfile.mkdtemp(prefix="ovl-x-", dir="/tmp"))
     try:
-        with DaemonProcess(root / "a", "--dns", "off") as a:
+        # A is an introducer: B's rendezvous commands use it as their point.
+        with DaemonProcess(root / "a", "--dns", "off", "--introducer") as a:
             with DaemonProcess(root / "b", "--dns", "off", "--bootstrap", a.addrs[0]) as b:
                 yield Net(a, b, root / "none")
     finally:
@@ -81,6 +82,13 @@ CASES: list[tuple[str, list[str], int]] = [
     ("completion", ["completion", "tcsh"], 2),
     ("status", ["status", "extra"], 2),
     ("nat", ["nat", "--classic", "nohost"], 2),
+    ("rendezvous register", ["rendezvous", "register", "bell\x07"], 2),
+    ("rendezvous register", ["rendezvous", "register", "x" * 256], 2),
+    ("rendezvous register", ["rendezvous", "register", "x", "--ttl", "0"], 2),
+    ("rendezvous register", ["rendezvous", "register", "x", "--at", "garbage"], 2),
+    ("rendezvous unregister", ["rendezvous", "unregister", ""], 2),
+    ("rendezvous discover", ["rendezvous", "discover", "x", "--limit", "0"], 2),
+    ("rendezvous discover", ["rendezvous", "discover", "x", "--at", "/ip4/1.2.3.4/tcp/1"], 2),
     ("stop", ["stop", "--timeout", "0"], 2),
     ("disconnect", ["disconnect", "garbage"], 2),
     ("config show", ["config", "show", "extra"], 2),
@@ -92,6 +100,7 @@ CASES: list[tuple[str, list[str], int]] = [
     # -- bad input the daemon judges (its registry, its zone): still 2 -----------------
     ("dht get", ["dht", "get", "/unknown/x"], 2),
     ("name resolve", ["name", "resolve", "alice.example.com"], 2),
+    ("rendezvous register", ["rendezvous", "register", "x", "--ttl", "60"], 2),  # under 2 h
     # -- not found ------------------------------------------------------------------
     ("connect", ["connect", f"/p2p/{UNKNOWN_PEER}"], 4),
     ("ping", ["ping", "-n", "1", f"/p2p/{UNKNOWN_PEER}"], 4),
@@ -101,6 +110,7 @@ CASES: list[tuple[str, list[str], int]] = [
     ("name resolve", ["name", "resolve", "nobody.ovl"], 4),
     ("name connect", ["name", "connect", "nobody.ovl", "/echo/1.0.0"], 4),
     ("disconnect", ["disconnect", UNKNOWN_PEER], 4),
+    ("rendezvous discover", ["rendezvous", "discover", "nobody-registers-here"], 4),
     # -- success ----------------------------------------------------------------------
     ("id", ["id"], 0),
     ("peers", ["peers"], 0),
@@ -121,6 +131,9 @@ CASES: list[tuple[str, list[str], int]] = [
     ("completion", ["completion", "bash"], 0),
     ("status", ["status"], 0),
     ("nat", ["nat"], 0),
+    ("rendezvous register", ["rendezvous", "register", "exit-codes"], 0),
+    ("rendezvous discover", ["rendezvous", "discover", "exit-codes"], 0),
+    ("rendezvous unregister", ["rendezvous", "unregister", "exit-codes", "--at", "{A}"], 0),
     ("config show", ["config", "show"], 0),
     ("config set", ["config", "set", "dht_mode", "client"], 0),
     ("disconnect", ["disconnect", "{A_ID}"], 0),
@@ -148,6 +161,9 @@ NO_DAEMON: list[tuple[str, list[str]]] = [
     ("name connect", ["name", "connect", "x.ovl", "/echo/1.0.0"]),
     ("status", ["status"]),
     ("nat", ["nat"]),
+    ("rendezvous register", ["rendezvous", "register", "x"]),
+    ("rendezvous unregister", ["rendezvous", "unregister", "x"]),
+    ("rendezvous discover", ["rendezvous", "discover", "x"]),
     ("stop", ["stop"]),
     ("disconnect", ["disconnect", UNKNOWN_PEER]),
     ("serve", ["serve", "/echo/1.0.0", "--to", "127.0.0.1:7"]),
@@ -155,7 +171,8 @@ NO_DAEMON: list[tuple[str, list[str]]] = [
 
 # Commands that run without a daemon or cannot fail with "not found".
 LOCAL = {"init", "daemon", "demo", "sim", "completion", "config show", "config set"}
-NO_NOT_FOUND = {"id", "peers", "status", "nat", "stop", "serve", "dht put", "dht provide", "dht table", "name register",
+NO_NOT_FOUND = {"id", "peers", "status", "nat", "stop", "serve", "rendezvous register",
+                "rendezvous unregister", "dht put", "dht provide", "dht table", "name register",
                 "name update", "name transfer", "name release", "name list"}
 
 # Success needs a second owner key or a stream service (tests/namenet covers
