@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -315,3 +316,25 @@ async def test_user_ping_times_out() -> None:
         with pytest.raises(TimeoutError):
             await session.ping()
         assert not session.is_closed
+
+
+@pytest.mark.parametrize("seed", range(20))
+async def test_garbage_from_the_peer_never_escapes_the_session(seed: int) -> None:
+    rng = random.Random(seed)
+    frames = [encode_header(FrameType.WINDOW_UPDATE, Flag.SYN, 2, 0)]
+    for _ in range(rng.randrange(1, 30)):
+        kind = rng.randrange(5)
+        if kind < 4:
+            length = rng.randrange(0, 300) if kind == 0 else rng.getrandbits(32)
+            frame = encode_header(FrameType(kind), Flag(rng.randrange(16)), rng.randrange(6), length)
+            frames.append(frame + (rng.randbytes(length) if kind == 0 else b""))
+        else:
+            frames.append(rng.randbytes(rng.randrange(1, 40)))
+    async with asyncio.timeout(10), raw_peer() as (session, raw):
+        raw.write(b"".join(frames))
+        raw.write_eof()
+        with pytest.raises((SessionClosed, GoingAway)):
+            while True:
+                stream = await session.accept_stream()
+                stream.reset()
+        assert session.is_closed or session.remote_go_away is not None
