@@ -116,7 +116,8 @@ def add_rendezvous_parser(sub: Any, parents: Parents) -> None:
                     "if nobody is registered.",
         examples=["overlay rendezvous discover my-app",
                   "overlay rendezvous discover my-app --limit 10 --json"])
-    a.add_argument("ns", metavar="NS", type=namespace_arg, nargs="?", default="",
+    # None, not "": argparse would run the type check on a string default.
+    a.add_argument("ns", metavar="NS", type=namespace_arg, nargs="?", default=None,
                    help="the namespace (default: all)")
     a.add_argument("--limit", metavar="N", type=bounded_int(1, _MAX_LIMIT), default=100,
                    help=f"at most N peers per point (1-{_MAX_LIMIT}, default 100)")
@@ -138,7 +139,7 @@ def _run(action: Action) -> Callable[[argparse.Namespace, Home], int]:
 
 
 def _args(ns: argparse.Namespace, **extra: Any) -> dict[str, Any]:
-    args: dict[str, Any] = {"ns": ns.ns}
+    args: dict[str, Any] = {"ns": ns.ns or ""}
     if ns.at is not None:
         args["at"] = ns.at
     args.update({k: v for k, v in extra.items() if v is not None})
