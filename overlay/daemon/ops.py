@@ -353,6 +353,8 @@ def _same_place(addr: str, conn: Connection) -> bool:
     """Whether ``addr`` names the connection's remote IP and port (a DNS
     name cannot be compared without resolving it, so it never matches)."""
     parsed = parse_quic_multiaddr(addr)
+    if conn.remote_address is None:
+        return False
     host, port = conn.remote_address[:2]
     try:
         return (ipaddress.ip_address(parsed.host), parsed.port) == (ipaddress.ip_address(host), port)
@@ -361,6 +363,4 @@ def _same_place(addr: str, conn: Connection) -> bool:
 
 
 def _remote_text(conn: Connection) -> str:
-    host, port = conn.remote_address[:2]
-    family = "ip6" if ":" in host else "ip4"
-    return f"/{family}/{host}/udp/{port}/quic-v1"
+    return str(conn.remote_multiaddr)

@@ -329,7 +329,8 @@ class Host:
         ip = await self._resolve(host, port)
         if peer is None:
             for conn in self.connections():
-                if tuple(conn.remote_address[:2]) == (ip, port):
+                address = conn.remote_address
+                if address is not None and tuple(address[:2]) == (ip, port):
                     return conn
         key: object = peer if peer is not None else (ip, port)
         return await self._conns.dial(key, lambda: self._dial(ip, port, peer))
@@ -523,9 +524,11 @@ class Host:
         )
 
     def _observed(self, conn: Connection) -> Multiaddr | None:
+        address = conn.remote_address
+        if address is None:
+            return None  # relayed: the relay, not the peer, sees our address
         try:
-            host, port = conn.remote_address[:2]
-            return socket_to_multiaddr(host, port)
+            return socket_to_multiaddr(address[0], address[1])
         except ValueError:
             return None
 

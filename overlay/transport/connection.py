@@ -15,11 +15,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Protocol
+import ipaddress
+from typing import Literal, Protocol
 
 from aioquic.quic import events
 from aioquic.quic.connection import NetworkAddress
 from cryptography import x509
+from multiaddr import Multiaddr
 
 from overlay.errors import (
     ConnectionClosed,
@@ -72,6 +74,19 @@ def _clip(reason: str) -> str:
 
 def _short_address(addr: NetworkAddress) -> tuple[str, int]:
     return (str(addr[0]), int(addr[1]))
+
+
+def _quic_multiaddr(host: str, port: int) -> Multiaddr:
+    """``/ip4|ip6/<host>/udp/<port>/quic-v1``; dual-stack sockets report
+    IPv4 peers as IPv4-mapped IPv6, which is shown as the IPv4 it is."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return Multiaddr(f"/ip4/0.0.0.0/udp/{port}/quic-v1")  # no peer address yet
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    proto = "ip4" if ip.version == 4 else "ip6"
+    return Multiaddr(f"/{proto}/{ip}/udp/{port}/quic-v1")
 
 
 class QuicConn:
@@ -145,6 +160,21 @@ class QuicConn:
     def remote_address(self) -> tuple[str, int]:
         addr = self._quic.get_peer_address()
         return ("", 0) if addr is None else _short_address(addr)
+
+    @property
+    def remote_multiaddr(self) -> Multiaddr:
+        """The remote socket address as a QUIC multiaddr (without ``/p2p``)."""
+        return _quic_multiaddr(*self.remote_address)
+
+    @property
+    def path(self) -> Literal["direct"]:
+        """A QUIC connection always goes straight to the peer."""
+        return "direct"
+
+    @property
+    def limit(self) -> None:
+        """QUIC connections carry no relay limits."""
+        return None
 
     @property
     def local_address(self) -> tuple[str, int]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+from multiaddr import Multiaddr
+
 from overlay.errors import ConnectionClosed, DialError, PeerIdMismatch
 from overlay.identity import PeerId, PrivateKey
 from overlay.wire.memory import MemoryStream, memory_stream_pair
@@ -40,6 +42,19 @@ class MemoryConn:
 
     @property
     def smoothed_rtt(self) -> float | None:
+        return None
+
+    @property
+    def remote_multiaddr(self) -> Multiaddr:
+        host, port = self.remote_address
+        return Multiaddr(f"/ip4/{host}/udp/{port}/quic-v1")
+
+    @property
+    def path(self) -> str:
+        return "direct"
+
+    @property
+    def limit(self) -> None:
         return None
 
     @property
