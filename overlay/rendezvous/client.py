@@ -147,7 +147,7 @@ class RendezvousClient:
     async def unregister(self, point: PeerId, ns: str) -> None:
         """Tell ``point`` to drop our registration under ``ns`` (no answer)."""
         check_namespace(ns)
-        await self._exchange(point, Unregister(ns), answer=False)
+        await self._exchange(point, Unregister(ns, self.host.peer_id.to_bytes()), answer=False)
 
     async def discover(self, point: PeerId, ns: str = "", limit: int | None = None,
                        cookie: bytes = b"") -> DiscoveryPage:

@@ -107,6 +107,8 @@ class RegisterResponse:
 @dataclass(frozen=True, slots=True)
 class Unregister:
     ns: str
+    peer: bytes = b""
+    """The deprecated ``id``: sent for older servers, never trusted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +175,8 @@ def encode_message(message: RendezvousMessage) -> bytes:
     elif isinstance(message, Unregister):
         pb.type = MessageType.UNREGISTER
         pb.unregister.ns = message.ns.encode("utf-8")
+        if message.peer:
+            pb.unregister.id = message.peer
     elif isinstance(message, Discover):
         pb.type = MessageType.DISCOVER
         pb.discover.ns = message.ns.encode("utf-8")
@@ -238,7 +242,7 @@ def decode_message(data: bytes, limit: int = MAX_RESPONSE_SIZE) -> RendezvousMes
         r = pb.registerResponse
         return RegisterResponse(r.status, bytes(r.statusText).decode("utf-8", "replace"), r.ttl)
     if kind is MessageType.UNREGISTER:
-        return Unregister(_text(pb.unregister.ns, "the namespace"))
+        return Unregister(_text(pb.unregister.ns, "the namespace"), bytes(pb.unregister.id))
     if kind is MessageType.DISCOVER:
         d = pb.discover
         return Discover(_text(d.ns, "the namespace"),

@@ -33,6 +33,7 @@ MESSAGES = [
     RegisterResponse(Status.OK, "", 7200),
     RegisterResponse(Status.E_INVALID_TTL, "too long", 0),
     Unregister("app"),
+    Unregister("app", b"peer-id-bytes"),
     Discover("app", 10, b"cookie"),
     Discover("", None, b""),
     DiscoverResponse((Register("app", b"r1", 50), Register("b", b"r2", 9)), b"c", Status.OK, ""),
@@ -57,6 +58,9 @@ def test_field_numbers_are_the_specs() -> None:
         [0x10, 0x07, 0x1A, 0x01]) + b"C"
     # Unregister is field 4, type 2; RegisterResponse field 3 {status=1, statusText=2, ttl=3}.
     assert encode_message(Unregister("n")) == bytes([0x08, 0x02, 0x22, 0x03, 0x0A, 0x01]) + b"n"
+    # ... and the deprecated id (2), which older servers still require.
+    assert encode_message(Unregister("n", b"I")) == bytes(
+        [0x08, 0x02, 0x22, 0x06, 0x0A, 0x01]) + b"n" + bytes([0x12, 0x01]) + b"I"
     assert encode_message(RegisterResponse(102, "t", 0)) == bytes(
         [0x08, 0x01, 0x1A, 0x07, 0x08, 0x66, 0x12, 0x01]) + b"t" + bytes([0x18, 0x00])
     # DiscoverResponse is field 6 {registrations=1, cookie=2, status=3, statusText=4}.

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n overlay/wire/pb/rendezvous.proto\x12\x12overlay.rendezvous\"\xae\x05\n\x07Message\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\x36\n\x08register\x18\x02 \x01(\x0b\x32$.overlay.rendezvous.Message.Register\x12\x46\n\x10registerResponse\x18\x03 \x01(\x0b\x32,.overlay.rendezvous.Message.RegisterResponse\x12:\n\nunregister\x18\x04 \x01(\x0b\x32&.overlay.rendezvous.Message.Unregister\x12\x36\n\x08\x64iscover\x18\x05 \x01(\x0b\x32$.overlay.rendezvous.Message.Discover\x12\x46\n\x10\x64iscoverResponse\x18\x06 \x01(\x0b\x32,.overlay.rendezvous.Message.DiscoverResponse\x1a=\n\x08Register\x12\n\n\x02ns\x18\x01 \x01(\x0c\x12\x18\n\x10signedPeerRecord\x18\x02 \x01(\x0c\x12\x0b\n\x03ttl\x18\x03 \x01(\x04\x1a\x43\n\x10RegisterResponse\x12\x0e\n\x06status\x18\x01 \x01(\r\x12\x12\n\nstatusText\x18\x02 \x01(\x0c\x12\x0b\n\x03ttl\x18\x03 \x01(\x04\x1a\x18\n\nUnregister\x12\n\n\x02ns\x18\x01 \x01(\x0c\x1a\x35\n\x08\x44iscover\x12\n\n\x02ns\x18\x01 \x01(\x0c\x12\r\n\x05limit\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ookie\x18\x03 \x01(\x0c\x1a\x83\x01\n\x10\x44iscoverResponse\x12;\n\rregistrations\x18\x01 \x03(\x0b\x32$.overlay.rendezvous.Message.Register\x12\x0e\n\x06\x63ookie\x18\x02 \x01(\x0c\x12\x0e\n\x06status\x18\x03 \x01(\r\x12\x12\n\nstatusText\x18\x04 \x01(\x0c')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n overlay/wire/pb/rendezvous.proto\x12\x12overlay.rendezvous\"\xba\x05\n\x07Message\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\x36\n\x08register\x18\x02 \x01(\x0b\x32$.overlay.rendezvous.Message.Register\x12\x46\n\x10registerResponse\x18\x03 \x01(\x0b\x32,.overlay.rendezvous.Message.RegisterResponse\x12:\n\nunregister\x18\x04 \x01(\x0b\x32&.overlay.rendezvous.Message.Unregister\x12\x36\n\x08\x64iscover\x18\x05 \x01(\x0b\x32$.overlay.rendezvous.Message.Discover\x12\x46\n\x10\x64iscoverResponse\x18\x06 \x01(\x0b\x32,.overlay.rendezvous.Message.DiscoverResponse\x1a=\n\x08Register\x12\n\n\x02ns\x18\x01 \x01(\x0c\x12\x18\n\x10signedPeerRecord\x18\x02 \x01(\x0c\x12\x0b\n\x03ttl\x18\x03 \x01(\x04\x1a\x43\n\x10RegisterResponse\x12\x0e\n\x06status\x18\x01 \x01(\r\x12\x12\n\nstatusText\x18\x02 \x01(\x0c\x12\x0b\n\x03ttl\x18\x03 \x01(\x04\x1a$\n\nUnregister\x12\n\n\x02ns\x18\x01 \x01(\x0c\x12\n\n\x02id\x18\x02 \x01(\x0c\x1a\x35\n\x08\x44iscover\x12\n\n\x02ns\x18\x01 \x01(\x0c\x12\r\n\x05limit\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ookie\x18\x03 \x01(\x0c\x1a\x83\x01\n\x10\x44iscoverResponse\x12;\n\rregistrations\x18\x01 \x03(\x0b\x32$.overlay.rendezvous.Message.Register\x12\x0e\n\x06\x63ookie\x18\x02 \x01(\x0c\x12\x0e\n\x06status\x18\x03 \x01(\r\x12\x12\n\nstatusText\x18\x04 \x01(\x0c')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,15 +32,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'overlay.wire.pb.rendezvous_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MESSAGE']._serialized_start=57
-  _globals['_MESSAGE']._serialized_end=743
+  _globals['_MESSAGE']._serialized_end=755
   _globals['_MESSAGE_REGISTER']._serialized_start=398
   _globals['_MESSAGE_REGISTER']._serialized_end=459
   _globals['_MESSAGE_REGISTERRESPONSE']._serialized_start=461
   _globals['_MESSAGE_REGISTERRESPONSE']._serialized_end=528
   _globals['_MESSAGE_UNREGISTER']._serialized_start=530
-  _globals['_MESSAGE_UNREGISTER']._serialized_end=554
-  _globals['_MESSAGE_DISCOVER']._serialized_start=556
-  _globals['_MESSAGE_DISCOVER']._serialized_end=609
-  _globals['_MESSAGE_DISCOVERRESPONSE']._serialized_start=612
-  _globals['_MESSAGE_DISCOVERRESPONSE']._serialized_end=743
+  _globals['_MESSAGE_UNREGISTER']._serialized_end=566
+  _globals['_MESSAGE_DISCOVER']._serialized_start=568
+  _globals['_MESSAGE_DISCOVER']._serialized_end=621
+  _globals['_MESSAGE_DISCOVERRESPONSE']._serialized_start=624
+  _globals['_MESSAGE_DISCOVERRESPONSE']._serialized_end=755
 # @@protoc_insertion_point(module_scope)

@@ -12,8 +12,7 @@ wire-identical to the spec:
    status would read as OK (0), the default go's proto3 omits;
  - ttl and limit are uint64 (the spec once said int64; non-negative
    values encode the same, negative ones arrive as huge and are refused).
-ProofOfWork (an abandoned draft) and Unregister.id (deprecated, libp2p
-specs issue 335) are left out; their fields are skipped if sent.
+ProofOfWork (an abandoned draft) is left out; its fields are skipped.
 """
 
 from collections import abc as _abc
@@ -89,15 +88,22 @@ class Message(_message.Message):
         DESCRIPTOR: _descriptor.Descriptor
 
         NS_FIELD_NUMBER: _builtins.int
+        ID_FIELD_NUMBER: _builtins.int
         ns: _builtins.bytes
+        id: _builtins.bytes
+        """Deprecated by the spec (libp2p/specs issue 335): the stream's peer is
+        the one unregistering.  Still sent, as our own ID, because
+        py-libp2p 0.8 ignores an UNREGISTER whose id is not its sender's.
+        """
         def __init__(
             self,
             *,
             ns: _builtins.bytes | None = ...,
+            id: _builtins.bytes | None = ...,
         ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _typing.Literal["ns", b"ns"]  # noqa: Y015
+        _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "ns", b"ns"]  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["ns", b"ns"]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "ns", b"ns"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
