@@ -51,6 +51,40 @@ DISCOVERY_BUDGET = 20.0
 one to two here (zeroconf probes its name for 0.75 s, then announces)."""
 LAN = "10.0.7"
 
+RUST_STYLE_RESPONDER = r"""
+# Answers `_p2p._udp.local PTR` as rust-libp2p does: the PTR in the answers,
+# then one TXT record per address (cache-flush class) in the additionals,
+# no SRV and no A record.
+import socket, struct, sys
+from dnslib import CLASS, DNSHeader, DNSRecord, PTR, QTYPE, RR, TXT
+ip, peer, ports = sys.argv[1], sys.argv[2], sys.argv[3:]
+name = "r" * 40 + "._p2p._udp.local"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("", 5353))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+             socket.inet_aton("224.0.0.251") + socket.inet_aton(ip))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ip))
+print("listening", flush=True)
+while True:
+    data, src = s.recvfrom(9000)
+    try:
+        query = DNSRecord.parse(data)
+    except Exception:
+        continue
+    if query.header.qr or not any(str(q.qname).rstrip(".") == "_p2p._udp.local"
+                                  and q.qtype == QTYPE.PTR for q in query.questions):
+        continue
+    reply = DNSRecord(DNSHeader(id=query.header.id, qr=1, aa=1))
+    reply.add_answer(RR("_p2p._udp.local", QTYPE.PTR, rdata=PTR(name), ttl=360))
+    for port in ports:
+        text = f"dnsaddr=/ip4/{ip}/udp/{port}/quic-v1/p2p/{peer}"
+        reply.add_ar(RR(name, QTYPE.TXT, rclass=0x8001, rdata=TXT(text), ttl=360))
+    s.sendto(reply.pack(), ("224.0.0.251", 5353))
+    print("answered", flush=True)
+"""
+
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
@@ -156,6 +190,25 @@ def test_zeroconf_driver_finds_the_other_namespace_and_leaves_no_task(lab: Lab) 
     assert [d["zeroconf_tasks"] for d in dones] == [0, 0]
     for probe in probes:
         assert probe.popen.wait(START_TIMEOUT) == 0, probe.describe()
+
+
+def test_driver_reads_every_txt_record_of_a_rust_style_answer(lab: Lab) -> None:
+    """rust-libp2p sends one TXT record per address and no SRV or A: the
+    driver must still see the peer, with every address."""
+    a, b = build_lan(lab, 2)
+    rust_peer = "12D3KooWKKoR1MYRykr9UzjXG6UHBSgYhYDDSraCcBauSQpSxuew"
+    responder = lab.popen(b, [sys.executable, "-c", RUST_STYLE_RESPONDER, b.address("lan"),
+                              rust_peer, "4001", "4002"])
+    responder.wait_for_line(lambda line: line == "listening", START_TIMEOUT)
+    probe = lab.popen(a, [sys.executable, str(PROBE), a.address("lan"),
+                          str(DISCOVERY_BUDGET + 10)])
+    found = json.loads(probe.wait_for_line(lambda line: '"found"' in line, DISCOVERY_BUDGET))
+    assert found["peer_id"] == rust_peer
+    assert sorted(found["addrs"]) == [f"/ip4/{b.address('lan')}/udp/{port}/quic-v1"
+                                      for port in (4001, 4002)]
+    probe.popen.send_signal(signal.SIGTERM)
+    done = json.loads(probe.wait_for_line(lambda line: '"done"' in line, START_TIMEOUT))
+    assert done["zeroconf_tasks"] == 0
 
 
 def test_two_daemons_on_one_lan_find_each_other(lab: Lab) -> None:

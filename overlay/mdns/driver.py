@@ -48,6 +48,8 @@ __all__ = ["MdnsService", "zeroconf_tasks"]
 log = logging.getLogger(__name__)
 
 _ZEROCONF_DIR = os.sep + "zeroconf" + os.sep
+_TYPE_TXT = 16  # RFC 1035
+_CLASS_IN = 1
 
 
 def zeroconf_tasks() -> list[asyncio.Task[Any]]:
@@ -217,18 +219,29 @@ class MdnsService:
             name = await self._queue.get()
             await run_supervised(self._resolve(name), f"mDNS resolve {name}", log)
 
+    def _cached_txt(self, zc: Zeroconf, name: str) -> bytes:
+        # rust and js-libp2p send one TXT record per address under the same
+        # name; a ServiceInfo keeps only one of them, the cache has them all.
+        records = zc.cache.get_all_by_details(name, _TYPE_TXT, _CLASS_IN)
+        return b"".join(text for text in (getattr(r, "text", b"") for r in records)
+                        if isinstance(text, bytes))
+
     async def _resolve(self, name: str) -> None:
         azc = self._azc
         assert azc is not None
-        info = AsyncServiceInfo(SERVICE_TYPE, name)
-        # A rust-libp2p responder sends PTR and TXT only, so the request
-        # "fails" for want of SRV/A while the TXT record is already there.
-        await info.async_request(azc.zeroconf, self.config.resolve_timeout * 1000)
-        if not info.text:
+        # The TXT records usually came with the PTR that announced the name.
+        rdata = self._cached_txt(azc.zeroconf, name)
+        if not rdata:
+            # A rust-libp2p responder sends PTR and TXT only, so this request
+            # "fails" for want of SRV/A even when the TXT record came.
+            info = AsyncServiceInfo(SERVICE_TYPE, name)
+            await info.async_request(azc.zeroconf, self.config.resolve_timeout * 1000)
+            rdata = self._cached_txt(azc.zeroconf, name) or info.text
+        if not rdata:
             log.debug("mDNS: %s sent no TXT record", name)
             return
         try:
-            sighting = parse_txt(info.text, self._peer_id)
+            sighting = parse_txt(rdata, self._peer_id)
         except MdnsDecodeError as exc:
             log.debug("mDNS: %s: %s", name, exc)
             return
