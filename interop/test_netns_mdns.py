@@ -126,16 +126,19 @@ def _overlay(args: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "overlay.cli", *args]
 
 
-def start_daemon(lab: Lab, node: Node, *extra: str) -> Daemon:
+def start_daemon(lab: Lab, node: Node, *extra: str, wildcard: bool = False) -> Daemon:
+    """A daemon listening on the node's LAN address, or on 0.0.0.0 (which
+    also covers 127.0.0.1) with ``wildcard``."""
     home = lab.workdir / node.name
     ip = node.address("lan")
-    argv = ["daemon", "--home", str(home), "--json", "--listen", f"/ip4/{ip}/udp/0/quic-v1",
+    listen = "0.0.0.0" if wildcard else ip
+    argv = ["daemon", "--home", str(home), "--json", "--listen", f"/ip4/{listen}/udp/0/quic-v1",
             "--dns", "off", "--log-level", "info", *extra]
     proc = lab.popen(node, _overlay(argv))
     line = proc.wait_for_line(lambda text: text.startswith("{") and '"ready"' in text,
                               START_TIMEOUT)
     ready = json.loads(line)
-    [addr] = ready["addrs"]
+    [addr] = [a for a in ready["addrs"] if a.startswith(f"/ip4/{ip}/")]
     return Daemon(node, home, ready["peer_id"], addr, proc)
 
 
@@ -213,7 +216,7 @@ def test_driver_reads_every_txt_record_of_a_rust_style_answer(lab: Lab) -> None:
 
 def test_two_daemons_on_one_lan_find_each_other(lab: Lab) -> None:
     a_node, b_node = build_lan(lab, 2)
-    a = start_daemon(lab, a_node)
+    a = start_daemon(lab, a_node, wildcard=True)  # mDNS on 10.0.7.1 only, not on lo
     b = start_daemon(lab, b_node)
 
     assert wait_until(lambda: b.peer_id in peer_ids(lab, a) and a.peer_id in peer_ids(lab, b),
@@ -226,6 +229,10 @@ def test_two_daemons_on_one_lan_find_each_other(lab: Lab) -> None:
                                   for d in (a, b)), DISCOVERY_BUDGET)
     status = overlay_json(lab, a, "status")
     assert status["mdns"] == "on (1 peer found)"
+    assert "/ip4/127.0.0.1/" in " ".join(status["listen_addrs"])
+    (seen_a,) = overlay_json(lab, b, "peers")["peers"]
+    assert all(addr.startswith(f"/ip4/{a_node.address('lan')}/")
+               for addr in seen_a["connected_addrs"]), seen_a
     for daemon in (a, b):
         assert daemon.proc.stop() == 0, daemon.proc.describe()
         assert "Task was destroyed" not in daemon.proc.stderr_text()

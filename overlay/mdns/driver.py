@@ -190,7 +190,7 @@ class MdnsService:
         azc = self._azc
         assert azc is not None
         self._info = self._service_info(self._announced_addrs())
-        await self._await_zeroconf(await azc.async_register_service(self._info, strict=False))
+        await self._await_zeroconf(await azc.async_register_service(self._info))
         self._registered = True
         while True:
             await asyncio.sleep(self.config.address_check_interval)
