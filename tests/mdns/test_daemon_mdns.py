@@ -121,3 +121,43 @@ def test_daemon_flag_no_mdns_and_status_line(tmp_path: Path) -> None:
         assert reply["mdns"] == "off"
         plain.stop()
         off.stop()
+
+
+class _FakeZeroconf:
+    """Records what the service asks of zeroconf; sends nothing."""
+
+    def __init__(self) -> None:
+        self.updates: list[bytes] = []
+        self.interfaces: list[list[str]] = []
+
+    async def _done(self) -> None:
+        return None
+
+    async def async_update_service(self, info: Any) -> Any:
+        self.updates.append(info.text)
+        return self._done()
+
+    async def async_update_interfaces(self, interfaces: list[str], ip_version: Any) -> None:
+        self.interfaces.append(interfaces)
+
+
+async def test_changed_listen_addresses_are_announced_again() -> None:
+    peer = PeerId.from_public_key(Ed25519PrivateKey.generate().public_key())
+    listen = [Multiaddr("/ip4/10.0.0.7/udp/4001/quic-v1"), Multiaddr(LOOPBACK)]
+    service = MdnsService(peer, lambda: listen, lambda n, s: None, lambda n: None)
+    service.interfaces = ["10.0.0.7"]
+    service._info = service._service_info(service._announced_addrs())
+    fake = _FakeZeroconf()
+    await service._maybe_reannounce(fake)  # type: ignore[arg-type]
+    assert fake.updates == [] and fake.interfaces == []
+    listen.append(Multiaddr("/ip4/10.0.0.7/udp/4002/quic-v1"))
+    await service._maybe_reannounce(fake)  # type: ignore[arg-type]
+    assert fake.interfaces == []
+    [text] = fake.updates
+    assert text.count(b"dnsaddr=") == 2 and b"127.0.0.1" not in text
+    listen[:] = [Multiaddr("/ip4/192.0.2.9/udp/4001/quic-v1")]
+    await service._maybe_reannounce(fake)  # type: ignore[arg-type]
+    assert fake.interfaces == [["192.0.2.9"]] and b"192.0.2.9" in fake.updates[-1]
+    listen[:] = [Multiaddr(LOOPBACK)]  # nothing left to announce on: keep the last record
+    await service._maybe_reannounce(fake)  # type: ignore[arg-type]
+    assert len(fake.updates) == 2
