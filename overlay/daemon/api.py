@@ -312,7 +312,7 @@ class ApiServer:
             sock.close()
             await self._shutdown()
             raise
-        log.info("API listening on %s", self._path)
+        log.debug("API listening on %s", self._path)
         return self
 
     async def __aexit__(
