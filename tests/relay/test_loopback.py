@@ -1,0 +1,206 @@
+"""Circuit relay v2 between real hosts over QUIC on loopback: A reserves on
+R, B reaches A through R with ``open_circuit``; limits cut or pass; every
+refusal is typed; hostile bytes cost one stream."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+
+from overlay.errors import RemoteProtocolError, StreamClosed, StreamReset, TransportError
+from overlay.identity import Ed25519PrivateKey, PeerId
+from overlay.relay.circuit import Circuit
+from overlay.relay.client import open_circuit
+from overlay.relay.errors import InvalidVoucher, NoReservation, PermissionDenied
+from overlay.relay.messages import (
+    HOP_PROTOCOL,
+    STOP_PROTOCOL,
+    HopType,
+    Peer,
+    Status,
+    StopMessage,
+    StopType,
+    decode_hop,
+    decode_stop,
+    encode_stop,
+)
+from overlay.relay.server_core import RelayLimits
+from overlay.relay.voucher import open_voucher
+from overlay.wire import encode_uvarint, frame, read_frame
+
+from tests.relay.conftest import Node, RelayNet
+
+
+def accept_into(node: Node) -> "asyncio.Queue[Circuit]":
+    queue: asyncio.Queue[Circuit] = asyncio.Queue()
+    node.client.on_circuit = queue.put_nowait
+    return queue
+
+
+async def read_all(stream: object, expected: int | None = None) -> bytes:
+    out = bytearray()
+    while True:
+        chunk = await stream.read(65536)  # type: ignore[attr-defined]
+        if not chunk:
+            return bytes(out)
+        out += chunk
+
+
+async def send_all(stream: object, data: bytes) -> None:
+    for i in range(0, len(data), 32768):
+        stream.write(data[i:i + 32768])  # type: ignore[attr-defined]
+        await stream.drain()  # type: ignore[attr-defined]
+    stream.write_eof()  # type: ignore[attr-defined]
+
+
+async def test_reserve_then_connect_bytes_both_ways(net: RelayNet) -> None:
+    a, b = await net.make_node(), await net.make_node()
+    info = await a.client.reserve(net.relay.peer_id)
+    assert info.voucher is not None
+    assert info.voucher.relay == net.relay.peer_id and info.voucher.peer == a.host.peer_id
+    assert info.limit is not None and info.limit.data == 128 * 1024
+    assert info.addrs and all(str(x).endswith(f"/p2p/{net.relay.peer_id}") for x in info.addrs)
+    assert [str(x) for x in a.client.circuit_addrs(with_self=True)] == [
+        f"{x}/p2p-circuit/p2p/{a.host.peer_id}" for x in info.addrs]
+    assert net.server.stats().reservations_held == 1
+
+    inbound = accept_into(a)
+    out = await open_circuit(b.host, net.relay.peer_id, a.host.peer_id)
+    assert out.initiator and out.remote == a.host.peer_id and out.relay == net.relay.peer_id
+    async with asyncio.timeout(10):
+        got = await inbound.get()
+    assert not got.initiator and got.remote == b.host.peer_id
+    assert got.limit is not None and got.limit.duration == 120.0
+
+    out.stream.write(b"hello from B")
+    out.stream.write_eof()
+    async with asyncio.timeout(10):
+        assert await read_all(got.stream) == b"hello from B"
+    got.stream.write(b"hello from A")
+    got.stream.write_eof()
+    async with asyncio.timeout(10):
+        assert await read_all(out.stream) == b"hello from A"
+        while net.server.stats().circuits_active:
+            net.server.circuit_done.clear()
+            await net.server.circuit_done.wait()
+    stats = net.server.stats()
+    assert stats.circuits_total == 1 and stats.bytes_relayed == 24
+    assert stats.circuits_cut_by_limit == 0
+
+
+async def test_default_limit_cuts_a_large_transfer(net: RelayNet) -> None:
+    a, b = await net.make_node(), await net.make_node()
+    await a.client.reserve(net.relay.peer_id)
+    inbound = accept_into(a)
+    out = await open_circuit(b.host, net.relay.peer_id, a.host.peer_id)
+    async with asyncio.timeout(10):
+        got = await inbound.get()
+
+    async def sender() -> None:
+        try:
+            await send_all(out.stream, b"x" * (1 << 20))
+        except (StreamReset, StreamClosed):
+            pass
+
+    async def receiver() -> int:
+        received = 0
+        try:
+            while chunk := await got.stream.read(65536):
+                received += len(chunk)
+        except StreamReset:
+            pass
+        return received
+
+    async with asyncio.timeout(20):
+        _, received = await asyncio.gather(sender(), receiver())
+    assert received <= 128 * 1024
+    async with asyncio.timeout(10):
+        while net.server.stats().circuits_active:
+            net.server.circuit_done.clear()
+            await net.server.circuit_done.wait()
+    assert net.server.stats().circuits_cut_by_limit == 1
+
+
+@pytest.mark.parametrize("limits", [RelayLimits(circuit_data=16 << 20)])
+async def test_raised_limit_passes_10_mb_exactly(net: RelayNet) -> None:
+    a, b = await net.make_node(), await net.make_node()
+    info = await a.client.reserve(net.relay.peer_id)
+    assert info.limit is not None and info.limit.data == 16 << 20
+    inbound = accept_into(a)
+    out = await open_circuit(b.host, net.relay.peer_id, a.host.peer_id)
+    async with asyncio.timeout(10):
+        got = await inbound.get()
+    payload = hashlib.shake_256(b"relay").digest(10 * 1000 * 1000)
+    async with asyncio.timeout(60):
+        _, received = await asyncio.gather(send_all(out.stream, payload), read_all(got.stream))
+    assert received == payload
+    got.stream.write_eof()
+    async with asyncio.timeout(10):
+        assert await read_all(out.stream) == b""
+
+
+@pytest.mark.parametrize("limits", [RelayLimits(allowlist=frozenset())])
+async def test_connect_to_a_peer_without_reservation(net: RelayNet) -> None:
+    a, b = await net.make_node(), await net.make_node()
+    with pytest.raises(NoReservation):
+        await open_circuit(b.host, net.relay.peer_id, a.host.peer_id)
+    assert net.server.stats().refusals == {"no_reservation": 1}
+
+
+async def test_stop_from_a_relay_without_our_reservation_is_refused(net: RelayNet) -> None:
+    a, b = await net.make_node(), await net.make_node()
+    inbound = accept_into(a)
+    # B plays a relay A never reserved on, claiming some third peer calls.
+    await b.host.connect(f"{a.host.listen_addrs()[0]}/p2p/{a.host.peer_id}")
+    stream = await b.host.new_stream(a.host.peer_id, [STOP_PROTOCOL])
+    stranger = PeerId.from_public_key(Ed25519PrivateKey.generate().public_key())
+    stream.write(frame(encode_stop(StopMessage(StopType.CONNECT, Peer(stranger)))))
+    async with asyncio.timeout(10):
+        answer = decode_stop(await read_frame(stream, 4096) or b"")
+    assert answer.type is StopType.STATUS and answer.status == Status.PERMISSION_DENIED
+    assert inbound.empty() and a.client.stop_refused == 1
+
+
+async def test_malformed_hop_costs_only_that_stream(net: RelayNet) -> None:
+    a, b = await net.make_node(), await net.make_node()
+    await a.client.reserve(net.relay.peer_id)
+    stream = await b.host.new_stream(net.relay.peer_id, [HOP_PROTOCOL])
+    stream.write(frame(b"\xff\xff\xff"))
+    async with asyncio.timeout(10):
+        answer = decode_hop(await read_frame(stream, 4096) or b"")
+    assert answer.type is HopType.STATUS and answer.status == Status.MALFORMED_MESSAGE
+    # An oversized length prefix: refused before any body is read.
+    stream = await b.host.new_stream(net.relay.peer_id, [HOP_PROTOCOL])
+    stream.write(encode_uvarint(1 << 20))
+    async with asyncio.timeout(10):
+        answer = decode_hop(await read_frame(stream, 4096) or b"")
+    assert answer.status == Status.MALFORMED_MESSAGE
+    assert net.server.stats().refusals == {"malformed": 2}
+    # The connection and the relay still work.
+    inbound = accept_into(a)
+    await open_circuit(b.host, net.relay.peer_id, a.host.peer_id)
+    async with asyncio.timeout(10):
+        await inbound.get()
+    assert await b.host.ping(net.relay.peer_id) > 0
+
+
+async def test_voucher_from_the_wire_verifies_and_forgery_fails(net: RelayNet) -> None:
+    a = await net.make_node()
+    info = await a.client.reserve(net.relay.peer_id)
+    assert info.voucher is not None
+    # Re-reserving renews (same slot) with a later or equal expiry.
+    again = await a.client.reserve(net.relay.peer_id)
+    assert again.expire >= info.expire
+    stats = net.server.stats()
+    assert stats.reservations_held == 1 and stats.reservations_renewed == 1
+    with pytest.raises(InvalidVoucher):
+        open_voucher(b"\x00garbage", relay=net.relay.peer_id, peer=a.host.peer_id)
+
+
+async def test_permission_denied_is_typed(net: RelayNet) -> None:
+    a = await net.make_node()
+    await a.client.reserve(net.relay.peer_id)
+    with pytest.raises(PermissionDenied):
+        await open_circuit(a.host, net.relay.peer_id, a.host.peer_id)
