@@ -39,16 +39,21 @@ class ConnectionManager:
         return list(self._by_peer)
 
     def get(self, peer_id: PeerId) -> Connection | None:
-        """The oldest live connection to ``peer_id``; prunes closed ones."""
+        """The connection new streams to ``peer_id`` use: the oldest live
+        direct one, else the oldest live relayed one (a relayed connection
+        is never chosen over a live direct one).  Prunes closed ones."""
         conns = self._by_peer.get(peer_id)
         if not conns:
             return None
+        fallback: Connection | None = None
         for conn in list(conns):
             if conn.is_closed:
                 self.remove(conn)
-            else:
+            elif conn.path == "direct":
                 return conn
-        return None
+            elif fallback is None:
+                fallback = conn
+        return fallback
 
     def has_room(self, peer_id: PeerId | None) -> bool:
         if self._count >= self._max_total:

@@ -23,9 +23,14 @@ class HostListener:
     connection ended (``None`` if the transport does not say): a
     ``overlay.transport.errors.ClosedWithCode`` whose ``going_away`` is true
     means the peer shut down on purpose and will not answer any more.
+    ``opened`` fires for every connection the host adopts (the identify
+    service asks each one), ``changed`` when our protocols or advertised
+    addresses changed (the identify service pushes them).
     """
 
     connected: Callable[[PeerId, Connection], None] | None = None
     disconnected: Callable[[PeerId], None] | None = None
     identified: Callable[[PeerId, IdentifyInfo], None] | None = None
     closed: Callable[[PeerId, ConnectionClosed | None], None] | None = None
+    opened: Callable[[Connection], None] | None = None
+    changed: Callable[[], None] | None = None

@@ -20,6 +20,7 @@ class FakeConn:
     is_closed: bool = False
     remote_address: tuple[str, int] = ("127.0.0.1", 1)
     is_initiator: bool = True
+    path: str = "direct"
     closed_with: list[str] = field(default_factory=list)
 
 

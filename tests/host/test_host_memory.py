@@ -68,7 +68,7 @@ async def test_simultaneous_dials_merge(memory_hosts) -> None:  # type: ignore[n
     a, _ = await memory_hosts()
     b, _ = await memory_hosts()
     gate = asyncio.Event()
-    endpoint = a._listen_endpoints[0]
+    endpoint = a.endpoints()[0]
     endpoint.dial_gate = gate
     async with asyncio.timeout(5):
         async with asyncio.TaskGroup() as tg:
