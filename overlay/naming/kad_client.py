@@ -35,6 +35,7 @@ from overlay.kad.messages import KadMessage, MessageType
 from overlay.kad.net_lookup import drive_lookup
 from overlay.kad.records import NamespaceRegistry, Record
 from overlay.kad.routing import RoutingTable
+from overlay.kad.rtt import RttEstimator
 from overlay.kad.service_config import KadServiceConfig
 from overlay.kad.store import RecordStore
 from overlay.naming.config import NamingConfig
@@ -91,6 +92,9 @@ class KadLike(Protocol):
     def request_timeout_for(self, contact: Contact) -> float: ...
 
     def closer_contacts(self, answer: KadMessage) -> list[Contact]: ...
+
+    @property
+    def rtt(self) -> RttEstimator: ...
 
 
 class KadNameClient:
@@ -163,6 +167,10 @@ class KadNameClient:
         await self.get_value_answers(key, keep, timeout=timeout)
         ranked = sorted(answers.values(), key=lambda a: a.distance)
         return [a.peer for a in ranked[: self.kad.config.lookup.k]]
+
+    def round_trip(self) -> float | None:
+        warm = self.kad.rtt.warm
+        return warm.srtt if warm.samples else None
 
     async def wait_ready(self) -> None:
         if self.kad.config.bootstrap:

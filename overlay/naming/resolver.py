@@ -85,6 +85,11 @@ class DhtClient(Protocol):
         """Until the DHT has bootstrapped (at once if it has nothing to do)."""
         ...
 
+    def round_trip(self) -> float | None:
+        """The smoothed round-trip time to DHT peers in seconds, or None
+        before anything was measured."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ResolverConfig:
@@ -101,7 +106,16 @@ class ResolverConfig:
     """The deadline of a network resolve, in seconds: its lookup ends by
     then and the decision is taken on the answers gathered (see the module
     docstring).  Loopback and LAN lookups converge in tens of
-    milliseconds; the margin covers a dead peer's request timeout."""
+    milliseconds; the margin covers a dead peer's request timeout.  On
+    slower paths the deadline stretches with the measured round trip (see
+    ``rtt_factor``)."""
+    rtt_factor: float = 12.0
+    """The deadline is at least this many measured round trips to DHT
+    peers: a lookup is a few hops, each of which may first dial (two round
+    trips) or wait out one dead peer's timeout (a few round trips)."""
+    max_timeout: float = 8.0
+    """Stretching by round trips stops at this many seconds (a larger
+    ``timeout`` still holds)."""
     max_corrections: int = 20
     """Responders corrected after one resolve."""
     correction_timeout: float = 5.0
@@ -112,6 +126,8 @@ class ResolverConfig:
             raise ValueError("quorum and k must be at least 1, max_corrections not negative")
         if not self.timeout > 0 or not self.correction_timeout > 0:
             raise ValueError("timeouts must be positive")
+        if not self.rtt_factor >= 0 or not self.max_timeout > 0:
+            raise ValueError("rtt_factor must not be negative, max_timeout must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,13 +291,14 @@ class Resolver:
         tracker = AnswerTracker(norm, self.config.quorum, self.naming,
                                 pinned_owner=pinned_owner, max_responders=self.config.k)
         decided: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
+        deadline = self.deadline()
         self._background += 1
         self._idle.clear()
-        task = tg.create_task(self._lookup(norm, key, tracker, decided, wait_final))
+        task = tg.create_task(self._lookup(norm, key, tracker, decided, wait_final, deadline))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         try:
-            async with asyncio.timeout(self.config.timeout):
+            async with asyncio.timeout(deadline):
                 status = await asyncio.shield(decided)
         except TimeoutError:
             # The DHT client ends its lookup at the same deadline; whatever
@@ -291,12 +308,20 @@ class Resolver:
                 status = decided.result()
             else:
                 decided.cancel()
-                status = self._conclude(norm, tracker)
+                status = self._conclude(norm, tracker, deadline)
                 if isinstance(status, Done) and tracker.early is None and not wait_final:
                     tracker.early = status  # verified when the lookup ends
         return self._accept(norm, status, tracker, t0)
 
-    def _conclude(self, norm: str, tracker: AnswerTracker) -> Status:
+    def deadline(self) -> float:
+        """Seconds a network resolve may take now: ``timeout``, stretched
+        to ``rtt_factor`` measured round trips on slow paths, at most
+        ``max_timeout``."""
+        rtt = self.dht.round_trip()
+        stretched = 0.0 if rtt is None else self.config.rtt_factor * rtt
+        return max(self.config.timeout, min(self.config.max_timeout, stretched))
+
+    def _conclude(self, norm: str, tracker: AnswerTracker, deadline: float) -> Status:
         """The decision at the end of a lookup; ``ResolveFailed`` when too
         few of the closest peers answered to tell."""
         final = tracker.finish(self._clock())
@@ -308,7 +333,7 @@ class Resolver:
             raise ResolveFailed(
                 f"resolving {norm}: only {window.answered} of the "
                 f"{window.answered + window.missing} closest peers answered within "
-                f"{self.config.timeout:g} s ({window.failed} failed), too few to tell")
+                f"{deadline:.3g} s ({window.failed} failed), too few to tell")
         return final
 
     def _accept(self, norm: str, status: Status, tracker: AnswerTracker, t0: float) -> Resolution:
@@ -335,7 +360,7 @@ class Resolver:
 
     async def _lookup(
         self, norm: str, key: bytes, tracker: AnswerTracker, decided: asyncio.Future[Status],
-        wait_final: bool,
+        wait_final: bool, deadline: float,
     ) -> None:
         try:
             def on_answer(answer: Answer) -> None:
@@ -350,12 +375,12 @@ class Resolver:
                         decided.exception()  # the caller already has an answer
 
             try:
-                await self.dht.get_value_answers(key, on_answer, timeout=self.config.timeout)
+                await self.dht.get_value_answers(key, on_answer, timeout=deadline)
             except (OverlayError, OSError) as exc:
                 fail(ResolveFailed(f"cannot resolve {norm}: {exc}"))
                 return
             try:
-                final = self._conclude(norm, tracker)
+                final = self._conclude(norm, tracker, deadline)
             except ResolveFailed as exc:
                 fail(exc)
                 return

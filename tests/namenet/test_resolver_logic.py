@@ -38,6 +38,7 @@ class ScriptedDht:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     stored: list[tuple[bytes, bytes]] = field(default_factory=list)
     fail: Exception | None = None
+    rtt: float | None = None
 
     async def get_value_answers(self, key: bytes, on_answer: Callable[[Answer], None], *,
                                 timeout: float) -> None:
@@ -58,6 +59,9 @@ class ScriptedDht:
     async def store_at(self, peer: bytes, key: bytes, value: bytes) -> bool:
         self.stored.append((peer, value))
         return True
+
+    def round_trip(self) -> float | None:
+        return self.rtt
 
     async def wait_ready(self) -> None:
         return None
@@ -281,3 +285,17 @@ async def test_the_proof_of_work_budget_holds_across_chunks() -> None:
         with pytest.raises(PowNotFound, match="within 150000 attempts"):
             await names.register("work.ovl")
         assert names.owned() == []
+
+
+def test_the_deadline_stretches_with_the_measured_round_trip() -> None:
+    state = ResolverState(None, NAMING, CacheConfig(negative_ttl=30.0))
+    config = ResolverConfig(timeout=1.5, rtt_factor=12.0, max_timeout=8.0)
+    dht = ScriptedDht([])
+    resolver = Resolver(dht, state, NAMING, config, clock=Clock())
+    assert resolver.deadline() == 1.5  # nothing measured yet
+    dht.rtt = 0.002  # loopback or LAN: the floor holds
+    assert resolver.deadline() == 1.5
+    dht.rtt = 0.25  # an intercontinental path: 12 round trips
+    assert resolver.deadline() == 3.0
+    dht.rtt = 2.0  # a pathological path is capped
+    assert resolver.deadline() == 8.0
