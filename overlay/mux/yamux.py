@@ -301,6 +301,14 @@ class YamuxSession:
         if self._tg is not None:
             await self._done.wait()
 
+    async def wait_closed(self) -> None:
+        """Wait until the session has ended (closed by either side, or
+        failed), without closing it; the owner of a connection built on the
+        session waits here."""
+        if self._tg is None:
+            raise LocalProtocolError("use the YamuxSession in `async with` first")
+        await self._done.wait()
+
     @property
     def is_closed(self) -> bool:
         return self._core.terminated

@@ -338,3 +338,13 @@ async def test_garbage_from_the_peer_never_escapes_the_session(seed: int) -> Non
                 stream = await session.accept_stream()
                 stream.reset()
         assert session.is_closed or session.remote_go_away is not None
+
+
+async def test_wait_closed_returns_when_the_peer_closes_and_not_before() -> None:
+    async with asyncio.timeout(10), session_pair() as (client, server):
+        waiter = asyncio.ensure_future(server.wait_closed())
+        await client.ping()  # both sessions have run a round trip
+        assert not waiter.done()
+        client.close()
+        await waiter
+        assert server.is_closed
