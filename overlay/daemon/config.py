@@ -95,6 +95,11 @@ class DaemonConfig:
     mdns: bool = True
     """Find peers on the LAN with libp2p mDNS (docs/mdns.md); it runs only
     on the non-loopback addresses the node listens on."""
+    relays: tuple[str, ...] = field(default=())
+    """Relays (multiaddrs with /p2p) to keep a circuit relay reservation on,
+    whatever AutoNAT says (docs/nat.md, "Circuit relay")."""
+    relay_limits: Mapping[str, Any] = field(default_factory=dict)
+    """An introducer's circuit relay limits (table; docs/nat.md lists keys)."""
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -120,6 +125,10 @@ class DaemonConfig:
             raise ConfigError("`introducer` must be true or false")
         if not isinstance(self.mdns, bool):
             raise ConfigError("`mdns` must be true or false")
+        _check_addrs("relays", self.relays, need_peer=True)
+        from overlay.relay.config import relay_limits_from_table
+
+        relay_limits_from_table(self.relay_limits)
 
     def with_listen(self, listen: tuple[str, ...] | list[str]) -> DaemonConfig:
         return replace(self, listen=tuple(listen))
@@ -136,6 +145,8 @@ _FIELDS: dict[str, type] = {
     "stun": tuple,
     "introducer": bool,
     "mdns": bool,
+    "relays": tuple,
+    "relay_limits": dict,
 }
 
 
@@ -197,6 +208,8 @@ def config_document(config: DaemonConfig) -> dict[str, TomlValue]:
         "stun": list(config.stun),
         "introducer": config.introducer,
         "mdns": config.mdns,
+        "relays": list(config.relays),
+        "relay_limits": dict(config.relay_limits),
     }
 
 
@@ -217,6 +230,8 @@ def with_value(config: DaemonConfig, key: str, values: Sequence[str],
     if kind is None:
         raise ConfigError(f"unknown key `{key}` (known keys: {', '.join(_FIELDS)})")
     value: TomlValue
+    if kind is dict:
+        raise ConfigError(f"`{key}` is a table: edit it in the config file")
     if kind is tuple:
         value = [v for v in values if v != ""]
     elif len(values) != 1:
