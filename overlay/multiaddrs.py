@@ -18,7 +18,7 @@ from typing import Final, Literal
 from multiaddr import Multiaddr
 from multiaddr import exceptions as ma_exceptions
 from multiaddr.codecs import codec_by_name
-from multiaddr.protocols import P_P2P, Protocol, protocol_with_code
+from multiaddr.protocols import P_P2P, P_P2P_CIRCUIT, Protocol, protocol_with_code
 from multiaddr.transforms import bytes_to_string
 
 from overlay.errors import DecodeError, InvalidMultiaddr, InvalidPeerId, MessageTooLarge
@@ -34,6 +34,10 @@ __all__ = [
     "format_quic_multiaddr",
     "is_quic_multiaddr",
     "parse_multiaddr",
+    "CircuitAddr",
+    "parse_circuit_multiaddr",
+    "is_dialable_multiaddr",
+    "dial_target_error",
     "split_p2p",
     "with_p2p",
     "multiaddr_from_bytes",
@@ -369,3 +373,92 @@ def with_p2p(addr: str | Multiaddr, peer_id: PeerId) -> Multiaddr:
 
 def _p2p_component(peer_id: PeerId) -> bytes:
     return encode_uvarint(P_P2P) + encode_uvarint(len(peer_id.multihash)) + peer_id.multihash
+
+
+# --- circuit addresses -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitAddr:
+    """``[<relay address>]/p2p/<relay>/p2p-circuit[/p2p/<target>]``."""
+
+    relay_addr: Multiaddr
+    """How to reach the relay, ending in ``/p2p/<relay>`` (only that when
+    the address names no way to reach it)."""
+    relay: PeerId
+    target: PeerId | None
+
+    @property
+    def relay_has_address(self) -> bool:
+        """False when the address is ``/p2p/<relay>/p2p-circuit…`` alone."""
+        return bytes(split_p2p(self.relay_addr)[0].to_bytes()) != b""
+
+
+def parse_circuit_multiaddr(addr: str | Multiaddr) -> CircuitAddr:
+    """Parse a circuit relay address; raise ``InvalidMultiaddr`` naming what
+    is wrong.  One ``/p2p-circuit`` only: circuits over circuits are refused
+    (relays refuse them too)."""
+    data = parse_multiaddr(addr).to_bytes()
+    shown = _short(str(Multiaddr(data)))
+    try:
+        components = _components(data)
+    except DecodeError as exc:
+        raise InvalidMultiaddr(str(exc)) from None
+    at = [i for i, c in enumerate(components) if c.protocol.code == P_P2P_CIRCUIT]
+    if len(at) != 1:
+        raise InvalidMultiaddr(
+            f"{shown!r} is not a circuit address (one /p2p-circuit)"
+            if not at else f"{shown!r} relays over a relay, which is not supported"
+        )
+    index = at[0]
+    if index == 0 or components[index - 1].protocol.code != P_P2P:
+        raise InvalidMultiaddr(f"/p2p-circuit must follow /p2p/<relay> in {shown!r}")
+    rest = components[index + 1 :]
+    target: PeerId | None = None
+    if rest:
+        if len(rest) != 1 or rest[0].protocol.code != P_P2P:
+            raise InvalidMultiaddr(f"only /p2p/<target> may follow /p2p-circuit in {shown!r}")
+        target = PeerId.from_bytes(rest[0].value)
+    relay_component = components[index - 1]
+    relay = PeerId.from_bytes(relay_component.value)
+    if target == relay:
+        raise InvalidMultiaddr(f"the relay cannot relay to itself in {shown!r}")
+    return CircuitAddr(Multiaddr(data[: relay_component.end]), relay, target)
+
+
+def is_dialable_multiaddr(addr: str | Multiaddr) -> bool:
+    """True for the shapes our transports dial: a QUIC address, or a circuit
+    address whose relay part is a QUIC address or nothing (each with an
+    optional trailing ``/p2p``)."""
+    try:
+        parse_quic_multiaddr(addr)
+        return True
+    except InvalidMultiaddr:
+        pass
+    try:
+        circuit = parse_circuit_multiaddr(addr)
+        if circuit.relay_has_address:
+            parse_quic_multiaddr(circuit.relay_addr)
+    except InvalidMultiaddr:
+        return False
+    return True
+
+
+def dial_target_error(addr: str) -> str | None:
+    """None if ``addr`` is something to dial (an address our transports take,
+    or ``/p2p/<id>`` alone), else a one-line reason for a person."""
+    if is_dialable_multiaddr(addr):
+        return None
+    try:
+        parsed = parse_multiaddr(addr)
+        bare, peer = split_p2p(parsed)
+        if peer is not None and not bare.to_bytes():
+            return None
+        if "/p2p-circuit" in str(parsed):
+            circuit = parse_circuit_multiaddr(parsed)
+            parse_quic_multiaddr(circuit.relay_addr)
+        else:
+            parse_quic_multiaddr(parsed)
+    except InvalidMultiaddr as exc:
+        return str(exc)
+    return f"{_short(addr)!r} is neither a QUIC nor a /p2p-circuit address"

@@ -23,6 +23,7 @@ from overlay.errors import (
     RemoteProtocolError,
     TransportError,
 )
+from overlay.host.circuit import CircuitTransport
 from overlay.host.config import HostConfig
 from overlay.host.connmgr import ConnectionManager
 from overlay.host.events import HostListener
@@ -75,7 +76,10 @@ class Host:
         self._conns = ConnectionManager(cfg.max_connections, cfg.max_connections_per_peer)
         self._connected_peers: set[PeerId] = set()
         self._quic = QuicTransport(self, endpoint_factory or self._create_quic_endpoint)
-        self._transports: list[Transport] = [self._quic]
+        self.circuit_transport = CircuitTransport(self, private_key)
+        """Dials ``/p2p-circuit`` addresses; a relay client hands it inbound
+        circuits (``client.on_circuit = host.circuit_transport.on_circuit``)."""
+        self._transports: list[Transport] = [self._quic, self.circuit_transport]
         self._advertised: dict[Multiaddr, None] = {}
         self._handlers: dict[str, StreamHandler] = {}
         self._listeners: list[HostListener] = []
@@ -175,8 +179,8 @@ class Host:
         self._transports.append(transport)
 
     def remove_transport(self, transport: Transport) -> None:
-        if transport is self._quic:
-            raise LocalProtocolError("the QUIC transport cannot be removed")
+        if transport is self._quic or transport is self.circuit_transport:
+            raise LocalProtocolError("the built-in transports cannot be removed")
         self._transports = [t for t in self._transports if t is not transport]
 
     def transports(self) -> list[Transport]:
