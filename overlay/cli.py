@@ -41,6 +41,7 @@ from overlay.cli_core import add_core_parsers
 from overlay.cli_dht import add_dht_parser
 from overlay.cli_name import add_name_parser
 from overlay.cli_nat import add_nat_parser
+from overlay.cli_relay import add_relay_parser
 from overlay.cli_rendezvous import add_rendezvous_parser
 from overlay.cli_serve import add_serve_parser
 from overlay.daemon.errors import ApiError, DaemonNotRunning
@@ -80,6 +81,7 @@ COMMAND_GROUPS: list[AddParser] = [
     add_dht_parser,
     add_name_parser,
     add_nat_parser,
+    add_relay_parser,
     add_rendezvous_parser,
     add_serve_parser,
     _add_sim_parser,

@@ -151,7 +151,11 @@ def add_core_parsers(sub: Any, parents: Parents) -> None:
                                     "introducer's QUIC port is one (default: from config.toml)")
     p.add_argument("--introducer", action="store_true", default=None,
                    help="serve as the network's introducer: answer STUN on the QUIC port "
-                        "(default: from config.toml)")
+                        "and relay circuits (default: from config.toml)")
+    p.add_argument("--relay", dest="relays", metavar="MULTIADDR", action="append",
+                   type=_multiaddr_arg, default=[],
+                   help="keep a circuit relay reservation on this relay (…/p2p/<id>), "
+                        "repeatable, whatever AutoNAT says (config key `relays`)")
     p.add_argument("--no-mdns", dest="mdns", action="store_false", default=None,
                    help="do not find peers on the LAN with mDNS (on by default, and only "
                         "on non-loopback listen addresses; config key `mdns`)")
@@ -239,7 +243,7 @@ def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
                                      bootstrap=ns.bootstrap, dht_mode=ns.dht_mode,
                                      kad_protocol=ns.kad_protocol, dns=ns.dns,
                                      stun=ns.stun, introducer=ns.introducer,
-                                     mdns=ns.mdns))
+                                     mdns=ns.mdns, relays=ns.relays))
 
 
 def _cmd_id(ns: argparse.Namespace, home: Home) -> int:

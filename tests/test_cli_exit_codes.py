@@ -82,6 +82,8 @@ CASES: list[tuple[str, list[str], int]] = [
     ("completion", ["completion", "tcsh"], 2),
     ("status", ["status", "extra"], 2),
     ("nat", ["nat", "--classic", "nohost"], 2),
+    ("relay status", ["relay", "status", "extra"], 2),
+    ("daemon", ["daemon", "--relay", "garbage"], 2),
     ("rendezvous register", ["rendezvous", "register", "bell\x07"], 2),
     ("rendezvous register", ["rendezvous", "register", "x" * 256], 2),
     ("rendezvous register", ["rendezvous", "register", "x", "--ttl", "0"], 2),
@@ -131,6 +133,7 @@ CASES: list[tuple[str, list[str], int]] = [
     ("completion", ["completion", "bash"], 0),
     ("status", ["status"], 0),
     ("nat", ["nat"], 0),
+    ("relay status", ["relay", "status"], 0),
     ("rendezvous register", ["rendezvous", "register", "exit-codes"], 0),
     ("rendezvous discover", ["rendezvous", "discover", "exit-codes"], 0),
     ("rendezvous unregister", ["rendezvous", "unregister", "exit-codes", "--at", "{A}"], 0),
@@ -161,6 +164,7 @@ NO_DAEMON: list[tuple[str, list[str]]] = [
     ("name connect", ["name", "connect", "x.ovl", "/echo/1.0.0"]),
     ("status", ["status"]),
     ("nat", ["nat"]),
+    ("relay status", ["relay", "status"]),
     ("rendezvous register", ["rendezvous", "register", "x"]),
     ("rendezvous unregister", ["rendezvous", "unregister", "x"]),
     ("rendezvous discover", ["rendezvous", "discover", "x"]),
@@ -171,7 +175,8 @@ NO_DAEMON: list[tuple[str, list[str]]] = [
 
 # Commands that run without a daemon or cannot fail with "not found".
 LOCAL = {"init", "daemon", "demo", "sim", "completion", "config show", "config set"}
-NO_NOT_FOUND = {"id", "peers", "status", "nat", "stop", "serve", "rendezvous register",
+NO_NOT_FOUND = {"id", "peers", "status", "nat", "relay status", "stop", "serve",
+                "rendezvous register",
                 "rendezvous unregister", "dht put", "dht provide", "dht table", "name register",
                 "name update", "name transfer", "name release", "name list"}
 

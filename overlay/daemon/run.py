@@ -71,8 +71,11 @@ def default_extensions(
     # through identify.
     # Rendezvous serves when the config says `introducer`; its client ops
     # sign registrations with the node's key.
+    # Circuit relay after NAT: auto-relay reads its classification.
+    from overlay.relay.daemon_ext import RelayExtension
+
     return [NatExtension(), dht, naming, PeerMemoryExtension(dht), MdnsExtension(),
-            RendezvousExtension(key)]
+            RendezvousExtension(key), RelayExtension(key)]
 
 
 async def run_daemon(
@@ -90,6 +93,7 @@ async def run_daemon(
     stun: Sequence[str] = (),
     introducer: bool | None = None,
     mdns: bool | None = None,
+    relays: Sequence[str] = (),
 ) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
 
@@ -121,6 +125,8 @@ async def run_daemon(
         config = replace(config, introducer=introducer)
     if mdns is not None:
         config = replace(config, mdns=mdns)
+    if relays:
+        config = replace(config, relays=tuple(relays))
     if extensions is None:
         # An address asked for on the command line must be served; the
         # configured one (usually the default) only warns when it is busy.
