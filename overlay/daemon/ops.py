@@ -21,13 +21,15 @@ from overlay import AGENT_VERSION
 from overlay.daemon.api import ApiCall, ApiServer
 from overlay.daemon.errors import ApiError, BadRequest
 from overlay.daemon.protocol import API_VERSION, ErrorCode
-from overlay.daemon.relay import relay_stream
+from overlay.daemon.pump import pump_stream
+from overlay.errors import InvalidMultiaddr
 from overlay.host.host import StreamHandler
 from overlay.host.peerstore import ObservedAddrs, Peerstore
+from overlay.host.ping import PingService
 from overlay.host.stream import NegotiatedStream
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
-from overlay.multiaddrs import parse_quic_multiaddr
+from overlay.multiaddrs import dial_target_error, parse_quic_multiaddr, split_p2p
 from overlay.naming.names import DEFAULT_ZONE, self_certifying_name
 
 __all__ = ["NodeHost", "NodeOps", "NodeOpsConfig", "PeerConnector", "full_addrs"]
@@ -49,15 +51,20 @@ class NodeHost(Protocol):
     @property
     def observed_addrs(self) -> ObservedAddrs: ...
 
+    @property
+    def ping_service(self) -> PingService: ...
+
     def listen_addrs(self) -> list[Multiaddr]: ...
 
+    def advertised_addrs(self) -> list[Multiaddr]: ...
+
     def peers(self) -> list[PeerId]: ...
+
+    def best_connection(self, peer_id: PeerId) -> Connection | None: ...
 
     def connections(self) -> list[Connection]: ...
 
     async def connect(self, multiaddr: str) -> Connection: ...
-
-    async def ping(self, peer_id: PeerId) -> float: ...
 
     async def new_stream(self, peer_id: PeerId, protocols: list[str]) -> NegotiatedStream: ...
 
@@ -145,7 +152,9 @@ class NodeOps:
     def _addr_arg(self, call: ApiCall, name: str = "addr") -> str | None:
         text = call.str_arg(name, None)
         if text is not None:
-            parse_quic_multiaddr(text)  # raises InvalidMultiaddr naming the bad part
+            error = dial_target_error(text)
+            if error is not None:
+                raise InvalidMultiaddr(error)
         return text
 
     async def _target_peer(self, call: ApiCall) -> tuple[PeerId, dict[str, Any]]:
@@ -178,6 +187,7 @@ class NodeOps:
         remote = _remote_text(conn)
         return conn, {
             "remote_addr": remote,
+            "path": conn.path,
             "used_existing": reused and not _same_place(addr, conn),
         }
 
@@ -188,7 +198,7 @@ class NodeOps:
         return {
             "peer_id": str(host.peer_id),
             "name": self_certifying_name(host.peer_id, self._zone),
-            "addrs": full_addrs(host.listen_addrs(), host.peer_id),
+            "addrs": full_addrs(host.advertised_addrs(), host.peer_id),
             "agent_version": AGENT_VERSION,
             "protocols": host.protocols(),
             "api_version": API_VERSION,
@@ -208,10 +218,15 @@ class NodeOps:
         peers = []
         for peer_id, conns in sorted(by_peer.items(), key=lambda item: str(item[0])):
             info = host.peerstore.get(peer_id)
+            # The connection new streams use first: a direct one if any.
+            best = host.best_connection(peer_id)
+            conns.sort(key=lambda c: c is not best)
             peers.append({
                 "peer_id": str(peer_id),
                 "addrs": [str(a) for a in (info.addrs if info else ())],
                 "connected_addrs": [_remote_text(c) for c in conns],
+                "connections": [_conn_fields(c) for c in conns],
+                "path": conns[0].path,
                 "agent_version": info.agent_version if info else None,
                 "protocols": sorted(info.protocols) if info else [],
                 "direction": "outbound" if conns[0].is_initiator else "inbound",
@@ -224,7 +239,8 @@ class NodeOps:
         if only_peer is not None:
             # `/p2p/<id>` without an address: the DHT finds one.
             conn = await self._connect_by_id(only_peer)
-            return {"peer_id": str(conn.remote_peer), "addr": text,
+            return {"peer_id": str(conn.remote_peer), "addr": text, "path": conn.path,
+                    "remote_addr": _remote_text(conn),
                     "direction": "outbound" if conn.is_initiator else "inbound"}
         addr = self._addr_arg(call)
         if addr is None:
@@ -243,14 +259,17 @@ class NodeOps:
         interval_ms = call.int_arg("interval_ms", 0, 0, cfg.max_ping_interval_ms)
         peer, fields = await self._target_peer(call)
         rtts: list[float] = []
+        path = None
         for seq in range(1, count + 1):
             if seq > 1 and interval_ms:
                 await asyncio.sleep(interval_ms / 1000.0)
-            rtt = await self._host.ping(peer)
-            rtts.append(_ms(rtt))
-            await call.emit("pong", seq=seq, rtt_ms=rtts[-1], peer_id=str(peer))
+            pong = await self._host.ping_service.ping(peer)
+            rtts.append(_ms(pong.rtt))
+            path = pong.path
+            await call.emit("pong", seq=seq, rtt_ms=rtts[-1], peer_id=str(peer), path=path)
         return {
             "peer_id": str(peer),
+            "path": path,
             "count": count,
             "rtts_ms": rtts,
             "min_ms": min(rtts),
@@ -268,7 +287,7 @@ class NodeOps:
         except BaseException:
             stream.reset()
             raise
-        up, down = await relay_stream(reader, writer, stream)
+        up, down = await pump_stream(reader, writer, stream)
         log.debug("stream %s to %s done: %d bytes up, %d down", stream.protocol, peer, up, down)
         return {}
 
@@ -335,7 +354,7 @@ class NodeOps:
             except BaseException:
                 stream.reset()  # the client left before the relay began
                 raise
-            await relay_stream(reader, writer, stream)
+            await pump_stream(reader, writer, stream)
         finally:
             entry.finished.set()
         return {}
@@ -350,10 +369,17 @@ def _bare_peer(text: str) -> PeerId | None:
 
 
 def _same_place(addr: str, conn: Connection) -> bool:
-    """Whether ``addr`` names the connection's remote IP and port (a DNS
-    name cannot be compared without resolving it, so it never matches)."""
-    parsed = parse_quic_multiaddr(addr)
+    """Whether ``addr`` names the connection's remote IP and port, or its
+    circuit (a DNS name cannot be compared without resolving it, so it never
+    matches)."""
     if conn.remote_address is None:
+        try:
+            return bool(split_p2p(addr)[0] == conn.remote_multiaddr)
+        except InvalidMultiaddr:
+            return False
+    try:
+        parsed = parse_quic_multiaddr(addr)
+    except InvalidMultiaddr:
         return False
     host, port = conn.remote_address[:2]
     try:
@@ -364,3 +390,13 @@ def _same_place(addr: str, conn: Connection) -> bool:
 
 def _remote_text(conn: Connection) -> str:
     return str(conn.remote_multiaddr)
+
+
+def _conn_fields(conn: Connection) -> dict[str, Any]:
+    limit = conn.limit
+    return {
+        "addr": _remote_text(conn),
+        "path": conn.path,
+        "direction": "outbound" if conn.is_initiator else "inbound",
+        "limit": None if limit is None else {"duration_s": limit.duration, "data_bytes": limit.data},
+    }

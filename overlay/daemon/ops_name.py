@@ -26,7 +26,7 @@ from overlay.daemon.api import ApiCall, ApiServer
 from overlay.daemon.errors import ApiError, BadRequest, ListenFailed
 from overlay.daemon.ops_dht import DhtExtension
 from overlay.daemon.protocol import ErrorCode
-from overlay.daemon.relay import relay_stream
+from overlay.daemon.pump import pump_stream
 from overlay.errors import DialError, InvalidMultiaddr, OverlayError, RemoteProtocolError, TransportError
 from overlay.host.peerstore import Peerstore
 from overlay.host.stream import NegotiatedStream
@@ -345,7 +345,7 @@ class NameOps:
         except BaseException:
             stream.reset()
             raise
-        await relay_stream(reader, writer, stream)
+        await pump_stream(reader, writer, stream)
         return {}
 
     async def _dial_target(self, record: NameRecord) -> tuple[PeerId, str]:

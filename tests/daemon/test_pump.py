@@ -1,4 +1,4 @@
-"""The byte relay between an API socket and a libp2p stream, over an
+"""The byte pump between an API socket and a libp2p stream, over an
 in-memory stream and a real Unix socket pair."""
 
 import asyncio
@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from overlay.daemon.relay import relay_stream
+from overlay.daemon.pump import pump_stream
 from overlay.errors import StreamReset
 from overlay.wire.memory import memory_stream_pair
 
@@ -23,7 +23,7 @@ async def test_relays_both_directions_and_propagates_half_close() -> None:
         (client_r, client_w), (daemon_r, daemon_w) = await socket_pair()
         local, remote = memory_stream_pair(limit=4096)
         async with asyncio.TaskGroup() as group:
-            relay = group.create_task(relay_stream(daemon_r, daemon_w, local))
+            pump = group.create_task(pump_stream(daemon_r, daemon_w, local))
             payload = bytes(range(256)) * 1000  # far beyond both buffers
             client_w.write(payload)
             client_w.write_eof()
@@ -35,7 +35,7 @@ async def test_relays_both_directions_and_propagates_half_close() -> None:
             await remote.drain()
             remote.write_eof()
             assert await client_r.read() == b"answer"
-        assert relay.result() == (len(payload), 6)
+        assert pump.result() == (len(payload), 6)
         client_w.close()
         daemon_w.close()
 
@@ -45,7 +45,7 @@ async def test_remote_reset_aborts_the_socket() -> None:
         (client_r, client_w), (daemon_r, daemon_w) = await socket_pair()
         local, remote = memory_stream_pair()
         async with asyncio.TaskGroup() as group:
-            relay = group.create_task(relay_stream(daemon_r, daemon_w, local))
+            pump = group.create_task(pump_stream(daemon_r, daemon_w, local))
             client_w.write(b"x")
             assert await remote.readexactly(1) == b"x"
             remote.reset()
@@ -54,7 +54,7 @@ async def test_remote_reset_aborts_the_socket() -> None:
             except ConnectionResetError:
                 rest = b""
             assert rest == b""
-        assert relay.result() == (0, 0)
+        assert pump.result() == (0, 0)
         client_w.close()
         daemon_w.close()
 
@@ -67,15 +67,15 @@ async def test_client_disconnect_resets_the_stream() -> None:
         (client_r, client_w), (daemon_r, daemon_w) = await socket_pair()
         local, remote = memory_stream_pair(limit=4096)
         async with asyncio.TaskGroup() as group:
-            relay = group.create_task(relay_stream(daemon_r, daemon_w, local))
+            pump = group.create_task(pump_stream(daemon_r, daemon_w, local))
             remote.write(b"data for a client that leaves")
             await remote.drain()
             client_w.transport.abort()
             with pytest.raises(StreamReset):
-                while True:  # bounded by the timeout: a relay that never resets fails here
+                while True:  # bounded by the timeout: a pump that never resets fails here
                     remote.write(b"more data" * 100)
                     await remote.drain()
-        assert relay.result() == (0, 0)
+        assert pump.result() == (0, 0)
         daemon_w.close()
 
 
@@ -85,7 +85,7 @@ async def test_client_half_close_keeps_the_stream_writable() -> None:
         (client_r, client_w), (daemon_r, daemon_w) = await socket_pair()
         local, remote = memory_stream_pair(limit=4096)
         async with asyncio.TaskGroup() as group:
-            relay = group.create_task(relay_stream(daemon_r, daemon_w, local))
+            pump = group.create_task(pump_stream(daemon_r, daemon_w, local))
             client_w.write_eof()
             assert await remote.read() == b""
             answer = b"y" * 100_000
@@ -93,6 +93,6 @@ async def test_client_half_close_keeps_the_stream_writable() -> None:
             await remote.drain()
             remote.write_eof()
             assert await client_r.read() == answer
-        assert relay.result() == (0, len(answer))
+        assert pump.result() == (0, len(answer))
         client_w.close()
         daemon_w.close()

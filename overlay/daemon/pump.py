@@ -1,4 +1,4 @@
-"""Byte relay between an API socket connection and a libp2p stream.
+"""Byte pump between an API socket connection and a libp2p stream.
 
 Each direction runs until EOF and then half-closes the other side, so a
 client can send a request, shut down its write side and still read the
@@ -13,11 +13,11 @@ import logging
 from overlay.errors import StreamClosed, StreamReset, TransportError
 from overlay.wire.stream import ByteStream
 
-__all__ = ["relay_stream", "RELAY_CHUNK"]
+__all__ = ["pump_stream", "PUMP_CHUNK"]
 
 log = logging.getLogger(__name__)
 
-RELAY_CHUNK = 65536
+PUMP_CHUNK = 65536
 """Bytes moved per read; both sides apply their own backpressure via drain()."""
 
 
@@ -29,7 +29,7 @@ async def _socket_to_stream(reader: asyncio.StreamReader, stream: ByteStream) ->
     moved = 0
     while True:
         try:
-            data = await reader.read(RELAY_CHUNK)
+            data = await reader.read(PUMP_CHUNK)
         except ConnectionError as exc:
             raise _Aborted(f"API socket failed: {exc}") from exc
         if not data:
@@ -50,7 +50,7 @@ async def _stream_to_socket(stream: ByteStream, writer: asyncio.StreamWriter) ->
     moved = 0
     while True:
         try:
-            data = await stream.read(RELAY_CHUNK)
+            data = await stream.read(PUMP_CHUNK)
         except (StreamReset, TransportError) as exc:
             raise _Aborted(f"libp2p stream failed: {exc}") from exc
         try:
@@ -65,10 +65,10 @@ async def _stream_to_socket(stream: ByteStream, writer: asyncio.StreamWriter) ->
         moved += len(data)
 
 
-async def relay_stream(
+async def pump_stream(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stream: ByteStream
 ) -> tuple[int, int]:
-    """Relay until both directions reached EOF or one side failed.
+    """Pump until both directions reached EOF or one side failed.
 
     Returns the bytes moved (socket → stream, stream → socket).  On failure
     the stream is reset and the socket aborted; the caller still closes the
@@ -82,7 +82,7 @@ async def relay_stream(
     except* _Aborted as failures:
         failure = failures.exceptions[0]
     if failure is not None:
-        log.debug("relay aborted: %s", failure)
+        log.debug("pump aborted: %s", failure)
         stream.reset()
         writer.transport.abort()
         return (0, 0)
