@@ -178,12 +178,14 @@ async def open_circuit(host: ClientHost, relay: PeerId, target: PeerId) -> Circu
 
 class RelayClient:
     """The stop handler and our reservations.  ``on_circuit`` receives each
-    accepted inbound circuit (the circuit transport sets it); until it is
-    set, stop CONNECTs are refused with CONNECTION_FAILED."""
+    accepted inbound circuit (by default the host's circuit transport);
+    without one, stop CONNECTs are refused with CONNECTION_FAILED."""
 
     def __init__(self, host: ClientHost, *, clock: Callable[[], float] = time.time) -> None:
         self.host = host
-        self.on_circuit: OnCircuit | None = None
+        transport = getattr(host, "circuit_transport", None)
+        self.on_circuit: OnCircuit | None = getattr(transport, "on_circuit", None)
+        """The host's circuit transport when it has one (Noise, yamux, adoption)."""
         self._reservations: dict[PeerId, ReservationInfo] = {}
         self._clock = clock
         self.stop_refused = 0
