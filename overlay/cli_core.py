@@ -61,12 +61,18 @@ def _protocol_id(text: str) -> str:
 
 
 def _connect_target(text: str) -> str:
-    """A QUIC multiaddr, or `/p2p/PEERID` alone (the daemon asks the DHT)."""
+    """A multiaddr some transport dials (QUIC, or `…/p2p/RELAY/p2p-circuit/p2p/PEERID`),
+    or `/p2p/PEERID` alone (the daemon asks the DHT)."""
+    from overlay.multiaddrs import dial_target_error
+
     parts = text.split("/")
     if len(parts) == 3 and parts[0] == "" and parts[1] == "p2p":
         peer_id_arg(parts[2])
         return text
-    return _multiaddr_arg(text)
+    error = dial_target_error(text)
+    if error is not None:
+        raise argparse.ArgumentTypeError(error)
+    return text
 
 
 def _target_fields(addr: str) -> dict[str, str]:
@@ -169,7 +175,8 @@ def add_core_parsers(sub: Any, parents: Parents) -> None:
     add_command(sub, "peers", parents=parents.pick(), run=_cmd_peers,
                 help="connected peers",
                 description="List the peers the daemon is connected to, one a line: "
-                            "peer ID, direction, agent, protocol count, address.",
+                            "peer ID, direction, path (direct or relayed), agent, "
+                            "protocol count, address.",
                 examples=["overlay peers", "overlay peers | head -1"])
 
     p = add_command(sub, "connect", parents=parents.pick(), run=_cmd_connect,
@@ -180,7 +187,8 @@ def add_core_parsers(sub: Any, parents: Parents) -> None:
                     examples=["overlay connect /ip4/192.0.2.7/udp/4001/quic-v1/p2p/12D3KooW…",
                               "overlay connect /p2p/12D3KooW…"])
     p.add_argument("addr", metavar="MULTIADDR", type=_connect_target,
-                   help="a QUIC multiaddr (…/quic-v1[/p2p/PEERID]) or /p2p/PEERID")
+                   help="a QUIC multiaddr (…/quic-v1[/p2p/PEERID]), a relayed one "
+                        "(…/p2p/RELAY/p2p-circuit/p2p/PEERID) or /p2p/PEERID")
 
     p = add_command(sub, "ping", parents=parents.pick(), run=_cmd_ping,
                     help="ping a peer (/p2p/PEERID alone: look it up in the DHT)",
@@ -188,7 +196,8 @@ def add_core_parsers(sub: Any, parents: Parents) -> None:
                                 "protocol, printing each pong and a summary.",
                     examples=["overlay ping -n 5 /p2p/12D3KooW…"])
     p.add_argument("addr", metavar="MULTIADDR", type=_connect_target,
-                   help="a QUIC multiaddr (…/quic-v1[/p2p/PEERID]) or /p2p/PEERID")
+                   help="a QUIC multiaddr (…/quic-v1[/p2p/PEERID]), a relayed one "
+                        "(…/p2p/RELAY/p2p-circuit/p2p/PEERID) or /p2p/PEERID")
     p.add_argument("-n", "--count", type=bounded_int(1, MAX_PING_COUNT), default=3,
                    help=f"pings to send, 1 to {MAX_PING_COUNT} (default 3)")
     p.add_argument("-i", "--interval", type=bounded_float(0, 60), default=1.0,
@@ -276,6 +285,7 @@ def _cmd_peers(ns: argparse.Namespace, home: Home) -> int:
             for peer in peers:
                 addrs = peer.get("connected_addrs") or peer.get("addrs") or ["?"]
                 print(f"{peer['peer_id']}  {peer.get('direction', '?'):8}  "
+                      f"{peer.get('path', '?'):7}  "
                       f"{peer.get('agent_version') or '?'}  "
                       f"{plural(len(peer.get('protocols', [])), 'protocol')}  {addrs[0]}")
         return EXIT_OK
@@ -289,7 +299,8 @@ def _cmd_connect(ns: argparse.Namespace, home: Home) -> int:
         if ns.json:
             print_json(strip_reply(reply))
         else:
-            print(f"connected to {reply['peer_id']} ({reply.get('direction', '?')})")
+            print(f"connected to {reply['peer_id']} ({reply.get('direction', '?')}, "
+                  f"{reply.get('path', '?')})")
             _existing_note(reply)
         return EXIT_OK
     return run_api(home, body)
@@ -316,7 +327,8 @@ def _cmd_ping(ns: argparse.Namespace, home: Home) -> int:
         if ns.json:
             print_json(strip_reply(reply))
         else:
-            print(f"{plural(reply['count'], 'ping')} to {reply['peer_id']}: min/avg/max = "
+            print(f"{plural(reply['count'], 'ping')} to {reply['peer_id']} "
+                  f"({reply.get('path', '?')}): min/avg/max = "
                   f"{reply['min_ms']}/{reply['avg_ms']}/{reply['max_ms']} ms")
             _existing_note(reply)
         return EXIT_OK
