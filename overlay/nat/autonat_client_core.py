@@ -94,6 +94,7 @@ class AutoNATClientCore:
         self.config = config or ClientConfig()
         self.tracker = ReachabilityTracker(self.config.tracker)
         self._candidates: dict[str, Candidate] = {}
+        self._manual: dict[str, Candidate] = {}
         self._in_flight: dict[int, Probe] = {}
         self._last_probe: dict[str, float] = {}
         self._server_until: dict[str, float] = {}
@@ -128,6 +129,8 @@ class AutoNATClientCore:
         ranked = sorted(found.items(), key=lambda item: (-len(item[1]), item[0]))
         self._candidates = {addr: Candidate(addr, tuple(src))
                             for addr, src in ranked[: self.config.max_candidates]}
+        for addr, cand in self._manual.items():
+            self._candidates.setdefault(addr, cand)
         for addr in list(self._last_probe):
             if addr not in self._candidates:
                 del self._last_probe[addr]
@@ -176,6 +179,20 @@ class AutoNATClientCore:
             self._last_probe[addr] = now
             return probe
         return None
+
+    def start_probe(self, addr: str, server: str, now: float, rng: random.Random) -> Probe:
+        """A probe asked for by hand (an operator, a test): ``addr`` joins
+        the candidates, whatever its source, and stays one."""
+        key = str(parse_quic_multiaddr(addr).with_peer_id(None))
+        cand = self._manual.setdefault(key, Candidate(key, ("manual",)))
+        self._candidates.setdefault(key, cand)
+        nonce = rng.getrandbits(_NONCE_BITS)
+        while nonce in self._in_flight:
+            nonce = rng.getrandbits(_NONCE_BITS)
+        probe = Probe(key, server, nonce)
+        self._in_flight[nonce] = probe
+        self._last_probe[key] = now
+        return probe
 
     def expects(self, nonce: int) -> Probe | None:
         """The probe a dial-back with ``nonce`` belongs to, if any."""
