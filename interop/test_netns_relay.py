@@ -1,0 +1,156 @@
+"""Circuit relay v2 across the lab's NATs: two nodes behind different NATs
+reach each other through an introducer.
+
+    server  203.0.113.10  introducer (`overlay daemon --introducer`)
+      │ public switch
+    nat1 203.0.113.1 (cone)      ── client  10.0.1.10  `--relay <introducer>`
+    nat2 203.0.113.2 (symmetric) ── client2 10.0.2.10  `--relay <introducer>`
+
+Neither client can dial the other (no route to a private LAN, and the
+NATs admit only replies), so everything between them goes through the
+introducer's relay: each holds a reservation there and advertises
+`…/p2p/<introducer>/p2p-circuit`.  The daemons are the real CLI with their
+own --home; the tests poll `overlay relay status --json`, never sleep.
+
+Needs root and the Debian packages iproute2 and nftables; without root the
+tests skip.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # `netns` lives beside this file, not in the package
+    sys.path.insert(0, str(HERE))
+
+from netns import (  # noqa: E402
+    Lab,
+    LabProcess,
+    LabUnavailable,
+    NatMode,
+    NatTopology,
+    Node,
+    ToolMissing,
+    build_nat_topology,
+    lab_namespaces,
+    require_lab,
+)
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(90)]
+
+START_TIMEOUT = 15.0
+CLI_TIMEOUT = 30.0
+POLL_TRIES = 60
+
+
+@dataclass(frozen=True)
+class Daemon:
+    node: Node
+    home: Path
+    peer_id: str
+    addr: str
+    proc: LabProcess
+
+
+def _overlay(args: Sequence[str]) -> list[str]:
+    return [sys.executable, "-m", "overlay.cli", *args]
+
+
+def start_daemon(lab: Lab, node: Node, ip: str, *extra: str,
+                 relay_limits: dict[str, Any] | None = None) -> Daemon:
+    home = lab.workdir / node.name
+    if relay_limits is not None:
+        from overlay.daemon.config import load_config, save_config
+        from overlay.daemon.home import Home
+        from overlay.daemon.init import init_home
+
+        init_home(Home(home))
+        path = Home(home).config_file
+        save_config(path, replace(load_config(path), relay_limits=relay_limits))
+    argv = ["daemon", "--home", str(home), "--json", "--listen", f"/ip4/{ip}/udp/0/quic-v1",
+            "--dns", "off", "--no-mdns", *extra]
+    proc = lab.popen(node, _overlay(argv))
+    line = proc.wait_for_line(lambda text: text.startswith("{") and '"ready"' in text,
+                              START_TIMEOUT)
+    ready = json.loads(line)
+    return Daemon(node, home, ready["peer_id"], ready["addrs"][0], proc)
+
+
+def overlay(lab: Lab, daemon: Daemon, *args: str, timeout: float = CLI_TIMEOUT) -> Any:
+    return lab.run(daemon.node, _overlay(["--home", str(daemon.home), *args]), timeout=timeout)
+
+
+def overlay_json(lab: Lab, daemon: Daemon, *args: str) -> Any:
+    done = overlay(lab, daemon, *args, "--json")
+    assert done.returncode == 0, f"overlay {' '.join(args)}: exit {done.returncode}\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
+def reserved(lab: Lab, daemon: Daemon) -> dict[str, Any]:
+    """`relay status` once the daemon holds a reservation (each try is a
+    whole CLI run, so the loop paces itself)."""
+    reply: dict[str, Any] = {}
+    for _ in range(POLL_TRIES):
+        reply = overlay_json(lab, daemon, "relay", "status")
+        if reply["reservations"] and reply["advertised"]:
+            return reply
+    raise AssertionError(f"no reservation: {reply}\n{daemon.proc.describe()}")
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    missing: ToolMissing | None = None
+    try:
+        require_lab()
+    except LabUnavailable as exc:
+        pytest.skip(str(exc))
+    except ToolMissing as exc:
+        missing = exc
+    if missing is not None:
+        pytest.fail(str(missing), pytrace=False)
+    with Lab() as built:
+        yield built
+    left = [name for name in lab_namespaces() if name.startswith(built.run_id)]
+    assert not left, f"namespaces left behind: {left}"
+
+
+@pytest.fixture
+def topo(lab: Lab) -> NatTopology:
+    return build_nat_topology(lab, second_lan=True, nat_mode=NatMode.CONE,
+                              nat2_mode=NatMode.FULLY_RANDOM)
+
+
+def test_nat_to_nat_ping_through_the_introducer(lab: Lab, topo: NatTopology) -> None:
+    assert topo.client2 is not None
+    intro = start_daemon(lab, topo.server, topo.server_ip, "--introducer")
+    a = start_daemon(lab, topo.client, topo.client_ip, "--relay", intro.addr,
+                     "--bootstrap", intro.addr)
+    b = start_daemon(lab, topo.client2, topo.client2.address(), "--relay", intro.addr,
+                     "--bootstrap", intro.addr)
+    a_status, b_status = reserved(lab, a), reserved(lab, b)
+    assert a_status["reservations"][0]["relay"] == intro.peer_id
+    a_circuit = a_status["advertised"][0]
+    assert a_circuit == f"{intro.addr}/p2p-circuit/p2p/{a.peer_id}"
+    assert b_status["advertised"][0] == f"{intro.addr}/p2p-circuit/p2p/{b.peer_id}"
+
+    # The cone side reaches the symmetric side and back, through the relay.
+    pinged = overlay_json(lab, b, "ping", a_circuit, "--count", "2", "--interval", "0")
+    assert pinged["peer_id"] == a.peer_id and pinged["count"] == 2, pinged
+    assert pinged["path"] == "relayed", pinged
+    pinged = overlay_json(lab, a, "ping", b_status["advertised"][0], "--count", "1")
+    assert pinged["peer_id"] == b.peer_id, pinged
+
+    server = overlay_json(lab, intro, "relay", "status")["server"]
+    assert server["reservations_held"] == 2
+    assert server["circuits_active"] >= 1 and server["circuits_total"] >= 1
+    assert server["limits"]["data_bytes"] == 128 * 1024
+    text = overlay(lab, intro, "relay", "status")
+    assert text.returncode == 0 and "relay service: 2 reservations held" in text.stdout
