@@ -35,7 +35,7 @@ from overlay.host.quic import EndpointFactory, QuicTransport
 from overlay.host.stream import NegotiatedStream
 from overlay.host.transport_types import DIRECT, Connection, Endpoint, Transport
 from overlay.identity import PeerId, PrivateKey
-from overlay.multiaddrs import parse_multiaddr, parse_quic_multiaddr, split_p2p
+from overlay.multiaddrs import dial_target_error, parse_multiaddr, parse_quic_multiaddr, split_p2p
 from overlay.negotiate import encode_message, handle_protocol, select_protocol
 from overlay.supervisor import run_supervised
 from overlay.transport.errors import GOING_AWAY
@@ -203,9 +203,8 @@ class Host:
             for transport in self._transports:
                 if transport.can_dial(bare):
                     return transport, bare, peer
-        if "/p2p-circuit" not in str(parsed):
-            parse_quic_multiaddr(parsed)  # raises, naming the part that is wrong
-        raise InvalidMultiaddr(f"no transport can dial {parsed}")
+        # Name the part that is wrong when the address is almost a known shape.
+        raise InvalidMultiaddr(dial_target_error(str(parsed)) or f"no transport can dial {parsed}")
 
     async def listen(self, multiaddrs: Sequence[str | Multiaddr]) -> None:
         """Listen on each address through its transport (port 0 picks a free port)."""

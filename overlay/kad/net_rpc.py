@@ -32,9 +32,14 @@ from overlay.kad.messages import KadMessage
 from overlay.kad.net_stream import check_response, read_kad_message, write_kad_message
 from overlay.kad.rtt import RttConfig, RttEstimator
 from overlay.kad.service_config import KadServiceConfig
-from overlay.multiaddrs import multiaddr_from_bytes, parse_quic_multiaddr
+from overlay.multiaddrs import (
+    QuicAddr,
+    multiaddr_from_bytes,
+    parse_circuit_multiaddr,
+    parse_quic_multiaddr,
+)
 
-__all__ = ["KadHost", "KadRpc", "KadStats", "LookupStats", "quic_addr"]
+__all__ = ["KadHost", "KadRpc", "KadStats", "LookupStats", "dialable_addr", "quic_addr"]
 
 _RECENT_ERRORS = 64
 _RECENT_LOOKUPS = 1024
@@ -99,18 +104,44 @@ class KadStats:
     lookups: deque[LookupStats] = field(default_factory=lambda: deque(maxlen=_RECENT_LOOKUPS))
 
 
-def quic_addr(data: bytes, peer: PeerId) -> Multiaddr | None:
-    """A dialable QUIC address (without /p2p) from a peer-supplied binary
-    multiaddr, or None if it is anything else."""
+def dialable_addr(data: bytes, peer: PeerId) -> Multiaddr | None:
+    """An address of ``peer`` that one of our transports dials, from a
+    peer-supplied binary multiaddr, without the trailing ``/p2p/<peer>``:
+    a QUIC address, or a circuit ``[<relay QUIC address>]/p2p/<relay>/p2p-circuit``
+    (how peers behind NATs are reached).  None for anything else."""
     try:
-        parsed = parse_quic_multiaddr(multiaddr_from_bytes(data))
+        addr = multiaddr_from_bytes(data)
     except (DecodeError, InvalidMultiaddr):
         return None
+    try:
+        parsed = parse_quic_multiaddr(addr)
+    except InvalidMultiaddr:
+        return _circuit_addr(addr, peer)
     if parsed.peer_id is not None and parsed.peer_id != peer:
         return None
-    if parsed.port == 0 or parsed.host in ("0.0.0.0", "::"):
+    if not _usable(parsed):
         return None
     return parsed.with_peer_id(None).to_multiaddr()
+
+
+quic_addr = dialable_addr
+"""The older name, from when only QUIC addresses were kept."""
+
+
+def _usable(parsed: QuicAddr) -> bool:
+    return parsed.port != 0 and parsed.host not in ("0.0.0.0", "::")
+
+
+def _circuit_addr(addr: Multiaddr, peer: PeerId) -> Multiaddr | None:
+    try:
+        circuit = parse_circuit_multiaddr(addr)
+        if circuit.target not in (None, peer) or circuit.relay == peer:
+            return None
+        if circuit.relay_has_address and not _usable(parse_quic_multiaddr(circuit.relay_addr)):
+            return None
+    except InvalidMultiaddr:
+        return None
+    return Multiaddr(f"{circuit.relay_addr}/p2p-circuit")
 
 
 class KadRpc:
