@@ -34,7 +34,7 @@ from overlay.host.transport_types import Connection
 from overlay.identity import PeerId, PrivateKey, public_key_from_protobuf
 from overlay.kad.records import default_registry
 from overlay.kad.service_config import KadServiceConfig
-from overlay.multiaddrs import parse_quic_multiaddr
+from overlay.multiaddrs import parse_quic_multiaddr, with_p2p
 from overlay.naming.dns_front import DnsFront, DnsFrontConfig
 from overlay.naming.errors import InvalidName, NamingError, OwnerChanged
 from overlay.naming.kad_client import KadLike, KadNameClient, NAMESPACE_ID, register_name_namespace
@@ -359,7 +359,12 @@ class NameOps:
                 continue
             for raw in target.addrs:
                 try:
-                    addr = parse_quic_multiaddr(Multiaddr(raw)).with_peer_id(peer).to_multiaddr()
+                    addr = Multiaddr(raw)
+                    if "/p2p-circuit" in str(addr):
+                        # Behind a NAT, through its relay (the circuit transport).
+                        addr = with_p2p(addr, peer)
+                    else:
+                        addr = parse_quic_multiaddr(addr).with_peer_id(peer).to_multiaddr()
                     await self._host.connect(addr)
                     return peer, str(addr)
                 except (TransportError, RemoteProtocolError, InvalidMultiaddr) as exc:
@@ -417,7 +422,9 @@ class NameExtension:
         async with AsyncExitStack() as stack:
             names = await stack.enter_async_context(NameService(
                 self._key, KadNameClient(kad), directory, self.config,
-                self_addrs=lambda: tuple(a.to_bytes() for a in host.listen_addrs())))
+                # Advertised: a node behind a NAT is reached at its relay's
+                # /p2p-circuit addresses.
+                self_addrs=lambda: tuple(a.to_bytes() for a in host.advertised_addrs())))
             NameOps(names, host).register(daemon.api)
             if self.dns is not None:
                 front = DnsFront(
