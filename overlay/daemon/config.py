@@ -100,6 +100,10 @@ class DaemonConfig:
     whatever AutoNAT says (docs/nat.md, "Circuit relay")."""
     relay_limits: Mapping[str, Any] = field(default_factory=dict)
     """An introducer's circuit relay limits (table; docs/nat.md lists keys)."""
+    autonat: str = "on"
+    """AutoNAT v2 (docs/nat.md): ``on`` tests our addresses and serves
+    others; ``lab`` also tests and dials private and loopback addresses
+    (namespaces, tests); ``off`` does neither."""
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -125,6 +129,8 @@ class DaemonConfig:
             raise ConfigError("`introducer` must be true or false")
         if not isinstance(self.mdns, bool):
             raise ConfigError("`mdns` must be true or false")
+        if self.autonat not in ("on", "lab", "off"):
+            raise ConfigError(f"`autonat` must be \"on\", \"lab\" or \"off\", not {self.autonat!r}")
         _check_addrs("relays", self.relays, need_peer=True)
         from overlay.relay.config import relay_limits_from_table
 
@@ -147,6 +153,7 @@ _FIELDS: dict[str, type] = {
     "mdns": bool,
     "relays": tuple,
     "relay_limits": dict,
+    "autonat": str,
 }
 
 
@@ -210,6 +217,7 @@ def config_document(config: DaemonConfig) -> dict[str, TomlValue]:
         "mdns": config.mdns,
         "relays": list(config.relays),
         "relay_limits": dict(config.relay_limits),
+        "autonat": config.autonat,
     }
 
 
