@@ -31,6 +31,7 @@ from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
 from overlay.multiaddrs import dial_target_error, parse_quic_multiaddr, split_p2p
 from overlay.naming.names import DEFAULT_ZONE, self_certifying_name
+from overlay.nat.reachability import UNKNOWN_STATE, ReachabilitySource
 
 __all__ = ["NodeHost", "NodeOps", "NodeOpsConfig", "PeerConnector", "full_addrs"]
 
@@ -126,6 +127,9 @@ class NodeOps:
         self._peer_connector: PeerConnector | None = None
         self._inbound: dict[int, _Inbound] = {}
         self._stream_ids = itertools.count(1)
+        self.reachability_source: ReachabilitySource | None = None
+        """Set by the AutoNAT extension while it runs: ``identity`` reports
+        its reachability (``unknown`` without it)."""
 
     def set_peer_connector(self, connector: PeerConnector | None) -> None:
         """How to reach a peer known only by its ID (the DHT sets this)."""
@@ -204,7 +208,14 @@ class NodeOps:
             "api_version": API_VERSION,
             "observed_addrs": [{"addr": str(addr), "reporters": count}
                                for addr, count in host.observed_addrs.addrs()],
+            **self._reachability(),
         }
+
+    def _reachability(self) -> dict[str, Any]:
+        source = self.reachability_source
+        state = source.state if source is not None else UNKNOWN_STATE
+        reasons = list(state.reasons) if source is not None else ["AutoNAT is not running"]
+        return {"reachability": state.reachability.value, "reachability_reasons": reasons}
 
     async def listen_addrs(self, call: ApiCall) -> Mapping[str, Any]:
         return {"addrs": [str(a) for a in self._host.listen_addrs()]}
