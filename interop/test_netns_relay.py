@@ -18,7 +18,10 @@ tests skip.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -154,3 +157,48 @@ def test_nat_to_nat_ping_through_the_introducer(lab: Lab, topo: NatTopology) -> 
     assert server["limits"]["data_bytes"] == 128 * 1024
     text = overlay(lab, intro, "relay", "status")
     assert text.returncode == 0 and "relay service: 2 reservations held" in text.stdout
+
+
+def test_dht_name_resolve_and_10_mb_name_connect_through_the_relay(
+        lab: Lab, topo: NatTopology) -> None:
+    """A network that relays data (``relay_limits.data`` raised): B, behind
+    the symmetric NAT, resolves A's name to A's circuit address and sends
+    10 MB to a `cat` A serves; every byte comes back."""
+    assert topo.client2 is not None
+    intro = start_daemon(lab, topo.server, topo.server_ip, "--introducer",
+                         relay_limits={"data": 64_000_000})
+    a = start_daemon(lab, topo.client, topo.client_ip, "--relay", intro.addr,
+                     "--bootstrap", intro.addr)
+    b = start_daemon(lab, topo.client2, topo.client2.address(), "--relay", intro.addr,
+                     "--bootstrap", intro.addr)
+    a_circuit = reserved(lab, a)["advertised"][0]
+    reserved(lab, b)
+
+    value = f"from behind the symmetric NAT {secrets.token_hex(8)}"
+    put = overlay_json(lab, b, "dht", "put", value)
+    assert overlay_json(lab, a, "dht", "get", put["key"])["value"] == value
+
+    registered = overlay_json(lab, a, "name", "register", "relayed.ovl")
+    assert registered, registered
+    resolved = overlay(lab, b, "name", "resolve", "relayed.ovl", "--json")
+    assert resolved.returncode == 0, resolved.stderr
+    assert a_circuit.removesuffix(f"/p2p/{a.peer_id}") in resolved.stdout, resolved.stdout
+
+    serve = lab.popen(a.node, _overlay(["--home", str(a.home), "serve", "/test/echo/1.0.0",
+                                        "--", "cat"]))
+    serve.wait_for_line(lambda text: text.startswith("serving"), START_TIMEOUT)
+    payload = hashlib.shake_256(secrets.token_bytes(16)).digest(10 * 1000 * 1000)
+    done = subprocess.run(
+        ["ip", "netns", "exec", b.node.namespace,
+         *_overlay(["--home", str(b.home), "name", "connect", "relayed.ovl",
+                    "/test/echo/1.0.0", "--json"])],
+        input=payload, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    line = json.loads(done.stderr.decode().splitlines()[0])
+    assert line["peer_id"] == a.peer_id and "/p2p-circuit" in line["addr"], line
+    assert len(done.stdout) == len(payload)
+    assert hashlib.sha256(done.stdout).digest() == hashlib.sha256(payload).digest()
+
+    server = overlay_json(lab, intro, "relay", "status")["server"]
+    assert server["limits"]["data_bytes"] == 64_000_000
+    assert server["circuits_total"] >= 1 and server["circuits_cut_by_limit"] == 0
