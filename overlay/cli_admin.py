@@ -119,6 +119,8 @@ def _status_lines(reply: dict[str, Any]) -> list[str]:
         lines.append(f"nat:          {reply['nat']}")
     if reply.get("mdns"):
         lines.append(f"mdns:         {reply['mdns']}")
+    if reply.get("autonat"):
+        lines.append(f"autonat:      {reply['autonat']}")
     lines.append(f"api socket:   {reply.get('api_socket', '?')}")
     return lines
 

@@ -269,6 +269,10 @@ def _cmd_id(ns: argparse.Namespace, home: Home) -> int:
             print(f"addr: {addr}")
         for seen in reply.get("observed_addrs", []):
             print(f"observed: {seen['addr']} ({plural(seen['reporters'], 'peer')})")
+        if reply.get("reachability"):
+            print(f"reachability: {reply['reachability']}")
+            for reason in reply.get("reachability_reasons", []):
+                print(f"  {reason}")
         return EXIT_OK
     return run_api(home, body)
 

@@ -33,6 +33,7 @@ from overlay.identity import PeerId
 from overlay.multiaddrs import parse_quic_multiaddr
 from overlay.mdns.daemon_ext import MdnsExtension
 from overlay.naming.names import self_certifying_name
+from overlay.nat.autonat_ext import AutoNATExtension
 from overlay.nat.daemon_ext import NatExtension, summary_line
 
 __all__ = ["AdminDaemon", "AdminOps", "AdminOpsConfig", "NOT_FOUND", "reachability"]
@@ -149,6 +150,7 @@ class AdminOps:
         nat_extension = self._extension(NatExtension)
         nat_report = nat_extension.report() if nat_extension is not None else None
         mdns_extension = self._extension(MdnsExtension)
+        autonat_extension = self._extension(AutoNATExtension)
         return {
             "peer_id": str(host.peer_id),
             "name": self_certifying_name(host.peer_id, daemon.config.zone),
@@ -166,6 +168,7 @@ class AdminOps:
             "dns": dns,
             "nat": summary_line(nat_report) if nat_report is not None else None,
             "mdns": mdns_extension.summary() if mdns_extension is not None else None,
+            "autonat": autonat_extension.summary() if autonat_extension is not None else None,
             "api_socket": str(daemon.api_path),
         }
 

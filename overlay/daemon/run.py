@@ -49,12 +49,14 @@ def default_extensions(
     from overlay.daemon.ops_dht import DhtExtension
     from overlay.daemon.persist_peers import PeerMemoryExtension
     from overlay.mdns.daemon_ext import MdnsExtension
+    from overlay.nat.autonat_ext import AutoNATExtension
     from overlay.nat.daemon_ext import NatExtension
     from overlay.rendezvous.daemon_ext import RendezvousExtension
 
     if key is None:
         dht_only = DhtExtension()
-        return [NatExtension(), dht_only, PeerMemoryExtension(dht_only), MdnsExtension(),
+        return [NatExtension(), AutoNATExtension(), dht_only, PeerMemoryExtension(dht_only),
+                MdnsExtension(),
                 RendezvousExtension(None)]
     from overlay.daemon.ops_name import naming_extensions
     from overlay.naming.config import NamingConfig
@@ -74,7 +76,9 @@ def default_extensions(
     # Circuit relay after NAT: auto-relay reads its classification.
     from overlay.relay.daemon_ext import RelayExtension
 
-    return [NatExtension(), dht, naming, PeerMemoryExtension(dht), MdnsExtension(),
+    # AutoNAT after STUN: STUN's mapped addresses are among its candidates.
+    return [NatExtension(), AutoNATExtension(), dht, naming, PeerMemoryExtension(dht),
+            MdnsExtension(),
             RendezvousExtension(key), RelayExtension(key)]
 
 
