@@ -20,6 +20,8 @@ from typing import Final, Protocol
 from multiaddr import Multiaddr
 
 from overlay.errors import InvalidMultiaddr, OverlayError
+from overlay.host.events import HostListener
+from overlay.host.identify import IdentifyInfo
 from overlay.identity import PeerId
 from overlay.multiaddrs import split_p2p
 from overlay.relay.client import RelayClient
@@ -136,6 +138,10 @@ class _Host(Protocol):
 
     async def connect(self, multiaddr: str | Multiaddr) -> object: ...
 
+    def add_listener(self, listener: HostListener) -> None: ...
+
+    def remove_listener(self, listener: HostListener) -> None: ...
+
 
 class AutoRelay:
     """``async with AutoRelay(host, client, config, is_private=...)`` keeps
@@ -169,13 +175,28 @@ class AutoRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.last_errors: dict[PeerId, str] = {}
+        self._listener = HostListener(disconnected=self._on_disconnected,
+                                      identified=self._on_identified)
+
+    def _on_disconnected(self, peer: PeerId) -> None:
+        # The relay forgets a reservation with its connection: reserve anew.
+        if self.client.reservation(peer) is not None:
+            self.client.forget(peer)
+            self.plan.drop(peer)
+            self.wake()
+
+    def _on_identified(self, peer: PeerId, info: IdentifyInfo) -> None:
+        if HOP_PROTOCOL in info.protocols and self.client.reservation(peer) is None:
+            self.wake()
 
     async def __aenter__(self) -> AutoRelay:
+        self.host.add_listener(self._listener)
         self._task = asyncio.create_task(run_supervised(self._run(), "auto-relay", log),
                                          name="auto-relay")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self.host.remove_listener(self._listener)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

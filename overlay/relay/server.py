@@ -22,6 +22,7 @@ from typing import Final, Protocol
 from multiaddr import Multiaddr
 
 from overlay.errors import OverlayError, RemoteProtocolError, TransportError
+from overlay.host.events import HostListener
 from overlay.identity import PeerId, PrivateKey
 from overlay.multiaddrs import with_p2p
 from overlay.relay.errors import RelayDecodeError
@@ -77,6 +78,10 @@ class RelayHost(Protocol):
     async def new_stream(self, peer_id: PeerId, protocols: Sequence[str]) -> RelayStream: ...
 
     def listen_addrs(self) -> list[Multiaddr]: ...
+
+    def add_listener(self, listener: HostListener) -> None: ...
+
+    def remove_listener(self, listener: HostListener) -> None: ...
 
 
 class _Cut(Exception):
@@ -178,6 +183,10 @@ class RelayServer:
         self._addrs = addrs or host.listen_addrs
         self.circuit_done = asyncio.Event()
         """Set each time a circuit ends (tests wait on it instead of sleeping)."""
+        # A reservation lives on its connection: once the peer is gone the
+        # relay cannot reach it, so the slot is freed (and CONNECTs to it
+        # get NO_RESERVATION rather than a failed dial).
+        self._listener = HostListener(disconnected=self.core.cancel_reservation)
 
     @property
     def limits(self) -> RelayLimits:
@@ -185,9 +194,11 @@ class RelayServer:
 
     async def __aenter__(self) -> RelayServer:
         self.host.set_stream_handler(HOP_PROTOCOL, self.handle_hop)
+        self.host.add_listener(self._listener)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self.host.remove_listener(self._listener)
         self.host.remove_stream_handler(HOP_PROTOCOL)
 
     def stats(self) -> RelayServerStats:

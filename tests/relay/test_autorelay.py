@@ -84,3 +84,20 @@ async def test_static_relay_reserved_renewed_and_advertised(net: RelayNet) -> No
                 await node.client.changed.wait()
         assert node.client.reservations()[0].expire >= first.expire
     assert changes[-1] == ([], [circuit])
+
+
+async def test_reserves_again_after_the_relay_connection_drops(net: RelayNet) -> None:
+    node = await net.make_node()
+    config = AutoRelayConfig(static=(net.relay_addr(),))
+    async with AutoRelay(node.host, node.client, config):
+        async with asyncio.timeout(10):
+            while not node.client.reservations():
+                node.client.changed.clear()
+                await node.client.changed.wait()
+            node.host.disconnect(net.relay.peer_id)
+            # Dropped with the connection, then granted anew (a second grant).
+            while net.server.stats().reservations_granted < 2:
+                node.client.changed.clear()
+                await node.client.changed.wait()
+        assert node.client.reservations()
+        assert net.server.stats().reservations_held == 1

@@ -204,3 +204,18 @@ async def test_permission_denied_is_typed(net: RelayNet) -> None:
     await a.client.reserve(net.relay.peer_id)
     with pytest.raises(PermissionDenied):
         await open_circuit(a.host, net.relay.peer_id, a.host.peer_id)
+
+
+async def test_reservation_ends_with_the_connection(net: RelayNet) -> None:
+    from overlay.host.events import HostListener
+
+    a, b = await net.make_node(), await net.make_node()
+    await a.client.reserve(net.relay.peer_id)
+    gone = asyncio.Event()
+    net.relay.add_listener(HostListener(disconnected=lambda peer: gone.set()))
+    a.host.disconnect(net.relay.peer_id)
+    async with asyncio.timeout(10):
+        await gone.wait()
+    assert net.server.stats().reservations_held == 0
+    with pytest.raises(NoReservation):
+        await open_circuit(b.host, net.relay.peer_id, a.host.peer_id)
