@@ -81,6 +81,7 @@ class Host:
         circuits (``client.on_circuit = host.circuit_transport.on_circuit``)."""
         self._transports: list[Transport] = [self._quic, self.circuit_transport]
         self._advertised: dict[Multiaddr, None] = {}
+        self._withheld: set[Multiaddr] = set()
         self._handlers: dict[str, StreamHandler] = {}
         self._listeners: list[HostListener] = []
         self._tg: asyncio.TaskGroup | None = None
@@ -238,7 +239,22 @@ class Host:
         record carry these."""
         out = dict.fromkeys(self.listen_addrs())
         out.update(self._advertised)
-        return list(out)
+        return [addr for addr in out if addr not in self._withheld]
+
+    def withhold_advertised_addrs(self, addrs: Sequence[str | Multiaddr]) -> None:
+        """Never advertise ``addrs``, listen addresses included, until
+        released: AutoNAT found them unreachable, and peers dialling them
+        would only time out."""
+        new = {parse_multiaddr(addr) for addr in addrs} - self._withheld
+        if new:
+            self._withheld |= new
+            self._changed()
+
+    def release_advertised_addrs(self, addrs: Sequence[str | Multiaddr]) -> None:
+        gone = {parse_multiaddr(addr) for addr in addrs} & self._withheld
+        if gone:
+            self._withheld -= gone
+            self._changed()
 
     def add_advertised_addrs(self, addrs: Sequence[str | Multiaddr]) -> None:
         """Advertise ``addrs`` (without our ``/p2p``) until removed; connected
