@@ -19,6 +19,7 @@ __all__ = ["MAX_ADDR_BYTES", "check_multiaddr", "ip_groups"]
 MAX_ADDR_BYTES = 1024
 
 _VARIABLE = -1
+_P2P_CIRCUIT = 290
 # code -> fixed value size in bytes, or _VARIABLE for a uvarint length prefix.
 _PROTOCOL_SIZES: dict[int, int] = {
     4: 4,  # ip4
@@ -102,6 +103,10 @@ def _ip_values(addr: bytes) -> list[tuple[int, bytes]]:
                 break
             if size == _VARIABLE:
                 size, offset = decode_uvarint(addr, offset)
+            if code == _P2P_CIRCUIT:
+                # The IP of a circuit address is the relay's, shared by every
+                # peer it relays for: it says nothing about the peer's host.
+                return []
             if code in (4, 41):
                 found.append((code, addr[offset : offset + size]))
             offset += size

@@ -137,3 +137,13 @@ async def test_advertised_addresses_reach_identify_and_the_peer_record(quic_host
     assert circuit in info.listen_addrs and info.record_seq is not None
     a.remove_advertised_addrs([circuit])
     await rec_b.wait_for(lambda: circuit not in b.peerstore.addrs(a.peer_id))
+
+
+def test_a_circuit_address_puts_its_peer_in_no_ip_group() -> None:
+    from overlay.kad.addrs import ip_groups
+
+    direct = Multiaddr("/ip4/8.8.8.8/udp/4001/quic-v1").to_bytes()
+    circuit = Multiaddr(f"/ip4/8.8.4.4/udp/4001/quic-v1/p2p/{R}/p2p-circuit").to_bytes()
+    # The relay's IP is shared by everyone it relays for.
+    assert ip_groups((circuit,)) == ()
+    assert ip_groups((direct, circuit)) == (b"4\x08\x08\x08",)
