@@ -40,7 +40,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
+from netns.natkinds import (
+    DEFAULT_UDP_TIMEOUTS,
+    NatKind,
+    UdpTimeouts,
+    apply_nat,
+    set_udp_timeouts,
+)
 from overlay.errors import OverlayError
 
 __all__ = [
@@ -110,6 +118,9 @@ class NatMode(enum.Enum):
     CONE = ""
     RANDOM = "random"
     FULLY_RANDOM = "fully-random"
+    SYMMETRIC = "fully-random"
+    """An alias of ``FULLY_RANDOM``.  ``natkinds.NatKind`` has every kind
+    (full, restricted and port-restricted cone, two symmetric ones, none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,14 +491,26 @@ class Lab:
             raise ValueError("route each lab prefix explicitly; no default routes")
         self.ip(node, "route", "add", str(net), "via", str(ipaddress.IPv4Address(via)))
 
-    def nat(self, router: Node, public_ifname: str, mode: NatMode = NatMode.CONE,
-            *, block_inbound: bool = True) -> str:
+    def nat(self, router: Node, public_ifname: str, mode: NatMode | NatKind = NatMode.CONE,
+            *, block_inbound: bool = True,
+            udp_timeouts: UdpTimeouts | None | Literal["default"] = "default") -> str:
         """Masquerade what ``router`` forwards out of ``public_ifname``.
 
         With ``block_inbound`` new flows arriving on the public interface
         are not forwarded, as on a home router: only replies get in.
         Returns the nftables ruleset loaded (for failure messages).
+
+        A ``NatKind`` builds that kind (``natkinds.apply_nat``) and sets the
+        router's UDP conntrack timeouts: ``udp_timeouts``, by default the
+        short ``natkinds.DEFAULT_UDP_TIMEOUTS``.  A ``NatMode`` keeps the
+        kernel's timeouts unless ``udp_timeouts`` is given.
         """
+        if isinstance(mode, NatKind):
+            return apply_nat(self, router, public_ifname, mode, block_inbound=block_inbound,
+                             timeouts=DEFAULT_UDP_TIMEOUTS if udp_timeouts == "default"
+                             else udp_timeouts)
+        if isinstance(udp_timeouts, UdpTimeouts):
+            set_udp_timeouts(self, router, udp_timeouts)
         if router.kind is not NodeKind.ROUTER:
             raise ValueError(f"{router.name} is not a router")
         if public_ifname not in router.interfaces:
@@ -495,6 +518,12 @@ class Lab:
         flags = f" {mode.value}" if mode.value else ""
         forward = (f'        iifname "{public_ifname}" ct state established,related accept\n'
                    f'        iifname "{public_ifname}" drop\n' if block_inbound else "")
+        # Unsolicited packets for the router itself are dropped before
+        # conntrack confirms them: an [UNREPLIED] entry they left would make
+        # masquerade give the inside host's next flow to that peer another
+        # port (natkinds.py, module doc).
+        local = (f'        iifname "{public_ifname}" ct state new meta l4proto {{ udp, tcp }} drop\n'
+                 if block_inbound else "")
         ruleset = (
             "table ip lab_nat {\n"
             "    chain postrouting {\n"
@@ -504,6 +533,10 @@ class Lab:
             "    chain forward {\n"
             "        type filter hook forward priority filter; policy accept;\n"
             f"{forward}"
+            "    }\n"
+            "    chain input {\n"
+            "        type filter hook input priority filter; policy accept;\n"
+            f"{local}"
             "    }\n"
             "}\n"
         )
