@@ -6,7 +6,8 @@ client: it asks connected peers that list the dial-request protocol in
 identify to dial back each candidate address (``AutoNATClientCore``
 decides which, when and whom).  Confirmed addresses are advertised through
 the host (``add_advertised_addrs``); an address that stops being confirmed
-is withdrawn.  Subscribers learn of changes through ``on_change``.
+is withdrawn, and a refuted one is withheld even if we listen on it
+(``withhold_advertised_addrs``).  Subscribers learn of changes through ``on_change``.
 
 Serving policy (``serve``): ``auto`` serves unless this node is itself
 known to be private.  A node behind a NAT is a poor server (its dial-backs
@@ -154,6 +155,10 @@ class AutoNATHost(Protocol):
 
     def remove_advertised_addrs(self, addrs: list[str]) -> None: ...
 
+    def withhold_advertised_addrs(self, addrs: list[str]) -> None: ...
+
+    def release_advertised_addrs(self, addrs: list[str]) -> None: ...
+
 
 class AutoNATService:
     """``async with AutoNATService(host, config):`` installs the handlers and
@@ -177,6 +182,7 @@ class AutoNATService:
         self._state = self.client.state(clock())
         self._listeners: list[ReachabilityListener] = []
         self._advertised: set[str] = set()
+        self._withheld: set[str] = set()
         self._dialed_back: dict[int, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self._host_listener = HostListener(identified=lambda *_: self._wake.set(),
@@ -203,6 +209,13 @@ class AutoNATService:
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         tg, self._tg = self._tg, None
         self._host.remove_listener(self._host_listener)
+        # What we advertised or withheld was our doing; the host goes back
+        # to its listen addresses.
+        if self._advertised:
+            self._host.remove_advertised_addrs(sorted(self._advertised))
+        if self._withheld:
+            self._host.release_advertised_addrs(sorted(self._withheld))
+        self._advertised, self._withheld = set(), set()
         self._host.remove_stream_handler(DIAL_REQUEST_PROTOCOL)
         self._host.remove_stream_handler(DIAL_BACK_PROTOCOL)
         if tg is not None:
@@ -267,6 +280,14 @@ class AutoNATService:
         if fresh:
             self._host.add_advertised_addrs(fresh)
         self._advertised = wanted
+        refuted = set(state.refuted)
+        released = sorted(self._withheld - refuted)
+        withheld = sorted(refuted - self._withheld)
+        if released:
+            self._host.release_advertised_addrs(released)
+        if withheld:
+            self._host.withhold_advertised_addrs(withheld)
+        self._withheld = refuted
 
     # -- client --------------------------------------------------------------------
 

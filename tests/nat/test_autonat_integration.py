@@ -7,14 +7,16 @@ import asyncio
 import random
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
 
-from overlay.errors import OverlayError
+from overlay.errors import DialError, OverlayError
 from overlay.host import Host
-from overlay.identity import Ed25519PrivateKey
-from overlay.multiaddrs import multiaddr_to_bytes
+from overlay.host.transport_types import Connection
+from overlay.identity import Ed25519PrivateKey, PeerId
+from overlay.multiaddrs import QuicAddr, multiaddr_to_bytes, parse_quic_multiaddr
 from overlay.nat.autonat_messages import (
     DIAL_BACK_PROTOCOL,
     DIAL_REQUEST_PROTOCOL,
@@ -26,7 +28,7 @@ from overlay.nat.autonat_messages import (
     ResponseStatus,
     encode_dial_back,
 )
-from overlay.nat.autonat_server import read_message, write_message
+from overlay.nat.autonat_server import fresh_socket_connector, read_message, write_message
 from overlay.nat.autonat_service import AutoNATService, lab_config
 from overlay.nat.reachability import Reachability, ReachabilityState
 from overlay.wire.varint import frame
@@ -187,5 +189,59 @@ async def test_server_that_does_not_serve_rejects(lab: Lab) -> None:
             async with asyncio.timeout(10):
                 assert await lab.client.check(host.peer_id, addr_of(lab.client_host)) is None
             assert lab.client.counters == {"RequestRejected": 1}
+    finally:
+        await host.__aexit__(None, None, None)
+
+
+@asynccontextmanager
+async def _unreachable(target: QuicAddr, peer: PeerId) -> AsyncIterator[Connection]:
+    raise DialError(f"pretend a NAT drops everything sent to {target}")
+    yield  # pragma: no cover (makes this a generator)
+
+
+async def test_refuted_listen_address_is_withheld_and_released_on_exit(lab: Lab) -> None:
+    host = await started_host("127.0.0.6")
+    try:
+        async with AutoNATService(host, CONFIG, connector=_unreachable):
+            await lab.client_host.connect(f"{addr_of(host)}/p2p/{host.peer_id}")
+            own = addr_of(lab.client_host)
+            assert own in {str(a) for a in lab.client_host.advertised_addrs()}
+            async with asyncio.timeout(10):
+                assert await lab.client.check(host.peer_id, own) is False
+            assert lab.client.state.refuted == (own,)
+            assert own not in {str(a) for a in lab.client_host.advertised_addrs()}
+            # Confirmed again by an honest server: advertised again.
+            async with asyncio.timeout(10):
+                assert await lab.client.check(lab.server_host.peer_id, own) is True
+            # One yes and one no: undecided, so still not advertised as refuted...
+            assert lab.client.state.refuted == ()
+            assert own in {str(a) for a in lab.client_host.advertised_addrs()}
+    finally:
+        await host.__aexit__(None, None, None)
+
+
+async def test_confirmed_external_address_is_advertised_until_the_service_stops(
+        lab: Lab) -> None:
+    # A pretend NAT: the "external" port forwards to the client's real socket.
+    real = parse_quic_multiaddr(addr_of(lab.client_host))
+    external = f"/ip4/127.0.0.2/udp/{free_udp_port('127.0.0.2')}/quic-v1"
+
+    @asynccontextmanager
+    async def port_forward(target: QuicAddr, peer: PeerId) -> AsyncIterator[Connection]:
+        assert str(target) == external
+        async with fresh_socket_connector(real, peer) as conn:
+            yield conn
+
+    host = await started_host("127.0.0.8")
+    try:
+        async with AutoNATService(host, CONFIG, connector=port_forward):
+            await lab.client_host.connect(f"{addr_of(host)}/p2p/{host.peer_id}")
+            async with asyncio.timeout(10):
+                assert await lab.client.check(host.peer_id, external) is True
+            assert lab.client.confirmed_addrs == [external]
+            assert external in {str(a) for a in lab.client_host.advertised_addrs()}
+        # The client's service stops: the host no longer advertises it.
+        await lab.client.__aexit__(None, None, None)
+        assert external not in {str(a) for a in lab.client_host.advertised_addrs()}
     finally:
         await host.__aexit__(None, None, None)
