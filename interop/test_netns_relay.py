@@ -202,3 +202,39 @@ def test_dht_name_resolve_and_10_mb_name_connect_through_the_relay(
     server = overlay_json(lab, intro, "relay", "status")["server"]
     assert server["limits"]["data_bytes"] == 64_000_000
     assert server["circuits_total"] >= 1 and server["circuits_cut_by_limit"] == 0
+
+
+def test_default_limits_cut_a_large_transfer_and_are_reported(
+        lab: Lab, topo: NatTopology) -> None:
+    """Under the spec's default (128 KiB per direction) 1 MB does not pass:
+    the relay resets the circuit, `name connect` fails, the cut is counted."""
+    assert topo.client2 is not None
+    intro = start_daemon(lab, topo.server, topo.server_ip, "--introducer")
+    a = start_daemon(lab, topo.client, topo.client_ip, "--relay", intro.addr,
+                     "--bootstrap", intro.addr)
+    b = start_daemon(lab, topo.client2, topo.client2.address(), "--relay", intro.addr,
+                     "--bootstrap", intro.addr)
+    reserved(lab, a)
+    assert reserved(lab, b)["reservations"][0]["limit"] == {"duration_s": 120.0,
+                                                             "data_bytes": 131072}
+    overlay_json(lab, a, "name", "register", "limited.ovl")
+    serve = lab.popen(a.node, _overlay(["--home", str(a.home), "serve", "/test/echo/1.0.0",
+                                        "--", "cat"]))
+    serve.wait_for_line(lambda text: text.startswith("serving"), START_TIMEOUT)
+    payload = secrets.token_bytes(1 << 20)
+    done = subprocess.run(
+        ["ip", "netns", "exec", b.node.namespace,
+         *_overlay(["--home", str(b.home), "name", "connect", "limited.ovl",
+                    "/test/echo/1.0.0"])],
+        input=payload, capture_output=True, timeout=60, check=False)
+    assert done.returncode != 0 and len(done.stdout) < 131072, (done.returncode,
+                                                                len(done.stdout))
+    assert payload.startswith(done.stdout)
+    server: dict[str, Any] = {}
+    for _ in range(POLL_TRIES):
+        server = overlay_json(lab, intro, "relay", "status")["server"]
+        if server["circuits_cut_by_limit"]:
+            break
+    assert server["circuits_cut_by_limit"] == 1, server
+    text = overlay(lab, intro, "relay", "status").stdout
+    assert "1 cut by a limit" in text and "131072 bytes" in text, text
