@@ -55,16 +55,21 @@ class ConnectionManager:
                 fallback = conn
         return fallback
 
-    def has_room(self, peer_id: PeerId | None) -> bool:
+    def has_room(self, peer_id: PeerId | None, path: str = "direct") -> bool:
+        """Room for one more connection to ``peer_id`` on ``path``.  The cap
+        per peer counts direct and relayed connections apart: a hole punch
+        dials both ways at once while the relayed connection still lives,
+        and neither direct result may be refused for the relayed one."""
         if self._count >= self._max_total:
             return False
         if peer_id is None:
             return True
-        return len(self._by_peer.get(peer_id, ())) < self._max_per_peer
+        same = sum(1 for conn in self._by_peer.get(peer_id, ()) if conn.path == path)
+        return same < self._max_per_peer
 
-    def check_room(self, peer_id: PeerId | None) -> None:
+    def check_room(self, peer_id: PeerId | None, path: str = "direct") -> None:
         """Raise ``LimitExceeded`` if a new connection to ``peer_id`` would be refused."""
-        if not self.has_room(peer_id):
+        if not self.has_room(peer_id, path):
             raise LimitExceeded(
                 f"connection limit reached ({self._count}/{self._max_total} total, "
                 f"{self._max_per_peer} per peer)"
@@ -75,7 +80,7 @@ class ConnectionManager:
         peer = conn.remote_peer
         if peer in self._by_peer:
             self.get(peer)  # prune closed ones before counting
-        if not self.has_room(peer):
+        if not self.has_room(peer, conn.path):
             return False
         self._by_peer.setdefault(peer, []).append(conn)
         self._count += 1

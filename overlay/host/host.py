@@ -421,13 +421,20 @@ class Host:
             )
         key = (peer, transport.path) if peer is not None else str(addr)
         return await self._conns.dial(
-            key, lambda: self._dial(lambda: transport.dial(addr, peer), str(addr), peer)
+            key,
+            lambda: self._dial(
+                lambda: transport.dial(addr, peer), str(addr), peer, transport.path
+            ),
         )
 
     async def _dial(
-        self, attempt: Callable[[], Awaitable[Connection]], what: str, peer: PeerId | None = None
+        self,
+        attempt: Callable[[], Awaitable[Connection]],
+        what: str,
+        peer: PeerId | None = None,
+        path: str = DIRECT,
     ) -> Connection:
-        self._conns.check_room(peer)
+        self._conns.check_room(peer, path)
         try:
             async with asyncio.timeout(self.config.dial_timeout):
                 conn = await attempt()

@@ -119,3 +119,17 @@ async def test_cancelled_dialer_turns_into_dial_error_for_waiters() -> None:
             first.cancel()
     assert first.cancelled()
     assert len(waiter_errors) == 1
+
+
+def test_the_per_peer_cap_counts_direct_and_relayed_apart() -> None:
+    mgr = ConnectionManager(10, 2)
+    peer = _peer()
+    relayed = FakeConn(peer, path="relayed")
+    assert mgr.add(relayed)  # type: ignore[arg-type]
+    # A hole punch's two simultaneous direct connections both fit.
+    assert mgr.add(FakeConn(peer))  # type: ignore[arg-type]
+    assert mgr.add(FakeConn(peer))  # type: ignore[arg-type]
+    assert not mgr.add(FakeConn(peer))  # type: ignore[arg-type]
+    assert mgr.has_room(peer, "relayed") and not mgr.has_room(peer)
+    # The direct one wins the choice although the relayed one is older.
+    assert mgr.get(peer) is not relayed and mgr.get(peer).path == "direct"  # type: ignore[union-attr]
