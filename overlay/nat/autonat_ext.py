@@ -19,7 +19,7 @@ from typing import Any
 from overlay.daemon.api import ApiCall, ApiServer
 from overlay.daemon.errors import BadRequest
 from overlay.nat.autonat_service import AutoNATConfig, AutoNATService, lab_config
-from overlay.nat.reachability import ReachabilityState
+from overlay.nat.reachability import ReachabilitySource, ReachabilityState
 
 __all__ = ["AutoNATExtension", "state_json", "autonat_summary"]
 
@@ -91,6 +91,11 @@ class AutoNATExtension:
                 if ops is not None:
                     ops.reachability_source = None
                 self.service = None
+
+    @property
+    def reachability(self) -> ReachabilitySource | None:
+        """What auto-relay reads (``state``) and subscribes to (``on_change``)."""
+        return self.service
 
     def register(self, server: ApiServer) -> None:
         server.register("autonat_status", self.autonat_status)
