@@ -28,7 +28,8 @@ class HostConfig:
     """Total live connections; the newest is closed beyond it."""
 
     max_connections_per_peer: int = 2
-    """One is normal; a simultaneous dial from both sides can briefly make two."""
+    """Per path (direct and relayed counted apart).  One is normal; a
+    simultaneous dial from both sides (a hole punch) can briefly make two."""
 
     dial_timeout: float = 15.0
     """Seconds for a dial, handshake included."""

@@ -186,3 +186,30 @@ async def test_a_kept_ping_stream_moves_to_a_new_direct_connection(memory_hosts,
     assert (await a.ping_service.ping(c.peer_id)).path == "relayed"
     await a.connect(f"{c.listen_addrs()[0]}/p2p/{c.peer_id}")
     assert (await a.ping_service.ping(c.peer_id)).path == "direct"
+
+
+async def test_closing_a_relayed_connection_ends_the_peers_side(memory_hosts, fabric: Fabric) -> None:  # type: ignore[no-untyped-def]
+    a, c = await _pair(memory_hosts, fabric)
+    conn = await a.connect(f"/p2p/{_peer()}/p2p-circuit/p2p/{c.peer_id}")
+    await _wait_for(lambda: c.best_connection(a.peer_id) is not None)
+    back = c.best_connection(a.peer_id)
+    assert back is not None
+    conn.close(0, "bye")
+    assert conn.is_closed and "bye" in str(conn.close_reason)
+    async with asyncio.timeout(5):
+        await back.wait_closed()  # our Go Away ended the peer's session
+        await conn.wait_closed()
+    await _wait_for(lambda: a.peer_id not in c.peers() and c.peer_id not in a.peers())
+
+
+async def test_an_aborted_relayed_connection_ends_the_peers_side(memory_hosts, fabric: Fabric) -> None:  # type: ignore[no-untyped-def]
+    a, c = await _pair(memory_hosts, fabric)
+    conn = await a.connect(f"/p2p/{_peer()}/p2p-circuit/p2p/{c.peer_id}")
+    assert isinstance(conn, MuxedConnection)
+    await _wait_for(lambda: c.best_connection(a.peer_id) is not None)
+    back = c.best_connection(a.peer_id)
+    assert back is not None
+    conn.abort_for_test()  # no Go Away: the circuit stream is reset under it
+    async with asyncio.timeout(5):
+        await back.wait_closed()
+    assert back.close_reason is not None
