@@ -310,7 +310,10 @@ class AutoNATService:
             while (probe := self.client.next_probe(self._servers(), now, self._rng)) is not None:
                 self._spawn(self._run_probe(probe), f"autonat probe {probe.addr}")
             deadline = self.client.next_deadline(now)
-            wait = self.config.idle_poll if deadline is None else max(0.05, deadline - now)
+            # Something due but not started waits for a server or a free
+            # slot: identify, a new connection or a finished probe wake us.
+            wait = (self.config.idle_poll if deadline is None or deadline <= now
+                    else deadline - now)
             self._wake.clear()
             try:
                 async with asyncio.timeout(min(wait, self.config.idle_poll)):

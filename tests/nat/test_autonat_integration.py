@@ -210,12 +210,19 @@ async def test_refuted_listen_address_is_withheld_and_released_on_exit(lab: Lab)
                 assert await lab.client.check(host.peer_id, own) is False
             assert lab.client.state.refuted == (own,)
             assert own not in {str(a) for a in lab.client_host.advertised_addrs()}
+            # A private node does not serve: the server host's request is rejected.
+            assert lab.client.serving() is False
+            async with asyncio.timeout(10):
+                assert await lab.server.check(lab.client_host.peer_id,
+                                              addr_of(lab.server_host)) is None
+            assert lab.server.counters == {"RequestRejected": 1}
             # Confirmed again by an honest server: advertised again.
             async with asyncio.timeout(10):
                 assert await lab.client.check(lab.server_host.peer_id, own) is True
             # One yes and one no: undecided, so still not advertised as refuted...
             assert lab.client.state.refuted == ()
             assert own in {str(a) for a in lab.client_host.advertised_addrs()}
+            assert lab.client.serving() is True  # unknown again: serving
     finally:
         await host.__aexit__(None, None, None)
 
