@@ -20,6 +20,7 @@ from overlay.host import Host
 from overlay.identity import Ed25519PrivateKey, PeerId
 from overlay.relay.client import RelayClient, open_circuit
 from overlay.relay.errors import NoReservation
+from overlay.relay.server import RelayServer
 
 pytestmark = pytest.mark.interop
 
@@ -91,3 +92,30 @@ async def test_overlay_nodes_meet_through_a_pylibp2p_relay(pylibp2p_python: str)
                 assert conn.path == "relayed" and conn.remote_peer == a.peer_id
                 assert await b.ping(a.peer_id) > 0
             assert a_client.circuits_accepted == 1
+
+
+@pytest.mark.timeout(120)
+async def test_pylibp2p_peer_reserves_on_an_overlay_relay_and_is_reached(
+        pylibp2p_python: str) -> None:
+    async with AsyncExitStack() as stack:
+        key = Ed25519PrivateKey.generate()
+        relay = await stack.enter_async_context(Host(key))
+        await relay.listen([LOOPBACK])
+        server = await stack.enter_async_context(RelayServer(relay, key))
+        relay_addr = f"{relay.listen_addrs()[0]}/p2p/{relay.peer_id}"
+        async with pylibp2p_relay(pylibp2p_python, "--reserve-on", relay_addr) as peer:
+            rsvp = peer["reservation"]
+            # py-libp2p read our STATUS and verified our voucher its own way.
+            assert rsvp["status"] == 100 and rsvp["voucher_ok"] is True, rsvp
+            assert rsvp["addrs"] == [relay_addr]
+            assert rsvp["limit"] == {"duration": 120, "data": 131072}
+            target = PeerId.from_string(peer["peer_id"])
+            assert [p for p, _ in server.reservations()] == [target]
+
+            async with overlay_node(stack) as (b, _):
+                circuit = f"{relay_addr}/p2p-circuit/p2p/{target}"
+                async with asyncio.timeout(STEP_TIMEOUT):
+                    conn = await b.connect(circuit)
+                    assert conn.path == "relayed" and conn.remote_peer == target
+                    assert await b.ping(target) > 0
+                assert server.stats().circuits_active == 1
