@@ -41,6 +41,7 @@ import select
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -192,6 +193,7 @@ def forward(a_if: str, b_if: str, delay_ab: float, delay_ba: float, loss: float,
     except _Stop:
         pass
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         sa.close()
         sb.close()
     return {d.name: {"forwarded": d.forwarded, "lost": d.lost, "overflow": d.overflow,
@@ -265,6 +267,10 @@ class DelayedLink:
                 lambda line: line.startswith("{"), timeout))
         except LabError:
             pass
+        try:
+            self.process.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass  # stop() below kills it
         self.process.stop()
         return counters
 
