@@ -219,3 +219,38 @@ async def test_reservation_ends_with_the_connection(net: RelayNet) -> None:
     assert net.server.stats().reservations_held == 0
     with pytest.raises(NoReservation):
         await open_circuit(b.host, net.relay.peer_id, a.host.peer_id)
+
+
+async def test_malformed_stop_from_our_relay_costs_only_that_stream(net: RelayNet) -> None:
+    a = await net.make_node()
+    await a.client.reserve(net.relay.peer_id)
+    inbound = accept_into(a)
+    stream = await net.relay.new_stream(a.host.peer_id, [STOP_PROTOCOL])
+    stream.write(frame(b"\x08\x09"))  # type 9: no such stop message
+    async with asyncio.timeout(10):
+        answer = decode_stop(await read_frame(stream, 4096) or b"")
+    assert answer.status == Status.MALFORMED_MESSAGE
+    stream = await net.relay.new_stream(a.host.peer_id, [STOP_PROTOCOL])
+    stream.write(encode_uvarint(1 << 16))  # a length over the limit
+    async with asyncio.timeout(10):
+        answer = decode_stop(await read_frame(stream, 4096) or b"")
+    assert answer.status == Status.MALFORMED_MESSAGE
+    assert inbound.empty() and a.client.stop_refused == 2
+    assert await net.relay.ping(a.host.peer_id) > 0
+
+
+async def test_voucher_for_another_peer_is_refused(
+        net: RelayNet, monkeypatch: pytest.MonkeyPatch) -> None:
+    import overlay.relay.server as server_module
+    from overlay.relay.voucher import Voucher, seal_voucher
+
+    a = await net.make_node()
+    other = PeerId.from_public_key(Ed25519PrivateKey.generate().public_key())
+
+    def for_someone_else(key: object, voucher: Voucher) -> bytes:
+        return seal_voucher(key, Voucher(voucher.relay, other, voucher.expiration))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(server_module, "seal_voucher", for_someone_else)
+    with pytest.raises(InvalidVoucher, match="for peer"):
+        await a.client.reserve(net.relay.peer_id)
+    assert a.client.reservations() == []
