@@ -9,7 +9,7 @@ import hashlib
 
 import pytest
 
-from overlay.errors import RemoteProtocolError, StreamClosed, StreamReset, TransportError
+from overlay.errors import StreamClosed, StreamReset
 from overlay.identity import Ed25519PrivateKey, PeerId
 from overlay.relay.circuit import Circuit
 from overlay.relay.client import open_circuit
@@ -248,7 +248,8 @@ async def test_voucher_for_another_peer_is_refused(
     other = PeerId.from_public_key(Ed25519PrivateKey.generate().public_key())
 
     def for_someone_else(key: object, voucher: Voucher) -> bytes:
-        return seal_voucher(key, Voucher(voucher.relay, other, voucher.expiration))  # type: ignore[arg-type]
+        forged = Voucher(voucher.relay, other, voucher.expiration)
+        return seal_voucher(key, forged)  # type: ignore[arg-type]
 
     monkeypatch.setattr(server_module, "seal_voucher", for_someone_else)
     with pytest.raises(InvalidVoucher, match="for peer"):
