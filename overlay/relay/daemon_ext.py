@@ -97,6 +97,12 @@ class RelayExtension:
                 is_private=self.is_private,
                 candidates=self._candidates,
                 on_addrs=self._advertise))
+            auto = self.auto
+            for extension in daemon.extensions:
+                source = getattr(extension, "reachability", None)
+                if source is not None and callable(getattr(source, "on_change", None)):
+                    # Turning private (or public) changes which relays we want.
+                    stack.callback(source.on_change(lambda _state: auto.wake()))
             daemon.api.register("relay_status", self.relay_status)
             try:
                 yield self

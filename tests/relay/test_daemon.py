@@ -20,6 +20,7 @@ from overlay.daemon.init import init_home
 from overlay.daemon.node import Daemon
 from overlay.relay.circuit import Circuit
 from overlay.relay.client import open_circuit
+from overlay.nat.reachability import Reachability, ReachabilityState
 from overlay.relay.daemon_ext import RelayExtension
 
 LOOPBACK = "/ip4/127.0.0.1/udp/0/quic-v1"
@@ -51,13 +52,41 @@ class Node:
                 await client.changed.wait()
 
 
+class FakeReachability:
+    """A ReachabilitySource whose verdict the test sets."""
+
+    def __init__(self) -> None:
+        self.state = ReachabilityState(Reachability.UNKNOWN, ())
+        self.listeners: list[Callable[[ReachabilityState], None]] = []
+
+    def on_change(self, callback: Callable[[ReachabilityState], None]) -> Callable[[], None]:
+        self.listeners.append(callback)
+        return lambda: self.listeners.remove(callback)
+
+    def set(self, verdict: Reachability) -> None:
+        self.state = ReachabilityState(verdict, ())
+        for callback in list(self.listeners):
+            callback(self.state)
+
+
+class FakeAutoNAT:
+    def __init__(self) -> None:
+        self.reachability = FakeReachability()
+
+    @asynccontextmanager
+    async def __call__(self, daemon: Any) -> AsyncIterator[None]:
+        yield
+
+
 @asynccontextmanager
-async def node(root: Path, *, private: bool | None = None, **config: Any) -> AsyncIterator[Node]:
+async def node(root: Path, *, private: bool | None = None, autonat: Any = None,
+               **config: Any) -> AsyncIterator[Node]:
     home = Home(root)
     cfg = DaemonConfig(listen=(LOOPBACK,), mdns=False, **config)
     key = init_home(home, cfg).key
     ext = RelayExtension(key, private=private)
-    async with Daemon(home, cfg, key, extensions=[ext]) as daemon:
+    extensions = [autonat, ext] if autonat is not None else [ext]
+    async with Daemon(home, cfg, key, extensions=extensions) as daemon:
         yield Node(daemon, ext)
 
 
@@ -139,3 +168,21 @@ async def test_public_node_holds_no_auto_reservation(nodes: Any) -> None:
     await a.ext.auto.step()
     reply = await a.call("relay_status")
     assert reply["reservations"] == [] and reply["private"] is False
+
+
+async def test_autonat_turning_private_starts_auto_relay(nodes: Any) -> None:
+    r = await nodes(introducer=True)
+    autonat = FakeAutoNAT()
+    a = await nodes(bootstrap=(r.addr,), autonat=autonat)
+    await a.daemon.host.connect(r.addr)
+    await a.daemon.host.identify(r.daemon.peer_id)
+    assert a.ext.auto is not None
+    await a.ext.auto.step()
+    assert (await a.call("relay_status"))["reservations"] == []
+    autonat.reachability.set(Reachability.PRIVATE)
+    reply = await a.until(lambda s: bool(s["reservations"]))
+    assert reply["private"] is True
+    # Public again: the auto reservation is let go.
+    autonat.reachability.set(Reachability.PUBLIC)
+    reply = await a.until(lambda s: not s["reservations"])
+    assert reply["private"] is False and reply["advertised"] == []
