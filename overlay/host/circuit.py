@@ -199,6 +199,12 @@ class CircuitTransport:
             path=RELAYED,
             limit=circuit.limit,
         )
-        self._host.spawn(conn.run(), f"relayed connection {upgraded.remote_peer} via {circuit.relay}")
+        try:
+            self._host.spawn(
+                conn.run(), f"relayed connection {upgraded.remote_peer} via {circuit.relay}"
+            )
+        except LocalProtocolError:
+            raw.reset()  # the host is stopping: nobody would own the session
+            raise
         await conn.started()
         return conn
