@@ -144,7 +144,7 @@ def _on_term(signum: int, frame: object) -> None:
 
 
 def forward(a_if: str, b_if: str, delay_ab: float, delay_ba: float, loss: float, seed: int,
-            queue_limit: int, max_seconds: float) -> dict[str, object]:
+            queue_limit: int, max_seconds: float) -> dict[str, dict[str, int]]:
     """Forward frames both ways until SIGTERM or ``max_seconds``."""
     rng = random.Random(seed)
     for ifname in (a_if, b_if):
@@ -254,14 +254,14 @@ class DelayedLink:
         """The round-trip time this link adds."""
         return self.delay_ms + self.delay_ms_back
 
-    def stop(self, timeout: float = 5.0) -> dict[str, object]:
+    def stop(self, timeout: float = 5.0) -> dict[str, dict[str, int]]:
         """Stop the forwarder (the link goes dead); return its counters
         (``{}`` if it printed none)."""
         from netns.lab import LabError
 
         if self.process.returncode is None:
             self.process.popen.send_signal(signal.SIGTERM)
-        counters: dict[str, object] = {}
+        counters: dict[str, dict[str, int]] = {}
         try:
             counters = json.loads(self.process.wait_for_line(
                 lambda line: line.startswith("{"), timeout))
@@ -279,12 +279,15 @@ def delayed_link(lab: Lab, a: Node, b: Node, a_addr: str | None = None,
                  b_addr: str | None = None, *, delay_ms: float,
                  delay_ms_back: float | None = None, loss: float = 0.0, seed: int = 0,
                  a_ifname: str | None = None, b_ifname: str | None = None,
-                 name: str | None = None, ready_timeout: float = 10.0) -> DelayedLink:
+                 name: str | None = None, ready_timeout: float = 10.0,
+                 max_seconds: float = DEFAULT_MAX_SECONDS) -> DelayedLink:
     """Like ``lab.link(a, b, …)``, with a forwarder in between that delays
     each frame by ``delay_ms`` (``delay_ms_back`` from b to a) and drops
     ``loss`` of them (per direction, seeded).  ``b`` may be a switch.
 
     The forwarder namespace is named ``name`` (default ``d`` + a's name).
+    The forwarder stops with the lab, dies with the thread that built the
+    link (``PR_SET_PDEATHSIG``) and exits by itself after ``max_seconds``.
     """
     node = lab.host(name or f"d{a.name}"[:15])
     a_end, _ = lab.link(a, node, a_addr, None, a_ifname=a_ifname, b_ifname="sidea")
@@ -297,7 +300,8 @@ def delayed_link(lab: Lab, a: Node, b: Node, a_addr: str | None = None,
         lab.ip(node, "link", "set", ifname, "promisc", "on")
     back = delay_ms if delay_ms_back is None else delay_ms_back
     argv = [sys.executable, str(SCRIPT), "forward", "sidea", "sideb", "--delay-ms", str(delay_ms),
-            "--delay-ms-back", str(back), "--loss", str(loss), "--seed", str(seed)]
+            "--delay-ms-back", str(back), "--loss", str(loss), "--seed", str(seed),
+            "--max-seconds", str(max_seconds)]
     proc = lab.popen(node, argv)
     proc.wait_for_line(lambda line: line == "ready", ready_timeout)
     return DelayedLink(a_end, b_end, node, proc, delay_ms, back, loss)

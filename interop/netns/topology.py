@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netns.lab import Lab, NatMode, Node
+from netns.natkinds import NatKind
 
 __all__ = ["PUBLIC_NET", "NatTopology", "build_nat_topology"]
 
@@ -45,7 +46,8 @@ class NatTopology:
         return self.nat1.address("public")
 
 
-def _nat_lan(lab: Lab, public: Node, index: int, mode: NatMode) -> tuple[Node, Node]:
+def _nat_lan(lab: Lab, public: Node, index: int,
+             mode: NatMode | NatKind) -> tuple[Node, Node]:
     nat = lab.router(f"nat{index}")
     client = lab.host("client" if index == 1 else f"client{index}")
     lab.link(nat, public, f"203.0.113.{index}/24", a_ifname="public")
@@ -57,10 +59,12 @@ def _nat_lan(lab: Lab, public: Node, index: int, mode: NatMode) -> tuple[Node, N
 
 
 def build_nat_topology(lab: Lab, *, second_lan: bool = False,
-                       nat_mode: NatMode = NatMode.CONE,
-                       nat2_mode: NatMode | None = None) -> NatTopology:
+                       nat_mode: NatMode | NatKind = NatMode.CONE,
+                       nat2_mode: NatMode | NatKind | None = None) -> NatTopology:
     """Build the topology above in ``lab``; ``nat2_mode`` defaults to
-    ``nat_mode``."""
+    ``nat_mode``.  A ``NatKind`` other than ``NONE`` works here too (with
+    the short UDP timeouts); ``NONE`` needs routes this topology lacks (use
+    ``matrix_topology``)."""
     public = lab.switch("public")
     server = lab.host("server")
     lab.link(server, public, "203.0.113.10/24", a_ifname="public")
