@@ -522,8 +522,8 @@ class Lab:
         # conntrack confirms them: an [UNREPLIED] entry they left would make
         # masquerade give the inside host's next flow to that peer another
         # port (natkinds.py, module doc).
-        local = (f'        iifname "{public_ifname}" ct state new meta l4proto {{ udp, tcp }} drop\n'
-                 if block_inbound else "")
+        local = (f'        iifname "{public_ifname}" ct state new '
+                 'meta l4proto { udp, tcp } drop\n' if block_inbound else "")
         ruleset = (
             "table ip lab_nat {\n"
             "    chain postrouting {\n"
