@@ -114,8 +114,8 @@ def circuit_addr(relay_addr: Multiaddr, relay: PeerId) -> Multiaddr:
     return Multiaddr(f"{with_p2p(relay_addr, relay)}/p2p-circuit")
 
 
-async def _request(host: ClientHost, relay: PeerId, message: HopMessage) -> tuple[
-        ClientStream, HopMessage]:
+async def _request(host: ClientHost, relay: PeerId, message: HopMessage,
+                   what: str) -> tuple[ClientStream, HopMessage]:
     stream = await host.new_stream(relay, [HOP_PROTOCOL])
     try:
         async with asyncio.timeout(REQUEST_TIMEOUT):
@@ -129,7 +129,7 @@ async def _request(host: ClientHost, relay: PeerId, message: HopMessage) -> tupl
             raise UnexpectedRelayMessage(f"a hop {answer.type.name} where a STATUS belongs")
         if answer.status != Status.OK:
             code = answer.status if answer.status is not None else 0
-            raise refusal_for_status(code, status_name(code))
+            raise refusal_for_status(code, status_name(code), what)
     except BaseException:
         stream.reset()
         raise
@@ -140,7 +140,8 @@ async def reserve(host: ClientHost, relay: PeerId) -> ReservationInfo:
     """Ask ``relay`` for a reservation.  Raises a ``RelayRefused`` subclass
     for a refusal, ``InvalidVoucher`` for a voucher that does not verify or
     names another relay or peer, ``RelayDecodeError`` for garbage."""
-    stream, answer = await _request(host, relay, HopMessage(HopType.RESERVE))
+    stream, answer = await _request(host, relay, HopMessage(HopType.RESERVE),
+                                    f"reservation at {relay}")
     await stream.close()
     rsvp = answer.reservation
     if rsvp is None:
@@ -172,7 +173,8 @@ async def open_circuit(host: ClientHost, relay: PeerId, target: PeerId) -> Circu
     ``ResourceLimitExceeded``, ``PermissionDenied``, ``ConnectionFailed``
     (the relay could not reach the target, or the target refused), or a
     ``RemoteProtocolError`` for a relay that answers garbage."""
-    stream, answer = await _request(host, relay, HopMessage(HopType.CONNECT, Peer(target)))
+    stream, answer = await _request(host, relay, HopMessage(HopType.CONNECT, Peer(target)),
+                                    f"circuit to {target} through {relay}")
     return Circuit(stream, relay, target, circuit_limit(answer.limit), initiator=True)
 
 

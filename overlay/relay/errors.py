@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from overlay.errors import (
     DecodeError,
+    DialError,
     InvalidSignature,
+    LimitExceeded,
     LocalProtocolError,
     MessageTooLarge,
     OverlayError,
@@ -63,7 +65,7 @@ class RelayRefused(RelayError):
     status: ``status`` is the spec's code, ``name`` its name."""
 
     def __init__(self, status: int, name: str, detail: str = "") -> None:
-        super().__init__(f"the relay refused ({name}){': ' + detail if detail else ''}")
+        super().__init__(f"{detail + ': ' if detail else ''}the relay refused ({name})")
         self.status = status
         self.name = name
 
@@ -72,7 +74,7 @@ class ReservationRefused(RelayRefused):
     """RESERVATION_REFUSED (200)."""
 
 
-class ResourceLimitExceeded(RelayRefused):
+class ResourceLimitExceeded(RelayRefused, LimitExceeded):
     """RESOURCE_LIMIT_EXCEEDED (201)."""
 
 
@@ -80,13 +82,16 @@ class PermissionDenied(RelayRefused):
     """PERMISSION_DENIED (202)."""
 
 
-class ConnectionFailed(RelayRefused):
+class ConnectionFailed(RelayRefused, DialError):
     """CONNECTION_FAILED (203): the relay could not reach the target, or the
-    target refused the stop CONNECT."""
+    target refused the stop CONNECT.  A ``DialError``: the target is not
+    reachable this way."""
 
 
-class NoReservation(RelayRefused):
-    """NO_RESERVATION (204): the target holds no reservation on that relay."""
+class NoReservation(RelayRefused, DialError):
+    """NO_RESERVATION (204): the target holds no reservation on that relay,
+    so it cannot be found there (a ``DialError``, as for an address nobody
+    answers at)."""
 
 
 class RelayMalformedMessage(RelayRefused):

@@ -186,3 +186,15 @@ async def test_autonat_turning_private_starts_auto_relay(nodes: Any) -> None:
     autonat.reachability.set(Reachability.PUBLIC)
     reply = await a.until(lambda s: not s["reservations"])
     assert reply["private"] is False and reply["advertised"] == []
+
+
+async def test_ping_through_a_relay_without_reservation_is_a_dial_failure(nodes: Any) -> None:
+    r = await nodes(introducer=True)
+    a, b = await nodes(), await nodes()
+    circuit = f"{r.addr}/p2p-circuit/p2p/{a.daemon.peer_id}"
+    with pytest.raises(ApiError) as info:
+        await b.call("ping", addr=circuit, count=1)
+    assert info.value.code == "dial_failed"
+    assert "the relay refused (NO_RESERVATION)" in str(info.value)
+    server = (await r.call("relay_status"))["server"]
+    assert server["refusals"] == {"no_reservation": 1}
