@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from overlay.errors import InvalidMultiaddr
+from overlay.host.events import HostListener
 from overlay.identity import Ed25519PrivateKey, PeerId
 from overlay.relay.autorelay import AutoRelay, AutoRelayConfig, RelayPlan, hop_candidates
 from overlay.relay.messages import HOP_PROTOCOL
@@ -67,6 +68,8 @@ async def test_static_relay_reserved_renewed_and_advertised(net: RelayNet) -> No
         node.host.add_advertised_addrs(added)  # type: ignore[arg-type]
         node.host.remove_advertised_addrs(removed)  # type: ignore[arg-type]
 
+    pushed = asyncio.Event()
+    net.relay.add_listener(HostListener(identified=lambda peer, info: pushed.set()))
     config = AutoRelayConfig(static=(net.relay_addr(),))
     async with AutoRelay(node.host, node.client, config, on_addrs=on_addrs) as auto:
         async with asyncio.timeout(10):
@@ -77,6 +80,11 @@ async def test_static_relay_reserved_renewed_and_advertised(net: RelayNet) -> No
         circuit = f"{net.relay_addr()}/p2p-circuit"
         assert [str(a) for a in auto.advertised()] == [circuit]
         assert circuit in [str(a) for a in node.host.advertised_addrs()]
+        # Identify push carries it to connected peers (here the relay).
+        async with asyncio.timeout(10):
+            while circuit not in [str(a) for a in net.relay.peerstore.addrs(node.host.peer_id)]:
+                pushed.clear()
+                await pushed.wait()
         # The 2 s reservation is renewed at 1.5 s, before it lapses.
         async with asyncio.timeout(10):
             while net.server.stats().reservations_renewed < 1:

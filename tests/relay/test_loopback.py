@@ -255,3 +255,22 @@ async def test_voucher_for_another_peer_is_refused(
     with pytest.raises(InvalidVoucher, match="for peer"):
         await a.client.reserve(net.relay.peer_id)
     assert a.client.reservations() == []
+
+
+@pytest.mark.parametrize("limits", [RelayLimits(circuit_duration=0.3)])
+async def test_duration_limit_cuts_an_idle_circuit(net: RelayNet) -> None:
+    a, b = await net.make_node(), await net.make_node()
+    await a.client.reserve(net.relay.peer_id)
+    inbound = accept_into(a)
+    out = await open_circuit(b.host, net.relay.peer_id, a.host.peer_id)
+    async with asyncio.timeout(10):
+        got = await inbound.get()
+        # Nobody sends; the relay's timer ends the circuit on both sides.
+        with pytest.raises(StreamReset):
+            await got.stream.read(100)
+        with pytest.raises(StreamReset):
+            await out.stream.read(100)
+        while net.server.stats().circuits_active:
+            net.server.circuit_done.clear()
+            await net.server.circuit_done.wait()
+    assert net.server.stats().circuits_cut_by_limit == 1
