@@ -13,6 +13,8 @@ from overlay.cli_common import (
     Parents,
     add_command,
     call_api,
+    format_duration,
+    plural,
     print_json,
     run_api,
     strip_reply,
@@ -79,7 +81,7 @@ def _print_status(reply: dict[str, Any]) -> None:
     if not reservations:
         print("reservations: none")
     for entry in reservations:
-        print(f"reserved at {entry['relay']}: {entry['expires_in_s']:g} s left, "
+        print(f"reserved at {entry['relay']}: {format_duration(entry['expires_in_s'])} left, "
               f"circuits {_limit_text(entry.get('limit'))}")
     for addr in reply.get("advertised", []):
         print(f"advertised {addr}")
@@ -91,14 +93,14 @@ def _print_status(reply: dict[str, Any]) -> None:
     if server is None:
         print("relay service: off (not an introducer)")
         return
-    print(f"relay service: {server['reservations_held']} reservations held "
+    print(f"relay service: {plural(server['reservations_held'], 'reservation')} held "
           f"({server['reservations_granted']} granted, {server['reservations_renewed']} "
-          f"renewed), {server['circuits_active']} circuits open, "
-          f"{server['circuits_total']} in all, {server['bytes_relayed']} bytes relayed, "
-          f"{server['circuits_cut_by_limit']} cut by a limit")
+          f"renewed), {plural(server['circuits_active'], 'circuit')} open, "
+          f"{server['circuits_total']} in all, {plural(server['bytes_relayed'], 'byte')} "
+          f"relayed, {server['circuits_cut_by_limit']} cut by a limit")
     limits = server.get("limits", {})
     print(f"limits per circuit: {_limit_text(limits)}")
     refusals = server.get("refusals", {})
     print("refusals: " + (", ".join(f"{k} {v}" for k, v in refusals.items()) or "none"))
     for entry in server.get("reservations", []):
-        print(f"  reservation {entry['peer']}: {entry['expires_in_s']:g} s left")
+        print(f"  reservation {entry['peer']}: {format_duration(entry['expires_in_s'])} left")
