@@ -180,7 +180,10 @@ class RelayServer:
         self.core = RelayCore(host.peer_id, limits)
         self._clock = clock
         self._monotonic = monotonic
-        self._addrs = addrs or host.listen_addrs
+        # What identify advertises (public mappings AutoNAT confirmed, too),
+        # else what we listen on.
+        self._addrs: Callable[[], Sequence[Multiaddr]] = (
+            addrs or getattr(host, "advertised_addrs", host.listen_addrs))
         self.circuit_done = asyncio.Event()
         """Set each time a circuit ends (tests wait on it instead of sleeping)."""
         # A reservation lives on its connection: once the peer is gone the
@@ -255,7 +258,8 @@ class RelayServer:
             return
         expire = int(self._clock() + (outcome.expires - now))
         voucher = seal_voucher(self._key, Voucher(self.host.peer_id, peer, expire))
-        addrs = tuple(with_p2p(addr, self.host.peer_id).to_bytes() for addr in self._addrs())
+        addrs = tuple(with_p2p(addr, self.host.peer_id).to_bytes() for addr in self._addrs()
+                      if "/p2p-circuit" not in str(addr))
         reply = HopMessage(
             HopType.STATUS,
             reservation=Reservation(expire, addrs, voucher),
