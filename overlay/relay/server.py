@@ -77,7 +77,7 @@ class RelayHost(Protocol):
 
     async def new_stream(self, peer_id: PeerId, protocols: Sequence[str]) -> RelayStream: ...
 
-    def listen_addrs(self) -> list[Multiaddr]: ...
+    def advertised_addrs(self) -> list[Multiaddr]: ...
 
     def add_listener(self, listener: HostListener) -> None: ...
 
@@ -180,10 +180,9 @@ class RelayServer:
         self.core = RelayCore(host.peer_id, limits)
         self._clock = clock
         self._monotonic = monotonic
-        # What identify advertises (public mappings AutoNAT confirmed, too),
-        # else what we listen on.
-        self._addrs: Callable[[], Sequence[Multiaddr]] = (
-            addrs or getattr(host, "advertised_addrs", host.listen_addrs))
+        # What identify advertises: listen addresses and the public
+        # mappings AutoNAT confirmed.
+        self._addrs = addrs or host.advertised_addrs
         self.circuit_done = asyncio.Event()
         """Set each time a circuit ends (tests wait on it instead of sleeping)."""
         # A reservation lives on its connection: once the peer is gone the

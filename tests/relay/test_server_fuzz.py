@@ -35,7 +35,7 @@ class FakeHost:
 
     def remove_listener(self, listener: Any) -> None: ...
 
-    def listen_addrs(self) -> list[Any]:
+    def advertised_addrs(self) -> list[Any]:
         return []
 
     async def new_stream(self, peer_id: PeerId, protocols: Any) -> Any:
