@@ -82,6 +82,11 @@ class HealthMonitor:
             self._start(peer, partial(self._check, check), f"check of {peer} after disconnect")
         self._activity.set()
 
+    def verify(self, contact: Contact, admit: Callable[[], None]) -> None:
+        """``contact`` says it serves kad: ask it once (on the connection it
+        came on) and ``admit`` it only if it answers."""
+        self._start(contact.peer_id, partial(self._verify, contact, admit), f"kad check of {contact.peer_id}")
+
     def table_check(self, ping: PingNeeded) -> None:
         """A full bucket wants to know whether its oldest entry lives."""
         self._start(ping.contact.peer_id, partial(self._check_oldest, ping), f"liveness check of {ping.contact.peer_id}")
@@ -110,6 +115,12 @@ class HealthMonitor:
         except (OverlayError, TimeoutError, OSError):
             return False
         return True
+
+    async def _verify(self, contact: Contact, admit: Callable[[], None]) -> None:
+        async with self._background:
+            alive = await self._answers(contact)
+        if alive:
+            admit()
 
     async def _check(self, check: CheckPeer) -> None:
         async with self._background:

@@ -4,13 +4,22 @@ with the 16 KiB limit and answered by a callback over the pure core.
 A typed error from the peer's bytes or from the core (malformed message,
 unknown type, invalid record, quota) resets that stream only and is
 reported to ``on_reject``; nothing of the request is kept.
+
+Open streams are counted in three scopes (STYLE rule 17): all of them
+(``max_inbound_streams``), per source (the connection's IP prefix, see
+``overlay.limits.source_key``) and per peer, so one peer's or one host's
+idle streams cannot starve everyone else.  A refusal for load is a reset
+right after negotiation on a live connection: the requester's policy
+reads it as "busy", never as "dead" (``overlay.kad.policy``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from overlay.errors import LimitExceeded, OverlayError, RemoteProtocolError, TransportError
 from overlay.host.stream import NegotiatedStream
@@ -18,8 +27,9 @@ from overlay.identity import PeerId
 from overlay.kad.messages import KadMessage
 from overlay.kad.net_stream import read_kad_message, write_kad_message
 from overlay.kad.service_config import KadServiceConfig
+from overlay.limits import LimitHits, ScopedCounter, source_key
 
-__all__ = ["Answer", "Reject", "KadInbound"]
+__all__ = ["Answer", "Reject", "KadInbound", "InboundLimits", "stream_source"]
 
 log = logging.getLogger(__name__)
 
@@ -28,26 +38,91 @@ Answer = Callable[[KadMessage, PeerId], KadMessage | None]
 Reject = Callable[[PeerId, OverlayError], None]
 
 
+@dataclass(frozen=True, slots=True)
+class InboundLimits:
+    """Inbound kad streams open at once per scope (the global cap is
+    ``KadServiceConfig.max_inbound_streams``)."""
+
+    per_peer: int = 8
+    """Streams one peer may hold (go-libp2p's kad opens one at a time)."""
+    per_source: int = 16
+    """Streams one IP prefix (/24, /48; each loopback address) may hold."""
+
+    def __post_init__(self) -> None:
+        if self.per_peer < 1 or self.per_source < 1:
+            raise ValueError("inbound stream limits must be at least 1")
+
+
+def stream_source(stream: NegotiatedStream) -> str:
+    """The source scope of a stream: its connection's observed IP prefix,
+    or for a relayed connection the relay path (``…/p2p/<relay>``)."""
+    conn = stream.conn
+    address = getattr(conn, "remote_address", None)
+    if address is not None:
+        return source_key(address[0])
+    multiaddr = getattr(conn, "remote_multiaddr", None)
+    return f"other:{multiaddr}" if multiaddr is not None else f"other:{stream.remote_peer}"
+
+
 class KadInbound:
     """The stream handler of a kad server."""
 
-    def __init__(self, config: KadServiceConfig, answer: Answer, on_reject: Reject) -> None:
+    def __init__(
+        self,
+        config: KadServiceConfig,
+        answer: Answer,
+        on_reject: Reject,
+        limits: InboundLimits | None = None,
+        *,
+        hits: LimitHits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
+        self.limits = limits or InboundLimits()
         self._answer = answer
         self._reject = on_reject
         self._active = 0
+        self._per_peer = ScopedCounter(self.limits.per_peer)
+        self._per_source = ScopedCounter(self.limits.per_source)
+        self.hits = hits if hits is not None else LimitHits()
+        """Refusals by cause (``kad.streams_total``, ``…_per_source``, ``…_per_peer``)."""
+        self._clock = clock
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def _admit(self, peer: PeerId, source: str) -> str | None:
+        """None if the stream may be served, else the cause of refusal."""
+        if self._active >= self.config.max_inbound_streams:
+            return "kad.streams_total"
+        if not self._per_source.has_room(source):
+            return "kad.streams_per_source"
+        if not self._per_peer.has_room(peer):
+            return "kad.streams_per_peer"
+        return None
 
     async def handle_stream(self, stream: NegotiatedStream) -> None:
         peer = stream.remote_peer
-        if self._active >= self.config.max_inbound_streams:
-            self._reject(peer, LimitExceeded("too many inbound kad streams"))
+        source = stream_source(stream)
+        cause = self._admit(peer, source)
+        if cause is not None:
+            reported = self.hits.hit(cause, self._clock())
+            if reported:
+                log.warning("refusing inbound kad streams (%s): %d refused since the last "
+                            "report; latest from %s at %s", cause, reported, peer, source)
+            self._reject(peer, LimitExceeded(f"inbound kad stream refused: {cause}"))
             stream.reset()
             return
         self._active += 1
+        self._per_source.acquire(source)
+        self._per_peer.acquire(peer)
         try:
             await self._serve(stream, peer)
         finally:
             self._active -= 1
+            self._per_source.release(source)
+            self._per_peer.release(peer)
 
     async def _serve(self, stream: NegotiatedStream, peer: PeerId) -> None:
         cfg = self.config

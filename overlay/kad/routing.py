@@ -14,6 +14,7 @@ spec, because only buckets near the local key ever get split there too.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -37,6 +38,8 @@ __all__ = [
     "PingNeeded",
     "RefreshBucket",
     "BucketStats",
+    "observed_groups",
+    "runs_on_local",
 ]
 
 
@@ -67,6 +70,11 @@ class RoutingConfig:
     when others name it, until it proves alive by itself."""
     max_failed: int = 1024
     """Recently failed peers remembered (the oldest are forgotten first)."""
+    exempt_local: bool = True
+    """Peers seen from loopback or private addresses are exempt from the
+    IP-prefix limits when this node itself listens on such an address (a
+    lab, a LAN).  False counts them too, each loopback address as a group
+    of its own and private ones by /24 (attack tests on one machine)."""
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -81,6 +89,45 @@ class RoutingConfig:
             raise ValueError("max_refresh_cpl must be within 0..20")
         if self.failed_ttl < 0 or self.max_failed < 0:
             raise ValueError("failed_ttl and max_failed must not be negative")
+
+
+def runs_on_local(listen_ips: Iterable[str]) -> bool:
+    """True if any of our listen addresses is loopback, private or a
+    wildcard (which covers the loopback and LAN interfaces)."""
+    for text in listen_ips:
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        if ip.is_unspecified or ip.is_loopback or ip.is_private or ip.is_link_local:
+            return True
+    return False
+
+
+def observed_groups(ip: str | None, *, exempt_local: bool) -> tuple[bytes, ...]:
+    """The diversity group of a peer's *observed* address (the connection's
+    remote IP, never an address it claims): its public /24 or /48.
+    Loopback and private addresses form no group when ``exempt_local``;
+    otherwise each loopback address is its own group and private ones
+    group by /24.  Relayed peers (no IP) form none."""
+    if ip is None:
+        return ()
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return ()
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    local = addr.is_loopback or addr.is_private or addr.is_link_local
+    if local and exempt_local:
+        return ()
+    if isinstance(addr, ipaddress.IPv4Address):
+        if addr.is_loopback:
+            return (b"L" + addr.packed,)
+        return (b"4" + addr.packed[:3],)
+    if addr.is_loopback:
+        return (b"L" + addr.packed,)
+    return (b"6" + addr.packed[:6],)
 
 
 class AddOutcome(Enum):

@@ -8,8 +8,10 @@ it starts belongs to its TaskGroup and ends when the block does.
 
 Decisions the pure core leaves to the driver:
 
-- Only peers that answered us on the kad protocol, or whose identify lists
-  it, enter the routing table.  Peers merely named in closer-peer lists are
+- Only peers that answered us on the kad protocol enter the routing table
+  (a peer whose identify lists it is asked once first), and its IP-prefix
+  group is that of the connection's *observed* address, never of the
+  addresses it claims.  Peers merely named in closer-peer lists are
   lookup candidates and nothing more.
 - Request timeouts come from measured round trips (``overlay.kad.rtt``):
   a peer that stopped answering costs a lookup a fraction of a second.
@@ -52,12 +54,13 @@ from overlay.kad.net_fanout import fan_out
 from overlay.kad.net_lookup import drive_lookup
 from overlay.kad.net_peers import collect_addrs, connect_any
 from overlay.kad.net_rpc import KadHost, KadRpc, KadStats, LookupStats, quic_addr
-from overlay.kad.net_server import KadInbound
+from overlay.kad.net_server import InboundLimits, KadInbound
 from overlay.kad.providers import ProviderStore, check_provider_key
 from overlay.kad.records import NamespaceRegistry, Record, default_registry, immutable_key
 from overlay.kad.policy import NodePolicy
 from overlay.kad.republish import ReplicateRecord, Republisher, RepublishRecord, Reprovide
-from overlay.kad.routing import RoutingTable
+from overlay.kad.routing import RoutingTable, observed_groups, runs_on_local
+from overlay.limits import LimitHits
 from overlay.kad.service_config import KadServiceConfig
 from overlay.kad.service_errors import (
     NoPeersKnown,
@@ -133,7 +136,11 @@ class KadService:
         self._health = HealthMonitor(
             host, self.policy, self._rpc, clock, self._spawn, self._background, self.activity
         )
-        self._inbound = KadInbound(cfg, self._answer, self._reject)
+        self.limit_hits = LimitHits()
+        """Inbound limits hit, by cause (``overlay stats``)."""
+        self._inbound = KadInbound(cfg, self._answer, self._reject, InboundLimits(),
+                                   hits=self.limit_hits, clock=clock)
+        self._local_kind: tuple[float, bool] | None = None
         self._refreshing = False
         self._bootstrapping = False
         self._bootstrap_attempts = 0
@@ -159,10 +166,10 @@ class KadService:
         self.host.add_listener(self._listener)
         if self.is_server:
             self.host.set_stream_handler(self.protocol, self._inbound.handle_stream)
-        # Peers identified before we started are servers we already know.
+        # Peers identified before we started: asked once, as identify would.
         for peer in self.host.peers():
             if self.host.peerstore.supports(peer, self.protocol):
-                self._add_server(peer)
+                self._verify_server(peer)
         self._spawn(self._timer_loop, "kad maintenance timer")
         if self.config.bootstrap:
             self._spawn(self._bootstrap_in_background, "kad bootstrap")
@@ -215,18 +222,46 @@ class KadService:
             known = [a for a in fallback if quic_addr(a, peer) is not None]
         return tuple(dict.fromkeys(known))[:_MAX_CONTACT_ADDRS]
 
+    def _exempt_local(self) -> bool:
+        # Loopback and private sources are exempt from the diversity limits
+        # only on a node that itself runs on such an address (a lab, a LAN).
+        now = self._clock()
+        cached = self._local_kind
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        ips = [str(a).split("/")[2] for a in self.host.listen_addrs()
+               if str(a).startswith(("/ip4/", "/ip6/"))]
+        exempt = self.config.routing.exempt_local and runs_on_local(ips)
+        self._local_kind = (now + 1.0, exempt)
+        return exempt
+
+    def _observed_ip(self, peer: PeerId) -> str | None:
+        best = getattr(self.host, "best_connection", None)
+        conn = best(peer) if best is not None else None
+        address = getattr(conn, "remote_address", None) if conn is not None else None
+        return address[0] if address is not None else None
+
     def _add_server(self, peer: PeerId, fallback: Iterable[bytes] = ()) -> None:
-        contact = Contact.of(peer, self._contact_addrs(peer, fallback))
+        """``peer`` answered us: admit it, grouped by its observed address."""
+        groups = observed_groups(self._observed_ip(peer), exempt_local=self._exempt_local())
+        contact = Contact(peer, peer_key(peer), self._contact_addrs(peer, fallback), groups)
         result = self.table.add(contact, self._clock())
         if result.ping is not None:
             self._health.table_check(result.ping)
             self._wake.set()
 
+    def _verify_server(self, peer: PeerId) -> None:
+        """Identify says ``peer`` serves kad: it enters once it answers."""
+        if peer in self.table:
+            self._add_server(peer)  # it answered before: seen alive again
+            return
+        self._health.verify(Contact.of(peer), partial(self._add_server, peer))
+
     def _on_identified(self, peer: PeerId, info: IdentifyInfo) -> None:
         if self._closing or not info.has_protocols:
             return
         if self.protocol in info.protocols:
-            self._add_server(peer)
+            self._verify_server(peer)
         else:
             # A client (or a server that stopped serving) is never handed out.
             self.table.add(Contact.of(peer), self._clock(), is_server=False)
