@@ -323,6 +323,30 @@ def test_wan_delay_gives_the_configured_rtt(lab: Lab) -> None:
         assert peer.wan.process.returncode == 0
 
 
+PUNCH_PORT = 40000
+
+
+def test_cones_punch_even_when_one_side_starts_late(lab: Lab) -> None:
+    """A bare UDP punch between two cones at 20 ms per WAN link, the second
+    side starting 300 ms late, so the first side's packets reach its NAT
+    before it sends.  With port preservation each side's public address is
+    known in advance.  Without the NATs' input drop (natkinds.py) this
+    failed both ways: the late side's NAT moved its port."""
+    kinds = [NatKind.PORT_RESTRICTED_CONE, NatKind.PORT_RESTRICTED_CONE,
+             NatKind.RESTRICTED_CONE, NatKind.FULL_CONE]
+    topo = build_matrix_topology(lab, kinds, wan_delay_ms=20)
+    pairs = [(topo.peers[0], topo.peers[1]), (topo.peers[2], topo.peers[3])]
+    runs = []
+    for early, late in pairs:
+        for me, peer, start in ((early, late, 0.0), (late, early, 0.3)):
+            runs.append((me.kind, lab.popen(me.client, [
+                sys.executable, PROBE, "punch", me.client_ip, str(PUNCH_PORT), peer.public_ip,
+                str(PUNCH_PORT), "--start-after", str(start), "--seconds", "1.5"])))
+    for kind, proc in runs:
+        result = json.loads(proc.wait_for_line(lambda t: t.startswith("{"), PROBE_TIMEOUT))
+        assert result["received"] > 0, (kind, result, proc.describe())
+
+
 SINK = r"""
 import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 9000))

@@ -3,6 +3,7 @@
 
     python nat_probe.py behaviour LOCAL_IP IP1 IP2 PORT1 PORT2
     python nat_probe.py rtt LOCAL_IP IP PORT [--count 20]
+    python nat_probe.py punch LOCAL_IP LOCAL_PORT PEER_IP PEER_PORT [--start-after S]
 
 ``behaviour`` prints one JSON line:
 
@@ -18,6 +19,8 @@
   survives the early packet keeps ``mapped`` at the local port.
 
 ``rtt`` prints ``{"rtt_ms": [...], "lost": N}``: sequential echo round trips.
+``punch`` prints ``{"sent": N, "received": N, "from": [...]}``: a bare
+UDP hole punch towards a peer's public address.
 """
 
 from __future__ import annotations
@@ -133,6 +136,34 @@ def rtt(local_ip: str, ip: str, port: int, count: int) -> dict[str, object]:
     return {"rtt_ms": [round(x, 3) for x in samples], "lost": lost}
 
 
+def punch(local_ip: str, local_port: int, peer_ip: str, peer_port: int, start_after: float,
+          seconds: float) -> dict[str, object]:
+    """Wait ``start_after`` s, then send to the peer every 50 ms for
+    ``seconds``, counting what the peer sent us (a bare UDP hole punch)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((local_ip, local_port))
+    received = sent = 0
+    sources: set[str] = set()
+    start = time.monotonic() + start_after
+    while (left := start - time.monotonic()) > 0:
+        if select.select([s], [], [], left)[0]:
+            data, peer = s.recvfrom(MAX_DATAGRAM)
+            received += data == b"punch"
+            sources.add(_fmt(peer))
+    end = time.monotonic() + seconds
+    next_send = time.monotonic()
+    while (now := time.monotonic()) < end:
+        if now >= next_send:
+            s.sendto(b"punch", (peer_ip, peer_port))
+            sent += 1
+            next_send = now + 0.05
+        if select.select([s], [], [], max(0.0, min(next_send, end) - time.monotonic()))[0]:
+            data, peer = s.recvfrom(MAX_DATAGRAM)
+            received += data == b"punch"
+            sources.add(_fmt(peer))
+    return {"sent": sent, "received": received, "from": sorted(sources)}
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="nat_probe.py")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,9 +178,19 @@ def main(argv: Sequence[str]) -> int:
     r.add_argument("ip")
     r.add_argument("port", type=int)
     r.add_argument("--count", type=int, default=20)
+    h = sub.add_parser("punch")
+    h.add_argument("local_ip")
+    h.add_argument("local_port", type=int)
+    h.add_argument("peer_ip")
+    h.add_argument("peer_port", type=int)
+    h.add_argument("--start-after", type=float, default=0.0)
+    h.add_argument("--seconds", type=float, default=1.5)
     args = parser.parse_args(argv)
     if args.command == "behaviour":
         result = behaviour(args.local_ip, args.ip1, args.ip2, args.port1, args.port2)
+    elif args.command == "punch":
+        result = punch(args.local_ip, args.local_port, args.peer_ip, args.peer_port,
+                       min(max(args.start_after, 0.0), 10.0), min(max(args.seconds, 0.1), 30.0))
     else:
         result = rtt(args.local_ip, args.ip, args.port, min(max(args.count, 1), 10_000))
     print(json.dumps(result), flush=True)
