@@ -5,6 +5,14 @@ Ops are looked up in a dispatch table; the daemon registers the node ops
 ``name_*``) with ``ApiServer.register``.  Each client connection is a task
 owned by the server's TaskGroup; whatever a client sends, only its own
 connection is dropped.
+
+Limits (all clients are the same user, so they are counted in total):
+a connection with no request in progress is closed after ``idle_timeout``;
+requests on one connection are served one at a time (pipelined ones wait
+in the socket, costing the daemon nothing); when ``max_connections`` are
+open, the connection idle the longest (at least ``min_idle_to_evict``) is
+closed to make room, so idle clients cannot lock the CLI out.  Refusals
+are counted (``limit_hits``) and logged once a minute at most.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import logging
 import os
 import socket
 import stat
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +62,7 @@ from overlay.errors import (
     StreamClosed,
     StreamReset,
 )
+from overlay.limits import LimitHits
 from overlay.supervisor import run_supervised
 
 __all__ = [
@@ -108,9 +118,17 @@ class ApiServerConfig:
     max_message_size: int = MAX_MESSAGE_SIZE
     """Largest request or reply body in bytes; larger requests close the connection."""
     max_connections: int = 256
-    """Concurrent client connections; further clients are closed at once."""
+    """Concurrent client connections; beyond it the longest-idle one is
+    closed to make room, or the new client if none is idle."""
+    idle_timeout: float = 30.0
+    """Seconds a connection may wait between requests before it is closed."""
+    min_idle_to_evict: float = 1.0
+    """Seconds a connection must have been idle to be closed for a new one
+    (a CLI between two requests is not idle)."""
 
     def __post_init__(self) -> None:
+        if not self.idle_timeout > 0 or self.min_idle_to_evict < 0:
+            raise ValueError("idle_timeout must be positive, min_idle_to_evict not negative")
         if not 64 <= self.max_message_size <= 64 << 20:
             raise ValueError("max_message_size must be between 64 bytes and 64 MiB")
         if self.max_connections < 1:
@@ -254,6 +272,18 @@ class ApiCall:
         return list(value)
 
 
+class _Client:
+    """One connection's state as the limits see it."""
+
+    __slots__ = ("writer", "idle_since", "task")
+
+    def __init__(self, writer: asyncio.StreamWriter, now: float) -> None:
+        self.writer = writer
+        self.idle_since: float | None = now
+        """When it last finished a request (None while one runs)."""
+        self.task: asyncio.Task[None] | None = None
+
+
 class ApiServer:
     """Serves the stream API on a Unix socket created with mode 0600.
 
@@ -272,6 +302,9 @@ class ApiServer:
         self._writers: set[asyncio.StreamWriter] = set()
         self._closing = False
         self._inode: tuple[int, int] | None = None
+        self._state: dict[asyncio.Task[None], _Client] = {}
+        self.limit_hits = LimitHits()
+        """Clients refused or closed by a limit, by cause (``api.*``)."""
 
     @property
     def path(self) -> Path:
@@ -358,42 +391,87 @@ class ApiServer:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path)
 
+    def _hit(self, cause: str) -> None:
+        reported = self.limit_hits.hit(cause, time.monotonic())
+        if reported:
+            log.warning("API clients limited (%s): %d since the last report", cause, reported)
+
+    def _evict_idle(self, now: float) -> bool:
+        """Close the connection idle the longest to make room; False if none
+        has been idle for ``min_idle_to_evict``."""
+        idle = [c for c in self._state.values() if c.idle_since is not None and c.task is not None]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.idle_since or 0.0)
+        if victim.idle_since is None or now - victim.idle_since < self._config.min_idle_to_evict:
+            return False
+        self._hit("api.evicted_idle")
+        victim.idle_since = None
+        victim.writer.transport.abort()
+        if victim.task is not None:
+            victim.task.cancel()
+        return True
+
     def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._closing or self._group is None or len(self._clients) >= self._config.max_connections:
-            log.warning("refusing API client: %s", "shutting down" if self._closing else "too many clients")
+        if self._closing or self._group is None:
+            writer.transport.abort()
+            return
+        now = time.monotonic()
+        if len(self._clients) >= self._config.max_connections and not self._evict_idle(now):
+            self._hit("api.connections")
             writer.transport.abort()
             return
         self._writers.add(writer)
-        task = self._group.create_task(self._serve_client(reader, writer))
+        client = _Client(writer, now)
+        task = self._group.create_task(self._serve_client(reader, writer, client))
+        client.task = task
         self._clients.add(task)
-        task.add_done_callback(self._clients.discard)
+        self._state[task] = client
+        task.add_done_callback(self._forget_client)
 
-    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _forget_client(self, task: asyncio.Task[None]) -> None:
+        self._clients.discard(task)
+        self._state.pop(task, None)
+
+    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            client: _Client) -> None:
         # One client's failure must never stop the daemon.
         try:
-            await run_supervised(self._message_loop(reader, writer), "API client", log)
+            await run_supervised(self._message_loop(reader, writer, client), "API client", log)
         finally:
             self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def _message_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _message_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            client: _Client) -> None:
         limit = self._config.max_message_size
         group = self._group
         if group is None:
             return  # shutting down
         messages = _MessageReader(reader, limit, group)
         try:
-            await self._serve_messages(messages, reader, writer, limit)
+            await self._serve_messages(messages, reader, writer, limit, client)
         finally:
             messages.close()
 
+    async def _next_message(self, messages: _MessageReader, client: _Client) -> dict[str, Any] | None:
+        client.idle_since = time.monotonic()
+        try:
+            async with asyncio.timeout(self._config.idle_timeout):
+                message = await messages.next()
+        except TimeoutError:
+            self._hit("api.idle_timeout")
+            return None
+        client.idle_since = None
+        return message
+
     async def _serve_messages(self, messages: _MessageReader, reader: asyncio.StreamReader,
-                              writer: asyncio.StreamWriter, limit: int) -> None:
+                              writer: asyncio.StreamWriter, limit: int, client: _Client) -> None:
         while True:
             try:
-                message = await messages.next()
+                message = await self._next_message(messages, client)
             except MessageTooLarge as exc:
                 await write_message(writer, error_reply(None, ErrorCode.MESSAGE_TOO_LARGE, str(exc)), limit)
                 return

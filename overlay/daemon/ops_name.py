@@ -406,6 +406,8 @@ class NameExtension:
         self.state_dir = state_dir
         self.names: NameService | None = None
         self.dns_address: tuple[str, int] | None = None
+        self.dns_front: DnsFront | None = None
+        """The running DNS front (its limit counters feed ``overlay stats``)."""
         """The bound DNS address once running (port 0 resolved)."""
 
     def __call__(self, daemon: Any) -> AbstractAsyncContextManager[NameService]:
@@ -429,7 +431,7 @@ class NameExtension:
             if self.dns is not None:
                 front = DnsFront(
                     DnsFrontConfig(self.dns[0], self.dns[1], zone=self.config.naming.zone),
-                    names.resolve)
+                    names.resolve, names.resolver.cached)
                 try:
                     await stack.enter_async_context(front)
                 except OSError as exc:
@@ -441,6 +443,7 @@ class NameExtension:
                                 exc.strerror or exc)
                 else:
                     self.dns_address = front.address
+                    self.dns_front = front
             self.names = names
             try:
                 yield names

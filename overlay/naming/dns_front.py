@@ -13,6 +13,16 @@ default) from the daemon's resolver:
 - anything that does not parse as one DNS query is dropped (UDP) or ends
   the connection (TCP), and never affects other clients.
 
+Limits by source (``overlay.limits``): each client address has a token
+bucket of queries (a client over it gets REFUSED over TCP, silence over
+UDP), and at most ``max_tcp_per_source`` TCP connections; a TCP client
+silent for ``tcp_idle_timeout`` (a few seconds) is closed.  A name is
+looked up once at a time however many ask (later askers share the first
+lookup), the resolver's cache (negative answers included) is consulted
+before any lookup, and at most ``max_pending_names`` distinct names wait
+for the network: a flood of random names gets SERVFAIL at once while
+cached and already-pending names keep being answered.
+
 UDP answers respect 512 bytes, or the EDNS size the client announced (at
 most 4096); larger answers are sent truncated (TC) so clients retry over
 TCP.  Every query and TCP connection runs in this front's TaskGroup.
@@ -39,6 +49,7 @@ from overlay.naming.names import DEFAULT_ZONE
 from overlay.naming.net_errors import NameNotFound
 from overlay.naming.record import NameRecord, RecordKind
 from overlay.naming.resolver import Resolution
+from overlay.limits import LimitHits, RateLimiter, ScopedCounter, source_key
 from overlay.supervisor import run_supervised
 
 __all__ = ["DEFAULT_DNS_ADDRESS", "DnsFront", "DnsFrontConfig", "parse_dns_address"]
@@ -52,6 +63,9 @@ _CLASSIC_UDP = 512
 
 ResolveFn = Callable[[str], Awaitable[Resolution]]
 """Resolve a zone name; raises ``NameNotFound``/``InvalidName`` for NXDOMAIN."""
+CachedFn = Callable[[str], Resolution | None]
+"""The cached answer without a lookup (None: not cached); raises
+``NameNotFound`` for a cached negative answer."""
 
 
 def parse_dns_address(text: str) -> tuple[str, int] | None:
@@ -85,8 +99,18 @@ class DnsFrontConfig:
     """Queries answered at once; further UDP queries are dropped."""
     max_tcp_connections: int = 64
     """TCP clients served at once; further ones are closed."""
-    tcp_idle_timeout: float = 10.0
-    """Seconds a TCP client may stay silent between queries."""
+    tcp_idle_timeout: float = 3.0
+    """Seconds a TCP client may stay silent between queries (short, so
+    silent clients cannot hold the port)."""
+    max_tcp_per_source: int = 4
+    """TCP clients one source (IP prefix; each loopback address) may hold."""
+    queries_per_second: float = 50.0
+    """Queries a second one source may send on average."""
+    query_burst: float = 100.0
+    """Queries one source may send at once."""
+    max_pending_names: int = 32
+    """Distinct names waiting for a network lookup at once; a query for
+    another uncached name is answered SERVFAIL at once."""
     max_ttl: int = 3600
     """Upper bound of the TTL put on answers."""
     negative_ttl: int = 30
@@ -99,8 +123,11 @@ class DnsFrontConfig:
             raise ValueError(f"host {self.host!r} is not an IP address") from None
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be 0..65535")
-        if self.max_inflight < 1 or self.max_tcp_connections < 1:
+        if (self.max_inflight < 1 or self.max_tcp_connections < 1
+                or self.max_tcp_per_source < 1 or self.max_pending_names < 1):
             raise ValueError("limits must be at least 1")
+        if not (self.queries_per_second > 0 and self.query_burst >= 1):
+            raise ValueError("queries_per_second must be positive, query_burst at least 1")
         if not self.tcp_idle_timeout > 0 or self.max_ttl < 0 or self.negative_ttl < 0:
             raise ValueError("timeouts and TTLs must be positive")
 
@@ -126,9 +153,18 @@ class DnsFront:
     """``async with DnsFront(config, resolve) as front``; ``front.address``
     is the bound (host, port)."""
 
-    def __init__(self, config: DnsFrontConfig, resolve: ResolveFn) -> None:
+    def __init__(self, config: DnsFrontConfig, resolve: ResolveFn,
+                 cached: CachedFn | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._resolve = resolve
+        self._cached = cached
+        self._clock = clock
+        self._rates = RateLimiter(config.queries_per_second, config.query_burst)
+        self._tcp_sources = ScopedCounter(config.max_tcp_per_source)
+        self._pending: dict[str, asyncio.Future[Resolution]] = {}
+        self.hits = LimitHits()
+        """Limits hit, by cause (``dns.rate``, ``dns.pending_names`` …)."""
         self._zone = config.zone.rstrip(".").lower()
         self._tg: asyncio.TaskGroup | None = None
         self._udp: _Udp | None = None
@@ -210,9 +246,25 @@ class DnsFront:
 
     # -- transports ---------------------------------------------------------
 
+    def _limit_hit(self, cause: str, source: str) -> None:
+        reported = self.hits.hit(cause, self._clock())
+        if reported:
+            log.warning("DNS front limit %s: %d refused since the last report; latest from %s",
+                        cause, reported, source)
+
     def _on_datagram(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        if len(data) > _MAX_QUERY_BYTES or self._inflight >= self.config.max_inflight:
+        if len(data) > _MAX_QUERY_BYTES:
             self.dropped += 1
+            return
+        source = source_key(str(addr[0]))
+        if not self._rates.allow(source, self._clock()):
+            # Silence, not REFUSED: a reply would amplify a spoofed flood.
+            self.dropped += 1
+            self._limit_hit("dns.rate", source)
+            return
+        if self._inflight >= self.config.max_inflight:
+            self.dropped += 1
+            self._limit_hit("dns.inflight", source)
             return
         self._inflight += 1
         if not self._spawn(self._answer_udp(data, addr)):
@@ -230,13 +282,25 @@ class DnsFront:
             udp.transport.sendto(reply, addr)
 
     def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._tcp_clients >= self.config.max_tcp_connections or not self._spawn(
-                self._serve_tcp(reader, writer)):
+        peer = writer.get_extra_info("peername")
+        source = source_key(str(peer[0]) if isinstance(peer, tuple) and peer else "?")
+        cause = None
+        if self._tcp_clients >= self.config.max_tcp_connections:
+            cause = "dns.tcp_total"
+        elif not self._tcp_sources.has_room(source):
+            cause = "dns.tcp_per_source"
+        if cause is not None:
+            self._limit_hit(cause, source)
+            writer.close()
+            return
+        if not self._spawn(self._serve_tcp(reader, writer, source)):
             writer.close()
             return
         self._tcp_clients += 1
+        self._tcp_sources.acquire(source)
 
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         source: str) -> None:
         try:
             while True:
                 try:
@@ -246,7 +310,11 @@ class DnsFront:
                         data = await reader.readexactly(size)
                 except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
                     return
-                reply = await self.answer(data, udp=False)
+                if not self._rates.allow(source, self._clock()):
+                    self._limit_hit("dns.rate", source)
+                    reply = _refused(data)
+                else:
+                    reply = await self.answer(data, udp=False)
                 if reply is None:
                     return  # garbage on a stream: nothing after it can be trusted
                 writer.write(struct.pack("!H", len(reply)) + reply)
@@ -256,6 +324,7 @@ class DnsFront:
                     return
         finally:
             self._tcp_clients -= 1
+            self._tcp_sources.release(source)
             writer.close()
 
     # -- answering ------------------------------------------------------------
@@ -305,7 +374,7 @@ class DnsFront:
             service_labels.append(labels.pop(0))
         name = ".".join(labels)
         try:
-            resolution = await self._resolve(name)
+            resolution = await self._lookup(name)
         except (NameNotFound, InvalidName):
             reply.header.rcode = RCODE.NXDOMAIN
             return
@@ -335,6 +404,41 @@ class DnsFront:
         if qtype in (QTYPE.SRV, QTYPE.ANY):
             self._add_srv(reply, label, name, record, ttl, None)
 
+    async def _lookup(self, name: str) -> Resolution:
+        """The cache first; then one lookup per name however many ask, and
+        no more than ``max_pending_names`` names waiting at once."""
+        if self._cached is not None:
+            hit = self._cached(name)  # NameNotFound for a cached negative answer
+            if hit is not None:
+                return hit
+        if self._tg is None:
+            return await self._resolve(name)  # answer() called outside `async with`
+        pending = self._pending.get(name)
+        if pending is None:
+            if len(self._pending) >= self.config.max_pending_names:
+                self._limit_hit("dns.pending_names", name)
+                raise _Busy()
+            pending = asyncio.get_running_loop().create_future()
+            self._pending[name] = pending
+            job = self._run_lookup(name, pending)
+            if not self._spawn(job):
+                job.close()
+                del self._pending[name]
+                raise _Busy()
+        # Shielded: one asker giving up must not cancel the others' lookup.
+        return await asyncio.shield(pending)
+
+    async def _run_lookup(self, name: str, future: asyncio.Future[Resolution]) -> None:
+        try:
+            future.set_result(await self._resolve(name))
+        except (OverlayError, OSError, TimeoutError) as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here; askers see it too
+        finally:
+            self._pending.pop(name, None)
+            if not future.done():
+                future.cancel()
+
     def _add_srv(self, reply: DNSRecord, label: DNSLabel, name: str, record: NameRecord,
                  ttl: int, protocol: str | None) -> None:
         for service in record.services:
@@ -348,6 +452,21 @@ class DnsFront:
     def _ttl(self, resolution: Resolution) -> int:
         remaining = int(resolution.fresh_until - time.time())
         return max(0, min(self.config.max_ttl, resolution.record.ttl, remaining))
+
+
+class _Busy(OverlayError):
+    """Too many distinct names pending: answered SERVFAIL at once."""
+
+
+def _refused(data: bytes) -> bytes | None:
+    try:
+        request = DNSRecord.parse(data)
+    except (DNSError, ValueError, IndexError, KeyError, struct.error, UnicodeError):
+        return None
+    reply = request.reply(ra=0, aa=0)
+    reply.ar = []
+    reply.header.rcode = RCODE.REFUSED
+    return bytes(reply.pack())
 
 
 async def _run(coro: Awaitable[None]) -> None:
