@@ -162,6 +162,14 @@ async def reserve(host: ClientHost, relay: PeerId) -> ReservationInfo:
         if "/p2p-circuit" in str(base):
             continue  # no circuits over circuits
         addrs.append(with_p2p(base, relay))
+    if not addrs:
+        # The addresses are optional in the spec: fall back to the one we
+        # reached the relay at, if the connection is direct.
+        conn = getattr(stream, "conn", None)
+        if getattr(conn, "path", None) == "direct":
+            remote = getattr(conn, "remote_multiaddr", None)
+            if isinstance(remote, Multiaddr):
+                addrs.append(with_p2p(remote, relay))
     return ReservationInfo(relay, rsvp.expire, tuple(addrs), voucher,
                            circuit_limit(answer.limit))
 

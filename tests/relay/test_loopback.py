@@ -274,3 +274,10 @@ async def test_duration_limit_cuts_an_idle_circuit(net: RelayNet) -> None:
             net.server.circuit_done.clear()
             await net.server.circuit_done.wait()
     assert net.server.stats().circuits_cut_by_limit == 1
+
+
+async def test_relay_without_addresses_falls_back_to_the_dialed_one(net: RelayNet) -> None:
+    a = await net.make_node()
+    net.server._addrs = lambda: []
+    info = await a.client.reserve(net.relay.peer_id)
+    assert [str(x) for x in info.addrs] == [net.relay_addr()]
