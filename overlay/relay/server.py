@@ -151,14 +151,10 @@ async def splice(
             await both()
     except TimeoutError:
         outcome = "cut"
-    cut = outcome == "cut"
-    if outcome == "done":
-        await a.close()
-        await b.close()
-    else:
+    if outcome != "done":  # "done": both directions already ended with an EOF
         a.reset()
         b.reset()
-    return moved[0] + moved[1], cut
+    return moved[0] + moved[1], outcome == "cut"
 
 
 class RelayServer:
