@@ -220,7 +220,8 @@ class RelayServer:
             request = decode_hop(data)
         except (RemoteProtocolError, TimeoutError) as exc:
             # The status is a courtesy; the stream is lost either way.
-            self.core.refuse(Status.MALFORMED_MESSAGE, "malformed")
+            self.core.refuse(Status.MALFORMED_MESSAGE,
+                             "timeout" if isinstance(exc, TimeoutError) else "malformed")
             log.debug("hop request from %s: %r", stream.remote_peer, exc)
             await self._status(stream, Status.MALFORMED_MESSAGE)
             return
