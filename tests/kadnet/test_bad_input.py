@@ -16,7 +16,7 @@ from dataclasses import replace
 import pytest
 
 from overlay.errors import MessageTooLarge, OverlayError, StreamReset
-from overlay.host import Host, HostListener, NegotiatedStream
+from overlay.host import Host, NegotiatedStream
 from overlay.identity import Ed25519PrivateKey, PeerId
 from overlay.kad.errors import (
     InvalidKadMessage,
@@ -224,9 +224,10 @@ async def test_hostile_answer_is_a_typed_error_and_never_enters_the_table(kind: 
     ):
         await client.kad.bootstrap([full_addr(honest.host)])
         await client.host.connect(full_addr(liar))
-        # Its identify advertises kad, so it is a server as far as we know.
-        await _identified(client, liar.peer_id)
-        assert liar.peer_id in client.kad.table
+        # Its identify advertises kad, but its junk answer to the admitting
+        # request keeps it out of the table.
+        await _checked(client, liar.peer_id)
+        assert liar.peer_id not in client.kad.table
 
         with pytest.raises(expected):
             await client.kad.request(
@@ -266,16 +267,21 @@ async def test_forged_value_is_ignored_and_the_liar_corrected() -> None:
 
 
 async def _identified(node: Node, peer: PeerId) -> None:
-    """Wait until ``node``'s table holds ``peer`` (added on identify)."""
-    changed = asyncio.Event()
-    listener = HostListener(identified=lambda p, _i: changed.set())
-    node.host.add_listener(listener)
-    try:
-        while peer not in node.kad.table:
-            changed.clear()
-            await changed.wait()
-    finally:
-        node.host.remove_listener(listener)
+    """Wait until ``node``'s table holds ``peer`` (identify listed kad, then
+    it answered the one request that admits it)."""
+    while peer not in node.kad.table:
+        node.kad.activity.clear()
+        await node.kad.activity.wait()
+
+
+async def _checked(node: Node, peer: PeerId) -> None:
+    """Wait until identify listed kad for ``peer`` and the request that
+    admits it has been answered or failed."""
+    kad = node.kad
+    while not (kad.host.peerstore.supports(peer, kad.protocol)
+               and peer not in kad._health._checking):
+        kad.activity.clear()
+        await kad.activity.wait()
 
 
 async def test_peers_with_undialable_addresses_never_enter_the_table() -> None:
