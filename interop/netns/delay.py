@@ -35,7 +35,6 @@ import ctypes
 import fcntl
 import json
 import math
-import os
 import random
 import select
 import signal
