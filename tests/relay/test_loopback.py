@@ -39,7 +39,7 @@ def accept_into(node: Node) -> "asyncio.Queue[Circuit]":
     return queue
 
 
-async def read_all(stream: object, expected: int | None = None) -> bytes:
+async def read_all(stream: object) -> bytes:
     out = bytearray()
     while True:
         chunk = await stream.read(65536)  # type: ignore[attr-defined]
