@@ -5,7 +5,10 @@ Ops (arguments and replies are in docs/api.md, "DHT"): ``dht_put``,
 and ``dht_table``.
 
 ``DhtExtension`` runs a ``KadService`` on the daemon's host, with the
-record store persisted in ``<home>/dht/records.json``; other extensions
+record store and the provider store persisted as journals in
+``<home>/dht/`` (``overlay.statefile``): a remote PUT_VALUE or
+ADD_PROVIDER is answered before its coalesced write, while ``dht_put`` and
+``dht_provide`` answer only once their entry is on disk.  Other extensions
 (naming) reach the running service through ``DhtExtension.kad``.
 """
 
@@ -19,7 +22,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,13 +34,14 @@ from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
 from overlay.kad.errors import InvalidProviderKey, InvalidRecord
 from overlay.kad.messages import PeerInfo
-from overlay.kad.persist import FileRecordStore
+from overlay.kad.persist import LEGACY_FILE, FileRecordStore, persist_providers
 from overlay.kad.records import NamespaceRegistry, default_registry, immutable_key
 from overlay.kad.service import KadService
 from overlay.kad.service_config import KadServiceConfig
 from overlay.kad.service_errors import NoPeersKnown, PeerNotFound, QuorumFailed, ValueNotFound
 from overlay.kad.store import StoreConfig
 from overlay.multiaddrs import multiaddr_from_bytes
+from overlay.statefile import StateWriter, remove_stale_tmp
 
 __all__ = [
     "DhtErrorCode",
@@ -50,6 +54,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+PROVIDERS_FILE = "providers.log"
 _MAX_KEY_BYTES = 1024
 _IMMUTABLE_KEY_BYTES = len(immutable_key(b""))
 
@@ -129,8 +134,12 @@ def _peer_info_json(info: PeerInfo) -> dict[str, Any]:
 class DhtOps:
     """Registers the dht ops on an ``ApiServer`` and serves them."""
 
-    def __init__(self, kad: KadService) -> None:
+    def __init__(self, kad: KadService, *, records_durable: Callable[[], Awaitable[None]] | None = None,
+                 providers_durable: Callable[[], Awaitable[None]] | None = None) -> None:
+        """``*_durable`` wait until the stores' changes so far are on disk."""
         self._kad = kad
+        self._records_durable = records_durable
+        self._providers_durable = providers_durable
 
     def register(self, server: ApiServer) -> None:
         server.register("dht_put", _dht_errors(self.dht_put))
@@ -170,7 +179,11 @@ class DhtOps:
     async def dht_put(self, call: ApiCall) -> Mapping[str, Any]:
         value = self._bytes_arg(call, "value", max_value_bytes(self._kad.config.store))
         key = immutable_key(value)
-        replicas = await self._kad.put_value(key, value)
+        try:
+            replicas = await self._kad.put_value(key, value)
+        finally:
+            if self._records_durable is not None:
+                await self._records_durable()
         return {"key": key.decode("ascii"), "replicas": replicas}
 
     async def dht_get(self, call: ApiCall) -> Mapping[str, Any]:
@@ -194,7 +207,11 @@ class DhtOps:
     async def dht_provide(self, call: ApiCall) -> Mapping[str, Any]:
         text = call.required_str("key")
         key = provider_key(text)
-        told = await self._kad.provide(key)
+        try:
+            told = await self._kad.provide(key)
+        finally:
+            if self._providers_durable is not None:
+                await self._providers_durable()
         return {"key": text, "provider_key": key.hex(), "peers": told}
 
     async def dht_find_providers(self, call: ApiCall) -> Mapping[str, Any]:
@@ -246,11 +263,12 @@ class DhtExtension:
         config: KadServiceConfig | None = None,
         *,
         registry: NamespaceRegistry | None = None,
-        state_file: str | None = "dht/records.json",
+        state_file: str | None = "dht/records.log",
     ) -> None:
         """Without ``config`` the daemon's configuration decides the mode,
         protocol ID and bootstrap peers (``dht_mode``, ``kad_protocol``,
-        ``bootstrap``).  ``state_file`` is relative to the data directory;
+        ``bootstrap``).  ``state_file`` (the record journal; providers go
+        to ``providers.log`` beside it) is relative to the data directory;
         None keeps records in memory only."""
         self._explicit = config is not None
         self.config = config or KadServiceConfig()
@@ -258,6 +276,8 @@ class DhtExtension:
         self.state_file = state_file
         self.kad: KadService | None = None
         """The running service (None outside the daemon's lifetime)."""
+        self.writers: list[StateWriter] = []
+        """The state writers of the running service (records, providers)."""
 
     def __call__(self, daemon: Any) -> AbstractAsyncContextManager[KadService]:
         return self._run(daemon)
@@ -291,16 +311,35 @@ class DhtExtension:
         bootstrap = tuple(getattr(settings, "bootstrap", ()))
         if not config.bootstrap and bootstrap:
             config = replace(config, bootstrap=bootstrap)
-        records = None
-        if self.state_file is not None:
-            path = Path(daemon.home.root) / self.state_file
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            records = FileRecordStore(path, config.store, self.registry, now=time.time())
-        # The `connect` op (and `ping`/`stream_open` by peer ID) asks us for
-        # addresses of peers known only by their ID.
         set_connector = getattr(getattr(daemon, "ops", None), "set_peer_connector", None)
-        async with KadService(daemon.host, config, registry=self.registry, records=records) as kad:
-            DhtOps(kad).register(daemon.api)
+        async with AsyncExitStack() as stack:
+            records = None
+            directory: Path | None = None
+            if self.state_file is not None:
+                path = Path(daemon.home.root) / self.state_file
+                directory = path.parent
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                remove_stale_tmp(directory, (path.name, PROVIDERS_FILE, LEGACY_FILE))
+                records = FileRecordStore(path, config.store, self.registry, now=time.time())
+                records_writer = StateWriter(records.journal, "DHT record store")
+                records.on_change = records_writer.mark_dirty
+                # Entered before the service, so it is left after it: the
+                # last changes are written once nothing makes new ones.
+                await stack.enter_async_context(records_writer)
+                self.writers = [records_writer]
+            kad = await stack.enter_async_context(
+                KadService(daemon.host, config, registry=self.registry, records=records))
+            providers_durable = None
+            if directory is not None:
+                providers_writer = StateWriter(NoJournal(), "DHT provider store")
+                journal = persist_providers(kad.providers, directory / PROVIDERS_FILE,
+                                            time.time(), providers_writer.mark_dirty)
+                providers_writer.target = journal
+                await stack.enter_async_context(providers_writer)
+                self.writers.append(providers_writer)
+                providers_durable = providers_writer.flush
+            DhtOps(kad, records_durable=self.writers[0].flush if self.writers else None,
+                   providers_durable=providers_durable).register(daemon.api)
             self.kad = kad
             if set_connector is not None:
                 set_connector(self.connector())
@@ -310,3 +349,11 @@ class DhtExtension:
                 if set_connector is not None:
                     set_connector(None)
                 self.kad = None
+                self.writers = []
+
+
+class NoJournal:
+    """Nothing to write (the provider writer's target before its load)."""
+
+    def prepare(self) -> None:
+        return None

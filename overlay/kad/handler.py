@@ -5,6 +5,11 @@ and stores.  The network service and the simulator both call this.
 protocol has none (ADD_PROVIDER).  A request that must be refused raises a
 typed error (an ``InvalidRecord`` subclass for a bad PUT, ``InvalidProviderKey``,
 ``StorageQuotaExceeded``); the driver resets the stream.
+
+Stores count what a remote leaves here per peer and per source (the IP
+prefix of the connection the request came on, from ``peer_source``); a
+provider's stored addresses are those it was observed on, not the ones
+it claims (a claim could aim every asker at a victim).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from overlay.kad.providers import ProviderStore, check_provider_key
 from overlay.kad.routing import RoutingTable
 from overlay.kad.store import RecordStore
 
-__all__ = ["ServerConfig", "KadServer", "handle_request"]
+__all__ = ["ServerConfig", "KadServer", "PeerSource", "handle_request", "provider_addrs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,14 @@ class KadServer:
     """The driver's view of a peer it is connected to (with the addresses
     it knows), or ``None``.  FIND_NODE hands such a peer out even when it
     is not in the table, which makes client-mode peers findable."""
+    peer_source: Callable[[PeerId], PeerSource] | None = None
+    """The source scope of a requester and the addresses it was observed on
+    (its connections' remote multiaddrs); None (the simulator) trusts the
+    claimed addresses and counts no source."""
+
+
+PeerSource = tuple[str | None, tuple[bytes, ...]]
+"""(source key, observed binary multiaddrs) of a requester."""
 
 
 def _closer(server: KadServer, target: bytes, sender: PeerId) -> tuple[PeerInfo, ...]:
@@ -105,7 +118,8 @@ def handle_request(
         record = request.record
         if record is None or record.key != request.key:
             raise InvalidKadMessage("PUT_VALUE record is missing or its key differs")
-        server.records.put(record, sender, now)
+        source = server.peer_source(sender)[0] if server.peer_source is not None else None
+        server.records.put(record, sender, now, source)
         # The echo tells the putter it was stored (js-libp2p relies on it).
         return KadMessage(kind, request.key, record=record)
 
@@ -122,5 +136,20 @@ def handle_request(
     check_provider_key(request.key)
     for info in request.provider_peers:
         if info.peer_id == sender:
-            server.providers.add(request.key, info, now)
+            if server.peer_source is None:
+                server.providers.add(request.key, info, now)
+                continue
+            source, observed = server.peer_source(sender)
+            addrs = provider_addrs(info.addrs, observed, server.config.max_addrs_per_peer)
+            server.providers.add(request.key, replace(info, addrs=addrs), now, source=source)
+            break
     return None
+
+
+def provider_addrs(claimed: tuple[bytes, ...], observed: tuple[bytes, ...],
+                   limit: int) -> tuple[bytes, ...]:
+    """The claimed addresses the provider was also seen on, else what it
+    was seen on: never an address only its own word vouches for."""
+    seen = set(observed)
+    confirmed = tuple(a for a in claimed if a in seen)
+    return (confirmed or observed)[:limit]

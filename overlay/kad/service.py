@@ -45,7 +45,7 @@ from overlay.host.identify import IdentifyInfo
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
 from overlay.kad.bootstrap_report import BootstrapReport, bootstrap_contacts, bootstrap_report
-from overlay.kad.handler import KadServer, handle_request
+from overlay.kad.handler import KadServer, PeerSource, handle_request
 from overlay.kad.keyspace import Contact, kad_key, peer_key, random_peer_id_in_bucket
 from overlay.kad.lookup import Lookup, LookupKind, LookupResult
 from overlay.kad.messages import ConnectionType, KadMessage, MessageType, PeerInfo
@@ -60,7 +60,7 @@ from overlay.kad.records import NamespaceRegistry, Record, default_registry, imm
 from overlay.kad.policy import NodePolicy
 from overlay.kad.republish import ReplicateRecord, Republisher, RepublishRecord, Reprovide
 from overlay.kad.routing import RoutingTable, observed_groups, runs_on_local
-from overlay.limits import LimitHits
+from overlay.limits import LimitHits, source_key
 from overlay.kad.service_config import KadServiceConfig
 from overlay.kad.service_errors import (
     NoPeersKnown,
@@ -294,7 +294,24 @@ class KadService:
 
     def _server(self) -> KadServer:
         return KadServer(self._local_info(), self.table, self.records, self.providers,
-                         self.config.server, connected_peer=self._connected_peer)
+                         self.config.server, connected_peer=self._connected_peer,
+                         peer_source=self._peer_source)
+
+    def _peer_source(self, peer: PeerId) -> PeerSource:
+        """The IP prefix and observed addresses of ``peer``'s connections
+        (the quotas of the record and provider stores count by them)."""
+        connections = getattr(self.host, "connections", None)
+        source: str | None = None
+        observed: list[bytes] = []
+        for conn in connections() if connections is not None else ():
+            if conn.remote_peer != peer:
+                continue
+            address = conn.remote_address
+            if address is not None and source is None:
+                source = source_key(address[0])
+            if address is not None:
+                observed.append(conn.remote_multiaddr.to_bytes())
+        return source, tuple(observed)
 
     def _connected_peer(self, peer: PeerId) -> PeerInfo | None:
         """A peer we hold a connection to, with the addresses identify gave
@@ -597,7 +614,7 @@ class KadService:
         to the k closest peers; returns how many were told."""
         check_provider_key(key)
         info = self._local_info()
-        self.providers.add(key, info, self._wall())
+        self.providers.add(key, info, self._wall(), own=True)
         self.republisher.provided(key, self._wall())
         self._wake.set()
         closest = (await self.find_closest(key)).closest

@@ -1,10 +1,13 @@
 """The record store: an interface, and the in-memory policy behind it.
 
 Every record that enters passes its namespace validator (unknown namespaces
-are rejected), the size limit, the per-publisher quota and, against the
+are rejected), the size limit, the quotas per publisher and per source IP
+prefix (STYLE rule 17: peer IDs cost nothing) and, against the
 record already held, the namespace's replacement policy or else its
-selector (``NamespaceRegistry.replaces``).  Times are wall-clock seconds
-since the epoch, passed in as ``now``; nothing here reads a clock.
+selector (``NamespaceRegistry.replaces``).  The node's own records
+(``publisher=None``) have a budget of their own that foreign records can
+never fill.  Times are wall-clock seconds since the epoch, passed in as
+``now``; nothing here reads a clock.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from overlay.identity import PeerId
 from overlay.kad.errors import RecordTooLarge, StaleRecord, StorageQuotaExceeded
 from overlay.kad.records import NamespaceRegistry, Record
 
 __all__ = ["StoreConfig", "StoredRecord", "RecordStore", "MemoryRecordStore", "rfc3339"]
+
+K = TypeVar("K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +35,17 @@ class StoreConfig:
     record_ttl: float = 36 * 3600.0
     """Seconds a stored record lives unless republished (go-libp2p: 36 h)."""
     max_records: int = 65536
-    """Records held in total."""
+    """Records of remote publishers held in total."""
     max_records_per_peer: int = 256
     """Records one remote publisher may have stored here."""
+    max_records_per_source: int = 1024
+    """Records stored from one source (IP /24 or /48) by all its peers."""
+    max_own_records: int = 65536
+    """Records of this node, a budget apart from the foreign ones."""
 
     def __post_init__(self) -> None:
-        if self.max_record_bytes < 1 or self.max_records < 1 or self.max_records_per_peer < 1:
+        if min(self.max_record_bytes, self.max_records, self.max_records_per_peer,
+               self.max_records_per_source, self.max_own_records) < 1:
             raise ValueError("store limits must be at least 1")
         if self.record_ttl <= 0:
             raise ValueError("record_ttl must be positive")
@@ -48,14 +58,17 @@ class StoredRecord:
     """The remote peer that stored it, or None for our own records."""
     received_at: float
     expires_at: float
+    source: str | None = None
+    """The source scope (IP prefix) it came from, if known."""
 
 
 class RecordStore(Protocol):
     def get(self, key: bytes, now: float) -> StoredRecord | None: ...
 
-    def put(self, record: Record, publisher: PeerId | None, now: float) -> StoredRecord:
+    def put(self, record: Record, publisher: PeerId | None, now: float,
+            source: str | None = None) -> StoredRecord:
         """Validate and store; raises ``InvalidRecord`` subclasses or
-        ``StorageQuotaExceeded``."""
+        ``StorageQuotaExceeded``.  ``publisher=None``: our own record."""
         ...
 
     def remove(self, key: bytes) -> bool: ...
@@ -77,6 +90,9 @@ class MemoryRecordStore:
         self.registry = registry
         self._records: dict[bytes, StoredRecord] = {}
         self._per_peer: dict[PeerId, int] = {}
+        self._per_source: dict[str, int] = {}
+        self._foreign = 0
+        self._own = 0
 
     def __len__(self) -> int:
         return len(self._records)
@@ -100,21 +116,18 @@ class MemoryRecordStore:
             raise RecordTooLarge(size, self.config.max_record_bytes)
         self.registry.validate(record, now)
 
-    def put(self, record: Record, publisher: PeerId | None, now: float) -> StoredRecord:
+    def put(self, record: Record, publisher: PeerId | None, now: float,
+            source: str | None = None) -> StoredRecord:
         self.check(record, now)
         existing = self.get(record.key, now)
         if existing is not None and existing.record.value != record.value:
             if not self.registry.replaces(record.key, existing.record.value, record.value, now):
                 raise StaleRecord("the record held here is better than the one offered")
-        if existing is None and len(self._records) >= self.config.max_records:
-            self.expire(now)
-            if len(self._records) >= self.config.max_records:
-                raise StorageQuotaExceeded(f"record store is full ({self.config.max_records})")
-        if publisher is not None and (existing is None or existing.publisher != publisher):
-            if self._per_peer.get(publisher, 0) >= self.config.max_records_per_peer:
-                raise StorageQuotaExceeded(
-                    f"{publisher} already stores {self.config.max_records_per_peer} records here"
-                )
+        if publisher is not None and existing is not None and existing.publisher is None:
+            # Our own record stays ours: a foreign copy of it would move it
+            # into the foreign budget (and let the publisher's quota own it).
+            publisher, source = None, None
+        self._admit(existing, publisher, source, now)
         if existing is not None:
             self._forget(existing)
         stored = StoredRecord(
@@ -122,9 +135,34 @@ class MemoryRecordStore:
             publisher,
             now,
             now + self.config.record_ttl,
+            source if publisher is not None else None,
         )
         self._keep(stored)
         return stored
+
+    def _admit(self, existing: StoredRecord | None, publisher: PeerId | None,
+               source: str | None, now: float) -> None:
+        """Raise ``StorageQuotaExceeded`` unless every scope has room."""
+        cfg = self.config
+        if publisher is None:
+            if (existing is None or existing.publisher is not None) and (
+                    self._own >= cfg.max_own_records):
+                raise StorageQuotaExceeded(f"own record budget is full ({cfg.max_own_records})")
+            return
+        if existing is None and self._foreign >= cfg.max_records:
+            self.expire(now)
+            if self._foreign >= cfg.max_records:
+                raise StorageQuotaExceeded(f"record store is full ({cfg.max_records})")
+        if existing is None or existing.publisher != publisher:
+            if self._per_peer.get(publisher, 0) >= cfg.max_records_per_peer:
+                raise StorageQuotaExceeded(
+                    f"{publisher} already stores {cfg.max_records_per_peer} records here"
+                )
+        if source is not None and (existing is None or existing.source != source):
+            if self._per_source.get(source, 0) >= cfg.max_records_per_source:
+                raise StorageQuotaExceeded(
+                    f"source {source} already stores {cfg.max_records_per_source} records here"
+                )
 
     def remove(self, key: bytes) -> bool:
         stored = self._records.get(key)
@@ -142,14 +180,28 @@ class MemoryRecordStore:
     # Subclasses (the persistent store) restore state through _keep.
     def _keep(self, stored: StoredRecord) -> None:
         self._records[stored.record.key] = stored
-        if stored.publisher is not None:
-            self._per_peer[stored.publisher] = self._per_peer.get(stored.publisher, 0) + 1
+        if stored.publisher is None:
+            self._own += 1
+            return
+        self._foreign += 1
+        self._per_peer[stored.publisher] = self._per_peer.get(stored.publisher, 0) + 1
+        if stored.source is not None:
+            self._per_source[stored.source] = self._per_source.get(stored.source, 0) + 1
 
     def _forget(self, stored: StoredRecord) -> None:
         del self._records[stored.record.key]
-        if stored.publisher is not None:
-            left = self._per_peer[stored.publisher] - 1
-            if left:
-                self._per_peer[stored.publisher] = left
-            else:
-                del self._per_peer[stored.publisher]
+        if stored.publisher is None:
+            self._own -= 1
+            return
+        self._foreign -= 1
+        _uncount(self._per_peer, stored.publisher)
+        if stored.source is not None:
+            _uncount(self._per_source, stored.source)
+
+
+def _uncount(counts: dict[K, int], key: K) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)

@@ -93,7 +93,7 @@ async def test_dht_ops_end_to_end(short_tmp: Path) -> None:
                 await api.call("dht_find_providers", {"key": "nobody provides this"})
             assert no_providers.value.code == "not_found"
         # The putter's own record persists in its data directory.
-        saved = (Path(a.home.root) / "dht" / "records.json").read_text()
+        saved = (Path(a.home.root) / "dht" / "records.log").read_text()
         assert put["key"] in saved or "aGVsbG8gZnJvbSB0aGUgYXBp" in saved
 
 
