@@ -118,3 +118,24 @@ async def test_pylibp2p_peer_reserves_on_an_overlay_relay_and_is_reached(
                     assert conn.path == "relayed" and conn.remote_peer == target
                     assert await b.ping(target) > 0
                 assert server.stats().circuits_active == 1
+
+
+@pytest.mark.timeout(120)
+async def test_pylibp2p_peer_reaches_an_overlay_node_through_a_pylibp2p_relay(
+        pylibp2p_python: str) -> None:
+    """The spec's pairing: overlay reserves on a libp2p relay, and a libp2p
+    peer (py-libp2p's circuit transport: hop CONNECT, then Noise and a
+    muxer over the circuit) reaches it there."""
+    async with pylibp2p_relay(pylibp2p_python) as relay, AsyncExitStack() as stack:
+        relay_addr = next(a for a in relay["addrs"] if a.startswith("/ip4/127.0.0.1/"))
+        relay_id = PeerId.from_string(relay["peer_id"])
+        async with overlay_node(stack) as (a, a_client):
+            async with asyncio.timeout(STEP_TIMEOUT):
+                await a.connect(relay_addr)
+                await a_client.reserve(relay_id)
+            circuit = f"{relay_addr}/p2p-circuit/p2p/{a.peer_id}"
+            async with pylibp2p_relay(pylibp2p_python, "--dial-circuit", circuit) as dialer:
+                dialed = dialer["dialed"]
+                assert "error" not in dialed, dialed
+                assert dialed["peer_id"] == str(a.peer_id) and dialed["rtt_ms"] > 0
+            assert a_client.circuits_accepted == 1
