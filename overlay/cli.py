@@ -42,6 +42,7 @@ from overlay.cli_dht import add_dht_parser
 from overlay.cli_name import add_name_parser
 from overlay.cli_nat import add_nat_parser
 from overlay.cli_relay import add_relay_parser
+from overlay.cli_stats import add_stats_parser
 from overlay.cli_rendezvous import add_rendezvous_parser
 from overlay.cli_serve import add_serve_parser
 from overlay.daemon.errors import ApiError, DaemonNotRunning
@@ -82,6 +83,7 @@ COMMAND_GROUPS: list[AddParser] = [
     add_name_parser,
     add_nat_parser,
     add_relay_parser,
+    add_stats_parser,
     add_rendezvous_parser,
     add_serve_parser,
     _add_sim_parser,

@@ -152,6 +152,9 @@ def add_core_parsers(sub: Any, parents: Parents) -> None:
     p.add_argument("--dns", metavar="HOST:PORT|off", type=_dns_arg, default=None,
                    help="serve names over DNS here, UDP and TCP (default: from config.toml, "
                         "else 127.0.0.1:5335); `off` disables it")
+    p.add_argument("--metrics", metavar="HOST:PORT|off", type=_dns_arg, default=None,
+                   help="serve Prometheus metrics (limit hits, counters) at "
+                        "http://HOST:PORT/metrics (default: from config.toml, else off)")
     p.add_argument("--stun", metavar="HOST:PORT", action="append", type=stun_server_arg,
                    default=[], help="STUN server asked from the QUIC socket, repeatable; an "
                                     "introducer's QUIC port is one (default: from config.toml)")
@@ -252,7 +255,7 @@ def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
                                      bootstrap=ns.bootstrap, dht_mode=ns.dht_mode,
                                      kad_protocol=ns.kad_protocol, dns=ns.dns,
                                      stun=ns.stun, introducer=ns.introducer,
-                                     mdns=ns.mdns, relays=ns.relays))
+                                     mdns=ns.mdns, relays=ns.relays, metrics=ns.metrics))
 
 
 def _cmd_id(ns: argparse.Namespace, home: Home) -> int:

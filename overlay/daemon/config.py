@@ -100,6 +100,11 @@ class DaemonConfig:
     whatever AutoNAT says (docs/nat.md, "Circuit relay")."""
     relay_limits: Mapping[str, Any] = field(default_factory=dict)
     """An introducer's circuit relay limits (table; docs/nat.md lists keys)."""
+    metrics: str = "off"
+    """Serve Prometheus metrics (limit hits, kad, DNS and API counters) over
+    HTTP at ``HOST:PORT``; ``off`` (the default) serves none.  Bind a
+    loopback address unless the scraper is trusted: nothing is secret but
+    nothing is authenticated either."""
     autonat: str = "on"
     """AutoNAT v2 (docs/nat.md): ``on`` tests our addresses and serves
     others; ``lab`` also tests and dials private and loopback addresses
@@ -118,6 +123,10 @@ class DaemonConfig:
                 or len(self.kad_protocol) > 256 or "\n" in self.kad_protocol):
             raise ConfigError("`kad_protocol` must be a protocol ID such as /ovl/kad/1.0.0")
         parse_dns_address(self.dns)  # ConfigError naming the problem
+        try:
+            parse_dns_address(self.metrics)
+        except ConfigError as exc:
+            raise ConfigError(f"`metrics`: {exc}".replace("DNS address", "address")) from None
         try:
             zone = normalize_hostname(self.zone)
         except OverlayError as exc:
@@ -154,6 +163,7 @@ _FIELDS: dict[str, type] = {
     "relays": tuple,
     "relay_limits": dict,
     "autonat": str,
+    "metrics": str,
 }
 
 
@@ -218,6 +228,7 @@ def config_document(config: DaemonConfig) -> dict[str, TomlValue]:
         "relays": list(config.relays),
         "relay_limits": dict(config.relay_limits),
         "autonat": config.autonat,
+        "metrics": config.metrics,
     }
 
 

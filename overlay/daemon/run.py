@@ -52,15 +52,18 @@ def default_extensions(
     from overlay.nat.autonat_ext import AutoNATExtension
     from overlay.nat.daemon_ext import NatExtension
     from overlay.rendezvous.daemon_ext import RendezvousExtension
+    from overlay.daemon.ops_stats import StatsExtension
+    from overlay.naming.dns_front import parse_dns_address
 
+    # Limit counters and the Prometheus endpoint (`metrics`, off by default).
+    stats = StatsExtension(parse_dns_address(config.metrics) if config is not None else None)
     if key is None:
         dht_only = DhtExtension()
         return [NatExtension(), AutoNATExtension(), dht_only, PeerMemoryExtension(dht_only),
                 MdnsExtension(),
-                RendezvousExtension(None)]
+                RendezvousExtension(None), stats]
     from overlay.daemon.ops_name import naming_extensions
     from overlay.naming.config import NamingConfig
-    from overlay.naming.dns_front import parse_dns_address
     from overlay.naming.service import NameServiceConfig
 
     config = config or DaemonConfig()
@@ -79,7 +82,7 @@ def default_extensions(
     # AutoNAT after STUN: STUN's mapped addresses are among its candidates.
     return [NatExtension(), AutoNATExtension(), dht, naming, PeerMemoryExtension(dht),
             MdnsExtension(),
-            RendezvousExtension(key), RelayExtension(key)]
+            RendezvousExtension(key), RelayExtension(key), stats]
 
 
 async def run_daemon(
@@ -98,6 +101,7 @@ async def run_daemon(
     introducer: bool | None = None,
     mdns: bool | None = None,
     relays: Sequence[str] = (),
+    metrics: str | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
 
@@ -131,6 +135,8 @@ async def run_daemon(
         config = replace(config, mdns=mdns)
     if relays:
         config = replace(config, relays=tuple(relays))
+    if metrics is not None:
+        config = replace(config, metrics=metrics)
     if extensions is None:
         # An address asked for on the command line must be served; the
         # configured one (usually the default) only warns when it is busy.
@@ -147,6 +153,7 @@ async def run_daemon(
                 print(json.dumps({"event": READY_LINE, "peer_id": str(daemon.peer_id),
                                   "addrs": daemon.full_addrs(), "api_socket": str(daemon.api_path),
                                   "dns": _dns_text(extensions),
+                                  "metrics": _metrics_text(extensions),
                                   "agent_version": AGENT_VERSION}), file=out, flush=True)
             else:
                 print(f"overlay daemon ({AGENT_VERSION})", file=out)
@@ -157,6 +164,9 @@ async def run_daemon(
                 dns_text = _dns_text(extensions)
                 if dns_text is not None:
                     print(f"dns: {dns_text} (udp and tcp)", file=out)
+                metrics_at = _metrics_text(extensions)
+                if metrics_at is not None:
+                    print(f"metrics: http://{metrics_at}/metrics", file=out)
                 print(READY_LINE, file=out, flush=True)
             await stop.wait()
             stopping = time.monotonic()
@@ -169,10 +179,19 @@ async def run_daemon(
     return 0
 
 
+def _metrics_text(extensions: Sequence[DaemonExtension]) -> str | None:
+    """Where the Prometheus endpoint listens, if it runs."""
+    return _address_text(extensions, "metrics_address")
+
+
 def _dns_text(extensions: Sequence[DaemonExtension]) -> str | None:
     """Where the DNS front listens, if one runs."""
+    return _address_text(extensions, "dns_address")
+
+
+def _address_text(extensions: Sequence[DaemonExtension], attr: str) -> str | None:
     for extension in extensions:
-        address = getattr(extension, "dns_address", None)
+        address = getattr(extension, attr, None)
         if address is not None:
             host, port = address
             return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

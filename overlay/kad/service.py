@@ -153,6 +153,11 @@ class KadService:
         return self.config.protocol_id
 
     @property
+    def inbound_streams(self) -> int:
+        """Inbound kad streams being served now."""
+        return self._inbound.active
+
+    @property
     def is_server(self) -> bool:
         return self.config.mode == "server"
 
