@@ -77,3 +77,21 @@ async def test_relay_lying_about_the_caller_costs_the_circuit(net: RelayNet) -> 
     assert b.host.peer_id not in a.host.peers()
     # A and the relay carry on.
     assert await a.host.ping(net.relay.peer_id) > 0
+
+
+async def test_relay_lying_about_the_target_fails_the_dial(net: RelayNet) -> None:
+    from overlay.errors import PeerIdMismatch
+
+    a, b, c = await net.make_node(), await net.make_node(), await net.make_node()
+    await a.client.reserve(net.relay.peer_id)
+    await c.client.reserve(net.relay.peer_id)
+    honest = net.server._open_stop
+
+    async def misroute(src, dst, limit):  # type: ignore[no-untyped-def]
+        return await honest(src, c.host.peer_id, limit)
+
+    net.server._open_stop = misroute  # type: ignore[method-assign]
+    with pytest.raises(PeerIdMismatch):
+        async with asyncio.timeout(15):
+            await b.host.connect(a.client.circuit_addrs(with_self=True)[0])
+    assert a.host.peer_id not in b.host.peers()
