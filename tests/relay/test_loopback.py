@@ -281,3 +281,19 @@ async def test_relay_without_addresses_falls_back_to_the_dialed_one(net: RelayNe
     net.server._addrs = lambda: []
     info = await a.client.reserve(net.relay.peer_id)
     assert [str(x) for x in info.addrs] == [net.relay_addr()]
+
+
+async def test_reserve_naming_another_peer_reserves_for_the_sender(net: RelayNet) -> None:
+    from overlay.relay.messages import HopMessage, encode_hop
+
+    b = await net.make_node()
+    other = PeerId.from_public_key(Ed25519PrivateKey.generate().public_key())
+    stream = await b.host.new_stream(net.relay.peer_id, [HOP_PROTOCOL])
+    stream.write(frame(encode_hop(HopMessage(HopType.RESERVE, Peer(other)))))
+    async with asyncio.timeout(10):
+        answer = decode_hop(await read_frame(stream, 4096) or b"")
+    assert answer.status == Status.OK and answer.reservation is not None
+    voucher = open_voucher(answer.reservation.voucher, relay=net.relay.peer_id,
+                           peer=b.host.peer_id)
+    assert voucher.peer == b.host.peer_id
+    assert [p for p, _ in net.server.reservations()] == [b.host.peer_id]
