@@ -335,8 +335,10 @@ class StateWriter:
             raise StateWriteFailed(f"the {self.what} writer is not running")
         self._urgent = True
         self._wake.set()
+        failures = self.failures  # only a failure after this call counts
         async with self._changed:
-            await self._changed.wait_for(lambda: self._written >= mine or self._failed >= mine)
+            await self._changed.wait_for(
+                lambda: self._written >= mine or self.failures > failures)
         if self._written < mine:
             raise StateWriteFailed(f"writing the {self.what} failed; retrying in the background")
 
