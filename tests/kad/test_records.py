@@ -16,7 +16,6 @@ from overlay.kad.errors import (
 )
 from overlay.kad.keyspace import fake_peer_id
 from overlay.kad.messages import PeerInfo
-from overlay.kad.persist import FileRecordStore
 from overlay.kad.providers import ProviderConfig, ProviderStore
 from overlay.kad.records import Record, default_registry, immutable_key, namespace_of, public_key_record_key
 from overlay.kad.store import MemoryRecordStore, StoreConfig
