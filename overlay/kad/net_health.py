@@ -116,9 +116,15 @@ class HealthMonitor:
             return False
         return True
 
+    @property
+    def pending(self) -> int:
+        """Checks and admissions under way."""
+        return len(self._checking)
+
     async def _verify(self, contact: Contact, admit: Callable[[], None]) -> None:
-        async with self._background:
-            alive = await self._answers(contact)
+        # Not behind the background semaphore: one request on a connection
+        # the peer just opened, and the table fills as fast as peers arrive.
+        alive = await self._answers(contact)
         if alive:
             admit()
 

@@ -153,6 +153,12 @@ class KadService:
         return self.config.protocol_id
 
     @property
+    def checks_pending(self) -> int:
+        """Liveness checks and admissions (a peer identify named, asked
+        once before it enters the table) still under way."""
+        return self._health.pending
+
+    @property
     def inbound_streams(self) -> int:
         """Inbound kad streams being served now."""
         return self._inbound.active
