@@ -9,6 +9,7 @@ a record that arrived from the network is ``MalformedName``.
 
 from __future__ import annotations
 
+from overlay import statefile
 from overlay.errors import (
     DecodeError,
     InvalidSignature,
@@ -164,8 +165,8 @@ class OwnerChanged(NamingError, RemoteProtocolError):
         self.pinned_until = pinned_until
 
 
-class CorruptState(NamingError, LocalProtocolError):
-    """A persisted naming state file (pins, cache) is unreadable."""
+class CorruptState(NamingError, LocalProtocolError, statefile.CorruptState):
+    """A persisted naming state file (pins, cache, owned names) is unreadable."""
 
 
 class PowNotFound(NamingError, LimitExceeded):

@@ -1,6 +1,8 @@
 """The names this node owns, persisted so a restarted daemon keeps them.
 
-One versioned JSON file (``owned-names.json``, mode 0600, atomic writes)
+One versioned JSON file (``owned-names.json``, mode 0600, atomic writes,
+in the ``overlay.statefile`` envelope and written by the service's
+``StateWriter`` from a worker thread)
 maps each name to the latest record this node published for it and when it
 must be republished.  The record carries everything needed to make the
 next one: the proof-of-work nonce, the transfer proof and the targets.
@@ -13,20 +15,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from overlay import statefile
 from overlay.fsutil import atomic_write
 from overlay.naming.config import NamingConfig
 from overlay.naming.errors import CorruptState, RecordRejected
 from overlay.naming.record import NameRecord, decode_record
 from overlay.naming.validate import check_structure, parse_owner_key
+from overlay.statefile import encode_state, read_state
 
-__all__ = ["OWNED_FILE", "OWNED_FORMAT", "OWNED_VERSION", "OwnedName", "load_owned", "save_owned"]
+__all__ = ["OWNED_FILE", "OWNED_FORMAT", "OWNED_VERSION", "OwnedName", "load_owned",
+           "owned_body", "save_owned"]
 
 OWNED_FILE = "owned-names.json"
 OWNED_FORMAT = "overlay-owned-names"
@@ -48,10 +52,9 @@ class OwnedName:
     """Storage nodes that accepted the last publication."""
 
 
-def save_owned(path: Path, names: dict[str, OwnedName]) -> None:
-    doc: dict[str, Any] = {
-        "format": OWNED_FORMAT,
-        "version": OWNED_VERSION,
+def owned_body(names: dict[str, OwnedName]) -> dict[str, Any]:
+    """The file's body (inside the ``overlay.statefile`` envelope)."""
+    return {
         "names": {
             name: {
                 "record": base64.b64encode(entry.record.to_bytes()).decode("ascii"),
@@ -63,8 +66,10 @@ def save_owned(path: Path, names: dict[str, OwnedName]) -> None:
             for name, entry in sorted(names.items())
         },
     }
-    data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    atomic_write(path, data, 0o600)
+
+
+def save_owned(path: Path, names: dict[str, OwnedName]) -> None:
+    atomic_write(path, encode_state(OWNED_FORMAT, OWNED_VERSION, owned_body(names)), 0o600)
 
 
 def _number(value: object, what: str) -> float:
@@ -76,22 +81,12 @@ def _number(value: object, what: str) -> float:
 def load_owned(path: Path, owner: bytes, naming: NamingConfig) -> dict[str, OwnedName]:
     """The owned names in ``path`` (empty if missing); raises ``CorruptState``."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
+        found = read_state(path, OWNED_FORMAT, (OWNED_VERSION,), _MAX_FILE_BYTES)
+    except statefile.CorruptState as exc:
+        raise CorruptState(str(exc)) from None
+    if found is None:
         return {}
-    except OSError as exc:
-        raise CorruptState(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > _MAX_FILE_BYTES:
-        raise CorruptState(f"{path} is larger than {_MAX_FILE_BYTES} bytes")
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptState(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != OWNED_FORMAT:
-        raise CorruptState(f"{path} is not an owned-names file")
-    if doc.get("version") != OWNED_VERSION:
-        raise CorruptState(f"{path}: version {doc.get('version')!r} is not supported")
+    doc = found[1]
     entries = doc.get("names")
     if not isinstance(entries, dict):
         raise CorruptState(f"{path} lacks its names")

@@ -2,8 +2,10 @@
 pins, kept in memory and written to disk after changes.
 
 Writes are atomic (``overlay.naming.store``: temporary file, fsync,
-rename, mode 0600) and batched: ``mark_dirty`` after a change, ``flush``
-from the owner's flusher task and once more at shutdown.  A cache file that
+rename, mode 0600) and never on the loop: ``mark_dirty`` after a change
+wakes the owner's ``StateWriter`` (``on_dirty``), which calls ``prepare``
+on the loop (a copy of both documents) and writes them from a worker
+thread, coalesced, and once more at shutdown.  A cache file that
 cannot be read is moved aside and the cache starts empty (it is only a
 cache); an unreadable pins file stops the start, because silently dropping
 pins would re-open trust on first use for every name.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from overlay.naming.cache import CacheConfig, ResourceMap
@@ -20,7 +23,7 @@ from overlay.naming.config import NamingConfig
 from overlay.naming.errors import CorruptState
 from overlay.naming.pins import OwnerPins
 from overlay.naming.record import NameRecord
-from overlay.naming.store import load_cache, load_pins, save_cache, save_pins
+from overlay.naming.store import load_cache, load_pins, save_cache, save_pins, write_json
 from overlay.naming.validate import validate
 
 __all__ = ["CACHE_FILE", "PINS_FILE", "ResolverState"]
@@ -49,6 +52,7 @@ class ResolverState:
         self.pins = OwnerPins(max_pins)
         self._dirty = False
         self.flushes = 0
+        self.on_dirty: Callable[[], None] | None = None
 
     @property
     def dirty(self) -> bool:
@@ -73,6 +77,26 @@ class ResolverState:
 
     def mark_dirty(self) -> None:
         self._dirty = True
+        if self.on_dirty is not None:
+            self.on_dirty()
+
+    def prepare(self) -> Callable[[], None] | None:
+        """For a ``StateWriter``: both documents now, written in the thread."""
+        if not self._dirty or self.directory is None:
+            self._dirty = False
+            return None
+        self._dirty = False
+        directory, pins, cache = self.directory, self.pins.to_dict(), self.cache.to_dict()
+
+        def job() -> None:
+            write_json(directory / PINS_FILE, pins)
+            write_json(directory / CACHE_FILE, cache)
+            self.flushes += 1
+
+        return job
+
+    def requeue(self, job: Callable[[], None]) -> None:
+        self._dirty = True  # the failed write is redone with the state of then
 
     def flush(self) -> bool:
         """Write both files if something changed; returns whether it wrote."""

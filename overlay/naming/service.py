@@ -43,13 +43,21 @@ from overlay.naming.config import NamingConfig
 from overlay.naming.errors import OwnerChanged
 from overlay.naming.names import parse_name
 from overlay.naming.net_errors import NameNotFound, NameTaken, NotOwner, PublishFailed
-from overlay.naming.owned import OWNED_FILE, OwnedName, load_owned, save_owned
+from overlay.naming.owned import (
+    OWNED_FILE,
+    OWNED_FORMAT,
+    OWNED_VERSION,
+    OwnedName,
+    load_owned,
+    owned_body,
+)
 from overlay.naming.policy import released_by
 from overlay.naming.pow import MAX_NONCE, PowNotFound, solve_pow, verify_pow
 from overlay.naming.record import NameRecord, PeerTarget, RecordKind, Service
 from overlay.naming.resolver import DhtClient, Resolution, Resolver, ResolverConfig
 from overlay.naming.resource_map_store import ResolverState
 from overlay.naming.validate import validate
+from overlay.statefile import Snapshot, StateWriter
 
 __all__ = ["NameService", "NameServiceConfig", "PublishResult", "Targets"]
 
@@ -174,7 +182,17 @@ class NameService:
         self._failures: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
-        self._dirty = asyncio.Event()
+        # State files are written from worker threads, coalesced (STYLE rule
+        # 16); a full disk is logged and retried, never fatal to the daemon.
+        self._state_writer: StateWriter | None = None
+        self._owned_writer: StateWriter | None = None
+        if directory is not None:
+            self._state_writer = StateWriter(self.state, "resource map and pins",
+                                             interval=config.flush_delay)
+            self.state.on_dirty = self._state_writer.mark_dirty
+            self._owned_writer = StateWriter(
+                Snapshot(directory / OWNED_FILE, OWNED_FORMAT, OWNED_VERSION,
+                         lambda: owned_body(self._owned)), "owned names", interval=0.05)
         self._published = asyncio.Condition()
         self.republished = 0
         """Successful republications since start."""
@@ -197,7 +215,10 @@ class NameService:
         tg = asyncio.TaskGroup()
         await tg.__aenter__()
         self._tg = tg
-        self._tasks = [tg.create_task(self._republisher()), tg.create_task(self._flusher())]
+        for writer in (self._state_writer, self._owned_writer):
+            if writer is not None:
+                await writer.__aenter__()
+        self._tasks = [tg.create_task(self._republisher())]
         return self
 
     async def __aexit__(
@@ -218,17 +239,17 @@ class NameService:
         finally:
             await self.resolver.__aexit__(exc_type, exc, tb)
             self.state.mark_dirty()
-            self.state.flush()
             self._save_owned()
+            # Each writer writes what is left, or logs that it cannot.
+            for writer in (self._state_writer, self._owned_writer):
+                if writer is not None:
+                    await writer.__aexit__(None, None, None)
 
     # -- queries ------------------------------------------------------------------
 
     async def resolve(self, name: str, *, use_cache: bool = True,
                       wait_final: bool = False) -> Resolution:
-        resolution = await self.resolver.resolve(name, use_cache=use_cache,
-                                                 wait_final=wait_final)
-        self._dirty.set()
-        return resolution
+        return await self.resolver.resolve(name, use_cache=use_cache, wait_final=wait_final)
 
     def owned(self) -> list[OwnedName]:
         return [self._owned[name] for name in sorted(self._owned)]
@@ -444,7 +465,6 @@ class NameService:
         if stored < 1:
             raise PublishFailed(f"no storage node accepted the record for {record.name}")
         self.resolver.remember(record)
-        self._dirty.set()
         republish_at: float | None = None
         if keep:
             republish_at = self._republish_at(now)
@@ -454,11 +474,14 @@ class NameService:
         self._failures.pop(record.name, None)
         self._save_owned()
         self._wake.set()
+        if self._owned_writer is not None:
+            # Acknowledged means on disk: the API answers after this write.
+            await self._owned_writer.flush()
         return PublishResult(record, stored, republish_at)
 
     def _save_owned(self) -> None:
-        if self.directory is not None:
-            save_owned(self.directory / OWNED_FILE, self._owned)
+        if self._owned_writer is not None:
+            self._owned_writer.mark_dirty()
 
     # -- background tasks ---------------------------------------------------------
 
@@ -504,16 +527,6 @@ class NameService:
             self.republished += 1
             self._published.notify_all()
 
-    async def _flusher(self) -> None:
-        try:
-            while True:
-                await self._dirty.wait()
-                await asyncio.sleep(self.config.flush_delay)  # batch bursts of changes
-                self._dirty.clear()
-                self.state.flush()
-        except asyncio.CancelledError:
-            self.state.flush()
-            raise
 
 
 def _peer_text(owner: bytes) -> str:
