@@ -100,7 +100,9 @@ class KadService:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        inbound_limits: InboundLimits | None = None,
     ) -> None:
+        """``inbound_limits``: streams one peer or one source may hold."""
         self.host = host
         self.config = config or KadServiceConfig()
         cfg = self.config
@@ -138,7 +140,7 @@ class KadService:
         )
         self.limit_hits = LimitHits()
         """Inbound limits hit, by cause (``overlay stats``)."""
-        self._inbound = KadInbound(cfg, self._answer, self._reject, InboundLimits(),
+        self._inbound = KadInbound(cfg, self._answer, self._reject, inbound_limits,
                                    hits=self.limit_hits, clock=clock)
         self._local_kind: tuple[float, bool] | None = None
         self._refreshing = False
