@@ -45,6 +45,7 @@ __all__ = [
     "Snapshot",
     "StateWriter",
     "encode_state",
+    "read_bytes_limited",
     "read_state",
     "remove_stale_tmp",
 ]
@@ -67,7 +68,9 @@ def encode_state(fmt: str, version: int, body: dict[str, Any]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-def _read_limited(path: Path, max_bytes: int) -> bytes | None:
+def read_bytes_limited(path: Path, max_bytes: int) -> bytes | None:
+    """The file's bytes, refused unread over ``max_bytes`` (``CorruptState``);
+    None if it does not exist."""
     try:
         with path.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
@@ -104,7 +107,7 @@ def read_state(path: str | os.PathLike[str], fmt: str, versions: Iterable[int],
     """``(version, document)`` of ``path``, or None if it does not exist;
     raises ``CorruptState``."""
     target = Path(path)
-    data = _read_limited(target, max_bytes)
+    data = read_bytes_limited(target, max_bytes)
     if data is None:
         return None
     try:

@@ -11,6 +11,9 @@ would know nobody.  The file is versioned JSON::
 A snapshot merges what the node knows now with what it loaded: a peer
 that is unreachable for a while is kept until ``max_age`` has passed, so a
 short outage on either side does not wipe the memory.
+
+The envelope is ``overlay.statefile``'s (``"format": "overlay-peers"``);
+files of version 1 written before it carried a format are still read.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from overlay.daemon.errors import DaemonError
 from overlay.errors import InvalidMultiaddr, InvalidPeerId
 from overlay.identity import PeerId
 from overlay.multiaddrs import parse_quic_multiaddr
+from overlay.statefile import CorruptState
 
 __all__ = [
+    "PEERS_FORMAT",
     "PEERS_VERSION",
     "PeerMemoryConfig",
     "PeerStateError",
@@ -37,9 +42,10 @@ __all__ = [
 ]
 
 PEERS_VERSION = 1
+PEERS_FORMAT = "overlay-peers"
 
 
-class PeerStateError(DaemonError):
+class PeerStateError(DaemonError, CorruptState):
     """``peers.json`` is unreadable or of another version; it is ignored."""
 
 
@@ -125,6 +131,7 @@ def merge_peers(current: Iterable[SavedPeer], remembered: Iterable[SavedPeer],
 
 def encode_peers(peers: Sequence[SavedPeer], saved_at: float) -> bytes:
     document = {
+        "format": PEERS_FORMAT,
         "version": PEERS_VERSION,
         "saved_at": round(saved_at, 3),
         "peers": [{"peer_id": str(p.peer_id), "addrs": list(p.addrs),
@@ -149,6 +156,8 @@ def decode_peers(data: bytes, config: PeerMemoryConfig) -> list[SavedPeer]:
         document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise PeerStateError(f"peer memory is not JSON: {exc}") from exc
+    if isinstance(document, dict) and document.get("format", PEERS_FORMAT) != PEERS_FORMAT:
+        raise PeerStateError("peer memory is a file of another format")
     if not isinstance(document, dict) or document.get("version") != PEERS_VERSION:
         version = document.get("version") if isinstance(document, dict) else None
         raise PeerStateError(f"peer memory has version {version!r}; this overlay reads "

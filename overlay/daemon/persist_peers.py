@@ -6,7 +6,8 @@ peerstore and bootstraps the DHT from them in the background, beside the
 configured bootstrap list.  While running it saves every
 ``save_interval`` (only when something changed) and once more on exit,
 each time atomically and from a worker thread, so the event loop never
-waits for fsync.  It must come after the DHT extension.
+waits for fsync; the file is read through ``overlay.statefile`` (size
+limit before reading) and a crash's temporary files are removed at start.  It must come after the DHT extension.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from overlay.errors import DecodeError
 from overlay.fsutil import atomic_write
 from overlay.kad.service import KadService
 from overlay.multiaddrs import multiaddr_from_bytes
+from overlay.statefile import CorruptState, read_bytes_limited, remove_stale_tmp
 from overlay.supervisor import run_supervised
 
 __all__ = ["PeerMemoryExtension"]
@@ -88,15 +90,9 @@ class PeerMemoryExtension:
 
     def _load(self, path: Path) -> list[SavedPeer]:
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            log.warning("cannot read the peer memory %s: %s", path, exc.strerror or exc)
-            return []
-        try:
-            return decode_peers(data, self.config)
-        except PeerStateError as exc:
+            data = read_bytes_limited(path, self.config.max_file_bytes)
+            return [] if data is None else decode_peers(data, self.config)
+        except CorruptState as exc:
             # Overwritten by the next save; a node must start without it.
             log.warning("ignoring %s: %s", path, exc)
             return []
@@ -141,6 +137,7 @@ class PeerMemoryExtension:
         if kad is None:
             raise PeerStateError("the peer memory needs the DHT extension before it")
         path = Path(daemon.home.root) / self.config.file
+        remove_stale_tmp(path.parent, (path.name,))
         self._remembered = self._load(path)
         for peer in self._remembered:
             kad.host.peerstore.add_addrs(peer.peer_id, [Multiaddr(a) for a in peer.addrs])

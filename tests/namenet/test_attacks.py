@@ -64,10 +64,11 @@ class LyingStore(MemoryRecordStore):
             return StoredRecord(Record(key, self.value), None, now, now + 3600)
         return super().get(key, now)
 
-    def put(self, record: Record, publisher: PeerId | None, now: float) -> StoredRecord:
+    def put(self, record: Record, publisher: PeerId | None, now: float,
+            source: str | None = None) -> StoredRecord:
         if record.key == self.key:
             return StoredRecord(record, publisher, now, now + 3600)  # says yes, keeps lying
-        return super().put(record, publisher, now)
+        return super().put(record, publisher, now, source)
 
     def __iter__(self) -> Iterator[StoredRecord]:
         return iter([])
