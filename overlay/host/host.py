@@ -75,6 +75,7 @@ class Host:
         self.observed_addrs = ObservedAddrs()
         self._conns = ConnectionManager(cfg.max_connections, cfg.max_connections_per_peer)
         self._connected_peers: set[PeerId] = set()
+        self._punched: set[Connection] = set()
         self._quic = QuicTransport(self, endpoint_factory or self._create_quic_endpoint)
         self.circuit_transport = CircuitTransport(self, private_key)
         """Dials ``/p2p-circuit`` addresses; a relay client hands it inbound
@@ -302,6 +303,7 @@ class Host:
         finally:
             conn.close(0, "")
             self._conns.remove(conn)
+            self._punched.discard(conn)
             # get() also prunes closed connections, so ask it rather than
             # trusting remove()'s answer.
             if self._conns.get(peer) is None and peer in self._connected_peers:
@@ -321,6 +323,15 @@ class Host:
 
     def peers(self) -> list[PeerId]:
         return [peer for peer in self._conns.peers() if self._conns.get(peer) is not None]
+
+    def mark_punched(self, conn: Connection) -> None:
+        """Record that ``conn`` is a direct connection hole punching made
+        (DCUtR); ``is_punched`` reports it for as long as it lives."""
+        if not conn.is_closed:
+            self._punched.add(conn)
+
+    def is_punched(self, conn: Connection) -> bool:
+        return conn in self._punched
 
     def best_connection(self, peer_id: PeerId) -> Connection | None:
         """The live connection new streams to ``peer_id`` use: a direct one

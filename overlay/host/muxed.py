@@ -116,6 +116,12 @@ class MuxedConnection:
         (None until it is answered)."""
         return self._rtt
 
+    @property
+    def open_stream_count(self) -> int:
+        """Streams still open on it (DCUtR closes a relayed connection the
+        direct one replaced once this reaches 0)."""
+        return self._session.stream_count
+
     async def open_stream(self) -> YamuxStream:
         return await self._session.open_stream()
 

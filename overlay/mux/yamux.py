@@ -320,6 +320,11 @@ class YamuxSession:
         return self._core.error
 
     @property
+    def stream_count(self) -> int:
+        """Streams not yet closed both ways nor reset."""
+        return self._core.stream_count
+
+    @property
     def remote_go_away(self) -> int | None:
         """The code of the peer's Go Away, if it sent one."""
         return self._core.remote_go_away
