@@ -68,8 +68,14 @@ def _overlay(args: Sequence[str]) -> list[str]:
 
 
 def start_daemon(lab: Lab, node: Node, ip: str, *extra: str,
-                 relay_limits: dict[str, Any] | None = None) -> Daemon:
-    home = lab.workdir / node.name
+                 relay_limits: dict[str, Any] | None = None, name: str | None = None,
+                 autonat_lab: bool = False) -> Daemon:
+    home = lab.workdir / (name or node.name)
+    if autonat_lab:
+        # AutoNAT may dial back documentation-range addresses in the lab;
+        # init keeps an existing config.
+        home.mkdir(parents=True)
+        (home / "config.toml").write_text('version = 1\nautonat = "lab"\n')
     if relay_limits is not None:
         from overlay.daemon.config import load_config, save_config
         from overlay.daemon.home import Home
@@ -238,3 +244,30 @@ def test_default_limits_cut_a_large_transfer_and_are_reported(
     assert server["circuits_cut_by_limit"] == 1, server
     text = overlay(lab, intro, "relay", "status").stdout
     assert "1 cut by a limit" in text and "131072 bytes" in text, text
+
+
+def test_autonat_private_node_reserves_by_itself(lab: Lab) -> None:
+    """No --relay: AutoNAT (two public servers) finds the node behind the
+    NAT private, and auto-relay reserves on the introducer it bootstrapped
+    from; a public node that never met it pings it at the advertised
+    circuit address."""
+    topo = build_nat_topology(lab)
+    intro = start_daemon(lab, topo.server, topo.server_ip, "--introducer", name="intro",
+                         autonat_lab=True)
+    c = start_daemon(lab, topo.server, topo.server_ip, "--bootstrap", intro.addr, name="c",
+                     autonat_lab=True)
+    b = start_daemon(lab, topo.client, topo.client_ip, "--bootstrap", intro.addr,
+                     "--bootstrap", c.addr, autonat_lab=True)
+    status: dict[str, Any] = {}
+    for _ in range(POLL_TRIES * 2):
+        status = overlay_json(lab, b, "relay", "status")
+        if status["reservations"] and status["advertised"]:
+            break
+    assert status["private"] is True and status["static_relays"] == [], status
+    assert [r["relay"] for r in status["reservations"]] == [intro.peer_id], status
+    circuit = status["advertised"][0]
+    assert circuit == f"{intro.addr}/p2p-circuit/p2p/{b.peer_id}"
+    # c already holds b's outbound (direct) connection; a newcomer has none.
+    d = start_daemon(lab, topo.server, topo.server_ip, name="d")
+    pinged = overlay_json(lab, d, "ping", circuit, "--count", "1")
+    assert pinged["peer_id"] == b.peer_id and pinged["path"] == "relayed", pinged
