@@ -38,6 +38,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Protocol
 
@@ -50,6 +51,7 @@ from overlay.naming.record import NameRecord, RecordKind
 from overlay.naming.resolve import Done, NeedMore, NotFound, Status
 from overlay.naming.resource_map_store import ResolverState
 from overlay.naming.tracker import Answer, AnswerTracker
+from overlay.supervisor import Supervisor
 
 __all__ = ["DhtClient", "Resolution", "Resolver", "ResolverConfig"]
 
@@ -169,9 +171,7 @@ class Resolver:
         self.config = config
         self.namespace = NameNamespace(naming)
         self._clock = clock
-        self._tg: asyncio.TaskGroup | None = None
-        self._inflight: dict[str, asyncio.Future[Resolution]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sup: Supervisor | None = None
         self._background = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -181,10 +181,9 @@ class Resolver:
         """Times background verification replaced the early answer."""
 
     async def __aenter__(self) -> Resolver:
-        if self._tg is not None:
+        if self._sup is not None:
             raise LocalProtocolError("a resolver can be started once")
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
+        self._sup = await Supervisor("resolver", log).__aenter__()
         return self
 
     async def __aexit__(
@@ -193,15 +192,11 @@ class Resolver:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        tg, self._tg = self._tg, None
-        if tg is None:
+        sup, self._sup = self._sup, None
+        if sup is None:
             raise LocalProtocolError("the resolver was not started")
         # Background verification is best effort: stop it rather than wait.
-        for task in list(self._tasks):
-            task.cancel()
-        # The body's exception belongs to the caller; a TaskGroup handed it
-        # would wrap it in an ExceptionGroup.  The group only waits for our tasks.
-        await tg.__aexit__(None, None, None)
+        await sup.aclose()
 
     async def wait_idle(self) -> None:
         """Until no background verification runs (tests, benchmarks)."""
@@ -256,34 +251,25 @@ class Resolver:
         norm = self.normalize(name)
         if wait_final:
             return await self._resolve_network(norm, t0, wait_final=True)
-        pending = self._inflight.get(norm)
-        if pending is not None:
-            resolution = await asyncio.shield(pending)
-            return Resolution(resolution.name, resolution.record, resolution.source,
-                              time.perf_counter() - t0, resolution.fresh_until,
-                              resolution.supporters, resolution.final, resolution.closest)
-        future: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
-        self._inflight[norm] = future
-        try:
-            resolution = await self._resolve_network(norm, t0)
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                future.set_exception(exc)
-                future.exception()  # retrieved here; waiters still see it
-            else:
-                future.cancel()
-            raise
-        else:
-            future.set_result(resolution)
-            return resolution
-        finally:
-            del self._inflight[norm]
+        # Concurrent resolves of one name share one supervisor-owned lookup,
+        # awaited through ``shield``: a caller that goes away (its API client
+        # hung up) costs only itself.  The lookup goes on without waiters,
+        # since its answer fills the cache for the next caller.
+        resolution = await self._supervisor().shared(
+            ("resolve", norm), partial(self._resolve_network, norm, t0))
+        return Resolution(resolution.name, resolution.record, resolution.source,
+                          time.perf_counter() - t0, resolution.fresh_until,
+                          resolution.supporters, resolution.final, resolution.closest)
+
+    def _supervisor(self) -> Supervisor:
+        sup = self._sup
+        if sup is None:
+            raise LocalProtocolError("the resolver is not running (use `async with`)")
+        return sup
 
     async def _resolve_network(self, norm: str, t0: float, *,
                                wait_final: bool = False) -> Resolution:
-        tg = self._tg
-        if tg is None:
-            raise LocalProtocolError("the resolver is not running (use `async with`)")
+        sup = self._supervisor()
         key = self.namespace.key_for(norm)
         now = self._clock()
         pin = self.state.pins.get(norm)
@@ -292,11 +278,13 @@ class Resolver:
                                 pinned_owner=pinned_owner, max_responders=self.config.k)
         decided: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
         deadline = self.deadline()
+        task = sup.spawn(partial(self._lookup, norm, key, tracker, decided, wait_final, deadline),
+                         f"resolve lookup {norm}")
+        # Counted by the task's end, so a lookup cancelled before it ran
+        # still leaves the resolver idle.
         self._background += 1
         self._idle.clear()
-        task = tg.create_task(self._lookup(norm, key, tracker, decided, wait_final, deadline))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._lookup_ended)
         try:
             async with asyncio.timeout(deadline):
                 status = await asyncio.shield(decided)
@@ -392,9 +380,16 @@ class Resolver:
             if isinstance(final, Done):
                 await self._correct(key, final)
         finally:
-            self._background -= 1
-            if self._background == 0:
-                self._idle.set()
+            if not decided.done():
+                # The lookup failed unexpectedly: the caller learns now, not
+                # at its deadline.
+                decided.set_exception(ResolveFailed(f"the lookup for {norm} ended early"))
+                decided.exception()
+
+    def _lookup_ended(self, _task: asyncio.Task[None]) -> None:
+        self._background -= 1
+        if self._background == 0:
+            self._idle.set()
 
     def _verify(self, norm: str, early: Done | None, final: Status) -> None:
         """Background check: fix the cache and pin if the final decision

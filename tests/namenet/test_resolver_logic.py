@@ -299,3 +299,40 @@ def test_the_deadline_stretches_with_the_measured_round_trip() -> None:
     assert resolver.deadline() == 3.0
     dht.rtt = 2.0  # a pathological path is capped
     assert resolver.deadline() == 8.0
+
+
+async def test_two_clients_resolve_one_name_and_the_first_hangs_up() -> None:
+    # The case: two API clients resolve the same name at once and
+    # the first hangs up (its request task is cancelled).  The merged
+    # lookup is supervisor-owned, so the second still gets its answer.
+    alice = key(1)
+    gate = asyncio.Event()
+    dht = ScriptedDht([Answer(_peer(i), i, record(alice).to_bytes()) for i in range(1, 4)],
+                      gate=gate, release_after=0)
+    async with asyncio.timeout(10), _resolver(dht, Clock()) as resolver:
+        first = asyncio.create_task(resolver.resolve("alice.ovl"))
+        second = asyncio.create_task(resolver.resolve("alice.ovl"))
+        await dht.started.wait()
+        first.cancel()  # the first client hung up
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        gate.set()
+        got = await second
+        assert got.record.owner == alice.public_key().to_protobuf()
+        assert dht.lookups == 1
+        # The lookup filled the cache although its first caller left.
+        assert (await resolver.resolve("alice.ovl")).source == "cache"
+
+
+async def test_a_merged_resolve_error_reaches_every_caller() -> None:
+    dht = ScriptedDht([Answer(_peer(1), 1, failed=True)], gate=asyncio.Event(), release_after=0)
+    async with asyncio.timeout(10), _resolver(dht, Clock()) as resolver:
+        tasks = [asyncio.create_task(resolver.resolve("alice.ovl")) for _ in range(3)]
+        await dht.started.wait()
+        tasks[0].cancel()
+        assert dht.gate is not None
+        dht.gate.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[0], asyncio.CancelledError)
+        assert all(isinstance(r, ResolveFailed) for r in results[1:])
+        assert dht.lookups == 1
