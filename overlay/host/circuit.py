@@ -65,7 +65,7 @@ class CircuitHost(Protocol):
 
     def adopt(self, conn: Connection) -> None: ...
 
-    def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None: ...
+    def spawn(self, factory: Callable[[], Coroutine[Any, Any, object]], what: str) -> None: ...
 
 
 OpenCircuit = Callable[[Any, PeerId, PeerId], Awaitable[CircuitLike]]
@@ -201,7 +201,7 @@ class CircuitTransport:
         )
         try:
             self._host.spawn(
-                conn.run(), f"relayed connection {upgraded.remote_peer} via {circuit.relay}"
+                conn.run, f"relayed connection {upgraded.remote_peer} via {circuit.relay}"
             )
         except LocalProtocolError:
             raw.reset()  # the host is stopping: nobody would own the session

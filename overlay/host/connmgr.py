@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
+from typing import Any
 
-from overlay.errors import DialError, LimitExceeded, OverlayError
+from overlay.errors import LimitExceeded
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
+from overlay.supervisor import Supervisor
 
 __all__ = ["ConnectionManager"]
 
@@ -27,7 +28,6 @@ class ConnectionManager:
         self._max_per_peer = max_per_peer
         self._by_peer: dict[PeerId, list[Connection]] = {}
         self._count = 0
-        self._pending: dict[Hashable, asyncio.Future[Connection]] = {}
 
     def __len__(self) -> int:
         return self._count
@@ -99,30 +99,14 @@ class ConnectionManager:
         return True
 
     async def dial(
-        self, key: Hashable, attempt: Callable[[], Awaitable[Connection]]
+        self, key: Hashable, attempt: Callable[[], Coroutine[Any, Any, Connection]],
+        sup: Supervisor,
     ) -> Connection:
-        """Run ``attempt`` unless a dial with ``key`` is in flight; then share it."""
-        pending = self._pending.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
-        # Waiters may all be gone when the dial fails; mark it retrieved.
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._pending[key] = future
-        try:
-            conn = await attempt()
-        except asyncio.CancelledError:
-            future.set_exception(DialError("the dial was cancelled"))
-            raise
-        except (OverlayError, OSError, TimeoutError) as exc:
-            future.set_exception(exc)
-            raise
-        else:
-            future.set_result(conn)
-            return conn
-        finally:
-            del self._pending[key]
-            if not future.done():
-                # A bug in the dial: its own traceback propagates to this
-                # caller; merged waiters must not hang on it.
-                future.set_exception(DialError("the dial failed unexpectedly"))
+        """Run ``attempt`` unless a dial with ``key`` is in flight; then share it.
+
+        The dial is a task of ``sup`` that every caller awaits through
+        ``shield``: a caller that is cancelled costs only itself, the others
+        still get the connection or the dial's error.  A dial whose callers
+        all left still completes, since the connection serves the next one
+        (and the dial is bounded by the host's dial timeout)."""
+        return await sup.shared(("dial", key), attempt)

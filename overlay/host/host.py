@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from functools import partial
 from types import TracebackType
-from typing import Any
 
 from multiaddr import Multiaddr
 
@@ -37,7 +37,7 @@ from overlay.host.transport_types import DIRECT, Connection, Endpoint, Transport
 from overlay.identity import PeerId, PrivateKey
 from overlay.multiaddrs import dial_target_error, parse_multiaddr, parse_quic_multiaddr, split_p2p
 from overlay.negotiate import encode_message, handle_protocol, select_protocol
-from overlay.supervisor import run_supervised
+from overlay.supervisor import Job, Supervisor
 from overlay.transport.errors import GOING_AWAY
 from overlay.wire.stream import ByteStream
 
@@ -53,7 +53,7 @@ class Host:
 
     QUIC is its first transport; ``add_transport`` adds others (the
     circuit transport for ``/p2p-circuit`` addresses).  Every accept loop,
-    connection and stream handler runs in the host's TaskGroup and ends
+    connection and stream handler runs under the host's supervisor and ends
     when the host does; the ping and identify services are entered and
     left with it.
     """
@@ -85,8 +85,8 @@ class Host:
         self._withheld: set[Multiaddr] = set()
         self._handlers: dict[str, StreamHandler] = {}
         self._listeners: list[HostListener] = []
-        self._tg: asyncio.TaskGroup | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sup = Supervisor("host", log)
+        self._started = False
         self._closing = False
         self.ping_service = PingService(
             self,
@@ -99,10 +99,10 @@ class Host:
     # -- lifetime ---------------------------------------------------------
 
     async def __aenter__(self) -> Host:
-        if self._tg is not None or self._closing:
+        if self._started or self._closing:
             raise LocalProtocolError("a host can be started once")
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
+        self._started = True
+        await self._sup.__aenter__()
         await self.ping_service.__aenter__()
         await self.identify_service.__aenter__()
         return self
@@ -125,12 +125,9 @@ class Host:
                 await transport.aclose()
             except (OverlayError, OSError) as err:
                 log.debug("closing transport: %s", err)
-        for task in list(self._tasks):
-            task.cancel()
-        tg, self._tg = self._tg, None
-        if tg is None:
+        if not self._started:
             raise LocalProtocolError("the host was not started")
-        await tg.__aexit__(exc_type, exc, tb)
+        await self._sup.aclose()
         if conns:
             log.info(
                 "host stopped: told %d peer(s) over %d connection(s) that we are going away, in %.3f s",
@@ -148,22 +145,18 @@ class Host:
 
     @property
     def is_running(self) -> bool:
-        return self._tg is not None and not self._closing
+        return self._sup.running and not self._closing
 
     def _require_running(self) -> None:
         if not self.is_running:
             raise LocalProtocolError("the host is not running (use `async with host:`)")
 
-    def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
-        """Run ``coro`` supervised in the host's TaskGroup (transports'
-        accept loops and connection lifetimes run here)."""
-        tg = self._tg
-        if tg is None or self._closing:
-            coro.close()
+    def spawn(self, factory: Job, what: str) -> None:
+        """Run ``factory()`` under the host's supervisor (transports' accept
+        loops and connection lifetimes run here): a failure ends that job only."""
+        if not self.is_running:
             raise LocalProtocolError("the host is not running (use `async with host:`)")
-        task = tg.create_task(run_supervised(coro, what, log))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._sup.spawn(factory, what)
 
     # -- transports and addresses ---------------------------------------------
 
@@ -285,7 +278,7 @@ class Host:
         if self._closing or not self._conns.add(conn):
             conn.close(0, "connection limit")
             raise LimitExceeded(f"connection to {conn.remote_peer} refused by the limits")
-        self.spawn(self._serve_connection(conn), f"connection {conn.remote_peer}")
+        self.spawn(partial(self._serve_connection, conn), f"connection {conn.remote_peer}")
 
     async def _serve_connection(self, conn: Connection) -> None:
         peer = conn.remote_peer
@@ -299,7 +292,7 @@ class Host:
                     stream = await conn.accept_stream()
                 except TransportError:
                     return
-                self.spawn(self._handle_inbound(conn, stream), f"stream from {peer}")
+                self.spawn(partial(self._handle_inbound, conn, stream), f"stream from {peer}")
         finally:
             conn.close(0, "")
             self._conns.remove(conn)
@@ -428,7 +421,8 @@ class Host:
             key = (ip, port)
             quic = self._quic
             return await self._conns.dial(
-                key, lambda: self._dial(lambda: quic.dial_ip(ip, port, None), f"{ip} port {port}")
+                key, lambda: self._dial(lambda: quic.dial_ip(ip, port, None), f"{ip} port {port}"),
+                self._sup,
             )
         key = (peer, transport.path) if peer is not None else str(addr)
         return await self._conns.dial(
@@ -436,6 +430,7 @@ class Host:
             lambda: self._dial(
                 lambda: transport.dial(addr, peer), str(addr), peer, transport.path
             ),
+            self._sup,
         )
 
     async def _dial(

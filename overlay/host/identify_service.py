@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Protocol
 
 from multiaddr import Multiaddr
 
@@ -36,7 +36,7 @@ from overlay.host.stream import NegotiatedStream
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId, PrivateKey
 from overlay.identity.peer_record import MAX_PEER_RECORD_ADDRS, PeerRecord, seal_peer_record
-from overlay.supervisor import run_supervised
+from overlay.supervisor import Job, Supervisor
 
 __all__ = ["IdentifyHost", "IdentifyService"]
 
@@ -92,8 +92,7 @@ class IdentifyService:
         self._host = host
         self._key = private_key
         self._config = config
-        self._tg: asyncio.TaskGroup | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sup: Supervisor | None = None
         self._push_wanted = False
         self._push_running = False
         self._record: tuple[tuple[Multiaddr, ...], bytes] | None = None
@@ -102,10 +101,9 @@ class IdentifyService:
     # -- lifetime ------------------------------------------------------------
 
     async def __aenter__(self) -> IdentifyService:
-        if self._tg is not None:
+        if self._sup is not None:
             raise LocalProtocolError("the identify service is already running")
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
+        self._sup = await Supervisor("identify", log).__aenter__()
         self._host.set_stream_handler(IDENTIFY_PROTOCOL, self._handle_identify)
         self._host.set_stream_handler(IDENTIFY_PUSH_PROTOCOL, self._handle_push)
         self._host.add_listener(self._listener)
@@ -120,24 +118,14 @@ class IdentifyService:
         self._host.remove_listener(self._listener)
         self._host.remove_stream_handler(IDENTIFY_PROTOCOL)
         self._host.remove_stream_handler(IDENTIFY_PUSH_PROTOCOL)
-        tg, self._tg = self._tg, None
-        for task in list(self._tasks):
-            task.cancel()
-        if tg is not None:
-            await tg.__aexit__(exc_type, exc, tb)
+        sup, self._sup = self._sup, None
+        if sup is not None:
+            await sup.aclose()
 
-    def _spawn(self, job: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
-        # A factory, not a coroutine: a task cancelled before it starts
-        # (the service stopping) then leaves no coroutine unawaited.
-        if self._tg is None:
-            return
-        task = self._tg.create_task(self._run(job, what))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _run(job: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
-        await run_supervised(job(), what, log)
+    def _spawn(self, job: Job, what: str) -> None:
+        # Connections opened while the service stops are not identified.
+        if self._sup is not None and self._sup.running:
+            self._sup.spawn(job, what)
 
     # -- asking ----------------------------------------------------------------
 
@@ -240,7 +228,7 @@ class IdentifyService:
 
     def schedule_push(self) -> None:
         """Push identify to connected peers; coalesces bursts of changes."""
-        if self._tg is None:
+        if self._sup is None:
             return
         self._push_wanted = True
         if not self._push_running:

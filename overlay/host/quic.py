@@ -13,6 +13,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 from multiaddr import Multiaddr
 
@@ -81,7 +82,8 @@ class QuicTransport:
             raise
         for endpoint in created:
             self._listen_endpoints.append(endpoint)
-            self._owner.spawn(self._accept_loop(endpoint), f"accept loop {endpoint.local_address}")
+            self._owner.spawn(partial(self._accept_loop, endpoint),
+                              f"accept loop {endpoint.local_address}")
 
     def listen_addrs(self) -> list[Multiaddr]:
         out: dict[Multiaddr, None] = {}
@@ -142,7 +144,7 @@ class QuicTransport:
                     return endpoint
             endpoint = await self._factory("::" if ipv6 else "0.0.0.0", 0)
             self._dial_endpoints.append(endpoint)
-        self._owner.spawn(self._accept_loop(endpoint), "accept loop (dial endpoint)")
+        self._owner.spawn(partial(self._accept_loop, endpoint), "accept loop (dial endpoint)")
         return endpoint
 
     # -- lifetime --------------------------------------------------------------

@@ -10,7 +10,7 @@ host keeps a list and dials through the first one that can.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Final, Literal, Protocol
 
 from multiaddr import Multiaddr
@@ -121,8 +121,10 @@ class ConnectionOwner(Protocol):
         (after closing it) beyond the caps."""
         ...
 
-    def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
-        """Run ``coro`` supervised in the host's TaskGroup."""
+    def spawn(self, factory: Callable[[], Coroutine[Any, Any, object]], what: str) -> None:
+        """Run ``factory()`` under the host's supervisor (a zero-argument
+        coroutine function, so a job cancelled before it runs leaves no
+        un-awaited coroutine)."""
         ...
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 import pytest
@@ -8,6 +9,9 @@ import pytest
 from overlay.errors import DialError, LimitExceeded
 from overlay.host import ConnectionManager
 from overlay.identity import Ed25519PrivateKey, PeerId
+from overlay.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
 
 
 def _peer() -> PeerId:
@@ -76,49 +80,51 @@ async def test_dial_is_shared_and_failures_reach_every_waiter() -> None:
         await gate.wait()
         return conn
 
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(5), Supervisor("test", log) as sup:
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(mgr.dial("k", attempt)) for _ in range(4)]  # type: ignore[arg-type]
+            tasks = [tg.create_task(mgr.dial("k", attempt, sup))  # type: ignore[arg-type]
+                     for _ in range(4)]
             await started.wait()  # the other three ran (and joined) before this wakes
             gate.set()
-    assert attempts == 1
-    assert all(t.result() is conn for t in tasks)
+        assert attempts == 1
+        assert all(t.result() is conn for t in tasks)
 
-    async def failing() -> FakeConn:
-        await asyncio.sleep(0)
-        raise DialError("unreachable")
+        async def failing() -> FakeConn:
+            await asyncio.sleep(0)
+            raise DialError("unreachable")
 
-    async with asyncio.timeout(5):
         results = await asyncio.gather(
-            mgr.dial("k", failing), mgr.dial("k", failing), return_exceptions=True  # type: ignore[arg-type]
+            mgr.dial("k", failing, sup), mgr.dial("k", failing, sup),  # type: ignore[arg-type]
+            return_exceptions=True,
         )
-    assert all(isinstance(r, DialError) for r in results)
+        assert all(isinstance(r, DialError) for r in results)
 
 
-async def test_cancelled_dialer_turns_into_dial_error_for_waiters() -> None:
+async def test_a_cancelled_dialer_costs_only_itself() -> None:
+    # Three callers share one dial; the first is cancelled (its client
+    # went away).  The dial goes on and the other two get the connection.
     mgr = ConnectionManager(10, 2)
-    started, never = asyncio.Event(), asyncio.Event()
-    waiter_errors: list[Exception] = []
+    started, gate = asyncio.Event(), asyncio.Event()
+    conn = FakeConn(_peer())
+    attempts = 0
 
     async def attempt() -> FakeConn:
+        nonlocal attempts
+        attempts += 1
         started.set()
-        await never.wait()
-        raise AssertionError("unreachable")
+        await gate.wait()
+        return conn
 
-    async def waiter() -> None:
-        try:
-            await mgr.dial("k", attempt)  # type: ignore[arg-type]
-        except DialError as exc:
-            waiter_errors.append(exc)
-
-    async with asyncio.timeout(5):
-        async with asyncio.TaskGroup() as tg:
-            first = tg.create_task(mgr.dial("k", attempt))  # type: ignore[arg-type]
-            tg.create_task(waiter())
-            await started.wait()  # the waiter is queued ahead of this wake-up
-            first.cancel()
-    assert first.cancelled()
-    assert len(waiter_errors) == 1
+    async with asyncio.timeout(5), Supervisor("test", log) as sup:
+        callers = [asyncio.create_task(mgr.dial("k", attempt, sup))  # type: ignore[arg-type]
+                   for _ in range(3)]
+        await started.wait()  # the other two are queued ahead of this wake-up
+        callers[0].cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await callers[0]
+        gate.set()
+        assert [await callers[1], await callers[2]] == [conn, conn]
+        assert attempts == 1
 
 
 def test_the_per_peer_cap_counts_direct_and_relayed_apart() -> None:
