@@ -23,10 +23,11 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from types import TracebackType
-from typing import Any, Final, Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from multiaddr import Multiaddr
 
@@ -75,7 +76,7 @@ from overlay.nat.reachability import (
     ReachabilityState,
     TrackerConfig,
 )
-from overlay.supervisor import run_supervised
+from overlay.supervisor import Job, RestartPolicy, Supervisor
 from overlay.wire.varint import frame, read_frame
 
 __all__ = ["AutoNATConfig", "AutoNATHost", "AutoNATService", "lab_config"]
@@ -84,10 +85,6 @@ log = logging.getLogger(__name__)
 
 # Dial data carries nothing; one framed full-size chunk serves every request.
 _DATA_CHUNK: Final = frame(encode_message(DialDataResponse(bytes(MAX_DATA_CHUNK))))
-
-
-async def _discard(job: Coroutine[Any, Any, object]) -> None:
-    await job
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,27 +184,26 @@ class AutoNATService:
         self._wake = asyncio.Event()
         self._host_listener = HostListener(identified=lambda *_: self._wake.set(),
                                            connected=lambda *_: self._wake.set())
-        self._tg: asyncio.TaskGroup | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sup: Supervisor | None = None
         self.counters: dict[str, int] = {}
 
     # -- lifetime ----------------------------------------------------------------
 
     async def __aenter__(self) -> AutoNATService:
-        if self._tg is not None:
+        if self._sup is not None:
             raise LocalProtocolError("the AutoNAT service is already running")
         self._host.set_stream_handler(DIAL_REQUEST_PROTOCOL, self.server.handle)
         self._host.set_stream_handler(DIAL_BACK_PROTOCOL, self._handle_dial_back)
         self._host.add_listener(self._host_listener)
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
+        self._sup = await Supervisor("autonat", log).__aenter__()
         if self.config.probe:
-            self._spawn(self._client_loop(), "autonat client")
+            # A bug in one pass of the loop restarts it after back-off.
+            self._sup.spawn(self._client_loop, "autonat client", restart=RestartPolicy())
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        tg, self._tg = self._tg, None
+        sup, self._sup = self._sup, None
         self._host.remove_listener(self._host_listener)
         # What we advertised or withheld was our doing; the host goes back
         # to its listen addresses.
@@ -218,19 +214,13 @@ class AutoNATService:
         self._advertised, self._withheld = set(), set()
         self._host.remove_stream_handler(DIAL_REQUEST_PROTOCOL)
         self._host.remove_stream_handler(DIAL_BACK_PROTOCOL)
-        if tg is not None:
-            for task in list(self._tasks):
-                task.cancel()
-            await tg.__aexit__(exc_type, exc, tb)
+        if sup is not None:
+            await sup.aclose()
 
-    def _spawn(self, job: Coroutine[Any, Any, object], what: str) -> None:
-        tg = self._tg
-        if tg is None:
-            job.close()
+    def _spawn(self, job: Job, what: str) -> None:
+        if self._sup is None:
             raise LocalProtocolError("the AutoNAT service is not running")
-        task = tg.create_task(run_supervised(_discard(job), what, log))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._sup.spawn(job, what)
 
     # -- what others read ----------------------------------------------------------
 
@@ -308,7 +298,7 @@ class AutoNATService:
             self.refresh_candidates()
             self._update()
             while (probe := self.client.next_probe(self._servers(), now, self._rng)) is not None:
-                self._spawn(self._run_probe(probe), f"autonat probe {probe.addr}")
+                self._spawn(partial(self._run_probe, probe), f"autonat probe {probe.addr}")
             deadline = self.client.next_deadline(now)
             # Something due but not started waits for a server or a free
             # slot: identify, a new connection or a finished probe wake us.

@@ -43,7 +43,7 @@ from overlay.nat.stun import (
     BindingTimedOut,
     SendDatagram,
 )
-from overlay.supervisor import run_supervised
+from overlay.supervisor import RestartPolicy, Supervisor, run_supervised
 from overlay.transport.endpoint import is_stun
 
 __all__ = ["DatagramSocket", "Observation", "SocketReport", "NatReport", "StunService"]
@@ -132,28 +132,25 @@ class StunService:
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._round_lock = asyncio.Lock()
-        self._tg: asyncio.TaskGroup | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._sup: Supervisor | None = None
         self.last_round: float | None = None
 
     async def __aenter__(self) -> StunService:
         self._install_hooks()
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
-        self._tasks.append(self._tg.create_task(self._timer_loop()))
+        sup = self._sup = await Supervisor("STUN", log).__aenter__()
+        # Both loops run until cancelled; a bug in one restarts it after back-off.
+        sup.spawn(self._timer_loop, "STUN timer", restart=RestartPolicy())
         if self.config.servers:
-            self._tasks.append(self._tg.create_task(self._refresh_loop()))
+            sup.spawn(self._refresh_loop, "STUN refresh", restart=RestartPolicy())
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        tg, self._tg = self._tg, None
+        sup, self._sup = self._sup, None
         for sock in self._sockets.values():
             sock.endpoint.set_datagram_hook(None)
-        if tg is not None:
-            for task in self._tasks:  # both loops run until cancelled
-                task.cancel()
-            await tg.__aexit__(exc_type, exc, tb)
+        if sup is not None:
+            await sup.aclose()
 
     # -- rounds --------------------------------------------------------------------
 
