@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Any
 
 from overlay.errors import OverlayError
@@ -22,7 +23,7 @@ from overlay.mdns.config import MdnsConfig
 from overlay.mdns.driver import MdnsService
 from overlay.mdns.records import Sighting
 from overlay.mdns.table import DiscoveredPeer, DiscoveredPeers
-from overlay.supervisor import run_supervised
+from overlay.supervisor import RestartPolicy, Supervisor
 
 __all__ = ["MdnsExtension"]
 
@@ -98,13 +99,10 @@ class MdnsExtension:
             self.service, self.state = service, "on"
             host.add_listener(listener)
             try:
-                async with asyncio.TaskGroup() as group:
-                    dialer = group.create_task(
-                        run_supervised(self._dial_loop(host), "mDNS dialer", log))
-                    try:
-                        yield self
-                    finally:
-                        dialer.cancel()
+                async with Supervisor("mDNS dialer", log) as sup:
+                    sup.spawn(partial(self._dial_loop, host), "mDNS dialer",
+                              restart=RestartPolicy())
+                    yield self
             finally:
                 host.remove_listener(listener)
                 self.service, self.state = None, "stopped"

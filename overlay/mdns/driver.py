@@ -41,7 +41,7 @@ from overlay.mdns.records import (
     random_peer_name,
 )
 from overlay.multiaddrs import parse_quic_multiaddr
-from overlay.supervisor import run_supervised
+from overlay.supervisor import RestartPolicy, Supervisor, run_supervised
 
 __all__ = ["MdnsService", "zeroconf_tasks"]
 
@@ -100,8 +100,7 @@ class MdnsService:
         self._info: AsyncServiceInfo | None = None
         self._registered = False
         self._queue: asyncio.Queue[str] = asyncio.Queue(self.config.max_pending)
-        self._group: asyncio.TaskGroup | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._sup: Supervisor | None = None
 
     @property
     def instance_name(self) -> str:
@@ -121,12 +120,10 @@ class MdnsService:
                                       ip_version=_ip_version(self.interfaces))
             self._browser = AsyncServiceBrowser(self._azc.zeroconf, SERVICE_TYPE,
                                                 handlers=[self._on_change])
-            group = asyncio.TaskGroup()
-            await group.__aenter__()
-            self._group = group
-            for job, what in ((self._announce_loop, "mDNS announcer"),
-                              (self._resolve_loop, "mDNS resolver")):
-                self._tasks.append(group.create_task(run_supervised(job(), what, log)))
+            sup = self._sup = await Supervisor("mDNS", log).__aenter__()
+            # A bug in a loop restarts it after back-off; mDNS stays on.
+            sup.spawn(self._announce_loop, "mDNS announcer", restart=RestartPolicy())
+            sup.spawn(self._resolve_loop, "mDNS resolver", restart=RestartPolicy())
         except BaseException:
             await self._close()
             raise
@@ -253,15 +250,12 @@ class MdnsService:
     async def _close(self) -> None:
         azc, self._azc = self._azc, None
         browser, self._browser = self._browser, None
-        group, self._group = self._group, None
-        tasks, self._tasks = self._tasks, []
+        sup, self._sup = self._sup, None
         try:
             if browser is not None:
                 await browser.async_cancel()
-            for task in tasks:
-                task.cancel()
-            if group is not None:
-                await group.__aexit__(None, None, None)
+            if sup is not None:
+                await sup.aclose()
             if azc is not None:
                 try:
                     async with asyncio.timeout(self.config.shutdown_timeout):
