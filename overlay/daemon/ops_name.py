@@ -458,7 +458,7 @@ def naming_extensions(
     dns_required: bool = True,
     names: NameServiceConfig | None = None,
     kad: KadServiceConfig | None = None,
-    dht_state_file: str | None = "dht/records.json",
+    dht_state_file: str | None = "dht/records.log",
 ) -> tuple[DhtExtension, NameExtension]:
     """The DHT and naming extensions, wired together: the DHT's record
     store knows the name namespace from the start (so persisted name

@@ -104,6 +104,8 @@ class FileRecordStore(MemoryRecordStore):
     ) -> None:
         super().__init__(config, registry)
         self.path = Path(path)
+        if self.path.name == LEGACY_FILE:  # a caller still naming the version 1 file
+            self.path = self.path.with_name("records.log")
         self.legacy_path = self.path.with_name(LEGACY_FILE)
         line = 2 * config.max_record_bytes + 4096  # base64 and the fields
         self.journal: Journal[StoredRecord] = Journal(

@@ -55,9 +55,9 @@ from overlay.naming.policy import released_by
 from overlay.naming.pow import MAX_NONCE, PowNotFound, solve_pow, verify_pow
 from overlay.naming.record import NameRecord, PeerTarget, RecordKind, Service
 from overlay.naming.resolver import DhtClient, Resolution, Resolver, ResolverConfig
-from overlay.naming.resource_map_store import ResolverState
+from overlay.naming.resource_map_store import CACHE_FILE, PINS_FILE, ResolverState
 from overlay.naming.validate import validate
-from overlay.statefile import Snapshot, StateWriter
+from overlay.statefile import Snapshot, StateWriter, remove_stale_tmp
 
 __all__ = ["NameService", "NameServiceConfig", "PublishResult", "Targets"]
 
@@ -205,6 +205,9 @@ class NameService:
         if self._tg is not None:
             raise LocalProtocolError("a name service can be started once")
         now = self._clock()
+        if self.directory is not None:
+            # A crash mid-write leaves temporary files that nobody else removes.
+            remove_stale_tmp(self.directory, (OWNED_FILE, CACHE_FILE, PINS_FILE))
         self.state.load(now)
         if self.directory is not None:
             self._owned = load_owned(self.directory / OWNED_FILE, self.owner, self.config.naming)
