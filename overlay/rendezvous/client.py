@@ -15,7 +15,13 @@ from typing import Protocol
 
 from multiaddr import Multiaddr
 
-from overlay.errors import DecodeError, InvalidSignature, OverlayError, StreamClosed
+from overlay.errors import (
+    DecodeError,
+    InvalidSignature,
+    LocalProtocolError,
+    OverlayError,
+    StreamClosed,
+)
 from overlay.identity import PeerId, PeerRecord, PrivateKey, open_peer_record, seal_peer_record
 from overlay.identity.peer_record import MAX_PEER_RECORD_ADDRS
 from overlay.rendezvous.errors import RendezvousDecodeError, RendezvousRefused
@@ -35,7 +41,7 @@ from overlay.rendezvous.messages import (
     status_name,
 )
 from overlay.rendezvous.refresh import RefreshConfig, RefreshDue, RefreshPlan
-from overlay.supervisor import run_supervised
+from overlay.supervisor import RestartPolicy, Supervisor
 from overlay.wire.stream import ByteStream
 from overlay.wire.varint import frame, read_frame
 
@@ -175,7 +181,7 @@ class RendezvousClient:
 class Refresher:
     """Keeps registrations alive: ``add`` after a successful register,
     ``remove`` on unregister; ``async with refresher:`` runs ``run()``, which
-    re-registers as the ``RefreshPlan`` says, in a TaskGroup of its own."""
+    re-registers as the ``RefreshPlan`` says, under a supervisor of its own."""
 
     def __init__(self, client: RendezvousClient, config: RefreshConfig | None = None,
                  *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -186,24 +192,21 @@ class Refresher:
         self.refreshed = 0
         """Successful refreshes so far (tests and status wait on it)."""
         self.changed = asyncio.Condition()
-        self._tg: asyncio.TaskGroup | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._sup: Supervisor | None = None
 
     async def __aenter__(self) -> Refresher:
-        tg = asyncio.TaskGroup()
-        await tg.__aenter__()
-        self._tg = tg
-        self._task = tg.create_task(run_supervised(self.run(), "rendezvous refresher", log))
+        if self._sup is not None:
+            raise LocalProtocolError("the refresher is already running")
+        self._sup = await Supervisor("rendezvous", log).__aenter__()
+        # A bug in the loop restarts it after back-off; registrations stay kept.
+        self._sup.spawn(self.run, "rendezvous refresher", restart=RestartPolicy())
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        tg, task, self._tg, self._task = self._tg, self._task, None, None
-        if task is not None:
-            task.cancel()
-        if tg is not None:
-            # The caller's exception is not ours to wrap in a group.
-            await tg.__aexit__(None, None, None)
+        sup, self._sup = self._sup, None
+        if sup is not None:
+            await sup.aclose()
 
     def add(self, point: PeerId, ns: str, ttl: int | None, granted: int) -> None:
         self.plan.registered(point, ns, ttl, granted, self._clock())
