@@ -123,11 +123,14 @@ class ApiServerConfig:
     idle_timeout: float = 30.0
     """Seconds a connection may wait between requests before it is closed."""
     min_idle_to_evict: float = 1.0
-    """Seconds a connection must have been idle to be closed for a new one
-    (a CLI between two requests is not idle)."""
+    """Seconds a connection that made requests must have been idle to be
+    closed for a new one (a CLI between two requests is not idle)."""
+    min_idle_unused: float = 0.05
+    """The same for a connection that never sent a request (the CLI sends
+    its first within milliseconds of connecting)."""
 
     def __post_init__(self) -> None:
-        if not self.idle_timeout > 0 or self.min_idle_to_evict < 0:
+        if not self.idle_timeout > 0 or self.min_idle_to_evict < 0 or self.min_idle_unused < 0:
             raise ValueError("idle_timeout must be positive, min_idle_to_evict not negative")
         if not 64 <= self.max_message_size <= 64 << 20:
             raise ValueError("max_message_size must be between 64 bytes and 64 MiB")
@@ -275,10 +278,12 @@ class ApiCall:
 class _Client:
     """One connection's state as the limits see it."""
 
-    __slots__ = ("writer", "idle_since", "task")
+    __slots__ = ("writer", "idle_since", "task", "used")
 
     def __init__(self, writer: asyncio.StreamWriter, now: float) -> None:
         self.writer = writer
+        self.used = False
+        """It sent a request at least once."""
         self.idle_since: float | None = now
         """When it last finished a request (None while one runs)."""
         self.task: asyncio.Task[None] | None = None
@@ -397,14 +402,18 @@ class ApiServer:
             log.warning("API clients limited (%s): %d since the last report", cause, reported)
 
     def _evict_idle(self, now: float) -> bool:
-        """Close the connection idle the longest to make room; False if none
-        has been idle for ``min_idle_to_evict``."""
-        idle = [c for c in self._state.values() if c.idle_since is not None and c.task is not None]
+        """Close the connection idle the longest to make room (one that
+        never asked anything first); False if none has been idle long enough."""
+        config = self._config
+
+        def evictable(c: _Client) -> bool:
+            wait = config.min_idle_to_evict if c.used else config.min_idle_unused
+            return c.idle_since is not None and c.task is not None and now - c.idle_since >= wait
+
+        idle = [c for c in self._state.values() if evictable(c)]
         if not idle:
             return False
-        victim = min(idle, key=lambda c: c.idle_since or 0.0)
-        if victim.idle_since is None or now - victim.idle_since < self._config.min_idle_to_evict:
-            return False
+        victim = min(idle, key=lambda c: (c.used, c.idle_since or 0.0))
         self._hit("api.evicted_idle")
         victim.idle_since = None
         victim.writer.transport.abort()
@@ -465,6 +474,7 @@ class ApiServer:
             self._hit("api.idle_timeout")
             return None
         client.idle_since = None
+        client.used = True
         return message
 
     async def _serve_messages(self, messages: _MessageReader, reader: asyncio.StreamReader,

@@ -32,7 +32,7 @@ async def test_idle_connections_time_out(short_tmp: Path) -> None:
 
 
 async def test_idle_clients_make_room_for_the_cli(short_tmp: Path) -> None:
-    config = ApiServerConfig(max_connections=4, min_idle_to_evict=0.0)
+    config = ApiServerConfig(max_connections=4, min_idle_to_evict=0.0, min_idle_unused=0.0)
     async with asyncio.timeout(10):
         server, _ = await start(short_tmp / "api.sock", config)
         try:
@@ -58,7 +58,7 @@ async def test_idle_clients_make_room_for_the_cli(short_tmp: Path) -> None:
 
 async def test_busy_clients_are_not_evicted_and_refusals_log_once(
         short_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
-    config = ApiServerConfig(max_connections=1, min_idle_to_evict=0.0)
+    config = ApiServerConfig(max_connections=1, min_idle_to_evict=0.0, min_idle_unused=0.0)
     async with asyncio.timeout(10):
         server, ops = await start(short_tmp / "api.sock", config)
         try:
