@@ -152,6 +152,12 @@ class IdentifyService:
         except BaseException:
             stream.reset()
             raise
+        # Close our side too: a half-open stream would keep a relayed
+        # connection looking busy after DCUtR replaced it.
+        try:
+            stream.write_eof()
+        except OverlayError:
+            pass  # the peer reset it after answering: nothing to close
         info = self._parse(data, stream.remote_peer)
         self._apply(info, push=False)
         return info
