@@ -1,0 +1,107 @@
+"""A and C are connected only through relay R on loopback; DCUtR upgrades
+them to a direct QUIC connection: C (dialled through the relay) starts,
+A dials as the QUIC client, the host marks the result punched, new streams
+use it, and the relayed connection closes once idle."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import pytest
+
+from overlay.host import Host
+from overlay.host.transport_types import Connection
+from overlay.identity import Ed25519PrivateKey
+from overlay.nat.dcutr_core import DcutrConfig
+from overlay.nat.dcutr_service import DcutrService, DcutrServiceConfig
+from overlay.relay.client import RelayClient
+from overlay.relay.server import RelayServer
+from overlay.relay.server_core import RelayLimits
+
+LOOPBACK = "/ip4/127.0.0.1/udp/0/quic-v1"
+
+
+@dataclass
+class Trio:
+    a: Host
+    relay: Host
+    c: Host
+    dcutr_a: DcutrService
+    dcutr_c: DcutrService
+
+    def circuit_addr(self) -> str:
+        return (f"{self.relay.listen_addrs()[0]}/p2p/{self.relay.peer_id}"
+                f"/p2p-circuit/p2p/{self.c.peer_id}")
+
+
+def _config(unilateral: bool = False, grace: float = 30.0) -> DcutrServiceConfig:
+    return DcutrServiceConfig(core=DcutrConfig(allow_private=True), unilateral=unilateral,
+                              relayed_grace=grace, idle_check=0.05)
+
+
+@pytest.fixture
+def service_config() -> DcutrServiceConfig:
+    return _config()
+
+
+@pytest.fixture
+async def trio(service_config: DcutrServiceConfig) -> AsyncIterator[Trio]:
+    async with AsyncExitStack() as stack:
+        relay_key = Ed25519PrivateKey.generate()
+        relay = await stack.enter_async_context(Host(relay_key))
+        await relay.listen([LOOPBACK])
+        await stack.enter_async_context(RelayServer(relay, relay_key, RelayLimits()))
+        hosts = []
+        services = []
+        for seed in range(2):
+            host = await stack.enter_async_context(Host(Ed25519PrivateKey.generate()))
+            await host.listen([LOOPBACK])
+            hosts.append(host)
+            services.append(await stack.enter_async_context(
+                DcutrService(host, service_config, rng=random.Random(seed))))
+        a, c = hosts
+        client = await stack.enter_async_context(RelayClient(c))
+        await c.connect(f"{relay.listen_addrs()[0]}/p2p/{relay.peer_id}")
+        await client.reserve(relay.peer_id)
+        yield Trio(a, relay, c, services[0], services[1])
+
+
+async def _until(predicate: Callable[[], bool], seconds: float = 15) -> None:
+    # Polls the hosts' state between loop turns: progress comes from other
+    # tasks (the DCUtR sessions), not from time passing.
+    async with asyncio.timeout(seconds):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+def _conns(host: Host, peer: object) -> list[Connection]:
+    return [c for c in host.connections() if c.remote_peer == peer]
+
+
+async def test_dcutr_upgrades_a_relayed_connection_to_a_punched_direct_one(trio: Trio) -> None:
+    a, c = trio.a, trio.c
+    async with asyncio.timeout(30):
+        relayed = await a.connect(trio.circuit_addr())
+        assert relayed.path == "relayed"
+        await _until(lambda: any(a.is_punched(x) for x in _conns(a, c.peer_id))
+                     and any(c.is_punched(x) for x in _conns(c, a.peer_id)))
+        direct_a = a.best_connection(c.peer_id)
+        direct_c = c.best_connection(a.peer_id)
+        assert direct_a is not None and direct_a.path == "direct" and a.is_punched(direct_a)
+        assert direct_c is not None and direct_c.path == "direct" and c.is_punched(direct_c)
+        # A dialled as the QUIC client, C accepted as the server.
+        assert direct_a.is_initiator and not direct_c.is_initiator
+        assert (await a.ping_service.ping(c.peer_id)).path == "direct"
+        # The relayed connection had no stream left open: it closes.
+        await relayed.wait_closed()
+        await _until(lambda: [x.path for x in _conns(a, c.peer_id)] == ["direct"])
+        assert trio.dcutr_c.counters["punched"] == 1
+        assert trio.dcutr_a.counters["punched"] == 1
+        recent = trio.dcutr_c.status()["recent"]
+        assert recent[-1]["ok"] and recent[-1]["how"] == "punched"
+        assert recent[-1]["attempts"] == 1 and recent[-1]["rtt_ms"] is not None
+        assert trio.dcutr_c.counters["punch_packets"] >= 1
