@@ -36,6 +36,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from overlay.errors import LimitExceeded, OverlayError
 from overlay.fsutil import atomic_write
+from overlay.supervisor import RestartPolicy, Supervisor
 
 __all__ = [
     "CorruptState",
@@ -314,6 +315,7 @@ class StateWriter:
         self._urgent = False
         self._changed = asyncio.Condition()
         self._stopping = False
+        self._sup: Supervisor | None = None
         self._task: asyncio.Task[None] | None = None
         self.writes = 0
         self.failures = 0
@@ -334,7 +336,7 @@ class StateWriter:
         mine = self._dirty
         if self._written >= mine:
             return
-        if self._task is None:
+        if self._task is None or self._task.done():
             raise StateWriteFailed(f"the {self.what} writer is not running")
         self._urgent = True
         self._wake.set()
@@ -346,23 +348,30 @@ class StateWriter:
             raise StateWriteFailed(f"writing the {self.what} failed; retrying in the background")
 
     async def __aenter__(self) -> StateWriter:
-        if self._task is not None:
+        if self._sup is not None:
             raise OverlayError("a state writer is started once")
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.what)
+        # A restart policy brings the writer back after a bug (anything but
+        # OSError, which the loop handles itself); the supervisor logs it.
+        self._sup = await Supervisor(self.what, log).__aenter__()
+        self._task = self._sup.spawn(self._run, f"writing the {self.what}",
+                                     restart=RestartPolicy())
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        task = self._task
-        if task is None:
+        sup = self._sup
+        if sup is None:
             return
         self._stopping = True
         self._wake.set()
         try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
+            # The job returns after its last write (bounded by exit_attempts);
+            # cancelling the exit (a second Ctrl-C) abandons it.
+            if self._task is not None:
+                await asyncio.wait([self._task])
+        finally:
+            self._task = None
+            await sup.aclose()
 
     async def _write_once(self) -> bool:
         gen = self._dirty

@@ -70,7 +70,7 @@ from overlay.kad.service_errors import (
     ValueNotFound,
 )
 from overlay.kad.store import MemoryRecordStore, RecordStore
-from overlay.supervisor import run_supervised
+from overlay.supervisor import RestartPolicy, Supervisor
 
 # KadHost and the stats types live in net_rpc; they are re-exported here.
 __all__ = ["KadHost", "KadService", "KadStats", "LookupStats"]
@@ -126,8 +126,8 @@ class KadService:
         self._listener = HostListener(
             connected=self._on_connected, identified=self._on_identified, closed=self._on_closed
         )
-        self._tg: asyncio.TaskGroup | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sup = Supervisor("kad", log)
+        self._started = False
         self._closing = False
         self._wake = asyncio.Event()
         self._background = asyncio.Semaphore(cfg.background_concurrency)
@@ -172,10 +172,10 @@ class KadService:
     # -- lifetime ------------------------------------------------------------
 
     async def __aenter__(self) -> KadService:
-        if self._tg is not None or self._closing:
+        if self._started or self._closing:
             raise ServiceNotRunning("a kad service can be started once")
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
+        self._started = True
+        await self._sup.__aenter__()
         self.host.add_listener(self._listener)
         if self.is_server:
             self.host.set_stream_handler(self.protocol, self._inbound.handle_stream)
@@ -183,7 +183,9 @@ class KadService:
         for peer in self.host.peers():
             if self.host.peerstore.supports(peer, self.protocol):
                 self._verify_server(peer)
-        self._spawn(self._timer_loop, "kad maintenance timer")
+        # Maintenance must outlive a failing pass (a store that cannot write,
+        # a bug in a policy): the loop restarts after back-off.
+        self._spawn(self._timer_loop, "kad maintenance timer", restart=RestartPolicy())
         if self.config.bootstrap:
             self._spawn(self._bootstrap_in_background, "kad bootstrap")
         return self
@@ -198,33 +200,26 @@ class KadService:
         self.host.remove_listener(self._listener)
         if self.is_server:
             self.host.remove_stream_handler(self.protocol)
-        for task in list(self._tasks):
-            task.cancel()
-        tg, self._tg = self._tg, None
-        if tg is None:
+        if not self._started:
             raise ServiceNotRunning("the kad service was not started")
-        await tg.__aexit__(exc_type, exc, tb)
+        await self._sup.aclose()
 
-    def _spawn(self, job: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
-        # A factory, not a coroutine: a task cancelled before it first runs
-        # would leave a never-awaited coroutine behind.
-        tg = self._tg
-        if tg is None or self._closing:
+    def _spawn(self, job: Callable[[], Coroutine[Any, Any, None]], what: str, *,
+               restart: RestartPolicy | None = None) -> None:
+        # A failing background job is logged by the supervisor, and neither
+        # the service nor the host goes down with it.
+        if not self._sup.running or self._closing:
             return
-        task = tg.create_task(self._supervise(job, what))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._sup.spawn(partial(self._signalled, job), what, restart=restart)
 
-    async def _supervise(self, job: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
-        # A failing background job is logged, and neither the service nor
-        # the host goes down with it.
+    async def _signalled(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         try:
-            await run_supervised(job(), what, log)
+            await job()
         finally:
-            self.activity.set()
+            self.activity.set()  # waiters re-check state after any job ends
 
     def _require_running(self) -> None:
-        if self._tg is None or self._closing:
+        if not self._sup.running or self._closing:
             raise ServiceNotRunning("the kad service is not running (use `async with`)")
 
     # -- routing table ---------------------------------------------------------
@@ -311,20 +306,20 @@ class KadService:
                          peer_source=self._peer_source)
 
     def _peer_source(self, peer: PeerId) -> PeerSource:
-        """The IP prefix and observed addresses of ``peer``'s connections
-        (the quotas of the record and provider stores count by them)."""
-        connections = getattr(self.host, "connections", None)
-        source: str | None = None
-        observed: list[bytes] = []
-        for conn in connections() if connections is not None else ():
-            if conn.remote_peer != peer:
-                continue
-            address = conn.remote_address
-            if address is not None and source is None:
-                source = source_key(address[0])
-            if address is not None:
-                observed.append(conn.remote_multiaddr.to_bytes())
-        return source, tuple(observed)
+        """The IP prefix and observed address of ``peer``'s connection (a
+        direct one whenever there is one, as requests use); the quotas of
+        the record and provider stores count by them."""
+        best = getattr(self.host, "best_connection", None)
+        conn = best(peer) if best is not None else None
+        if conn is None:
+            return None, ()
+        address = conn.remote_address
+        observed = (conn.remote_multiaddr.to_bytes(),)
+        if address is None:
+            # Relayed: every peer behind one relay counts as one source, and
+            # its circuit address is where it was seen.
+            return f"other:{conn.remote_multiaddr}", observed
+        return source_key(address[0]), observed
 
     def _connected_peer(self, peer: PeerId) -> PeerInfo | None:
         """A peer we hold a connection to, with the addresses identify gave
