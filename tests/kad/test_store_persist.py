@@ -17,7 +17,7 @@ from overlay.kad.messages import PeerInfo
 from overlay.kad.persist import FileRecordStore, persist_providers
 from overlay.kad.providers import ProviderConfig, ProviderStore
 from overlay.kad.records import Record, default_registry, immutable_key
-from overlay.kad.store import StoreConfig
+from overlay.kad.store import MemoryRecordStore, StoreConfig
 from tests.kad.helpers import NOW
 
 RNG = random.Random(5)
@@ -68,8 +68,6 @@ def test_version_1_file_is_migrated_once(tmp_path: Path) -> None:
 
 
 def test_one_source_cannot_fill_the_record_store() -> None:
-    from overlay.kad.store import MemoryRecordStore
-
     store = MemoryRecordStore(StoreConfig(max_records_per_source=3, max_records=100),
                               default_registry())
     for n in range(3):
@@ -146,3 +144,33 @@ def test_put_cost_does_not_grow_with_the_store(tmp_path: Path) -> None:
         timed(big, 20_000 + k * 500)
     assert len(big) == 5000
     assert timed(big, 90_000) < 5 * base + 0.05
+
+
+def test_handler_counts_add_provider_per_source_and_stores_observed_addresses() -> None:
+    from overlay.kad.handler import KadServer, ServerConfig, handle_request
+    from overlay.kad.keyspace import peer_key
+    from overlay.kad.messages import KadMessage, MessageType
+    from overlay.kad.routing import RoutingConfig, RoutingTable
+
+    me = fake_peer_id(RNG)
+    providers = ProviderStore(ProviderConfig(max_keys=500, max_entries_per_source=100))
+    seen = b"\x04\x7f\x00\x00\x01"  # where the flooders were observed
+    server = KadServer(
+        PeerInfo(me), RoutingTable(peer_key(me), RoutingConfig(), RNG, NOW),
+        MemoryRecordStore(StoreConfig(), default_registry()), providers, ServerConfig(),
+        peer_source=lambda peer: ("v4:6.6.6.0/24", (seen,)))
+    refused = 0
+    flooders = [fake_peer_id(RNG) for _ in range(70)]
+    for n in range(1000):  # 70 identities, one /24
+        peer = flooders[n % 70]
+        key = b"\x12\x20" + n.to_bytes(32, "big")
+        message = KadMessage(MessageType.ADD_PROVIDER, key,
+                             provider_peers=(PeerInfo(peer, (b"\x04victim",)),))
+        try:
+            handle_request(server, message, peer, NOW)
+        except StorageQuotaExceeded:
+            refused += 1
+    assert refused == 900 and len(providers) == 100
+    key = b"\x12\x20" + (5).to_bytes(32, "big")
+    assert all(p.addrs == (seen,) for p in providers.get(key, NOW))
+    providers.add(b"\x12\x20" + bytes(32), PeerInfo(me), NOW, own=True)  # ours still fits
