@@ -14,6 +14,7 @@ from overlay.daemon.persist import (
     merge_peers,
 )
 from overlay.identity import Ed25519PrivateKey, PeerId
+from overlay.statefile import CorruptState
 
 NOW = 1_800_000_000.0
 CONFIG = PeerMemoryConfig(max_peers=3, max_addrs=2, max_age=1000.0)
@@ -32,6 +33,11 @@ def test_roundtrip_keeps_every_field() -> None:
              SavedPeer(new_peer(), (addr(3),), NOW - 9, False)]
     assert decode_peers(encode_peers(peers, NOW), CONFIG) == peers
     assert json.loads(encode_peers(peers, NOW))["version"] == 1
+    assert json.loads(encode_peers(peers, NOW))["format"] == "overlay-peers"
+    # A file of this version written before the envelope had a format loads.
+    legacy = json.loads(encode_peers(peers, NOW))
+    del legacy["format"]
+    assert decode_peers(json.dumps(legacy).encode(), CONFIG) == peers
 
 
 @pytest.mark.parametrize("data, why", [
@@ -40,8 +46,10 @@ def test_roundtrip_keeps_every_field() -> None:
     (b'["version", 1]', "version None"),
     (b'{"version": 1}', "no `peers` list"),
     (b"x" * 2048, "over"),
+    (b'{"format": "overlay-kad-records", "version": 1, "peers": []}', "another format"),
 ])
 def test_broken_or_foreign_files_are_refused_with_the_reason(data: bytes, why: str) -> None:
+    assert issubclass(PeerStateError, CorruptState)  # one error for every state file
     with pytest.raises(PeerStateError, match=why):
         decode_peers(data, PeerMemoryConfig(max_file_bytes=1024))
 

@@ -81,3 +81,39 @@ def test_resolver_state_moves_a_corrupt_cache_aside_but_refuses_corrupt_pins(
     with pytest.raises(CorruptState):
         ResolverState(tmp_path, NAMING).load(now)
     os.remove(tmp_path / PINS_FILE)
+
+
+async def test_a_full_disk_is_retried_by_the_writer_and_never_raises(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The naming flusher used to write on the loop; ENOSPC ended the daemon."""
+    import asyncio
+
+    from overlay.naming import resource_map_store
+    from overlay.statefile import StateWriteFailed, StateWriter
+
+    now = time.time()
+    state = ResolverState(tmp_path, NAMING)
+    real = resource_map_store.write_json
+    full = [True]
+
+    def write(path: object, doc: object) -> None:
+        if full[0]:
+            raise OSError(28, "No space left on device")
+        real(path, doc)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(resource_map_store, "write_json", write)
+    async with StateWriter(state, "resource map", interval=0.01, max_backoff=0.02) as writer:
+        state.on_dirty = writer.mark_dirty
+        state.cache.put(record(key(1), expires=now + 3600), now)
+        state.mark_dirty()
+        with pytest.raises(StateWriteFailed):
+            await writer.flush()
+        async with asyncio.timeout(10):
+            while writer.failures < 2:  # retried in the background
+                await asyncio.sleep(0.01)
+        full[0] = False
+        state.mark_dirty()
+        await writer.flush()
+    again = ResolverState(tmp_path, NAMING)
+    again.load(now)
+    assert len(again.cache) == 1
