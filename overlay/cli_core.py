@@ -168,6 +168,9 @@ def add_core_parsers(sub: Any, parents: Parents) -> None:
     p.add_argument("--no-mdns", dest="mdns", action="store_false", default=None,
                    help="do not find peers on the LAN with mDNS (on by default, and only "
                         "on non-loopback listen addresses; config key `mdns`)")
+    p.add_argument("--no-holepunch", dest="holepunch", action="store_false", default=None,
+                   help="do not upgrade relayed connections to direct ones with DCUtR "
+                        "hole punching (on by default; config key `holepunch`)")
 
     add_command(sub, "id", parents=parents.pick(), run=_cmd_id,
                 help="peer ID and addresses of the running daemon",
@@ -255,7 +258,8 @@ def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
                                      bootstrap=ns.bootstrap, dht_mode=ns.dht_mode,
                                      kad_protocol=ns.kad_protocol, dns=ns.dns,
                                      stun=ns.stun, introducer=ns.introducer,
-                                     mdns=ns.mdns, relays=ns.relays, metrics=ns.metrics))
+                                     mdns=ns.mdns, relays=ns.relays, metrics=ns.metrics,
+                                     holepunch=ns.holepunch))
 
 
 def _cmd_id(ns: argparse.Namespace, home: Home) -> int:

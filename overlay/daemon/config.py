@@ -105,6 +105,9 @@ class DaemonConfig:
     HTTP at ``HOST:PORT``; ``off`` (the default) serves none.  Bind a
     loopback address unless the scraper is trusted: nothing is secret but
     nothing is authenticated either."""
+    holepunch: bool = True
+    """Upgrade relayed connections to direct ones with DCUtR hole punching
+    (docs/nat.md); ``false`` keeps them relayed."""
     autonat: str = "on"
     """AutoNAT v2 (docs/nat.md): ``on`` tests our addresses and serves
     others; ``lab`` also tests and dials private and loopback addresses
@@ -138,6 +141,8 @@ class DaemonConfig:
             raise ConfigError("`introducer` must be true or false")
         if not isinstance(self.mdns, bool):
             raise ConfigError("`mdns` must be true or false")
+        if not isinstance(self.holepunch, bool):
+            raise ConfigError("`holepunch` must be true or false")
         if self.autonat not in ("on", "lab", "off"):
             raise ConfigError(f"`autonat` must be \"on\", \"lab\" or \"off\", not {self.autonat!r}")
         _check_addrs("relays", self.relays, need_peer=True)
@@ -163,6 +168,7 @@ _FIELDS: dict[str, type] = {
     "relays": tuple,
     "relay_limits": dict,
     "autonat": str,
+    "holepunch": bool,
     "metrics": str,
 }
 
@@ -228,6 +234,7 @@ def config_document(config: DaemonConfig) -> dict[str, TomlValue]:
         "relays": list(config.relays),
         "relay_limits": dict(config.relay_limits),
         "autonat": config.autonat,
+        "holepunch": config.holepunch,
         "metrics": config.metrics,
     }
 

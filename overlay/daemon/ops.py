@@ -192,6 +192,7 @@ class NodeOps:
         return conn, {
             "remote_addr": remote,
             "path": conn.path,
+            "punched": _punched(self._host, conn),
             "used_existing": reused and not _same_place(addr, conn),
         }
 
@@ -236,8 +237,10 @@ class NodeOps:
                 "peer_id": str(peer_id),
                 "addrs": [str(a) for a in (info.addrs if info else ())],
                 "connected_addrs": [_remote_text(c) for c in conns],
-                "connections": [_conn_fields(c) for c in conns],
+                "connections": [{**_conn_fields(c), "punched": _punched(host, c)}
+                                for c in conns],
                 "path": conns[0].path,
+                "punched": _punched(host, conns[0]),
                 "agent_version": info.agent_version if info else None,
                 "protocols": sorted(info.protocols) if info else [],
                 "direction": "outbound" if conns[0].is_initiator else "inbound",
@@ -251,6 +254,7 @@ class NodeOps:
             # `/p2p/<id>` without an address: the DHT finds one.
             conn = await self._connect_by_id(only_peer)
             return {"peer_id": str(conn.remote_peer), "addr": text, "path": conn.path,
+                    "punched": _punched(self._host, conn),
                     "remote_addr": _remote_text(conn),
                     "direction": "outbound" if conn.is_initiator else "inbound"}
         addr = self._addr_arg(call)
@@ -271,16 +275,21 @@ class NodeOps:
         peer, fields = await self._target_peer(call)
         rtts: list[float] = []
         path = None
+        punched = False
         for seq in range(1, count + 1):
             if seq > 1 and interval_ms:
                 await asyncio.sleep(interval_ms / 1000.0)
             pong = await self._host.ping_service.ping(peer)
             rtts.append(_ms(pong.rtt))
             path = pong.path
+            punched = pong.path == "direct" and any(
+                c.remote_peer == peer and c.remote_multiaddr == pong.remote_multiaddr
+                and _punched(self._host, c) for c in self._host.connections())
             await call.emit("pong", seq=seq, rtt_ms=rtts[-1], peer_id=str(peer), path=path)
         return {
             "peer_id": str(peer),
             "path": path,
+            "punched": punched,
             "count": count,
             "rtts_ms": rtts,
             "min_ms": min(rtts),
@@ -397,6 +406,12 @@ def _same_place(addr: str, conn: Connection) -> bool:
         return (ipaddress.ip_address(parsed.host), parsed.port) == (ipaddress.ip_address(host), port)
     except ValueError:
         return False
+
+
+def _punched(host: object, conn: Connection) -> bool:
+    """Whether hole punching made ``conn`` (hosts without DCUtR say no)."""
+    is_punched = getattr(host, "is_punched", None)
+    return bool(is_punched(conn)) if callable(is_punched) else False
 
 
 def _remote_text(conn: Connection) -> str:

@@ -118,6 +118,12 @@ class NameHost(Protocol):
 # -- JSON forms -------------------------------------------------------------------
 
 
+def _punched(host: object, conn: Connection) -> bool:
+    """Whether hole punching (DCUtR) made ``conn``."""
+    is_punched = getattr(host, "is_punched", None)
+    return bool(is_punched(conn)) if callable(is_punched) else False
+
+
 def _peer_text(raw: bytes) -> str:
     try:
         return str(PeerId.from_bytes(raw))
@@ -341,7 +347,8 @@ class NameOps:
         try:
             reader, writer = await call.take_over(
                 {"name": resolution.name, "peer_id": str(peer), "addr": addr,
-                 "protocol": stream.protocol, "source": resolution.source})
+                 "protocol": stream.protocol, "source": resolution.source,
+                 "path": stream.conn.path, "punched": _punched(self._host, stream.conn)})
         except BaseException:
             stream.reset()
             raise

@@ -78,11 +78,13 @@ def default_extensions(
     # sign registrations with the node's key.
     # Circuit relay after NAT: auto-relay reads its classification.
     from overlay.relay.daemon_ext import RelayExtension
+    from overlay.nat.dcutr_ext import DcutrExtension
 
     # AutoNAT after STUN: STUN's mapped addresses are among its candidates.
+    # DCUtR before the relay: its handler is in place before circuits arrive.
     return [NatExtension(), AutoNATExtension(), dht, naming, PeerMemoryExtension(dht),
             MdnsExtension(),
-            RendezvousExtension(key), RelayExtension(key), stats]
+            RendezvousExtension(key), DcutrExtension(), RelayExtension(key), stats]
 
 
 async def run_daemon(
@@ -102,6 +104,7 @@ async def run_daemon(
     mdns: bool | None = None,
     relays: Sequence[str] = (),
     metrics: str | None = None,
+    holepunch: bool | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
 
@@ -137,6 +140,8 @@ async def run_daemon(
         config = replace(config, relays=tuple(relays))
     if metrics is not None:
         config = replace(config, metrics=metrics)
+    if holepunch is not None:
+        config = replace(config, holepunch=holepunch)
     if extensions is None:
         # An address asked for on the command line must be served; the
         # configured one (usually the default) only warns when it is busy.
