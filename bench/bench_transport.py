@@ -72,6 +72,8 @@ def run(main: Callable[[], Coroutine[Any, Any, Any]], loop_kind: str) -> Any:
 
 
 def transport_config(args: argparse.Namespace) -> TransportConfig:
+    if args.datagram_size is None:
+        return TransportConfig()
     return TransportConfig(max_datagram_size=args.datagram_size)
 
 

@@ -19,7 +19,7 @@ from aioquic.quic import connection as _conn
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.events import ConnectionTerminated
-from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet import QuicFrameType, pull_quic_transport_parameters
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream as _AioStream
@@ -36,6 +36,7 @@ CertificateCheck = Callable[[Sequence[x509.Certificate]], None]
 _END_STATES: Final = _conn.END_STATES
 _MAX_STREAM_DATA_CAPACITY: Final = _conn.MAX_STREAM_DATA_FRAME_CAPACITY
 _CONNECTION_LIMIT_CAPACITY: Final = _conn.CONNECTION_LIMIT_FRAME_CAPACITY
+_INITIAL_WINDOW: Final = 10  # datagrams, aioquic's K_INITIAL_WINDOW
 
 # The groups a client offers key shares for.  aioquic offers four (P-256,
 # P-384, X25519, X448) and computes a key pair for each; X25519 is what every
@@ -91,6 +92,7 @@ class Libp2pQuicConnection(QuicConnection):
         self._ovl_connection_window = configuration.max_data
         self._ovl_consumed: dict[int, int] = {}
         self._ovl_connection_consumed = 0
+        self._ovl_peer_max_udp_payload: int | None = None
 
     # --- TLS ----------------------------------------------------------------
 
@@ -125,6 +127,46 @@ class Libp2pQuicConnection(QuicConnection):
 
             setattr(context, "_server_handle_certificate", server_handle_certificate)
             setattr(context, "_server_handle_certificate_verify", server_handle_certificate_verify)
+
+    def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
+        super()._parse_transport_parameters(data, from_session_ticket)
+        # aioquic validates max_udp_payload_size but does not keep it; it is
+        # the peer's own limit on what it can receive (RFC 9000 section
+        # 18.2), which bounds any datagram size we pick for the path.
+        if not from_session_ticket:
+            params = pull_quic_transport_parameters(Buffer(data=data))
+            self._ovl_peer_max_udp_payload = params.max_udp_payload_size
+
+    # --- datagram size ------------------------------------------------------
+
+    @property
+    def peer_max_udp_payload(self) -> int:
+        """The largest UDP payload the peer accepts (its transport parameter;
+        65527, the protocol's maximum, when it sent none)."""
+        value = self._ovl_peer_max_udp_payload
+        return 65527 if value is None else value
+
+    @property
+    def max_datagram_size(self) -> int:
+        size: int = self._max_datagram_size
+        return size
+
+    def set_max_datagram_size(self, size: int) -> None:
+        """Send datagrams of up to ``size`` bytes from now on.  aioquic fixes
+        the size at creation; the packet builder reads it per flush, while
+        congestion control and the pacer keep a copy for their per-packet
+        arithmetic (windows stay in bytes, so they carry over)."""
+        self._max_datagram_size = size
+        loss = self._loss
+        loss._pacer._max_datagram_size = size
+        cc = loss._cc
+        if hasattr(cc, "_max_datagram_size"):
+            cc._max_datagram_size = size
+        if hasattr(cc, "additive_increase_factor"):  # CUBIC's Reno-friendly region
+            cc.additive_increase_factor = size
+        # The initial window is ten datagrams (RFC 9002 section 7.2); a
+        # window still below ten of the new size would hold the sender back.
+        cc.congestion_window = max(cc.congestion_window, _INITIAL_WINDOW * size)
 
     # --- state queries ------------------------------------------------------
 

@@ -268,6 +268,21 @@ class QuicConn:
         if not self.is_initiator:
             self._owner._connection_ready(self)
 
+    def _pick_datagram_size(self) -> None:
+        """Larger datagrams to a loopback peer: the peer's transport
+        parameters are known once the handshake completes."""
+        try:
+            ip = ipaddress.ip_address(self.remote_address[0].split("%", 1)[0])
+        except ValueError:
+            return
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        loopback = ip.is_loopback
+        quic = self._quic
+        size = min(self.config.loopback_datagram_size, quic.peer_max_udp_payload)
+        if loopback and size > quic.max_datagram_size:
+            quic.set_max_datagram_size(size)
+
     def _on_handshake_timeout(self) -> None:
         self._handshake_timer = None
         if self._is_ready:
@@ -371,8 +386,10 @@ class QuicConn:
             elif isinstance(event, events.HandshakeCompleted):
                 if event.alpn_protocol != ALPN:
                     self._fail(HandshakeError(f"ALPN {event.alpn_protocol!r} is not libp2p"), 0x1)
-                elif not (self.is_initiator and self.config.confirm_handshake):
-                    self._on_handshake_done()
+                else:
+                    self._pick_datagram_size()
+                    if not (self.is_initiator and self.config.confirm_handshake):
+                        self._on_handshake_done()
             elif isinstance(event, events.ConnectionIdIssued):
                 self._add_cid(event.connection_id)
             elif isinstance(event, events.ConnectionIdRetired):

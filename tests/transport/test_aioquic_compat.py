@@ -55,6 +55,7 @@ def test_connection_private_methods_and_state() -> None:
         "_on_max_stream_data_delivery": ["self", "delivery", "stream"],
         "_on_connection_limit_delivery": ["self", "delivery", "limit"],
         "_idle_timeout": ["self"],
+        "_parse_transport_parameters": ["self", "data", "from_session_ticket"],
     }.items():
         assert list(inspect.signature(getattr(QuicConnection, name)).parameters) == params, name
     for name in ("MAX_STREAM_DATA_FRAME_CAPACITY", "CONNECTION_LIMIT_FRAME_CAPACITY", "END_STATES"):
@@ -68,7 +69,13 @@ def test_connection_private_methods_and_state() -> None:
                  "_is_client", "_version", "_peer_cid"):
         assert name in state, name
     assert isinstance(conn._peer_cid.cid, bytes)
-    assert {"_rtt_initialized", "_rtt_smoothed"} <= set(vars(conn._loss))
+    assert {"_rtt_initialized", "_rtt_smoothed", "_cc", "_pacer"} <= set(vars(conn._loss))
+    # set_max_datagram_size: the copies of the datagram size aioquic keeps.
+    assert "_max_datagram_size" in state
+    assert "_max_datagram_size" in vars(conn._loss._pacer)
+    assert {"_max_datagram_size", "congestion_window"} <= set(vars(conn._loss._cc))
+    from aioquic.quic.congestion import base as congestion_base
+    assert congestion_base.K_INITIAL_WINDOW == 10
     for limit in (conn._local_max_streams_bidi, conn._local_max_data):
         assert {"value", "sent", "used", "frame_type"} <= set(vars(limit))
     stream = QuicStream(stream_id=0, max_stream_data_local=10)

@@ -339,7 +339,7 @@ async def test_larger_datagrams_are_configurable() -> None:
     async with asyncio.timeout(5):
         from .conftest import make_pair
 
-        config = TransportConfig(max_datagram_size=1452)
+        config = TransportConfig(max_datagram_size=1452, loopback_datagram_size=1452)
         p = await make_pair(config_a=config, config_b=config)
         sizes: list[int] = []
         send = p.a._send_datagram
@@ -362,6 +362,79 @@ async def test_larger_datagrams_are_configurable() -> None:
         finally:
             await p.a.aclose()
             await p.b.aclose()
+
+
+async def _sent_sizes(host: str, config: TransportConfig | None) -> tuple[list[int], list[int]]:
+    """Sizes of the datagrams the dialer sends during the handshake and
+    while it sends 200 kB on one stream."""
+    from .conftest import make_pair
+
+    handshake: list[int] = []
+    sizes = handshake
+    original = QuicEndpoint._send_datagram
+
+    def record(self: QuicEndpoint, data: bytes, addr: object) -> object:
+        sizes.append(len(data))
+        return original(self, data, addr)  # type: ignore[arg-type]
+
+    QuicEndpoint._send_datagram = record  # type: ignore[method-assign, assignment]
+    try:
+        p = await make_pair(host, config_a=config, config_b=config)
+    finally:
+        QuicEndpoint._send_datagram = original  # type: ignore[method-assign]
+    bulk: list[int] = []
+    sizes = bulk
+    p.a._send_datagram = lambda data, addr: record(p.a, data, addr)  # type: ignore[assignment, method-assign, return-value]
+    try:
+        stream = await p.conn_a.open_stream()
+        stream.write(os.urandom(200_000))
+        await stream.close()
+        inbound = await p.conn_b.accept_stream()
+        total = 0
+        while chunk := await inbound.read():
+            total += len(chunk)
+        assert total == 200_000
+    finally:
+        await p.a.aclose()
+        await p.b.aclose()
+    return handshake, bulk
+
+
+@pytest.mark.parametrize("host", HOSTS)
+async def test_loopback_peers_use_large_datagrams_after_the_handshake(host: str) -> None:
+    async with asyncio.timeout(5):
+        handshake, bulk = await _sent_sizes(host, None)
+        # The first flight goes out before the peer's limit is known.
+        assert handshake[0] == 1200
+        assert max(bulk) == TransportConfig().loopback_datagram_size
+
+
+async def test_loopback_datagram_size_can_be_turned_off() -> None:
+    async with asyncio.timeout(5):
+        config = TransportConfig(loopback_datagram_size=1200)
+        handshake, bulk = await _sent_sizes("127.0.0.1", config)
+        assert max(handshake + bulk) == 1200
+
+
+def test_peer_max_udp_payload_size_is_kept() -> None:
+    """The peer's own receive limit caps the datagram size we pick."""
+    from aioquic.buffer import Buffer
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.packet import QuicTransportParameters, push_quic_transport_parameters
+
+    from overlay.transport.aioquic_compat import Libp2pQuicConnection
+
+    conn = Libp2pQuicConnection(configuration=QuicConfiguration(is_client=True),
+                                certificate_check=lambda chain: None, max_inbound_streams=8)
+    assert conn.peer_max_udp_payload == 65527
+    buf = Buffer(capacity=256)
+    push_quic_transport_parameters(buf, QuicTransportParameters(
+        max_udp_payload_size=1500,
+        original_destination_connection_id=conn._original_destination_connection_id))
+    conn._parse_transport_parameters(buf.data)
+    assert conn.peer_max_udp_payload == 1500
+    conn.set_max_datagram_size(1500)
+    assert conn.max_datagram_size == 1500
 
 
 async def test_dial_without_a_route_fails_at_once() -> None:
