@@ -181,9 +181,11 @@ class Journal(Generic[T]):
                  snapshot: Callable[[], list[T]], encode: Callable[[T], dict[str, Any]],
                  max_bytes: int, max_line_bytes: int, compact_min: int = 1024,
                  compact_ratio: float = 1.0,
-                 on_compacted: Callable[[], None] | None = None) -> None:
+                 on_compacted: Callable[[], None] | None = None,
+                 count: Callable[[], int] | None = None) -> None:
         """``on_compacted`` runs in the worker thread after each compaction
-        (a migration removes the file it replaced)."""
+        (a migration removes the file it replaced); ``count`` tells the live
+        items cheaply, so a write does not copy the snapshot to decide."""
         self.path = Path(path)
         self.fmt = fmt
         self.version = version
@@ -198,6 +200,7 @@ class Journal(Generic[T]):
         """Lines in the file since its last compaction (plus pending)."""
         self._must_compact = not self.path.exists()
         self._on_compacted = on_compacted
+        self._count = count
         self.compactions = 0
 
     def header(self) -> bytes:
@@ -207,6 +210,8 @@ class Journal(Generic[T]):
         line = json.dumps(entry, sort_keys=True, separators=(",", ":")).encode("utf-8")
         if len(line) >= self.max_line_bytes:
             raise LimitExceeded(f"journal line of {len(line)} bytes over {self.max_line_bytes}")
+        if self._must_compact:
+            return  # the coming compaction writes the whole state anyway
         self._pending.append(line + b"\n")
         self._lines += 1
 
@@ -257,7 +262,9 @@ class Journal(Generic[T]):
 
     def prepare(self) -> Callable[[], None] | None:
         pending, self._pending = self._pending, []
-        items = self._snapshot() if self._must_compact or self._lines > self._compact_min else None
+        live = self._count() if self._count is not None else None
+        due = self._lines > self._compact_min + self._ratio * (live or 0)
+        items = self._snapshot() if self._must_compact or due else None
         if items is not None and (self._must_compact
                                   or self._lines > self._compact_min + self._ratio * len(items)):
             # Everything pending is in the snapshot too; the log restarts from it.
@@ -266,12 +273,14 @@ class Journal(Generic[T]):
             encode, header, path, after = (self._encode, self.header(), self.path,
                                            self._on_compacted)
 
-            def compact() -> None:
-                body = [header]
+            def lines() -> Iterator[bytes]:
+                yield header
                 for item in items:
-                    body.append(json.dumps(encode(item), sort_keys=True,
-                                           separators=(",", ":")).encode("utf-8") + b"\n")
-                atomic_write(path, b"".join(body), 0o600)
+                    yield json.dumps(encode(item), sort_keys=True,
+                                     separators=(",", ":")).encode("utf-8") + b"\n"
+
+            def compact() -> None:
+                atomic_write(path, lines(), 0o600)
                 if after is not None:
                     after()
 

@@ -1,5 +1,6 @@
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,19 @@ def test_atomic_write_failure_keeps_old_file_and_no_temp(tmp_path: Path, monkeyp
     monkeypatch.undo()
     assert target.read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == ["state.json"]
+
+
+def test_chunks_are_written_in_order_and_a_failing_iterable_leaves_the_old_file(
+        tmp_path: Path) -> None:
+    target = tmp_path / "state"
+    atomic_write(target, (bytes([n]) * 3 for n in range(4)), 0o600)
+    assert target.read_bytes() == b"\x00" * 3 + b"\x01" * 3 + b"\x02" * 3 + b"\x03" * 3
+
+    def broken() -> Iterator[bytes]:
+        yield b"new"
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        atomic_write(target, broken())
+    assert target.read_bytes().startswith(b"\x00")
+    assert [p.name for p in tmp_path.iterdir()] == ["state"]  # no tmp left

@@ -113,6 +113,7 @@ class FileRecordStore(MemoryRecordStore):
             snapshot=lambda: list(self._records.values()), encode=encode_entry,
             max_bytes=4 * (config.max_records + config.max_own_records) * line + (1 << 20),
             max_line_bytes=line, on_compacted=self._drop_legacy,
+            count=lambda: len(self._records),
         )
         self.on_change = on_change
         self._load(now)
@@ -222,6 +223,7 @@ def persist_providers(store: ProviderStore, path: str | os.PathLike[str], now: f
     journal: Journal[tuple[bytes, PeerInfo, float, str | None, bool]] = Journal(
         path, PROVIDERS_FORMAT, PROVIDERS_VERSION, snapshot=store.items,
         encode=_encode_provider, max_line_bytes=_PROVIDER_LINE,
+        count=store.entry_count,
         max_bytes=4 * (cfg.max_keys * cfg.max_providers_per_key + cfg.max_own_keys)
         * _PROVIDER_LINE)
     for entry in journal.replay():

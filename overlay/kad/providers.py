@@ -136,6 +136,9 @@ class ProviderStore:
                        if expires > now and (own is None or info.peer_id != own[0].peer_id))
         return out[: self.config.max_returned]
 
+    def entry_count(self) -> int:
+        return len(self._own) + sum(self._per_peer.values())
+
     def items(self) -> list[tuple[bytes, PeerInfo, float, str | None, bool]]:
         """Every entry, own ones first (a snapshot for persistence)."""
         out: list[tuple[bytes, PeerInfo, float, str | None, bool]] = [
