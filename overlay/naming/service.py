@@ -3,7 +3,7 @@ alive, and resolving names (``Resolver``).
 
 ``async with NameService(key, dht, directory, config) as names:`` loads
 the owned names, the resource map and the pins from ``directory``, starts
-the resolver, and runs two tasks in its TaskGroup:
+the resolver, and runs under its supervisor (``overlay.supervisor``):
 
 - the republisher: every owned name is published again at start (a
   restarted daemon announces its names at once) and then whenever
@@ -58,6 +58,7 @@ from overlay.naming.resolver import DhtClient, Resolution, Resolver, ResolverCon
 from overlay.naming.resource_map_store import CACHE_FILE, PINS_FILE, ResolverState
 from overlay.naming.validate import validate
 from overlay.statefile import Snapshot, StateWriter, remove_stale_tmp
+from overlay.supervisor import RestartPolicy, Supervisor
 
 __all__ = ["NameService", "NameServiceConfig", "PublishResult", "Targets"]
 
@@ -196,13 +197,12 @@ class NameService:
         self._published = asyncio.Condition()
         self.republished = 0
         """Successful republications since start."""
-        self._tg: asyncio.TaskGroup | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._sup: Supervisor | None = None
 
     # -- lifetime -----------------------------------------------------------------
 
     async def __aenter__(self) -> NameService:
-        if self._tg is not None:
+        if self._sup is not None:
             raise LocalProtocolError("a name service can be started once")
         now = self._clock()
         if self.directory is not None:
@@ -215,13 +215,13 @@ class NameService:
         self._owned = {name: replace(entry, republish_at=now)
                        for name, entry in self._owned.items()}
         await self.resolver.__aenter__()
-        tg = asyncio.TaskGroup()
-        await tg.__aenter__()
-        self._tg = tg
+        sup = self._sup = await Supervisor("naming", log).__aenter__()
         for writer in (self._state_writer, self._owned_writer):
             if writer is not None:
                 await writer.__aenter__()
-        self._tasks = [tg.create_task(self._republisher())]
+        # An unexpected error in the republisher (a bug, a full disk) is
+        # logged and the loop restarts after back-off: never the daemon's end.
+        sup.spawn(self._republisher, "naming republisher", restart=RestartPolicy())
         return self
 
     async def __aexit__(
@@ -230,15 +230,11 @@ class NameService:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        tg, self._tg = self._tg, None
-        if tg is None:
+        sup, self._sup = self._sup, None
+        if sup is None:
             raise LocalProtocolError("the name service was not started")
-        for task in self._tasks:
-            task.cancel()
         try:
-            # The body's exception belongs to the caller; a TaskGroup handed it
-            # would wrap it in an ExceptionGroup.  The group only waits for our tasks.
-            await tg.__aexit__(None, None, None)
+            await sup.aclose()
         finally:
             await self.resolver.__aexit__(exc_type, exc, tb)
             self.state.mark_dirty()

@@ -336,3 +336,30 @@ async def test_a_merged_resolve_error_reaches_every_caller() -> None:
         assert isinstance(results[0], asyncio.CancelledError)
         assert all(isinstance(r, ResolveFailed) for r in results[1:])
         assert dht.lookups == 1
+
+
+async def test_a_crashing_republisher_restarts_and_never_ends_its_owner() -> None:
+    # A bug (or a full disk) in the naming service's background loop used
+    # to fail its TaskGroup, which cancelled the daemon's main task.  Under
+    # the supervisor it is logged and the loop starts again.
+    from overlay.naming.service import NameService, NameServiceConfig
+
+    restarted = asyncio.Event()
+
+    class CrashingOnce(ScriptedDht):
+        calls = 0
+
+        async def wait_ready(self) -> None:
+            CrashingOnce.calls += 1
+            if CrashingOnce.calls == 1:
+                raise KeyError("a bug in the first pass")
+            restarted.set()
+
+    dht = CrashingOnce([Answer(_peer(1), 1, None)])
+    async with asyncio.timeout(30), NameService(key(1), dht, None) as names:
+        await restarted.wait()
+        # The service still answers, and this task was never cancelled.
+        with pytest.raises(NameNotFound):
+            await names.resolve("nobody.ovl")
+        current = asyncio.current_task()
+        assert current is not None and current.cancelling() == 0
