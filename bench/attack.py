@@ -1,0 +1,495 @@
+#!/usr/bin/env python3
+"""Hostile load from one machine against one daemon, on loopback.
+
+    .venv/bin/python bench/attack.py            # the full attacks
+    .venv/bin/python bench/attack.py --quick    # the small subset the tests run
+
+The daemon runs in a child process (so its peak RSS is its own) with the
+lab's settings: loopback peers count for the routing table's IP-prefix
+limits, each loopback address as a group of its own.  For each attack the
+same legitimate requests are timed without it (baseline) and while it
+runs, from a loopback address other than the attacker's:
+
+- ``kad_streams``: one peer (127.0.66.1) opens 64 kad streams and sends
+  nothing; legitimate: FIND_NODE from a peer at 127.0.77.1.
+- ``identities``: N identities from one address (127.0.88.1), each serving
+  kad and claiming another 127/8 address in identify; legitimate:
+  FIND_NODE, and how many fakes the daemon's table and answers hold.
+- ``dns``: random ``.ovl`` names over UDP from 127.0.66.x at a fixed rate,
+  plus 64 silent TCP clients; legitimate: queries for a registered name.
+- ``api``: 256 idle local API connections; legitimate: a fresh connection
+  and one ``identity`` call, as the CLI does.
+
+Every attack is bounded in count and time.  One JSON object is printed
+(per attack: success rate and median/p95 latency with and without it, the
+goals met, the daemon's peak RSS), progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dnslib import QTYPE, RCODE, DNSRecord  # noqa: E402
+
+from overlay.daemon.client import ApiClient  # noqa: E402
+from overlay.errors import OverlayError  # noqa: E402
+from overlay.host import Host, HostConfig, NegotiatedStream  # noqa: E402
+from overlay.identity import Ed25519PrivateKey, PeerId  # noqa: E402
+from overlay.kad.keyspace import Contact  # noqa: E402
+from overlay.kad.messages import KadMessage, MessageType  # noqa: E402
+from overlay.kad.service import KadService  # noqa: E402
+from overlay.kad.records import default_registry  # noqa: E402
+from overlay.kad.service_config import KadServiceConfig  # noqa: E402
+from overlay.naming.config import NamingConfig  # noqa: E402
+from overlay.naming.kad_client import register_name_namespace  # noqa: E402
+from overlay.transport import TransportConfig  # noqa: E402
+
+TARGET_IP = "127.0.0.1"
+LEGIT_IP = "127.0.77.1"
+KAD_ATTACKER_IP = "127.0.66.1"
+FAKES_IP = "127.0.88.1"
+DNS_ATTACKER_PREFIX = "127.0.66."
+TCP_ATTACKER_IP = "127.0.66.200"
+NAME = "bench-attack.ovl"
+
+HOST_CONFIG = HostConfig(transport=TransportConfig(handshake_timeout=3.0, idle_timeout=30.0,
+                                                   keepalive_interval=5.0),
+                         dial_timeout=3.0, negotiate_timeout=5.0)
+KAD_CONFIG = KadServiceConfig(request_timeout=3.0, lookup_timeout=10.0)
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- the daemon (child process) ------------------------------------------------
+
+
+def serve(home: Path) -> int:
+    """Run the daemon with the lab's routing settings; prints its ready JSON."""
+    from dataclasses import replace
+
+    from overlay.daemon.config import DaemonConfig
+    from overlay.daemon.home import Home
+    from overlay.daemon.init import init_home, load_identity
+    from overlay.daemon.node import Daemon
+    from overlay.daemon.ops_name import naming_extensions
+    from overlay.daemon.ops_stats import StatsExtension
+    from overlay.kad.routing import RoutingConfig
+
+    async def main() -> int:
+        root = Home(home)
+        config = DaemonConfig(listen=(f"/ip4/{TARGET_IP}/udp/0/quic-v1",), mdns=False,
+                              autonat="off")
+        key = init_home(root, config).key if not root.key_file.exists() else load_identity(root)
+        kad = replace(KadServiceConfig(), routing=RoutingConfig(exempt_local=False))
+        dht, names = naming_extensions(key, dns=(TARGET_IP, 0), kad=kad, dht_state_file=None)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(sys.stdin.fileno(), stop.set)  # the driver closes stdin to stop us
+        async with Daemon(root, config, key, extensions=[dht, names, StatsExtension()],
+                          stop=stop) as daemon:
+            print(json.dumps({"peer_id": str(daemon.peer_id), "addrs": daemon.full_addrs(),
+                              "api": str(daemon.api_path), "dns": list(names.dns_address or ())}),
+                  flush=True)
+            await stop.wait()
+        loop.remove_reader(sys.stdin.fileno())
+        return 0
+
+    return asyncio.run(main())
+
+
+@dataclass
+class Target:
+    proc: subprocess.Popen[bytes]
+    peer_id: PeerId
+    addr: str
+    api: Path
+    dns: tuple[str, int]
+
+    def cpu_seconds(self) -> float:
+        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_kib(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return 0
+
+
+@asynccontextmanager
+async def target_daemon(home: Path) -> AsyncIterator[Target]:
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(home)], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
+        ready = json.loads(line)
+        yield Target(proc, PeerId.from_string(ready["peer_id"]), ready["addrs"][0],
+                     Path(ready["api"]), (ready["dns"][0], int(ready["dns"][1])))
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.to_thread(proc.wait, 30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- measuring -------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    ok: int
+    total: int
+    latencies: list[float]
+
+    def as_dict(self) -> dict[str, Any]:
+        lat = sorted(self.latencies) or [float("nan")]
+        return {"success": round(self.ok / self.total, 4) if self.total else None,
+                "requests": self.total,
+                "median_ms": round(statistics.median(lat) * 1000, 2),
+                "p95_ms": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))] * 1000, 2)}
+
+
+async def measure(request: Callable[[], Awaitable[bool]], count: int, seconds: float) -> Sample:
+    """``count`` legitimate requests one after another, spread over
+    ``seconds`` (so they meet the attack throughout)."""
+    ok, latencies, total = 0, [], 0
+    begin = time.monotonic()
+    deadline = begin + 2 * seconds
+    while total < count and time.monotonic() < deadline:
+        # Pacing the legitimate load, not synchronisation.
+        await asyncio.sleep(max(0.0, begin + total * seconds / count - time.monotonic()))
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(3.0):
+                good = await request()
+        except (OverlayError, OSError, TimeoutError):
+            good = False
+        total += 1
+        if good:
+            ok += 1
+            latencies.append(time.monotonic() - started)
+    return Sample(ok, total, latencies)
+
+
+def verdict(base: Sample, attacked: Sample) -> dict[str, Any]:
+    out = {"baseline": base.as_dict(), "attacked": attacked.as_dict()}
+    ratio = None
+    if base.latencies and attacked.latencies:
+        ratio = statistics.median(attacked.latencies) / statistics.median(base.latencies)
+    out["median_ratio"] = round(ratio, 2) if ratio is not None else None
+    rate = attacked.ok / attacked.total if attacked.total else 0.0
+    out["goal_success"] = rate >= 0.99
+    out["goal_latency"] = ratio is not None and ratio <= 3.0
+    return out
+
+
+# -- legitimate clients ------------------------------------------------------------
+
+
+async def kad_node(stack: AsyncExitStack, ip: str) -> KadService:
+    host = await stack.enter_async_context(Host(Ed25519PrivateKey.generate(), HOST_CONFIG))
+    await host.listen([f"/ip4/{ip}/udp/0/quic-v1"])
+    # The name namespace too: the legitimate peer stores the bench's name.
+    registry = default_registry()
+    register_name_namespace(registry, NamingConfig())
+    return await stack.enter_async_context(KadService(host, KAD_CONFIG, registry=registry))
+
+
+def find_node(kad: KadService, target: Target, seen: set[PeerId] | None = None
+              ) -> Callable[[], Awaitable[bool]]:
+    contact = Contact.of(target.peer_id)
+
+    async def request() -> bool:
+        key = os.urandom(32)
+        answer = await kad.request(contact, KadMessage(MessageType.FIND_NODE, b"\x12\x20" + key))
+        if seen is not None:
+            seen.update(info.peer_id for info in answer.closer_peers)
+        return True
+
+    return request
+
+
+class _Reply(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not self.reply.done():
+            self.reply.set_result(data)
+
+
+def dns_query(target: Target, name: str) -> Callable[[], Awaitable[bool]]:
+    async def request() -> bool:
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(_Reply, local_addr=(LEGIT_IP, 0))
+        try:
+            transport.sendto(DNSRecord.question(name, "A").pack(), target.dns)
+            async with asyncio.timeout(2.0):
+                reply = DNSRecord.parse(await protocol.reply)
+        finally:
+            transport.close()
+        return bool(reply.header.rcode == RCODE.NOERROR and reply.rr
+                    and reply.rr[0].rtype == QTYPE.A)
+
+    return request
+
+
+def api_call(target: Target) -> Callable[[], Awaitable[bool]]:
+    async def request() -> bool:
+        async with await ApiClient.connect(target.api) as client:
+            return bool((await client.call("identity"))["ok"])
+
+    return request
+
+
+# -- attacks -------------------------------------------------------------------------
+
+
+async def attack_kad_streams(stack: AsyncExitStack, target: Target, streams: int) -> dict[str, Any]:
+    host = await stack.enter_async_context(Host(Ed25519PrivateKey.generate(), HOST_CONFIG))
+    await host.listen([f"/ip4/{KAD_ATTACKER_IP}/udp/0/quic-v1"])
+    await host.connect(target.addr)
+    held: list[NegotiatedStream] = []
+    for _ in range(streams):
+        try:
+            async with asyncio.timeout(3.0):
+                held.append(await host.new_stream(target.peer_id, [KAD_CONFIG.protocol_id]))
+        except (OverlayError, TimeoutError):
+            pass
+    return {"streams_opened": len(held), "_held": held}
+
+
+async def attack_identities(stack: AsyncExitStack, target: Target, count: int,
+                            seconds: float) -> dict[str, Any]:
+    fakes: list[KadService] = []
+    deadline = time.monotonic() + seconds
+    for i in range(count):
+        if time.monotonic() > deadline:
+            break
+        kad = await kad_node(stack, FAKES_IP)
+        port = kad.host.listen_addrs()[0].value_for_protocol(0x0111)
+        # A different (loopback) address claimed by each: never outside 127/8.
+        kad.host.add_advertised_addrs([f"/ip4/127.{1 + i // 250}.{1 + i % 250}.1/udp/{port}/quic-v1"])
+        try:
+            async with asyncio.timeout(3.0):
+                await kad.host.connect(target.addr)
+        except (OverlayError, OSError, TimeoutError):
+            continue
+        fakes.append(kad)
+    return {"identities": len(fakes), "_fakes": {k.host.peer_id for k in fakes}}
+
+
+def flood(host: str, port: int, rate: int, seconds: float) -> int:
+    """Child process: random ``.ovl`` names over UDP from four loopback
+    addresses at ``rate`` a second for ``seconds``; prints how many."""
+    rng = random.Random(7)
+    socks = []
+    for i in range(4):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((f"{DNS_ATTACKER_PREFIX}{i + 1}", 0))
+        sock.setblocking(False)
+        socks.append(sock)
+    count = 0
+    stopped: list[int] = []
+    signal.signal(signal.SIGTERM, lambda *_: stopped.append(1))
+    print("flooding", flush=True)
+    started = time.monotonic()
+    try:
+        while not stopped and time.monotonic() - started < seconds:
+            due = int((time.monotonic() - started) * rate)
+            while count < due:
+                name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12)) + ".ovl"
+                try:
+                    socks[count % 4].sendto(DNSRecord.question(name).pack(), (host, port))
+                except BlockingIOError:
+                    pass
+                count += 1
+            time.sleep(0.005)  # pacing the flood, not synchronisation
+    finally:
+        for sock in socks:
+            sock.close()
+    print(count, flush=True)
+    return 0
+
+
+async def run_attack(name: str, target: Target, legit: Callable[[], Awaitable[bool]], count: int,
+                     seconds: float, start: Callable[[], Awaitable[dict[str, Any]]],
+                     stop: Callable[[dict[str, Any]], Awaitable[None]]) -> dict[str, Any]:
+    log(f"{name}: baseline")
+    base = await measure(legit, count, seconds)
+    log(f"{name}: attacking")
+    info = await start()
+    cpu, began = target.cpu_seconds(), time.monotonic()
+    try:
+        attacked = await measure(legit, count, seconds)
+    finally:
+        share = (target.cpu_seconds() - cpu) / (time.monotonic() - began)
+        await stop(info)
+    result = verdict(base, attacked)
+    result["daemon_cpu_share"] = round(share, 2)
+    result["daemon_peak_rss_kib"] = target.peak_rss_kib()
+    result.update({k: v for k, v in info.items() if not k.startswith("_")})
+    log(f"{name}: {json.dumps(result)}")
+    return result
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="ovl-atk-", dir="/tmp") as tmp:
+        async with target_daemon(Path(tmp) / "home") as target, AsyncExitStack() as stack:
+            try:
+                await _phases(args, target, stack, results)
+            except BaseException as exc:
+                # Said here: unwinding the attackers' services wraps it deeply.
+                log(f"bench failed: {exc!r}")
+                raise
+            results["daemon_peak_rss_kib"] = target.peak_rss_kib()
+    return results
+
+
+async def _phases(args: argparse.Namespace, target: Target, stack: AsyncExitStack,
+                  results: dict[str, Any]) -> None:
+    if True:
+        if True:
+            legit = await kad_node(stack, LEGIT_IP)
+            await legit.bootstrap([target.addr])
+            seen: set[PeerId] = set()
+            n, secs = args.requests, args.seconds
+
+            # 1. idle kad streams from one peer
+            async def stop_streams(info: dict[str, Any]) -> None:
+                for stream in info["_held"]:
+                    stream.reset()
+
+            results["kad_streams"] = await run_attack(
+                "kad_streams", target, find_node(legit, target), n, secs,
+                lambda: attack_kad_streams(stack, target, 64), stop_streams)
+            results["kad_streams"]["target_in_legit_table"] = target.peer_id in legit.table
+
+            # 2. identities from one address claiming other addresses
+            fakes: set[PeerId] = set()
+
+            fake_stack = await stack.enter_async_context(AsyncExitStack())
+
+            async def start_fakes() -> dict[str, Any]:
+                info = await attack_identities(fake_stack, target, args.identities, args.seconds * 4)
+                fakes.update(info["_fakes"])
+                return info
+
+            async def no_stop(_: dict[str, Any]) -> None:
+                return None
+
+            results["identities"] = await run_attack(
+                "identities", target, find_node(legit, target, seen), n, secs, start_fakes, no_stop)
+            async with await ApiClient.connect(target.api) as client:
+                table = await client.call("dht_table")
+            members = set(table.get("peers", []))
+            results["identities"]["fakes_in_table"] = len({str(f) for f in fakes} & members)
+            results["identities"]["table_size"] = table.get("size")
+            results["identities"]["fakes_in_answers"] = len(fakes & seen)
+            await fake_stack.aclose()  # the fakes' load must not blur the next figures
+
+            # 3. DNS flood + silent TCP clients
+            async with await ApiClient.connect(target.api) as client:
+                await client.call("name_register", {"name": NAME, "ips": ["192.0.2.1"]})
+            silent: list[asyncio.StreamWriter] = []
+            sent: list[int] = []
+
+            async def start_dns() -> dict[str, Any]:
+                for _ in range(64):
+                    try:
+                        _, writer = await asyncio.open_connection(
+                            *target.dns, local_addr=(TCP_ATTACKER_IP, 0))
+                        silent.append(writer)
+                    except OSError:
+                        break
+                # Its own process: the flood must not slow the measuring loop.
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, __file__, "--flood", target.dns[0], str(target.dns[1]),
+                    str(args.dns_rate), str(secs * 3), stdout=asyncio.subprocess.PIPE)
+                assert proc.stdout is not None
+                await asyncio.wait_for(proc.stdout.readline(), 30)  # "flooding"
+                return {"_flood": proc, "tcp_silent": len(silent)}
+
+            async def stop_dns(info: dict[str, Any]) -> None:
+                proc = info["_flood"]
+                proc.terminate()
+                out, _ = await proc.communicate()
+                sent.append(int(out.strip() or 0))
+                for writer in silent:
+                    writer.close()
+
+            results["dns"] = await run_attack("dns", target, dns_query(target, NAME), n, secs,
+                                              start_dns, stop_dns)
+            results["dns"]["udp_queries_sent"] = sent[0] if sent else None
+
+            # 4. idle API connections
+            idle: list[asyncio.StreamWriter] = []
+
+            async def start_api() -> dict[str, Any]:
+                for _ in range(256):
+                    _, writer = await asyncio.open_unix_connection(str(target.api))
+                    idle.append(writer)
+                return {"idle_connections": len(idle)}
+
+            async def stop_api(_: dict[str, Any]) -> None:
+                for writer in idle:
+                    writer.close()
+
+            results["api"] = await run_attack("api", target, api_call(target), n, secs, start_api, stop_api)
+
+            async with await ApiClient.connect(target.api) as client:
+                stats = await client.call("stats")
+            results["limits_hit"] = stats.get("limits", {})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve", metavar="HOME", help=argparse.SUPPRESS)
+    parser.add_argument("--flood", nargs=4, metavar="X", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="the small subset the tests run")
+    parser.add_argument("--requests", type=int, default=200, help="legitimate requests per phase")
+    parser.add_argument("--seconds", type=float, default=10.0, help="time bound of each phase")
+    parser.add_argument("--identities", type=int, default=300, help="fake identities")
+    parser.add_argument("--dns-rate", type=int, default=3000, help="flood queries a second")
+    args = parser.parse_args()
+    if args.serve:
+        return serve(Path(args.serve))
+    if args.flood:
+        host, port, rate, seconds = args.flood
+        return flood(host, int(port), int(rate), float(seconds))
+    if args.quick:
+        args.requests, args.seconds, args.identities, args.dns_rate = 40, 2.0, 24, 1000
+    results = asyncio.run(bench(args))
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
