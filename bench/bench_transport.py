@@ -195,8 +195,27 @@ async def _raw_server(pipe: multiprocessing.connection.Connection, args: argpars
         task.cancel()
 
 
+ECHO_PROTOCOL = "/bench/echo/1.0.0"
+
+
+async def _host_server(pipe: multiprocessing.connection.Connection, args: argparse.Namespace) -> None:
+    """A whole overlay Host (identify, ping, supervisor) with an echo protocol."""
+    from overlay.host import Host, HostConfig
+
+    host = Host(Ed25519PrivateKey.generate(), HostConfig(transport=transport_config(args)))
+    async with host:
+        async def echo(stream: Any) -> None:
+            stream.write(await stream.readexactly(1))
+            await stream.close()
+
+        host.set_stream_handler(ECHO_PROTOCOL, echo)
+        await host.listen([f"/ip4/{HOST}/udp/0/quic-v1"])
+        pipe.send((str(host.listen_addrs()[0]), str(host.peer_id)))
+        await _wait_stop(pipe)
+
+
 def receiver_main(kind: str, pipe: multiprocessing.connection.Connection, args: argparse.Namespace) -> None:
-    server = _ours_server if kind == "ours" else _raw_server
+    server = {"ours": _ours_server, "raw": _raw_server, "host": _host_server}[kind]
     run(lambda: server(pipe, args), args.loop)
 
 
@@ -217,6 +236,25 @@ async def ours_setup(port: int, peer: str, args: argparse.Namespace, rounds: int
             assert await stream.readexactly(1) == b"x"
             samples.append(time.perf_counter() - start)
             conn.close()
+    return samples
+
+
+async def host_setup(addr: str, peer: str, args: argparse.Namespace, rounds: int) -> list[float]:
+    """A fresh Host per round, as a new peer would be: its dial endpoint and
+    certificate are made on the first dial; connect, then one negotiated
+    stream (multistream-select) with a 1-byte echo."""
+    from overlay.host import Host, HostConfig
+
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        host = Host(Ed25519PrivateKey.generate(), HostConfig(transport=transport_config(args)))
+        async with host:
+            await host.connect(f"{addr}/p2p/{peer}")
+            stream = await host.new_stream(PeerId.from_string(peer), [ECHO_PROTOCOL])
+            stream.write(b"x")
+            assert await stream.readexactly(1) == b"x"
+            samples.append(time.perf_counter() - start)
     return samples
 
 
@@ -344,15 +382,21 @@ class Receiver:
             self._proc.join()
 
 
-async def sender(ours: Receiver, raw: Receiver, args: argparse.Namespace) -> dict[str, Any]:
+async def sender(ours: Receiver, raw: Receiver, host: Receiver,
+                 args: argparse.Namespace) -> dict[str, Any]:
     """Alternate the two stacks round by round, so that load from other
     processes on a shared machine hits both alike."""
     setup: dict[str, list[float]] = {"ours": [], "raw": []}
+    host_samples: list[float] = []
+    # The first host in a process pays one-off costs (imports, first TLS
+    # and certificate code paths); that is reported on its own.
+    first_host = (await host_setup(host.port, host.peer, args, 1))[0]
     one: dict[str, list[float]] = {"ours": [], "raw": []}
     ten: dict[str, list[float]] = {"ours": [], "raw": []}
     for _ in range(args.setup_rounds):
         setup["ours"] += await ours_setup(ours.port, ours.peer, args, 1)
         setup["raw"] += await raw_setup(raw.port, args, 1)
+        host_samples += await host_setup(host.port, host.peer, args, 1)
     for _ in range(args.repeat):
         one["ours"].append(await ours_throughput(ours.port, ours.peer, args, 1))
         one["raw"].append(await raw_throughput(raw.port, args, 1))
@@ -370,6 +414,9 @@ async def sender(ours: Receiver, raw: Receiver, args: argparse.Namespace) -> dic
             "throughput_1_MBps": round(args.mb / t1, 2),
             "throughput_10_MBps": round(args.mb / t10, 2),
         }
+    out["ours"]["host_setup_ms_median"] = round(statistics.median(host_samples) * 1000, 3)
+    out["ours"]["host_setup_ms_samples"] = [round(x * 1000, 3) for x in host_samples]
+    out["ours"]["host_setup_first_ms"] = round(first_host * 1000, 3)
     return out
 
 
@@ -393,9 +440,10 @@ def main() -> None:
     log(f"loop={args.loop} mb={args.mb} datagram_size={args.datagram_size}")
     results: dict[str, Any] = {"loop": args.loop, "mb": args.mb, "datagram_size": args.datagram_size,
                                "repeat": args.repeat, "raw_default_buffers": args.raw_default_buffers}
-    receivers = {kind: Receiver(kind, args) for kind in ("ours", "raw")}
+    receivers = {kind: Receiver(kind, args) for kind in ("ours", "raw", "host")}
     try:
-        results.update(run(lambda: sender(receivers["ours"], receivers["raw"], args), args.loop))
+        results.update(run(lambda: sender(receivers["ours"], receivers["raw"], receivers["host"], args),
+                           args.loop))
     finally:
         for receiver in receivers.values():
             receiver.stop()
@@ -404,7 +452,12 @@ def main() -> None:
         "setup_time": round(ours["setup_ms_median"] / raw["setup_ms_median"], 3),
         "throughput_1": round(ours["throughput_1_MBps"] / raw["throughput_1_MBps"], 3),
         "throughput_10": round(ours["throughput_10_MBps"] / raw["throughput_10_MBps"], 3),
+        "host_setup_time": round(ours["host_setup_ms_median"] / raw["setup_ms_median"], 3),
     }
+    log(f"{'host connect + 1st negotiated stream':36} ours {ours['host_setup_ms_median']:8.2f} ms    "
+        f"raw aioquic {raw['setup_ms_median']:8.2f} ms    ratio "
+        f"{ours['host_setup_ms_median'] / raw['setup_ms_median']:.2f}  "
+        f"(first in process {ours['host_setup_first_ms']:.1f} ms)")
     for label, key, unit in (
         ("setup (handshake + 1st stream RTT)", "setup_ms_median", "ms"),
         ("1 stream", "throughput_1_MBps", "MB/s"),

@@ -67,6 +67,11 @@ def transport(mb: int) -> None:
     for label, key, goal in rows:
         o, r, p = ours.get(key), raw.get(key), py.get(key)
         print(f"  {label:<22}{fmt(o):>10}{fmt(r):>10}{fmt(p):>11}{ratio(o, r):>12}{ratio(o, p):>14}  {goal}")
+    # A whole Host dialing as a fresh peer (connect + one negotiated stream)
+    # against the bare handshake + first stream of raw aioquic and py-libp2p.
+    o, r, p = ours.get("host_setup_ms_median"), raw.get("setup_ms_median"), py.get("setup_ms_median")
+    print(f"  {'host connect ms':<22}{fmt(o):>10}{fmt(r):>10}{fmt(p):>11}{ratio(o, r):>12}{ratio(o, p):>14}"
+          f"  <=2x js-libp2p (12-40 ms); first in process {fmt(ours.get('host_setup_first_ms'))} ms")
 
 
 def simulator(with_100k: bool) -> None:
