@@ -114,6 +114,7 @@ class QuicConn:
         self._handshake_error: TransportError | None = None
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._is_ready = False
+        self._datagram_size_picked = False
         self._error: ConnectionClosed | None = None
         self._closed = asyncio.Event()
         self._terminated = False
@@ -269,8 +270,10 @@ class QuicConn:
             self._owner._connection_ready(self)
 
     def _pick_datagram_size(self) -> None:
-        """Larger datagrams to a loopback peer: the peer's transport
-        parameters are known once the handshake completes."""
+        """Larger datagrams to a loopback peer, once the handshake is
+        confirmed: the peer's transport parameters are known then, and no
+        more Initial packets follow (a client pads those to the full
+        datagram size, which the receiver then walks byte by byte)."""
         try:
             ip = ipaddress.ip_address(self.remote_address[0].split("%", 1)[0])
         except ValueError:
@@ -352,6 +355,9 @@ class QuicConn:
             if close is not None:
                 self._mark_closed(self._error_from(close))
         if self._error is None:
+            if not self._datagram_size_picked and self._quic.handshake_confirmed:
+                self._datagram_size_picked = True
+                self._pick_datagram_size()
             if not self._is_ready and self.is_initiator and self._quic.handshake_confirmed:
                 # Only reached with confirm_handshake: the server sent
                 # HANDSHAKE_DONE, so it accepted our certificate.
@@ -386,10 +392,8 @@ class QuicConn:
             elif isinstance(event, events.HandshakeCompleted):
                 if event.alpn_protocol != ALPN:
                     self._fail(HandshakeError(f"ALPN {event.alpn_protocol!r} is not libp2p"), 0x1)
-                else:
-                    self._pick_datagram_size()
-                    if not (self.is_initiator and self.config.confirm_handshake):
-                        self._on_handshake_done()
+                elif not (self.is_initiator and self.config.confirm_handshake):
+                    self._on_handshake_done()
             elif isinstance(event, events.ConnectionIdIssued):
                 self._add_cid(event.connection_id)
             elif isinstance(event, events.ConnectionIdRetired):
