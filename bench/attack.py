@@ -245,13 +245,23 @@ class _Reply(asyncio.DatagramProtocol):
 
 
 def dns_query(target: Target, name: str) -> Callable[[], Awaitable[bool]]:
+    """A stub resolver's query: sent again after a second without answer
+    (glibc, dig and systemd-resolved all retry), at most twice."""
+
     async def request() -> bool:
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_datagram_endpoint(_Reply, local_addr=(LEGIT_IP, 0))
         try:
-            transport.sendto(DNSRecord.question(name, "A").pack(), target.dns)
-            async with asyncio.timeout(2.0):
-                reply = DNSRecord.parse(await protocol.reply)
+            query = DNSRecord.question(name, "A").pack()
+            for attempt in range(2):
+                transport.sendto(query, target.dns)
+                try:
+                    async with asyncio.timeout(1.0):
+                        reply = DNSRecord.parse(await asyncio.shield(protocol.reply))
+                    break
+                except TimeoutError:
+                    if attempt == 1:
+                        raise
         finally:
             transport.close()
         return bool(reply.header.rcode == RCODE.NOERROR and reply.rr

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -193,6 +194,7 @@ class DnsFront:
                 transport, protocol = await loop.create_datagram_endpoint(
                     lambda: _Udp(self), local_addr=(self.config.host, self.config.port))
                 port = int(transport.get_extra_info("sockname")[1])
+                _widen_receive_buffer(transport)
                 try:
                     self._tcp = await asyncio.start_server(
                         self._on_tcp, self.config.host, port, reuse_address=True)
@@ -452,6 +454,20 @@ class DnsFront:
     def _ttl(self, resolution: Resolution) -> int:
         remaining = int(resolution.fresh_until - time.time())
         return max(0, min(self.config.max_ttl, resolution.record.ttl, remaining))
+
+
+_UDP_RECEIVE_BUFFER = 1 << 20
+
+
+def _widen_receive_buffer(transport: asyncio.BaseTransport) -> None:
+    # Under a flood, a short stall of the loop must not let the kernel drop
+    # the legitimate queries with the rest (the kernel caps the size).
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RECEIVE_BUFFER)
+        except OSError as exc:
+            log.debug("cannot widen the DNS receive buffer: %r", exc)
 
 
 class _Busy(OverlayError):
