@@ -155,6 +155,9 @@ def add_core_parsers(sub: Any, parents: Parents) -> None:
     p.add_argument("--metrics", metavar="HOST:PORT|off", type=_dns_arg, default=None,
                    help="serve Prometheus metrics (limit hits, counters) at "
                         "http://HOST:PORT/metrics (default: from config.toml, else off)")
+    p.add_argument("--proxy", metavar="HOST:PORT|off", type=_dns_arg, default=None,
+                   help="serve a SOCKS5 and HTTP proxy for .ovl names here, with a PAC "
+                        "file at /proxy.pac (default: from config.toml, else off)")
     p.add_argument("--stun", metavar="HOST:PORT", action="append", type=stun_server_arg,
                    default=[], help="STUN server asked from the QUIC socket, repeatable; an "
                                     "introducer's QUIC port is one (default: from config.toml)")
@@ -259,6 +262,7 @@ def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
                                      kad_protocol=ns.kad_protocol, dns=ns.dns,
                                      stun=ns.stun, introducer=ns.introducer,
                                      mdns=ns.mdns, relays=ns.relays, metrics=ns.metrics,
+                                     proxy=ns.proxy,
                                      holepunch=ns.holepunch))
 
 

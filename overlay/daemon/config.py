@@ -112,6 +112,12 @@ class DaemonConfig:
     """AutoNAT v2 (docs/nat.md): ``on`` tests our addresses and serves
     others; ``lab`` also tests and dials private and loopback addresses
     (namespaces, tests); ``off`` does neither."""
+    proxy: str = "off"
+    """Serve the SOCKS5 + HTTP proxy for ``.ovl`` names at ``HOST:PORT``
+    (docs/apps.md); ``off`` (the default) serves none."""
+    services: Mapping[str, Any] = field(default_factory=dict)
+    """Exposed TCP services (table ``[services]``: ``http = {port = 8080}``;
+    docs/apps.md); ``overlay expose`` maintains it."""
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -149,6 +155,13 @@ class DaemonConfig:
         from overlay.relay.config import relay_limits_from_table
 
         relay_limits_from_table(self.relay_limits)
+        try:
+            parse_dns_address(self.proxy)
+        except ConfigError as exc:
+            raise ConfigError(f"`proxy`: {exc}".replace("DNS address", "address")) from None
+        from overlay.apps.config import parse_services
+
+        parse_services(self.services)
 
     def with_listen(self, listen: tuple[str, ...] | list[str]) -> DaemonConfig:
         return replace(self, listen=tuple(listen))
@@ -170,6 +183,8 @@ _FIELDS: dict[str, type] = {
     "autonat": str,
     "holepunch": bool,
     "metrics": str,
+    "proxy": str,
+    "services": dict,
 }
 
 
@@ -236,6 +251,8 @@ def config_document(config: DaemonConfig) -> dict[str, TomlValue]:
         "autonat": config.autonat,
         "holepunch": config.holepunch,
         "metrics": config.metrics,
+        "proxy": config.proxy,
+        "services": dict(config.services),
     }
 
 

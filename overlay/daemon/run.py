@@ -80,11 +80,16 @@ def default_extensions(
     from overlay.relay.daemon_ext import RelayExtension
     from overlay.nat.dcutr_ext import DcutrExtension
 
+    # Services, forwards and the proxy resolve names and publish exposures
+    # through naming, so after it.
+    from overlay.apps.daemon_ext import AppsExtension
+
+    apps = AppsExtension(config.services, parse_dns_address(config.proxy))
     # AutoNAT after STUN: STUN's mapped addresses are among its candidates.
     # DCUtR before the relay: its handler is in place before circuits arrive.
     return [NatExtension(), AutoNATExtension(), dht, naming, PeerMemoryExtension(dht),
             MdnsExtension(),
-            RendezvousExtension(key), DcutrExtension(), RelayExtension(key), stats]
+            RendezvousExtension(key), DcutrExtension(), RelayExtension(key), apps, stats]
 
 
 async def run_daemon(
@@ -104,6 +109,7 @@ async def run_daemon(
     mdns: bool | None = None,
     relays: Sequence[str] = (),
     metrics: str | None = None,
+    proxy: str | None = None,
     holepunch: bool | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
@@ -140,6 +146,8 @@ async def run_daemon(
         config = replace(config, relays=tuple(relays))
     if metrics is not None:
         config = replace(config, metrics=metrics)
+    if proxy is not None:
+        config = replace(config, proxy=proxy)
     if holepunch is not None:
         config = replace(config, holepunch=holepunch)
     if extensions is None:
@@ -159,6 +167,7 @@ async def run_daemon(
                                   "addrs": daemon.full_addrs(), "api_socket": str(daemon.api_path),
                                   "dns": _dns_text(extensions),
                                   "metrics": _metrics_text(extensions),
+                                  "proxy": _address_text(extensions, "proxy_address"),
                                   "agent_version": AGENT_VERSION}), file=out, flush=True)
             else:
                 print(f"overlay daemon ({AGENT_VERSION})", file=out)
@@ -172,6 +181,10 @@ async def run_daemon(
                 metrics_at = _metrics_text(extensions)
                 if metrics_at is not None:
                     print(f"metrics: http://{metrics_at}/metrics", file=out)
+                proxy_at = _address_text(extensions, "proxy_address")
+                if proxy_at is not None:
+                    print(f"proxy: {proxy_at} (SOCKS5 and HTTP; PAC file at "
+                          f"http://{proxy_at}/proxy.pac)", file=out)
                 print(READY_LINE, file=out, flush=True)
             await stop.wait()
             stopping = time.monotonic()

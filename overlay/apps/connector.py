@@ -1,0 +1,210 @@
+"""Reaching a target for forwards and the proxy: ``NAME`` + service (or
+port) through the naming layer, or a direct TCP connection for hosts
+outside the zone.
+
+A name is resolved (the resolver's cache first), the service is chosen
+(``policy.service_for_port`` for a port), the first reachable peer the
+record names is dialed, directly when an address allows it and through
+its relay's ``/p2p-circuit`` address otherwise (as ``name_connect``
+does), and a ``/ovl/tcp/1.0.0`` stream is opened with the header
+pipelined behind a lazy protocol selection.  Every failure becomes a
+``TargetError`` whose reason a person can read.
+
+``DirectDialer`` is the seam for exits: today a non-zone host is dialed
+from this machine; an exit would be another ``Dialer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+from multiaddr import Multiaddr
+
+from overlay.apps.errors import Reason, TargetError
+from overlay.apps.policy import service_for_port
+from overlay.apps.pump import TcpStream
+from overlay.apps.service_proto import SERVICE_PROTOCOL, Status, encode_header, status_reason
+from overlay.errors import (
+    InvalidMultiaddr,
+    ProtocolNotSupported,
+    RemoteProtocolError,
+    StreamClosed,
+    StreamReset,
+    TransportError,
+)
+from overlay.host.stream import NegotiatedStream
+from overlay.host.transport_types import Connection
+from overlay.identity import PeerId
+from overlay.multiaddrs import parse_quic_multiaddr, with_p2p
+from overlay.naming.errors import InvalidName, NamingError
+from overlay.naming.net_errors import NameNotFound
+from overlay.naming.record import NameRecord
+from overlay.naming.resolver import Resolution
+from overlay.wire.stream import ByteStream
+
+__all__ = ["AppHost", "Connector", "Dialer", "DirectDialer", "NameLookup"]
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds to resolve, dial and hear the exposer's answer."""
+
+
+class AppHost(Protocol):
+    @property
+    def peer_id(self) -> PeerId: ...
+
+    async def connect(self, addr: Multiaddr) -> Connection: ...
+
+    async def new_stream(self, peer_id: PeerId, protocols: list[str], *,
+                         lazy: bool = False) -> NegotiatedStream: ...
+
+
+class NameLookup(Protocol):
+    """What the connector needs of the naming service."""
+
+    async def resolve(self, name: str) -> Resolution: ...
+
+
+class Dialer(Protocol):
+    """Opens a byte stream to a host outside the zone."""
+
+    async def open(self, host: str, port: int) -> ByteStream: ...
+
+
+class DirectDialer:
+    """Outside the zone: a TCP connection from this host (no exit yet)."""
+
+    async def open(self, host: str, port: int) -> ByteStream:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                reader, writer = await asyncio.open_connection(host, port)
+        except (OSError, TimeoutError) as exc:
+            raise TargetError(Reason.UNREACHABLE, f"cannot connect to {host}:{port}: "
+                              f"{getattr(exc, 'strerror', None) or exc or 'timed out'}") from None
+        return TcpStream(reader, writer)
+
+
+class Connector:
+    def __init__(self, host: AppHost, names: Callable[[], NameLookup | None], zone: str,
+                 *, local: Callable[[str], tuple[str, int] | None] | None = None,
+                 direct: Dialer | None = None) -> None:
+        """``names()`` is the running naming service (None: not running);
+        ``local(service)`` the address of a service this node exposes, for
+        names that point at this node itself."""
+        self._host = host
+        self._names = names
+        self.zone = zone
+        self._local = local
+        self.direct: Dialer = direct or DirectDialer()
+
+    def in_zone(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        return host == self.zone or host.endswith("." + self.zone)
+
+    async def open_port(self, host: str, port: int) -> ByteStream:
+        """The proxy's target: a zone name by port, anything else directly."""
+        if not self.in_zone(host):
+            return await self.direct.open(host, port)
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                record = await self._record(host)
+                service = service_for_port(record.name, port, record.services)
+                return await self._open_record(record, service)
+        except TimeoutError:
+            raise TargetError(Reason.PEER_OFFLINE, f"{host}:{port} did not answer within "
+                              f"{CONNECT_TIMEOUT:.0f} s") from None
+
+    async def open_service(self, name: str, service: str) -> ByteStream:
+        """A forward's target: ``NAME:SERVICE``."""
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                return await self._open_record(await self._record(name), service)
+        except TimeoutError:
+            raise TargetError(Reason.PEER_OFFLINE,
+                              f"{name}:{service} did not answer within "
+                              f"{CONNECT_TIMEOUT:.0f} s") from None
+
+    async def _record(self, name: str) -> NameRecord:
+        names = self._names()
+        if names is None:
+            raise TargetError(Reason.RESOLVE_FAILED, "naming is not running in this daemon")
+        try:
+            return (await names.resolve(name)).record
+        except InvalidName as exc:
+            raise TargetError(Reason.BAD_TARGET, str(exc)) from None
+        except NameNotFound:
+            raise TargetError(Reason.UNKNOWN_NAME, f"no such name: {name}") from None
+        except (NamingError, TransportError) as exc:
+            raise TargetError(Reason.RESOLVE_FAILED, f"cannot resolve {name}: {exc}") from None
+
+    async def _open_record(self, record: NameRecord, service: str) -> ByteStream:
+        errors: list[str] = []
+        for target in record.peers:
+            peer = PeerId.from_bytes(target.peer_id)
+            if peer == self._host.peer_id:
+                local = self._local(service) if self._local is not None else None
+                if local is None:
+                    raise TargetError(Reason.NOT_EXPOSED,
+                                      f"{record.name} is this node, which does not expose "
+                                      f"{service!r}")
+                return await DirectDialer().open(*local)
+            if await self._dial(peer, target.addrs, errors):
+                return await self._open_stream(record.name, peer, service)
+        if not record.peers:
+            raise TargetError(Reason.PEER_OFFLINE, f"{record.name} names no peer")
+        raise TargetError(Reason.PEER_OFFLINE, f"{record.name} is offline: no peer it names "
+                          "answered (" + "; ".join(errors) + ")")
+
+    async def _dial(self, peer: PeerId, addrs: tuple[bytes, ...], errors: list[str]) -> bool:
+        for raw in addrs:
+            try:
+                addr = Multiaddr(raw)
+                if "/p2p-circuit" in str(addr):
+                    addr = with_p2p(addr, peer)  # behind a NAT: through its relay
+                else:
+                    addr = parse_quic_multiaddr(addr).with_peer_id(peer).to_multiaddr()
+                await self._host.connect(addr)
+                return True
+            except (TransportError, RemoteProtocolError, InvalidMultiaddr, ValueError) as exc:
+                errors.append(f"{exc}")
+        return False
+
+    async def _open_stream(self, name: str, peer: PeerId, service: str) -> ByteStream:
+        try:
+            stream = await self._host.new_stream(peer, [SERVICE_PROTOCOL], lazy=True)
+        except (TransportError, RemoteProtocolError) as exc:
+            raise TargetError(Reason.PEER_OFFLINE, f"{name}: {exc}") from None
+        try:
+            stream.write(encode_header(service))
+            await stream.drain()
+            status = (await stream.readexactly(1))[0]
+        except ProtocolNotSupported:
+            stream.reset()
+            raise TargetError(Reason.NOT_EXPOSED,
+                              f"{name} exposes no services (it does not run the service "
+                              "layer)") from None
+        except (StreamClosed, StreamReset, TransportError, RemoteProtocolError) as exc:
+            stream.reset()
+            raise TargetError(Reason.PEER_OFFLINE, f"{name}: the stream failed: {exc}") from None
+        except BaseException:
+            stream.reset()
+            raise
+        if status != Status.OK:
+            stream.reset()
+            try:
+                reason = status_reason(Status(status))
+            except ValueError:
+                raise TargetError(Reason.UNREACHABLE,
+                                  f"{name}: unknown status {status}") from None
+            raise TargetError(reason, _STATUS_TEXT[reason].format(name=name, service=service))
+        return stream
+
+
+_STATUS_TEXT = {
+    Reason.NOT_EXPOSED: "{name} does not expose a service called {service!r}",
+    Reason.REFUSED: "{name} refused the connection: this node is not in the allowlist "
+                    "of {service!r}",
+    Reason.UNREACHABLE: "{name} exposes {service!r} but could not connect to it "
+                        "(its local server is down?)",
+}

@@ -1,0 +1,199 @@
+"""The daemon's SOCKS5 and HTTP proxy, both on one port.
+
+The first byte tells them apart: 0x05 opens a SOCKS5 greeting, anything
+else is an HTTP request.  SOCKS5 serves CONNECT without authentication
+(``socks5h``: the client leaves names to us); HTTP serves CONNECT,
+absolute-form requests for plain ``http://`` (forwarded with
+``Connection: close``, one request per connection) and, for requests to
+the proxy itself, ``GET /proxy.pac``.
+
+Hosts in the zone (``*.ovl``) go to the named peer's exposed service by
+port (80: ``http``; any other: the service published with that port);
+other hosts are dialed from this machine by the connector's ``direct``
+dialer (the seam for exits).  Failures are SOCKS5 reply codes or small
+HTML pages naming the reason (``policy``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from overlay.apps import http_proxy, socks5
+from overlay.apps.connector import Connector
+from overlay.apps.errors import HttpRequestError, SocksError, TargetError
+from overlay.apps.policy import http_status_for, socks_reply_for
+from overlay.apps.pump import Counters, pump
+from overlay.apps.tcp import ConnectionGroup, Listener
+from overlay.wire.stream import ByteStream
+
+__all__ = ["ProxyServer", "ProxyStats"]
+
+log = logging.getLogger(__name__)
+
+HEAD_TIMEOUT = 30.0
+"""Seconds a client has to send its greeting, request or HTTP head."""
+_MAX_SOCKS = 600
+
+
+@dataclass(slots=True)
+class ProxyStats:
+    counters: Counters = field(default_factory=Counters)
+    socks: int = 0
+    http: int = 0
+    pac: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    """Failed requests by reason (``unknown_name``, ``bad_request`` …)."""
+
+    def error(self, reason: str) -> None:
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+
+
+class ProxyServer:
+    def __init__(self, group: ConnectionGroup, connector: Connector) -> None:
+        self._group = group
+        self._connector = connector
+        self.stats = ProxyStats()
+        self.listener: Listener | None = None
+
+    async def start(self, host: str, port: int) -> Listener:
+        self.listener = await self._group.listen(host, port, self._handle, "proxy client")
+        return self.listener
+
+    def pac(self) -> str:
+        assert self.listener is not None
+        return http_proxy.pac_file(*self.listener.address, self._connector.zone)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT):
+                first = await reader.read(1)
+        except (TimeoutError, ConnectionError):
+            return
+        if not first:
+            return
+        if first[0] == socks5.SOCKS_VERSION:
+            self.stats.socks += 1
+            await self._socks(reader, writer, first)
+        else:
+            self.stats.http += 1
+            await self._http(reader, writer, first)
+
+    # -- SOCKS5 ----------------------------------------------------------------------
+
+    async def _socks(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     data: bytes) -> None:
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT):
+                greeting, data = await _read_until(reader, data, socks5.parse_greeting,
+                                                   _MAX_SOCKS)
+                if not greeting.accepts_no_auth:
+                    writer.write(socks5.encode_method_choice(socks5.NO_ACCEPTABLE))
+                    self.stats.error("socks_auth")
+                    return
+                writer.write(socks5.encode_method_choice(socks5.NO_AUTH))
+                request, data = await _read_until(reader, data, socks5.parse_request,
+                                                  _MAX_SOCKS)
+        except SocksError as exc:
+            self.stats.error("bad_request")
+            if exc.reply is not None:
+                writer.write(socks5.encode_reply(socks5.Reply(exc.reply)))
+            log.debug("SOCKS5 client: %s", exc)
+            return
+        except (TimeoutError, ConnectionError, EOFError):
+            return
+        try:
+            stream = await self._connector.open_port(request.host, request.port)
+        except TargetError as exc:
+            self.stats.error(exc.reason.value)
+            log.info("SOCKS5 %s:%d: %s", request.host, request.port, exc)
+            writer.write(socks5.encode_reply(socks_reply_for(exc.reason)))
+            return
+        writer.write(socks5.encode_reply(socks5.Reply.SUCCEEDED))
+        await self._splice(reader, writer, stream, data)
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    data: bytes) -> None:
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT):
+                request, rest = await _read_until(
+                    reader, data, http_proxy.parse_head, http_proxy.MAX_HEAD_BYTES + 4)
+        except HttpRequestError as exc:
+            self.stats.error("bad_request")
+            writer.write(http_proxy.error_response(exc.status, "bad_request", str(exc)))
+            return
+        except (TimeoutError, ConnectionError, EOFError):
+            return
+        target = request.connect or request.url
+        if target is None:
+            self._local_page(writer, request)
+            return
+        try:
+            stream = await self._connector.open_port(target.host, target.port)
+        except TargetError as exc:
+            self.stats.error(exc.reason.value)
+            log.info("HTTP proxy %s:%d: %s", target.host, target.port, exc)
+            writer.write(http_proxy.error_response(http_status_for(exc.reason),
+                                                   exc.reason.value, str(exc)))
+            return
+        if request.connect is not None:
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await self._splice(reader, writer, stream, rest)
+        else:
+            await self._splice(reader, writer, stream, http_proxy.origin_head(request) + rest)
+
+    def _local_page(self, writer: asyncio.StreamWriter, request: http_proxy.HttpRequest) -> None:
+        """A request for the proxy itself: the PAC file, or a page saying how to use it."""
+        path = request.path.split("?", 1)[0]
+        if path == "/proxy.pac" and request.method in ("GET", "HEAD"):
+            self.stats.pac += 1
+            body = self.pac().encode("ascii")
+            response = http_proxy.simple_response(
+                200, body, "application/x-ns-proxy-autoconfig")
+            if request.method == "HEAD":
+                response = response[:len(response) - len(body)]
+            writer.write(response)
+            return
+        self.stats.error("not_found")
+        assert self.listener is not None
+        writer.write(http_proxy.error_response(
+            404, "not_found", f"This is the overlay proxy. Point a browser's automatic proxy "
+            f"configuration at http://{self.listener.text}/proxy.pac, or use it as an HTTP "
+            f"or SOCKS5 proxy for .{self._connector.zone} names."))
+
+    async def _splice(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      stream: ByteStream, early: bytes) -> None:
+        if early:
+            # What the client sent behind its request goes first.
+            stream.write(early)
+            self.stats.counters.up += len(early)
+        await pump(reader, writer, stream, self.stats.counters)
+
+
+_T = TypeVar("_T")
+_Parser = Callable[[bytes], "tuple[_T, int] | None"]
+
+
+async def _read_until(reader: asyncio.StreamReader, data: bytes, parse: _Parser[_T],
+                      limit: int) -> tuple[_T, bytes]:
+    """Feed ``parse`` until it returns a message; ``data`` holds what was
+    read already.  Returns the message and the bytes after it; raises
+    ``EOFError`` when the client stops first.  The parsers enforce their own
+    size limits; ``limit`` is a backstop."""
+    buffer = bytearray(data)
+    while True:
+        parsed = parse(bytes(buffer))
+        if parsed is not None:
+            message, used = parsed
+            return message, bytes(buffer[used:])
+        if len(buffer) > limit:
+            raise EOFError("request too large")
+        chunk = await reader.read(4096)
+        if not chunk:
+            raise EOFError("the client closed before its request was complete")
+        buffer += chunk
