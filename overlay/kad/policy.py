@@ -7,7 +7,10 @@ drive it, so the simulator's figures describe the node that ships.
   protocol refused, the wrong peer answered, the connection lost or a
   malformed answer) evicts the peer at once, with a replacement from the
   cache.  A stream reset on a live connection is a refusal of that one
-  request (a record the peer rejects), not a failure of the peer.
+  request (a record the peer rejects, or its limits: an overloaded server
+  resets new streams right after negotiation and keeps the connection,
+  ``overlay.kad.net_server``), not a failure of the peer: overload is not
+  death.
 - A request that timed out evicts too when no connection is left; on a
   live connection the peer may just be busy, so it is probed once
   (``ProbeConnection``) and evicted if the probe fails as well.
