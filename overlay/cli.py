@@ -37,6 +37,7 @@ from overlay.cli_common import (
     make_parents,
 )
 from overlay.cli_admin import add_admin_parsers
+from overlay.cli_apps import add_apps_parsers
 from overlay.cli_core import add_core_parsers
 from overlay.cli_dht import add_dht_parser
 from overlay.cli_name import add_name_parser
@@ -86,6 +87,7 @@ COMMAND_GROUPS: list[AddParser] = [
     add_stats_parser,
     add_rendezvous_parser,
     add_serve_parser,
+    add_apps_parsers,
     _add_sim_parser,
     _add_completion_parser,
 ]

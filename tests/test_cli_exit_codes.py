@@ -100,9 +100,17 @@ CASES: list[tuple[str, list[str], int]] = [
     ("serve", ["serve", "echo", "--to", "127.0.0.1:7"], 2),
     ("serve", ["serve", "/echo/1.0.0", "--max-streams", "0", "--to", "127.0.0.1:7"], 2),
     ("sim", ["sim", "--nodes", "many"], 2),
+    ("expose", ["expose", "Bad Name!", "--port", "80"], 2),
+    ("expose", ["expose", "web"], 2),
+    ("expose", ["expose", "web", "--port", "70000"], 2),
+    ("expose", ["expose", "web", "--port", "80", "--allow", "not a peer"], 2),
+    ("forward", ["forward", "--listen", "nowhere", "x.ovl:http"], 2),
+    ("forward", ["forward", "--listen", "127.0.0.1:0", "x.ovl"], 2),
+    ("forward", ["forward", "--list", "--close", "127.0.0.1:1"], 2),
     # -- bad input the daemon judges (its registry, its zone): still 2 -----------------
     ("dht get", ["dht", "get", "/unknown/x"], 2),
     ("name resolve", ["name", "resolve", "alice.example.com"], 2),
+    ("forward", ["forward", "--listen", "127.0.0.1:0", "alice.example.com:http"], 2),
     ("rendezvous register", ["rendezvous", "register", "x", "--ttl", "60"], 2),  # under 2 h
     # -- not found ------------------------------------------------------------------
     ("connect", ["connect", f"/p2p/{UNKNOWN_PEER}"], 4),
@@ -114,6 +122,8 @@ CASES: list[tuple[str, list[str], int]] = [
     ("name connect", ["name", "connect", "nobody.ovl", "/echo/1.0.0"], 4),
     ("disconnect", ["disconnect", UNKNOWN_PEER], 4),
     ("rendezvous discover", ["rendezvous", "discover", "nobody-registers-here"], 4),
+    ("expose", ["expose", "--remove", "nothing-exposed"], 4),
+    ("forward", ["forward", "--close", "127.0.0.1:1"], 4),
     # -- success ----------------------------------------------------------------------
     ("id", ["id"], 0),
     ("peers", ["peers"], 0),
@@ -140,6 +150,11 @@ CASES: list[tuple[str, list[str], int]] = [
     ("rendezvous register", ["rendezvous", "register", "exit-codes"], 0),
     ("rendezvous discover", ["rendezvous", "discover", "exit-codes"], 0),
     ("rendezvous unregister", ["rendezvous", "unregister", "exit-codes", "--at", "{A}"], 0),
+    ("expose", ["expose", "exitweb", "--port", "9"], 0),
+    ("expose", ["expose", "--list"], 0),
+    ("expose", ["expose", "--remove", "exitweb"], 0),
+    ("forward", ["forward", "--listen", "127.0.0.1:0", "nobody.ovl:http"], 0),
+    ("forward", ["forward", "--list"], 0),
     ("config show", ["config", "show"], 0),
     ("config set", ["config", "set", "dht_mode", "client"], 0),
     ("disconnect", ["disconnect", "{A_ID}"], 0),
@@ -175,6 +190,8 @@ NO_DAEMON: list[tuple[str, list[str]]] = [
     ("stop", ["stop"]),
     ("disconnect", ["disconnect", UNKNOWN_PEER]),
     ("serve", ["serve", "/echo/1.0.0", "--to", "127.0.0.1:7"]),
+    ("expose", ["expose", "--list"]),
+    ("forward", ["forward", "--list"]),
 ]
 
 # Commands that run without a daemon or cannot fail with "not found".
