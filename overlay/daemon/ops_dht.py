@@ -323,23 +323,23 @@ class DhtExtension:
                 records = FileRecordStore(path, config.store, self.registry, now=time.time())
                 records_writer = StateWriter(records.journal, "DHT record store")
                 records.on_change = records_writer.mark_dirty
-                # Entered before the service, so it is left after it: the
+                # The service makes the provider store; its journal is
+                # attached once the service exists.
+                providers_writer = StateWriter(_NothingYet(), "DHT provider store")
+                # Entered before the service, so they are left after it: the
                 # last changes are written once nothing makes new ones.
-                await stack.enter_async_context(records_writer)
-                self.writers = [records_writer]
+                self.writers = [records_writer, providers_writer]
+                for writer in self.writers:
+                    await stack.enter_async_context(writer)
             kad = await stack.enter_async_context(
                 KadService(daemon.host, config, registry=self.registry, records=records))
-            providers_durable = None
             if directory is not None:
-                providers_writer = StateWriter(NoJournal(), "DHT provider store")
-                journal = persist_providers(kad.providers, directory / PROVIDERS_FILE,
-                                            time.time(), providers_writer.mark_dirty)
-                providers_writer.target = journal
-                await stack.enter_async_context(providers_writer)
-                self.writers.append(providers_writer)
-                providers_durable = providers_writer.flush
+                self.writers[1].target = persist_providers(
+                    kad.providers, directory / PROVIDERS_FILE, time.time(),
+                    self.writers[1].mark_dirty)
             DhtOps(kad, records_durable=self.writers[0].flush if self.writers else None,
-                   providers_durable=providers_durable).register(daemon.api)
+                   providers_durable=self.writers[1].flush if self.writers else None,
+                   ).register(daemon.api)
             self.kad = kad
             if set_connector is not None:
                 set_connector(self.connector())
@@ -352,7 +352,7 @@ class DhtExtension:
                 self.writers = []
 
 
-class NoJournal:
+class _NothingYet:
     """Nothing to write (the provider writer's target before its load)."""
 
     def prepare(self) -> None:
