@@ -16,10 +16,10 @@ over a direct QUIC connection, then over the relayed one
 stream, Noise and yamux end to end).  The clock stops when C reports the
 byte count.  Median of ``--rounds`` (default 3).
 
-Knobs for profiling (applied in every process, so both ends agree):
-``--splice-chunk`` (the relay's read size per direction), ``--yamux-window``
-and ``--yamux-frame`` (the circuit's yamux session).  Leave them unset to
-measure the defaults.
+Profiling: ``--variant name:splice=N,window=N,frame=N`` adds a relayed
+variant measured in the same rounds (the relay's read size per direction,
+the circuit yamux session's window, frame size and send buffer limit), applied in every
+process so both ends agree.  The headline figures are the defaults'.
 
 Output: one JSON object on stdout; a readable summary on stderr.
 """
@@ -36,6 +36,7 @@ import statistics
 import struct
 import sys
 import time
+import weakref
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -56,23 +57,55 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def apply_knobs(host: Host | None, args: argparse.Namespace) -> None:
-    """The profiling knobs, set the same way in every process."""
-    if args.splice_chunk:
-        import overlay.relay.server as server
-
-        server.SPLICE_CHUNK = args.splice_chunk  # type: ignore[misc]
-    if host is not None and (args.yamux_window or args.yamux_frame):
-        base = YamuxConfig()
-        host.circuit_transport._yamux_config = YamuxConfig(
-            receive_window=args.yamux_window or base.receive_window,
-            max_frame_size=args.yamux_frame or base.max_frame_size,
-            send_buffer_limit=max(base.send_buffer_limit, args.yamux_window or 0),
-        )
+Knobs = dict[str, int]
 
 
-async def _serve_until_stop(pipe: multiprocessing.connection.Connection) -> None:
-    """Answer ``cpu`` with this process's CPU seconds until ``stop``."""
+def parse_variant(text: str) -> tuple[str, Knobs]:
+    """``name:splice=65536,window=1048576,frame=65507`` (any subset)."""
+    name, _, rest = text.partition(":")
+    knobs: Knobs = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        if key not in ("splice", "window", "frame", "sendbuf"):
+            raise SystemExit(f"unknown knob {key!r} (splice, window, frame, sendbuf)")
+        knobs[key] = int(value)
+    return name, knobs
+
+
+_DEFAULT_SPLICE: int | None = None
+_DEFAULT_YAMUX: weakref.WeakKeyDictionary[Host, YamuxConfig | None] = weakref.WeakKeyDictionary()
+
+
+def apply_knobs(host: Host | None, knobs: Knobs) -> None:
+    """Set the profiling knobs in this process; an empty dict restores the
+    defaults.  Every process gets the same knobs, so both ends agree."""
+    global _DEFAULT_SPLICE
+    import overlay.relay.server as server
+
+    if _DEFAULT_SPLICE is None:
+        _DEFAULT_SPLICE = server.SPLICE_CHUNK
+    server.SPLICE_CHUNK = knobs.get("splice", _DEFAULT_SPLICE)  # type: ignore[misc]
+    if host is None:
+        return
+    transport = host.circuit_transport
+    if host not in _DEFAULT_YAMUX:
+        _DEFAULT_YAMUX[host] = transport._yamux_config
+    default = _DEFAULT_YAMUX[host]
+    base = default or YamuxConfig()
+    if not knobs:
+        transport._yamux_config = default
+        return
+    window = knobs.get("window", base.receive_window)
+    transport._yamux_config = YamuxConfig(
+        receive_window=window,
+        max_frame_size=knobs.get("frame", base.max_frame_size),
+        send_buffer_limit=knobs.get("sendbuf", base.send_buffer_limit),
+    )
+
+
+async def _serve_until_stop(pipe: multiprocessing.connection.Connection, host: Host) -> None:
+    """Answer ``cpu`` with this process's CPU seconds, apply ``("knobs",
+    dict)``, until ``stop``."""
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
     loop.add_reader(pipe.fileno(), wake.set)
@@ -84,6 +117,8 @@ async def _serve_until_stop(pipe: multiprocessing.connection.Connection) -> None
                 msg = pipe.recv()
                 if msg == "stop":
                     return
+                if isinstance(msg, tuple):
+                    apply_knobs(host, msg[1])
                 pipe.send(time.process_time())
     finally:
         loop.remove_reader(pipe.fileno())
@@ -92,12 +127,11 @@ async def _serve_until_stop(pipe: multiprocessing.connection.Connection) -> None
 async def _relay_main(pipe: multiprocessing.connection.Connection, args: argparse.Namespace) -> None:
     key = Ed25519PrivateKey.generate()
     async with Host(key) as host:
-        apply_knobs(host, args)
         await host.listen([LOOPBACK])
         limits = RelayLimits(circuit_data=None, circuit_duration=None)
         async with RelayServer(host, key, limits):
             pipe.send(f"{host.listen_addrs()[0]}/p2p/{host.peer_id}")
-            await _serve_until_stop(pipe)
+            await _serve_until_stop(pipe, host)
 
 
 async def _sink(stream: NegotiatedStream) -> None:
@@ -113,7 +147,6 @@ async def _target_main(pipe: multiprocessing.connection.Connection, args: argpar
     relay_addr: str = pipe.recv()
     async with AsyncExitStack() as stack:
         host = await stack.enter_async_context(Host(Ed25519PrivateKey.generate()))
-        apply_knobs(host, args)
         await host.listen([LOOPBACK])
         host.set_stream_handler(SINK, _sink)
         client = await stack.enter_async_context(RelayClient(host))
@@ -121,7 +154,7 @@ async def _target_main(pipe: multiprocessing.connection.Connection, args: argpar
         await client.reserve(PeerId.from_string(relay_addr.rsplit("/p2p/", 1)[1]))
         pipe.send((f"{host.listen_addrs()[0]}/p2p/{host.peer_id}",
                    f"{relay_addr}/p2p-circuit/p2p/{host.peer_id}"))
-        await _serve_until_stop(pipe)
+        await _serve_until_stop(pipe, host)
 
 
 def child_main(role: str, pipe: multiprocessing.connection.Connection,
@@ -136,6 +169,10 @@ class Child:
         self.pipe, child = ctx.Pipe()
         self.proc = ctx.Process(target=child_main, args=(role, child, args), daemon=True)
         self.proc.start()
+
+    def knobs(self, knobs: Knobs) -> None:
+        self.pipe.send(("knobs", knobs))
+        self.pipe.recv()
 
     def cpu(self) -> float:
         self.pipe.send("cpu")
@@ -172,38 +209,49 @@ async def sender(relay: Child, target: Child, direct_addr: str, circuit_addr: st
                  args: argparse.Namespace) -> dict[str, Any]:
     size = args.mb * MB
     peer = PeerId.from_string(direct_addr.rsplit("/p2p/", 1)[1])
-    samples: dict[str, list[float]] = {"direct": [], "relayed": []}
-    cpu: dict[str, list[float]] = {"relay": [], "target_relayed": [], "sender_relayed": [],
-                                   "target_direct": [], "sender_direct": []}
+    # The direct baseline, then each relayed variant, round by round, so
+    # load from other processes hits them all alike.
+    kinds = [("direct", {})] + [(f"relayed:{name}" if name != "default" else "relayed", knobs)
+                                for name, knobs in args.variants]
+    samples: dict[str, list[float]] = {kind: [] for kind, _ in kinds}
+    cpu: dict[str, dict[str, list[float]]] = {
+        kind: {"relay": [], "target": [], "sender": []} for kind, _ in kinds}
     for round_no in range(args.rounds):
-        for kind in ("direct", "relayed"):
+        for kind, knobs in kinds:
+            relay.knobs(knobs)
+            target.knobs(knobs)
             # A fresh host per transfer: the relayed one must not find the
             # direct connection (the host prefers direct connections).
             async with Host(Ed25519PrivateKey.generate()) as host:
-                apply_knobs(host, args)
+                apply_knobs(host, knobs)
                 conn = await host.connect(direct_addr if kind == "direct" else circuit_addr)
-                assert conn.path == kind, (conn.path, kind)
+                assert conn.path == kind.split(":")[0], (conn.path, kind)
                 r0, t0, s0 = relay.cpu(), target.cpu(), time.process_time()
                 elapsed = await send(host, peer, size)
                 r1, t1, s1 = relay.cpu(), target.cpu(), time.process_time()
             samples[kind].append(elapsed)
-            cpu[f"target_{kind}"].append((t1 - t0) / args.mb)
-            cpu[f"sender_{kind}"].append((s1 - s0) / args.mb)
-            if kind == "relayed":
-                cpu["relay"].append((r1 - r0) / args.mb)
-            log(f"round {round_no + 1}: {kind:8} {args.mb / elapsed:7.2f} MB/s"
-                + (f"  relay CPU {(r1 - r0) / args.mb * 1000:.1f} ms/MB" if kind == "relayed" else ""))
+            for who, used in (("relay", r1 - r0), ("target", t1 - t0), ("sender", s1 - s0)):
+                cpu[kind][who].append(used / args.mb)
+            log(f"round {round_no + 1}: {kind:16} {args.mb / elapsed:7.2f} MB/s  CPU ms/MB "
+                f"relay {(r1 - r0) / args.mb * 1000:5.1f} target {(t1 - t0) / args.mb * 1000:5.1f} "
+                f"sender {(s1 - s0) / args.mb * 1000:5.1f}")
     direct = statistics.median(samples["direct"])
-    relayed = statistics.median(samples["relayed"])
-    return {
-        "direct_MBps": round(args.mb / direct, 2),
-        "relayed_MBps": round(args.mb / relayed, 2),
-        "ratio_relayed_over_direct": round(direct / relayed, 3),
-        "relay_cpu_s_per_MB": round(statistics.median(cpu["relay"]), 5),
-        "cpu_s_per_MB": {k: round(statistics.median(v), 5) for k, v in cpu.items()},
-        "direct_seconds": [round(x, 4) for x in samples["direct"]],
-        "relayed_seconds": [round(x, 4) for x in samples["relayed"]],
-    }
+    out: dict[str, Any] = {"direct_MBps": round(args.mb / direct, 2)}
+    for kind, _ in kinds:
+        seconds = statistics.median(samples[kind])
+        prefix = kind.replace(":", "_")
+        out[f"{prefix}_seconds"] = [round(x, 4) for x in samples[kind]]
+        out[f"{prefix}_cpu_s_per_MB"] = {who: round(statistics.median(v), 5)
+                                         for who, v in cpu[kind].items()}
+        if kind != "direct":
+            out[f"{prefix}_MBps"] = round(args.mb / seconds, 2)
+            out[f"{prefix}_ratio_over_direct"] = round(direct / seconds, 3)
+    # The headline figures are the first variant's (the defaults unless told).
+    first = kinds[1][0].replace(":", "_")
+    out["relayed_MBps"] = out[f"{first}_MBps"]
+    out["ratio_relayed_over_direct"] = out[f"{first}_ratio_over_direct"]
+    out["relay_cpu_s_per_MB"] = out[f"{first}_cpu_s_per_MB"]["relay"]
+    return out
 
 
 def main() -> None:
@@ -211,10 +259,12 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=50, help="MB (10**6 bytes) per transfer (default 50)")
     parser.add_argument("--rounds", type=int, default=3, help="transfers per path; the median is kept")
-    parser.add_argument("--splice-chunk", type=int, default=0, help="relay read size (profiling)")
-    parser.add_argument("--yamux-window", type=int, default=0, help="circuit yamux window (profiling)")
-    parser.add_argument("--yamux-frame", type=int, default=0, help="circuit yamux frame size (profiling)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KNOBS",
+                        help="a relayed variant to compare in the same run, e.g. "
+                             "big:splice=65536,window=1048576,frame=65507 (repeatable; "
+                             "'default' is always measured first)")
     args = parser.parse_args()
+    args.variants = [("default", {})] + [parse_variant(v) for v in args.variant]
 
     relay = Child("relay", args)
     target: Child | None = None
@@ -229,8 +279,7 @@ def main() -> None:
             target.stop()
         relay.stop()
     results.update({"mb": args.mb, "rounds": args.rounds,
-                    "knobs": {"splice_chunk": args.splice_chunk, "yamux_window": args.yamux_window,
-                              "yamux_frame": args.yamux_frame}})
+                    "variants": {name: knobs for name, knobs in args.variants}})
     log(f"direct {results['direct_MBps']} MB/s, relayed {results['relayed_MBps']} MB/s, "
         f"ratio {results['ratio_relayed_over_direct']:.2f} (goal >= 0.5); relay CPU "
         f"{results['relay_cpu_s_per_MB'] * 1000:.1f} ms per relayed MB")
