@@ -191,7 +191,7 @@ def error_response(status: int, reason: str, message: str) -> bytes:
     machine-readable reason (``unknown_name``, ``peer_offline`` …)."""
     title = f"{status} {_REASONS.get(status, 'Error')}"
     body = (f"<!doctype html><title>{html.escape(title)}</title>"
-            f"<h1>{html.escape(title)}</h1><p>{html.escape(message)}</p>"
+            f"<h1>{html.escape(title)}</h1><p>{html.escape(message, quote=False)}</p>"
             f"<p><small>overlay proxy: {html.escape(reason)}</small></p>\n").encode("utf-8")
     return simple_response(status, body, "text/html; charset=utf-8",
                            (("X-Overlay-Error", reason),))

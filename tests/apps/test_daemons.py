@@ -65,6 +65,11 @@ async def test_curl_through_socks5_http_proxy_and_forward(short_tmp: Path) -> No
                                           f"http://bob.ovl:{port}/index.html")
             assert (status, out) == (0, b"<h1>bob's page</h1>\n"), err
 
+            # Outside the zone the proxy connects directly (only ever to loopback here).
+            for via in (["--socks5-hostname", a.proxy], ["-x", f"http://{a.proxy}"]):
+                status, out, err = await curl(*via, f"http://127.0.0.1:{port}/index.html")
+                assert (status, out) == (0, b"<h1>bob's page</h1>\n"), err
+
             # 50 MB through each proxy, checked.
             for via in (["--socks5-hostname", a.proxy], ["-x", f"http://{a.proxy}"]):
                 status, out, err = await curl(*via, "http://bob.ovl/big.bin", timeout=180)
