@@ -56,6 +56,7 @@ def test_connection_private_methods_and_state() -> None:
         "_on_connection_limit_delivery": ["self", "delivery", "limit"],
         "_idle_timeout": ["self"],
         "_parse_transport_parameters": ["self", "data", "from_session_ticket"],
+        "_write_stream_frame": ["self", "builder", "space", "stream", "max_offset"],
     }.items():
         assert list(inspect.signature(getattr(QuicConnection, name)).parameters) == params, name
     for name in ("MAX_STREAM_DATA_FRAME_CAPACITY", "CONNECTION_LIMIT_FRAME_CAPACITY", "END_STATES"):
@@ -74,6 +75,11 @@ def test_connection_private_methods_and_state() -> None:
     assert "_max_datagram_size" in state
     assert "_max_datagram_size" in vars(conn._loss._pacer)
     assert {"_max_datagram_size", "congestion_window"} <= set(vars(conn._loss._cc))
+    # _write_stream_frame's early exit: aioquic's STREAM header is 3 bytes
+    # plus the stream ID, and get_frame() refuses a negative size.
+    source = inspect.getsource(QuicConnection._write_stream_frame)
+    assert "3\n" in source and "size_uint_var(stream.stream_id)" in source
+    assert "if max_size < 0:" in inspect.getsource(QuicStreamSender.get_frame)
     from aioquic.quic.congestion import base as congestion_base
     assert congestion_base.K_INITIAL_WINDOW == 10
     for limit in (conn._local_max_streams_bidi, conn._local_max_data):
