@@ -228,6 +228,7 @@ class IdentifyService:
     async def _handle_push(self, stream: NegotiatedStream) -> None:
         async with asyncio.timeout(self._config.identify_timeout):
             data = await read_identify(stream, self._config.identify_max_size)
+        stream.write_eof()  # both sides closed: the stream is gone, not half-open
         self._apply(self._parse(data, stream.remote_peer), push=True)
 
     # -- pushing ---------------------------------------------------------------

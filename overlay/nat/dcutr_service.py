@@ -197,6 +197,13 @@ class DcutrService:
         # We were dialled through a relay: the spec's B starts.
         self._sup.spawn(lambda: self._initiate(conn), f"DCUtR upgrade of {conn.remote_peer}")
 
+    def upgrade(self, relayed: Connection) -> None:
+        """Start the upgrade of ``relayed`` now, as the initiator, as if it
+        had just arrived (whichever side dialled it)."""
+        if relayed.path != RELAYED:
+            raise ValueError("only a relayed connection can be upgraded")
+        self._sup.spawn(lambda: self._initiate(relayed), f"DCUtR upgrade of {relayed.remote_peer}")
+
     def _begin(self, peer: PeerId) -> _Session | None:
         if peer in self._sessions:
             self.counters["refused_busy"] += 1
