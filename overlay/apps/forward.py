@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from overlay.apps.connector import Connector
 from overlay.apps.errors import TargetError
-from overlay.apps.pump import Counters, pump
+from overlay.apps.pump import Counters, pump, release
 from overlay.apps.tcp import ConnectionGroup, Listener
 
 __all__ = ["Forward", "Forwards"]
@@ -74,4 +74,7 @@ class Forwards:
                      exc)
             writer.transport.abort()  # the client sees a reset, not an empty answer
             return
-        await pump(reader, writer, stream, forward.counters)
+        try:
+            await pump(reader, writer, stream, forward.counters)
+        finally:
+            await release(stream)

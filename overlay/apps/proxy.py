@@ -26,7 +26,7 @@ from overlay.apps import http_proxy, socks5
 from overlay.apps.connector import Connector
 from overlay.apps.errors import HttpRequestError, SocksError, TargetError
 from overlay.apps.policy import http_status_for, socks_reply_for
-from overlay.apps.pump import Counters, pump
+from overlay.apps.pump import Counters, pump, release
 from overlay.apps.tcp import ConnectionGroup, Listener
 from overlay.wire.stream import ByteStream
 
@@ -168,11 +168,14 @@ class ProxyServer:
 
     async def _splice(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       stream: ByteStream, early: bytes) -> None:
-        if early:
-            # What the client sent behind its request goes first.
-            stream.write(early)
-            self.stats.counters.up += len(early)
-        await pump(reader, writer, stream, self.stats.counters)
+        try:
+            if early:
+                # What the client sent behind its request goes first.
+                stream.write(early)
+                self.stats.counters.up += len(early)
+            await pump(reader, writer, stream, self.stats.counters)
+        finally:
+            await release(stream)
 
 
 _T = TypeVar("_T")

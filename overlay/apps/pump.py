@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from overlay.errors import StreamClosed, StreamReset, TransportError
 from overlay.wire.stream import ByteStream
 
-__all__ = ["CHUNK", "Counters", "TcpStream", "pump"]
+__all__ = ["CHUNK", "Counters", "TcpStream", "pump", "release"]
 
 log = logging.getLogger(__name__)
 
@@ -164,3 +164,10 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         writer.transport.abort()
         return False
     return True
+
+
+async def release(stream: ByteStream) -> None:
+    """Free what a stream holds once pumped: a ``TcpStream``'s socket (a
+    libp2p stream is its connection's business)."""
+    if isinstance(stream, TcpStream):
+        await stream.aclose()
