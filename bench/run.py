@@ -6,6 +6,9 @@
 
 - transport: overlay's QUIC host vs raw aioquic (same TLS settings) and vs
   py-libp2p's QUIC (its own virtualenv, made by interop/setup.sh).
+- relay: relayed vs direct QUIC throughput, the relay's CPU per MB
+  (bench_relay.py); time to reachable behind a NAT (bench_reachable.py,
+  root only: it skips otherwise).
 - simulator: Kademlia lookups at 1,000 and 10,000 nodes (bench_sim.py).
 - naming: resolution latency vs RTT (bench_naming.py), when present.
 
@@ -74,6 +77,30 @@ def transport(mb: int) -> None:
           f"  <=2x js-libp2p (12-40 ms); first in process {fmt(ours.get('host_setup_first_ms'))} ms")
 
 
+def relay(mb: int) -> None:
+    out = run_json([sys.executable, str(BENCH / "bench_relay.py"), "--mb", str(mb)])
+    cpu = out["relayed_cpu_s_per_MB"]
+    print(f"\nrelay ({mb} MB A->C on loopback, 3 processes, median of {out['rounds']})")
+    print(f"  direct QUIC {out['direct_MBps']:.2f} MB/s, relayed {out['relayed_MBps']:.2f} MB/s, "
+          f"ratio {out['ratio_relayed_over_direct']:.2f}x  goal >=0.5x")
+    print(f"  CPU ms per relayed MB: relay {cpu['relay'] * 1000:.1f}, "
+          f"sender {cpu['sender'] * 1000:.1f}, target {cpu['target'] * 1000:.1f} "
+          f"(direct: sender {out['direct_cpu_s_per_MB']['sender'] * 1000:.1f}, "
+          f"target {out['direct_cpu_s_per_MB']['target'] * 1000:.1f})")
+
+
+def reachable() -> None:
+    out = run_json([sys.executable, str(BENCH / "bench_reachable.py")])
+    if "skipped" in out:
+        print(f"\nreachable: skipped ({out['skipped']})")
+        return
+    print(f"\nreachable behind a NAT (netns lab, RTT {out['rtt_s'] * 1000:.0f} ms to the introducer)")
+    for mode, label in (("static", "--relay"), ("autonat", "AutoNAT")):
+        print(f"  {label:8} circuit address {out[f'{mode}_circuit_s']:.2f} s "
+              f"({out[f'{mode}_circuit_rtts']} RTTs), relayed ping {out[f'{mode}_ping_s']:.2f} s "
+              f"({out[f'{mode}_ping_rtts']} RTTs) after start  goal <=3 s")
+
+
 def simulator(with_100k: bool) -> None:
     cmd = [sys.executable, str(BENCH / "bench_sim.py")]
     if with_100k:
@@ -93,12 +120,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=100, help="MB per bulk transfer (default 100)")
     parser.add_argument("--skip-transport", action="store_true")
+    parser.add_argument("--skip-relay", action="store_true")
+    parser.add_argument("--skip-reachable", action="store_true")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--skip-naming", action="store_true")
     parser.add_argument("--with-100k", action="store_true", help="also simulate 100,000 nodes (slow)")
     args = parser.parse_args()
     if not args.skip_transport:
         transport(args.mb)
+    if not args.skip_relay:
+        relay(min(args.mb, 50))
+    if not args.skip_reachable:
+        reachable()
     if not args.skip_sim:
         simulator(args.with_100k)
     if not args.skip_naming:
