@@ -125,9 +125,9 @@ class ApiServerConfig:
     min_idle_to_evict: float = 1.0
     """Seconds a connection that made requests must have been idle to be
     closed for a new one (a CLI between two requests is not idle)."""
-    min_idle_unused: float = 0.05
+    min_idle_unused: float = 0.01
     """The same for a connection that never sent a request (the CLI sends
-    its first within milliseconds of connecting)."""
+    its first within a millisecond of connecting)."""
 
     def __post_init__(self) -> None:
         if not self.idle_timeout > 0 or self.min_idle_to_evict < 0 or self.min_idle_unused < 0:
