@@ -174,6 +174,10 @@ def add_core_parsers(sub: Any, parents: Parents) -> None:
     p.add_argument("--no-holepunch", dest="holepunch", action="store_false", default=None,
                    help="do not upgrade relayed connections to direct ones with DCUtR "
                         "hole punching (on by default; config key `holepunch`)")
+    p.add_argument("--no-upnp", dest="upnp", action="store_false", default=None,
+                   help="do not map the QUIC port on the home router with UPnP IGD (on by "
+                        "default, and only with a non-loopback listen address and a private "
+                        "default gateway; config key `upnp`)")
 
     add_command(sub, "id", parents=parents.pick(), run=_cmd_id,
                 help="peer ID and addresses of the running daemon",
@@ -263,7 +267,7 @@ def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
                                      stun=ns.stun, introducer=ns.introducer,
                                      mdns=ns.mdns, relays=ns.relays, metrics=ns.metrics,
                                      proxy=ns.proxy,
-                                     holepunch=ns.holepunch))
+                                     holepunch=ns.holepunch, upnp=ns.upnp))
 
 
 def _cmd_id(ns: argparse.Namespace, home: Home) -> int:

@@ -106,6 +106,10 @@ class DaemonConfig:
     loopback address unless the scraper is trusted: nothing is secret but
     nothing is authenticated either."""
     holepunch: bool = True
+    upnp: bool = True
+    """Map the QUIC port on the home router with UPnP IGD (docs/nat.md,
+    "UPnP"); only tried with a non-loopback listen address and a default
+    gateway on a private LAN.  ``false`` never sends SSDP."""
     """Upgrade relayed connections to direct ones with DCUtR hole punching
     (docs/nat.md); ``false`` keeps them relayed."""
     autonat: str = "on"
@@ -149,6 +153,8 @@ class DaemonConfig:
             raise ConfigError("`mdns` must be true or false")
         if not isinstance(self.holepunch, bool):
             raise ConfigError("`holepunch` must be true or false")
+        if not isinstance(self.upnp, bool):
+            raise ConfigError("`upnp` must be true or false")
         if self.autonat not in ("on", "lab", "off"):
             raise ConfigError(f"`autonat` must be \"on\", \"lab\" or \"off\", not {self.autonat!r}")
         _check_addrs("relays", self.relays, need_peer=True)
@@ -182,6 +188,7 @@ _FIELDS: dict[str, type] = {
     "relay_limits": dict,
     "autonat": str,
     "holepunch": bool,
+    "upnp": bool,
     "metrics": str,
     "proxy": str,
     "services": dict,
@@ -250,6 +257,7 @@ def config_document(config: DaemonConfig) -> dict[str, TomlValue]:
         "relay_limits": dict(config.relay_limits),
         "autonat": config.autonat,
         "holepunch": config.holepunch,
+        "upnp": config.upnp,
         "metrics": config.metrics,
         "proxy": config.proxy,
         "services": dict(config.services),

@@ -51,6 +51,7 @@ def default_extensions(
     from overlay.mdns.daemon_ext import MdnsExtension
     from overlay.nat.autonat_ext import AutoNATExtension
     from overlay.nat.daemon_ext import NatExtension
+    from overlay.nat.upnp_ext import UpnpExtension
     from overlay.rendezvous.daemon_ext import RendezvousExtension
     from overlay.daemon.ops_stats import StatsExtension
     from overlay.naming.dns_front import parse_dns_address
@@ -59,7 +60,8 @@ def default_extensions(
     stats = StatsExtension(parse_dns_address(config.metrics) if config is not None else None)
     if key is None:
         dht_only = DhtExtension()
-        return [NatExtension(), AutoNATExtension(), dht_only, PeerMemoryExtension(dht_only),
+        return [NatExtension(), UpnpExtension(), AutoNATExtension(), dht_only,
+                PeerMemoryExtension(dht_only),
                 MdnsExtension(),
                 RendezvousExtension(None), stats]
     from overlay.daemon.ops_name import naming_extensions
@@ -85,9 +87,11 @@ def default_extensions(
     from overlay.apps.daemon_ext import AppsExtension
 
     apps = AppsExtension(config.services, parse_dns_address(config.proxy))
-    # AutoNAT after STUN: STUN's mapped addresses are among its candidates.
+    # AutoNAT after STUN and UPnP: their mapped addresses are among its
+    # candidates; UPnP deletes its mapping after AutoNAT has stopped.
     # DCUtR before the relay: its handler is in place before circuits arrive.
-    return [NatExtension(), AutoNATExtension(), dht, naming, PeerMemoryExtension(dht),
+    return [NatExtension(), UpnpExtension(), AutoNATExtension(), dht, naming,
+            PeerMemoryExtension(dht),
             MdnsExtension(),
             RendezvousExtension(key), DcutrExtension(), RelayExtension(key), apps, stats]
 
@@ -111,6 +115,7 @@ async def run_daemon(
     metrics: str | None = None,
     proxy: str | None = None,
     holepunch: bool | None = None,
+    upnp: bool | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
 
@@ -150,6 +155,8 @@ async def run_daemon(
         config = replace(config, proxy=proxy)
     if holepunch is not None:
         config = replace(config, holepunch=holepunch)
+    if upnp is not None:
+        config = replace(config, upnp=upnp)
     if extensions is None:
         # An address asked for on the command line must be served; the
         # configured one (usually the default) only warns when it is busy.

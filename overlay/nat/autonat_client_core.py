@@ -113,7 +113,7 @@ class AutoNATClientCore:
         return str(parsed.with_peer_id(None))
 
     def set_candidates(self, observed: Mapping[str, int], stun: Iterable[str],
-                       listen: Iterable[str]) -> list[Candidate]:
+                       listen: Iterable[str], upnp: Iterable[str] = ()) -> list[Candidate]:
         """Replace the candidate set: ``observed`` maps an address to the
         number of distinct peers that reported it.  Returns the new set."""
         found: dict[str, list[str]] = {}
@@ -123,6 +123,9 @@ class AutoNATClientCore:
         for addr in stun:
             if key := self._testable(addr):
                 found.setdefault(key, []).append("stun")
+        for addr in upnp:  # the home router's port mapping (overlay.nat.upnp)
+            if key := self._testable(addr):
+                found.setdefault(key, []).append("upnp")
         for addr in listen:
             if key := self._testable(addr):
                 found.setdefault(key, []).append("listen")

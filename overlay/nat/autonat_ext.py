@@ -5,7 +5,8 @@ The daemon config's ``autonat`` key decides: ``on`` (the default) runs the
 client and the server with the spec's heuristics, ``lab`` also tests and
 dials private and loopback addresses and settles a verdict on one server's
 word (namespaces and tests), ``off`` runs nothing.  STUN-mapped addresses
-from the ``NatExtension`` join the candidates when it runs.
+from the ``NatExtension`` and the UPnP mapping from the ``UpnpExtension``
+join the candidates when they run.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class AutoNATExtension:
             return
         config = self._explicit or (lab_config() if mode == "lab" else AutoNATConfig())
         async with AutoNATService(daemon.host, config,
-                                  stun_addrs=lambda: _stun_addrs(daemon)) as service:
+                                  stun_addrs=lambda: _stun_addrs(daemon),
+                                  upnp_addrs=lambda: _upnp_addrs(daemon)) as service:
             self.service = service
             ops = getattr(daemon, "ops", None)
             if ops is not None:
@@ -122,4 +124,14 @@ def _stun_addrs(daemon: Any) -> Iterable[str]:
                 return []
             return [_multiaddr(p.address) for p in report.public
                     if any(src.startswith("stun") for src in p.sources)]
+    return []
+
+
+def _upnp_addrs(daemon: Any) -> Iterable[str]:
+    """The home router's UPnP mapping of our QUIC port, if UPnP runs."""
+    from overlay.nat.upnp_ext import UpnpExtension
+
+    for extension in getattr(daemon, "extensions", ()):
+        if isinstance(extension, UpnpExtension):
+            return extension.mapped_addrs()
     return []

@@ -165,12 +165,14 @@ class AutoNATService:
                  rng: random.Random | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  stun_addrs: Callable[[], Iterable[str]] | None = None,
+                 upnp_addrs: Callable[[], Iterable[str]] | None = None,
                  connector: DialBackConnector | None = None) -> None:
         self.config = config or AutoNATConfig()
         self._host = host
         self._rng = rng or random.Random()
         self._clock = clock
         self._stun_addrs = stun_addrs
+        self._upnp_addrs = upnp_addrs
         self.client = AutoNATClientCore(self.config.client)
         self.server = AutoNATServer(self.config.server, serving=self.serving,
                                     rng=self._rng, clock=clock, connector=connector,
@@ -288,8 +290,9 @@ class AutoNATService:
     def refresh_candidates(self) -> None:
         observed = {str(a): n for a, n in self._host.observed_addrs.addrs()}
         stun = list(self._stun_addrs()) if self._stun_addrs is not None else []
+        upnp = list(self._upnp_addrs()) if self._upnp_addrs is not None else []
         listen = [str(a) for a in self._host.listen_addrs()]
-        self.client.set_candidates(observed, stun, listen)
+        self.client.set_candidates(observed, stun, listen, upnp)
 
     async def _client_loop(self) -> None:
         while True:

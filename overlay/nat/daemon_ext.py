@@ -97,6 +97,7 @@ class NatExtension:
         self._explicit = config
         self.service: StunService | None = None
         self._host: Any = None
+        self._daemon: Any = None
 
     def __call__(self, daemon: Any) -> AbstractAsyncContextManager[StunService]:
         return self._run(daemon)
@@ -107,6 +108,7 @@ class NatExtension:
             servers=tuple(getattr(daemon.config, "stun", ())),
             serve=bool(getattr(daemon.config, "introducer", False)))
         self._host = daemon.host
+        self._daemon = daemon
         async with StunService(daemon.host, config) as service:
             self.service = service
             self.register(daemon.api)
@@ -142,4 +144,24 @@ class NatExtension:
         report = self.report()
         if report is None:
             raise BadRequest("the NAT service stopped")
-        return report_json(report, time.monotonic())
+        now = time.monotonic()
+        reply = report_json(report, now)
+        _add_upnp(reply, self._daemon, now)
+        return reply
+
+
+def _add_upnp(reply: dict[str, Any], daemon: Any, now: float) -> None:
+    """The UPnP mapping, when the ``UpnpExtension`` runs, as a public
+    address with source "upnp" and the mapper's state under ``upnp``."""
+    from overlay.nat.upnp_ext import UpnpExtension, upnp_json
+
+    for extension in getattr(daemon, "extensions", ()):
+        if isinstance(extension, UpnpExtension):
+            status = upnp_json(extension, now)
+            reply["upnp"] = status
+            mapping = status["mapping"]
+            if mapping is not None:
+                reply["public_addrs"].append({
+                    "addr": f"{mapping['external_ip']}:{mapping['external_port']}",
+                    "multiaddr": mapping["multiaddr"], "sources": ["upnp"]})
+            return
