@@ -403,6 +403,10 @@ class DcutrInitiator:
             return []
         if error is not None:
             return c.fail(error, protocol_error=True)
+        # The responder closes after its last dial failed: say what failed.
+        tried = c.attempt if c.state is not _State.AWAIT_CONNECT else c.attempt - 1
+        if tried >= 1:
+            return c.fail(f"no direct connection after {tried} attempts; the peer stopped")
         return c.fail("the peer closed the DCUtR stream")
 
 
@@ -490,6 +494,8 @@ class DcutrResponder:
             return []
         if error is not None:
             return c.fail(error, protocol_error=True)
+        if c.attempt >= 1 and c.state is _State.AWAIT_CONNECT:
+            return c.fail(f"no direct connection after {c.attempt} attempts; the peer stopped")
         return c.fail("the peer closed the DCUtR stream")
 
 

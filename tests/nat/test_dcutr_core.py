@@ -240,3 +240,13 @@ def test_config_is_validated() -> None:
         DcutrConfig(max_attempts=0)
     with pytest.raises(ValueError):
         DcutrConfig(punch_interval=(0.3, 0.2))
+
+
+def test_the_initiator_names_the_failed_attempts_when_the_responder_gives_up() -> None:
+    b, a = pair(DcutrConfig(allow_private=True, max_attempts=1))
+    exchange(b, a, 0.0, 0.01)
+    b.on_timer(b.next_deadline() or 0)  # punching
+    assert a.on_dial_result(False, 2.0) == [Failed("no direct connection after 1 attempts", 1)]
+    failed = only(b.on_closed(2.1), Failed)
+    assert isinstance(failed, Failed) and not failed.protocol_error
+    assert failed.reason == "no direct connection after 1 attempts; the peer stopped"
