@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 
 from overlay.naming.errors import PowNotFound
 from overlay.wire.varint import encode_uvarint
@@ -28,6 +29,8 @@ __all__ = [
     "POW_DOMAIN",
     "MAX_NONCE",
     "PowNotFound",
+    "PowStopped",
+    "default_pow_budget",
     "leading_zero_bits",
     "pow_digest",
     "solve_pow",
@@ -38,6 +41,18 @@ POW_DOMAIN = b"overlay-name-pow:"
 DEFAULT_POW_BITS = 20
 MAX_NONCE = (1 << 64) - 1
 _BATCH = 4096
+_BUDGET_FACTOR = 64
+
+
+class PowStopped(PowNotFound):
+    """``solve_pow`` was told to stop (its registration was cancelled)."""
+
+
+def default_pow_budget(bits: int) -> int:
+    """Hashes to try before giving up when no budget is configured: 64
+    times the 2^bits expected, so an honest search fails with probability
+    about e^-64, while a misconfigured difficulty still ends."""
+    return _BUDGET_FACTOR << max(0, bits)
 
 
 def _prefix(name: str, owner: bytes) -> bytes:
@@ -73,12 +88,16 @@ def solve_pow(
     bits: int,
     start: random.Random | int,
     max_iterations: int | None = None,
+    *,
+    stop: threading.Event | None = None,
 ) -> int:
     """Find a nonce with ``bits`` leading zero bits.
 
     ``start`` is the first nonce, or a ``random.Random`` that draws it (so
     two solvers for one name do not repeat each other's work).  Raises
-    ``PowNotFound`` after ``max_iterations`` attempts when given.
+    ``PowNotFound`` after ``max_iterations`` attempts when given, and
+    ``PowStopped`` within one batch (4096 hashes) of ``stop`` being set: a
+    worker thread cannot be cancelled, so this is how it learns to quit.
     """
     if not 0 <= bits <= 256:
         raise ValueError("bits must be within 0..256")
@@ -92,6 +111,8 @@ def solve_pow(
     budget = max_iterations if max_iterations is not None else -1
     tried = 0
     while budget < 0 or tried < budget:
+        if stop is not None and stop.is_set():
+            raise PowStopped(f"proof of work stopped after {tried} attempts")
         batch = _BATCH if budget < 0 else min(_BATCH, budget - tried)
         for _ in range(batch):
             attempt = base.copy()

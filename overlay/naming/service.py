@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -52,7 +53,14 @@ from overlay.naming.owned import (
     owned_body,
 )
 from overlay.naming.policy import released_by
-from overlay.naming.pow import MAX_NONCE, PowNotFound, solve_pow, verify_pow
+from overlay.naming.pow import (
+    MAX_NONCE,
+    PowNotFound,
+    PowStopped,
+    default_pow_budget,
+    solve_pow,
+    verify_pow,
+)
 from overlay.naming.record import NameRecord, PeerTarget, RecordKind, Service
 from overlay.naming.resolver import DhtClient, Resolution, Resolver, ResolverConfig
 from overlay.naming.resource_map_store import CACHE_FILE, PINS_FILE, ResolverState
@@ -92,7 +100,8 @@ class NameServiceConfig:
     flush_delay: float = 1.0
     """Seconds cache and pin changes may wait before being written."""
     max_pow_iterations: int | None = None
-    """Give up a proof of work after this many hashes (None: never)."""
+    """Give up a proof of work after this many hashes (``PowNotFound``);
+    None: 64 times the expected 2^pow_bits (``default_pow_budget``)."""
     max_owned: int = 1024
     """Names one node may own."""
     ready_timeout: float = 30.0
@@ -115,6 +124,8 @@ class NameServiceConfig:
                              "ready_timeout positive")
         if not self.publish_timeout > 0:
             raise ValueError("publish_timeout must be positive")
+        if self.max_pow_iterations is not None and self.max_pow_iterations < 1:
+            raise ValueError("max_pow_iterations must be positive (or None)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,21 +339,31 @@ class NameService:
             return replace(result, pow_seconds=pow_seconds)
 
     async def _solve_pow(self, norm: str) -> int:
-        """The proof of work in worker-thread chunks, so a cancelled
-        registration stops hashing within one chunk."""
+        """The proof of work in worker-thread chunks under an iteration cap
+        (``PowNotFound`` past it).  A cancelled registration sets ``stop``,
+        so the thread quits within one batch instead of finishing its chunk."""
         bits = self.config.naming.pow_bits
         budget = self.config.max_pow_iterations
+        if budget is None:
+            budget = default_pow_budget(bits)
         nonce = secrets.randbits(64)
         tried = 0
-        while True:
-            chunk = _POW_CHUNK if budget is None else min(_POW_CHUNK, budget - tried)
-            if chunk <= 0:
-                raise PowNotFound(f"no nonce with {bits} zero bits within {tried} attempts")
-            try:
-                return await asyncio.to_thread(solve_pow, norm, self.owner, bits, nonce, chunk)
-            except PowNotFound:
-                tried += chunk
-                nonce = (nonce + chunk) & MAX_NONCE
+        stop = threading.Event()
+        try:
+            while True:
+                chunk = min(_POW_CHUNK, budget - tried)
+                if chunk <= 0:
+                    raise PowNotFound(f"no nonce with {bits} zero bits within {tried} attempts")
+                try:
+                    return await asyncio.to_thread(solve_pow, norm, self.owner, bits, nonce,
+                                                   chunk, stop=stop)
+                except PowStopped:
+                    raise
+                except PowNotFound:
+                    tried += chunk
+                    nonce = (nonce + chunk) & MAX_NONCE
+        finally:
+            stop.set()  # a thread still hashing for a cancelled caller quits
 
     async def _claim(self, norm: str) -> _Claim:
         """Check the network before claiming: a transfer proof handed to us,

@@ -69,14 +69,14 @@ class PowWatch:
         self._loop = asyncio.get_running_loop()
         real = service_module.solve_pow
 
-        def counted(*args: Any) -> int:
+        def counted(*args: Any, **kwargs: Any) -> int:
             with self._lock:
                 self.calls += 1
                 self._running += 1
                 self.idle.clear()
             self._loop.call_soon_threadsafe(self.started.set)
             try:
-                return real(*args)
+                return real(*args, **kwargs)
             finally:
                 with self._lock:
                     self._running -= 1

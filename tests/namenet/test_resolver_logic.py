@@ -363,3 +363,36 @@ async def test_a_crashing_republisher_restarts_and_never_ends_its_owner() -> Non
             await names.resolve("nobody.ovl")
         current = asyncio.current_task()
         assert current is not None and current.cancelling() == 0
+
+
+async def test_a_cancelled_registration_tells_its_hashing_thread_to_stop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker thread cannot be cancelled: the stop event is how the proof
+    # of work learns that nobody waits for it any more.
+    import threading
+
+    from overlay.naming import service as service_module
+    from overlay.naming.service import NameService, NameServiceConfig
+
+    entered = threading.Event()
+    seen: list[threading.Event] = []
+    real = service_module.solve_pow
+
+    def solve(*args: object, stop: threading.Event, **kwargs: object) -> int:
+        seen.append(stop)
+        entered.set()
+        stop.wait(30)  # hashing until told to stop
+        return real(*args, stop=stop, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service_module, "solve_pow", solve)
+    dht = ScriptedDht([Answer(_peer(1), 1, None)])
+    config = NameServiceConfig(naming=NamingConfig(pow_bits=64),
+                               resolver=ResolverConfig(quorum=1, timeout=1.0))
+    async with asyncio.timeout(30), NameService(key(1), dht, None, config) as names:
+        register = asyncio.create_task(names.register("work.ovl"))
+        await asyncio.to_thread(entered.wait, 30)
+        register.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await register
+        assert len(seen) == 1 and seen[0].is_set()
+        assert names.owned() == []

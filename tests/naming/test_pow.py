@@ -1,13 +1,20 @@
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from overlay.naming import PowNotFound, solve_pow, verify_pow
-from overlay.naming.pow import MAX_NONCE, leading_zero_bits, pow_digest
+from overlay.naming.pow import (
+    MAX_NONCE,
+    PowStopped,
+    default_pow_budget,
+    leading_zero_bits,
+    pow_digest,
+)
 
 OWNER = b"\x08\x01\x12\x20" + bytes(range(32))
 
@@ -66,3 +73,19 @@ def test_leading_zero_bits(digest: bytes) -> None:
     assert int.from_bytes(digest, "big") < (1 << (256 - bits)) or bits == 0
     if bits < 256:
         assert int.from_bytes(digest, "big") >= 1 << (255 - bits)
+
+
+def test_a_set_stop_event_ends_the_search_with_a_typed_error() -> None:
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(PowStopped, match="after 0 attempts"):
+        solve_pow("alice.ovl", OWNER, 64, 0, stop=stop)
+    # Not set: the search runs to its budget as before.
+    with pytest.raises(PowNotFound) as budget:
+        solve_pow("alice.ovl", OWNER, 64, 0, max_iterations=5000, stop=threading.Event())
+    assert not isinstance(budget.value, PowStopped)
+
+
+def test_the_default_budget_is_64_times_the_expected_work() -> None:
+    assert default_pow_budget(20) == 64 << 20
+    assert default_pow_budget(0) == 64
