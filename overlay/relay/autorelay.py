@@ -26,7 +26,7 @@ from overlay.identity import PeerId
 from overlay.multiaddrs import split_p2p
 from overlay.relay.client import RelayClient
 from overlay.relay.messages import HOP_PROTOCOL
-from overlay.supervisor import run_supervised
+from overlay.supervisor import RestartPolicy, Supervisor
 
 __all__ = ["AutoRelayConfig", "RelayPlan", "AutoRelay", "parse_relay_addr", "hop_candidates"]
 
@@ -173,7 +173,7 @@ class AutoRelay:
         self._clock = clock
         self._advertised: list[Multiaddr] = []
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._sup: Supervisor | None = None
         self.last_errors: dict[PeerId, str] = {}
         self._listener = HostListener(disconnected=self._on_disconnected,
                                       identified=self._on_identified)
@@ -191,18 +191,16 @@ class AutoRelay:
 
     async def __aenter__(self) -> AutoRelay:
         self.host.add_listener(self._listener)
-        self._task = asyncio.create_task(run_supervised(self._run(), "auto-relay", log),
-                                         name="auto-relay")
+        self._sup = await Supervisor("auto-relay", log).__aenter__()
+        # A bug in one pass restarts the loop after back-off.
+        self._sup.spawn(self._run, "auto-relay", restart=RestartPolicy())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.host.remove_listener(self._listener)
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            # wait() returns without re-raising the task's cancellation, yet
-            # our own cancellation still propagates.
-            await asyncio.wait([task])
+        sup, self._sup = self._sup, None
+        if sup is not None:
+            await sup.aclose()
         self._publish([])
 
     def wake(self) -> None:
