@@ -85,6 +85,7 @@ CASES: list[tuple[str, list[str], int]] = [
     ("relay status", ["relay", "status", "extra"], 2),
     ("stats", ["stats", "extra"], 2),
     ("daemon", ["daemon", "--relay", "garbage"], 2),
+    ("daemon", ["daemon", "--proxy", "garbage"], 2),
     ("rendezvous register", ["rendezvous", "register", "bell\x07"], 2),
     ("rendezvous register", ["rendezvous", "register", "x" * 256], 2),
     ("rendezvous register", ["rendezvous", "register", "x", "--ttl", "0"], 2),
