@@ -160,7 +160,14 @@ async def _target_main(pipe: multiprocessing.connection.Connection, args: argpar
 def child_main(role: str, pipe: multiprocessing.connection.Connection,
                args: argparse.Namespace) -> None:
     main = _relay_main if role == "relay" else _target_main
-    asyncio.run(main(pipe, args))
+    if not args.profile:
+        asyncio.run(main(pipe, args))
+        return
+    import cProfile
+
+    with cProfile.Profile() as profile:
+        asyncio.run(main(pipe, args))
+    profile.dump_stats(os.path.join(args.profile, f"{role}.pstats"))
 
 
 class Child:
@@ -263,6 +270,9 @@ def main() -> None:
                         help="a relayed variant to compare in the same run, e.g. "
                              "big:splice=65536,window=1048576,frame=65507 (repeatable; "
                              "'default' is always measured first)")
+    parser.add_argument("--profile", metavar="DIR", default="",
+                        help="cProfile the relay and the target; write DIR/relay.pstats, "
+                             "DIR/target.pstats (slows everything: figures are not comparable)")
     args = parser.parse_args()
     args.variants = [("default", {})] + [parse_variant(v) for v in args.variant]
 
