@@ -37,8 +37,8 @@ CIRCUIT_YAMUX = YamuxConfig(receive_window=2 * 1024 * 1024)
 """yamux over a circuit.  A relayed round trip crosses two QUIC hops and
 the relay's splice, so the spec's 256 KiB window stalls the sender: 2 MiB
 (the extra granted in the SYN/ACK update, as go/rust do) measured relayed
-throughput x1.3-2.5 and the relay's CPU per MB down by a quarter
-(bench/bench_relay.py).  The larger receive bound per stream is tolerable
+throughput x1.2-1.8 and the relay's CPU per MB down 30-40% in the same
+runs (bench/bench_relay.py; 4 and 8 MiB did no better).  The larger receive bound per stream is tolerable
 because a relay's default data limit (128 KiB) caps what a circuit carries."""
 
 
