@@ -30,7 +30,24 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _apply_windows(args: argparse.Namespace) -> None:
+    """--window N: receive windows and drain bound of N MiB (connection 4x)."""
+    if not args.window:
+        return
+    import dataclasses
+
+    base = bt.transport_config
+
+    def config(a: argparse.Namespace) -> bt.TransportConfig:
+        size = int(args.window * (1 << 20))
+        return dataclasses.replace(base(a), stream_receive_window=size,
+                                   connection_receive_window=4 * size, send_buffer_limit=size)
+
+    bt.transport_config = config
+
+
 def _receiver(pipe: multiprocessing.connection.Connection, args: argparse.Namespace) -> None:
+    _apply_windows(args)
     profile = cProfile.Profile() if args.profile else None
     start = _cpu()
     if profile:
@@ -52,7 +69,9 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="only report CPU per MB (profiling itself costs CPU)")
+    parser.add_argument("--window", type=float, default=0, help="MiB; see _apply_windows")
     args = parser.parse_args()
+    _apply_windows(args)
     ctx = multiprocessing.get_context("spawn")
     pipe, child = ctx.Pipe()
     proc = ctx.Process(target=_receiver, args=(child, args), daemon=True)
