@@ -35,14 +35,18 @@ if str(HERE) not in sys.path:  # `netns` lives beside this file, not in the pack
     sys.path.insert(0, str(HERE))
 
 from netns import (  # noqa: E402
+    PUBLIC_NET,
     Lab,
     LabProcess,
     LabUnavailable,
+    NatKind,
     NatMode,
     NatTopology,
     Node,
     ToolMissing,
+    UdpTimeouts,
     build_nat_topology,
+    delayed_link,
     lab_namespaces,
     require_lab,
 )
@@ -173,7 +177,8 @@ def test_two_port_restricted_cones_punch_from_relayed_to_direct(lab: Lab) -> Non
     assert done["role"] == "initiator" and done["ok"] and done["how"] == "punched", b_status
     assert a_status["recent"][-1]["role"] == "responder" and a_status["recent"][-1]["ok"]
     print(f"\nrelayed -> direct: initiator {done['elapsed_ms']} ms after the relayed "
-          f"connection arrived (relayed RTT {done['rtt_ms']} ms, attempt {done['attempts']}, "
+          f"connection arrived, {done['exchange_ms']} ms after its CONNECT "
+          f"(relayed RTT {done['rtt_ms']} ms, attempt {done['attempts']}, "
           f"{b_status['counters']['punch_packets']} punch packets); "
           f"seen by `overlay peers` {seen_after * 1000:.0f} ms after `overlay connect`")
     # The relayed connection closes once idle.
@@ -203,3 +208,59 @@ def test_a_symmetric_nat_stays_relayed_and_says_why(lab: Lab) -> None:
     assert to_b["path"] == "relayed" and to_b["punched"] is False, to_b
     pinged = overlay_json(lab, a, "ping", f"/p2p/{b.peer_id}", "--count", "1")
     assert pinged["path"] == "relayed", pinged
+
+
+UPLINK_DELAY_MS = 20.0
+"""One way, on each NAT's public link: 80 ms between the two clients
+directly and through the introducer alike."""
+SHORT_UDP = UdpTimeouts(unreplied=20, stream=20)
+"""Mappings expire 20 s after the last packet: above QUIC's 15 s keep-alive."""
+
+
+def _delayed_topology(lab: Lab) -> NatTopology:
+    public = lab.switch("public")
+    server = lab.host("server")
+    lab.link(server, public, "203.0.113.10/24", a_ifname="public")
+    nodes: list[Node] = []
+    for index in (1, 2):
+        nat = lab.router(f"nat{index}")
+        client = lab.host("client" if index == 1 else f"client{index}")
+        delayed_link(lab, nat, public, f"203.0.113.{index}/24", delay_ms=UPLINK_DELAY_MS,
+                     a_ifname="public", name=f"dnat{index}")
+        lab.link(client, nat, f"10.0.{index}.10/24", f"10.0.{index}.1/24",
+                 a_ifname="lan", b_ifname="lan")
+        lab.route(client, PUBLIC_NET, via=f"10.0.{index}.1")
+        lab.nat(nat, "public", NatKind.PORT_RESTRICTED_CONE, udp_timeouts=SHORT_UDP)
+        nodes += [nat, client]
+    return NatTopology(public, server, nodes[0], nodes[1], nodes[2], nodes[3])
+
+
+def test_with_delay_the_punch_is_timed_and_keep_alive_outlives_the_nat_timeout(
+        lab: Lab) -> None:
+    topo = _delayed_topology(lab)
+    _, a, b, b_circuit = _three(lab, topo)
+    overlay_json(lab, a, "connect", b_circuit)
+    to_b: dict[str, Any] = {}
+    for _ in range(POLL_TRIES):
+        to_b = _peer(lab, a, b.peer_id)
+        if to_b.get("punched"):
+            break
+    assert to_b.get("punched") is True, (to_b, holepunch_status(lab, b))
+    done = holepunch_status(lab, b)["recent"][-1]
+    assert done["ok"] and done["how"] == "punched"
+    # The relayed RTT crosses both delayed uplinks twice.
+    assert done["rtt_ms"] >= 4 * UPLINK_DELAY_MS, done
+    direct_addr = [c["addr"] for c in to_b["connections"] if c["path"] == "direct"]
+    print(f"\ndelayed uplinks ({UPLINK_DELAY_MS:g} ms each way): relayed -> direct "
+          f"{done['elapsed_ms']} ms after the relayed connection, {done['exchange_ms']} ms "
+          f"after CONNECT (relayed RTT "
+          f"{done['rtt_ms']} ms, attempt {done['attempts']})")
+    # Idle for longer than the NATs keep a mapping: only QUIC's keep-alive
+    # holds it open.  Waiting out the timeout is what this test is about.
+    time.sleep(SHORT_UDP.stream + 6)
+    pinged = overlay_json(lab, a, "ping", f"/p2p/{b.peer_id}", "--count", "2",
+                          "--interval", "0")
+    assert pinged["path"] == "direct" and pinged["punched"] is True, pinged
+    after = _peer(lab, a, b.peer_id)
+    assert [c["addr"] for c in after["connections"] if c["path"] == "direct"] == direct_addr
+    assert min(pinged["rtts_ms"]) >= 4 * UPLINK_DELAY_MS, pinged

@@ -100,6 +100,9 @@ class Outcome:
     rtt: float | None
     elapsed: float
     """Seconds from the relayed connection's arrival (or the stream's) to the end."""
+    exchange: float | None = None
+    """Seconds from our first DCUtR message (initiator) to the end: the
+    punch itself, without identify and the unilateral dial before it."""
 
 
 @runtime_checkable
@@ -168,7 +171,8 @@ class DcutrService:
                 {"peer": o.peer, "role": o.role, "ok": o.ok, "how": o.how,
                  "attempts": o.attempts,
                  "rtt_ms": None if o.rtt is None else round(o.rtt * 1000, 1),
-                 "elapsed_ms": round(o.elapsed * 1000, 1)}
+                 "elapsed_ms": round(o.elapsed * 1000, 1),
+                 "exchange_ms": None if o.exchange is None else round(o.exchange * 1000, 1)}
                 for o in self.outcomes],
         }
 
@@ -294,9 +298,12 @@ class DcutrService:
         peer = session.peer
         cfg = self.config
 
+        exchange_from: list[float] = []
+
         def outcome(ok: bool, how: str, attempts: int = 0, rtt: float | None = None) -> Outcome:
-            return Outcome(str(peer), "initiator", ok, how, attempts, rtt,
-                           time.monotonic() - started)
+            now = time.monotonic()
+            return Outcome(str(peer), "initiator", ok, how, attempts, rtt, now - started,
+                           now - exchange_from[0] if exchange_from else None)
 
         if self._has_direct(peer):
             return outcome(True, "already direct")
@@ -308,6 +315,7 @@ class DcutrService:
             return outcome(False, f"cannot open a DCUtR stream: {exc}")
         core = DcutrInitiator(cfg.core, self._own_addrs(), self._context(peer, relayed),
                               self._rng)
+        exchange_from.append(time.monotonic())
         result = await self._drive(core, stream, session, self._punch_sender(core))
         if isinstance(result, Succeeded):
             best = self._host.best_connection(peer)
