@@ -157,7 +157,8 @@ class Connector:
                           "answered (" + "; ".join(errors) + ")")
 
     async def _dial(self, peer: PeerId, addrs: tuple[bytes, ...], errors: list[str]) -> bool:
-        for raw in addrs:
+        # Direct addresses first; a relay's /p2p-circuit address only when none answers.
+        for raw in sorted(addrs, key=_relayed):
             try:
                 addr = Multiaddr(raw)
                 if "/p2p-circuit" in str(addr):
@@ -208,3 +209,13 @@ _STATUS_TEXT = {
     Reason.UNREACHABLE: "{name} exposes {service!r} but could not connect to it "
                         "(its local server is down?)",
 }
+
+
+
+def _relayed(raw: bytes) -> bool:
+    """Whether an address goes through a relay (unparsable ones sort last
+    too: dialing them reports the error)."""
+    try:
+        return "/p2p-circuit" in str(Multiaddr(raw))
+    except ValueError:
+        return True

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from overlay.apps import http_proxy, socks5
 from overlay.apps.connector import Connector
-from overlay.apps.errors import HttpRequestError, SocksError, TargetError
+from overlay.apps.errors import HttpRequestError, Reason, SocksError, TargetError
 from overlay.apps.policy import http_status_for, socks_reply_for
 from overlay.apps.pump import Counters, pump, release
 from overlay.apps.tcp import ConnectionGroup, Listener
@@ -82,6 +82,14 @@ class ProxyServer:
             self.stats.http += 1
             await self._http(reader, writer, first)
 
+    async def _open(self, host: str, port: int) -> ByteStream:
+        """The target's stream; the proxy's own address is refused, so a
+        request for it cannot loop until every connection slot is taken."""
+        if self.listener is not None and port == self.listener.address[1] and (
+                host in (self.listener.address[0], "localhost", "127.0.0.1", "::1")):
+            raise TargetError(Reason.BAD_TARGET, "that is this proxy's own address")
+        return await self._connector.open_port(host, port)
+
     # -- SOCKS5 ----------------------------------------------------------------------
 
     async def _socks(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -106,7 +114,7 @@ class ProxyServer:
         except (TimeoutError, ConnectionError, EOFError):
             return
         try:
-            stream = await self._connector.open_port(request.host, request.port)
+            stream = await self._open(request.host, request.port)
         except TargetError as exc:
             self.stats.error(exc.reason.value)
             log.info("SOCKS5 %s:%d: %s", request.host, request.port, exc)
@@ -134,7 +142,7 @@ class ProxyServer:
             self._local_page(writer, request)
             return
         try:
-            stream = await self._connector.open_port(target.host, target.port)
+            stream = await self._open(target.host, target.port)
         except TargetError as exc:
             self.stats.error(exc.reason.value)
             log.info("HTTP proxy %s:%d: %s", target.host, target.port, exc)

@@ -101,6 +101,11 @@ async def test_curl_through_socks5_http_proxy_and_forward(short_tmp: Path) -> No
             status, _, err = await curl("--socks5-hostname", a.proxy, "http://bob.ovl:4444/")
             assert (status, err.rstrip()[-3:]) == (97, b"(5)"), err  # connection refused
 
+            # The proxy's own address is refused rather than looped through.
+            status, out, _ = await curl("-x", f"http://{a.proxy}", "-w", "%{http_code}",
+                                        f"http://{a.proxy}/x")
+            assert out.endswith(b"400") and b"this proxy's own address" in out
+
             # A forward to a service bob does not expose: the client is reset.
             fwd = await a.call("forward_add", {"listen": "127.0.0.1:0",
                                                "target": "bob.ovl:ssh"})

@@ -245,3 +245,13 @@ def test_allowlists_and_error_mappings() -> None:
     for reason in Reason:
         assert socks_reply_for(reason) != socks5.Reply.SUCCEEDED
         assert 400 <= http_status_for(reason) < 600
+
+
+def test_direct_addresses_are_dialed_before_relayed_ones() -> None:
+    from multiaddr import Multiaddr
+
+    from overlay.apps.connector import _relayed
+
+    direct = Multiaddr("/ip4/192.0.2.1/udp/4001/quic-v1").to_bytes()
+    relayed = Multiaddr(f"/ip4/192.0.2.2/udp/4001/quic-v1/p2p/{PEER}/p2p-circuit").to_bytes()
+    assert sorted([relayed, b"junk", direct], key=_relayed)[0] == direct
