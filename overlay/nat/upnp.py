@@ -28,7 +28,8 @@ from async_upnp_client.profiles.igd import IgdDevice
 from async_upnp_client.search import SsdpSearchListener
 
 from overlay.errors import OverlayError
-from overlay.nat.upnp_core import LeaseSchedule, Mapping, UpnpConfig, parse_proc_route
+from overlay.nat.upnp_core import (LeaseSchedule, Mapping, UpnpConfig, is_lan_ipv4,
+                                   parse_proc_route)
 from overlay.supervisor import Supervisor
 
 __all__ = ["UpnpError", "IgdNotFound", "IgdCallFailed", "Igd", "discover_igd",
@@ -62,17 +63,12 @@ def default_gateway(route_file: Path = Path("/proc/net/route")) -> str | None:
 async def discover_igd(lan_ip: str, timeout: float) -> str:
     """The description URL of the first IGD that answers an M-SEARCH sent
     from ``lan_ip``; ``IgdNotFound`` after ``timeout`` seconds.  Only an IGD
-    whose URL is on a private address counts: a home router is."""
+    whose URL is on an RFC 1918 address counts: a home router's is."""
     found: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     def on_response(headers: Any) -> None:
         location = str(headers.get("location", ""))
-        host = urlparse(location).hostname or ""
-        try:
-            private = ipaddress.ip_address(host).is_private
-        except ValueError:
-            private = False
-        if private and not found.done():
+        if is_lan_ipv4(urlparse(location).hostname or "") and not found.done():
             found.set_result(location)
 
     listener = SsdpSearchListener(callback=on_response, source=(lan_ip, 0),
@@ -160,6 +156,9 @@ class PortMapper:
         self.schedule = LeaseSchedule(config, clock())
         self._igd: Igd | None = None
         self.location: str | None = None
+        self.attempts = 0
+        self.attempted = asyncio.Event()
+        """Set after each mapping attempt, success or failure (status waiters, tests)."""
 
     @property
     def mapping(self) -> Mapping | None:
@@ -190,6 +189,8 @@ class PortMapper:
                     self.schedule.on_mapped(mapping)
                     log.info("upnp: mapped %s -> %s:%d for %.0f s", mapping.multiaddr,
                              self.lan_ip, self.port, mapping.lease)
+                self.attempts += 1
+                self.attempted.set()
             await asyncio.sleep(max(0.0, self.schedule.next_deadline() - self._clock()))
 
     async def map_once(self) -> Mapping:

@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["UpnpConfig", "UpnpDecision", "decide", "LeaseSchedule", "Mapping", "parse_proc_route"]
+__all__ = ["UpnpConfig", "UpnpDecision", "decide", "could_run", "is_lan_ipv4", "LeaseSchedule", "Mapping", "parse_proc_route"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,25 +49,41 @@ class UpnpDecision:
     reason: str
 
 
-def _private_v4(text: str) -> bool:
+RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12",
+                                                    "192.168.0.0/16"))
+"""Home LANs.  Not ``is_private``: Python counts TEST-NET and other reserved
+ranges in it, and a gateway there is no home router."""
+
+
+def is_lan_ipv4(text: str) -> bool:
+    """Whether ``text`` is an RFC 1918 IPv4 address."""
     try:
         addr = ipaddress.IPv4Address(text)
     except ValueError:
         return False
-    return addr.is_private and not addr.is_loopback and not addr.is_link_local
+    return any(addr in net for net in RFC1918)
+
+
+def _usable(ips: Iterable[str]) -> list[str]:
+    return [ip for ip in ips if ":" not in ip and not ipaddress.IPv4Address(ip).is_loopback]
+
+
+def could_run(listen_ips: Iterable[str]) -> bool:
+    """Whether the listen addresses allow UPnP at all; without one the
+    driver does not even read the routing table."""
+    return bool(_usable(listen_ips))
 
 
 def decide(listen_ips: Iterable[str], gateway: str | None) -> UpnpDecision:
     """The rule: a non-loopback IPv4 listen address (or the wildcard) and a
     default gateway in private address space, as behind a home router.
     ``gateway`` is the default route's next hop, None without one."""
-    ips = list(listen_ips)
-    usable = [ip for ip in ips if ":" not in ip and not ipaddress.IPv4Address(ip).is_loopback]
+    usable = _usable(listen_ips)
     if not usable:
         return UpnpDecision(False, None, "listening on loopback or IPv6 only")
     if gateway is None:
         return UpnpDecision(False, None, "no default gateway")
-    if not _private_v4(gateway):
+    if not is_lan_ipv4(gateway):
         return UpnpDecision(False, None, f"default gateway {gateway} is not on a private LAN")
     gw_net = ipaddress.IPv4Network(f"{gateway}/24", strict=False)
     # Prefer the listen address on the gateway's /24; 0.0.0.0 lets the

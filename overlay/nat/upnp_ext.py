@@ -18,7 +18,7 @@ from typing import Any
 from overlay.errors import InvalidMultiaddr
 from overlay.multiaddrs import parse_quic_multiaddr
 from overlay.nat.upnp import PortMapper, default_gateway, discover_igd
-from overlay.nat.upnp_core import UpnpConfig, UpnpDecision, decide
+from overlay.nat.upnp_core import UpnpConfig, UpnpDecision, could_run, decide
 
 __all__ = ["UpnpExtension", "upnp_json"]
 
@@ -60,9 +60,9 @@ class UpnpExtension:
             yield None
             return
         listen = [(ip, port) for ip, port in _listen(daemon.host) if ":" not in ip]
+        ips = [ip for ip, _ in listen]
         # The routing table is read only when a non-loopback address could use it.
-        self.decision = decision = decide([ip for ip, _ in listen],
-                                          self._gateway() if listen else None)
+        self.decision = decision = decide(ips, self._gateway() if could_run(ips) else None)
         if not decision.run or decision.lan_ip is None:
             log.debug("upnp off: %s", decision.reason)
             yield None
