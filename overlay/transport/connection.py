@@ -15,7 +15,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-import ipaddress
 from typing import Literal, Protocol
 
 from aioquic.quic import events
@@ -32,6 +31,7 @@ from overlay.errors import (
     TransportError,
 )
 from overlay.identity import PeerId, PublicKey
+from overlay.transport.addressing import peer_ip, quic_multiaddr, short_address
 from overlay.transport.aioquic_compat import Libp2pQuicConnection
 from overlay.transport.config import TransportConfig
 from overlay.transport.errors import ClosedWithCode, EndpointClosed, PeerUnreachable
@@ -70,23 +70,6 @@ class _Owner(Protocol):
 def _clip(reason: str) -> str:
     """A reason phrase that fits a CONNECTION_CLOSE frame in one packet."""
     return reason.encode("utf-8")[:_MAX_REASON].decode("utf-8", "ignore")
-
-
-def _short_address(addr: NetworkAddress) -> tuple[str, int]:
-    return (str(addr[0]), int(addr[1]))
-
-
-def _quic_multiaddr(host: str, port: int) -> Multiaddr:
-    """``/ip4|ip6/<host>/udp/<port>/quic-v1``; dual-stack sockets report
-    IPv4 peers as IPv4-mapped IPv6, which is shown as the IPv4 it is."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return Multiaddr(f"/ip4/0.0.0.0/udp/{port}/quic-v1")  # no peer address yet
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    proto = "ip4" if ip.version == 4 else "ip6"
-    return Multiaddr(f"/{proto}/{ip}/udp/{port}/quic-v1")
 
 
 class QuicConn:
@@ -160,12 +143,12 @@ class QuicConn:
     @property
     def remote_address(self) -> tuple[str, int]:
         addr = self._quic.get_peer_address()
-        return ("", 0) if addr is None else _short_address(addr)
+        return ("", 0) if addr is None else short_address(addr)
 
     @property
     def remote_multiaddr(self) -> Multiaddr:
         """The remote socket address as a QUIC multiaddr (without ``/p2p``)."""
-        return _quic_multiaddr(*self.remote_address)
+        return quic_multiaddr(*self.remote_address)
 
     @property
     def path(self) -> Literal["direct"]:
@@ -274,16 +257,10 @@ class QuicConn:
         confirmed: the peer's transport parameters are known then, and no
         more Initial packets follow (a client pads those to the full
         datagram size, which the receiver then walks byte by byte)."""
-        try:
-            ip = ipaddress.ip_address(self.remote_address[0].split("%", 1)[0])
-        except ValueError:
-            return
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        loopback = ip.is_loopback
+        ip = peer_ip(self.remote_address[0])
         quic = self._quic
         size = min(self.config.loopback_datagram_size, quic.peer_max_udp_payload)
-        if loopback and size > quic.max_datagram_size:
+        if ip is not None and ip.is_loopback and size > quic.max_datagram_size:
             quic.set_max_datagram_size(size)
 
     def _on_handshake_timeout(self) -> None:
