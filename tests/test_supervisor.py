@@ -188,6 +188,30 @@ async def test_the_body_error_propagates_and_jobs_end() -> None:
     assert task.cancelled()
 
 
+async def test_cancelling_the_owner_propagates_and_ends_the_jobs() -> None:
+    started = asyncio.Event()
+    ended = asyncio.Event()
+
+    async def forever() -> None:
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        finally:
+            ended.set()
+
+    async def owner() -> None:
+        async with Supervisor("t", log) as sup:
+            sup.spawn(forever, "forever", restart=RestartPolicy())
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(owner())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ended.is_set()
+
+
 async def test_spawn_refuses_a_coroutine_object() -> None:
     async def job() -> None:
         return None
