@@ -137,3 +137,42 @@ async def test_a_client_that_never_reads_holds_the_sender(short_tmp: Path) -> No
         writer.transport.abort()
         await ended.wait()
         assert written < 250 * 1024 * 1024
+
+
+async def test_a_service_that_never_reads_holds_the_uploader(short_tmp: Path) -> None:
+    accepted = asyncio.Event()
+    release = asyncio.Event()
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        accepted.set()
+        await release.wait()  # never reads until the test is done
+        writer.transport.abort()
+
+    async with tcp_service(deaf) as port, asyncio.timeout(120), network(short_tmp) as (a, b):
+        await b.call("name_register", {"name": "bob.ovl"})
+        await b.call("expose_add", {"service": "deaf", "port": port})
+        fwd = await a.call("forward_add", {"listen": "127.0.0.1:0", "target": "bob.ovl:deaf"})
+        host, fport = fwd["listen"].rsplit(":", 1)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(fport)))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        sent = 0
+        chunk = bytes(65536)
+        try:
+            while sent < 250 * 1024 * 1024:
+                writer.write(chunk)
+                try:
+                    async with asyncio.timeout(2.0):
+                        await writer.drain()
+                except TimeoutError:
+                    break  # held back for 2 s: the service's window is closed
+                sent += len(chunk)
+            assert accepted.is_set()
+            assert sent < 32 * 1024 * 1024, sent
+        finally:
+            release.set()
+            writer.transport.abort()
