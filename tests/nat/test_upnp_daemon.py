@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,7 +28,7 @@ from overlay.nat.daemon_ext import NatExtension
 from overlay.nat.upnp import IgdCallFailed, PortMapper
 from overlay.nat.upnp_core import UpnpConfig
 from overlay.nat.upnp_ext import UpnpExtension
-from tests.daemon.helpers import LOOPBACK
+from tests.daemon.helpers import LOOPBACK, DaemonProcess, cli_command
 
 IGD_SERVER = Path(__file__).resolve().parents[2] / "interop" / "netns" / "igd_server.py"
 
@@ -164,3 +166,18 @@ async def test_a_refused_mapping_is_a_typed_error(
     with pytest.raises(IgdCallFailed, match="AddPortMapping"):
         await mapper.map_once()
 
+
+
+def test_overlay_daemon_reports_why_upnp_is_off(tmp_path: Path) -> None:
+    """The shipped daemon (default extensions, real CLI): on loopback UPnP
+    stays off and says why; ``--no-upnp`` says so instead."""
+    reasons = []
+    for name, extra in (("a", ()), ("b", ("--no-upnp",))):
+        with DaemonProcess(tmp_path / name, "--dns", "off", "--no-mdns", *extra) as node:
+            done = subprocess.run(cli_command("--home", str(node.home), "nat", "--json"),
+                                  capture_output=True, text=True, timeout=60, check=False)
+            assert done.returncode == 0, done.stderr
+            reasons.append(json.loads(done.stdout)["upnp"])
+    assert [r["running"] for r in reasons] == [False, False]
+    assert [r["reason"] for r in reasons] == ["listening on loopback or IPv6 only",
+                                              "turned off (upnp = false)"]
