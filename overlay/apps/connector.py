@@ -44,7 +44,8 @@ from overlay.naming.record import NameRecord
 from overlay.naming.resolver import Resolution
 from overlay.wire.stream import ByteStream
 
-__all__ = ["AppHost", "Connector", "Dialer", "DirectDialer", "NameLookup"]
+__all__ = ["AppHost", "Connector", "Dialer", "DirectDialer", "NameLookup", "StatusGate",
+           "read_status"]
 
 CONNECT_TIMEOUT = 10.0
 """Seconds to resolve, dial and hear the exposer's answer."""
@@ -110,16 +111,19 @@ class Connector:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 record = await self._record(host)
                 service = service_for_port(record.name, port, record.services)
-                return await self._open_record(record, service)
+                return await self._open_record(record, service, False)
         except TimeoutError:
             raise TargetError(Reason.PEER_OFFLINE, f"{host}:{port} did not answer within "
                               f"{CONNECT_TIMEOUT:.0f} s") from None
 
-    async def open_service(self, name: str, service: str) -> ByteStream:
-        """A forward's target: ``NAME:SERVICE``."""
+    async def open_service(self, name: str, service: str, *,
+                           pipelined: bool = False) -> ByteStream:
+        """A forward's target: ``NAME:SERVICE``.  ``pipelined`` returns a
+        ``StatusGate`` without waiting for the exposer's answer, so the
+        client's first bytes save a round trip."""
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                return await self._open_record(await self._record(name), service)
+                return await self._open_record(await self._record(name), service, pipelined)
         except TimeoutError:
             raise TargetError(Reason.PEER_OFFLINE,
                               f"{name}:{service} did not answer within "
@@ -138,7 +142,8 @@ class Connector:
         except (NamingError, TransportError) as exc:
             raise TargetError(Reason.RESOLVE_FAILED, f"cannot resolve {name}: {exc}") from None
 
-    async def _open_record(self, record: NameRecord, service: str) -> ByteStream:
+    async def _open_record(self, record: NameRecord, service: str,
+                           pipelined: bool) -> ByteStream:
         errors: list[str] = []
         for target in record.peers:
             peer = PeerId.from_bytes(target.peer_id)
@@ -150,7 +155,8 @@ class Connector:
                                       f"{service!r}")
                 return await DirectDialer().open(*local)
             if await self._dial(peer, target.addrs, errors):
-                return await self._open_stream(record.name, peer, service)
+                stream = await self._open_stream(record.name, peer, service, pipelined)
+                return StatusGate(stream, record.name, service) if pipelined else stream
         if not record.peers:
             raise TargetError(Reason.PEER_OFFLINE, f"{record.name} names no peer")
         raise TargetError(Reason.PEER_OFFLINE, f"{record.name} is offline: no peer it names "
@@ -171,7 +177,8 @@ class Connector:
                 errors.append(f"{exc}")
         return False
 
-    async def _open_stream(self, name: str, peer: PeerId, service: str) -> ByteStream:
+    async def _open_stream(self, name: str, peer: PeerId, service: str,
+                           pipelined: bool) -> ByteStream:
         try:
             stream = await self._host.new_stream(peer, [SERVICE_PROTOCOL], lazy=True)
         except (TransportError, RemoteProtocolError) as exc:
@@ -179,27 +186,83 @@ class Connector:
         try:
             stream.write(encode_header(service))
             await stream.drain()
-            status = (await stream.readexactly(1))[0]
-        except ProtocolNotSupported:
-            stream.reset()
-            raise TargetError(Reason.NOT_EXPOSED,
-                              f"{name} exposes no services (it does not run the service "
-                              "layer)") from None
-        except (StreamClosed, StreamReset, TransportError, RemoteProtocolError) as exc:
+        except (StreamClosed, StreamReset, TransportError) as exc:
             stream.reset()
             raise TargetError(Reason.PEER_OFFLINE, f"{name}: the stream failed: {exc}") from None
-        except BaseException:
-            stream.reset()
-            raise
-        if status != Status.OK:
-            stream.reset()
-            try:
-                reason = status_reason(Status(status))
-            except ValueError:
-                raise TargetError(Reason.UNREACHABLE,
-                                  f"{name}: unknown status {status}") from None
-            raise TargetError(reason, _STATUS_TEXT[reason].format(name=name, service=service))
+        if pipelined:
+            return stream
+        await read_status(stream, name, service)
         return stream
+
+
+async def read_status(stream: ByteStream, name: str, service: str) -> None:
+    """Read the exposer's answer; raises ``TargetError`` (after resetting
+    the stream) unless it is OK."""
+    try:
+        status = (await stream.readexactly(1))[0]
+    except ProtocolNotSupported:
+        stream.reset()
+        raise TargetError(Reason.NOT_EXPOSED,
+                          f"{name} exposes no services (it does not run the service "
+                          "layer)") from None
+    except (StreamClosed, StreamReset, TransportError, RemoteProtocolError) as exc:
+        stream.reset()
+        raise TargetError(Reason.PEER_OFFLINE, f"{name}: the stream failed: {exc}") from None
+    except BaseException:
+        stream.reset()
+        raise
+    if status != Status.OK:
+        stream.reset()
+        try:
+            reason = status_reason(Status(status))
+        except ValueError:
+            raise TargetError(Reason.UNREACHABLE, f"{name}: unknown status {status}") from None
+        raise TargetError(reason, _STATUS_TEXT[reason].format(name=name, service=service))
+
+
+class StatusGate:
+    """A pipelined service stream: the client's bytes flow at once, and
+    the exposer's status byte is read (and checked) by the first read, so
+    a refusal resets the pump.  ``error`` keeps the refusal."""
+
+    def __init__(self, stream: ByteStream, name: str, service: str) -> None:
+        self._stream = stream
+        self._name = name
+        self._service = service
+        self._checked = False
+        self.error: TargetError | None = None
+
+    async def _check(self) -> None:
+        if not self._checked:
+            try:
+                await read_status(self._stream, self._name, self._service)
+            except TargetError as exc:
+                self.error = exc
+                raise StreamReset(str(exc)) from exc
+            self._checked = True
+
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        await self._check()
+        return await self._stream.read(max_bytes)
+
+    async def readexactly(self, n: int) -> bytes:
+        await self._check()
+        return await self._stream.readexactly(n)
+
+    def write(self, data: bytes) -> None:
+        self._stream.write(data)
+
+    async def drain(self) -> None:
+        await self._stream.drain()
+
+    def write_eof(self) -> None:
+        self._stream.write_eof()
+
+    def reset(self) -> None:
+        self._stream.reset()
+
+    async def close(self) -> None:
+        await self._stream.close()
 
 
 _STATUS_TEXT = {

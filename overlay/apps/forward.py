@@ -9,7 +9,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from overlay.apps.connector import Connector
+from overlay.apps.connector import Connector, StatusGate
 from overlay.apps.errors import TargetError
 from overlay.apps.pump import Counters, pump, release
 from overlay.apps.tcp import ConnectionGroup, Listener
@@ -66,7 +66,8 @@ class Forwards:
     async def _connection(self, forward: Forward, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         try:
-            stream = await self._connector.open_service(forward.name, forward.service)
+            stream = await self._connector.open_service(forward.name, forward.service,
+                                                        pipelined=True)
         except TargetError as exc:
             forward.last_error = str(exc)
             forward.counters.failed += 1
@@ -78,3 +79,8 @@ class Forwards:
             await pump(reader, writer, stream, forward.counters)
         finally:
             await release(stream)
+        if isinstance(stream, StatusGate) and stream.error is not None:
+            # Refused after the client's bytes went out: the pump reset both.
+            forward.last_error = str(stream.error)
+            log.info("forward %s → %s:%s: %s", forward.listen, forward.name, forward.service,
+                     stream.error)
