@@ -46,6 +46,14 @@ START_TIMEOUT = 15.0
 CLI_TIMEOUT = 15.0
 MAP_TIMEOUT = 30.0
 IGD = HERE / "netns" / "igd_server.py"
+WAN_SEARCH = """
+import asyncio, sys
+from overlay.nat.upnp import IgdNotFound, discover_igd
+try:
+    print(asyncio.run(discover_igd(sys.argv[1], 2.0)))
+except IgdNotFound:
+    print("IgdNotFound")
+"""
 
 
 @pytest.fixture
@@ -125,6 +133,11 @@ def test_upnp_maps_the_quic_port_and_a_public_peer_dials_it_directly(lab: Lab) -
                                 "--lan-net", "10.0.1.0/24", "--wan-ip", topo.nat1_public_ip,
                                 "--wan-if", "public"])
     igd.wait_for_line(lambda text: text.startswith("ready "), START_TIMEOUT)
+
+    # SSDP is answered on the LAN only: a search from the public side finds nothing.
+    wan_search = lab.run(topo.server, [sys.executable, "-c", WAN_SEARCH, topo.server_ip],
+                         timeout=20)
+    assert wan_search.stdout.strip() == "IgdNotFound", (wan_search.stdout, wan_search.stderr)
 
     a = start_daemon(lab, topo.server, "a", topo.server_ip)
     b = start_daemon(lab, topo.client, "b", topo.client_ip, "--bootstrap", a.addr)
