@@ -13,7 +13,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["UpnpConfig", "UpnpDecision", "decide", "could_run", "is_lan_ipv4", "LeaseSchedule", "Mapping", "parse_proc_route"]
+__all__ = ["UpnpConfig", "UpnpDecision", "decide", "could_run", "is_lan_ipv4", "LeaseSchedule",
+           "Mapping", "parse_proc_route"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +30,9 @@ class UpnpConfig:
     retry_min: float = 30.0
     """First wait after a failed discovery or mapping; doubles up to ``retry_max``."""
     retry_max: float = 1800.0
+    """Longest wait between failed attempts, seconds."""
     description: str = "overlay"
+    """``NewPortMappingDescription``: what the router's UI shows for the mapping."""
 
     def __post_init__(self) -> None:
         if self.lease < 120:

@@ -35,7 +35,8 @@ def test_picks_the_listen_address_on_the_gateways_lan() -> None:
 
 def test_parse_proc_route_finds_the_default_gateway() -> None:
     text = ROUTE_HEADER + (
-        "lan\t0071CB00\t0101000A\t0003\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"   # 203.0.113.0/24 via 10.0.1.1
+        # 203.0.113.0/24 via 10.0.1.1
+        "lan\t0071CB00\t0101000A\t0003\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
         "lan\t0001000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"   # on-link LAN
         "lan\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n")  # default via 192.168.1.1
     assert parse_proc_route(text) == "192.168.1.1"
