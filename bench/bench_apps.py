@@ -21,7 +21,9 @@ latency
     One request per connection, as a browser without keep-alive: connect,
     send a byte, read its echo, close; p50 over ``--rounds`` on a warm QUIC
     connection.  ``added_ms_p50`` is the proxy's (or forward's) p50 less a
-    direct TCP connection's to the same echo server.
+    direct TCP connection's to the same echo server.  ``*_in_process``:
+    the same rounds with the client and the echo server in the daemons'
+    process, free of cross-process scheduling on a loaded machine.
 
 Output: one JSON object on stdout; a summary on stderr.
 """
@@ -219,6 +221,37 @@ async def _direct_echo(a: Any, b: Any, rounds: int) -> list[float]:
     return out
 
 
+async def _in_process_latency(a: Any, a_apps: Any, b: Any, rounds: int,
+                              ) -> dict[str, list[float]]:
+    """The same echo rounds with the client and an echo server in this
+    process: no other process to wake, so a loaded machine's scheduler
+    stays out of the figure (what is left is the overlay's own cost)."""
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await _call(b, "expose_add", {"service": "echo-here", "port": port})
+        fwd = await _call(a, "forward_add", {"listen": "127.0.0.1:0",
+                                             "target": "bob.ovl:echo-here"})
+        fhost, fport = fwd["listen"].rsplit(":", 1)
+        phost, pport = a_apps.proxy_address
+        out: dict[str, list[float]] = {"tcp_direct": [], "forward": [], "proxy": []}
+        targets = {"tcp_direct": ("tcp", ("127.0.0.1", port, "", 0)),
+                   "forward": ("forward", (fhost, int(fport), "", 0)),
+                   "proxy": ("proxy", (phost, pport, "bob.ovl", port))}
+        for _ in range(rounds):
+            for key, (mode, target) in targets.items():
+                out[key].append(await _echo_round(mode, target))
+        return out
+    finally:
+        server.close()
+
+
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     size = int(args.mb * MB)
     parent, child_end = multiprocessing.Pipe()
@@ -267,6 +300,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             lat_socks = await ask(("echo", "proxy", (phost, pport, "127.0.0.1", echo_port),
                                    args.rounds))
             lat_quic = await _direct_echo(a, b, args.rounds)
+            in_process = await _in_process_latency(a, a_apps, b, args.rounds)
     finally:
         parent.send(None)
         child.join(10)
@@ -286,6 +320,10 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                            "proxy_to_loopback": p50(lat_socks)},
         "added_ms_p50": {"forward": round(p50(lat_fwd) - p50(lat_tcp), 3),
                          "proxy": round(p50(lat_proxy) - p50(lat_tcp), 3)},
+        "latency_in_process_ms_p50": {k: p50(v) for k, v in in_process.items()},
+        "added_in_process_ms_p50": {
+            k: round(p50(in_process[k]) - p50(in_process["tcp_direct"]), 3)
+            for k in ("forward", "proxy")},
         "rounds": args.rounds,
     }
     log(json.dumps(result, indent=2))

@@ -64,7 +64,7 @@ class AppHost(Protocol):
 class NameLookup(Protocol):
     """What the connector needs of the naming service."""
 
-    async def resolve(self, name: str) -> Resolution: ...
+    async def resolve(self, name: str, *, use_cache: bool = True) -> Resolution: ...
 
 
 class Dialer(Protocol):
@@ -110,7 +110,12 @@ class Connector:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 record = await self._record(host)
-                service = service_for_port(record.name, port, record.services)
+                try:
+                    service = service_for_port(record.name, port, record.services)
+                except TargetError:
+                    # A cached record may predate the exposure: ask the network once.
+                    record = await self._record(host, fresh=True)
+                    service = service_for_port(record.name, port, record.services)
                 return await self._open_record(record, service, False)
         except TimeoutError:
             raise TargetError(Reason.PEER_OFFLINE, f"{host}:{port} did not answer within "
@@ -129,12 +134,12 @@ class Connector:
                               f"{name}:{service} did not answer within "
                               f"{CONNECT_TIMEOUT:.0f} s") from None
 
-    async def _record(self, name: str) -> NameRecord:
+    async def _record(self, name: str, *, fresh: bool = False) -> NameRecord:
         names = self._names()
         if names is None:
             raise TargetError(Reason.RESOLVE_FAILED, "naming is not running in this daemon")
         try:
-            return (await names.resolve(name)).record
+            return (await names.resolve(name, use_cache=not fresh)).record
         except InvalidName as exc:
             raise TargetError(Reason.BAD_TARGET, str(exc)) from None
         except NameNotFound:

@@ -69,6 +69,10 @@ async def test_allowlist_half_close_and_persistence(short_tmp: Path) -> None:
             network(short_tmp) as (a, b):
         await a.call("name_register", {"name": "alice.ovl"})
         await b.call("name_register", {"name": "bob.ovl"})
+        # a caches bob.ovl's record before the service exists: the proxy must
+        # look again rather than call the port unexposed.
+        cached = await a.call("name_resolve", {"name": "bob.ovl"})
+        assert cached["record"]["services"] == []
         await b.call("expose_add", {"service": "count", "port": port,
                                     "allow": ["carol.ovl"]})
         # In config.toml for the next start.
