@@ -29,17 +29,23 @@ from overlay.secure.stream import SecureStream
 from overlay.secure.upgrade import UpgradeConfig, upgrade_inbound, upgrade_outbound
 from overlay.wire.stream import ByteStream
 
-__all__ = ["CIRCUIT_YAMUX", "CircuitLike", "CircuitTransport", "OpenCircuit", "circuit_multiaddr"]
+__all__ = ["CIRCUIT_YAMUX", "LIMITED_CIRCUIT_YAMUX", "CircuitLike", "CircuitTransport", "OpenCircuit", "circuit_multiaddr"]
 
 log = logging.getLogger(__name__)
 
 CIRCUIT_YAMUX = YamuxConfig(receive_window=2 * 1024 * 1024)
-"""yamux over a circuit.  A relayed round trip crosses two QUIC hops and
-the relay's splice, so the spec's 256 KiB window stalls the sender: 2 MiB
-(the extra granted in the SYN/ACK update, as go/rust do) measured relayed
+"""yamux over a circuit the relay lets carry data (no data limit, or one of
+at least this window).  A relayed round trip crosses two QUIC hops and the
+relay's splice, so the spec's 256 KiB window stalls the sender: 2 MiB (the
+extra granted in the SYN/ACK update, as go/rust do) measured relayed
 throughput x1.2-1.8 and the relay's CPU per MB down 30-40% in the same
-runs (bench/bench_relay.py; 4 and 8 MiB did no better).  The larger receive bound per stream is tolerable
-because a relay's default data limit (128 KiB) caps what a circuit carries."""
+runs (bench/bench_relay.py; 4 and 8 MiB did no better)."""
+
+LIMITED_CIRCUIT_YAMUX = YamuxConfig()
+"""yamux over a circuit with a small data limit (the spec's default is
+128 KiB): a bigger window buys nothing there, and the spec's window keeps
+a writer blocked in ``drain()`` when the relay cuts the circuit, so the
+cut reaches it as an error instead of vanishing into buffers."""
 
 
 class CircuitLike(Protocol):
@@ -109,7 +115,7 @@ class CircuitTransport:
         self.open_circuit: OpenCircuit = open_circuit or _default_open_circuit
         """How a circuit is opened (the relay client; tests put in-memory ones here)."""
         self._upgrade_config = upgrade or UpgradeConfig()
-        self._yamux_config = yamux or CIRCUIT_YAMUX
+        self._yamux_config = yamux
         self.circuits_accepted = 0
         self.circuits_refused = 0
 
@@ -182,17 +188,28 @@ class CircuitTransport:
 
     # -- the upgrade -------------------------------------------------------------
 
-    def _muxer(self, secure: SecureStream, is_client: bool) -> YamuxSession:
-        return YamuxSession(secure, is_client, self._yamux_config)
+    def yamux_config(self, limit: ConnectionLimit | None) -> YamuxConfig:
+        """The yamux settings for a circuit under ``limit``."""
+        if self._yamux_config is not None:
+            return self._yamux_config
+        data = None if limit is None else limit.data
+        if data is None or data >= CIRCUIT_YAMUX.receive_window:
+            return CIRCUIT_YAMUX
+        return LIMITED_CIRCUIT_YAMUX
 
     async def _upgrade(self, circuit: CircuitLike, remote_ma: Multiaddr) -> MuxedConnection:
         raw = circuit.stream
+        config = self.yamux_config(circuit.limit)
+
+        def muxer(secure: SecureStream, is_client: bool) -> YamuxSession:
+            return YamuxSession(secure, is_client, config)
+
         if circuit.initiator:
             upgraded = await upgrade_outbound(
-                raw, self._key, circuit.remote, self._muxer, config=self._upgrade_config
+                raw, self._key, circuit.remote, muxer, config=self._upgrade_config
             )
         else:
-            upgraded = await upgrade_inbound(raw, self._key, self._muxer, config=self._upgrade_config)
+            upgraded = await upgrade_inbound(raw, self._key, muxer, config=self._upgrade_config)
             if upgraded.remote_peer != circuit.remote:
                 # The relay named one peer and another one answered Noise:
                 # believe Noise, refuse the circuit.
