@@ -63,9 +63,20 @@ class ProxyServer:
         self.listener = await self._group.listen(host, port, self._handle, "proxy client")
         return self.listener
 
-    def pac(self) -> str:
+    def pac(self, host_header: str | None = None) -> str:
+        """The PAC file.  It names the proxy as the browser reached it (the
+        request's Host), so a proxy bound to 0.0.0.0 is not advertised as
+        0.0.0.0; the bound address otherwise."""
         assert self.listener is not None
-        return http_proxy.pac_file(*self.listener.address, self._connector.zone)
+        host, port = self.listener.address
+        if host_header:
+            try:
+                seen = http_proxy.parse_authority(host_header, port)
+            except HttpRequestError:
+                pass
+            else:
+                host, port = seen.host, seen.port
+        return http_proxy.pac_file(host, port, self._connector.zone)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -160,7 +171,7 @@ class ProxyServer:
         path = request.path.split("?", 1)[0]
         if path == "/proxy.pac" and request.method in ("GET", "HEAD"):
             self.stats.pac += 1
-            body = self.pac().encode("ascii")
+            body = self.pac(request.header("host")).encode("ascii")
             response = http_proxy.simple_response(
                 200, body, "application/x-ns-proxy-autoconfig")
             if request.method == "HEAD":

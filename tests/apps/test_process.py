@@ -42,6 +42,11 @@ def test_proxy_pac_and_exposures_across_a_restart(
         pac = subprocess.run(["curl", "--silent", "--noproxy", "", f"http://{proxy}/proxy.pac"],
                              capture_output=True, timeout=30, check=True).stdout.decode()
         assert f"SOCKS5 {proxy}" in pac and 'return "DIRECT"' in pac
+        port = proxy.rsplit(":", 1)[1]
+        named = subprocess.run(["curl", "--silent", "--noproxy", "", "-H",
+                                f"Host: localhost:{port}", f"http://{proxy}/proxy.pac"],
+                               capture_output=True, timeout=30, check=True).stdout.decode()
+        assert f"SOCKS5 localhost:{port};" in named  # as the browser reached it
         other = subprocess.run(["curl", "--silent", "--noproxy", "", "-w", "%{http_code}",
                                 f"http://{proxy}/"], capture_output=True, timeout=30)
         assert other.stdout.endswith(b"404") and b"proxy.pac" in other.stdout
