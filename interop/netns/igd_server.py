@@ -80,15 +80,18 @@ class Rules:
 
     def add(self, proto: str, ext_port: int, client: str, int_port: int) -> None:
         key = (proto, ext_port)
-        if key in self.handles:  # a renewal, or a change: replace the rule
-            self.delete(proto, ext_port)
         out = nft("--echo", "--handle", "add", "rule", "ip", TABLE, "prerouting",
                   "iifname", self.wan_if, proto.lower(), "dport", str(ext_port),
                   "dnat", "to", f"{client}:{int_port}")
         found = re.search(r"# handle (\d+)", out)
         if found is None:
             raise RuntimeError(f"nft gave no handle: {out!r}")
+        # A renewal or a change replaces the rule: the new one goes in first,
+        # so packets never meet a gap.
+        previous = self.handles.get(key)
         self.handles[key] = int(found.group(1))
+        if previous is not None:
+            nft("delete", "rule", "ip", TABLE, "prerouting", "handle", str(previous))
 
     def delete(self, proto: str, ext_port: int) -> bool:
         handle = self.handles.pop((proto, ext_port), None)
