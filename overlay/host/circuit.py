@@ -37,9 +37,10 @@ CIRCUIT_YAMUX = YamuxConfig(receive_window=2 * 1024 * 1024)
 """yamux over a circuit the relay lets carry data (no data limit, or one of
 at least this window).  A relayed round trip crosses two QUIC hops and the
 relay's splice, so the spec's 256 KiB window stalls the sender: 2 MiB (the
-extra granted in the SYN/ACK update, as go/rust do) measured relayed
-throughput x1.2-1.8 and the relay's CPU per MB down 30-40% in the same
-runs (bench/bench_relay.py; 4 and 8 MiB did no better)."""
+extra granted in the SYN/ACK update, as go/rust do) measured the relay's
+CPU per MB down 19-41% and relayed throughput x1.6-1.8 on a loaded
+machine (unchanged on a quiet one) in the same runs (bench/bench_relay.py;
+4 and 8 MiB did no better)."""
 
 LIMITED_CIRCUIT_YAMUX = YamuxConfig()
 """yamux over a circuit with a small data limit (the spec's default is
