@@ -31,7 +31,6 @@ from multiaddr import Multiaddr
 from overlay.errors import (
     InvalidMultiaddr,
     LimitExceeded,
-    NegotiationError,
     OverlayError,
     TransportError,
 )
@@ -311,7 +310,7 @@ class DcutrService:
             return outcome(True, "unilateral")
         try:
             stream = await self._host.open_stream_on(relayed, [PROTOCOL])
-        except (NegotiationError, TransportError) as exc:
+        except OverlayError as exc:
             return outcome(False, f"cannot open a DCUtR stream: {exc}")
         core = DcutrInitiator(cfg.core, self._own_addrs(), self._context(peer, relayed),
                               self._rng)

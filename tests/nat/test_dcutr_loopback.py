@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from overlay.errors import StreamReset
 from overlay.host import Host
 from overlay.host.transport_types import Connection
 from overlay.identity import Ed25519PrivateKey
@@ -105,3 +106,35 @@ async def test_dcutr_upgrades_a_relayed_connection_to_a_punched_direct_one(trio:
         assert recent[-1]["ok"] and recent[-1]["how"] == "punched"
         assert recent[-1]["attempts"] == 1 and recent[-1]["rtt_ms"] is not None
         assert trio.dcutr_c.counters["punch_packets"] >= 1
+
+
+async def test_a_malformed_message_costs_the_stream_and_is_counted() -> None:
+    async with AsyncExitStack() as stack:
+        relay_key = Ed25519PrivateKey.generate()
+        relay = await stack.enter_async_context(Host(relay_key))
+        await relay.listen([LOOPBACK])
+        await stack.enter_async_context(RelayServer(relay, relay_key, RelayLimits()))
+        x = await stack.enter_async_context(Host(Ed25519PrivateKey.generate()))
+        c = await stack.enter_async_context(Host(Ed25519PrivateKey.generate()))
+        for host in (x, c):
+            await host.listen([LOOPBACK])
+        dcutr = await stack.enter_async_context(DcutrService(c, _config()))
+        client = await stack.enter_async_context(RelayClient(c))
+        await c.connect(f"{relay.listen_addrs()[0]}/p2p/{relay.peer_id}")
+        await client.reserve(relay.peer_id)
+        async with asyncio.timeout(20):
+            relayed = await x.connect(f"{relay.listen_addrs()[0]}/p2p/{relay.peer_id}"
+                                      f"/p2p-circuit/p2p/{c.peer_id}")
+            # C (dialled through the relay) tries first; X speaks no DCUtR.
+            await _until(lambda: dcutr.counters["failed"] == 1)
+            assert "cannot open" in dcutr.status()["recent"][-1]["how"]
+            stream = await x.open_stream_on(relayed, ["/libp2p/dcutr"])
+            stream.write(b"\x05\x08\xc8\x01\x12\x00")  # type 200: no such message
+            await stream.drain()
+            with pytest.raises(StreamReset):
+                while await stream.read():
+                    pass
+            await _until(lambda: dcutr.counters["protocol_errors"] == 1)
+            assert "unknown DCUtR message type 200" in dcutr.status()["recent"][-1]["how"]
+            assert dcutr.counters["punch_packets"] == 0
+            assert not relayed.is_closed  # only the stream paid
