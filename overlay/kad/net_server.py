@@ -45,11 +45,11 @@ class InboundLimits:
 
     per_peer: int = 8
     """Streams one peer may hold (go-libp2p's kad opens one at a time)."""
-    per_source: int = 32
+    per_source: int = 48
     """Streams one IP prefix (/24, /48; each loopback address) may hold:
-    half the global cap, so one host leaves the other half to everyone
-    else, while a lab of many nodes on one address still bootstraps
-    through one of them at once."""
+    three quarters of the global cap, so one host always leaves a quarter
+    to everyone else, while a lab of 30 nodes on one address still
+    bootstraps through one of them at once (32 was hit doing that)."""
 
     def __post_init__(self) -> None:
         if self.per_peer < 1 or self.per_source < 1:
