@@ -117,8 +117,10 @@ _DIRECT = object()
 
 
 class _Session:
-    def __init__(self, peer: PeerId) -> None:
+    def __init__(self, peer: PeerId, role: str) -> None:
         self.peer = peer
+        self.role = role
+        self.task = asyncio.current_task()
         self.inbox: asyncio.Queue[object] = asyncio.Queue()
         """Frames (bytes), EOF (None), read errors, and ``_DIRECT``."""
 
@@ -207,7 +209,7 @@ class DcutrService:
             raise ValueError("only a relayed connection can be upgraded")
         self._sup.spawn(lambda: self._initiate(relayed), f"DCUtR upgrade of {relayed.remote_peer}")
 
-    def _begin(self, peer: PeerId) -> _Session | None:
+    def _begin(self, peer: PeerId, role: str) -> _Session | None:
         if peer in self._sessions:
             self.counters["refused_busy"] += 1
             return None
@@ -216,7 +218,7 @@ class DcutrService:
             log.info("DCUtR with %s refused: over %d sessions in %.0f s", peer,
                      self.config.core.sessions_per_peer, self.config.core.session_window)
             return None
-        session = _Session(peer)
+        session = _Session(peer, role)
         self._sessions[peer] = session
         self.counters["sessions"] += 1
         return session
@@ -277,7 +279,7 @@ class DcutrService:
     async def _initiate(self, relayed: Connection) -> None:
         peer = relayed.remote_peer
         started = time.monotonic()
-        session = self._begin(peer)
+        session = self._begin(peer, "initiator")
         if session is None:
             return
         try:
@@ -381,7 +383,8 @@ class DcutrService:
         if conn.path != RELAYED:
             stream.reset()  # DCUtR only makes sense over a relayed connection
             return
-        session = self._begin(peer)
+        await self._yield_to(peer)
+        session = self._begin(peer, "responder")
         if session is None:
             stream.reset()
             return
@@ -399,6 +402,18 @@ class DcutrService:
         else:
             self._record(Outcome(str(peer), "responder", False, result.reason,
                                  result.attempts, None, elapsed))
+
+    async def _yield_to(self, peer: PeerId) -> None:
+        """Both of us were dialled through a relay at once, so both started
+        as initiator: the smaller peer ID keeps that role, and the other
+        gives up its own session to answer."""
+        ours = self._sessions.get(peer)
+        if ours is None or ours.role != "initiator" or ours.task is None:
+            return
+        if self._host.peer_id.to_bytes() < peer.to_bytes():
+            return  # we keep initiating; the busy check refuses their stream
+        ours.task.cancel()
+        await asyncio.wait([ours.task])
 
     async def _dial_any(self, peer: PeerId, addrs: Iterable[Candidate],
                         timeout: float) -> Connection | None:

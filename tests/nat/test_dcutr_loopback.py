@@ -138,3 +138,23 @@ async def test_a_malformed_message_costs_the_stream_and_is_counted() -> None:
             assert "unknown DCUtR message type 200" in dcutr.status()["recent"][-1]["how"]
             assert dcutr.counters["punch_packets"] == 0
             assert not relayed.is_closed  # only the stream paid
+
+
+async def test_dialled_through_relays_both_ways_at_once_one_side_yields(
+        trio: Trio) -> None:
+    a, c = trio.a, trio.c
+    async with asyncio.timeout(30), RelayClient(a) as a_client:
+        await a.connect(f"{trio.relay.listen_addrs()[0]}/p2p/{trio.relay.peer_id}")
+        await a_client.reserve(trio.relay.peer_id)
+        a_circuit = (f"{trio.relay.listen_addrs()[0]}/p2p/{trio.relay.peer_id}"
+                     f"/p2p-circuit/p2p/{a.peer_id}")
+        # Each side gets an inbound relayed connection: both start as initiator.
+        await asyncio.gather(a.connect(trio.circuit_addr()), c.connect(a_circuit))
+        smaller, larger = sorted([(trio.dcutr_a, a), (trio.dcutr_c, c)],
+                                 key=lambda pair: pair[1].peer_id.to_bytes())
+        await _until(lambda: smaller[0].counters["punched"] == 1
+                     and larger[0].counters["punched"] == 1)
+        assert smaller[0].status()["recent"][-1]["role"] == "initiator"
+        assert larger[0].status()["recent"][-1]["role"] == "responder"
+        assert any(a.is_punched(x) for x in _conns(a, c.peer_id))
+        assert any(c.is_punched(x) for x in _conns(c, a.peer_id))
