@@ -15,8 +15,6 @@ from overlay.daemon.node import Daemon
 from overlay.daemon.ops_dht import DhtExtension
 from overlay.daemon.persist import PeerMemoryConfig
 from overlay.daemon.persist_peers import PeerMemoryExtension
-from overlay.host import HostListener
-from overlay.identity import PeerId
 from overlay.kad.service import KadService
 
 from tests.daemon.helpers import LOOPBACK
@@ -36,13 +34,6 @@ async def dht_daemon(
         yield daemon, dht.kad, memory
 
 
-def identified_event(daemon: Daemon, peer: PeerId) -> asyncio.Event:
-    event = asyncio.Event()
-    daemon.host.add_listener(HostListener(
-        identified=lambda who, info: event.set() if who == peer else None))
-    return event
-
-
 async def test_restarted_introduction_node_reconnects_to_remembered_peers(
         short_tmp: Path) -> None:
     async with asyncio.timeout(60), AsyncExitStack() as outer:
@@ -54,10 +45,11 @@ async def test_restarted_introduction_node_reconnects_to_remembered_peers(
         assert memory.restored.is_set()  # nothing remembered on a first start
         peer, _, _ = await outer.enter_async_context(
             dht_daemon(short_tmp / "peer", [intro.full_addrs()[0]]))
-        if peer.peer_id not in intro_kad.table:
-            # The kad service hears of identify before this later listener does.
-            await identified_event(intro, peer.peer_id).wait()
-        assert peer.peer_id in intro_kad.table
+        # Identify names it a DHT server; it enters once it answered the
+        # request that admits it.
+        while peer.peer_id not in intro_kad.table:
+            intro_kad.activity.clear()
+            await intro_kad.activity.wait()
 
         await intro_stack.aclose()  # stops, saving its memory; the peer runs on
         saved = json.loads((short_tmp / "intro" / "peers.json").read_bytes())
