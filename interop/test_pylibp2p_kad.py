@@ -48,7 +48,7 @@ import pytest
 from multiaddr import Multiaddr
 
 from overlay.errors import StreamClosed, StreamReset
-from overlay.host import Host, HostConfig, HostListener, IdentifyInfo
+from overlay.host import Host, HostConfig
 from overlay.identity import Ed25519PrivateKey, PeerId
 from overlay.kad.errors import InvalidKadMessage
 from overlay.kad.keyspace import Contact
@@ -161,20 +161,14 @@ async def our_node() -> AsyncIterator[Ours]:
 
 
 async def _in_table(node: Ours, peer: PeerId) -> None:
-    """Wait until an identify put ``peer`` into ``node``'s routing table."""
-    changed = asyncio.Event()
-
-    def seen(_p: PeerId, _i: IdentifyInfo) -> None:
-        changed.set()
-
-    listener = HostListener(identified=seen)
-    node.host.add_listener(listener)
-    try:
-        while peer not in node.kad.table:
-            changed.clear()
-            await changed.wait()
-    finally:
-        node.host.remove_listener(listener)
+    """Wait until ``peer`` entered ``node``'s routing table: identify names
+    it a DHT server, and it enters once it answered our admitting request,
+    after which the service sets ``activity``."""
+    while peer not in node.kad.table:
+        node.kad.activity.clear()
+        if peer in node.kad.table:
+            break
+        await node.kad.activity.wait()
 
 
 async def test_overlay_puts_and_pylibp2p_gets(pylibp2p_python: str, tmp_path: Path) -> None:
