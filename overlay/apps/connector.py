@@ -42,7 +42,7 @@ from overlay.naming.errors import InvalidName, NamingError
 from overlay.naming.net_errors import NameNotFound
 from overlay.naming.record import NameRecord
 from overlay.naming.resolver import Resolution
-from overlay.wire.stream import ByteStream
+from overlay.wire.stream import ByteStream, GatedStream
 
 __all__ = ["AppHost", "Connector", "Dialer", "DirectDialer", "NameLookup", "StatusGate",
            "read_status"]
@@ -225,19 +225,19 @@ async def read_status(stream: ByteStream, name: str, service: str) -> None:
         raise TargetError(reason, _STATUS_TEXT[reason].format(name=name, service=service))
 
 
-class StatusGate:
+class StatusGate(GatedStream):
     """A pipelined service stream: the client's bytes flow at once, and
     the exposer's status byte is read (and checked) by the first read, so
     a refusal resets the pump.  ``error`` keeps the refusal."""
 
     def __init__(self, stream: ByteStream, name: str, service: str) -> None:
-        self._stream = stream
+        super().__init__(stream)
         self._name = name
         self._service = service
         self._checked = False
         self.error: TargetError | None = None
 
-    async def _check(self) -> None:
+    async def _before_read(self) -> None:
         if not self._checked:
             try:
                 await read_status(self._stream, self._name, self._service)
@@ -245,29 +245,6 @@ class StatusGate:
                 self.error = exc
                 raise StreamReset(str(exc)) from exc
             self._checked = True
-
-    async def read(self, max_bytes: int = 65536) -> bytes:
-        await self._check()
-        return await self._stream.read(max_bytes)
-
-    async def readexactly(self, n: int) -> bytes:
-        await self._check()
-        return await self._stream.readexactly(n)
-
-    def write(self, data: bytes) -> None:
-        self._stream.write(data)
-
-    async def drain(self) -> None:
-        await self._stream.drain()
-
-    def write_eof(self) -> None:
-        self._stream.write_eof()
-
-    def reset(self) -> None:
-        self._stream.reset()
-
-    async def close(self) -> None:
-        await self._stream.close()
 
 
 _STATUS_TEXT = {

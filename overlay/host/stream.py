@@ -7,12 +7,12 @@ import asyncio
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
 from overlay.negotiate import confirm_selection
-from overlay.wire.stream import ByteStream
+from overlay.wire.stream import ByteStream, GatedStream
 
 __all__ = ["NegotiatedStream"]
 
 
-class NegotiatedStream:
+class NegotiatedStream(GatedStream):
     """A ``ByteStream`` with its ``protocol``, ``remote_peer`` and ``conn``.
 
     After a lazy selection the listener's answer is still in the stream;
@@ -20,7 +20,7 @@ class NegotiatedStream:
     ``ProtocolNotSupported``.
     """
 
-    __slots__ = ("_stream", "protocol", "remote_peer", "conn", "_unconfirmed", "_lock")
+    __slots__ = ("protocol", "remote_peer", "conn", "_unconfirmed", "_lock")
 
     def __init__(
         self,
@@ -30,7 +30,7 @@ class NegotiatedStream:
         *,
         confirmed: bool = True,
     ) -> None:
-        self._stream = stream
+        super().__init__(stream)
         self.protocol = protocol
         self.conn = conn
         self.remote_peer: PeerId = conn.remote_peer
@@ -41,36 +41,13 @@ class NegotiatedStream:
     def raw(self) -> ByteStream:
         return self._stream
 
-    async def _confirm(self) -> None:
+    async def _before_read(self) -> None:
         if not self._unconfirmed or self._lock is None:
             return
         async with self._lock:
             if self._unconfirmed:
                 await confirm_selection(self._stream, self.protocol)
                 self._unconfirmed = False
-
-    async def read(self, max_bytes: int = 65536) -> bytes:
-        await self._confirm()
-        return await self._stream.read(max_bytes)
-
-    async def readexactly(self, n: int) -> bytes:
-        await self._confirm()
-        return await self._stream.readexactly(n)
-
-    def write(self, data: bytes) -> None:
-        self._stream.write(data)
-
-    async def drain(self) -> None:
-        await self._stream.drain()
-
-    def write_eof(self) -> None:
-        self._stream.write_eof()
-
-    def reset(self) -> None:
-        self._stream.reset()
-
-    async def close(self) -> None:
-        await self._stream.close()
 
     def __repr__(self) -> str:
         return f"<NegotiatedStream {self.protocol} with {self.remote_peer}>"

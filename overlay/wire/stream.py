@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["ByteStream"]
+__all__ = ["ByteStream", "GatedStream"]
 
 
 class ByteStream(Protocol):
@@ -44,3 +44,41 @@ class ByteStream(Protocol):
         that both write before reading would deadlock.  The transport still
         delivers everything queued before the EOF."""
         ...
+
+
+class GatedStream:
+    """A ``ByteStream`` over another that runs ``_before_read`` before
+    every read (a pending check on the peer's first answer) and passes
+    everything else through; writes never wait for the gate, so pipelined
+    data flows at once."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: ByteStream) -> None:
+        self._stream = stream
+
+    async def _before_read(self) -> None:
+        """Override: consume and check what must come first; cheap once done."""
+
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        await self._before_read()
+        return await self._stream.read(max_bytes)
+
+    async def readexactly(self, n: int) -> bytes:
+        await self._before_read()
+        return await self._stream.readexactly(n)
+
+    def write(self, data: bytes) -> None:
+        self._stream.write(data)
+
+    async def drain(self) -> None:
+        await self._stream.drain()
+
+    def write_eof(self) -> None:
+        self._stream.write_eof()
+
+    def reset(self) -> None:
+        self._stream.reset()
+
+    async def close(self) -> None:
+        await self._stream.close()
