@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import TYPE_CHECKING
 
 from overlay.errors import ConnectionClosed, LocalProtocolError, StreamClosed, StreamReset
+from overlay.wire.chunks import ChunkBuffer, read_exactly
 
 if TYPE_CHECKING:
     from overlay.transport.connection import QuicConn
@@ -30,9 +30,7 @@ class QuicStream:
     def __init__(self, conn: QuicConn, stream_id: int) -> None:
         self.conn = conn
         self.stream_id = stream_id
-        self._chunks: deque[bytes] = deque()
-        self._head_offset = 0  # bytes of _chunks[0] already read
-        self._buffered = 0
+        self._received = ChunkBuffer()
         self._consumed = 0  # bytes read or discarded: the consumed offset
         self._eof = False  # the peer's FIN arrived
         self._recv_finished = False  # FIN or RESET_STREAM arrived: no more events
@@ -52,19 +50,19 @@ class QuicStream:
     @property
     def buffered(self) -> int:
         """Bytes received and not yet read."""
-        return self._buffered
+        return self._received.buffered
 
     async def read(self, max_bytes: int = 65536) -> bytes:
         if max_bytes < 1:
             raise LocalProtocolError("max_bytes must be positive")
         while not (
-            self._chunks or self._eof or self._recv_reset or self._error is not None
+            self._received or self._eof or self._recv_reset or self._error is not None
         ):
             self._readable.clear()
             await self._readable.wait()
         if self._recv_reset:
             raise StreamReset(f"stream {self.stream_id} was reset")
-        if self._chunks:
+        if self._received:
             return self._take(max_bytes)
         if self._eof:
             return b""
@@ -72,41 +70,11 @@ class QuicStream:
         raise self._error
 
     async def readexactly(self, n: int) -> bytes:
-        if n < 0:
-            raise LocalProtocolError("n must not be negative")
-        parts: list[bytes] = []
-        got = 0
-        while got < n:
-            chunk = await self.read(n - got)
-            if not chunk:
-                raise StreamClosed(f"EOF after {got} of {n} bytes on stream {self.stream_id}")
-            parts.append(chunk)
-            got += len(chunk)
-        return b"".join(parts)
+        return await read_exactly(self.read, n, f"stream {self.stream_id}")
 
     def _take(self, max_bytes: int) -> bytes:
-        # The head chunk is consumed through an offset, never re-sliced:
-        # small reads of a large reassembled chunk would otherwise copy its
-        # remainder every time (quadratic work a peer could provoke).
-        chunks = self._chunks
-        parts: list[bytes] = []
-        want = max_bytes
-        while chunks and want:
-            head = chunks[0]
-            start = self._head_offset
-            available = len(head) - start
-            if available <= want:
-                parts.append(head if start == 0 else head[start:])
-                chunks.popleft()
-                self._head_offset = 0
-                want -= available
-            else:
-                parts.append(head[start : start + want])
-                self._head_offset = start + want
-                want = 0
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        data = self._received.take(max_bytes)
         n = len(data)
-        self._buffered -= n
         self._consumed += n
         self.conn._consumed(self, n)
         return data
@@ -117,9 +85,8 @@ class QuicStream:
             # but must be credited so the connection window does not shrink.
             self._consumed += len(data)
             self.conn._consumed(self, len(data))
-        elif data:
-            self._chunks.append(data)
-            self._buffered += len(data)
+        else:
+            self._received.append(data)
         if end_stream:
             self._eof = True
             self._recv_finished = True
@@ -127,9 +94,7 @@ class QuicStream:
 
     def _on_reset(self, final_size: int) -> None:
         discard = max(0, final_size - self._consumed)
-        self._chunks.clear()
-        self._head_offset = 0
-        self._buffered = 0
+        self._received.clear()
         self._consumed += discard
         self.conn._consumed(self, discard)
         self._recv_reset = True
@@ -164,10 +129,7 @@ class QuicStream:
             return
         self._local_reset = True
         self._recv_reset = True
-        discard = self._buffered
-        self._chunks.clear()
-        self._head_offset = 0
-        self._buffered = 0
+        discard = self._received.clear()
         self._consumed += discard
         self.conn._consumed(self, discard)
         self._send_reset = True
