@@ -50,24 +50,22 @@ from overlay.kad.keyspace import Contact, kad_key, peer_key, random_peer_id_in_b
 from overlay.kad.lookup import Lookup, LookupKind, LookupResult
 from overlay.kad.messages import ConnectionType, KadMessage, MessageType, PeerInfo
 from overlay.kad.net_health import HealthMonitor
-from overlay.kad.net_fanout import fan_out
 from overlay.kad.net_lookup import drive_lookup
 from overlay.kad.net_peers import collect_addrs, connect_any
 from overlay.kad.net_rpc import KadHost, KadRpc, KadStats, LookupStats, quic_addr
 from overlay.kad.net_server import InboundLimits, KadInbound
-from overlay.kad.providers import ProviderStore, check_provider_key
-from overlay.kad.records import NamespaceRegistry, Record, default_registry, immutable_key
+from overlay.kad.net_values import KadValues
+from overlay.kad.providers import ProviderStore
+from overlay.kad.records import NamespaceRegistry, Record, default_registry
 from overlay.kad.policy import NodePolicy
-from overlay.kad.republish import ReplicateRecord, Republisher, RepublishRecord, Reprovide
+from overlay.kad.republish import Republisher
 from overlay.kad.routing import RoutingTable, observed_groups, runs_on_local
 from overlay.limits import LimitHits, source_key
 from overlay.kad.service_config import KadServiceConfig
 from overlay.kad.service_errors import (
     NoPeersKnown,
     PeerNotFound,
-    QuorumFailed,
     ServiceNotRunning,
-    ValueNotFound,
 )
 from overlay.kad.store import MemoryRecordStore, RecordStore
 from overlay.supervisor import RestartPolicy, Supervisor
@@ -149,6 +147,12 @@ class KadService:
         self.last_bootstrap: BootstrapReport | None = None
         """What the latest bootstrap reached, and why not (see its ``summary``)."""
         self._local_cache: tuple[float, PeerInfo] | None = None
+        self._values = KadValues(
+            cfg, self.registry, self.records, self.providers, self.republisher,
+            lookup=self._lookup, request=self.request, send_only=self._rpc.send_only,
+            local_info=self._local_info, wall=self._wall, wake=self._wake,
+            background=self._background, spawn=self._spawn, require_running=self._require_running,
+        )
 
     @property
     def protocol(self) -> str:
@@ -549,98 +553,32 @@ class KadService:
         finally:
             self._refreshing = False
 
-    # -- values ------------------------------------------------------------------
+    # -- values and providers (``net_values``) ----------------------------------
 
     async def put_value(self, key: bytes, value: bytes) -> int:
         """Store ``key`` → ``value`` here and on the k closest peers;
         returns how many peers echoed it.  Raises ``InvalidRecord`` if our
         own validators reject it, ``QuorumFailed`` below ``min_put_acks``."""
-        record = Record(key, value)
-        self.records.put(record, None, self._wall())
-        self.republisher.published(key, self._wall())
-        self._wake.set()
-        return await self._replicate(record)
-
-    async def _closest_to_record(self, key: bytes) -> tuple[Contact, ...]:
-        """The k closest servers to a record key.  A GET_VALUE lookup run to
-        the end finds them as a FIND_NODE would, and unlike FIND_NODE it is
-        accepted for keys that are not peer IDs by every implementation
-        (py-libp2p resets FIND_NODE streams whose key is no multihash)."""
-        return (await self._lookup(LookupKind.GET_VALUE, key, quorum=0)).closest
+        return await self._values.put_value(key, value)
 
     async def put_immutable(self, value: bytes) -> bytes:
         """Store ``value`` under ``/v/<sha256 hex>`` and return that key."""
-        key = immutable_key(value)
-        await self.put_value(key, value)
-        return key
-
-    async def _replicate(
-        self, record: Record, peers: Sequence[Contact] | None = None, *, required: int | None = None
-    ) -> int:
-        if peers is None:
-            peers = await self._closest_to_record(record.key)
-        message = KadMessage(MessageType.PUT_VALUE, record.key, record=Record(record.key, record.value))
-        acks = await fan_out(partial(self.request, message=message), peers, "PUT_VALUE")
-        needed = self.config.min_put_acks if required is None else required
-        if acks < needed:
-            raise QuorumFailed(needed, acks)
-        return acks
+        return await self._values.put_immutable(value)
 
     async def get_value(self, key: bytes, quorum: int | None = None) -> Record:
         """The best valid record for ``key`` (ours counts); stale peers are
         corrected and the closest peer without it caches it, in the
         background.  Raises ``ValueNotFound``."""
-        self._require_running()
-        self.registry.validator_for(key)  # an unknown namespace fails here, typed
-        stored = self.records.get(key, self._wall())
-        local = stored.record if stored is not None else None
-        try:
-            result = await self._lookup(
-                LookupKind.GET_VALUE, key, quorum=quorum, local_record=local
-            )
-        except NoPeersKnown:
-            if local is None:
-                raise
-            return local
-        if result.record is None:
-            raise ValueNotFound(key)
-        fix = list(result.outdated_peers)
-        if result.cache_peer is not None:
-            fix.append(result.cache_peer)
-        if fix:
-            self._spawn(partial(self._correct, result.record, fix), "kad record correction")
-        return result.record
-
-    async def _correct(self, record: Record, peers: Sequence[Contact]) -> None:
-        async with self._background:
-            await self._replicate(record, peers, required=0)
-
-    # -- providers -----------------------------------------------------------------
+        return await self._values.get_value(key, quorum)
 
     async def provide(self, key: bytes) -> int:
         """Announce that we provide ``key`` (a multihash, at most 80 bytes)
         to the k closest peers; returns how many were told."""
-        check_provider_key(key)
-        info = self._local_info()
-        self.providers.add(key, info, self._wall(), own=True)
-        self.republisher.provided(key, self._wall())
-        self._wake.set()
-        closest = (await self.find_closest(key)).closest
-        message = KadMessage(MessageType.ADD_PROVIDER, key, provider_peers=(info,))
-        told = await fan_out(partial(self._rpc.send_only, message=message), closest, "ADD_PROVIDER")
-        if told < self.config.min_put_acks:
-            raise QuorumFailed(self.config.min_put_acks, told)
-        return told
+        return await self._values.provide(key)
 
     async def find_providers(self, key: bytes, limit: int | None = None) -> list[PeerInfo]:
         """Providers of ``key``: ours and those the network knows."""
-        check_provider_key(key)
-        local = self.providers.get(key, self._wall())
-        result = await self._lookup(LookupKind.GET_PROVIDERS, key, max_providers=limit)
-        found = {info.peer_id: info for info in local}
-        for info in result.providers:
-            found.setdefault(info.peer_id, info)
-        return list(found.values())
+        return await self._values.find_providers(key, limit)
 
     # -- maintenance ---------------------------------------------------------------
 
@@ -675,36 +613,12 @@ class KadService:
             # Everyone we knew is gone (or the bootstrap peers were down at
             # start): try the configured peers again.
             self._spawn(self._bootstrap_in_background, "kad re-bootstrap")
-        self.records.expire(wall)
-        self.providers.expire(wall)
+        self._values.expire(wall)
         refresh = self.table.on_timer(self._clock())
         if refresh:
             self._spawn(partial(self.refresh_buckets_for, [r.target for r in refresh]), "kad bucket refresh")
-        for action in self.republisher.on_timer(wall):
-            if isinstance(action, RepublishRecord | ReplicateRecord):
-                stored = self.records.get(action.key, wall)
-                if stored is None:
-                    self.republisher.unpublish(action.key)
-                    self.republisher.dropped(action.key)
-                    continue
-                fresh = isinstance(action, ReplicateRecord)
-                self._spawn(partial(self._republish, stored.record, only_new=fresh), "kad republish")
-            elif isinstance(action, Reprovide):
-                self._spawn(partial(self._reprovide, action.key), "kad reprovide")
+        self._values.start_due(wall)
 
     async def refresh_buckets_for(self, targets: Sequence[PeerId]) -> None:
         for target in targets:
             await self._lookup(LookupKind.FIND_NODE, target.multihash)
-
-    async def _republish(self, record: Record, *, only_new: bool) -> None:
-        async with self._background:
-            closest = await self._closest_to_record(record.key)
-            if only_new:
-                fresh = self.republisher.new_replicas(record.key, (c.peer_id for c in closest))
-                closest = tuple(c for c in closest if c.peer_id in fresh)
-            if closest:
-                await self._replicate(record, closest, required=0)
-
-    async def _reprovide(self, key: bytes) -> None:
-        async with self._background:
-            await self.provide(key)
