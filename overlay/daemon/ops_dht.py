@@ -14,6 +14,8 @@ ADD_PROVIDER is answered before its coalesced write, while ``dht_put`` and
 
 from __future__ import annotations
 
+import asyncio
+
 import base64
 import binascii
 import functools
@@ -228,7 +230,21 @@ class DhtOps:
         }
 
     async def dht_table(self, call: ApiCall) -> Mapping[str, Any]:
+        """The routing table.  With ``min_size`` > 0 it first waits, up to
+        ``wait`` seconds (default 15, at most 120), until the table holds
+        that many peers; a script starting a daemon uses it to know the DHT
+        is reachable without polling."""
         kad = self._kad
+        want = call.int_arg("min_size", 0, 0, 1 << 16)
+        if want and len(kad.table) < want:
+            wait = call.int_arg("wait", 15, 0, 120)
+            try:
+                async with asyncio.timeout(wait):
+                    while len(kad.table) < want:
+                        kad.activity.clear()
+                        await kad.activity.wait()
+            except TimeoutError:
+                pass  # answer with the table as it is: the caller sees the size
         buckets = [
             {
                 "index": stats.index,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -11,7 +12,16 @@ from overlay.kad.keyspace import Contact
 from overlay.kad.policy import describe_failure
 from overlay.multiaddrs import parse_quic_multiaddr
 
-__all__ = ["BootstrapReport", "bootstrap_contacts", "bootstrap_report"]
+__all__ = ["BootstrapReport", "bootstrap_contacts", "bootstrap_report", "bootstrap_retry_delay"]
+
+
+def bootstrap_retry_delay(failures: int, ceiling: float, rng: random.Random) -> float:
+    """Seconds before bootstrapping again after ``failures`` attempts in a
+    row left the table empty: 1, 2, 4 … up to ``ceiling``, each spread
+    over its upper half so nodes that lost the same introducer do not
+    come back in step."""
+    base = min(ceiling, 2.0 ** max(0, min(failures - 1, 16)))
+    return base * (0.5 + 0.5 * rng.random())
 
 
 def bootstrap_contacts(addrs: Sequence[str], local: PeerId) -> list[Contact]:

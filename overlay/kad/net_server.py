@@ -8,9 +8,14 @@ reported to ``on_reject``; nothing of the request is kept.
 Open streams are counted in three scopes (STYLE rule 17): all of them
 (``max_inbound_streams``), per source (the connection's IP prefix, see
 ``overlay.limits.source_key``) and per peer, so one peer's or one host's
-idle streams cannot starve everyone else.  A refusal for load is a reset
-right after negotiation on a live connection: the requester's policy
-reads it as "busy", never as "dead" (``overlay.kad.policy``).
+idle streams cannot starve everyone else.  A full scope first makes room
+by resetting its longest-idle stream (one waiting for its next request
+for at least ``evict_idle_after``): idle streams cost the server nothing
+to give up, and a peer that crashed and came back under the same identity
+would otherwise be locked out by its dead self's streams until they time
+out.  Only when nothing idle can go is the new stream refused: a reset
+right after negotiation on a live connection, which the requester's
+policy reads as "busy", never as "dead" (``overlay.kad.policy``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from overlay.errors import LimitExceeded, OverlayError, RemoteProtocolError, TransportError
 from overlay.host.stream import NegotiatedStream
@@ -51,9 +56,27 @@ class InboundLimits:
     to everyone else, while a lab of 30 nodes on one address still
     bootstraps through one of them at once (32 was hit doing that)."""
 
+    evict_idle_after: float = 1.0
+    """Seconds a stream must have waited for its next request before a new
+    stream in a full scope may take its place."""
+
     def __post_init__(self) -> None:
         if self.per_peer < 1 or self.per_source < 1:
             raise ValueError("inbound stream limits must be at least 1")
+        if self.evict_idle_after < 0:
+            raise ValueError("evict_idle_after must not be negative")
+
+
+@dataclass(eq=False, slots=True)
+class _Served:
+    """One admitted stream and the scopes it is counted in."""
+
+    stream: NegotiatedStream
+    peer: PeerId
+    source: str
+    idle_since: float | None = None
+    """When it began waiting for its next request; None while answering."""
+    released: bool = field(default=False)
 
 
 def stream_source(stream: NegotiatedStream) -> str:
@@ -87,6 +110,7 @@ class KadInbound:
         self._active = 0
         self._per_peer = ScopedCounter(self.limits.per_peer)
         self._per_source = ScopedCounter(self.limits.per_source)
+        self._served: set[_Served] = set()
         self.hits = hits if hits is not None else LimitHits()
         """Refusals by cause (``kad.streams_total``, ``…_per_source``, ``…_per_peer``)."""
         self._clock = clock
@@ -105,10 +129,42 @@ class KadInbound:
             return "kad.streams_per_peer"
         return None
 
+    def _evict_idle(self, cause: str, peer: PeerId, source: str) -> bool:
+        """Reset the longest-idle stream in the scope ``cause`` names;
+        False if none there has been idle long enough."""
+        latest = self._clock() - self.limits.evict_idle_after
+        if cause == "kad.streams_per_peer":
+            scope = [s for s in self._served if s.peer == peer]
+        elif cause == "kad.streams_per_source":
+            scope = [s for s in self._served if s.source == source]
+        else:
+            scope = list(self._served)
+        idle = [s for s in scope if s.idle_since is not None and s.idle_since <= latest]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda s: s.idle_since or 0.0)
+        self._release(victim)
+        victim.stream.reset()
+        self.hits.hit("kad.idle_stream_replaced", self._clock())
+        return True
+
+    def _release(self, served: _Served) -> None:
+        if served.released:
+            return
+        served.released = True
+        self._served.discard(served)
+        self._active -= 1
+        self._per_source.release(served.source)
+        self._per_peer.release(served.peer)
+
     async def handle_stream(self, stream: NegotiatedStream) -> None:
         peer = stream.remote_peer
         source = stream_source(stream)
         cause = self._admit(peer, source)
+        for _ in range(3):  # at most one eviction per scope
+            if cause is None or not self._evict_idle(cause, peer, source):
+                break
+            cause = self._admit(peer, source)
         if cause is not None:
             reported = self.hits.hit(cause, self._clock())
             if reported:
@@ -120,19 +176,22 @@ class KadInbound:
         self._active += 1
         self._per_source.acquire(source)
         self._per_peer.acquire(peer)
+        slot = _Served(stream, peer, source)
+        self._served.add(slot)
         try:
-            await self._serve(stream, peer)
+            await self._serve(slot)
         finally:
-            self._active -= 1
-            self._per_source.release(source)
-            self._per_peer.release(peer)
+            self._release(slot)
 
-    async def _serve(self, stream: NegotiatedStream, peer: PeerId) -> None:
+    async def _serve(self, slot: _Served) -> None:
         cfg = self.config
+        stream, peer = slot.stream, slot.peer
         try:
             for served in range(cfg.max_requests_per_stream + 1):
+                slot.idle_since = self._clock()
                 async with asyncio.timeout(cfg.inbound_idle_timeout):
                     request = await read_kad_message(stream)
+                slot.idle_since = None
                 if request is None:
                     await stream.close()
                     return

@@ -44,7 +44,12 @@ from overlay.host.events import HostListener
 from overlay.host.identify import IdentifyInfo
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
-from overlay.kad.bootstrap_report import BootstrapReport, bootstrap_contacts, bootstrap_report
+from overlay.kad.bootstrap_report import (
+    BootstrapReport,
+    bootstrap_contacts,
+    bootstrap_report,
+    bootstrap_retry_delay,
+)
 from overlay.kad.handler import KadServer, PeerSource, handle_request
 from overlay.kad.keyspace import Contact, kad_key, peer_key, random_peer_id_in_bucket
 from overlay.kad.lookup import Lookup, LookupKind, LookupResult
@@ -144,6 +149,9 @@ class KadService:
         self._refreshing = False
         self._bootstrapping = False
         self._bootstrap_attempts = 0
+        self._bootstrap_failures = 0
+        self._rebootstrap_at: float | None = None
+        """When the next bootstrap is due while the table stays empty."""
         self.last_bootstrap: BootstrapReport | None = None
         """What the latest bootstrap reached, and why not (see its ``summary``)."""
         self._local_cache: tuple[float, PeerInfo] | None = None
@@ -521,10 +529,23 @@ class KadService:
             # The first attempt speaks up; retries while alone stay quieter.
             self.last_bootstrap.log(log, loud=self._bootstrap_attempts == 0)
             self._bootstrap_attempts += 1
+            self._schedule_rebootstrap()
         if self.config.refresh_on_bootstrap:
             await self.refresh_buckets()
         self.bootstrapped.set()
         return result
+
+    def _schedule_rebootstrap(self) -> None:
+        # A bootstrap peer that was busy or still starting must not leave
+        # us alone for the whole maintenance period: retry soon, backing off.
+        if len(self.table) or not self.config.bootstrap:
+            self._bootstrap_failures = 0
+            self._rebootstrap_at = None
+            return
+        self._bootstrap_failures += 1
+        delay = bootstrap_retry_delay(self._bootstrap_failures, self.config.max_timer_delay, self._rng)
+        self._rebootstrap_at = self._clock() + delay
+        self._wake.set()
 
     async def _bootstrap_in_background(self) -> None:
         if self._bootstrapping:
@@ -594,6 +615,8 @@ class KadService:
         republish_due = self.republisher.next_deadline()
         if republish_due is not None:
             delays.append(republish_due - self._wall())
+        if self._rebootstrap_at is not None and not len(self.table):
+            delays.append(self._rebootstrap_at - self._clock())
         return max(0.0, min(delays))
 
     async def _timer_loop(self) -> None:
@@ -609,9 +632,11 @@ class KadService:
 
     def _on_timer(self) -> None:
         wall = self._wall()
-        if not len(self.table) and self.config.bootstrap:
+        due = self._rebootstrap_at is None or self._clock() >= self._rebootstrap_at
+        if not len(self.table) and self.config.bootstrap and due:
             # Everyone we knew is gone (or the bootstrap peers were down at
             # start): try the configured peers again.
+            self._rebootstrap_at = None  # the attempt reschedules when it ends
             self._spawn(self._bootstrap_in_background, "kad re-bootstrap")
         self._values.expire(wall)
         refresh = self.table.on_timer(self._clock())

@@ -89,10 +89,8 @@ async def _worker(api_path: Path, load: Load, kind: str, tag: str) -> None:
 
 async def _wait_bootstrapped(api_path: Path) -> None:
     async with await ApiClient.connect(api_path) as api:
-        for _ in range(300):  # bounded: about 15 s
-            if (await api.call("dht_table"))["size"] >= 1:
-                return
-            await asyncio.sleep(0.05)
+        if (await api.call("dht_table", {"min_size": 1, "wait": 30}))["size"] >= 1:
+            return
     pytest.fail("the daemon never reached its bootstrap peer")
 
 

@@ -79,7 +79,7 @@ async def test_a_refusal_for_overload_does_not_evict() -> None:
     # One stream per peer: the legitimate peer's own idle stream makes the
     # target refuse its next request; it stays in the table all the same.
     async with asyncio.timeout(TIMEOUT), AsyncExitStack() as stack:
-        target = await _node(stack, "127.0.0.1", limits=InboundLimits(per_peer=1))
+        target = await _node(stack, "127.0.0.1", limits=InboundLimits(per_peer=1, evict_idle_after=3600))
         legit = await _node(stack, "127.0.77.1")
         await legit.kad.bootstrap([full_addr(target.host)])
         assert target.host.peer_id in legit.kad.table
@@ -89,6 +89,31 @@ async def test_a_refusal_for_overload_does_not_evict() -> None:
         assert target.host.peer_id in legit.kad.table
         assert legit.kad.policy.evictions == 0
         idle.reset()
+
+
+async def test_a_restarted_peer_replaces_its_dead_selfs_idle_streams() -> None:
+    # A daemon killed mid-work leaves idle kad streams on its peers until
+    # they time out; the same identity, back on a new port, must be served
+    # at once instead of being refused until then.
+    key = Ed25519PrivateKey.generate()
+    async with asyncio.timeout(TIMEOUT), AsyncExitStack() as stack:
+        target = await _node(stack, "127.0.0.1", limits=InboundLimits(per_peer=2, evict_idle_after=0.0))
+        old = await stack.enter_async_context(Host(key, FAST_HOST))
+        await old.listen(["/ip4/127.0.55.1/udp/0/quic-v1"])
+        await old.connect(full_addr(target.host))
+        held = await _hold_streams(old, target, 2)
+        await wait_until(lambda: target.kad.inbound_streams == 2, target.kad.activity, 10)
+        inner = AsyncExitStack()
+        host = await inner.enter_async_context(Host(key, FAST_HOST))
+        await host.listen(["/ip4/127.0.55.1/udp/0/quic-v1"])
+        kad = await inner.enter_async_context(KadService(host, FAST_KAD))
+        stack.push_async_callback(inner.aclose)
+        await kad.bootstrap([full_addr(target.host)])
+        assert target.host.peer_id in kad.table
+        assert target.kad.limit_hits.snapshot().get("kad.idle_stream_replaced", 0) >= 1
+        assert target.kad.inbound_streams <= 2
+        for stream in held:
+            stream.reset()
 
 
 async def test_identities_from_one_address_fill_no_more_than_its_share() -> None:
