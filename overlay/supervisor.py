@@ -49,6 +49,7 @@ __all__ = [
     "Supervisor",
     "SupervisorClosed",
     "SharedCancelled",
+    "contain",
     "run_supervised",
 ]
 
@@ -296,3 +297,16 @@ async def run_supervised(job: Awaitable[None], what: str, log: logging.Logger) -
         await job
     except Exception as exc:  # the supervisor boundary: a failure ends this job only
         _log_failure(log, what, exc)
+
+
+def contain(call: Callable[[], object], on_error: Callable[[Exception], None]) -> bool:
+    """Run a synchronous ``call`` at a boundary that must survive it — a
+    datagram callback (uvloop closes a transport whose protocol raises), a
+    listener a layer above registered — and hand any error to ``on_error``
+    instead of raising.  True if ``call`` returned normally."""
+    try:
+        call()
+    except Exception as exc:  # the supervisor boundary for synchronous callbacks
+        on_error(exc)
+        return False
+    return True

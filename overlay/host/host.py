@@ -37,7 +37,7 @@ from overlay.host.transport_types import DIRECT, Connection, Endpoint, Transport
 from overlay.identity import PeerId, PrivateKey
 from overlay.multiaddrs import dial_target_error, parse_multiaddr, parse_quic_multiaddr, split_p2p
 from overlay.negotiate import encode_message, handle_protocol, select_protocol
-from overlay.supervisor import Job, Supervisor
+from overlay.supervisor import Job, Supervisor, contain
 from overlay.transport.errors import GOING_AWAY
 from overlay.wire.stream import ByteStream
 
@@ -341,10 +341,8 @@ class Host:
 
     def _notify(self, call: Callable[[HostListener], object]) -> None:
         for listener in list(self._listeners):
-            try:
-                call(listener)
-            except Exception:  # a listener's bug must not end the connection
-                log.exception("host listener failed")
+            # A listener's bug must not end the connection.
+            contain(partial(call, listener), lambda exc: log.error("host listener failed", exc_info=exc))
 
     def emit_identified(self, peer: PeerId, info: IdentifyInfo) -> None:
         """Tell the listeners what ``peer`` said about itself (the identify

@@ -31,6 +31,7 @@ from overlay.errors import (
     TransportError,
 )
 from overlay.identity import PeerId, PublicKey
+from overlay.supervisor import contain
 from overlay.transport.addressing import peer_ip, quic_multiaddr, short_address
 from overlay.transport.aioquic_compat import Libp2pQuicConnection
 from overlay.transport.config import TransportConfig
@@ -305,13 +306,14 @@ class QuicConn:
         ``from_peer``: the input is a datagram, so a close it causes was the
         peer's doing (a timer input closes on silence: the idle timeout)."""
         self._input_from_peer = from_peer
-        try:
+
+        def step() -> None:
             feed()
             self._after_input()
             if transmit:
                 self._transmit()
-        except Exception as exc:  # noqa: BLE001 - supervisor boundary, see _crash
-            self._crash(exc)
+
+        contain(step, self._crash)
 
     def _crash(self, exc: Exception) -> None:
         """An unexpected error inside aioquic or our event handling.

@@ -29,6 +29,7 @@ from aioquic.quic.packet import (
 
 from overlay.errors import ConnectionClosed, DialError
 from overlay.identity import PeerId, PrivateKey
+from overlay.supervisor import contain
 from overlay.transport.aioquic_compat import Libp2pQuicConnection
 from overlay.transport.config import TransportConfig
 from overlay.transport.connection import ALPN, QuicConn
@@ -300,12 +301,11 @@ class QuicEndpoint:
         if data[0] & 0x40 and not is_stun(data):
             self._quic_datagram(data, addr)
         elif self._hook is not None:
-            try:
-                self._hook(data, (str(addr[0]), int(addr[1])))
-            except Exception:  # noqa: BLE001 - supervisor boundary for the hook
-                # A failing hook must not take the socket down (uvloop
-                # closes a datagram transport whose protocol raises).
-                log.exception("datagram hook failed on a datagram from %s", addr)
+            hook = self._hook
+            # A failing hook must not take the socket down.
+            contain(lambda: hook(data, (str(addr[0]), int(addr[1]))),
+                    lambda exc: log.error("datagram hook failed on a datagram from %s", addr,
+                                          exc_info=exc))
 
     def _quic_datagram(self, data: bytes, addr: NetworkAddress) -> None:
         try:
