@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from overlay.cli_common import (
+    CliError,
     Parents,
     UsageError,
     add_command,
@@ -359,19 +360,40 @@ async def _connect(client: ApiClient, ns: argparse.Namespace) -> int:
 
     async def downstream() -> None:
         out = sys.stdout.buffer
-        while data := await reader.read(65536):
-            out.write(data)
-            out.flush()
+        with contextlib.suppress(ConnectionError):  # the verdict below says why
+            while data := await reader.read(65536):
+                out.write(data)
+                out.flush()
 
     async with asyncio.TaskGroup() as group:
         up = group.create_task(_stdin_to(writer))
         await downstream()
         up.cancel()
     writer.close()
+    await _stream_verdict(client, reply)
     return 0
 
 
+async def _stream_verdict(client: ApiClient, reply: dict[str, Any]) -> None:
+    """EOF on the API socket is all a broken stream looks like from here:
+    ask the daemon how it really ended, so a cut transfer never exits 0."""
+    pump_id = reply.get("pump_id")
+    if not isinstance(pump_id, str):
+        return  # a daemon from before stream_outcome: nothing to ask
+    async with await ApiClient.connect(client.path) as api:
+        verdict = await api.call("stream_outcome", {"pump_id": pump_id, "wait": 10})
+    if verdict.get("state") == "broken":
+        raise CliError(f"the stream to {reply.get('peer_id')} broke: {verdict.get('error')}")
+    if verdict.get("state") != "ended":
+        raise CliError(f"the stream to {reply.get('peer_id')} did not end within 10 s")
+
+
 async def _stdin_to(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):  # a broken stream: the verdict says why
+        await _copy_stdin(writer)
+
+
+async def _copy_stdin(writer: asyncio.StreamWriter) -> None:
     fd = sys.stdin.fileno()
     if stat.S_ISREG(os.fstat(fd).st_mode):
         # Regular files are always "readable"; the event loop cannot watch them.

@@ -21,7 +21,7 @@ from overlay import AGENT_VERSION
 from overlay.daemon.api import ApiCall, ApiServer
 from overlay.daemon.errors import ApiError, BadRequest
 from overlay.daemon.protocol import API_VERSION, ErrorCode
-from overlay.daemon.pump import pump_stream
+from overlay.daemon.pump import PumpLedger, PumpOutcome
 from overlay.errors import InvalidMultiaddr
 from overlay.host.host import StreamHandler
 from overlay.host.peerstore import ObservedAddrs, Peerstore
@@ -127,6 +127,9 @@ class NodeOps:
         self._peer_connector: PeerConnector | None = None
         self._inbound: dict[int, _Inbound] = {}
         self._stream_ids = itertools.count(1)
+        self.pumps = PumpLedger()
+        """Outcomes of the streams this daemon relayed to API clients
+        (``stream_outcome``); the naming ops record theirs here too."""
         self.reachability_source: ReachabilitySource | None = None
         """Set by the AutoNAT extension while it runs: ``identity`` reports
         its reachability (``unknown`` without it)."""
@@ -150,6 +153,7 @@ class NodeOps:
         server.register("stream_open", self.stream_open)
         server.register("stream_handler_register", self.stream_handler_register)
         server.register("stream_accept", self.stream_accept)
+        server.register("stream_outcome", self.stream_outcome)
 
     # -- argument helpers -------------------------------------------------
 
@@ -302,14 +306,35 @@ class NodeOps:
         protocols = call.str_list_arg("protocols")
         peer, _ = await self._target_peer(call)
         stream = await self._host.new_stream(peer, protocols)
+        pump_id = self.pumps.open()
         try:
-            reader, writer = await call.take_over({"peer_id": str(peer), "protocol": stream.protocol})
+            reader, writer = await call.take_over(
+                {"peer_id": str(peer), "protocol": stream.protocol, "pump_id": pump_id})
         except BaseException:
             stream.reset()
+            self.pumps.close(pump_id, PumpOutcome(0, 0, "the client left before the relay began"))
             raise
-        up, down = await pump_stream(reader, writer, stream)
-        log.debug("stream %s to %s done: %d bytes up, %d down", stream.protocol, peer, up, down)
+        outcome = await self.pumps.run(pump_id, reader, writer, stream)
+        log.debug("stream %s to %s done: %d bytes up, %d down, %s", stream.protocol, peer,
+                  outcome.up, outcome.down, outcome.failure or "clean")
         return {}
+
+    async def stream_outcome(self, call: ApiCall) -> Mapping[str, Any]:
+        """How a relayed stream ended, by the ``pump_id`` its ``take_over``
+        reply carried: ``state`` is ``running``, ``ended`` (both sides
+        reached EOF) or ``broken`` (with ``error``).  Waits up to ``wait``
+        seconds (default 5, at most 60) for a running stream to end."""
+        pump_id = call.required_str("pump_id")
+        wait = call.int_arg("wait", 5, 0, 60)
+        if not self.pumps.known(pump_id):
+            raise BadRequest(f"no relayed stream {pump_id!r} (unknown, or long forgotten)")
+        outcome = await self.pumps.outcome(pump_id, wait)
+        if outcome is None:
+            return {"state": "running"}
+        fields: dict[str, Any] = {"up": outcome.up, "down": outcome.down}
+        if outcome.failure is not None:
+            return {"state": "broken", "error": outcome.failure, **fields}
+        return {"state": "ended", **fields}
 
     async def stream_handler_register(self, call: ApiCall) -> Mapping[str, Any]:
         """Route inbound streams of ``protocol`` to this API connection as
@@ -368,13 +393,16 @@ class NodeOps:
         entry.accepted.set()
         stream = entry.stream
         try:
+            pump_id = self.pumps.open()
             try:
                 reader, writer = await call.take_over(
-                    {"peer_id": str(stream.remote_peer), "protocol": stream.protocol})
+                    {"peer_id": str(stream.remote_peer), "protocol": stream.protocol,
+                     "pump_id": pump_id})
             except BaseException:
                 stream.reset()  # the client left before the relay began
+                self.pumps.close(pump_id, PumpOutcome(0, 0, "the client left"))
                 raise
-            await pump_stream(reader, writer, stream)
+            await self.pumps.run(pump_id, reader, writer, stream)
         finally:
             entry.finished.set()
         return {}

@@ -26,7 +26,7 @@ from overlay.daemon.api import ApiCall, ApiServer
 from overlay.daemon.errors import ApiError, BadRequest, ListenFailed
 from overlay.daemon.ops_dht import DhtExtension
 from overlay.daemon.protocol import ErrorCode
-from overlay.daemon.pump import pump_stream
+from overlay.daemon.pump import PumpLedger, PumpOutcome
 from overlay.errors import DialError, InvalidMultiaddr, OverlayError, RemoteProtocolError, TransportError
 from overlay.host.peerstore import Peerstore
 from overlay.host.stream import NegotiatedStream
@@ -273,9 +273,10 @@ def _targets(call: ApiCall, *, registering: bool) -> Targets:
 
 
 class NameOps:
-    def __init__(self, names: NameService, host: NameHost) -> None:
+    def __init__(self, names: NameService, host: NameHost, pumps: PumpLedger) -> None:
         self._names = names
         self._host = host
+        self._pumps = pumps
 
     def register(self, server: ApiServer) -> None:
         server.register("name_register", _typed_errors(self.name_register))
@@ -344,15 +345,18 @@ class NameOps:
         resolution = await self._names.resolve(name)
         peer, addr = await self._dial_target(resolution.record)
         stream = await self._host.new_stream(peer, [protocol])
+        pump_id = self._pumps.open()
         try:
             reader, writer = await call.take_over(
                 {"name": resolution.name, "peer_id": str(peer), "addr": addr,
                  "protocol": stream.protocol, "source": resolution.source,
-                 "path": stream.conn.path, "punched": _punched(self._host, stream.conn)})
+                 "path": stream.conn.path, "punched": _punched(self._host, stream.conn),
+                 "pump_id": pump_id})
         except BaseException:
             stream.reset()
+            self._pumps.close(pump_id, PumpOutcome(0, 0, "the client left before the relay began"))
             raise
-        await pump_stream(reader, writer, stream)
+        await self._pumps.run(pump_id, reader, writer, stream)
         return {}
 
     async def _dial_target(self, record: NameRecord) -> tuple[PeerId, str]:
@@ -434,7 +438,7 @@ class NameExtension:
                 # Advertised: a node behind a NAT is reached at its relay's
                 # /p2p-circuit addresses.
                 self_addrs=lambda: tuple(a.to_bytes() for a in host.advertised_addrs())))
-            NameOps(names, host).register(daemon.api)
+            NameOps(names, host, daemon.ops.pumps).register(daemon.api)
             if self.dns is not None:
                 front = DnsFront(
                     DnsFrontConfig(self.dns[0], self.dns[1], zone=self.config.naming.zone),

@@ -135,6 +135,10 @@ async def test_stream_open_relays_both_ways_with_half_close(short_tmp: Path) -> 
             writer.close()
         assert server.result() == payload
         assert answer == payload.upper()
+        async with await ApiClient.connect(a.api_path) as client:
+            verdict = await client.call("stream_outcome", {"pump_id": reply["pump_id"]})
+        assert verdict["state"] == "ended"
+        assert (verdict["up"], verdict["down"]) == (len(payload), len(payload))
         await registrant.aclose()
 
 
@@ -176,12 +180,18 @@ async def test_unaccepted_inbound_stream_is_reset(short_tmp: Path) -> None:
         await registrant.send_request("stream_handler_register", {"protocol": protocol})
         assert (await registrant.next_event() or {}).get("event") == "registered"
         opener = await ApiClient.connect(a.api_path)
-        _, reader, writer = await opener.stream_open([protocol], addr=b.full_addrs()[0])
+        reply, reader, writer = await opener.stream_open([protocol], addr=b.full_addrs()[0])
         event = await registrant.next_event()
         assert event is not None and event["event"] == "stream"
         # Nobody accepts: b resets the stream and a's relay connection ends.
+        # On the socket that is only an EOF; the outcome tells it apart.
         assert await reader.read() == b""
         writer.close()
+        async with await ApiClient.connect(a.api_path) as client:
+            verdict = await client.call("stream_outcome", {"pump_id": reply["pump_id"]})
+            assert verdict["state"] == "broken" and "reset" in verdict["error"], verdict
+            with pytest.raises(ApiError, match="no relayed stream"):
+                await client.call("stream_outcome", {"pump_id": "nonsense"})
         await registrant.aclose()
 
 

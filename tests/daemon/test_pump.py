@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from overlay.daemon.pump import pump_stream
+from overlay.daemon.pump import PumpOutcome, pump_stream
 from overlay.errors import StreamReset
 from overlay.wire.memory import memory_stream_pair
 
@@ -35,7 +35,7 @@ async def test_relays_both_directions_and_propagates_half_close() -> None:
             await remote.drain()
             remote.write_eof()
             assert await client_r.read() == b"answer"
-        assert pump.result() == (len(payload), 6)
+        assert pump.result() == PumpOutcome(len(payload), 6)
         client_w.close()
         daemon_w.close()
 
@@ -54,7 +54,7 @@ async def test_remote_reset_aborts_the_socket() -> None:
             except ConnectionResetError:
                 rest = b""
             assert rest == b""
-        assert pump.result() == (0, 0)
+        assert pump.result().failure is not None
         client_w.close()
         daemon_w.close()
 
@@ -75,7 +75,7 @@ async def test_client_disconnect_resets_the_stream() -> None:
                 while True:  # bounded by the timeout: a pump that never resets fails here
                     remote.write(b"more data" * 100)
                     await remote.drain()
-        assert pump.result() == (0, 0)
+        assert pump.result().failure is not None
         daemon_w.close()
 
 
@@ -93,6 +93,6 @@ async def test_client_half_close_keeps_the_stream_writable() -> None:
             await remote.drain()
             remote.write_eof()
             assert await client_r.read() == answer
-        assert pump.result() == (0, len(answer))
+        assert pump.result() == PumpOutcome(0, len(answer))
         client_w.close()
         daemon_w.close()

@@ -20,6 +20,7 @@ import pytest
 from overlay.daemon.api import ApiServer
 from overlay.daemon.client import ApiClient
 from overlay.daemon.ops_name import NameOps
+from overlay.daemon.pump import PumpLedger
 from overlay.naming import NamingConfig
 from overlay.naming import service as service_module
 from overlay.naming.net_errors import NameNotFound
@@ -52,7 +53,7 @@ class Owner:
 async def owner_node(root: Path, config: NameServiceConfig) -> AsyncIterator[Owner]:
     async with name_network(3, config) as nodes, AsyncExitStack() as stack:
         server = await stack.enter_async_context(ApiServer(root / "api.sock"))
-        NameOps(nodes[1].names, nodes[1].host).register(server)
+        NameOps(nodes[1].names, nodes[1].host, PumpLedger()).register(server)
         yield Owner(nodes[1], nodes[2], root, server)
 
 

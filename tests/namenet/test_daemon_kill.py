@@ -88,3 +88,11 @@ def test_name_connect_relays_stdin_and_stdout(short_tmp: Path) -> None:
             assert line["event"] == "connected" and line["peer_id"] == owner.peer_id
             assert line["protocol"] == "/ipfs/ping/1.0.0" and line["name"] == "pinger.ovl"
             assert line["addr"] in owner.addrs
+            # The owner's ping service resets a stream that ends mid-ping.
+            # On the CLI's socket that is a bare EOF: it must not exit 0.
+            cut = subprocess.run(
+                cli_command("--home", str(short_tmp / "b"), "name", "connect", "pinger.ovl",
+                            "/ipfs/ping/1.0.0"),
+                input=payload[:10], capture_output=True, cwd=REPO, timeout=60)
+            assert cut.returncode == 1, (cut.returncode, cut.stderr)
+            assert b"broke" in cut.stderr, cut.stderr

@@ -17,6 +17,7 @@ from overlay.daemon.api import ApiServer
 from overlay.daemon.client import ApiClient
 from overlay.daemon.errors import ApiError
 from overlay.daemon.ops_name import NameOps
+from overlay.daemon.pump import PumpLedger
 from overlay.host.stream import NegotiatedStream
 from tests.namenet.helpers import NameNode, name_network
 
@@ -40,7 +41,7 @@ async def api_nodes(root: Path) -> AsyncIterator[list[tuple[NameNode, Path]]]:
             home = root / f"n{index}"
             home.mkdir()
             server = await stack.enter_async_context(ApiServer(home / "api.sock"))
-            NameOps(nodes[index].names, nodes[index].host).register(server)
+            NameOps(nodes[index].names, nodes[index].host, PumpLedger()).register(server)
             out.append((nodes[index], home))
         yield out
 
