@@ -148,6 +148,10 @@ class DcutrService:
             "refused_rate": 0, "refused_busy": 0, "protocol_errors": 0,
             "punch_packets": 0, "relayed_closed": 0,
         }
+        self.activity = asyncio.Event()
+        """Set whenever a session ended (``outcomes`` and the counters
+        changed) or a replaced relayed connection was closed, so callers can
+        wait for state changes instead of polling."""
 
     async def __aenter__(self) -> DcutrService:
         await self._sup.__aenter__()
@@ -188,6 +192,7 @@ class DcutrService:
         log.info("DCUtR with %s as %s: %s (%s) after %d attempt(s) in %.3f s",
                  outcome.peer, outcome.role, "direct" if outcome.ok else "still relayed",
                  outcome.how, outcome.attempts, outcome.elapsed)
+        self.activity.set()
 
     # -- host events -------------------------------------------------------------
 
@@ -562,3 +567,4 @@ class DcutrService:
         if not relayed.is_closed and self._has_direct(relayed.remote_peer):
             relayed.close(0, "replaced by a direct connection")
             self.counters["relayed_closed"] += 1
+            self.activity.set()

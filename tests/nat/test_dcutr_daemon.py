@@ -9,7 +9,7 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,14 @@ from overlay.daemon.home import Home
 from overlay.daemon.init import init_home
 from overlay.daemon.node import Daemon
 from overlay.host import NegotiatedStream
+from overlay.host.transport_types import Connection
 from overlay.nat.dcutr_core import DcutrConfig
 from overlay.nat.dcutr_ext import DcutrExtension
 from overlay.nat.dcutr_service import DcutrService, DcutrServiceConfig
 from overlay.relay.client import RelayClient
 from overlay.relay.server import RelayServer
 from overlay.relay.server_core import RelayLimits
+from tests.waiting import host_changes, wait_until
 
 LOOPBACK = "/ip4/127.0.0.1/udp/0/quic-v1"
 
@@ -58,10 +60,13 @@ async def _daemon(root: Path, dcutr: DcutrServiceConfig | None = None,
         yield daemon
 
 
-async def _until(predicate: Callable[[], bool], seconds: float = 15) -> None:
-    async with asyncio.timeout(seconds):
-        while not predicate():
-            await asyncio.sleep(0.01)
+def _dcutr(daemon: Daemon) -> DcutrService:
+    """The daemon's running DCUtR service (its ``activity`` is set when a
+    session ends)."""
+    for extension in daemon.extensions:
+        if isinstance(extension, DcutrExtension) and extension.service is not None:
+            return extension.service
+    raise AssertionError("the daemon runs no DCUtR service")
 
 
 @asynccontextmanager
@@ -78,6 +83,10 @@ async def _three(root: Path, dcutr: DcutrServiceConfig | None = None,
         yield a, r, c
 
 
+def _path(conn: Connection | None) -> str | None:
+    return None if conn is None else conn.path
+
+
 def _circuit(r: Daemon, c: Daemon) -> str:
     return f"{r.full_addrs()[0]}/p2p-circuit/p2p/{c.peer_id}"
 
@@ -87,7 +96,10 @@ async def test_peers_and_ping_report_a_punched_direct_connection(short_tmp: Path
         async with await ApiClient.connect(a.api_path) as api:
             reply = await api.call("connect", {"addr": _circuit(r, c)})
             assert reply["path"] == "relayed" and reply["punched"] is False
-            await _until(lambda: any(a.host.is_punched(x) for x in a.host.connections()))
+            # A (the responder) marks the connection it dialled punched
+            # before its session ends and sets ``activity``.
+            await wait_until(lambda: any(a.host.is_punched(x) for x in a.host.connections()),
+                             _dcutr(a).activity, timeout=15)
             peers = {p["peer_id"]: p for p in (await api.call("peers"))["peers"]}
             to_c = peers[str(c.peer_id)]
             assert to_c["path"] == "direct" and to_c["punched"] is True
@@ -105,10 +117,11 @@ async def test_by_default_a_public_peer_is_dialled_directly_first_and_not_punche
     # The spec's unilateral upgrade: C (dialled through R) dials A's
     # advertised address before any punch; on loopback it answers.
     async with _three(short_tmp) as (a, r, c), asyncio.timeout(40):
-        async with await ApiClient.connect(a.api_path) as api:
+        async with await ApiClient.connect(a.api_path) as api, host_changes(a.host) as changed:
             await api.call("connect", {"addr": _circuit(r, c)})
-            await _until(lambda: any(x.path == "direct" for x in a.host.connections()
-                                     if x.remote_peer == c.peer_id))
+            # C's direct dial arrives as a connection A adopts (``opened``).
+            await wait_until(lambda: any(x.path == "direct" for x in a.host.connections()
+                                         if x.remote_peer == c.peer_id), changed, timeout=15)
             peers = {p["peer_id"]: p for p in (await api.call("peers"))["peers"]}
             assert peers[str(c.peer_id)]["path"] == "direct"
             assert peers[str(c.peer_id)]["punched"] is False
@@ -146,14 +159,17 @@ async def test_an_open_relayed_stream_finishes_there_then_the_relayed_connection
         old = await a.host.new_stream(c.peer_id, ["/test/echo"])
         assert old.conn is relayed
         # Now hole punching starts (as a daemon with it on would).
-        async with DcutrService(a.host, PUNCH_ONLY), DcutrService(c.host, PUNCH_ONLY) as dc:
+        async with DcutrService(a.host, PUNCH_ONLY), DcutrService(c.host, PUNCH_ONLY) as dc, \
+                host_changes(a.host) as a_changed, host_changes(c.host) as c_changed:
             inbound = c.host.best_connection(a.peer_id)
             assert inbound is not None and inbound.path == "relayed"
             dc.upgrade(inbound)
-            await _until(lambda: c.host.best_connection(a.peer_id) is not None
-                         and c.host.best_connection(a.peer_id).path == "direct")
-            await _until(lambda: a.host.best_connection(c.peer_id) is not None
-                         and a.host.best_connection(c.peer_id).path == "direct")
+            # Each host adopts the direct connection (``opened``), and
+            # best_connection prefers it from then on.
+            await wait_until(lambda: _path(c.host.best_connection(a.peer_id)) == "direct",
+                             c_changed, timeout=15)
+            await wait_until(lambda: _path(a.host.best_connection(c.peer_id)) == "direct",
+                             a_changed, timeout=15)
             new = await a.host.new_stream(c.peer_id, ["/test/echo"])
             assert new.conn.path == "direct"
             # The old stream still works on the relayed connection...

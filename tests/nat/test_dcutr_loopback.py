@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -22,6 +22,7 @@ from overlay.nat.dcutr_service import DcutrService, DcutrServiceConfig
 from overlay.relay.client import RelayClient
 from overlay.relay.server import RelayServer
 from overlay.relay.server_core import RelayLimits
+from tests.waiting import wait_until
 
 LOOPBACK = "/ip4/127.0.0.1/udp/0/quic-v1"
 
@@ -71,14 +72,6 @@ async def trio(service_config: DcutrServiceConfig) -> AsyncIterator[Trio]:
         yield Trio(a, relay, c, services[0], services[1])
 
 
-async def _until(predicate: Callable[[], bool], seconds: float = 15) -> None:
-    # Polls the hosts' state between loop turns: progress comes from other
-    # tasks (the DCUtR sessions), not from time passing.
-    async with asyncio.timeout(seconds):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
 def _conns(host: Host, peer: object) -> list[Connection]:
     return [c for c in host.connections() if c.remote_peer == peer]
 
@@ -88,8 +81,11 @@ async def test_dcutr_upgrades_a_relayed_connection_to_a_punched_direct_one(trio:
     async with asyncio.timeout(30):
         relayed = await a.connect(trio.circuit_addr())
         assert relayed.path == "relayed"
-        await _until(lambda: any(a.is_punched(x) for x in _conns(a, c.peer_id))
-                     and any(c.is_punched(x) for x in _conns(c, a.peer_id)))
+        # Each side marks its direct connection punched before its session
+        # ends, and a session's end sets its service's ``activity``.
+        await wait_until(lambda: any(a.is_punched(x) for x in _conns(a, c.peer_id))
+                         and any(c.is_punched(x) for x in _conns(c, a.peer_id)),
+                         trio.dcutr_a.activity, trio.dcutr_c.activity, timeout=15)
         direct_a = a.best_connection(c.peer_id)
         direct_c = c.best_connection(a.peer_id)
         assert direct_a is not None and direct_a.path == "direct" and a.is_punched(direct_a)
@@ -99,7 +95,7 @@ async def test_dcutr_upgrades_a_relayed_connection_to_a_punched_direct_one(trio:
         assert (await a.ping_service.ping(c.peer_id)).path == "direct"
         # The relayed connection had no stream left open: it closes.
         await relayed.wait_closed()
-        await _until(lambda: [x.path for x in _conns(a, c.peer_id)] == ["direct"])
+        assert [x.path for x in _conns(a, c.peer_id)] == ["direct"]
         assert trio.dcutr_c.counters["punched"] == 1
         assert trio.dcutr_a.counters["punched"] == 1
         recent = trio.dcutr_c.status()["recent"]
@@ -126,7 +122,7 @@ async def test_a_malformed_message_costs_the_stream_and_is_counted() -> None:
             relayed = await x.connect(f"{relay.listen_addrs()[0]}/p2p/{relay.peer_id}"
                                       f"/p2p-circuit/p2p/{c.peer_id}")
             # C (dialled through the relay) tries first; X speaks no DCUtR.
-            await _until(lambda: dcutr.counters["failed"] == 1)
+            await wait_until(lambda: dcutr.counters["failed"] == 1, dcutr.activity, timeout=15)
             assert "cannot open" in dcutr.status()["recent"][-1]["how"]
             stream = await x.open_stream_on(relayed, ["/libp2p/dcutr"])
             stream.write(b"\x05\x08\xc8\x01\x12\x00")  # type 200: no such message
@@ -134,7 +130,8 @@ async def test_a_malformed_message_costs_the_stream_and_is_counted() -> None:
             with pytest.raises(StreamReset):
                 while await stream.read():
                     pass
-            await _until(lambda: dcutr.counters["protocol_errors"] == 1)
+            await wait_until(lambda: dcutr.counters["protocol_errors"] == 1, dcutr.activity,
+                             timeout=15)
             assert "unknown DCUtR message type 200" in dcutr.status()["recent"][-1]["how"]
             assert dcutr.counters["punch_packets"] == 0
             assert not relayed.is_closed  # only the stream paid
@@ -152,8 +149,9 @@ async def test_dialled_through_relays_both_ways_at_once_one_side_yields(
         await asyncio.gather(a.connect(trio.circuit_addr()), c.connect(a_circuit))
         smaller, larger = sorted([(trio.dcutr_a, a), (trio.dcutr_c, c)],
                                  key=lambda pair: pair[1].peer_id.to_bytes())
-        await _until(lambda: smaller[0].counters["punched"] == 1
-                     and larger[0].counters["punched"] == 1)
+        await wait_until(lambda: smaller[0].counters["punched"] == 1
+                         and larger[0].counters["punched"] == 1,
+                         trio.dcutr_a.activity, trio.dcutr_c.activity, timeout=15)
         assert smaller[0].status()["recent"][-1]["role"] == "initiator"
         assert larger[0].status()["recent"][-1]["role"] == "responder"
         assert any(a.is_punched(x) for x in _conns(a, c.peer_id))
