@@ -328,6 +328,9 @@ class StateWriter:
         self._task: asyncio.Task[None] | None = None
         self.writes = 0
         self.failures = 0
+        self.attempted = asyncio.Event()
+        """Set after every write attempt, whether it succeeded (``writes``)
+        or failed (``failures``), so callers can wait for it instead of polling."""
         self._burst = 0
         """Consecutive failures (one log line per burst)."""
 
@@ -394,11 +397,13 @@ class StateWriter:
             if requeue is not None and job is not None:
                 requeue(job)
             self._failed = gen
+            self.attempted.set()
             async with self._changed:
                 self._changed.notify_all()
             return self._report(exc)
         self.writes += 1 if job is not None else 0
         self._written = max(self._written, gen)
+        self.attempted.set()
         async with self._changed:
             self._changed.notify_all()
         return True

@@ -23,6 +23,7 @@ from overlay.statefile import (
     read_state,
     remove_stale_tmp,
 )
+from tests.waiting import wait_until
 
 
 def test_envelope_versions_and_limits(tmp_path: Path) -> None:
@@ -152,9 +153,8 @@ async def test_a_failing_write_is_retried_and_never_raises_into_the_owner(
         writer.mark_dirty()
         with pytest.raises(StateWriteFailed):
             await writer.flush()
-        async with asyncio.timeout(10):
-            while writer.failures < 3:  # retried with back-off, the task lives on
-                await asyncio.sleep(0.01)
+        # Retried with back-off, the task lives on: each attempt sets ``attempted``.
+        await wait_until(lambda: writer.failures >= 3, writer.attempted, timeout=10)
         assert writer.pending
         target.fail = False
         await writer.flush()

@@ -14,6 +14,7 @@ from overlay.naming import CorruptState, NamingConfig
 from overlay.naming.owned import OWNED_FILE, OwnedName, load_owned, save_owned
 from overlay.naming.resource_map_store import CACHE_FILE, PINS_FILE, ResolverState
 from tests.naming.helpers import BITS, key, record
+from tests.waiting import wait_until
 
 NAMING = NamingConfig(pow_bits=BITS)
 
@@ -86,8 +87,6 @@ def test_resolver_state_moves_a_corrupt_cache_aside_but_refuses_corrupt_pins(
 async def test_a_full_disk_is_retried_by_the_writer_and_never_raises(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The naming flusher used to write on the loop; ENOSPC ended the daemon."""
-    import asyncio
-
     from overlay.naming import resource_map_store
     from overlay.statefile import StateWriteFailed, StateWriter
 
@@ -108,9 +107,8 @@ async def test_a_full_disk_is_retried_by_the_writer_and_never_raises(
         state.mark_dirty()
         with pytest.raises(StateWriteFailed):
             await writer.flush()
-        async with asyncio.timeout(10):
-            while writer.failures < 2:  # retried in the background
-                await asyncio.sleep(0.01)
+        # Retried in the background: each attempt sets ``attempted``.
+        await wait_until(lambda: writer.failures >= 2, writer.attempted, timeout=10)
         full[0] = False
         state.mark_dirty()
         await writer.flush()
