@@ -32,10 +32,13 @@ def _record(n: int) -> Record:
 
 
 async def _lag(stop: asyncio.Event, worst: list[float]) -> None:
+    """The loop-lag probe: how late a short timer fires is how long the loop
+    was blocked.  The sleep is the measurement, not a wait for any state;
+    the probe ends on ``stop``."""
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         start = loop.time()
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0.002)  # the probe's timer: measured, not waited on
         worst[0] = max(worst[0], loop.time() - start - 0.002)
 
 
