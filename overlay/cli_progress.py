@@ -9,12 +9,17 @@ estimate from its ``pow_started`` event.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from types import TracebackType
 from typing import TextIO
 
+from overlay.supervisor import Supervisor
+
 __all__ = ["ProgressLine", "SlowWait", "pow_estimate", "stderr_is_terminal"]
+
+log = logging.getLogger(__name__)
 
 _TICK = 0.25
 
@@ -53,8 +58,8 @@ class SlowWait:
     """``async with SlowWait("looking up"):`` shows ``looking up… 2.5 s``
     after ``after`` seconds, updated until the block ends.
 
-    The ticker is a task owned by this context manager: it is cancelled
-    and awaited on exit, whatever the block raised."""
+    The ticker is a job of a ``Supervisor`` scoped to this context
+    manager: it is cancelled and awaited on exit, whatever the block raised."""
 
     def __init__(self, what: str, *, enabled: bool = True, after: float = 1.0,
                  line: ProgressLine | None = None, estimate: float | None = None) -> None:
@@ -63,6 +68,7 @@ class SlowWait:
         self.line = line or ProgressLine(enabled)
         self.estimate = estimate
         """Expected seconds, shown as ``(about N s)`` when known."""
+        self._sup: Supervisor | None = None
         self._task: asyncio.Task[None] | None = None
         self._started = 0.0
 
@@ -86,23 +92,23 @@ class SlowWait:
     async def __aenter__(self) -> SlowWait:
         self._started = time.monotonic()
         if self.line.enabled:
-            self._task = asyncio.get_running_loop().create_task(self._tick())
+            sup = Supervisor("progress", log)
+            await sup.__aenter__()
+            self._sup = sup
+            self._task = sup.spawn(self._tick, f"progress line for {self.what!r}")
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                # Our own cancellation of the ticker, unless the caller is
-                # being cancelled too: then pass it on.
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
-        self.line.clear()
+        sup, self._sup = self._sup, None
+        self._task = None
+        try:
+            if sup is not None:
+                # Cancels the ticker and awaits it; a cancellation of the
+                # caller meanwhile is passed on once the ticker has ended.
+                await sup.aclose()
+        finally:
+            self.line.clear()
 
 
 def pow_estimate(bits: int, sample: float = 0.02) -> float:

@@ -34,7 +34,7 @@ from overlay.errors import OverlayError
 from overlay.identity import PeerId
 from overlay.naming.names import normalize_hostname
 from overlay.naming.record import Service
-from overlay.supervisor import run_supervised
+from overlay.supervisor import Supervisor
 
 __all__ = ["AppsExtension", "parse_hostport"]
 
@@ -124,7 +124,7 @@ class AppsExtension:
         connector = Connector(host, names, zone, local=local)
         async with AsyncExitStack() as stack:
             group = await stack.enter_async_context(ConnectionGroup())
-            tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            sup = await stack.enter_async_context(Supervisor("apps", log))
             host.set_stream_handler(SERVICE_PROTOCOL, exposer.handle)
             stack.callback(host.remove_stream_handler, SERVICE_PROTOCOL)
             self.exposer = exposer
@@ -140,17 +140,14 @@ class AppsExtension:
                 self.proxy_server = proxy
                 self.proxy_address = listener.address
             self._register(daemon.api)
-            sync: asyncio.Task[None] | None = None
             if self.initial:
                 # Names owned before a restart (or edited offline) get the
-                # configured services; the DHT may take a while, so in the background.
-                sync = tasks.create_task(run_supervised(self._sync_names(),
-                                                        "publishing services", log))
+                # configured services; the DHT may take a while, so in the
+                # background.  Leaving the block cancels and awaits it.
+                sup.spawn(self._sync_names, "publishing services")
             try:
                 yield self
             finally:
-                if sync is not None:
-                    sync.cancel()
                 self.exposer = None
                 self.forwards = None
                 self.proxy_server = None

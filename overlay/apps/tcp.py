@@ -1,9 +1,10 @@
 """TCP listeners whose connections run as tasks of one owner.
 
 ``asyncio.start_server`` would run each connection in a task nobody
-awaits; here each accepted connection becomes a task of the group's
-TaskGroup, capped at ``max_connections`` (beyond it a connection is
-closed at once), and closing the group aborts every connection.
+awaits; here each accepted connection becomes a job of the group's
+``Supervisor``, capped at ``max_connections`` (beyond it a connection is
+closed at once); one connection's failure is logged and costs only that
+connection, and closing the group aborts, cancels and awaits every one.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from types import TracebackType
 
 from overlay.errors import LocalProtocolError
-from overlay.supervisor import run_supervised
+from overlay.supervisor import Supervisor
 
 __all__ = ["ConnectionGroup", "Listener", "format_hostport"]
 
@@ -45,7 +47,7 @@ class Listener:
 class ConnectionGroup:
     def __init__(self, max_connections: int = 1024) -> None:
         self._max = max_connections
-        self._group: asyncio.TaskGroup | None = None
+        self._sup: Supervisor | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._listeners: list[Listener] = []
         self.refused = 0
@@ -56,9 +58,9 @@ class ConnectionGroup:
         return len(self._writers)
 
     async def __aenter__(self) -> ConnectionGroup:
-        group = asyncio.TaskGroup()
-        await group.__aenter__()
-        self._group = group
+        sup = Supervisor("tcp connections", log)
+        await sup.__aenter__()
+        self._sup = sup
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -67,25 +69,26 @@ class ConnectionGroup:
             await self.close_listener(listener)
         for writer in list(self._writers):
             writer.transport.abort()
-        group, self._group = self._group, None
-        if group is not None:
-            # Connection tasks end once their sockets are aborted.
-            await group.__aexit__(None, None, None)
+        sup, self._sup = self._sup, None
+        if sup is not None:
+            await sup.aclose()
+        self._writers.clear()  # also those of connections cancelled before they ran
 
     async def listen(self, host: str, port: int, handler: Handler, what: str) -> Listener:
         """Bind ``host:port`` (port 0: any) and serve each connection with
         ``handler``; raises ``OSError`` when the address cannot be bound."""
-        if self._group is None:
+        if self._sup is None:
             raise LocalProtocolError("the connection group is not running")
 
         def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            group = self._group
-            if group is None or len(self._writers) >= self._max:
+            sup = self._sup
+            if sup is None or len(self._writers) >= self._max:
                 self.refused += 1
                 writer.transport.abort()
                 return
             self._writers.add(writer)
-            group.create_task(self._serve(reader, writer, handler, what))
+            # One connection's failure is its own: the supervisor logs it.
+            sup.spawn(partial(self._serve, reader, writer, handler), what)
 
         server = await asyncio.start_server(on_client, host, port)
         listener = Listener(server, what)
@@ -100,10 +103,9 @@ class ConnectionGroup:
         # wait_closed() would wait for the open connections too (3.12+).
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     handler: Handler, what: str) -> None:
+                     handler: Handler) -> None:
         try:
-            # One connection's failure is its own: logged, never the group's.
-            await run_supervised(handler(reader, writer), what, log)
+            await handler(reader, writer)
         finally:
             self._writers.discard(writer)
             writer.close()

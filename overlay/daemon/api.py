@@ -2,8 +2,8 @@
 
 Ops are looked up in a dispatch table; the daemon registers the node ops
 (``identity``, ``ping`` …) and later subsystems add theirs (``dht_*``,
-``name_*``) with ``ApiServer.register``.  Each client connection is a task
-owned by the server's TaskGroup; whatever a client sends, only its own
+``name_*``) with ``ApiServer.register``.  Each client connection is a job
+of the server's ``Supervisor``; whatever a client sends, only its own
 connection is dropped.
 
 Limits (all clients are the same user, so they are counted in total):
@@ -26,6 +26,7 @@ import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -63,7 +64,7 @@ from overlay.errors import (
     StreamReset,
 )
 from overlay.limits import LimitHits
-from overlay.supervisor import run_supervised
+from overlay.supervisor import Supervisor
 
 __all__ = [
     "ApiCall",
@@ -157,7 +158,7 @@ class ApiCall:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         limit: int,
-        read_ahead: Callable[[], asyncio.Task[_ReadOutcome]] | None = None,
+        read_ahead: Callable[[], asyncio.Future[_ReadOutcome]] | None = None,
     ) -> None:
         self.request_id = request_id
         self.op = op
@@ -203,12 +204,12 @@ class ApiCall:
         ahead = self._read_ahead()
         done = cancelled = False
 
-        def on_next(task: asyncio.Task[_ReadOutcome]) -> None:
+        def on_next(next_read: asyncio.Future[_ReadOutcome]) -> None:
             # Runs while ``work`` is suspended; cancelling there reaches it.
             nonlocal cancelled
-            if done or task.cancelled():
+            if done or next_read.cancelled() or next_read.exception() is not None:
                 return
-            outcome = task.result()
+            outcome = next_read.result()
             if outcome is None or isinstance(outcome, (ConnectionError, ApiProtocolError)):
                 self.hung_up = True
                 if may_cancel():
@@ -301,7 +302,7 @@ class ApiServer:
         self._path = Path(path)
         self._config = config or ApiServerConfig()
         self._ops: dict[str, OpHandler] = {}
-        self._group: asyncio.TaskGroup | None = None
+        self._sup: Supervisor | None = None
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -341,9 +342,9 @@ class ApiServer:
         sock = _bind_private_unix_socket(self._path)
         st = os.stat(self._path)
         self._inode = (st.st_dev, st.st_ino)
-        group = asyncio.TaskGroup()
-        await group.__aenter__()
-        self._group = group
+        sup = Supervisor("API", log)
+        await sup.__aenter__()
+        self._sup = sup
         try:
             self._server = await asyncio.start_unix_server(self._on_client, sock=sock)
         except BaseException:
@@ -372,9 +373,9 @@ class ApiServer:
             self._server.close()
         for task in list(self._clients):
             task.cancel()
-        if self._group is not None:
-            group, self._group = self._group, None
-            await group.__aexit__(None, None, None)
+        if self._sup is not None:
+            sup, self._sup = self._sup, None
+            await sup.aclose()
         # A task cancelled before its first step never ran its cleanup.
         for writer in list(self._writers):
             writer.transport.abort()
@@ -422,7 +423,8 @@ class ApiServer:
         return True
 
     def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._closing or self._group is None:
+        sup = self._sup
+        if self._closing or sup is None:
             writer.transport.abort()
             return
         now = time.monotonic()
@@ -432,7 +434,8 @@ class ApiServer:
             return
         self._writers.add(writer)
         client = _Client(writer, now)
-        task = self._group.create_task(self._serve_client(reader, writer, client))
+        # A failing client is logged by the supervisor and costs only itself.
+        task = sup.spawn(partial(self._serve_client, reader, writer, client), "API client")
         client.task = task
         self._clients.add(task)
         self._state[task] = client
@@ -444,9 +447,8 @@ class ApiServer:
 
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                             client: _Client) -> None:
-        # One client's failure must never stop the daemon.
         try:
-            await run_supervised(self._message_loop(reader, writer, client), "API client", log)
+            await self._message_loop(reader, writer, client)
         finally:
             self._writers.discard(writer)
             writer.close()
@@ -456,10 +458,10 @@ class ApiServer:
     async def _message_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                             client: _Client) -> None:
         limit = self._config.max_message_size
-        group = self._group
-        if group is None:
+        sup = self._sup
+        if sup is None:
             return  # shutting down
-        messages = _MessageReader(reader, limit, group)
+        messages = _MessageReader(reader, limit, sup)
         try:
             await self._serve_messages(messages, reader, writer, limit, client)
         finally:
@@ -533,19 +535,26 @@ class ApiServer:
 class _MessageReader:
     """A client's messages, one after another.  An op that watches for the
     client hanging up (``ApiCall.unless_hung_up``) starts the read of the
-    next message early, as a task in the server's group; ``next`` then
-    takes that read's outcome instead of starting another."""
+    next message early, as a job of the server's supervisor that delivers
+    its outcome to a future; ``next`` then takes that outcome instead of
+    starting another read."""
 
-    def __init__(self, reader: asyncio.StreamReader, limit: int,
-                 group: asyncio.TaskGroup) -> None:
+    def __init__(self, reader: asyncio.StreamReader, limit: int, sup: Supervisor) -> None:
         self._reader = reader
         self._limit = limit
-        self._group = group
-        self._ahead: asyncio.Task[_ReadOutcome] | None = None
+        self._sup = sup
+        self._ahead: asyncio.Future[_ReadOutcome] | None = None
 
-    def read_ahead(self) -> asyncio.Task[_ReadOutcome]:
+    def read_ahead(self) -> asyncio.Future[_ReadOutcome]:
         if self._ahead is None:
-            self._ahead = self._group.create_task(self._read())
+            ahead: asyncio.Future[_ReadOutcome] = asyncio.get_running_loop().create_future()
+            job = self._sup.spawn(partial(self._read_into, ahead), "API read-ahead")
+            # Each cancels the other: the read cancelled (even before its
+            # first step) cancels the future; the future cancelled (its
+            # reader cancelled, or ``close``) cancels the read.
+            job.add_done_callback(lambda _job: ahead.cancel())
+            ahead.add_done_callback(lambda fut: job.cancel() if fut.cancelled() else None)
+            self._ahead = ahead
         return self._ahead
 
     async def next(self) -> dict[str, Any] | None:
@@ -559,8 +568,18 @@ class _MessageReader:
         if self._ahead is not None:
             self._ahead.cancel()
 
+    async def _read_into(self, ahead: asyncio.Future[_ReadOutcome]) -> None:
+        try:
+            outcome = await self._read()
+        except Exception as exc:  # a bug: the reader of the future gets it too
+            if not ahead.done():
+                ahead.set_exception(exc)
+            raise
+        if not ahead.done():
+            ahead.set_result(outcome)
+
     async def _read(self) -> _ReadOutcome:
-        # Failures are values: the task must not fail the server's group.
+        # Expected failures are values, handed to whoever reads next.
         try:
             return await read_message(self._reader, self._limit)
         except (OverlayError, OSError) as exc:

@@ -25,7 +25,8 @@ cached and already-pending names keep being answered.
 
 UDP answers respect 512 bytes, or the EDNS size the client announced (at
 most 4096); larger answers are sent truncated (TC) so clients retry over
-TCP.  Every query and TCP connection runs in this front's TaskGroup.
+TCP.  Every query, lookup and TCP connection runs as a job of this
+front's ``Supervisor``: a failure is logged and costs only that client.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import cast
 
@@ -51,7 +53,7 @@ from overlay.naming.net_errors import NameNotFound
 from overlay.naming.record import NameRecord, RecordKind
 from overlay.naming.resolver import Resolution
 from overlay.limits import LimitHits, RateLimiter, ScopedCounter, source_key
-from overlay.supervisor import run_supervised
+from overlay.supervisor import Job, Supervisor
 
 __all__ = ["DEFAULT_DNS_ADDRESS", "DnsFront", "DnsFrontConfig", "parse_dns_address"]
 
@@ -167,12 +169,11 @@ class DnsFront:
         self.hits = LimitHits()
         """Limits hit, by cause (``dns.rate``, ``dns.pending_names`` …)."""
         self._zone = config.zone.rstrip(".").lower()
-        self._tg: asyncio.TaskGroup | None = None
+        self._sup: Supervisor | None = None
         self._udp: _Udp | None = None
         self._tcp: asyncio.Server | None = None
         self._inflight = 0
         self._tcp_clients = 0
-        self._tasks: set[asyncio.Task[None]] = set()
         self.address: tuple[str, int] = (config.host, config.port)
         self.dropped = 0
         """Datagrams dropped: malformed, responses, or over the limit."""
@@ -181,12 +182,12 @@ class DnsFront:
     # -- lifetime -----------------------------------------------------------
 
     async def __aenter__(self) -> DnsFront:
-        if self._tg is not None:
+        if self._sup is not None:
             raise LocalProtocolError("a DNS front can be started once")
         loop = asyncio.get_running_loop()
-        tg = asyncio.TaskGroup()
-        await tg.__aenter__()
-        self._tg = tg
+        sup = Supervisor("DNS front", log)
+        await sup.__aenter__()
+        self._sup = sup
         try:
             # With port 0 the TCP port must follow the UDP one; another
             # program may hold it for TCP, so try a few UDP ports.
@@ -209,10 +210,8 @@ class DnsFront:
             else:
                 raise OSError("no port free for both UDP and TCP")
         except BaseException:
-            self._tg = None
-            # The body's exception belongs to the caller; a TaskGroup handed it
-            # would wrap it in an ExceptionGroup.  The group only waits for our tasks.
-            await tg.__aexit__(None, None, None)
+            self._sup = None
+            await sup.aclose()
             raise
         return self
 
@@ -222,28 +221,23 @@ class DnsFront:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        tg, self._tg = self._tg, None
-        if tg is None:
+        sup, self._sup = self._sup, None
+        if sup is None:
             raise LocalProtocolError("the DNS front was not started")
         if self._udp is not None and self._udp.transport is not None:
             self._udp.transport.close()
         if self._tcp is not None:
             self._tcp.close()
-        for task in list(self._tasks):
-            task.cancel()
-        # The body's exception belongs to the caller; a TaskGroup handed it
-        # would wrap it in an ExceptionGroup.  The group only waits for our tasks.
-        await tg.__aexit__(None, None, None)
+        await sup.aclose()  # cancels every query, lookup and connection and awaits them
         if self._tcp is not None:
             await self._tcp.wait_closed()
 
-    def _spawn(self, coro: Awaitable[None]) -> bool:
-        tg = self._tg
-        if tg is None:
+    def _spawn(self, job: Job, what: str) -> bool:
+        """Run ``job`` under the front's supervisor; False once it is closed."""
+        sup = self._sup
+        if sup is None:
             return False
-        task = tg.create_task(_run(coro))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        sup.spawn(job, what)
         return True
 
     # -- transports ---------------------------------------------------------
@@ -269,7 +263,7 @@ class DnsFront:
             self._limit_hit("dns.inflight", source)
             return
         self._inflight += 1
-        if not self._spawn(self._answer_udp(data, addr)):
+        if not self._spawn(partial(self._answer_udp, data, addr), "DNS query"):
             self._inflight -= 1
 
     async def _answer_udp(self, data: bytes, addr: tuple[str | object, ...]) -> None:
@@ -295,7 +289,8 @@ class DnsFront:
             self._limit_hit(cause, source)
             writer.close()
             return
-        if not self._spawn(self._serve_tcp(reader, writer, source)):
+        if not self._spawn(partial(self._serve_tcp, reader, writer, source),
+                           "DNS TCP client"):
             writer.close()
             return
         self._tcp_clients += 1
@@ -413,7 +408,7 @@ class DnsFront:
             hit = self._cached(name)  # NameNotFound for a cached negative answer
             if hit is not None:
                 return hit
-        if self._tg is None:
+        if self._sup is None:
             return await self._resolve(name)  # answer() called outside `async with`
         pending = self._pending.get(name)
         if pending is None:
@@ -422,9 +417,7 @@ class DnsFront:
                 raise _Busy()
             pending = asyncio.get_running_loop().create_future()
             self._pending[name] = pending
-            job = self._run_lookup(name, pending)
-            if not self._spawn(job):
-                job.close()
+            if not self._spawn(partial(self._run_lookup, name, pending), f"DNS lookup of {name}"):
                 del self._pending[name]
                 raise _Busy()
         # Shielded: one asker giving up must not cancel the others' lookup.
@@ -483,11 +476,6 @@ def _refused(data: bytes) -> bytes | None:
     reply.ar = []
     reply.header.rcode = RCODE.REFUSED
     return bytes(reply.pack())
-
-
-async def _run(coro: Awaitable[None]) -> None:
-    # A bug answering one client must not end the front.
-    await run_supervised(coro, "DNS query handling", log)
 
 
 def _name_text(label: DNSLabel) -> str:
