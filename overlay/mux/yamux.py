@@ -22,7 +22,7 @@ the QUIC streams: ``drain()`` blocks while more than
 connection, and the peer may send at most ``config.receive_window`` bytes
 beyond what ``read`` has returned.
 
-One reader task and one writer task run in the session's TaskGroup.  A
+One reader task and one writer task run under the session's ``Supervisor``.  A
 protocol violation by the peer (``YamuxProtocolError``) sends Go Away and
 ends this session: its streams raise ``SessionClosed``; nothing propagates
 further.  The protocol itself is ``overlay.mux.yamux_session.YamuxCore``.
@@ -63,6 +63,8 @@ from overlay.mux.yamux_events import (
     StreamWritable,
 )
 from overlay.mux.yamux_session import YamuxCore
+from overlay.supervisor import Supervisor
+from overlay.wire.chunks import ChunkBuffer, read_exactly
 from overlay.wire.stream import ByteStream
 
 __all__ = ["PROTOCOL_ID", "YamuxSession", "YamuxStream"]
@@ -80,9 +82,7 @@ class YamuxStream:
     def __init__(self, session: YamuxSession, stream_id: int) -> None:
         self.session = session
         self.stream_id = stream_id
-        self._chunks: deque[bytes] = deque()
-        self._head_offset = 0
-        self._buffered = 0
+        self._received = ChunkBuffer()
         self._eof = False
         self._reset = False
         self._send_closed = False
@@ -96,19 +96,19 @@ class YamuxStream:
     @property
     def buffered(self) -> int:
         """Bytes received and not yet read (at most the receive window)."""
-        return self._buffered
+        return self._received.buffered
 
     # --- receiving ----------------------------------------------------------
 
     async def read(self, max_bytes: int = 65536) -> bytes:
         if max_bytes < 1:
             raise LocalProtocolError("max_bytes must be positive")
-        while not (self._chunks or self._eof or self._reset or self._error is not None):
+        while not (self._received or self._eof or self._reset or self._error is not None):
             self._readable.clear()
             await self._readable.wait()
         if self._reset:
             raise StreamReset(f"yamux stream {self.stream_id} was reset")
-        if self._chunks:
+        if self._received:
             return self._take(max_bytes)
         if self._eof:
             return b""
@@ -116,38 +116,10 @@ class YamuxStream:
         raise self._error
 
     async def readexactly(self, n: int) -> bytes:
-        if n < 0:
-            raise LocalProtocolError("n must not be negative")
-        parts: list[bytes] = []
-        got = 0
-        while got < n:
-            chunk = await self.read(n - got)
-            if not chunk:
-                raise StreamClosed(f"EOF after {got} of {n} bytes on stream {self.stream_id}")
-            parts.append(chunk)
-            got += len(chunk)
-        return b"".join(parts)
+        return await read_exactly(self.read, n, f"stream {self.stream_id}")
 
     def _take(self, max_bytes: int) -> bytes:
-        # An offset into the head chunk, so small reads of a big chunk never
-        # copy its remainder again and again.
-        parts: list[bytes] = []
-        want = max_bytes
-        while self._chunks and want:
-            head = self._chunks[0]
-            start = self._head_offset
-            available = len(head) - start
-            if available <= want:
-                parts.append(head if start == 0 else head[start:])
-                self._chunks.popleft()
-                self._head_offset = 0
-                want -= available
-            else:
-                parts.append(head[start : start + want])
-                self._head_offset = start + want
-                want = 0
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        self._buffered -= len(data)
+        data = self._received.take(max_bytes)
         self.session._consumed(self.stream_id, len(data))
         return data
 
@@ -177,9 +149,7 @@ class YamuxStream:
         if self._reset or self._error is not None:
             return
         self._reset = True
-        self._chunks.clear()
-        self._head_offset = 0
-        self._buffered = 0
+        self._received.clear()
         self.session._reset_stream(self.stream_id)
         self._readable.set()
         self._writable.set()
@@ -201,8 +171,7 @@ class YamuxStream:
     def _on_data(self, data: bytes) -> None:
         if self._reset:
             return
-        self._chunks.append(data)
-        self._buffered += len(data)
+        self._received.append(data)
         self._readable.set()
 
     def _on_eof(self) -> None:
@@ -211,9 +180,7 @@ class YamuxStream:
 
     def _on_reset(self) -> None:
         self._reset = True
-        self._chunks.clear()
-        self._head_offset = 0
-        self._buffered = 0
+        self._received.clear()
         self._readable.set()
         self._writable.set()
 
@@ -254,19 +221,22 @@ class YamuxSession:
         self._closing = False
         self._go_away_sent = False
         self._error: ConnectionClosed | None = None
-        self._tg: asyncio.TaskGroup | None = None
+        self._jobs: Supervisor | None = None
         self._reader_task: asyncio.Task[None] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
         self._close_scope: asyncio.Timeout | None = None
 
     # --- lifetime -----------------------------------------------------------
 
     async def __aenter__(self) -> YamuxSession:
-        if self._tg is not None:
+        if self._jobs is not None:
             raise LocalProtocolError("a YamuxSession can be entered once")
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
-        self._reader_task = self._tg.create_task(self._reader())
-        self._tg.create_task(self._writer())
+        self._jobs = Supervisor("yamux", _log)
+        await self._jobs.__aenter__()
+        # The writer first: it is inside its ``try`` before the reader can
+        # fail, so cancelling it always runs ``_finish``.
+        self._writer_task = self._jobs.spawn(self._writer, "yamux writer")
+        self._reader_task = self._jobs.spawn(self._reader, "yamux reader")
         return self
 
     async def __aexit__(
@@ -275,9 +245,17 @@ class YamuxSession:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Close gracefully (``close()``: flush, Go Away) and wait for the
+        end; if the block raised or this wait is cancelled, end at once."""
         self.close()
-        assert self._tg is not None
-        await self._tg.__aexit__(exc_type, exc, tb)
+        assert self._jobs is not None
+        try:
+            if exc_type is None:
+                await self._done.wait()
+        finally:
+            await self._jobs.aclose()
+            if not self._done.is_set():  # the writer was cancelled before it ran
+                self._finish()
 
     def close(self) -> None:
         """Flush what the streams queued as far as the peer's windows allow
@@ -298,14 +276,14 @@ class YamuxSession:
     async def aclose(self) -> None:
         """``close()`` and wait until the session has ended."""
         self.close()
-        if self._tg is not None:
+        if self._jobs is not None:
             await self._done.wait()
 
     async def wait_closed(self) -> None:
         """Wait until the session has ended (closed by either side, or
         failed), without closing it; the owner of a connection built on the
         session waits here."""
-        if self._tg is None:
+        if self._jobs is None:
             raise LocalProtocolError("use the YamuxSession in `async with` first")
         await self._done.wait()
 
@@ -355,7 +333,7 @@ class YamuxSession:
         """The next stream the peer opened.  Raises ``SessionClosed`` when
         the session ends, ``GoingAway`` after the peer's Go Away; streams
         that arrived before either are still handed out first."""
-        if self._tg is None:
+        if self._jobs is None:
             raise LocalProtocolError("use the YamuxSession in `async with` first")
         while not self._accept_queue:
             if self._core.terminated or self._closing:
@@ -391,7 +369,7 @@ class YamuxSession:
         self._streams[stream.stream_id] = stream
 
     def _check_running(self) -> None:
-        if self._tg is None:
+        if self._jobs is None:
             raise LocalProtocolError("use the YamuxSession in `async with` first")
         if self._core.terminated:
             raise self._session_error()
@@ -431,22 +409,31 @@ class YamuxSession:
     # --- tasks ----------------------------------------------------------------
 
     async def _reader(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            while not self._core.terminated:
-                while self._core.control_backlog > self.config.max_control_backlog:
-                    self._backlog_low.clear()
-                    await self._backlog_low.wait()
-                data = await self._stream.read(_READ_SIZE)
-                if not data:
-                    self._core.receive_eof()
-                else:
-                    self._core.receive_data(data, loop.time())
-                self._dispatch(self._core.events())
-                self._wake_writer.set()
+            await self._read_loop()
         except (OverlayError, OSError) as exc:
             _log.debug("yamux connection read failed: %r", exc)
             self._core.receive_eof()
+            self._dispatch(self._core.events())
+            self._wake_writer.set()
+        except Exception:
+            # A bug: the writer ends the session (``_finish``: its streams
+            # raise SessionClosed) and the supervisor logs the traceback.
+            if self._writer_task is not None:
+                self._writer_task.cancel()
+            raise
+
+    async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._core.terminated:
+            while self._core.control_backlog > self.config.max_control_backlog:
+                self._backlog_low.clear()
+                await self._backlog_low.wait()
+            data = await self._stream.read(_READ_SIZE)
+            if not data:
+                self._core.receive_eof()
+            else:
+                self._core.receive_data(data, loop.time())
             self._dispatch(self._core.events())
             self._wake_writer.set()
 

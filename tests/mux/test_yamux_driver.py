@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +24,7 @@ from overlay.mux.yamux_frames import (
 )
 from overlay.mux.yamux_events import KeepaliveTimeout, WindowExceeded
 from overlay.wire.memory import MemoryStream, memory_stream_pair
-from overlay.wire.stream import ByteStream
+from overlay.wire.stream import ByteStream, GatedStream
 
 from .tcp import tcp_pair
 
@@ -348,3 +349,64 @@ async def test_wait_closed_returns_when_the_peer_closes_and_not_before() -> None
         client.close()
         await waiter
         assert server.is_closed
+
+
+class _BreaksOnNextRead(GatedStream):
+    """A stream whose reads fail with a bug once ``broken`` is set."""
+
+    broken = False
+
+    async def _before_read(self) -> None:
+        if self.broken:
+            raise RuntimeError("a bug under the session")
+
+
+async def test_a_bug_in_the_reader_ends_the_session_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    left, right = memory_stream_pair()
+    buggy = _BreaksOnNextRead(left)
+    async with asyncio.timeout(10), YamuxSession(buggy, True) as client:
+        async with YamuxSession(right, False) as server:
+            stream = await client.open_stream()
+            stream.write(b"x")
+            accepted = await server.accept_stream()
+            assert await accepted.readexactly(1) == b"x"
+            buggy.broken = True
+            accepted.write(b"y")  # the client's reader takes it, then its next read fails
+            assert await stream.readexactly(1) == b"y"  # what arrived is still read
+            with pytest.raises(SessionClosed, match="yamux session closed"):
+                await stream.read()
+            await client.wait_closed()
+            assert client.is_closed and client.error is None
+            await server.wait_closed()  # the client half-closed its transport
+    bugs = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(bugs) == 1 and "yamux reader" in bugs[0].getMessage()
+    assert bugs[0].exc_info is not None and bugs[0].exc_info[0] is RuntimeError
+
+
+async def test_an_error_in_the_block_ends_the_session_at_once() -> None:
+    left, right = memory_stream_pair()
+    async with asyncio.timeout(10), YamuxSession(right, False) as server:
+        with pytest.raises(ValueError):
+            async with YamuxSession(left, True) as client:
+                stream = await client.open_stream()
+                stream.write(b"x")
+                assert await (await server.accept_stream()).readexactly(1) == b"x"
+                raise ValueError("the owner failed")
+        assert client.is_closed
+        with pytest.raises(SessionClosed):
+            await stream.read()
+        await server.wait_closed()
+        assert server.remote_go_away is None  # no graceful close: no Go Away
+
+
+async def test_a_session_left_before_its_tasks_ran_still_ends() -> None:
+    left, right = memory_stream_pair()
+    async with asyncio.timeout(10), YamuxSession(right, False) as server:
+        with pytest.raises(ValueError):
+            async with YamuxSession(left, True) as client:
+                raise ValueError("at once")
+        assert client.is_closed
+        await client.wait_closed()
+        await server.wait_closed()  # the client half-closed its transport
