@@ -3,8 +3,9 @@
 ``async with KadService(host, config) as kad:`` serves the kad protocol
 (server mode), learns DHT servers from identify, answers the routing
 table's liveness checks, runs lookups with real requests and keeps a
-single maintenance timer (bucket refresh, republish, expiry).  Every task
-it starts belongs to its TaskGroup and ends when the block does.
+single maintenance timer (bucket refresh, republish, expiry: see
+``net_maintenance``).  Every task it starts belongs to its TaskGroup and
+ends when the block does.
 
 Decisions the pure core leaves to the driver:
 
@@ -44,18 +45,14 @@ from overlay.host.events import HostListener
 from overlay.host.identify import IdentifyInfo
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
-from overlay.kad.bootstrap_report import (
-    BootstrapReport,
-    bootstrap_contacts,
-    bootstrap_report,
-    bootstrap_retry_delay,
-)
+from overlay.kad.bootstrap_report import BootstrapReport
 from overlay.kad.handler import KadServer, PeerSource, handle_request
-from overlay.kad.keyspace import Contact, kad_key, peer_key, random_peer_id_in_bucket
+from overlay.kad.keyspace import Contact, kad_key, peer_key
 from overlay.kad.lookup import Lookup, LookupKind, LookupResult
 from overlay.kad.messages import ConnectionType, KadMessage, MessageType, PeerInfo
 from overlay.kad.net_health import HealthMonitor
 from overlay.kad.net_lookup import drive_lookup
+from overlay.kad.net_maintenance import KadMaintenance
 from overlay.kad.net_peers import collect_addrs, connect_any
 from overlay.kad.net_rpc import KadHost, KadRpc, KadStats, LookupStats, quic_addr
 from overlay.kad.net_server import InboundLimits, KadInbound
@@ -122,7 +119,6 @@ class KadService:
         self.providers = ProviderStore(cfg.providers)
         self.republisher = Republisher(cfg.republish)
         self.stats = KadStats()
-        self.bootstrapped = asyncio.Event()
         self.activity = asyncio.Event()
         """Set whenever a request was served or a background job ended, so
         callers can wait for state changes instead of polling."""
@@ -146,14 +142,6 @@ class KadService:
         self._inbound = KadInbound(cfg, self._answer, self._reject, inbound_limits,
                                    hits=self.limit_hits, clock=clock)
         self._local_kind: tuple[float, bool] | None = None
-        self._refreshing = False
-        self._bootstrapping = False
-        self._bootstrap_attempts = 0
-        self._bootstrap_failures = 0
-        self._rebootstrap_at: float | None = None
-        """When the next bootstrap is due while the table stays empty."""
-        self.last_bootstrap: BootstrapReport | None = None
-        """What the latest bootstrap reached, and why not (see its ``summary``)."""
         self._local_cache: tuple[float, PeerInfo] | None = None
         self._values = KadValues(
             cfg, self.registry, self.records, self.providers, self.republisher,
@@ -161,6 +149,21 @@ class KadService:
             local_info=self._local_info, wall=self._wall, wake=self._wake,
             background=self._background, spawn=self._spawn, require_running=self._require_running,
         )
+        self._maintenance = KadMaintenance(
+            cfg, self.peer_id, self.table, self.republisher, self._values,
+            lookup=self._lookup, rng=self._rng, clock=clock, wall=self._wall, wake=self._wake,
+            spawn=self._spawn, closing=lambda: self._closing, log=log,
+        )
+
+    @property
+    def bootstrapped(self) -> asyncio.Event:
+        """Set once a bootstrap has run to the end."""
+        return self._maintenance.bootstrapped
+
+    @property
+    def last_bootstrap(self) -> BootstrapReport | None:
+        """What the latest bootstrap reached, and why not (see its ``summary``)."""
+        return self._maintenance.last_bootstrap
 
     @property
     def protocol(self) -> str:
@@ -197,9 +200,9 @@ class KadService:
                 self._verify_server(peer)
         # Maintenance must outlive a failing pass (a store that cannot write,
         # a bug in a policy): the loop restarts after back-off.
-        self._spawn(self._timer_loop, "kad maintenance timer", restart=RestartPolicy())
+        self._spawn(self._maintenance.timer_loop, "kad maintenance timer", restart=RestartPolicy())
         if self.config.bootstrap:
-            self._spawn(self._bootstrap_in_background, "kad bootstrap")
+            self._spawn(self._maintenance.bootstrap_in_background, "kad bootstrap")
         return self
 
     async def __aexit__(
@@ -504,75 +507,21 @@ class KadService:
         DHT, then try each.  Raises ``PeerNotFound`` or the last dial error."""
         return await connect_any(self.host, peer, await self.find_peer(peer))
 
-    # -- bootstrap and refresh -----------------------------------------------------
+    # -- bootstrap and refresh (``net_maintenance``) ----------------------------------
 
     async def bootstrap(self, addrs: Sequence[str] | None = None) -> LookupResult:
         """Look up our own ID through the bootstrap peers (and whatever the
         table holds), then refresh the buckets.  Sets ``bootstrapped``."""
-        contacts = bootstrap_contacts(self.config.bootstrap if addrs is None else addrs, self.peer_id)
-        outcomes: dict[PeerId, BaseException | None] = {}
-        started = self._clock()
-        queried: tuple[PeerId, ...] = ()
-        try:
-            result = await self._lookup(
-                LookupKind.FIND_NODE,
-                self.peer_id.multihash,
-                extra_seeds=contacts,
-                outcomes=outcomes,
-                confirm={c.peer_id for c in contacts},
-            )
-            queried = result.queried
-        finally:
-            self.last_bootstrap = bootstrap_report(
-                contacts, outcomes, queried, len(self.table), self.protocol, self._clock() - started
-            )
-            # The first attempt speaks up; retries while alone stay quieter.
-            self.last_bootstrap.log(log, loud=self._bootstrap_attempts == 0)
-            self._bootstrap_attempts += 1
-            self._schedule_rebootstrap()
-        if self.config.refresh_on_bootstrap:
-            await self.refresh_buckets()
-        self.bootstrapped.set()
-        return result
-
-    def _schedule_rebootstrap(self) -> None:
-        # A bootstrap peer that was busy or still starting must not leave
-        # us alone for the whole maintenance period: retry soon, backing off.
-        if len(self.table) or not self.config.bootstrap:
-            self._bootstrap_failures = 0
-            self._rebootstrap_at = None
-            return
-        self._bootstrap_failures += 1
-        delay = bootstrap_retry_delay(self._bootstrap_failures, self.config.max_timer_delay, self._rng)
-        self._rebootstrap_at = self._clock() + delay
-        self._wake.set()
-
-    async def _bootstrap_in_background(self) -> None:
-        if self._bootstrapping:
-            return
-        self._bootstrapping = True
-        try:
-            await self.bootstrap()
-        except NoPeersKnown:
-            pass  # logged by bootstrap()
-        finally:
-            self._bootstrapping = False
+        return await self._maintenance.bootstrap(addrs)
 
     async def refresh_buckets(self) -> int:
         """One FIND_NODE for a random ID in each bucket from the farthest to
         our nearest occupied one; returns how many lookups ran."""
-        if self._refreshing:
-            return 0
-        self._refreshing = True
-        try:
-            count = 0
-            for index in self.table.refresh_indexes():
-                target = random_peer_id_in_bucket(self.local_key, index, self._rng)
-                await self._lookup(LookupKind.FIND_NODE, target.multihash)
-                count += 1
-            return count
-        finally:
-            self._refreshing = False
+        return await self._maintenance.refresh_buckets()
+
+    async def refresh_buckets_for(self, targets: Sequence[PeerId]) -> None:
+        """One FIND_NODE for each of ``targets``."""
+        await self._maintenance.refresh_buckets_for(targets)
 
     # -- values and providers (``net_values``) ----------------------------------
 
@@ -601,49 +550,8 @@ class KadService:
         """Providers of ``key``: ours and those the network knows."""
         return await self._values.find_providers(key, limit)
 
-    # -- maintenance ---------------------------------------------------------------
+    # -- maintenance (``net_maintenance``) ---------------------------------------------
 
     def wake_timer(self) -> None:
         """Recompute the maintenance deadline now (after a clock jump)."""
-        self._wake.set()
-
-    def _next_delay(self) -> float:
-        delays = [self.config.max_timer_delay]
-        table_due = self.table.next_deadline()
-        if table_due is not None:
-            delays.append(table_due - self._clock())
-        republish_due = self.republisher.next_deadline()
-        if republish_due is not None:
-            delays.append(republish_due - self._wall())
-        if self._rebootstrap_at is not None and not len(self.table):
-            delays.append(self._rebootstrap_at - self._clock())
-        return max(0.0, min(delays))
-
-    async def _timer_loop(self) -> None:
-        while not self._closing:
-            self._wake.clear()
-            try:
-                async with asyncio.timeout(self._next_delay()):
-                    await self._wake.wait()
-                continue  # woken by a change: recompute the deadline
-            except TimeoutError:
-                pass
-            self._on_timer()
-
-    def _on_timer(self) -> None:
-        wall = self._wall()
-        due = self._rebootstrap_at is None or self._clock() >= self._rebootstrap_at
-        if not len(self.table) and self.config.bootstrap and due:
-            # Everyone we knew is gone (or the bootstrap peers were down at
-            # start): try the configured peers again.
-            self._rebootstrap_at = None  # the attempt reschedules when it ends
-            self._spawn(self._bootstrap_in_background, "kad re-bootstrap")
-        self._values.expire(wall)
-        refresh = self.table.on_timer(self._clock())
-        if refresh:
-            self._spawn(partial(self.refresh_buckets_for, [r.target for r in refresh]), "kad bucket refresh")
-        self._values.start_due(wall)
-
-    async def refresh_buckets_for(self, targets: Sequence[PeerId]) -> None:
-        for target in targets:
-            await self._lookup(LookupKind.FIND_NODE, target.multihash)
+        self._maintenance.wake_timer()
