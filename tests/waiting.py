@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 from overlay.host.events import HostListener
 
-__all__ = ["host_changes", "wait_until"]
+__all__ = ["host_changes", "wait_for_hosts", "wait_until"]
 
 
 async def wait_until(predicate: Callable[[], bool], *events: asyncio.Event,
@@ -61,3 +62,12 @@ class host_changes:  # noqa: N801 - used like a function: ``with host_changes(ho
 
     async def __aexit__(self, *_: object) -> None:
         self.__exit__()
+
+
+async def wait_for_hosts(predicate: Callable[[], bool], *hosts: Any, timeout: float) -> None:
+    """Until ``predicate()`` holds, re-checking whenever one of ``hosts``
+    notifies its listeners (see ``host_changes``).  The listeners are in
+    place before the first check, so no change is missed."""
+    with ExitStack() as stack:
+        events = [stack.enter_context(host_changes(host)) for host in hosts]
+        await wait_until(predicate, *events, timeout=timeout)

@@ -24,6 +24,7 @@ from overlay.relay.server import RelayServer
 from overlay.relay.server_core import RelayLimits
 
 from tests.daemon.helpers import running_daemon
+from tests.waiting import wait_for_hosts
 
 LOOPBACK = "/ip4/127.0.0.1/udp/0/quic-v1"
 
@@ -64,11 +65,10 @@ async def trio(limits: RelayLimits) -> AsyncIterator[Trio]:
         yield Trio(a, relay, c, client)
 
 
-async def _until(predicate) -> None:  # type: ignore[no-untyped-def]
-    # The listener's side finishes its upgrade in its own task.
-    async with asyncio.timeout(10):
-        while not predicate():
-            await asyncio.sleep(0)
+async def _until(predicate, *hosts: Host) -> None:  # type: ignore[no-untyped-def]
+    # The listener's side finishes its upgrade (or end) in its own task:
+    # re-check whenever one of the hosts tells its listeners of a connection.
+    await wait_for_hosts(predicate, *hosts, timeout=10)
 
 
 async def _echo(stream: NegotiatedStream) -> None:
@@ -88,7 +88,7 @@ async def test_a_pings_c_through_the_relay(trio: Trio) -> None:
         assert conn.limit is not None and conn.limit.data == RelayLimits().circuit_data
         pong = await a.ping_service.ping(c.peer_id)
         assert pong.path == "relayed" and 0 < pong.rtt < 5
-        await _until(lambda: c.best_connection(a.peer_id) is not None)
+        await _until(lambda: c.best_connection(a.peer_id) is not None, c)
         back = c.best_connection(a.peer_id)
         assert back is not None and back.path == "relayed"
         assert (await c.ping_service.ping(a.peer_id)).path == "relayed"
@@ -112,7 +112,7 @@ async def test_the_relays_data_limit_ends_the_connection_on_both_sides(trio: Tri
     a, c = trio.a, trio.c
     async with asyncio.timeout(20):
         conn = await a.connect(trio.circuit_addr())
-        await _until(lambda: c.best_connection(a.peer_id) is not None)
+        await _until(lambda: c.best_connection(a.peer_id) is not None, c)
         back = c.best_connection(a.peer_id)
         assert back is not None
         c.set_stream_handler("/test/echo", _echo)
@@ -135,7 +135,7 @@ async def test_the_relays_data_limit_ends_the_connection_on_both_sides(trio: Tri
                 tg.create_task(drain_echo())
         await conn.wait_closed()
         await back.wait_closed()
-        await _until(lambda: c.peer_id not in a.peers() and a.peer_id not in c.peers())
+        await _until(lambda: c.peer_id not in a.peers() and a.peer_id not in c.peers(), a, c)
 
 
 async def test_a_direct_dial_after_the_relayed_one_takes_over(trio: Trio) -> None:

@@ -17,6 +17,7 @@ from overlay.host.muxed import ConnectionLimitReached, MuxedConnection
 from overlay.identity import Ed25519PrivateKey, PeerId
 from overlay.relay.circuit import Circuit, CircuitLimit
 from overlay.wire.memory import MemoryStream, memory_stream_pair
+from tests.waiting import wait_for_hosts
 
 
 def _peer() -> PeerId:
@@ -34,6 +35,8 @@ class Fabric:
     claimed_dialer: PeerId | None = None
     """What the relay tells the target about the dialer (a lying relay)."""
     inbound_errors: list[BaseException] = field(default_factory=list)
+    inbound_error: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when an entry joins ``inbound_errors``."""
     raw: list[tuple[MemoryStream, MemoryStream]] = field(default_factory=list)
 
     def attach(self, host: Host) -> None:
@@ -53,6 +56,7 @@ class Fabric:
             await host.circuit_transport.on_circuit(circuit)
         except (ConnectionClosed, PeerIdMismatch) as exc:
             self.inbound_errors.append(exc)
+            self.inbound_error.set()
 
 
 @pytest.fixture
@@ -69,10 +73,18 @@ async def _pair(memory_hosts, fabric: Fabric) -> tuple[Host, Host]:  # type: ign
     return a, c
 
 
-async def _wait_for(predicate) -> None:  # type: ignore[no-untyped-def]
-    # The other side's upgrade finishes in its own task; nothing to await.
+async def _wait_for(predicate, *hosts: Host) -> None:  # type: ignore[no-untyped-def]
+    # The other side's upgrade (or end) finishes in its own task: re-check
+    # whenever one of the hosts tells its listeners of a connection.
+    await wait_for_hosts(predicate, *hosts, timeout=5)
+
+
+async def _rtt_measured(conn: MuxedConnection) -> None:
+    # The connection's start-up yamux ping is answered in its own task, and
+    # nothing announces it (MuxedConnection would need an event set where
+    # _measure_rtt stores the result): until then, yield loop turns.
     async with asyncio.timeout(5):
-        while not predicate():
+        while conn.smoothed_rtt is None:
             await asyncio.sleep(0)
 
 
@@ -87,7 +99,7 @@ async def test_relayed_connection_both_ways(memory_hosts, fabric: Fabric) -> Non
     assert conn.remote_address is None
     assert str(conn.remote_multiaddr) == f"/p2p/{relay}/p2p-circuit"
     assert conn.limit == CircuitLimit(120.0, 1 << 17)
-    await _wait_for(lambda: c.best_connection(a.peer_id) is not None)
+    await _wait_for(lambda: c.best_connection(a.peer_id) is not None, c)
     back = c.best_connection(a.peer_id)
     assert back is not None and back.path == "relayed" and not back.is_initiator
     # The dialed circuit address is remembered for the peer.
@@ -114,7 +126,7 @@ async def test_relayed_connection_both_ways(memory_hosts, fabric: Fabric) -> Non
     stream.write(b"hello")
     await stream.drain()
     assert await stream.readexactly(5) == b"olleh"
-    await _wait_for(lambda: conn.smoothed_rtt is not None)
+    await _rtt_measured(conn)
 
 
 async def test_the_time_limit_closes_the_connection(memory_hosts, fabric: Fabric) -> None:  # type: ignore[no-untyped-def]
@@ -124,20 +136,20 @@ async def test_the_time_limit_closes_the_connection(memory_hosts, fabric: Fabric
     async with asyncio.timeout(5):
         await conn.wait_closed()
     assert conn.is_closed and isinstance(conn.close_reason, ConnectionLimitReached)
-    await _wait_for(lambda: a.best_connection(c.peer_id) is None)
-    await _wait_for(lambda: c.best_connection(a.peer_id) is None)
+    await _wait_for(lambda: a.best_connection(c.peer_id) is None, a)
+    await _wait_for(lambda: c.best_connection(a.peer_id) is None, c)
 
 
 async def test_the_end_of_the_circuit_stream_closes_both_sides(memory_hosts, fabric: Fabric) -> None:  # type: ignore[no-untyped-def]
     a, c = await _pair(memory_hosts, fabric)
     conn = await a.connect(f"/p2p/{_peer()}/p2p-circuit/p2p/{c.peer_id}")
-    await _wait_for(lambda: c.best_connection(a.peer_id) is not None)
+    await _wait_for(lambda: c.best_connection(a.peer_id) is not None, c)
     ours, theirs = fabric.raw[-1]
     ours.reset()  # the relay cut the circuit (its data limit, say)
     theirs.reset()
     async with asyncio.timeout(5):
         await conn.wait_closed()
-    await _wait_for(lambda: c.best_connection(a.peer_id) is None)
+    await _wait_for(lambda: c.best_connection(a.peer_id) is None, c)
     assert a.peers() == []
 
 
@@ -151,7 +163,8 @@ async def test_a_relay_naming_the_wrong_dialer_is_refused(memory_hosts, fabric: 
             pass  # the refusal came before our side finished
         else:
             await conn.wait_closed()  # C reset the circuit after Noise
-    await _wait_for(lambda: bool(fabric.inbound_errors))
+    async with asyncio.timeout(5):
+        await fabric.inbound_error.wait()
     assert isinstance(fabric.inbound_errors[0], PeerIdMismatch)
     assert c.best_connection(a.peer_id) is None
 
@@ -191,7 +204,7 @@ async def test_a_kept_ping_stream_moves_to_a_new_direct_connection(memory_hosts,
 async def test_closing_a_relayed_connection_ends_the_peers_side(memory_hosts, fabric: Fabric) -> None:  # type: ignore[no-untyped-def]
     a, c = await _pair(memory_hosts, fabric)
     conn = await a.connect(f"/p2p/{_peer()}/p2p-circuit/p2p/{c.peer_id}")
-    await _wait_for(lambda: c.best_connection(a.peer_id) is not None)
+    await _wait_for(lambda: c.best_connection(a.peer_id) is not None, c)
     back = c.best_connection(a.peer_id)
     assert back is not None
     conn.close(0, "bye")
@@ -199,14 +212,14 @@ async def test_closing_a_relayed_connection_ends_the_peers_side(memory_hosts, fa
     async with asyncio.timeout(5):
         await back.wait_closed()  # our Go Away ended the peer's session
         await conn.wait_closed()
-    await _wait_for(lambda: a.peer_id not in c.peers() and c.peer_id not in a.peers())
+    await _wait_for(lambda: a.peer_id not in c.peers() and c.peer_id not in a.peers(), a, c)
 
 
 async def test_an_aborted_relayed_connection_ends_the_peers_side(memory_hosts, fabric: Fabric) -> None:  # type: ignore[no-untyped-def]
     a, c = await _pair(memory_hosts, fabric)
     conn = await a.connect(f"/p2p/{_peer()}/p2p-circuit/p2p/{c.peer_id}")
     assert isinstance(conn, MuxedConnection)
-    await _wait_for(lambda: c.best_connection(a.peer_id) is not None)
+    await _wait_for(lambda: c.best_connection(a.peer_id) is not None, c)
     back = c.best_connection(a.peer_id)
     assert back is not None
     conn.abort_for_test()  # no Go Away: the circuit stream is reset under it

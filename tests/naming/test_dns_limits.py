@@ -17,6 +17,7 @@ from dnslib import RCODE, DNSRecord
 from overlay.naming.dns_front import DnsFront, DnsFrontConfig
 from overlay.naming.net_errors import NameNotFound
 from overlay.naming.resolver import Resolution
+from tests.waiting import wait_until
 
 LEGIT = "127.0.0.1"
 ATTACKER = "127.0.66.1"
@@ -28,10 +29,13 @@ class Script:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.called = asyncio.Event()
+        """Set on every call, so tests can wait for the lookups to start."""
         self.release = asyncio.Event()
 
     async def resolve(self, name: str) -> Resolution:
         self.calls.append(name)
+        self.called.set()
         if name.startswith("slow"):
             await self.release.wait()
         raise NameNotFound(name)
@@ -82,8 +86,8 @@ async def test_one_lookup_per_name_and_a_bounded_set_of_pending_names() -> None:
     async with asyncio.timeout(30), front(DnsFrontConfig(port=0, max_pending_names=2)) as (dns, script):
         waiting = [asyncio.create_task(_ask(LEGIT, dns.address, "slow-a.ovl")) for _ in range(5)]
         waiting.append(asyncio.create_task(_ask(LEGIT, dns.address, "slow-b.ovl")))
-        while len(script.calls) < 2:
-            await asyncio.sleep(0)  # the lookups start in the front's tasks
+        # The lookups start in the front's tasks.
+        await wait_until(lambda: len(script.calls) >= 2, script.called, timeout=10)
         # Both slots taken: a third distinct name fails at once, a cached
         # negative answer is still served without any lookup.
         busy = await _ask(LEGIT, dns.address, "slow-c.ovl")
