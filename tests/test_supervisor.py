@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -20,6 +22,7 @@ from overlay.supervisor import (
     SupervisorClosed,
     run_supervised,
 )
+from tests.waiting import wait_until
 
 log = logging.getLogger("test.supervisor")
 
@@ -244,10 +247,10 @@ async def test_three_callers_the_first_cancelled_the_others_get_the_result() -> 
         return "answer"
 
     async with Supervisor("t", log) as sup:
-        callers = [asyncio.create_task(sup.shared("name", resolve)) for _ in range(3)]
-        # Let all three start waiting on the one operation.
-        while not (sup.shared_running("name") and _waiters(sup, "name") == 3):
-            await asyncio.sleep(0)
+        joins = _Joins(sup)
+        callers = [joins.call("name", resolve) for _ in range(3)]
+        await joins.entered(3)  # all three wait on the one operation
+        assert sup.shared_running("name") and _waiters(sup, "name") == 3
         callers[0].cancel()
         with pytest.raises(asyncio.CancelledError):
             await callers[0]
@@ -265,9 +268,10 @@ async def test_the_error_reaches_every_waiter() -> None:
         raise DialError("unreachable")
 
     async with Supervisor("t", log) as sup:
-        callers = [asyncio.create_task(sup.shared("peer", dial)) for _ in range(3)]
-        while _waiters(sup, "peer") != 3:
-            await asyncio.sleep(0)
+        joins = _Joins(sup)
+        callers = [joins.call("peer", dial) for _ in range(3)]
+        await joins.entered(3)
+        assert _waiters(sup, "peer") == 3
         callers[0].cancel()
         release.set()
         results = await asyncio.gather(*callers, return_exceptions=True)
@@ -286,9 +290,10 @@ async def test_a_lingering_operation_outlives_its_last_waiter() -> None:
         return "conn"
 
     async with Supervisor("t", log) as sup:
-        caller = asyncio.create_task(sup.shared("peer", dial))
-        while _waiters(sup, "peer") != 1:
-            await asyncio.sleep(0)
+        joins = _Joins(sup)
+        caller = joins.call("peer", dial)
+        await joins.entered(1)
+        assert _waiters(sup, "peer") == 1
         caller.cancel()
         with pytest.raises(asyncio.CancelledError):
             await caller
@@ -310,9 +315,10 @@ async def test_a_non_lingering_operation_ends_with_its_last_waiter() -> None:
         return "never"
 
     async with Supervisor("t", log) as sup:
-        caller = asyncio.create_task(sup.shared("key", lookup, linger=False))
-        while _waiters(sup, "key") != 1:
-            await asyncio.sleep(0)
+        joins = _Joins(sup)
+        caller = joins.call("key", lookup, linger=False)
+        await joins.entered(1)
+        assert _waiters(sup, "key") == 1
         caller.cancel()
         with pytest.raises(asyncio.CancelledError):
             await caller
@@ -327,9 +333,10 @@ async def test_closing_the_supervisor_fails_waiters_with_a_typed_error() -> None
 
     sup = Supervisor("t", log)
     await sup.__aenter__()
-    caller = asyncio.create_task(sup.shared("k", forever))
-    while _waiters(sup, "k") != 1:
-        await asyncio.sleep(0)
+    joins = _Joins(sup)
+    caller = joins.call("k", forever)
+    await joins.entered(1)
+    assert _waiters(sup, "k") == 1
     await sup.aclose()
     with pytest.raises(SharedCancelled):
         await caller
@@ -343,17 +350,60 @@ async def test_a_failed_operation_nobody_awaits_is_logged_not_unretrieved(
         await release.wait()
         raise KeyError("bug")
 
-    async with Supervisor("t", log) as sup:
-        caller = asyncio.create_task(sup.shared("k", crash))
-        while _waiters(sup, "k") != 1:
-            await asyncio.sleep(0)
-        caller.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await caller
-        release.set()
-        while sup.shared_running("k"):
-            await asyncio.sleep(0)
+    logged = _Logged("shared 'k' failed")
+    log.addHandler(logged)
+    try:
+        async with Supervisor("t", log) as sup:
+            joins = _Joins(sup)
+            caller = joins.call("k", crash)
+            await joins.entered(1)
+            assert _waiters(sup, "k") == 1
+            caller.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            release.set()
+            async with asyncio.timeout(5):
+                await logged.seen.wait()  # logged once the operation is forgotten
+            assert not sup.shared_running("k")
+    finally:
+        log.removeHandler(logged)
     assert any(r.getMessage() == "shared 'k' failed" for r in caplog.records)
+
+
+class _Joins:
+    """Callers of ``sup.shared``, each in a task of its own, counted as they
+    enter it.  ``shared`` counts its waiter before it first suspends, so once
+    ``entered(n)`` returns, n callers are waiting (the tests assert it)."""
+
+    def __init__(self, sup: Supervisor) -> None:
+        self._sup = sup
+        self._count = 0
+        self._joined = asyncio.Event()
+
+    def call(self, key: str, factory: Callable[[], Coroutine[Any, Any, str]],
+             **kwargs: Any) -> asyncio.Task[str]:
+        async def caller() -> str:
+            self._count += 1
+            self._joined.set()
+            return await self._sup.shared(key, factory, **kwargs)
+
+        return asyncio.create_task(caller())
+
+    async def entered(self, count: int) -> None:
+        await wait_until(lambda: self._count >= count, self._joined, timeout=5)
+
+
+class _Logged(logging.Handler):
+    """Sets ``seen`` when ``message`` is logged."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == self.message:
+            self.seen.set()
 
 
 def _waiters(sup: Supervisor, key: str) -> int:
