@@ -76,10 +76,12 @@ class Libp2pQuicConnection(QuicConnection):
         certificate_check: CertificateCheck,
         max_inbound_streams: int,
         original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
     ) -> None:
         super().__init__(
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
         )
         # Transport parameters are serialised in _initialize, so the limits
         # set here are what the peer learns in the handshake.

@@ -72,6 +72,44 @@ class TransportConfig:
     max_handshakes: int = 64
     """Inbound handshakes in progress at once; further Initials are dropped."""
 
+    retry_threshold: int = 32
+    """Inbound handshakes in progress (from all sources) from which a
+    client's Initial without a token is answered by a Retry (RFC 9000
+    section 8.1): the client must prove it receives at its address before
+    it may hold a handshake slot, so spoofed Initials stop filling them.
+    Costs an honest client one round trip.  0: always; at or above
+    ``max_handshakes``: never.  The default is half of ``max_handshakes``."""
+
+    retry_token_lifetime: float = 10.0
+    """Seconds a Retry token stays valid.  A client returns it within one
+    round trip; an expired one is refused with INVALID_TOKEN."""
+
+    max_handshakes_per_ip: int = 8
+    """Inbound handshakes in progress from one IP address; beyond it
+    Initials are dropped (the client retransmits, and may find room).
+    From half of it on, an Initial without a token gets a Retry."""
+
+    max_connections_per_ip: int = 64
+    """Inbound connections (handshaking or established) from one IP address;
+    beyond it new ones are refused with CONNECTION_REFUSED."""
+
+    max_connections_per_prefix: int = 128
+    """Inbound connections from one /24 (IPv4) or /48 (IPv6) network;
+    beyond it new ones are refused with CONNECTION_REFUSED.
+
+    Every loopback address is a source of its own (tests and attack
+    benches stand for remote hosts with distinct 127.x.y.z addresses), so
+    for it this is the same scope as ``max_connections_per_ip``."""
+
+    exempt_own_address: bool = True
+    """Let clients whose IP is the endpoint's own bound address (and
+    127.0.0.1 / ::1 for an endpoint bound to 0.0.0.0 / ::) past the
+    per-IP and per-prefix limits above.  Only processes on this machine send
+    from our own address: a lab that runs many nodes on 127.0.0.1 (the
+    project's tests run dozens) is not one hostile host.  Other loopback
+    addresses stay limited, so a local attacker on 127.0.0.66 is.  The
+    global caps and the Retry threshold still apply to them."""
+
     icmp_errors: bool = True
     """Read ICMP port-unreachable errors (Linux ``IP_RECVERR``, asyncio's
     selector loop) so that a dial to, or a connection with, a crashed peer
@@ -106,6 +144,13 @@ class TransportConfig:
             raise ConfigError("max_connections must be positive")
         if self.max_handshakes < 1:
             raise ConfigError("max_handshakes must be positive")
+        if self.retry_threshold < 0:
+            raise ConfigError("retry_threshold must not be negative")
+        _positive("retry_token_lifetime", self.retry_token_lifetime)
+        for name in ("max_handshakes_per_ip", "max_connections_per_ip",
+                     "max_connections_per_prefix"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be positive")
 
 
 def _positive(name: str, value: float) -> None:

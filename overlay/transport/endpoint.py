@@ -3,6 +3,13 @@
 Datagrams are demultiplexed by destination connection ID.  Datagrams that
 are not QUIC (STUN, hole-punch probes, junk) go to an optional hook, so NAT
 traversal can share the socket whose mapping the peers already know.
+
+A client Initial that would create a connection passes ``Admission``
+(admission.py): past ``retry_threshold`` handshakes in progress, or half
+of its IP's handshake share, a client must first return a Retry token
+(retry.py) to prove its address; handshakes and connections are capped per
+IP and per /24 (/48).  Every limit hit is counted in ``limit_hits`` by
+cause and logged at most once a minute per cause.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import asyncio
 import datetime
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import time
@@ -22,6 +30,8 @@ from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # re-exported f
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import NetworkAddress
 from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicHeader,
     QuicPacketType,
     encode_quic_version_negotiation,
     pull_quic_header,
@@ -29,12 +39,15 @@ from aioquic.quic.packet import (
 
 from overlay.errors import ConnectionClosed, DialError
 from overlay.identity import PeerId, PrivateKey
+from overlay.limits import LimitHits
 from overlay.supervisor import contain
+from overlay.transport.admission import Admission, Source, Verdict
 from overlay.transport.aioquic_compat import Libp2pQuicConnection
 from overlay.transport.config import TransportConfig
 from overlay.transport.connection import ALPN, QuicConn
-from overlay.transport.errors import GOING_AWAY, BindError, EndpointClosed
+from overlay.transport.errors import GOING_AWAY, BindError, EndpointClosed, InvalidToken
 from overlay.transport.icmp import enable_icmp_errors, read_icmp_errors
+from overlay.transport.retry import RetryTokens, close_initial, retry_packet
 from overlay.transport.tls import CertificateVerifier, TlsCredentials, generate_credentials
 
 __all__ = ["QuicEndpoint", "DatagramHook", "is_stun"]
@@ -108,6 +121,11 @@ class QuicEndpoint:
         self._socket_gone = asyncio.Event()
         self._sock: socket.socket | None = None
         self._icmp = False
+        self.limit_hits = LimitHits()
+        """Inbound Initials answered by Retry, dropped or refused, by cause."""
+        self._retry_tokens = RetryTokens(config.retry_token_lifetime)
+        self._admission = Admission(config, "")
+        self._sources: dict[QuicConn, Source] = {}  # inbound, until closed
 
     @classmethod
     async def create(
@@ -165,6 +183,7 @@ class QuicEndpoint:
         endpoint._sock = sock
         bound = sock.getsockname()
         endpoint._local_address = (str(bound[0]), int(bound[1]))
+        endpoint._admission = Admission(config, endpoint._local_address[0])
         return endpoint
 
     async def __aenter__(self) -> QuicEndpoint:
@@ -183,6 +202,11 @@ class QuicEndpoint:
     def connections(self) -> list[QuicConn]:
         """Live connections, including those still handshaking."""
         return list(self._live)
+
+    @property
+    def admission(self) -> Admission:
+        """The per-source counts of inbound handshakes and connections."""
+        return self._admission
 
     def set_datagram_hook(self, hook: DatagramHook | None) -> None:
         self._hook = hook
@@ -272,6 +296,7 @@ class QuicEndpoint:
         self._connections.clear()
         self._live.clear()
         self._by_cid.clear()
+        self._sources.clear()
         self._sock = None
 
     # --- datagram input -----------------------------------------------------
@@ -331,14 +356,53 @@ class QuicEndpoint:
             )
             return
         if header.packet_type is QuicPacketType.INITIAL and len(data) >= _MIN_INITIAL:
-            self._accept_initial(data, addr, header.destination_cid)
+            self._accept_initial(data, addr, header)
 
-    def _accept_initial(self, data: bytes, addr: NetworkAddress, original_cid: bytes) -> None:
-        if (
-            len(self._handshaking_inbound) >= self.config.max_handshakes
-            or len(self._live) >= self.config.max_connections
-        ):
-            return  # the client retransmits; later there may be room
+    def _accept_initial(self, data: bytes, addr: NetworkAddress, header: QuicHeader) -> None:
+        now = time.monotonic()
+        ip, port = str(addr[0]), int(addr[1])
+        version = header.version or 0
+        original_cid = header.destination_cid
+        retry_cid: bytes | None = None
+        if header.token:
+            # Only our Retry tokens exist (we send no NEW_TOKEN): a token
+            # that fails is forged, replayed elsewhere or too old.
+            try:
+                original_cid = self._retry_tokens.validate(
+                    ip, port, header.destination_cid, header.token, now
+                )
+            except InvalidToken as exc:
+                self._limit_hit("quic.invalid_token", now, addr, str(exc))
+                self._send_datagram(
+                    close_initial(version, header.source_cid, header.destination_cid,
+                                  QuicErrorCode.INVALID_TOKEN, "invalid address validation token"),
+                    addr,
+                )
+                return
+            retry_cid = header.destination_cid
+        source = self._admission.source(ip)
+        decision = self._admission.decide(
+            source,
+            validated=retry_cid is not None,
+            handshakes=len(self._handshaking_inbound),
+            connections=len(self._live),
+        )
+        if decision.verdict is not Verdict.ACCEPT:
+            self._limit_hit(decision.cause or decision.verdict.value, now, addr)
+            if decision.verdict is Verdict.RETRY:
+                new_cid = os.urandom(_CID_LENGTH)
+                token = self._retry_tokens.issue(ip, port, original_cid, new_cid, now)
+                self._send_datagram(
+                    retry_packet(version, header.source_cid, original_cid, new_cid, token), addr
+                )
+            elif decision.verdict is Verdict.REFUSE:
+                self._send_datagram(
+                    close_initial(version, header.source_cid, header.destination_cid,
+                                  QuicErrorCode.CONNECTION_REFUSED,
+                                  f"too many connections ({decision.cause})"),
+                    addr,
+                )
+            return  # DROP: the client retransmits; later there may be room
         conn = QuicConn(
             self,
             lambda check: Libp2pQuicConnection(
@@ -346,6 +410,7 @@ class QuicEndpoint:
                 certificate_check=check,
                 max_inbound_streams=self.config.max_inbound_streams,
                 original_destination_connection_id=original_cid,
+                retry_source_connection_id=retry_cid,
             ),
             self.config,
             is_initiator=False,
@@ -354,7 +419,10 @@ class QuicEndpoint:
         self._connections.add(conn)
         self._live.add(conn)
         self._handshaking_inbound.add(conn)
-        conn._add_cid(original_cid)
+        self._admission.opened(source)
+        self._sources[conn] = source
+        # The client's Initials go to this ID until it learns ours.
+        conn._add_cid(header.destination_cid)
         conn._datagram_received(data, addr)
         if conn._quic.first_flight:
             # Nothing decrypted: junk that only looked like an Initial.
@@ -403,13 +471,30 @@ class QuicEndpoint:
         self._by_cid.pop(cid, None)
 
     def _connection_ready(self, conn: QuicConn) -> None:
-        self._handshaking_inbound.discard(conn)
+        if conn in self._handshaking_inbound:
+            self._handshaking_inbound.discard(conn)
+            source = self._sources.get(conn)
+            if source is not None:
+                self._admission.established(source)
         self._accept_queue.append(conn)
         self._accept_event.set()
 
     def _connection_closed(self, conn: QuicConn) -> None:
         self._live.discard(conn)
+        source = self._sources.pop(conn, None)
+        if source is not None:
+            self._admission.closed(source, handshaking=conn in self._handshaking_inbound)
         self._handshaking_inbound.discard(conn)
+
+    def _limit_hit(self, cause: str, now: float, addr: NetworkAddress, detail: str = "") -> None:
+        reported = self.limit_hits.hit(cause, now)
+        if reported:
+            log.warning(
+                "inbound QUIC limited on port %d (%s): %d since the last report; "
+                "latest from %s port %d%s",
+                self.local_address[1], cause, reported, addr[0], addr[1],
+                f": {detail}" if detail else "",
+            )
 
     def _connection_terminated(self, conn: QuicConn) -> None:
         self._connections.discard(conn)

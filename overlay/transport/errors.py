@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from overlay.errors import ConnectionClosed, HandshakeError, TransportError
+from overlay.errors import ConnectionClosed, HandshakeError, RemoteProtocolError, TransportError
 
 __all__ = [
     "GOING_AWAY",
@@ -12,6 +12,7 @@ __all__ = [
     "CertificateError",
     "ClosedWithCode",
     "EndpointClosed",
+    "InvalidToken",
     "PeerUnreachable",
 ]
 
@@ -26,6 +27,11 @@ class CertificateError(HandshakeError):
 
 class BindError(TransportError):
     """The UDP socket could not be bound (port busy, address not local…)."""
+
+
+class InvalidToken(TransportError, RemoteProtocolError):
+    """A client's Initial carried an address-validation token this endpoint
+    did not issue to it, or one that expired (RFC 9000 section 8.1.3)."""
 
 
 class EndpointClosed(ConnectionClosed):
