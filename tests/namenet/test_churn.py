@@ -12,6 +12,7 @@ from dataclasses import replace
 import pytest
 from dnslib import RCODE, DNSRecord
 
+from overlay.host.transport_types import Endpoint
 from overlay.naming.dns_front import DnsFront, DnsFrontConfig
 from overlay.naming.net_errors import NameNotFound
 from overlay.naming.resolver import ResolverConfig
@@ -27,22 +28,20 @@ BUDGET = 2.0
 deadline is 1.5 s; loopback answers take milliseconds)."""
 
 
-async def _black_hole(port: int) -> socket.socket:
+async def _black_hole(endpoints: list[Endpoint], port: int) -> socket.socket:
     """A socket on a crashed node's port that never reads: datagrams to it
     vanish without the ICMP "port unreachable" that would otherwise tell
     peers on loopback at once (a frozen process or a cut-off machine)."""
+    for endpoint in endpoints:
+        # After abort_for_test, aclose() only waits until the socket is gone.
+        await endpoint.aclose()
     hole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        while True:
-            try:
-                hole.bind(("127.0.0.1", port))
-                return hole
-            except OSError:
-                # The aborted transport closes its socket on the loop's next turn.
-                await asyncio.sleep(0)
+        hole.bind(("127.0.0.1", port))
     except BaseException:
         hole.close()
         raise
+    return hole
 
 
 @pytest.mark.parametrize("how", ["graceful", "crash", "frozen"])
@@ -59,12 +58,13 @@ async def test_a_departed_peer_costs_registration_and_not_found_under_two_second
             await c.kad.find_closest(x.host.peer_id.to_bytes())
             assert x.host.peer_id in c.kad.table
             port = int(x.host.listen_addrs()[0].value_for_protocol("udp"))
+            endpoints = x.host.endpoints()
             if how == "graceful":
                 await x.stop()
             else:
                 x.host.abort_for_test()
             if how == "frozen":
-                holes.append(await _black_hole(port))
+                holes.append(await _black_hole(endpoints, port))
 
             started = time.perf_counter()
             published = await c.names.register("fresh.ovl")
