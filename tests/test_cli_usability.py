@@ -270,7 +270,7 @@ async def test_slow_wait_is_silent_when_piped_or_json() -> None:
         await asyncio.sleep(0)  # let a ticker (there must be none) run once
     tty = _Terminal()
     async with SlowWait("looking up", after=0.0, line=ProgressLine(False, stream=tty)):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the same: a ticker that must not exist gets its turn
     assert piped.getvalue() == "" and tty.getvalue() == ""
 
 

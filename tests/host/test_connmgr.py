@@ -90,7 +90,7 @@ async def test_dial_is_shared_and_failures_reach_every_waiter() -> None:
         assert all(t.result() is conn for t in tasks)
 
         async def failing() -> FakeConn:
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # fail on a later loop turn, as a real dial would
             raise DialError("unreachable")
 
         results = await asyncio.gather(
