@@ -19,6 +19,17 @@ runs, from a loopback address other than the attacker's:
   plus 64 silent TCP clients; legitimate: queries for a registered name.
 - ``api``: 256 idle local API connections; legitimate: a fresh connection
   and one ``identity`` call, as the CLI does.
+- ``quic_initials``: QUIC client Initials that never complete, from 32
+  loopback addresses (127.0.55.x, as a spoofing flooder would) at a fixed
+  rate, in a child process; legitimate: a fresh QUIC connection (handshake
+  and close) from 127.0.77.1.  The flooder counts the Retry packets and
+  server Initials it gets back.
+- ``quic_handshakes``: N fresh identities from one address (127.0.44.1),
+  each completing a QUIC handshake and holding its connection; legitimate:
+  a fresh QUIC connection.  Counts held, refused (CONNECTION_REFUSED) and
+  otherwise failed handshakes.
+
+``--phases`` picks some of them (comma-separated names).
 
 Every attack is bounded in count and time.  One JSON object is printed
 (per attack: success rate and median/p95 latency with and without it, the
@@ -61,7 +72,7 @@ from overlay.kad.records import default_registry  # noqa: E402
 from overlay.kad.service_config import KadServiceConfig  # noqa: E402
 from overlay.naming.config import NamingConfig  # noqa: E402
 from overlay.naming.kad_client import register_name_namespace  # noqa: E402
-from overlay.transport import TransportConfig  # noqa: E402
+from overlay.transport import QuicEndpoint, TransportConfig  # noqa: E402
 
 TARGET_IP = "127.0.0.1"
 LEGIT_IP = "127.0.77.1"
@@ -69,6 +80,9 @@ KAD_ATTACKER_IP = "127.0.66.1"
 FAKES_IP = "127.0.88.1"
 DNS_ATTACKER_PREFIX = "127.0.66."
 TCP_ATTACKER_IP = "127.0.66.200"
+QUIC_FLOOD_PREFIX = "127.0.55."
+QUIC_FLOOD_SOURCES = 32
+HANDSHAKE_ATTACKER_IP = "127.0.44.1"
 NAME = "bench-attack.ovl"
 
 HOST_CONFIG = HostConfig(transport=TransportConfig(handshake_timeout=3.0, idle_timeout=30.0,
@@ -315,6 +329,114 @@ async def attack_identities(stack: AsyncExitStack, target: Target, count: int,
     return {"identities": len(fakes), "_fakes": {k.host.peer_id for k in fakes}}
 
 
+def quic_dial(endpoint: QuicEndpoint, target: Target) -> Callable[[], Awaitable[bool]]:
+    """A new QUIC connection to the target, authenticated, then closed."""
+    address = quic_address(target)
+
+    async def request() -> bool:
+        conn = await endpoint.dial(address, target.peer_id)
+        conn.close()
+        return True
+
+    return request
+
+
+def quic_address(target: Target) -> tuple[str, int]:
+    parts = target.addr.split("/")
+    return parts[2], int(parts[4])
+
+
+async def attack_handshakes(stack: AsyncExitStack, target: Target, count: int,
+                            seconds: float) -> dict[str, Any]:
+    """``count`` fresh identities from one address, each completing a QUIC
+    handshake and holding the connection, 16 at a time."""
+    address = quic_address(target)
+    held: list[Any] = []
+    failures = {"refused": 0, "failed": 0}
+    deadline = time.monotonic() + seconds
+    config = TransportConfig(handshake_timeout=3.0, idle_timeout=30.0, keepalive_interval=5.0)
+
+    async def one() -> None:
+        endpoint = await stack.enter_async_context(
+            await QuicEndpoint.create(HANDSHAKE_ATTACKER_IP, 0, Ed25519PrivateKey.generate(),
+                                      config))
+        try:
+            held.append(await endpoint.dial(address, target.peer_id))
+        except OverlayError as exc:
+            failures["refused" if "code 0x2)" in str(exc) else "failed"] += 1
+
+    started = 0
+    while started < count and time.monotonic() < deadline:
+        batch = min(16, count - started)
+        async with asyncio.TaskGroup() as group:
+            for _ in range(batch):
+                group.create_task(one())
+        started += batch
+    return {"handshakes_tried": started, "handshakes_held": len(held), **failures,
+            "_held": held}
+
+
+def quic_flood(host: str, port: int, rate: int, seconds: float) -> int:
+    """Child process: QUIC client Initials of new connections, never
+    completed, from ``QUIC_FLOOD_SOURCES`` loopback addresses at ``rate`` a
+    second for ``seconds``; prints how many, and what came back."""
+    from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # re-exported from _buffer
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+    from aioquic.quic.packet import QuicPacketType, pull_quic_header
+
+    target = (host, port)
+    # Building an Initial costs a TLS ClientHello (~2 ms): a pool, sent in
+    # turn.  A repeat whose connection expired makes a new one; one that
+    # got a Retry costs the server a Retry again, as a new one would.
+    pool = []
+    for _ in range(max(1, min(1000, int(rate * seconds)))):
+        client = QuicConnection(configuration=QuicConfiguration(alpn_protocols=["libp2p"],
+                                                                 is_client=True))
+        client.connect(target, now=0.0)
+        pool.append(client.datagrams_to_send(now=0.0)[0][0])
+    socks = []
+    for i in range(QUIC_FLOOD_SOURCES):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((f"{QUIC_FLOOD_PREFIX}{i + 1}", 0))
+        sock.setblocking(False)
+        socks.append(sock)
+    answers = {"retry": 0, "initial": 0, "other": 0}
+    count = 0
+    stopped: list[int] = []
+    signal.signal(signal.SIGTERM, lambda *_: stopped.append(1))
+    print("flooding", flush=True)
+    started = time.monotonic()
+    try:
+        while not stopped and time.monotonic() - started < seconds:
+            due = int((time.monotonic() - started) * rate)
+            while count < due:
+                try:
+                    socks[count % len(socks)].sendto(pool[count % len(pool)], target)
+                except BlockingIOError:
+                    pass
+                count += 1
+            for sock in socks:  # the sockets stay open and read: no ICMP
+                while True:
+                    try:
+                        data = sock.recv(65535)
+                    except BlockingIOError:
+                        break
+                    try:
+                        kind = pull_quic_header(Buffer(data=data), host_cid_length=8).packet_type
+                    except ValueError:
+                        kind = None
+                    key = {QuicPacketType.RETRY: "retry",
+                           QuicPacketType.INITIAL: "initial"}.get(kind, "other")  # type: ignore[arg-type]
+                    answers[key] += 1
+            time.sleep(0.005)  # pacing the flood, not synchronisation
+    finally:
+        for sock in socks:
+            sock.close()
+    print(json.dumps({"sent": count, **answers}), flush=True)
+    return 0
+
+
 def flood(host: str, port: int, rate: int, seconds: float) -> int:
     """Child process: random ``.ovl`` names over UDP from four loopback
     addresses at ``rate`` a second for ``seconds``; prints how many."""
@@ -392,15 +514,19 @@ async def _phases(args: argparse.Namespace, target: Target, stack: AsyncExitStac
             seen: set[PeerId] = set()
             n, secs = args.requests, args.seconds
 
+            def want(phase: str) -> bool:
+                return args.phases is None or phase in args.phases
+
             # 1. idle kad streams from one peer
             async def stop_streams(info: dict[str, Any]) -> None:
                 for stream in info["_held"]:
                     stream.reset()
 
-            results["kad_streams"] = await run_attack(
-                "kad_streams", target, find_node(legit, target), n, secs,
-                lambda: attack_kad_streams(stack, target, 64), stop_streams)
-            results["kad_streams"]["target_in_legit_table"] = target.peer_id in legit.table
+            if want("kad_streams"):
+                results["kad_streams"] = await run_attack(
+                    "kad_streams", target, find_node(legit, target), n, secs,
+                    lambda: attack_kad_streams(stack, target, 64), stop_streams)
+                results["kad_streams"]["target_in_legit_table"] = target.peer_id in legit.table
 
             # 2. identities from one address claiming other addresses
             fakes: set[PeerId] = set()
@@ -415,14 +541,16 @@ async def _phases(args: argparse.Namespace, target: Target, stack: AsyncExitStac
             async def no_stop(_: dict[str, Any]) -> None:
                 return None
 
-            results["identities"] = await run_attack(
-                "identities", target, find_node(legit, target, seen), n, secs, start_fakes, no_stop)
-            async with await ApiClient.connect(target.api) as client:
-                table = await client.call("dht_table")
-            members = set(table.get("peers", []))
-            results["identities"]["fakes_in_table"] = len({str(f) for f in fakes} & members)
-            results["identities"]["table_size"] = table.get("size")
-            results["identities"]["fakes_in_answers"] = len(fakes & seen)
+            if want("identities"):
+                results["identities"] = await run_attack(
+                    "identities", target, find_node(legit, target, seen), n, secs, start_fakes,
+                    no_stop)
+                async with await ApiClient.connect(target.api) as client:
+                    table = await client.call("dht_table")
+                members = set(table.get("peers", []))
+                results["identities"]["fakes_in_table"] = len({str(f) for f in fakes} & members)
+                results["identities"]["table_size"] = table.get("size")
+                results["identities"]["fakes_in_answers"] = len(fakes & seen)
             await fake_stack.aclose()  # the fakes' load must not blur the next figures
 
             # 3. DNS flood + silent TCP clients
@@ -455,9 +583,10 @@ async def _phases(args: argparse.Namespace, target: Target, stack: AsyncExitStac
                 for writer in silent:
                     writer.close()
 
-            results["dns"] = await run_attack("dns", target, dns_query(target, NAME), n, secs,
-                                              start_dns, stop_dns)
-            results["dns"]["udp_queries_sent"] = sent[0] if sent else None
+            if want("dns"):
+                results["dns"] = await run_attack("dns", target, dns_query(target, NAME), n, secs,
+                                                  start_dns, stop_dns)
+                results["dns"]["udp_queries_sent"] = sent[0] if sent else None
 
             # 4. idle API connections
             idle: list[asyncio.StreamWriter] = []
@@ -472,7 +601,52 @@ async def _phases(args: argparse.Namespace, target: Target, stack: AsyncExitStac
                 for writer in idle:
                     writer.close()
 
-            results["api"] = await run_attack("api", target, api_call(target), n, secs, start_api, stop_api)
+            if want("api"):
+                results["api"] = await run_attack("api", target, api_call(target), n, secs,
+                                                  start_api, stop_api)
+
+            # 5. QUIC Initials that never complete, from many addresses
+            dialer = await stack.enter_async_context(
+                await QuicEndpoint.create(LEGIT_IP, 0, Ed25519PrivateKey.generate(),
+                                          HOST_CONFIG.transport))
+            answers: list[dict[str, int]] = []
+
+            async def start_initials() -> dict[str, Any]:
+                host, port = quic_address(target)
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, __file__, "--quic-flood", host, str(port),
+                    str(args.quic_rate), str(secs * 3), stdout=asyncio.subprocess.PIPE)
+                assert proc.stdout is not None
+                await asyncio.wait_for(proc.stdout.readline(), 60)  # "flooding"
+                return {"_flood": proc}
+
+            async def stop_initials(info: dict[str, Any]) -> None:
+                proc = info["_flood"]
+                proc.terminate()
+                out, _ = await proc.communicate()
+                lines = out.decode().strip().splitlines()
+                if lines:
+                    answers.append(json.loads(lines[-1]))
+
+            if want("quic_initials"):
+                results["quic_initials"] = await run_attack(
+                    "quic_initials", target, quic_dial(dialer, target), n, secs,
+                    start_initials, stop_initials)
+                results["quic_initials"]["flood"] = answers[0] if answers else None
+
+            # 6. complete handshakes from fresh identities on one address
+            hs_stack = await stack.enter_async_context(AsyncExitStack())
+
+            async def start_handshakes() -> dict[str, Any]:
+                return await attack_handshakes(hs_stack, target, args.handshakes, secs * 4)
+
+            async def stop_handshakes(_: dict[str, Any]) -> None:
+                await hs_stack.aclose()
+
+            if want("quic_handshakes"):
+                results["quic_handshakes"] = await run_attack(
+                    "quic_handshakes", target, quic_dial(dialer, target), n, secs,
+                    start_handshakes, stop_handshakes)
 
             async with await ApiClient.connect(target.api) as client:
                 stats = await client.call("stats")
@@ -483,19 +657,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", metavar="HOME", help=argparse.SUPPRESS)
     parser.add_argument("--flood", nargs=4, metavar="X", help=argparse.SUPPRESS)
+    parser.add_argument("--quic-flood", nargs=4, metavar="X", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="the small subset the tests run")
     parser.add_argument("--requests", type=int, default=200, help="legitimate requests per phase")
     parser.add_argument("--seconds", type=float, default=10.0, help="time bound of each phase")
     parser.add_argument("--identities", type=int, default=300, help="fake identities")
     parser.add_argument("--dns-rate", type=int, default=3000, help="flood queries a second")
+    parser.add_argument("--quic-rate", type=int, default=300, help="QUIC Initials a second")
+    parser.add_argument("--handshakes", type=int, default=700,
+                        help="fresh identities completing QUIC handshakes from one address")
+    parser.add_argument("--phases", type=lambda text: set(text.split(",")), default=None,
+                        help="run only these attacks (comma-separated)")
     args = parser.parse_args()
     if args.serve:
         return serve(Path(args.serve))
+    if args.quic_flood:
+        host, port, rate, seconds = args.quic_flood
+        return quic_flood(host, int(port), int(rate), float(seconds))
     if args.flood:
         host, port, rate, seconds = args.flood
         return flood(host, int(port), int(rate), float(seconds))
     if args.quick:
         args.requests, args.seconds, args.identities, args.dns_rate = 40, 2.0, 24, 1000
+        args.quic_rate, args.handshakes = 200, 96
     results = asyncio.run(bench(args))
     print(json.dumps(results))
     return 0
