@@ -11,6 +11,15 @@ until it gets ``Waiting`` (sleep until ``deadline`` or a response) or
   still used.  Each request's deadline is ``now + timeout_for(peer)`` (the
   driver derives it from measured round trips, see ``overlay.kad.rtt``),
   or ``now + peer_timeout`` without one.
+- A request that timed out (its deadline passed, or the driver reports
+  ``on_failure(..., timed_out=True)``) is sent to the same peer again, up
+  to ``retries`` times, each with a fresh timeout, when the peer's turn
+  comes and an alpha slot is free: a lost message costs one more request,
+  not the peer.  A retry is only sent if its whole timeout fits before the
+  lookup's ``deadline``, never to a peer that answered (late answers to an
+  earlier attempt count), and never after an error answer or a refusal.
+  Drivers pass each ``SendRequest.attempt`` back with a failure, so the
+  failure of an attempt already retried is ignored.
 - With a ``deadline`` the lookup finishes at that time whatever is still
   in flight, and its result says how many of the closest peers answered.
 - A path finishes when its ``k`` closest known peers have all answered, or
@@ -76,6 +85,9 @@ class LookupConfig:
     """GET_PROVIDERS stops after this many distinct providers; 0 runs to the end."""
     stop_when_found: bool = False
     """FIND_NODE stops as soon as the target peer itself has answered."""
+    retries: int = 1
+    """Times a peer whose request timed out is asked again, each with a
+    fresh timeout, before it counts as failed; 0 never retries."""
 
     def __post_init__(self) -> None:
         if self.alpha < 1 or self.k < 1:
@@ -86,6 +98,8 @@ class LookupConfig:
             raise ValueError("disjoint_paths must be at least 1")
         if self.quorum < 0 or self.max_providers < 0:
             raise ValueError("quorum and max_providers must not be negative")
+        if self.retries < 0:
+            raise ValueError("retries must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +107,8 @@ class SendRequest:
     peer: Contact
     path: int
     deadline: float
+    attempt: int = 0
+    """0 for the first request to ``peer``, then 1, 2 ... for retries."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +142,12 @@ class LookupResult:
     closest: tuple[Contact, ...]
     """Up to k peers closest to the target that answered."""
     messages: int
-    """Requests sent (each to a distinct peer)."""
+    """Requests sent, retries included."""
     queried: tuple[PeerId, ...]
     """The peers asked, in the order they were asked."""
     answered: int
     failed: int
-    """Requests that failed or timed out without a late answer."""
+    """Peers whose requests failed or timed out without a late answer."""
     rounds: int
     record: Record | None = None
     """GET_VALUE: the best valid record (the local one counts too)."""
@@ -156,6 +172,9 @@ class LookupResult:
     """Window peers never asked (the lookup ended first)."""
     deadline_reached: bool = False
     """The lookup ended at its overall deadline, not by converging."""
+    retries: int = 0
+    """Requests sent again to a peer whose earlier request timed out
+    (included in ``messages``)."""
 
     @property
     def complete(self) -> bool:
@@ -172,11 +191,12 @@ class Finished:
 
 LookupAction = SendRequest | Waiting | Finished
 
-_NOT_CONTACTED, _WAITING, _UNRESPONSIVE, _SUCCEEDED, _FAILED = range(5)
+_NOT_CONTACTED, _WAITING, _UNRESPONSIVE, _SUCCEEDED, _FAILED, _RETRY = range(6)
+# _RETRY: timed out, to be asked again; it holds no alpha slot meanwhile.
 
 
 class _Peer:
-    __slots__ = ("contact", "state", "deadline", "depth", "path", "distance")
+    __slots__ = ("contact", "state", "deadline", "depth", "path", "distance", "attempts")
 
     def __init__(self, contact: Contact, distance: int, depth: int) -> None:
         self.contact = contact
@@ -185,6 +205,7 @@ class _Peer:
         self.state = _NOT_CONTACTED
         self.deadline = 0.0
         self.path = -1  # the path that queried it, once one did
+        self.attempts = 0  # requests sent to it
 
 
 class _Path:
@@ -235,6 +256,7 @@ class Lookup:
         self._paths = [_Path(i) for i in range(config.disjoint_paths)]
         self._next_path = 0
         self._messages = 0
+        self._retries = 0
         self._queried: list[PeerId] = []
         self._answered = 0
         self._failed = 0
@@ -268,9 +290,7 @@ class Lookup:
             if peer.state == _WAITING and peer.deadline <= now:
                 if cutoff is not None and peer.deadline >= cutoff:
                     continue  # cut short by the lookup's deadline: silent, not failed
-                peer.state = _UNRESPONSIVE
-                self._paths[peer.path].in_flight -= 1
-                self._failed += 1
+                self._timed_out(peer)
         if cutoff is not None:
             self._deadline_reached = True
             return Finished(self._finish())
@@ -305,7 +325,7 @@ class Lookup:
             return
         if state.state == _WAITING:
             self._paths[state.path].in_flight -= 1
-        else:
+        elif state.state == _UNRESPONSIVE:
             self._failed -= 1  # a late answer after its timeout
         state.state = _SUCCEEDED
         self._answered += 1
@@ -319,15 +339,35 @@ class Lookup:
         for info in providers:
             self._providers.setdefault(info.peer_id, info)
 
-    def on_failure(self, peer: PeerId, now: float) -> None:
-        """The request to ``peer`` failed (dial error, reset, bad answer)."""
+    def on_failure(
+        self, peer: PeerId, now: float, *, timed_out: bool = False, attempt: int | None = None
+    ) -> bool:
+        """The request to ``peer`` failed: ``timed_out`` if it got no answer
+        in time (it may then be retried), else an error (dial error, reset,
+        refusal, bad answer: never retried).  ``attempt`` is the failed
+        ``SendRequest.attempt``; a failure of an attempt that was retried
+        since is ignored.  Returns whether ``peer`` now counts as failed."""
         state = self._answering(peer)
         if state is None:
-            return
-        if state.state == _WAITING:
-            self._paths[state.path].in_flight -= 1
+            return False
+        if attempt is not None and attempt < state.attempts - 1:
+            return False  # an earlier attempt; the retry is still out
+        if state.state == _RETRY:
+            if timed_out:
+                return False  # this timeout was noticed already
+            state.state = _FAILED  # an error answer: no retry
             self._failed += 1
+            return True
+        if state.state == _WAITING:
+            if timed_out:
+                self._timed_out(state)
+                if state.state == _RETRY:
+                    return False
+            else:
+                self._paths[state.path].in_flight -= 1
+                self._failed += 1
         state.state = _FAILED
+        return True
 
     def finish(self) -> LookupResult:
         """Stop now (for example on an overall deadline) and report."""
@@ -339,9 +379,23 @@ class Lookup:
         state = self._by_id.get(peer)
         if state is None or state.path < 0:
             raise LookupStateError(f"lookup never asked {peer}")
-        if self._result is not None or state.state not in (_WAITING, _UNRESPONSIVE):
+        if self._result is not None or state.state not in (_WAITING, _UNRESPONSIVE, _RETRY):
             return None  # finished already, or a duplicate answer
         return state
+
+    def _timed_out(self, peer: _Peer) -> None:
+        """``peer``'s request (state ``_WAITING``) got no answer in time."""
+        self._paths[peer.path].in_flight -= 1
+        if peer.attempts <= self.config.retries:
+            peer.state = _RETRY
+            return
+        peer.state = _UNRESPONSIVE
+        self._failed += 1
+
+    def _timeout(self, contact: Contact) -> float:
+        if self._timeout_for is None:
+            return self.config.peer_timeout
+        return self._timeout_for(contact)
 
     def _add_candidate(self, path: _Path, contact: Contact, depth: int) -> None:
         if contact.key == self._local_key:
@@ -382,23 +436,28 @@ class Lookup:
                 pending += 1
                 if succeeded + pending >= k:
                     return None
-            elif state == _NOT_CONTACTED:
+            elif state == _NOT_CONTACTED or state == _RETRY:
                 if path.in_flight >= self.config.alpha:
                     return None
+                timeout = self._timeout(peer.contact)
+                if state == _RETRY:
+                    if self._deadline is not None and now + timeout > self._deadline:
+                        # No time left for a whole fresh timeout: give up.
+                        peer.state = _UNRESPONSIVE
+                        self._failed += 1
+                        continue
+                    self._retries += 1
+                else:
+                    self._queried.append(peer.contact.peer_id)
                 peer.state = _WAITING
                 peer.path = path.index
-                timeout = (
-                    self.config.peer_timeout
-                    if self._timeout_for is None
-                    else self._timeout_for(peer.contact)
-                )
                 peer.deadline = now + timeout
                 if self._deadline is not None:
                     peer.deadline = min(peer.deadline, self._deadline)
                 path.in_flight += 1
                 self._messages += 1
-                self._queried.append(peer.contact.peer_id)
-                return SendRequest(peer.contact, path.index, peer.deadline)
+                peer.attempts += 1
+                return SendRequest(peer.contact, path.index, peer.deadline, peer.attempts - 1)
         if path.in_flight == 0:
             path.done = True
         return None
@@ -430,8 +489,8 @@ class Lookup:
         answered = failed = silent = unasked = 0
         for distance in sorted(self._peers):
             state = self._peers[distance].state
-            if state in (_FAILED, _UNRESPONSIVE):
-                failed += 1
+            if state in (_FAILED, _UNRESPONSIVE, _RETRY):
+                failed += 1  # (a retry not sent when the lookup ended)
                 continue
             if state == _SUCCEEDED:
                 answered += 1
@@ -468,7 +527,7 @@ class Lookup:
             messages=self._messages,
             queried=tuple(self._queried),
             answered=self._answered,
-            failed=self._failed,
+            failed=self._failed + sum(1 for p in self._peers.values() if p.state == _RETRY),
             rounds=rounds,
             record=record,
             valid_records=len(self._valid),
@@ -483,5 +542,6 @@ class Lookup:
             closest_silent=window[2],
             closest_unasked=window[3],
             deadline_reached=self._deadline_reached,
+            retries=self._retries,
         )
         return self._result

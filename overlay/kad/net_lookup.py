@@ -5,6 +5,12 @@ answers come back through a queue, so the state machine is only touched
 from one coroutine.  Waiting honours the lookup's own deadline (the
 per-peer timeout), and whatever is still in flight when the lookup
 finishes is cancelled before returning.
+
+A request that timed out is reported as such, with its attempt number:
+the lookup then asks that peer again (``LookupConfig.retries``), while an
+error answer or a refusal is final.  The failure hook only hears of
+failures the lookup counts, so a peer whose retry answered is not reported
+as failed.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ AnswerHook = Callable[[Contact, KadMessage], Sequence[Contact]]
 """Note an answer; returns the closer peers to feed to the lookup."""
 FailureHook = Callable[[Contact, BaseException], None]
 
-_Outcome = tuple[Contact, KadMessage | BaseException]
+_Outcome = tuple[Contact, int, KadMessage | BaseException]
 
 
 async def drive_lookup(
@@ -55,15 +61,15 @@ async def _drive(
     outcomes: asyncio.Queue[_Outcome] = asyncio.Queue()
     running: set[asyncio.Task[None]] = set()
 
-    async def ask(contact: Contact) -> None:
+    async def ask(contact: Contact, attempt: int) -> None:
         try:
             answer: KadMessage | BaseException = await query(contact)
         except (OverlayError, TimeoutError, OSError) as exc:
             answer = exc
-        outcomes.put_nowait((contact, answer))
+        outcomes.put_nowait((contact, attempt, answer))
 
     def settle(outcome: _Outcome) -> None:
-        contact, answer = outcome
+        contact, attempt, answer = outcome
         if lookup.finished:
             return
         if isinstance(answer, KadMessage):
@@ -75,16 +81,17 @@ async def _drive(
                 record=answer.record,
                 providers=answer.provider_peers,
             )
-        else:
+        elif lookup.on_failure(
+            contact.peer_id, clock(), timed_out=isinstance(answer, TimeoutError), attempt=attempt
+        ):
             on_failure(contact, answer)
-            lookup.on_failure(contact.peer_id, clock())
 
     async with asyncio.TaskGroup() as tg:
         try:
             while True:
                 action = lookup.next(clock())
                 if isinstance(action, SendRequest):
-                    task = tg.create_task(ask(action.peer))
+                    task = tg.create_task(ask(action.peer, action.attempt))
                     running.add(task)
                     task.add_done_callback(running.discard)
                     continue

@@ -58,6 +58,8 @@ def build_parser(prog: str = "overlay sim") -> argparse.ArgumentParser:
     add("--loss", type=_fraction, default=0.0, help="probability a message is lost")
     add("--peer-timeout", type=float, default=1.0,
         help="per-peer timeout in seconds (default 1)")
+    add("--retries", type=int, default=1,
+        help="times a peer whose request timed out is asked again (default 1)")
     add("--stop-when-found", action="store_true",
         help="FIND_NODE ends when the target answers (find-peer), not at the k closest")
     add("--bootstrap", choices=("sampled", "join"), default="sampled",
@@ -88,6 +90,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             disjoint_paths=args.disjoint_paths,
             quorum=quorum,
             stop_when_found=args.stop_when_found,
+            retries=args.retries,
         ),
         routing=RoutingConfig(k=args.k),
         network=NetworkModel(loss=args.loss),

@@ -105,6 +105,8 @@ class LookupOutcome:
     messages: int
     latency: float
     failed: int
+    retries: int = 0
+    """Requests sent again after a timeout (included in ``messages``)."""
 
 
 @dataclass(slots=True)
@@ -194,8 +196,8 @@ class Simulator:
                 self._deliver(run, node, response, now)
             elif kind == _TIMEOUT:
                 assert isinstance(payload, tuple)
-                run, node = payload
-                self._timed_out(run, node, now)
+                run, node, attempt = payload
+                self._timed_out(run, node, attempt, now)
             else:
                 assert isinstance(payload, _Run)
                 payload.wakes.discard(now)
@@ -317,7 +319,7 @@ class Simulator:
         while True:
             action = run.lookup.next(now)
             if isinstance(action, SendRequest):
-                self._send(run, action.peer, now)
+                self._send(run, action, now)
             elif isinstance(action, Finished):
                 self._finish(run, action.result, now)
                 return
@@ -328,18 +330,18 @@ class Simulator:
                     self._push(deadline, _WAKE, run)
                 return
 
-    def _send(self, run: _Run, peer: Contact, now: float) -> None:
+    def _send(self, run: _Run, request: SendRequest, now: float) -> None:
         self.messages_sent += 1
-        node = self.net.index_of.get(peer.peer_id)
+        node = self.net.index_of.get(request.peer.peer_id)
         loss = self.config.network.loss
         if node is None or not self.net.alive(node, now):
-            # Nobody answers; the lookup's own timeout moves it on, and the
-            # request's timeout tells the asker's policy.
+            # Nobody answers; the lookup's own timeout moves it on (a retry
+            # first), and the request's timeout tells the asker's policy.
             if node is not None and self.config.evict_on_failure:
-                self._push(now + self.config.lookup.peer_timeout, _TIMEOUT, (run, node))
+                self._push(request.deadline, _TIMEOUT, (run, node, request.attempt))
             return
         if loss and (self.rng.random() < loss or self.rng.random() < loss):
-            return
+            return  # the lookup's timeout notices, as a driver's would
         rtt = self.net.rtt(run.origin, node)
         lookup = run.lookup
         response = self._answer(run.origin, lookup.kind, lookup.target, node, now + rtt / 2)
@@ -396,13 +398,13 @@ class Simulator:
     def evictions(self) -> int:
         return sum(policy.evictions for policy in self._policies.values())
 
-    def _timed_out(self, run: _Run, node: int, now: float) -> None:
+    def _timed_out(self, run: _Run, node: int, attempt: int, now: float) -> None:
         peer_id = self.net.peer_ids[node]
         self.policy(run.origin, now).on_request_failed(
             peer_id, FailureKind.TIMEOUT, connected=False, now=now
         )
         if not run.lookup.finished:
-            run.lookup.on_failure(peer_id, now)
+            run.lookup.on_failure(peer_id, now, timed_out=True, attempt=attempt)
             self._drive(run, now)
 
     def _closer(self, origin: int, infos: Sequence[PeerInfo], now: float) -> list[Contact]:
@@ -453,5 +455,7 @@ class Simulator:
         else:
             success = any(p.peer_id.multihash == run.expected for p in result.providers)
         self.outcomes.append(
-            LookupOutcome(success, result.rounds, result.messages, now - run.started, result.failed)
+            LookupOutcome(
+                success, result.rounds, result.messages, now - run.started, result.failed, result.retries
+            )
         )

@@ -69,7 +69,7 @@ def test_at_most_alpha_requests_in_flight(cluster: Cluster) -> None:
 def test_slow_peer_stops_counting_after_its_timeout_and_late_answer_counts(cluster: Cluster) -> None:
     origin, target = cluster.contacts[2], cluster.contacts[150]
     key = target.peer_id.multihash
-    config = LookupConfig(alpha=1, peer_timeout=5.0)
+    config = LookupConfig(alpha=1, peer_timeout=5.0, retries=0)  # retries: test_lookup_retry
     lookup = start(cluster, origin, LookupKind.FIND_NODE, key, config)
     first = lookup.next(NOW)
     assert isinstance(first, SendRequest)
