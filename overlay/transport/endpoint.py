@@ -423,6 +423,10 @@ class QuicEndpoint:
         self._sources[conn] = source
         # The client's Initials go to this ID until it learns ours.
         conn._add_cid(header.destination_cid)
+        if retry_cid is not None and original_cid not in self._by_cid:
+            # A late copy of its first Initial (before the Retry) comes here
+            # too, and is dropped, instead of making a second connection.
+            conn._add_cid(original_cid)
         conn._datagram_received(data, addr)
         if conn._quic.first_flight:
             # Nothing decrypted: junk that only looked like an Initial.

@@ -191,3 +191,43 @@ async def test_expired_or_misdirected_token_is_refused() -> None:
         finally:
             sock.close()
             other.close()
+
+
+async def test_late_copy_of_first_initial_makes_no_second_connection() -> None:
+    async with asyncio.timeout(5):
+        key_b = Ed25519PrivateKey.generate()
+        config = TransportConfig(retry_threshold=2)
+        stalled_socks = [udp_socket("127.0.0.66") for _ in range(2)]
+        sock = udp_socket("127.0.0.67")
+        try:
+            async with await QuicEndpoint.create("127.0.0.1", 0, key_b, config) as b, \
+                    await QuicEndpoint.create("127.0.0.1", 0, Ed25519PrivateKey.generate()) as a:
+                for stalled_sock in stalled_socks:  # they hold the slots below the threshold
+                    await RawClient(stalled_sock, b.local_address).flush()
+                    await receive(stalled_sock)
+                client = RawClient(sock, b.local_address)
+                first = (await client.flush())[0]
+                retry = await receive(sock)
+                assert header_of(retry).packet_type is QuicPacketType.RETRY
+                client.feed(retry)
+                await client.flush()
+                await receive_type(sock, QuicPacketType.INITIAL)
+                assert len(b.connections) == 3
+                # The stalled clients' sockets close: ICMP ends their handshakes.
+                stalled = [c for c in b.connections if c.remote_address[0] == "127.0.0.66"]
+                for stalled_sock in stalled_socks:
+                    stalled_sock.close()
+                for conn in stalled:
+                    await conn.wait_closed()
+                # Below the threshold again, the first Initial arrives late.
+                loop = asyncio.get_running_loop()
+                await loop.sock_sendto(sock, first, b.local_address)
+                await a.dial(b.local_address, peer_of(key_b))  # handled after it
+                clients = [c for c in b.connections
+                           if not c.is_initiator and c.remote_address[0] == "127.0.0.67"]
+                assert len(clients) == 1
+                assert "quic.retry" in b.limit_hits.counts
+        finally:
+            for stalled_sock in stalled_socks:
+                stalled_sock.close()
+            sock.close()
