@@ -57,14 +57,19 @@ class InboundLimits:
     bootstraps through one of them at once (32 was hit doing that)."""
 
     evict_idle_after: float = 1.0
-    """Seconds a stream must have waited for its next request before a new
-    stream in a full scope may take its place."""
+    """Seconds a stream that was answered must have waited for its next
+    request before a new stream in a full scope may take its place (our
+    requesters send one request per stream, so such a stream is closing or
+    its requester is gone)."""
+    evict_unused_after: float = 5.0
+    """The same for a stream that has not delivered a request yet: longer,
+    because on a loaded node a request can sit unread for a while."""
 
     def __post_init__(self) -> None:
         if self.per_peer < 1 or self.per_source < 1:
             raise ValueError("inbound stream limits must be at least 1")
-        if self.evict_idle_after < 0:
-            raise ValueError("evict_idle_after must not be negative")
+        if self.evict_idle_after < 0 or self.evict_unused_after < 0:
+            raise ValueError("eviction delays must not be negative")
 
 
 @dataclass(eq=False, slots=True)
@@ -76,6 +81,7 @@ class _Served:
     source: str
     idle_since: float | None = None
     """When it began waiting for its next request; None while answering."""
+    answered: int = 0
     released: bool = field(default=False)
 
 
@@ -132,14 +138,15 @@ class KadInbound:
     def _evict_idle(self, cause: str, peer: PeerId, source: str) -> bool:
         """Reset the longest-idle stream in the scope ``cause`` names;
         False if none there has been idle long enough."""
-        latest = self._clock() - self.limits.evict_idle_after
+        now = self._clock()
         if cause == "kad.streams_per_peer":
             scope = [s for s in self._served if s.peer == peer]
         elif cause == "kad.streams_per_source":
             scope = [s for s in self._served if s.source == source]
         else:
             scope = list(self._served)
-        idle = [s for s in scope if s.idle_since is not None and s.idle_since <= latest]
+        idle = [s for s in scope if s.idle_since is not None and now - s.idle_since >= (
+            self.limits.evict_idle_after if s.answered else self.limits.evict_unused_after)]
         if not idle:
             return False
         victim = min(idle, key=lambda s: s.idle_since or 0.0)
@@ -200,6 +207,7 @@ class KadInbound:
                 response = self._answer(request, peer)
                 if response is not None:
                     await write_kad_message(stream, response)
+                slot.answered += 1
             self._reject(peer, LimitExceeded("too many requests on one kad stream"))
             stream.reset()
         except (RemoteProtocolError, LimitExceeded) as exc:

@@ -13,6 +13,7 @@ from overlay.identity import Ed25519PrivateKey
 from overlay.kad.keyspace import Contact
 from overlay.kad.messages import KadMessage, MessageType
 from overlay.kad.net_server import InboundLimits
+from overlay.kad.net_stream import read_kad_message, write_kad_message
 from overlay.kad.routing import RoutingConfig
 from overlay.kad.service import KadService
 from overlay.kad.service_config import KadServiceConfig
@@ -102,6 +103,9 @@ async def test_a_restarted_peer_replaces_its_dead_selfs_idle_streams() -> None:
         await old.listen(["/ip4/127.0.55.1/udp/0/quic-v1"])
         await old.connect(full_addr(target.host))
         held = await _hold_streams(old, target, 2)
+        for stream in held:  # answered, then left open: the dead self's streams
+            await write_kad_message(stream, KadMessage(MessageType.FIND_NODE, old.peer_id.multihash))
+            assert await read_kad_message(stream) is not None
         await wait_until(lambda: target.kad.inbound_streams == 2, target.kad.activity, 10)
         inner = AsyncExitStack()
         host = await inner.enter_async_context(Host(key, FAST_HOST))
