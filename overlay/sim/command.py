@@ -60,6 +60,8 @@ def build_parser(prog: str = "overlay sim") -> argparse.ArgumentParser:
         help="per-peer timeout in seconds (default 1)")
     add("--retries", type=int, default=1,
         help="times a peer whose request timed out is asked again (default 1)")
+    add("--adaptive-timeouts", action="store_true",
+        help="timeouts from measured round trips (as the daemon), at most --peer-timeout")
     add("--stop-when-found", action="store_true",
         help="FIND_NODE ends when the target answers (find-peer), not at the k closest")
     add("--bootstrap", choices=("sampled", "join"), default="sampled",
@@ -95,6 +97,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         routing=RoutingConfig(k=args.k),
         network=NetworkModel(loss=args.loss),
         exercise_codec=args.wire,
+        adaptive_timeouts=args.adaptive_timeouts,
         bootstrap=args.bootstrap,
     )
 

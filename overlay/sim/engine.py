@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from overlay.errors import OverlayError
@@ -28,6 +28,7 @@ from overlay.kad.messages import KadMessage, MessageType, PeerInfo, decode_messa
 from overlay.kad.policy import FailureKind, NodePolicy
 from overlay.kad.records import Record, default_registry, immutable_key
 from overlay.kad.routing import AddOutcome, RoutingConfig
+from overlay.kad.rtt import RttConfig, RttEstimator
 from overlay.sim.bootstrap import MAX_JOIN_NODES, bootstrap_by_joins
 from overlay.sim.network import NetworkModel, SimNetwork, xor_closest_positions
 
@@ -82,6 +83,11 @@ class SimConfig:
     exercise_codec: bool = False
     """Send every request and answer through the wire codec (slower; shows
     that what the simulator exchanges is what the network would carry)."""
+    adaptive_timeouts: bool = False
+    """Each asker derives its request timeouts from the round trips it
+    measured (``overlay.kad.rtt``, as the daemon does for peers it is
+    connected to), at most ``lookup.peer_timeout``; otherwise every request
+    waits ``lookup.peer_timeout``."""
 
     def __post_init__(self) -> None:
         if self.nodes < 2 or self.lookups < 1:
@@ -150,6 +156,9 @@ class Simulator:
         self._announced: set[int] = set()
         self.messages_sent = 0
         self._policies: dict[int, NodePolicy] = {}
+        self._estimators: dict[int, RttEstimator] = {}
+        ceiling = config.lookup.peer_timeout
+        self._rtt_config = RttConfig(min_timeout=min(RttConfig().min_timeout, ceiling), max_timeout=ceiling)
 
     # --- set-up ---------------------------------------------------------------
 
@@ -192,8 +201,8 @@ class Simulator:
                 self._start(payload, now)
             elif kind == _RESPONSE:
                 assert isinstance(payload, tuple)
-                run, node, response = payload
-                self._deliver(run, node, response, now)
+                run, node, response, sent = payload
+                self._deliver(run, node, response, sent, now)
             elif kind == _TIMEOUT:
                 assert isinstance(payload, tuple)
                 run, node, attempt = payload
@@ -238,8 +247,25 @@ class Simulator:
             registry=self.registry,
             validation_time=now,
             local_record=local_record,
+            timeout_for=self._timeout_for(origin) if config.adaptive_timeouts else None,
         )
         self._drive(_Run(number, origin, lookup, now, expected), now)
+
+    @property
+    def estimators(self) -> Mapping[int, RttEstimator]:
+        """The askers' round-trip estimates (with ``adaptive_timeouts``)."""
+        return self._estimators
+
+    def estimator(self, node: int) -> RttEstimator:
+        """The round-trip estimates ``node`` measured as an asker."""
+        estimator = self._estimators.get(node)
+        if estimator is None:
+            estimator = self._estimators[node] = RttEstimator(self._rtt_config)
+        return estimator
+
+    def _timeout_for(self, origin: int) -> Callable[[Contact], float]:
+        estimator = self.estimator(origin)
+        return lambda contact: estimator.timeout(contact.peer_id, connected=True)
 
     def _publish(self, target: bytes, record: Record | None, now: float) -> int:
         """A random honest node finds the peers closest to ``target`` and
@@ -345,7 +371,7 @@ class Simulator:
         rtt = self.net.rtt(run.origin, node)
         lookup = run.lookup
         response = self._answer(run.origin, lookup.kind, lookup.target, node, now + rtt / 2)
-        self._push(now + rtt, _RESPONSE, (run, node, response))
+        self._push(now + rtt, _RESPONSE, (run, node, response, now))
 
     def _answer(
         self, origin: int, kind: LookupKind, target: bytes, node: int, now: float
@@ -413,10 +439,14 @@ class Simulator:
             closer = self.policy(origin, now).worth_asking(closer, now)
         return closer
 
-    def _deliver(self, run: _Run, node: int, response: KadMessage | None, now: float) -> None:
+    def _deliver(
+        self, run: _Run, node: int, response: KadMessage | None, sent: float, now: float
+    ) -> None:
+        peer_id = self.net.peer_ids[node]
+        if self.config.adaptive_timeouts:
+            self.estimator(run.origin).sample(peer_id, now - sent, now)
         if run.lookup.finished:
             return
-        peer_id = self.net.peer_ids[node]
         if response is None:
             run.lookup.on_failure(peer_id, now)
         else:

@@ -233,3 +233,21 @@ def test_retries_recover_lost_messages_and_cost_nothing_without_loss() -> None:
     clean = lossy(0.0, 0)
     assert lossy(0.0, 1) == clean, f"seed {SEED}"
     assert all(o.retries == 0 for o in clean)
+
+
+def test_adaptive_timeouts_give_up_on_lost_messages_sooner() -> None:
+    def lossy(adaptive: bool) -> tuple[Simulator, list]:  # type: ignore[type-arg]
+        config = SimConfig(nodes=2000, lookups=100, seed=SEED, network=NetworkModel(loss=0.1),
+                           lookup=LookupConfig(peer_timeout=1.0), adaptive_timeouts=adaptive)
+        simulator = Simulator(config)
+        return simulator, simulator.run()
+
+    _, fixed = lossy(False)
+    simulator, adaptive = lossy(True)
+    # Round trips are ~100 ms: the derived timeout sits at the 0.5 s floor,
+    # half the fixed second, so each lost message costs half as long.
+    assert statistics.median(o.latency for o in adaptive) < 0.8 * statistics.median(o.latency for o in fixed)
+    assert sum(o.success for o in adaptive) / len(adaptive) >= 0.93, f"seed {SEED}"
+    estimator = next(iter(simulator.estimators.values()))
+    assert estimator.warm.samples > 0
+    assert 0.5 <= estimator.timeout(simulator.net.peer_ids[0], connected=True) <= 1.0
