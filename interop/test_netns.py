@@ -23,10 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -34,44 +32,31 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # `netns` lives beside this file, not in the package
     sys.path.insert(0, str(HERE))
 
-from netns import (  # noqa: E402
-    Lab,
-    LabProcess,
-    LabUnavailable,
-    NatMode,
-    NatTopology,
-    Node,
-    ToolMissing,
-    build_nat_topology,
-    lab_namespaces,
-    require_lab,
+from netns import Lab, NatMode, NatTopology, Node, build_nat_topology, lab_namespaces  # noqa: E402
+from netns import daemons  # noqa: E402
+from netns.daemons import (  # noqa: E402
+    CLI_TIMEOUT,
+    START_TIMEOUT,
+    Daemon,
+    ip_of,
+    lab_for_test,
+    overlay,
+    overlay_json,
+    poll_json,
+    stop_daemons,
+    udp_port,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(30)]
 
 PROBE = HERE / "netns" / "identify_probe.py"
-START_TIMEOUT = 15.0
-"""A daemon prints `ready` in about half a second here."""
-CLI_TIMEOUT = 15.0
 DIAL_FAILURE_BOUND = 20.0
 """An unanswered dial ends after the transport's handshake timeout (10 s)."""
 
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    missing: ToolMissing | None = None
-    try:
-        require_lab()
-    except LabUnavailable as exc:
-        pytest.skip(str(exc))
-    except ToolMissing as exc:
-        missing = exc
-    if missing is not None:  # outside the except block: one clear line, no chained traceback
-        pytest.fail(str(missing), pytrace=False)
-    with Lab() as built:
-        yield built
-    left = [name for name in lab_namespaces() if name.startswith(built.run_id)]
-    assert not left, f"namespaces left behind: {left}"
+    yield from lab_for_test()
 
 
 @pytest.fixture
@@ -79,71 +64,14 @@ def topo(lab: Lab) -> NatTopology:
     return build_nat_topology(lab)
 
 
-@dataclass(frozen=True)
-class Daemon:
-    node: Node
-    home: Path
-    peer_id: str
-    addr: str
-    """Its one full listen multiaddr (with /p2p/)."""
-    proc: LabProcess
-
-
-def _overlay(args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "overlay.cli", *args]
-
-
 def start_daemon(lab: Lab, node: Node, ip: str, *, bootstrap: Sequence[str] = ()) -> Daemon:
-    home = lab.workdir / node.name
-    argv = ["daemon", "--home", str(home), "--json", "--listen", f"/ip4/{ip}/udp/0/quic-v1"]
-    for addr in bootstrap:
-        argv += ["--bootstrap", addr]
-    proc = lab.popen(node, _overlay(argv))
-    line = proc.wait_for_line(lambda text: text.startswith("{") and '"ready"' in text,
-                              START_TIMEOUT)
-    ready = json.loads(line)
-    addrs = ready["addrs"]
-    assert len(addrs) == 1 and addrs[0].startswith(f"/ip4/{ip}/udp/"), proc.describe()
-    return Daemon(node, home, ready["peer_id"], addrs[0], proc)
-
-
-def overlay(lab: Lab, daemon: Daemon, *args: str,
-            timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    """Run an `overlay` command against ``daemon`` inside its namespace."""
-    return lab.run(daemon.node, _overlay(["--home", str(daemon.home), *args]), timeout=timeout)
-
-
-def overlay_json(lab: Lab, daemon: Daemon, *args: str) -> Any:
-    done = overlay(lab, daemon, *args, "--json")
-    assert done.returncode == 0, f"overlay {' '.join(args)}: exit {done.returncode}\n{done.stderr}"
-    return json.loads(done.stdout)
+    flags = [flag for addr in bootstrap for flag in ("--bootstrap", addr)]
+    return daemons.start_daemon(lab, node, ip, *flags)
 
 
 POLL_TRIES = 40
-
-
-def poll_json(lab: Lab, daemon: Daemon, args: Sequence[str], until: Callable[[Any], bool],
-              timeout: float = 10.0) -> Any:
-    """Repeat an `overlay … --json` command until ``until(reply)`` holds,
-    at most POLL_TRIES times or ``timeout`` seconds; return the last reply.
-    Each try is a whole CLI run, so the loop paces itself."""
-    deadline = time.monotonic() + timeout
-    reply: Any = None
-    for _ in range(POLL_TRIES):
-        reply = overlay_json(lab, daemon, *args)
-        if until(reply) or time.monotonic() > deadline:
-            break
-    return reply
-
-
-def udp_port(multiaddr: str) -> int:
-    parts = multiaddr.split("/")
-    return int(parts[parts.index("udp") + 1])
-
-
-def ip_of(multiaddr: str) -> str:
-    parts = multiaddr.split("/")
-    return parts[parts.index("ip4") + 1]
+POLL_TIMEOUT = 10.0
+"""`overlay` polls: at most POLL_TRIES CLI runs or POLL_TIMEOUT seconds."""
 
 
 # -- the lab itself -----------------------------------------------------------
@@ -268,9 +196,9 @@ def test_client_behind_nat_pings_public_server(lab: Lab, topo: NatTopology) -> N
     assert f"3 pings to {server.peer_id}" in done.stdout
 
     # SIGTERM stops each daemon cleanly, taking its API socket with it.
+    stop_daemons(client, server)
     for daemon in (client, server):
-        assert daemon.proc.stop() == 0, daemon.proc.describe()
-        assert not (daemon.home / "api.sock").exists()
+        assert not daemon.api_socket.exists()
 
 
 def test_identify_across_nat_reports_public_address(lab: Lab, topo: NatTopology) -> None:
@@ -283,7 +211,8 @@ def test_identify_across_nat_reports_public_address(lab: Lab, topo: NatTopology)
     # The server sees the connection coming from the NAT's public address.
     # Its identify of the client runs on its own after the connection is up.
     peers = poll_json(lab, server, ("peers",),
-                      lambda reply: any(p["agent_version"] for p in reply["peers"]))["peers"]
+                      lambda reply: any(p["agent_version"] for p in reply["peers"]),
+                      timeout=POLL_TIMEOUT, tries=POLL_TRIES)["peers"]
     assert [p["peer_id"] for p in peers] == [client.peer_id]
     seen = peers[0]
     assert seen["direction"] == "inbound"
@@ -296,7 +225,7 @@ def test_identify_across_nat_reports_public_address(lab: Lab, topo: NatTopology)
     # What the server's identify tells the client: its observed address is
     # the NAT's public address and mapped port, not 10.0.1.10.
     probe = lab.run(topo.client, [sys.executable, str(PROBE),
-                                  str(client.home / "api.sock"), server.peer_id])
+                                  str(client.api_socket), server.peer_id])
     assert probe.returncode == 0, probe.stdout + probe.stderr
     told = json.loads(probe.stdout)
     assert told["agent_version"].startswith("overlay/")
@@ -304,7 +233,8 @@ def test_identify_across_nat_reports_public_address(lab: Lab, topo: NatTopology)
     # Plain masquerade keeps the daemon's listen port.
     assert udp_port(told["observed_addr"]) == udp_port(client.addr)
     # `overlay id` shows the same observed address the server reported.
-    ident = poll_json(lab, client, ("id",), lambda reply: bool(reply["observed_addrs"]))
+    ident = poll_json(lab, client, ("id",), lambda reply: bool(reply["observed_addrs"]),
+                      timeout=POLL_TIMEOUT, tries=POLL_TRIES)
     assert [o["addr"] for o in ident["observed_addrs"]] == [remote], ident
     assert ip_of(ident["observed_addrs"][0]["addr"]) == topo.nat1_public_ip
 
@@ -376,7 +306,8 @@ def test_two_nated_clients_need_more_than_a_direct_dial(lab: Lab) -> None:
 
 def wait_for_dht_peer(lab: Lab, daemon: Daemon) -> None:
     """Until ``daemon``'s routing table holds a peer (bounded)."""
-    table = poll_json(lab, daemon, ("dht", "table"), lambda reply: reply["size"] >= 1)
+    table = poll_json(lab, daemon, ("dht", "table"), lambda reply: reply["size"] >= 1,
+                      timeout=POLL_TIMEOUT, tries=POLL_TRIES)
     assert table["size"] >= 1, f"{daemon.node.name}'s table: {table}"
 
 

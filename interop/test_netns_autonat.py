@@ -19,13 +19,9 @@ Needs root, iproute2 and nftables; without root the tests skip.
 
 from __future__ import annotations
 
-import json
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -33,20 +29,20 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # `netns` lives beside this file, not in the package
     sys.path.insert(0, str(HERE))
 
-from netns import (  # noqa: E402
-    Lab,
-    LabProcess,
-    LabUnavailable,
-    Node,
-    ToolMissing,
-    build_nat_topology,
-    require_lab,
+from netns import Lab, Node, build_nat_topology  # noqa: E402
+from netns import daemons  # noqa: E402
+from netns.daemons import (  # noqa: E402
+    AUTONAT_LAB_CONFIG,
+    Daemon,
+    bare,
+    lab_for_test,
+    overlay_json,
+    poll_json,
+    stop_daemons,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 
-START_TIMEOUT = 15.0
-CLI_TIMEOUT = 15.0
 VERDICT_TIMEOUT = 60.0
 """Probes start when identify lists a server; a refutation behind a
 filtering NAT waits out the server's 10 s dial timeout."""
@@ -54,70 +50,14 @@ filtering NAT waits out the server's 10 s dial timeout."""
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    missing: ToolMissing | None = None
-    try:
-        require_lab()
-    except LabUnavailable as exc:
-        pytest.skip(str(exc))
-    except ToolMissing as exc:
-        missing = exc
-    if missing is not None:  # outside the except block: one clear line
-        pytest.fail(str(missing), pytrace=False)
-    with Lab() as built:
-        yield built
-
-
-@dataclass(frozen=True)
-class Daemon:
-    node: Node
-    home: Path
-    peer_id: str
-    addr: str
-    proc: LabProcess
-
-
-def _overlay(args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "overlay.cli", *args]
+    yield from lab_for_test()
 
 
 def start_daemon(lab: Lab, node: Node, name: str, ip: str,
                  bootstrap: Sequence[str] = ()) -> Daemon:
-    home = lab.workdir / name
-    home.mkdir(parents=True)
-    # init keeps an existing config, so the lab switch is in place before
-    # the daemon's first start.
-    (home / "config.toml").write_text('version = 1\nautonat = "lab"\nmdns = false\n')
-    argv = ["daemon", "--home", str(home), "--json", "--listen", f"/ip4/{ip}/udp/0/quic-v1",
-            "--dns", "off"]
-    for addr in bootstrap:
-        argv += ["--bootstrap", addr]
-    proc = lab.popen(node, _overlay(argv))
-    line = proc.wait_for_line(lambda text: text.startswith("{") and '"ready"' in text,
-                              START_TIMEOUT)
-    ready = json.loads(line)
-    [addr] = ready["addrs"]
-    return Daemon(node, home, ready["peer_id"], addr, proc)
-
-
-def overlay_json(lab: Lab, daemon: Daemon, *args: str) -> Any:
-    done = lab.run(daemon.node, _overlay(["--home", str(daemon.home), *args, "--json"]),
-                   timeout=CLI_TIMEOUT)
-    assert done.returncode == 0, f"overlay {' '.join(args)}: exit {done.returncode}\n{done.stderr}"
-    return json.loads(done.stdout)
-
-
-def poll(lab: Lab, daemon: Daemon, args: Sequence[str], until: Callable[[Any], bool]) -> Any:
-    """Repeat an `overlay … --json` command until ``until(reply)``; each try
-    is a whole CLI run (about half a second), so the loop paces itself."""
-    deadline = time.monotonic() + VERDICT_TIMEOUT
-    while True:
-        reply = overlay_json(lab, daemon, *args)
-        if until(reply) or time.monotonic() > deadline:
-            return reply
-
-
-def bare(addr: str) -> str:
-    return addr.split("/p2p/")[0]
+    flags = [flag for addr in bootstrap for flag in ("--bootstrap", addr)]
+    return daemons.start_daemon(lab, node, ip, "--dns", "off", *flags, name=name,
+                                config=AUTONAT_LAB_CONFIG + "mdns = false\n")
 
 
 def test_natted_node_is_private_and_public_nodes_are_public(lab: Lab) -> None:
@@ -126,11 +66,13 @@ def test_natted_node_is_private_and_public_nodes_are_public(lab: Lab) -> None:
     c = start_daemon(lab, topo.server, "c", topo.server_ip, [a.addr])
     b = start_daemon(lab, topo.client, "b", topo.client_ip, [a.addr, c.addr])
 
-    b_status = poll(lab, b, ["id"],
-                    lambda r: r["reachability"] == "private" and len(r["reachability_reasons"]) >= 2)
+    b_status = poll_json(lab, b, ["id"], lambda r: r["reachability"] == "private"
+                         and len(r["reachability_reasons"]) >= 2, timeout=VERDICT_TIMEOUT)
     detail = overlay_json(lab, b, "id")
-    a_id = poll(lab, a, ["id"], lambda r: r["reachability"] == "public")
-    c_id = poll(lab, c, ["id"], lambda r: r["reachability"] == "public")
+    a_id = poll_json(lab, a, ["id"], lambda r: r["reachability"] == "public",
+                     timeout=VERDICT_TIMEOUT)
+    c_id = poll_json(lab, c, ["id"], lambda r: r["reachability"] == "public",
+                     timeout=VERDICT_TIMEOUT)
 
     b_listen = bare(b.addr)
     assert b_status["reachability"] == "private", b_status
@@ -149,5 +91,4 @@ def test_natted_node_is_private_and_public_nodes_are_public(lab: Lab) -> None:
         assert any(r.startswith(bare(node.addr)) and "dialled back" in r
                    for r in reply["reachability_reasons"]), reply
         assert bare(node.addr) in {bare(x) for x in reply["addrs"]}
-    for daemon in (b, c, a):
-        assert daemon.proc.stop() == 0, daemon.proc.describe()
+    stop_daemons(b, c, a)

@@ -20,11 +20,9 @@ punch.  Needs root, iproute2 and nftables; without root the tests skip.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,103 +35,47 @@ if str(HERE) not in sys.path:  # `netns` lives beside this file, not in the pack
 from netns import (  # noqa: E402
     PUBLIC_NET,
     Lab,
-    LabProcess,
-    LabUnavailable,
     NatKind,
     NatMode,
     NatTopology,
     Node,
-    ToolMissing,
     UdpTimeouts,
     build_nat_topology,
     delayed_link,
-    lab_namespaces,
-    require_lab,
+)
+from netns import daemons  # noqa: E402
+from netns.daemons import (  # noqa: E402
+    AUTONAT_LAB_CONFIG,
+    Daemon,
+    api_call,
+    lab_for_test,
+    overlay_json,
+    poll,
+    wait_reserved,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 
-START_TIMEOUT = 15.0
 CLI_TIMEOUT = 30.0
 POLL_TRIES = 80
 
-_STATUS = """
-import asyncio, json, sys
-from overlay.daemon.client import ApiClient
-async def main():
-    async with await ApiClient.connect(sys.argv[1]) as api:
-        print(json.dumps(await api.call("holepunch_status")))
-asyncio.run(main())
-"""
-
-
-@dataclass(frozen=True)
-class Daemon:
-    node: Node
-    home: Path
-    peer_id: str
-    addr: str
-    proc: LabProcess
-
-
-def _overlay(args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "overlay.cli", *args]
-
-
-def start_daemon(lab: Lab, node: Node, ip: str, *extra: str, name: str | None = None,
-                 autonat_lab: bool = True) -> Daemon:
-    home = lab.workdir / (name or node.name)
-    if autonat_lab:
-        home.mkdir(parents=True)
-        (home / "config.toml").write_text('version = 1\nautonat = "lab"\n')
-    argv = ["daemon", "--home", str(home), "--json", "--listen", f"/ip4/{ip}/udp/0/quic-v1",
-            "--dns", "off", "--no-mdns", *extra]
-    proc = lab.popen(node, _overlay(argv))
-    line = proc.wait_for_line(lambda text: text.startswith("{") and '"ready"' in text,
-                              START_TIMEOUT)
-    ready = json.loads(line)
-    return Daemon(node, home, ready["peer_id"], ready["addrs"][0], proc)
-
-
-def overlay_json(lab: Lab, daemon: Daemon, *args: str) -> Any:
-    done = lab.run(daemon.node, _overlay(["--home", str(daemon.home), *args, "--json"]),
-                   timeout=CLI_TIMEOUT)
-    assert done.returncode == 0, f"overlay {' '.join(args)}: exit {done.returncode}\n{done.stderr}"
-    return json.loads(done.stdout)
+def start_daemon(lab: Lab, node: Node, ip: str, *extra: str) -> Daemon:
+    return daemons.start_daemon(lab, node, ip, "--dns", "off", "--no-mdns", *extra,
+                                config=AUTONAT_LAB_CONFIG, cli_timeout=CLI_TIMEOUT)
 
 
 def holepunch_status(lab: Lab, daemon: Daemon) -> Any:
-    done = lab.run(daemon.node, [sys.executable, "-c", _STATUS, str(daemon.home / "api.sock")],
-                   timeout=CLI_TIMEOUT)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return api_call(lab, daemon, "holepunch_status")
 
 
 def reserved(lab: Lab, daemon: Daemon) -> str:
     """The daemon's circuit address once it holds a reservation."""
-    reply: dict[str, Any] = {}
-    for _ in range(POLL_TRIES):
-        reply = overlay_json(lab, daemon, "relay", "status")
-        if reply["reservations"] and reply["advertised"]:
-            return str(reply["advertised"][0])
-    raise AssertionError(f"no reservation: {reply}\n{daemon.proc.describe()}")
+    return str(wait_reserved(lab, daemon, POLL_TRIES)["advertised"][0])
 
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    missing: ToolMissing | None = None
-    try:
-        require_lab()
-    except LabUnavailable as exc:
-        pytest.skip(str(exc))
-    except ToolMissing as exc:
-        missing = exc
-    if missing is not None:
-        pytest.fail(str(missing), pytrace=False)
-    with Lab() as built:
-        yield built
-    left = [name for name in lab_namespaces() if name.startswith(built.run_id)]
-    assert not left, f"namespaces left behind: {left}"
+    yield from lab_for_test()
 
 
 def _three(lab: Lab, topo: NatTopology) -> tuple[Daemon, Daemon, Daemon, str]:
@@ -158,11 +100,8 @@ def test_two_port_restricted_cones_punch_from_relayed_to_direct(lab: Lab) -> Non
     connected = overlay_json(lab, a, "connect", b_circuit)
     started = time.monotonic()
     assert connected["path"] == "relayed" and connected["punched"] is False, connected
-    to_b: dict[str, Any] = {}
-    for _ in range(POLL_TRIES):
-        to_b = _peer(lab, a, b.peer_id)
-        if to_b.get("punched"):
-            break
+    to_b = poll(lambda: _peer(lab, a, b.peer_id), lambda p: bool(p.get("punched")),
+                tries=POLL_TRIES)
     seen_after = time.monotonic() - started
     assert to_b.get("path") == "direct" and to_b.get("punched") is True, (
         to_b, holepunch_status(lab, b), holepunch_status(lab, a))
@@ -182,10 +121,9 @@ def test_two_port_restricted_cones_punch_from_relayed_to_direct(lab: Lab) -> Non
           f"{b_status['counters']['punch_packets']} punch packets); "
           f"seen by `overlay peers` {seen_after * 1000:.0f} ms after `overlay connect`")
     # The relayed connection closes once idle.
-    for _ in range(POLL_TRIES):
-        to_b = _peer(lab, a, b.peer_id)
-        if [c["path"] for c in to_b.get("connections", [])] == ["direct"]:
-            break
+    to_b = poll(lambda: _peer(lab, a, b.peer_id),
+                lambda p: [c["path"] for c in p.get("connections", [])] == ["direct"],
+                tries=POLL_TRIES)
     assert [c["path"] for c in to_b["connections"]] == ["direct"], to_b
 
 
@@ -197,10 +135,7 @@ def test_a_symmetric_nat_stays_relayed_and_says_why(lab: Lab) -> None:
     assert connected["path"] == "relayed"
     # Three attempts take about 17 s (5 s punch windows, 1 s and 2 s
     # back-off); each poll is one short process.
-    status: dict[str, Any] = holepunch_status(lab, b)
-    deadline = time.monotonic() + 60
-    while not status["recent"] and time.monotonic() < deadline:
-        status = holepunch_status(lab, b)
+    status = poll(lambda: holepunch_status(lab, b), lambda s: bool(s["recent"]), timeout=60)
     assert status["recent"], status
     done = status["recent"][-1]
     assert not done["ok"] and done["attempts"] == 3, status
@@ -242,11 +177,8 @@ def test_with_delay_the_punch_is_timed_and_keep_alive_outlives_the_nat_timeout(
     topo = _delayed_topology(lab)
     _, a, b, b_circuit = _three(lab, topo)
     overlay_json(lab, a, "connect", b_circuit)
-    to_b: dict[str, Any] = {}
-    for _ in range(POLL_TRIES):
-        to_b = _peer(lab, a, b.peer_id)
-        if to_b.get("punched"):
-            break
+    to_b = poll(lambda: _peer(lab, a, b.peer_id), lambda p: bool(p.get("punched")),
+                tries=POLL_TRIES)
     assert to_b.get("punched") is True, (to_b, holepunch_status(lab, b))
     done = holepunch_status(lab, b)["recent"][-1]
     assert done["ok"] and done["how"] == "punched"

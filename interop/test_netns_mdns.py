@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,21 +28,21 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # `netns` lives beside this file, not in the package
     sys.path.insert(0, str(HERE))
 
-from netns import (  # noqa: E402
-    Lab,
-    LabProcess,
-    LabUnavailable,
-    Node,
-    ToolMissing,
-    lab_namespaces,
-    require_lab,
+from netns import Lab, Node  # noqa: E402
+from netns import daemons  # noqa: E402
+from netns.daemons import (  # noqa: E402
+    START_TIMEOUT,
+    Daemon,
+    lab_for_test,
+    overlay,
+    overlay_json,
+    stop_daemons,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 
 PROBE = HERE / "netns" / "mdns_probe.py"
-START_TIMEOUT = 15.0
-CLI_TIMEOUT = 15.0
 DISCOVERY_BUDGET = 20.0
 """Seconds two nodes get to find and connect to each other; it takes about
 one to two here (zeroconf probes its name for 0.75 s, then announces)."""
@@ -88,19 +85,7 @@ while True:
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    missing: ToolMissing | None = None
-    try:
-        require_lab()
-    except LabUnavailable as exc:
-        pytest.skip(str(exc))
-    except ToolMissing as exc:
-        missing = exc
-    if missing is not None:
-        pytest.fail(str(missing), pytrace=False)
-    with Lab() as built:
-        yield built
-    left = [name for name in lab_namespaces() if name.startswith(built.run_id)]
-    assert not left, f"namespaces left behind: {left}"
+    yield from lab_for_test()
 
 
 def build_lan(lab: Lab, count: int) -> list[Node]:
@@ -113,59 +98,16 @@ def build_lan(lab: Lab, count: int) -> list[Node]:
     return nodes
 
 
-@dataclass(frozen=True)
-class Daemon:
-    node: Node
-    home: Path
-    peer_id: str
-    addr: str
-    proc: LabProcess
-
-
-def _overlay(args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "overlay.cli", *args]
-
-
 def start_daemon(lab: Lab, node: Node, *extra: str, wildcard: bool = False) -> Daemon:
     """A daemon listening on the node's LAN address, or on 0.0.0.0 (which
     also covers 127.0.0.1) with ``wildcard``."""
-    home = lab.workdir / node.name
-    ip = node.address("lan")
-    listen = "0.0.0.0" if wildcard else ip
-    argv = ["daemon", "--home", str(home), "--json", "--listen", f"/ip4/{listen}/udp/0/quic-v1",
-            "--dns", "off", "--log-level", "info", *extra]
-    proc = lab.popen(node, _overlay(argv))
-    line = proc.wait_for_line(lambda text: text.startswith("{") and '"ready"' in text,
-                              START_TIMEOUT)
-    ready = json.loads(line)
-    [addr] = [a for a in ready["addrs"] if a.startswith(f"/ip4/{ip}/")]
-    return Daemon(node, home, ready["peer_id"], addr, proc)
-
-
-def overlay(lab: Lab, daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    return lab.run(daemon.node, _overlay(["--home", str(daemon.home), *args]),
-                   timeout=CLI_TIMEOUT)
-
-
-def overlay_json(lab: Lab, daemon: Daemon, *args: str) -> Any:
-    done = overlay(lab, daemon, *args, "--json")
-    assert done.returncode == 0, f"overlay {' '.join(args)}: exit {done.returncode}\n{done.stderr}"
-    return json.loads(done.stdout)
+    return daemons.start_daemon(lab, node, node.address("lan"), "--dns", "off",
+                                "--log-level", "info", *extra,
+                                listen_ip="0.0.0.0" if wildcard else None)
 
 
 def peer_ids(lab: Lab, daemon: Daemon) -> set[str]:
     return {p["peer_id"] for p in overlay_json(lab, daemon, "peers")["peers"]}
-
-
-def wait_until(check: Callable[[], bool], budget: float) -> bool:
-    """Poll ``check`` (each call is a CLI run, so it paces itself) until it
-    holds or ``budget`` seconds passed."""
-    deadline = time.monotonic() + budget
-    while True:
-        if check():
-            return True
-        if time.monotonic() > deadline:
-            return False
 
 
 def test_zeroconf_driver_finds_the_other_namespace_and_leaves_no_task(lab: Lab) -> None:
@@ -233,9 +175,8 @@ def test_two_daemons_on_one_lan_find_each_other(lab: Lab) -> None:
     (seen_a,) = overlay_json(lab, b, "peers")["peers"]
     assert all(addr.startswith(f"/ip4/{a_node.address('lan')}/")
                for addr in seen_a["connected_addrs"]), seen_a
-    for daemon in (a, b):
-        assert daemon.proc.stop() == 0, daemon.proc.describe()
-        assert "Task was destroyed" not in daemon.proc.stderr_text()
+    for log in stop_daemons(a, b):
+        assert "Task was destroyed" not in log
 
 
 def test_no_mdns_on_one_side_keeps_the_nodes_apart(lab: Lab) -> None:
@@ -258,5 +199,4 @@ def test_no_mdns_on_one_side_keeps_the_nodes_apart(lab: Lab) -> None:
     assert checks >= 1 and peer_ids(lab, silent) == set()
     assert silent.peer_id not in peer_ids(lab, b) | peer_ids(lab, witness)
     assert overlay_json(lab, silent, "status")["mdns"] == "off"
-    for daemon in (silent, b, witness):
-        assert daemon.proc.stop() == 0, daemon.proc.describe()
+    stop_daemons(silent, b, witness)

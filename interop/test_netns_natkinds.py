@@ -20,7 +20,6 @@ Needs root and the Debian packages iproute2, nftables and conntrack
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import sys
 import time
@@ -37,19 +36,21 @@ if str(HERE) not in sys.path:  # `netns` lives beside this file, not in the pack
 
 from netns import (  # noqa: E402
     Lab,
-    LabUnavailable,
     NatKind,
     NatMode,
     Node,
-    ToolMissing,
     UdpTimeouts,
     build_matrix_topology,
     build_nat_topology,
     delayed_link,
     read_udp_timeouts,
-    require_lab,
 )
-from netns.natkinds import SEQUENTIAL_PORT_BASE, SEQUENTIAL_PORT_SPAN  # noqa: E402
+from netns.daemons import check_lab, lab_for_test  # noqa: E402
+from netns.natkinds import (  # noqa: E402
+    SEQUENTIAL_PORT_BASE,
+    SEQUENTIAL_PORT_SPAN,
+    conntrack_udp_flows,
+)
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 
@@ -61,25 +62,12 @@ START_TIMEOUT = 15.0
 PROBE_TIMEOUT = 30.0
 
 
-def _check_tools() -> None:
-    missing: ToolMissing | None = None
-    try:
-        require_lab()
-    except LabUnavailable as exc:
-        pytest.skip(str(exc))
-    except ToolMissing as exc:
-        missing = exc
-    if missing is None and shutil.which("conntrack") is None:
-        missing = ToolMissing("`conntrack` is missing: apt-get install -y conntrack")
-    if missing is not None:  # outside the except block: one clear line
-        pytest.fail(str(missing), pytrace=False)
+CONNTRACK = (("conntrack", "conntrack"),)
 
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    _check_tools()
-    with Lab() as built:
-        yield built
+    yield from lab_for_test(CONNTRACK)
 
 
 def start_responder(lab: Lab, node: Node) -> None:
@@ -97,20 +85,10 @@ def conntrack_mappings(lab: Lab, nat: Node) -> dict[tuple[str, int, str, int], s
     direction's destination; one a remote opened through a cone's DNAT, as
     the original direction's destination (both are listed; keys that do
     not start at an inside host are simply never asked for)."""
-    done = lab.run(nat, ["conntrack", "-L", "-p", "udp"])
-    assert done.returncode == 0, done.stderr
     out: dict[tuple[str, int, str, int], str] = {}
-    for line in done.stdout.splitlines():
-        fields: dict[str, list[str]] = {}
-        for token in line.split():
-            key, sep, value = token.partition("=")
-            if sep:
-                fields.setdefault(key, []).append(value)
-        if len(fields.get("src", [])) != 2:
-            continue
-        src, dst, sport, dport = fields["src"], fields["dst"], fields["sport"], fields["dport"]
-        out[(src[0], int(sport[0]), dst[0], int(dport[0]))] = f"{dst[1]}:{dport[1]}"
-        out[(src[1], int(sport[1]), dst[1], int(dport[1]))] = f"{dst[0]}:{dport[0]}"
+    for original, reply in conntrack_udp_flows(lab, nat):
+        out[original] = f"{reply[2]}:{reply[3]}"
+        out[reply] = f"{original[2]}:{original[3]}"
     return out
 
 
@@ -163,7 +141,7 @@ def classify(m: Measured) -> tuple[str, str, str]:
 @pytest.fixture(scope="module")
 def measured() -> dict[NatKind, Measured]:
     """One lab with a peer behind each kind; every probe runs at once."""
-    _check_tools()
+    check_lab(CONNTRACK)
     with Lab() as lab:
         topo = build_matrix_topology(lab, list(NatKind))
         resp = topo.add_public_host(lab, "resp", RESP_IPS[0])

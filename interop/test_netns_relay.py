@@ -23,8 +23,7 @@ import json
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,101 +33,64 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # `netns` lives beside this file, not in the package
     sys.path.insert(0, str(HERE))
 
-from netns import (  # noqa: E402
-    Lab,
-    LabProcess,
-    LabUnavailable,
-    NatMode,
-    NatTopology,
-    Node,
-    ToolMissing,
-    build_nat_topology,
-    lab_namespaces,
-    require_lab,
+from netns import Lab, NatMode, NatTopology, Node, build_nat_topology  # noqa: E402
+from netns import daemons  # noqa: E402
+from netns.daemons import (  # noqa: E402
+    AUTONAT_LAB_CONFIG,
+    START_TIMEOUT,
+    Daemon,
+    lab_for_test,
+    overlay,
+    overlay_argv,
+    overlay_json,
+    poll_json,
+    wait_reserved,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(90)]
 
-START_TIMEOUT = 15.0
 CLI_TIMEOUT = 30.0
 POLL_TRIES = 60
-
-
-@dataclass(frozen=True)
-class Daemon:
-    node: Node
-    home: Path
-    peer_id: str
-    addr: str
-    proc: LabProcess
-
-
-def _overlay(args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "overlay.cli", *args]
 
 
 def start_daemon(lab: Lab, node: Node, ip: str, *extra: str,
                  relay_limits: dict[str, Any] | None = None, name: str | None = None,
                  autonat_lab: bool = False) -> Daemon:
-    home = lab.workdir / (name or node.name)
-    if autonat_lab:
-        # AutoNAT may dial back documentation-range addresses in the lab;
-        # init keeps an existing config.
-        home.mkdir(parents=True)
-        (home / "config.toml").write_text('version = 1\nautonat = "lab"\n')
-    if relay_limits is not None:
-        from overlay.daemon.config import load_config, save_config
-        from overlay.daemon.home import Home
-        from overlay.daemon.init import init_home
-
-        init_home(Home(home))
-        path = Home(home).config_file
-        save_config(path, replace(load_config(path), relay_limits=relay_limits))
-    argv = ["daemon", "--home", str(home), "--json", "--listen", f"/ip4/{ip}/udp/0/quic-v1",
-            "--dns", "off", "--no-mdns", *extra]
-    proc = lab.popen(node, _overlay(argv))
-    line = proc.wait_for_line(lambda text: text.startswith("{") and '"ready"' in text,
-                              START_TIMEOUT)
-    ready = json.loads(line)
-    return Daemon(node, home, ready["peer_id"], ready["addrs"][0], proc)
-
-
-def overlay(lab: Lab, daemon: Daemon, *args: str, timeout: float = CLI_TIMEOUT) -> Any:
-    return lab.run(daemon.node, _overlay(["--home", str(daemon.home), *args]), timeout=timeout)
-
-
-def overlay_json(lab: Lab, daemon: Daemon, *args: str) -> Any:
-    done = overlay(lab, daemon, *args, "--json")
-    assert done.returncode == 0, f"overlay {' '.join(args)}: exit {done.returncode}\n{done.stderr}"
-    return json.loads(done.stdout)
+    """``autonat_lab``: AutoNAT may dial back documentation-range addresses
+    in the lab."""
+    return daemons.start_daemon(
+        lab, node, ip, "--dns", "off", "--no-mdns", *extra, name=name,
+        config=AUTONAT_LAB_CONFIG if autonat_lab else None,
+        settings=None if relay_limits is None else {"relay_limits": relay_limits},
+        cli_timeout=CLI_TIMEOUT)
 
 
 def reserved(lab: Lab, daemon: Daemon) -> dict[str, Any]:
-    """`relay status` once the daemon holds a reservation (each try is a
-    whole CLI run, so the loop paces itself)."""
-    reply: dict[str, Any] = {}
-    for _ in range(POLL_TRIES):
-        reply = overlay_json(lab, daemon, "relay", "status")
-        if reply["reservations"] and reply["advertised"]:
-            return reply
-    raise AssertionError(f"no reservation: {reply}\n{daemon.proc.describe()}")
+    """`relay status` once the daemon holds a reservation."""
+    return wait_reserved(lab, daemon, POLL_TRIES)
+
+
+def serve_echo(lab: Lab, daemon: Daemon) -> None:
+    """`overlay serve /test/echo/1.0.0 -- cat` on ``daemon``, once serving."""
+    serve = lab.popen(daemon.node, overlay_argv(["--home", str(daemon.home), "serve",
+                                                 "/test/echo/1.0.0", "--", "cat"]))
+    serve.wait_for_line(lambda text: text.startswith("serving"), START_TIMEOUT)
+
+
+def name_connect(daemon: Daemon, name: str, payload: bytes,
+                 *flags: str) -> subprocess.CompletedProcess[bytes]:
+    """`overlay name connect NAME /test/echo/1.0.0` from ``daemon``'s
+    namespace with ``payload`` on its stdin."""
+    return subprocess.run(
+        ["ip", "netns", "exec", daemon.node.namespace,
+         *overlay_argv(["--home", str(daemon.home), "name", "connect", name,
+                        "/test/echo/1.0.0", *flags])],
+        input=payload, capture_output=True, timeout=60, check=False)
 
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    missing: ToolMissing | None = None
-    try:
-        require_lab()
-    except LabUnavailable as exc:
-        pytest.skip(str(exc))
-    except ToolMissing as exc:
-        missing = exc
-    if missing is not None:
-        pytest.fail(str(missing), pytrace=False)
-    with Lab() as built:
-        yield built
-    left = [name for name in lab_namespaces() if name.startswith(built.run_id)]
-    assert not left, f"namespaces left behind: {left}"
+    yield from lab_for_test()
 
 
 @pytest.fixture
@@ -137,13 +99,22 @@ def topo(lab: Lab) -> NatTopology:
                               nat2_mode=NatMode.FULLY_RANDOM)
 
 
-def test_nat_to_nat_ping_through_the_introducer(lab: Lab, topo: NatTopology) -> None:
+def start_three(lab: Lab, topo: NatTopology, relay_limits: dict[str, Any] | None = None
+                ) -> tuple[Daemon, Daemon, Daemon]:
+    """The introducer, then a client behind each NAT that reserves on it
+    and bootstraps from it."""
     assert topo.client2 is not None
-    intro = start_daemon(lab, topo.server, topo.server_ip, "--introducer")
+    intro = start_daemon(lab, topo.server, topo.server_ip, "--introducer",
+                         relay_limits=relay_limits)
     a = start_daemon(lab, topo.client, topo.client_ip, "--relay", intro.addr,
                      "--bootstrap", intro.addr)
     b = start_daemon(lab, topo.client2, topo.client2.address(), "--relay", intro.addr,
                      "--bootstrap", intro.addr)
+    return intro, a, b
+
+
+def test_nat_to_nat_ping_through_the_introducer(lab: Lab, topo: NatTopology) -> None:
+    intro, a, b = start_three(lab, topo)
     a_status, b_status = reserved(lab, a), reserved(lab, b)
     assert a_status["reservations"][0]["relay"] == intro.peer_id
     a_circuit = a_status["advertised"][0]
@@ -170,13 +141,7 @@ def test_dht_name_resolve_and_10_mb_name_connect_through_the_relay(
     """A network that relays data (``relay_limits.data`` raised): B, behind
     the symmetric NAT, resolves A's name to A's circuit address and sends
     10 MB to a `cat` A serves; every byte comes back."""
-    assert topo.client2 is not None
-    intro = start_daemon(lab, topo.server, topo.server_ip, "--introducer",
-                         relay_limits={"data": 64_000_000})
-    a = start_daemon(lab, topo.client, topo.client_ip, "--relay", intro.addr,
-                     "--bootstrap", intro.addr)
-    b = start_daemon(lab, topo.client2, topo.client2.address(), "--relay", intro.addr,
-                     "--bootstrap", intro.addr)
+    intro, a, b = start_three(lab, topo, relay_limits={"data": 64_000_000})
     a_circuit = reserved(lab, a)["advertised"][0]
     reserved(lab, b)
 
@@ -190,15 +155,9 @@ def test_dht_name_resolve_and_10_mb_name_connect_through_the_relay(
     assert resolved.returncode == 0, resolved.stderr
     assert a_circuit.removesuffix(f"/p2p/{a.peer_id}") in resolved.stdout, resolved.stdout
 
-    serve = lab.popen(a.node, _overlay(["--home", str(a.home), "serve", "/test/echo/1.0.0",
-                                        "--", "cat"]))
-    serve.wait_for_line(lambda text: text.startswith("serving"), START_TIMEOUT)
+    serve_echo(lab, a)
     payload = hashlib.shake_256(secrets.token_bytes(16)).digest(10 * 1000 * 1000)
-    done = subprocess.run(
-        ["ip", "netns", "exec", b.node.namespace,
-         *_overlay(["--home", str(b.home), "name", "connect", "relayed.ovl",
-                    "/test/echo/1.0.0", "--json"])],
-        input=payload, capture_output=True, timeout=60, check=False)
+    done = name_connect(b, "relayed.ovl", payload, "--json")
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     line = json.loads(done.stderr.decode().splitlines()[0])
     assert line["peer_id"] == a.peer_id and "/p2p-circuit" in line["addr"], line
@@ -214,33 +173,20 @@ def test_default_limits_cut_a_large_transfer_and_are_reported(
         lab: Lab, topo: NatTopology) -> None:
     """Under the spec's default (128 KiB per direction) 1 MB does not pass:
     the relay resets the circuit, `name connect` fails, the cut is counted."""
-    assert topo.client2 is not None
-    intro = start_daemon(lab, topo.server, topo.server_ip, "--introducer")
-    a = start_daemon(lab, topo.client, topo.client_ip, "--relay", intro.addr,
-                     "--bootstrap", intro.addr)
-    b = start_daemon(lab, topo.client2, topo.client2.address(), "--relay", intro.addr,
-                     "--bootstrap", intro.addr)
+    intro, a, b = start_three(lab, topo)
     reserved(lab, a)
     assert reserved(lab, b)["reservations"][0]["limit"] == {"duration_s": 120.0,
                                                              "data_bytes": 131072}
     overlay_json(lab, a, "name", "register", "limited.ovl")
-    serve = lab.popen(a.node, _overlay(["--home", str(a.home), "serve", "/test/echo/1.0.0",
-                                        "--", "cat"]))
-    serve.wait_for_line(lambda text: text.startswith("serving"), START_TIMEOUT)
+    serve_echo(lab, a)
     payload = secrets.token_bytes(1 << 20)
-    done = subprocess.run(
-        ["ip", "netns", "exec", b.node.namespace,
-         *_overlay(["--home", str(b.home), "name", "connect", "limited.ovl",
-                    "/test/echo/1.0.0"])],
-        input=payload, capture_output=True, timeout=60, check=False)
+    done = name_connect(b, "limited.ovl", payload)
     assert done.returncode != 0 and len(done.stdout) < 131072, (done.returncode,
                                                                 len(done.stdout))
     assert payload.startswith(done.stdout)
-    server: dict[str, Any] = {}
-    for _ in range(POLL_TRIES):
-        server = overlay_json(lab, intro, "relay", "status")["server"]
-        if server["circuits_cut_by_limit"]:
-            break
+    server = poll_json(lab, intro, ["relay", "status"],
+                       lambda r: bool(r["server"]["circuits_cut_by_limit"]),
+                       tries=POLL_TRIES)["server"]
     assert server["circuits_cut_by_limit"] == 1, server
     text = overlay(lab, intro, "relay", "status").stdout
     assert "1 cut by a limit" in text and "131072 bytes" in text, text
@@ -258,11 +204,9 @@ def test_autonat_private_node_reserves_by_itself(lab: Lab) -> None:
                      autonat_lab=True)
     b = start_daemon(lab, topo.client, topo.client_ip, "--bootstrap", intro.addr,
                      "--bootstrap", c.addr, autonat_lab=True)
-    status: dict[str, Any] = {}
-    for _ in range(POLL_TRIES * 2):
-        status = overlay_json(lab, b, "relay", "status")
-        if status["reservations"] and status["advertised"]:
-            break
+    status = poll_json(lab, b, ["relay", "status"],
+                       lambda r: bool(r["reservations"] and r["advertised"]),
+                       tries=POLL_TRIES * 2)
     assert status["private"] is True and status["static_relays"] == [], status
     assert [r["relay"] for r in status["reservations"]] == [intro.peer_id], status
     circuit = status["advertised"][0]

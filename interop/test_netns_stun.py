@@ -18,12 +18,8 @@ Needs root and the Debian packages iproute2, nftables, coturn and conntrack
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +29,20 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # `netns` lives beside this file, not in the package
     sys.path.insert(0, str(HERE))
 
-from netns import (  # noqa: E402
-    Lab,
-    LabProcess,
-    LabUnavailable,
-    NatMode,
-    NatTopology,
-    Node,
-    ToolMissing,
-    build_nat_topology,
-    require_lab,
+from netns import Lab, LabProcess, NatMode, NatTopology, Node, build_nat_topology  # noqa: E402
+from netns import daemons  # noqa: E402
+from netns.daemons import (  # noqa: E402
+    START_TIMEOUT,
+    Daemon,
+    lab_for_test,
+    overlay,
+    overlay_json,
+    poll_json,
 )
+from netns.natkinds import conntrack_udp_flows  # noqa: E402
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(90)]
 
-START_TIMEOUT = 15.0
 CLI_TIMEOUT = 30.0
 ROUND_TIMEOUT = 40.0
 """The first STUN round: the servers, then the filtering tests (7.5 s of
@@ -75,55 +70,11 @@ else:
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    missing: ToolMissing | None = None
-    try:
-        require_lab()
-    except LabUnavailable as exc:
-        pytest.skip(str(exc))
-    except ToolMissing as exc:
-        missing = exc
-    for tool, package in (("turnserver", "coturn"), ("conntrack", "conntrack")):
-        if missing is None and shutil.which(tool) is None:
-            missing = ToolMissing(f"`{tool}` is missing: apt-get install -y {package}")
-    if missing is not None:  # outside the except block: one clear line
-        pytest.fail(str(missing), pytrace=False)
-    with Lab() as built:
-        yield built
-
-
-@dataclass(frozen=True)
-class Daemon:
-    node: Node
-    home: Path
-    addr: str
-    proc: LabProcess
-
-    @property
-    def port(self) -> int:
-        parts = self.addr.split("/")
-        return int(parts[parts.index("udp") + 1])
-
-
-def _overlay(args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "overlay.cli", *args]
+    yield from lab_for_test(tools=(("turnserver", "coturn"), ("conntrack", "conntrack")))
 
 
 def start_daemon(lab: Lab, node: Node, ip: str, *extra: str) -> Daemon:
-    home = lab.workdir / node.name
-    argv = ["daemon", "--home", str(home), "--json", "--listen", f"/ip4/{ip}/udp/0/quic-v1",
-            "--dns", "off", *extra]
-    proc = lab.popen(node, _overlay(argv))
-    line = proc.wait_for_line(lambda text: text.startswith("{") and '"ready"' in text,
-                              START_TIMEOUT)
-    [addr] = json.loads(line)["addrs"]
-    return Daemon(node, home, addr, proc)
-
-
-def overlay_json(lab: Lab, daemon: Daemon, *args: str) -> Any:
-    done = lab.run(daemon.node, _overlay(["--home", str(daemon.home), *args, "--json"]),
-                   timeout=CLI_TIMEOUT)
-    assert done.returncode == 0, f"overlay {' '.join(args)}: exit {done.returncode}\n{done.stderr}"
-    return json.loads(done.stdout)
+    return daemons.start_daemon(lab, node, ip, "--dns", "off", *extra, cli_timeout=CLI_TIMEOUT)
 
 
 def start_coturn(lab: Lab, server: Node) -> LabProcess:
@@ -149,31 +100,15 @@ def conntrack_mappings(lab: Lab, nat: Node, inside: tuple[str, int]) -> dict[tup
                                                                             tuple[str, int]]:
     """What the NAT did to the flows from ``inside``: destination → the
     public address replies are sent to (conntrack's reply-direction dst)."""
-    done = lab.run(nat, ["conntrack", "-L", "-p", "udp"])
-    assert done.returncode == 0, done.stderr
-    out: dict[tuple[str, int], tuple[str, int]] = {}
-    for line in done.stdout.splitlines():
-        fields: dict[str, list[str]] = {}
-        for token in line.split():
-            key, sep, value = token.partition("=")
-            if sep:
-                fields.setdefault(key, []).append(value)
-        if len(fields.get("src", [])) != 2:
-            continue
-        src, dst, sport, dport = fields["src"], fields["dst"], fields["sport"], fields["dport"]
-        if (src[0], int(sport[0])) == inside:
-            out[(dst[0], int(dport[0]))] = (dst[1], int(dport[1]))
-    return out
+    return {(dst, dport): (reply[2], reply[3])
+            for (src, sport, dst, dport), reply in conntrack_udp_flows(lab, nat)
+            if (src, sport) == inside}
 
 
 def wait_for_round(lab: Lab, daemon: Daemon) -> Any:
-    """`overlay nat --json` once the first STUN round has finished; each
-    try is a whole CLI run, so the loop paces itself."""
-    deadline = time.monotonic() + ROUND_TIMEOUT
-    while True:
-        reply = overlay_json(lab, daemon, "nat")
-        if reply["last_round_age_s"] is not None or time.monotonic() > deadline:
-            return reply
+    """`overlay nat --json` once the first STUN round has finished."""
+    return poll_json(lab, daemon, ["nat"], lambda r: r["last_round_age_s"] is not None,
+                     timeout=ROUND_TIMEOUT)
 
 
 def addr_of(text: str) -> tuple[str, int]:
@@ -220,8 +155,7 @@ def test_cone_nat_mapping_matches_conntrack(lab: Lab) -> None:
     assert f"stun {COTURN_IPS[0]}:{COTURN_PORT}" in sources
 
     # QUIC still works on the sockets STUN shares, and identify agrees.
-    done = lab.run(node.node, _overlay(["--home", str(node.home), "ping", "-n", "1",
-                                        intro.addr]), timeout=CLI_TIMEOUT)
+    done = overlay(lab, node, "ping", "-n", "1", intro.addr)
     assert done.returncode == 0, done.stderr
     served = overlay_json(lab, intro, "nat")
     assert served["introducer"] is True and served["stun_answered"] >= 1

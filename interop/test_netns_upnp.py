@@ -16,13 +16,9 @@ router's UPnP hook does.  Needs root, iproute2 and nftables.
 
 from __future__ import annotations
 
-import json
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -30,20 +26,21 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # `netns` lives beside this file, not in the package
     sys.path.insert(0, str(HERE))
 
-from netns import (  # noqa: E402
-    Lab,
-    LabProcess,
-    LabUnavailable,
-    Node,
-    ToolMissing,
-    build_nat_topology,
-    require_lab,
+from netns import Lab, Node, build_nat_topology  # noqa: E402
+from netns import daemons  # noqa: E402
+from netns.daemons import (  # noqa: E402
+    AUTONAT_LAB_CONFIG,
+    START_TIMEOUT,
+    Daemon,
+    bare,
+    lab_for_test,
+    overlay_json,
+    poll_json,
+    stop_daemons,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 
-START_TIMEOUT = 15.0
-CLI_TIMEOUT = 15.0
 MAP_TIMEOUT = 30.0
 IGD = HERE / "netns" / "igd_server.py"
 WAN_SEARCH = """
@@ -58,61 +55,12 @@ except IgdNotFound:
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    missing: ToolMissing | None = None
-    try:
-        require_lab()
-    except LabUnavailable as exc:
-        pytest.skip(str(exc))
-    except ToolMissing as exc:
-        missing = exc
-    if missing is not None:  # outside the except block: one clear line
-        pytest.fail(str(missing), pytrace=False)
-    with Lab() as built:
-        yield built
-
-
-@dataclass(frozen=True)
-class Daemon:
-    node: Node
-    home: Path
-    peer_id: str
-    addr: str
-    proc: LabProcess
-
-
-def _overlay(args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "overlay.cli", *args]
+    yield from lab_for_test()
 
 
 def start_daemon(lab: Lab, node: Node, name: str, ip: str, *extra: str) -> Daemon:
-    home = lab.workdir / name
-    home.mkdir(parents=True)
-    (home / "config.toml").write_text('version = 1\nautonat = "lab"\nmdns = false\n')
-    argv = ["daemon", "--home", str(home), "--json", "--listen", f"/ip4/{ip}/udp/0/quic-v1",
-            "--dns", "off", *extra]
-    proc = lab.popen(node, _overlay(argv))
-    line = proc.wait_for_line(lambda text: text.startswith("{") and '"ready"' in text,
-                              START_TIMEOUT)
-    ready = json.loads(line)
-    [addr] = ready["addrs"]
-    return Daemon(node, home, ready["peer_id"], addr, proc)
-
-
-def overlay_json(lab: Lab, daemon: Daemon, *args: str) -> Any:
-    done = lab.run(daemon.node, _overlay(["--home", str(daemon.home), *args, "--json"]),
-                   timeout=CLI_TIMEOUT)
-    assert done.returncode == 0, f"overlay {' '.join(args)}: exit {done.returncode}\n{done.stderr}"
-    return json.loads(done.stdout)
-
-
-def poll(lab: Lab, daemon: Daemon, args: Sequence[str], until: Callable[[Any], bool]) -> Any:
-    """Repeat an `overlay … --json` command until ``until(reply)``; each try
-    is a whole CLI run (about half a second), so the loop paces itself."""
-    deadline = time.monotonic() + MAP_TIMEOUT
-    while True:
-        reply = overlay_json(lab, daemon, *args)
-        if until(reply) or time.monotonic() > deadline:
-            return reply
+    return daemons.start_daemon(lab, node, ip, "--dns", "off", *extra, name=name,
+                                config=AUTONAT_LAB_CONFIG + "mdns = false\n")
 
 
 def igd_rules(lab: Lab, nat: Node) -> str:
@@ -141,9 +89,11 @@ def test_upnp_maps_the_quic_port_and_a_public_peer_dials_it_directly(lab: Lab) -
 
     a = start_daemon(lab, topo.server, "a", topo.server_ip)
     b = start_daemon(lab, topo.client, "b", topo.client_ip, "--bootstrap", a.addr)
-    b_port = int(b.addr.split("/udp/")[1].split("/")[0])
+    b_port = b.port
 
-    status = poll(lab, b, ["nat"], lambda r: (r.get("upnp") or {}).get("mapping") is not None)
+    status = poll_json(lab, b, ["nat"],
+                       lambda r: (r.get("upnp") or {}).get("mapping") is not None,
+                       timeout=MAP_TIMEOUT)
     upnp = status.get("upnp")
     assert upnp and upnp["running"] and upnp["mapping"], (status, igd.describe())
     mapped = f"/ip4/{topo.nat1_public_ip}/udp/{b_port}/quic-v1"
@@ -155,11 +105,12 @@ def test_upnp_maps_the_quic_port_and_a_public_peer_dials_it_directly(lab: Lab) -
     assert f"dnat to {topo.client_ip}:{b_port}" in igd_rules(lab, topo.nat1)
     # The mapping is an AutoNAT candidate: A dials it back, so B is public
     # through it and advertises it.
-    b_id = poll(lab, b, ["id"], lambda r: r["reachability"] == "public")
+    b_id = poll_json(lab, b, ["id"], lambda r: r["reachability"] == "public",
+                     timeout=MAP_TIMEOUT)
     assert b_id["reachability"] == "public", b_id
     assert any(r.startswith(mapped) and "dialled back" in r
                for r in b_id["reachability_reasons"]), b_id
-    assert mapped in {x.split("/p2p/")[0] for x in b_id["addrs"]}, b_id
+    assert mapped in {bare(x) for x in b_id["addrs"]}, b_id
 
     # C, on the public side and never connected to B, dials the NAT's WAN
     # address straight through the mapping.
@@ -170,10 +121,9 @@ def test_upnp_maps_the_quic_port_and_a_public_peer_dials_it_directly(lab: Lab) -
     peers = {p["peer_id"]: p for p in overlay_json(lab, c, "peers")["peers"]}
     assert peers[b.peer_id]["connections"][0]["addr"].startswith(mapped), peers
 
-    assert b.proc.stop() == 0, b.proc.describe()
+    stop_daemons(b)
     igd.wait_for_line(lambda text: text == f"unmapped UDP {b_port}", 5)
     assert "dnat" not in igd_rules(lab, topo.nat1)
-    for daemon in (c, a):
-        assert daemon.proc.stop() == 0, daemon.proc.describe()
+    stop_daemons(c, a)
     assert igd.stop() == 0, igd.describe()
     assert igd_rules(lab, topo.nat1) == ""

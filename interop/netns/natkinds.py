@@ -45,7 +45,9 @@ __all__ = [
     "SEQUENTIAL_PORT_SPAN",
     "NatKind",
     "UdpTimeouts",
+    "Flow",
     "apply_nat",
+    "conntrack_udp_flows",
     "nat_ruleset",
     "read_udp_timeouts",
     "set_udp_timeouts",
@@ -248,6 +250,33 @@ def read_udp_timeouts(lab: Lab, node: Node) -> UdpTimeouts:
         raise RuntimeError(f"cannot read UDP timeouts in {node.name}: {done.stderr}")
     unreplied, stream = (int(word) for word in done.stdout.split())
     return UdpTimeouts(unreplied, stream)
+
+
+Flow = tuple[str, int, str, int]
+"""One direction of a conntrack entry: (src ip, src port, dst ip, dst port)."""
+
+
+def conntrack_udp_flows(lab: Lab, node: Node) -> list[tuple[Flow, Flow]]:
+    """The UDP entries of ``conntrack -L`` in ``node``'s namespace, each as
+    its (original, reply) directions.  For a flow an inside host opened
+    through a NAT, the reply direction's destination is the public address
+    the remote sees."""
+    done = lab.run(node, ["conntrack", "-L", "-p", "udp"])
+    if done.returncode != 0:
+        raise RuntimeError(f"conntrack -L in {node.name}: {done.stderr}")
+    flows = []
+    for line in done.stdout.splitlines():
+        fields: dict[str, list[str]] = {}
+        for token in line.split():
+            key, sep, value = token.partition("=")
+            if sep:
+                fields.setdefault(key, []).append(value)
+        if len(fields.get("src", [])) != 2:
+            continue
+        src, dst, sport, dport = fields["src"], fields["dst"], fields["sport"], fields["dport"]
+        flows.append(((src[0], int(sport[0]), dst[0], int(dport[0])),
+                      (src[1], int(sport[1]), dst[1], int(dport[1]))))
+    return flows
 
 
 def apply_nat(lab: Lab, router: Node, public_ifname: str, kind: NatKind, *,
