@@ -50,6 +50,10 @@ def collect_stats(daemon: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"limits": limits}
     api = daemon.api
     limits.update(api.limit_hits.snapshot())
+    host = getattr(daemon, "host", None)
+    for endpoint in host.endpoints() if host is not None else ():  # QUIC admission
+        for cause, count in endpoint.limit_hits.snapshot().items():
+            limits[cause] = limits.get(cause, 0) + count
     out["api"] = {"clients": api.client_count}
     kad = _extension_attr(daemon, "kad")
     if kad is not None:

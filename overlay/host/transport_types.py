@@ -17,6 +17,7 @@ from multiaddr import Multiaddr
 
 from overlay.errors import ConnectionClosed
 from overlay.identity import PeerId
+from overlay.limits import LimitHits
 from overlay.wire.stream import ByteStream
 
 __all__ = [
@@ -101,6 +102,11 @@ class Endpoint(Protocol):
 
     @property
     def local_address(self) -> tuple[str, int]: ...
+
+    @property
+    def limit_hits(self) -> LimitHits:
+        """Inbound handshakes answered by Retry, dropped or refused, by cause."""
+        ...
 
     async def dial(
         self, address: tuple[str, int], expected_peer: PeerId | None, /

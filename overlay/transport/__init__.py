@@ -22,7 +22,7 @@ aioquic access lives in ``aioquic_compat``.
 from overlay.transport.config import TransportConfig
 from overlay.transport.connection import QuicConn
 from overlay.transport.endpoint import DatagramHook, QuicEndpoint, is_stun
-from overlay.transport.errors import BindError, CertificateError, EndpointClosed
+from overlay.transport.errors import BindError, CertificateError, EndpointClosed, InvalidToken
 from overlay.transport.stream import QuicStream
 from overlay.transport.tls import (
     CertificateVerifier,
@@ -34,6 +34,7 @@ from overlay.transport.tls import (
 __all__ = [
     "BindError",
     "CertificateError",
+    "InvalidToken",
     "CertificateVerifier",
     "DatagramHook",
     "EndpointClosed",

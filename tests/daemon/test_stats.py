@@ -31,7 +31,12 @@ async def test_stats_op_and_metrics_agree(short_tmp: Path) -> None:
         dns_hits.hit("dns.rate", 0.0)
         dns_hits.hit("dns.rate", 1.0)
         front = SimpleNamespace(hits=dns_hits, answered=7, dropped=2)
-        daemon = SimpleNamespace(api=server, extensions=[SimpleNamespace(dns_front=front)])
+        quic_hits = [LimitHits(), LimitHits()]  # two QUIC sockets, summed
+        quic_hits[0].hit("quic.retry", 0.0)
+        quic_hits[1].hit("quic.retry", 0.0)
+        host = SimpleNamespace(endpoints=lambda: [SimpleNamespace(limit_hits=h) for h in quic_hits])
+        daemon = SimpleNamespace(api=server, host=host,
+                                 extensions=[SimpleNamespace(dns_front=front)])
         extension = StatsExtension(("127.0.0.1", 0))
         try:
             async with extension(daemon):
@@ -40,7 +45,7 @@ async def test_stats_op_and_metrics_agree(short_tmp: Path) -> None:
                 writer.close()
                 async with await ApiClient.connect(server.path) as client:
                     reply = await client.call("stats")
-                assert reply["limits"] == {"api.idle_timeout": 1, "dns.rate": 2}
+                assert reply["limits"] == {"api.idle_timeout": 1, "dns.rate": 2, "quic.retry": 2}
                 assert reply["dns"] == {"answered": 7, "dropped": 2}
                 assert "kad" not in reply  # no DHT in this daemon
                 address = extension.metrics_address
