@@ -50,6 +50,7 @@ __all__ = [
     "SupervisorClosed",
     "SharedCancelled",
     "contain",
+    "outcome_of",
     "run_supervised",
 ]
 
@@ -310,3 +311,14 @@ def contain(call: Callable[[], object], on_error: Callable[[Exception], None]) -
         on_error(exc)
         return False
     return True
+
+
+async def outcome_of(job: Awaitable[T]) -> T | Exception:
+    """Await ``job`` and return its result, or the exception it raised
+    instead of raising it (cancellation still propagates).  For a boundary
+    that must answer whatever happened: an API op with a bug still gets an
+    ``internal`` error reply instead of costing its client the connection."""
+    try:
+        return await job
+    except Exception as exc:  # the supervisor boundary for one awaited call
+        return exc

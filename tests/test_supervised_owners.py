@@ -21,6 +21,7 @@ from overlay.apps.tcp import ConnectionGroup
 from overlay.cli_progress import ProgressLine, SlowWait
 from overlay.daemon.api import ApiCall, ApiServer
 from overlay.daemon.client import ApiClient
+from overlay.daemon.errors import ApiError
 from overlay.naming.dns_front import DnsFront, DnsFrontConfig
 from overlay.naming.net_errors import NameNotFound
 from overlay.naming.resolver import Resolution
@@ -39,7 +40,7 @@ def short_tmp() -> Iterator[Path]:
 # -- API server -------------------------------------------------------------------------
 
 
-async def test_api_client_whose_op_has_a_bug_costs_only_that_client(
+async def test_an_op_with_a_bug_answers_internal_and_the_client_goes_on(
         short_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
     async def buggy(call: ApiCall) -> Mapping[str, Any]:
         raise RuntimeError("a bug in an op")
@@ -53,10 +54,14 @@ async def test_api_client_whose_op_has_a_bug_costs_only_that_client(
         async with await ApiClient.connect(server.path) as steady:
             async with await ApiClient.connect(server.path) as broken:
                 with caplog.at_level(logging.ERROR, logger="overlay.daemon.api"):
-                    await broken.send_request("buggy")
-                    assert await broken.next_event() is None  # its connection alone is closed
+                    with pytest.raises(ApiError) as info:
+                        await broken.call("buggy")
+                    # Answered `internal`, with the traceback in the log; the
+                    # same connection goes on serving.
+                    assert info.value.code == "internal" and "RuntimeError" in str(info.value)
+                    assert (await broken.call("echo", {"y": 2}))["args"] == {"y": 2}
             assert (await steady.call("echo", {"x": 1}))["args"] == {"x": 1}
-        assert any("API client failed" in r.getMessage() for r in caplog.records)
+        assert any("op buggy failed" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
 async def test_api_read_ahead_ends_with_its_client_and_close_awaits_all(short_tmp: Path) -> None:

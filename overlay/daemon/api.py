@@ -64,7 +64,7 @@ from overlay.errors import (
     StreamReset,
 )
 from overlay.limits import LimitHits
-from overlay.supervisor import Supervisor
+from overlay.supervisor import Supervisor, outcome_of
 
 __all__ = [
     "ApiCall",
@@ -512,15 +512,22 @@ class ApiServer:
             await self._send_reply(writer, call, reply, limit)
 
     async def _run_op(self, handler: OpHandler, call: ApiCall) -> dict[str, Any]:
-        try:
-            fields = await handler(call)
-        except (OverlayError, TimeoutError) as exc:
-            code = error_code_for(exc)
-            message = str(exc) or type(exc).__name__
+        fields = await outcome_of(handler(call))
+        if isinstance(fields, OverlayError | TimeoutError):
+            code = error_code_for(fields)
+            message = str(fields) or type(fields).__name__
             if code == ErrorCode.TIMEOUT and message == "TimeoutError":
                 message = f"`{call.op}` timed out"
             log.debug("op %s failed: %s: %s", call.op, code, message)
             return error_reply(call.request_id, code, message)
+        if isinstance(fields, Exception):
+            # A bug: the client gets an answer it can act on, the log the traceback.
+            log.error("op %s failed with an unexpected error", call.op, exc_info=fields)
+            if call.taken_over:
+                raise fields  # the connection carries raw bytes now: it must go
+            return error_reply(call.request_id, ErrorCode.INTERNAL,
+                               f"internal error in `{call.op}` ({type(fields).__name__}); "
+                               f"the daemon's log has the details")
         return ok_reply(call.request_id, fields)
 
     async def _send_reply(self, writer: asyncio.StreamWriter, call: ApiCall,
