@@ -40,6 +40,7 @@ from overlay.cli_admin import add_admin_parsers
 from overlay.cli_apps import add_apps_parsers
 from overlay.cli_core import add_core_parsers
 from overlay.cli_dht import add_dht_parser
+from overlay.cli_holepunch import add_holepunch_parser
 from overlay.cli_name import add_name_parser
 from overlay.cli_nat import add_nat_parser
 from overlay.cli_relay import add_relay_parser
@@ -84,6 +85,7 @@ COMMAND_GROUPS: list[AddParser] = [
     add_name_parser,
     add_nat_parser,
     add_relay_parser,
+    add_holepunch_parser,
     add_stats_parser,
     add_rendezvous_parser,
     add_serve_parser,

@@ -83,6 +83,7 @@ CASES: list[tuple[str, list[str], int]] = [
     ("status", ["status", "extra"], 2),
     ("nat", ["nat", "--classic", "nohost"], 2),
     ("relay status", ["relay", "status", "extra"], 2),
+    ("holepunch status", ["holepunch", "status", "extra"], 2),
     ("stats", ["stats", "extra"], 2),
     ("daemon", ["daemon", "--relay", "garbage"], 2),
     ("daemon", ["daemon", "--proxy", "garbage"], 2),
@@ -146,6 +147,8 @@ CASES: list[tuple[str, list[str], int]] = [
     ("status", ["status"], 0),
     ("nat", ["nat"], 0),
     ("relay status", ["relay", "status"], 0),
+    ("holepunch status", ["holepunch", "status"], 0),
+    ("holepunch status", ["holepunch", "status", "--json"], 0),
     ("stats", ["stats"], 0),
     ("stats", ["stats", "--json"], 0),
     ("rendezvous register", ["rendezvous", "register", "exit-codes"], 0),
@@ -184,6 +187,7 @@ NO_DAEMON: list[tuple[str, list[str]]] = [
     ("status", ["status"]),
     ("nat", ["nat"]),
     ("relay status", ["relay", "status"]),
+    ("holepunch status", ["holepunch", "status"]),
     ("stats", ["stats"]),
     ("rendezvous register", ["rendezvous", "register", "x"]),
     ("rendezvous unregister", ["rendezvous", "unregister", "x"]),
@@ -197,7 +201,7 @@ NO_DAEMON: list[tuple[str, list[str]]] = [
 
 # Commands that run without a daemon or cannot fail with "not found".
 LOCAL = {"init", "daemon", "demo", "sim", "completion", "config show", "config set"}
-NO_NOT_FOUND = {"id", "peers", "status", "nat", "relay status", "stats", "stop", "serve",
+NO_NOT_FOUND = {"id", "peers", "status", "nat", "relay status", "holepunch status", "stats", "stop", "serve",
                 "rendezvous register",
                 "rendezvous unregister", "dht put", "dht provide", "dht table", "name register",
                 "name update", "name transfer", "name release", "name list"}

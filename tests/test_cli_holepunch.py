@@ -1,0 +1,30 @@
+"""`overlay holepunch status` text output from a daemon's reply."""
+
+from __future__ import annotations
+
+import pytest
+
+from overlay.cli_holepunch import RECENT_SHOWN, print_status
+
+
+def test_off_says_how_to_turn_it_on(capsys: pytest.CaptureFixture[str]) -> None:
+    print_status({"enabled": False, "active": [], "counters": {}, "recent": []})
+    assert "off" in capsys.readouterr().out
+
+
+def test_sessions_show_outcome_time_and_attempts(capsys: pytest.CaptureFixture[str]) -> None:
+    recent = [{"peer": f"12D3Koo{i}", "role": "initiator", "ok": i % 2 == 0,
+               "how": "punched" if i % 2 == 0 else "no direct path", "attempts": 1,
+               "rtt_ms": 40.5, "elapsed_ms": 160.2} for i in range(RECENT_SHOWN + 3)]
+    print_status({"enabled": True, "active": ["12D3KooActive"],
+                  "counters": {"sessions": 13, "punched": 7}, "recent": recent})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "hole punching: on, 1 session running"
+    assert "counters: punched 7, sessions 13" in out
+    assert f"latest {RECENT_SHOWN} of {RECENT_SHOWN + 3}:" in out
+    shown = [line for line in out if line.startswith("  12D3Koo") and "(initiator)" in line]
+    assert len(shown) == RECENT_SHOWN
+    # The newest last: the oldest three are not shown.
+    assert all("12D3Koo0 " not in line for line in shown)
+    assert shown[-1].startswith(f"  12D3Koo{RECENT_SHOWN + 2} (initiator): direct, punched")
+    assert "[160 ms, relayed RTT 40 ms, 1 attempt]" in shown[-1]
