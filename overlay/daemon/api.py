@@ -311,6 +311,8 @@ class ApiServer:
         self._state: dict[asyncio.Task[None], _Client] = {}
         self.limit_hits = LimitHits()
         """Clients refused or closed by a limit, by cause (``api.*``)."""
+        self.clients_changed = asyncio.Event()
+        """Set whenever a client is accepted or gone (``client_count`` changed)."""
 
     @property
     def path(self) -> Path:
@@ -440,10 +442,12 @@ class ApiServer:
         self._clients.add(task)
         self._state[task] = client
         task.add_done_callback(self._forget_client)
+        self.clients_changed.set()
 
     def _forget_client(self, task: asyncio.Task[None]) -> None:
         self._clients.discard(task)
         self._state.pop(task, None)
+        self.clients_changed.set()
 
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                             client: _Client) -> None:

@@ -37,13 +37,11 @@ async def test_idle_clients_make_room_for_the_cli(short_tmp: Path) -> None:
         server, _ = await start(short_tmp / "api.sock", config)
         try:
             idle = [await raw_connection(server.path) for _ in range(4)]
-            # The server has counted them all before the CLI comes.  It
-            # announces no accepted client (ApiServer would need an event set
-            # in _on_client), and a round trip would make them used clients,
-            # which are evicted after the unused ones: yield loop turns
-            # until the accept callbacks have run (bounded by the timeout).
+            # The server has counted them all before the CLI comes (no round
+            # trip: that would make them used clients, evicted after unused ones).
             while server.client_count < 4:
-                await asyncio.sleep(0)
+                server.clients_changed.clear()
+                await server.clients_changed.wait()
             async with await ApiClient.connect(server.path) as client:
                 assert (await client.call("echo"))["ok"]
                 # The server is still full: the next one evicts again.
