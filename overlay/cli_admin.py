@@ -91,13 +91,23 @@ def add_admin_parsers(sub: Any, parents: Parents) -> None:
 # -- status ------------------------------------------------------------------------
 
 
+# The status op's identify heuristic, in words; the AutoNAT line (below, when
+# AutoNAT runs) is the verdict `overlay id` prints as "reachability".
+_MAPPING = {
+    "offline": "no peer connected",
+    "unknown": "no peer reported our address yet",
+    "direct": "peers see the port we listen on",
+    "nat": "peers see other ports (a NAT maps us)",
+}
+
+
 def _status_lines(reply: dict[str, Any]) -> list[str]:
     lines = [
         f"peer id:      {reply['peer_id']}",
         f"name:         {reply['name']}",
         f"agent:        {reply.get('agent_version', '?')} (pid {reply.get('pid', '?')}, "
         f"up {format_duration(float(reply.get('uptime_s', 0)))})",
-        f"reachability: {reply.get('reachability', '?')}",
+        f"mapping:      {_MAPPING.get(reply.get('reachability', ''), '?')}",
     ]
     lines += [f"listening:    {addr}" for addr in reply.get("listen_addrs", [])]
     lines += [f"observed:     {seen['addr']} ({plural(seen['reporters'], 'peer')})"
