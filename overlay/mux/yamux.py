@@ -73,7 +73,13 @@ PROTOCOL_ID: Final = "/yamux/1.0.0"
 
 _log = logging.getLogger(__name__)
 _READ_SIZE: Final = 1 << 16
-_WRITE_BATCH: Final = 1 << 16
+_NOISE_PLAINTEXT: Final = 65535 - 16
+"""The largest Noise transport message's plaintext (``overlay.secure``'s
+``MAX_PLAINTEXT``; not imported, as ``overlay.secure`` imports this package)."""
+_WRITE_BATCH: Final = 4 * _NOISE_PLAINTEXT
+"""Bytes the writer asks the core for at once.  The core fills it exactly
+when it has the data, so the Noise channel under a session (the usual case)
+sends four whole messages instead of one full and one nearly empty."""
 
 
 class YamuxStream:

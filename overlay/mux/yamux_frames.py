@@ -24,6 +24,8 @@ from overlay.errors import DecodeError, MessageTooLarge, RemoteProtocolError
 
 __all__ = [
     "HEADER_SIZE",
+    "HEADER_STRUCT",
+    "KNOWN_FLAGS",
     "VERSION",
     "MAX_DATA_LENGTH",
     "INITIAL_WINDOW",
@@ -51,8 +53,12 @@ read; go-yamux's largest stream window is 16 MiB, so no honest frame is
 bigger.  The session applies the tighter per-stream receive window."""
 
 _U32: Final = 0xFFFFFFFF
-_HEADER = struct.Struct(">BBHII")
-_KNOWN_FLAGS: Final = 0x0F
+HEADER_STRUCT: Final = struct.Struct(">BBHII")
+"""The header's fields as ``struct`` packs them, for a decoder's fast path."""
+KNOWN_FLAGS: Final = 0x0F
+"""SYN | ACK | FIN | RST; other bits are ignored."""
+_HEADER = HEADER_STRUCT
+_KNOWN_FLAGS = KNOWN_FLAGS
 
 
 class FrameType(enum.IntEnum):

@@ -53,9 +53,13 @@ from overlay.mux.yamux_events import (
 )
 from overlay.mux.yamux_frames import (
     HEADER_SIZE,
+    HEADER_STRUCT,
     INITIAL_WINDOW,
+    KNOWN_FLAGS,
     MAX_DATA_LENGTH,
+    VERSION,
     Flag,
+    FrameTooLarge,
     FrameType,
     GoAwayCode,
     Header,
@@ -142,7 +146,7 @@ class YamuxCore:
         self._control = bytearray()
         self._ready: deque[int] = deque()
         self._in_ready: set[int] = set()
-        self._inbuf = bytearray()
+        self._inbuf = bytearray()  # a header split between two inputs (< 12 bytes)
         self._payload_left = 0  # bytes of the current Data frame still due
         self._payload_header: Header | None = None
         self._payload_stream: _Stream | None = None  # None: payload is discarded
@@ -231,25 +235,39 @@ class YamuxCore:
 
     def data_to_send(self, limit: int = 1 << 16) -> bytes:
         """Control frames, then Data frames round-robin over the streams that
-        have window, until about ``limit`` bytes (one frame may pass it)."""
-        out = bytearray(self._control)
-        self._control.clear()
+        have window, up to ``limit`` bytes: the last Data frame is cut to
+        fit, so a caller that asks for whole messages of the layer below
+        (Noise's 65519 bytes) gets them.  Only control frames and a closing
+        stream's empty FIN frame may pass ``limit``."""
+        parts: list[bytes | memoryview] = []
+        size = len(self._control)
+        if size:
+            parts.append(bytes(self._control))
+            self._control.clear()
         was_over: dict[int, _Stream] = {}  # streams above send_buffer_limit
         bound = self.config.send_buffer_limit
-        while self._ready and len(out) < limit:
-            stream_id = self._ready.popleft()
+        max_frame = self.config.max_frame_size
+        ready = self._ready
+        while ready and size + HEADER_SIZE < limit:
+            stream_id = ready.popleft()
             self._in_ready.discard(stream_id)
             stream = self._streams.get(stream_id)
             if stream is None:
                 continue
-            n = min(stream.queued, stream.send_window, self.config.max_frame_size)
-            if n:
+            while True:
+                n = min(stream.queued, stream.send_window, max_frame, limit - size - HEADER_SIZE)
+                if not n:
+                    break
                 if stream.queued > bound:
                     was_over[stream_id] = stream
-                out += _frame(FrameType.DATA, Flag.NONE, stream_id, n)
-                self._take(stream, n, out)
+                parts.append(HEADER_STRUCT.pack(VERSION, FrameType.DATA, 0, stream_id, n))
+                self._take(stream, n, parts)
+                size += HEADER_SIZE + n
+                if ready or size + HEADER_SIZE >= limit:
+                    break  # one frame per stream and turn while others wait
             if not stream.queued and stream.fin_queued and not stream.fin_sent:
-                out += _frame(FrameType.DATA, Flag.FIN, stream_id, 0)
+                parts.append(_frame(FrameType.DATA, Flag.FIN, stream_id, 0))
+                size += HEADER_SIZE
                 stream.fin_sent = True
                 self._maybe_forget(stream)
             elif stream.sendable():
@@ -257,23 +275,24 @@ class YamuxCore:
         for stream in was_over.values():
             if stream.queued <= bound:
                 self._events.append(StreamWritable(stream.id))
-        return bytes(out)
+        return b"".join(parts)
 
     @staticmethod
-    def _take(stream: _Stream, n: int, out: bytearray) -> None:
+    def _take(stream: _Stream, n: int, parts: list[bytes | memoryview]) -> None:
         # Chunks are memoryviews: cutting a frame off a large write is O(1),
-        # never a copy of the remainder.
+        # never a copy of the remainder; the one copy is the caller's join.
         stream.queued -= n
         stream.send_window -= n
+        queue = stream.queue
         while n:
-            head = stream.queue[0]
+            head = queue[0]
             if len(head) <= n:
-                out += head
+                parts.append(head)
                 n -= len(head)
-                stream.queue.popleft()
+                queue.popleft()
             else:
-                out += head[:n]
-                stream.queue[0] = head[n:]
+                parts.append(head[:n])
+                queue[0] = head[n:]
                 n = 0
 
     # --- application commands -------------------------------------------------
@@ -438,34 +457,56 @@ class YamuxCore:
         if self._terminated:
             return
         self._last_received = now
-        self._inbuf += data
+        with memoryview(data) as view:
+            try:
+                self._receive(data, view, now)
+            except YamuxProtocolError as exc:
+                self._violation(exc)
+
+    def _receive(self, data: bytes, view: memoryview, now: float) -> None:
+        # Payload is cut straight out of ``data`` (one copy per Data frame
+        # piece, none when a piece is all of ``data``); only a header split
+        # between two inputs is buffered.
+        end = len(view)
         pos = 0
-        buf = self._inbuf
-        try:
-            while not self._terminated:
-                if self._payload_left:
-                    n = min(self._payload_left, len(buf) - pos)
-                    if not n:
-                        break
-                    if self._payload_stream is not None and self._payload_stream.id in self._streams:
-                        self._payload_stream.unconsumed += n
-                        self._events.append(
-                            DataReceived(self._payload_stream.id, bytes(buf[pos : pos + n]))
-                        )
-                    pos += n
-                    self._payload_left -= n
-                    if not self._payload_left:
-                        self._end_data_frame()
-                    continue
-                if len(buf) - pos < HEADER_SIZE:
-                    break
-                header = decode_header(bytes(buf[pos : pos + HEADER_SIZE]), MAX_DATA_LENGTH)
-                pos += HEADER_SIZE
-                self._on_header(header, now)
-        except YamuxProtocolError as exc:
-            self._violation(exc)
-        finally:
-            del buf[:pos]
+        if self._inbuf:
+            need = HEADER_SIZE - len(self._inbuf)
+            self._inbuf += view[:need]
+            if len(self._inbuf) < HEADER_SIZE:
+                return
+            header = decode_header(self._inbuf, MAX_DATA_LENGTH)
+            self._inbuf.clear()
+            pos = need
+            self._on_header(header, now)
+        while not self._terminated:
+            left = self._payload_left
+            if left:
+                n = min(left, end - pos)
+                if not n:
+                    return
+                stream = self._payload_stream
+                if stream is not None and stream.id in self._streams:
+                    stream.unconsumed += n
+                    if n == end and type(data) is bytes:
+                        chunk = data
+                    else:
+                        chunk = bytes(view[pos : pos + n])
+                    self._events.append(DataReceived(stream.id, chunk))
+                pos += n
+                self._payload_left = left - n
+                if left == n:
+                    self._end_data_frame()
+                continue
+            if end - pos < HEADER_SIZE:
+                self._inbuf += view[pos:]
+                return
+            version, raw_type, flags, stream_id, length = HEADER_STRUCT.unpack_from(view, pos)
+            pos += HEADER_SIZE
+            if version == VERSION and raw_type == FrameType.DATA and not flags & KNOWN_FLAGS:
+                # A Data frame without flags: the bulk of every transfer.
+                self._on_plain_data(stream_id, length)
+            else:
+                self._on_header(decode_header(view[pos - HEADER_SIZE : pos], MAX_DATA_LENGTH), now)
 
     # --- frame handling -------------------------------------------------------
 
@@ -519,6 +560,28 @@ class YamuxCore:
             if stream.sendable():
                 self._mark_ready(stream)
             self._end_flags(stream, header.flags)
+
+    def _on_plain_data(self, stream_id: int, length: int) -> None:
+        """``_on_stream_frame`` for a Data frame without flags, with the
+        checks ``decode_header`` and ``_on_stream_frame`` make, in their order."""
+        if length > MAX_DATA_LENGTH:
+            raise FrameTooLarge(length, MAX_DATA_LENGTH)
+        if stream_id == 0:
+            raise StreamIdError("DATA frame on the session stream 0")
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            if length > stream.recv_window:
+                raise WindowExceeded(
+                    f"{length} bytes on stream {stream.id} whose window is {stream.recv_window}"
+                )
+            if length and stream.remote_fin:
+                raise YamuxProtocolError(f"data on stream {stream.id} after its FIN")
+            stream.recv_window -= length
+        self._payload_stream = stream
+        self._payload_header = None  # no flags to apply at its end
+        self._payload_left = length
+        if not length:
+            self._end_data_frame()
 
     def _end_data_frame(self) -> None:
         stream, header = self._payload_stream, self._payload_header

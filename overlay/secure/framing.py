@@ -24,28 +24,35 @@ class FrameReader:
 
     ``want()`` says how many bytes complete the current frame; a driver that
     reads no more than that never holds more than one frame, and never takes
-    bytes that belong to whatever follows.
+    bytes that belong to whatever follows.  A driver may also read ahead
+    (the transport phase does): frames are then cut from the buffer through
+    an offset, so several buffered frames cost no re-copying of the rest.
     """
 
-    __slots__ = ("_buffer", "_limit")
+    __slots__ = ("_buffer", "_start", "_limit")
 
     def __init__(self, limit: int = MAX_MESSAGE) -> None:
         if not 0 <= limit <= MAX_MESSAGE:
             raise LocalProtocolError(f"frame limit {limit} outside 0..{MAX_MESSAGE}")
         self._buffer = bytearray()
+        self._start = 0  # bytes of _buffer already handed out
         self._limit = limit
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return len(self._buffer) - self._start
 
     def feed(self, data: bytes) -> None:
+        if self._start:
+            del self._buffer[: self._start]
+            self._start = 0
         self._buffer += data
 
     def _length(self) -> int | None:
-        if len(self._buffer) < LENGTH_PREFIX:
+        buffer, start = self._buffer, self._start
+        if len(buffer) - start < LENGTH_PREFIX:
             return None
-        length = int.from_bytes(self._buffer[:LENGTH_PREFIX], "big")
+        length = buffer[start] << 8 | buffer[start + 1]
         # Checked before the body is waited for, let alone read.
         if length > self._limit:
             raise MessageTooLarge(length, self._limit)
@@ -55,14 +62,21 @@ class FrameReader:
         """Bytes still missing from the current frame (at least 1)."""
         length = self._length()
         if length is None:
-            return LENGTH_PREFIX - len(self._buffer)
-        return max(1, LENGTH_PREFIX + length - len(self._buffer))
+            return LENGTH_PREFIX - self.buffered
+        return max(1, LENGTH_PREFIX + length - self.buffered)
 
     def next_frame(self) -> bytes | None:
         """The next complete message body, or None until more bytes arrive."""
         length = self._length()
-        if length is None or len(self._buffer) < LENGTH_PREFIX + length:
+        if length is None or self.buffered < LENGTH_PREFIX + length:
             return None
-        body = bytes(self._buffer[LENGTH_PREFIX : LENGTH_PREFIX + length])
-        del self._buffer[: LENGTH_PREFIX + length]
+        start = self._start + LENGTH_PREFIX
+        end = start + length
+        with memoryview(self._buffer) as view:
+            body = bytes(view[start:end])
+        if end == len(self._buffer):
+            self._buffer.clear()
+            self._start = 0
+        else:
+            self._start = end
         return body

@@ -23,7 +23,7 @@ from overlay.errors import LocalProtocolError, PeerIdMismatch
 from overlay.identity.keys import PrivateKey, PublicKey
 from overlay.identity.peer_id import PeerId
 from overlay.secure.errors import NoiseHandshakeError
-from overlay.secure.framing import MAX_MESSAGE, encode_frame
+from overlay.secure.framing import LENGTH_PREFIX, MAX_MESSAGE, encode_frame
 from overlay.secure.noise_state import DHLEN, TAGLEN, CipherState, XXHandshakeState
 from overlay.secure.payload import (
     NoiseExtensions,
@@ -199,13 +199,19 @@ class NoiseTransport:
 
     def encrypt(self, data: bytes) -> bytes:
         """Framed ciphertext of ``data``, split into messages of at most
-        ``MAX_PLAINTEXT`` bytes; nothing for empty data."""
-        view = memoryview(data)
-        out = bytearray()
-        for start in range(0, len(view), MAX_PLAINTEXT):
-            chunk = bytes(view[start : start + MAX_PLAINTEXT])
-            out += encode_frame(self._send.encrypt_with_ad(b"", chunk))
-        return bytes(out)
+        ``MAX_PLAINTEXT`` bytes (all full but the last); nothing for empty data."""
+        size = len(data)
+        if size <= MAX_PLAINTEXT:
+            if not size:
+                return b""
+            return encode_frame(self._send.encrypt_with_ad(b"", data))
+        parts: list[bytes] = []
+        with memoryview(data) as view:
+            for start in range(0, size, MAX_PLAINTEXT):
+                message = self._send.encrypt_with_ad(b"", view[start : start + MAX_PLAINTEXT])
+                parts.append(len(message).to_bytes(LENGTH_PREFIX, "big"))
+                parts.append(message)
+        return b"".join(parts)
 
     def decrypt(self, message: bytes) -> bytes:
         """Plaintext of one transport message (without its length prefix);

@@ -80,9 +80,9 @@ class CipherState:
         # ChaChaPoly nonce: 32 zero bits, then the counter little-endian.
         return b"\x00\x00\x00\x00" + self._nonce.to_bytes(8, "little")
 
-    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
+    def encrypt_with_ad(self, ad: bytes, plaintext: bytes | memoryview) -> bytes:
         if self._aead is None:
-            return plaintext
+            return bytes(plaintext)
         out = self._aead.encrypt(self._next_nonce(), plaintext, ad)
         self._nonce += 1
         return out

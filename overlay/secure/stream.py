@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Final
 
 from overlay.errors import ConfigError, OverlayError, RemoteProtocolError, StreamClosed
 from overlay.identity.keys import PrivateKey, PublicKey
@@ -44,12 +45,21 @@ class NoiseConfig:
             raise ConfigError("handshake_timeout must be positive")
 
 
-async def _read_frame(stream: ByteStream, reader: FrameReader) -> bytes | None:
-    """The next whole message, or None at a clean EOF (between messages)."""
+_READ_AHEAD: Final = 1 << 18
+"""Bytes a transport-phase read asks the stream underneath for: whatever
+has arrived, up to four whole messages, in one call."""
+
+
+async def _read_frame(
+    stream: ByteStream, reader: FrameReader, read_ahead: int = 0
+) -> bytes | None:
+    """The next whole message, or None at a clean EOF (between messages).
+
+    Without ``read_ahead`` it never asks for more than the current frame
+    lacks (the handshake: nothing after a message is consumed); with it,
+    it asks for up to that many bytes, and the reader keeps what follows."""
     while (frame := reader.next_frame()) is None:
-        # Never ask for more than the current frame lacks: the buffer stays
-        # within one message and nothing after it is consumed.
-        data = await stream.read(reader.want())
+        data = await stream.read(max(reader.want(), read_ahead))
         if not data:
             if reader.buffered:
                 raise TruncatedFrame(f"stream ended inside a Noise message ({reader.buffered} bytes)")
@@ -61,9 +71,10 @@ async def _read_frame(stream: ByteStream, reader: FrameReader) -> bytes | None:
 class SecureStream:
     """A Noise-encrypted ``ByteStream`` over another one.
 
-    Reads hold at most one decrypted message (65519 bytes); writes are
-    encrypted at once into the inner stream, whose ``drain`` gives the
-    backpressure.  A tampered, truncated or oversized message resets the
+    Reads hold at most one decrypted message (65519 bytes) and one
+    read-ahead of ciphertext (``_READ_AHEAD``); writes are encrypted at once
+    into the inner stream, in messages as full as the data allows, and the
+    inner stream's ``drain`` gives the backpressure.  A tampered, truncated or oversized message resets the
     inner stream and raises a ``NoiseProtocolError`` on this and every later
     read.
     """
@@ -124,7 +135,7 @@ class SecureStream:
                 if self._eof:
                     return b""
                 try:
-                    frame = await _read_frame(self._inner, self._reader)
+                    frame = await _read_frame(self._inner, self._reader, _READ_AHEAD)
                     if frame is None:
                         self._eof = True
                         return b""

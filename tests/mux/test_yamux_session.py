@@ -116,6 +116,31 @@ def test_frames_are_split_at_max_frame_size() -> None:
     assert lengths == [1024, 1024, 452]
 
 
+def test_data_to_send_fills_its_limit_exactly_by_cutting_the_last_frame() -> None:
+    pair = CorePair()
+    sid = established(pair)
+    pair.client.send(sid, bytes(range(256)) * 800)  # 204800 bytes
+    out = pair.client.data_to_send(65519)
+    assert len(out) == 65519  # one whole Noise message
+    assert [f[3] for f in frames(out)] == [16 * KiB] * 3 + [65519 - 3 * 16 * KiB - 4 * HEADER_SIZE]
+    rest = pair.client.data_to_send(1 << 30)
+    assert sum(f[3] for f in frames(rest)) == 204800 - (65519 - 4 * HEADER_SIZE)
+    pair.server.receive_data(out + rest, 0.0)
+    assert data_of(pair.server.events(), sid) == bytes(range(256)) * 800
+
+
+def test_a_lone_stream_fills_the_batch_and_several_take_turns() -> None:
+    pair = CorePair()
+    a, b = established(pair), established(pair)
+    pair.client.send(a, bytes(40 * KiB))
+    out = pair.client.data_to_send(1 << 20)
+    assert [(f[2], f[3]) for f in frames(out)] == [(a, 16 * KiB), (a, 16 * KiB), (a, 8 * KiB)]
+    pair.client.send(a, bytes(40 * KiB))
+    pair.client.send(b, bytes(40 * KiB))
+    out = pair.client.data_to_send(1 << 20)
+    assert [f[2] for f in frames(out)] == [a, b, a, b, a, b]
+
+
 def test_fin_half_closes_each_way() -> None:
     pair = CorePair()
     sid = established(pair)

@@ -126,6 +126,23 @@ def test_extensions_reach_the_other_side_only_after_verification() -> None:
     assert pair.responder.result.remote_extensions == ours
 
 
+def test_frame_reader_cuts_several_fed_frames_in_order() -> None:
+    bodies = [b"a" * 5, b"", b"b" * 300, b"c"]
+    wire = b"".join(encode_frame(body) for body in bodies)
+    reader = FrameReader()
+    reader.feed(wire[:9])  # the first frame and the (empty) second one
+    assert reader.next_frame() == bodies[0]
+    assert reader.buffered == 2
+    reader.feed(wire[9:20])
+    assert reader.next_frame() == bodies[1]
+    assert reader.next_frame() is None
+    assert reader.want() == 2 + 300 - 11  # 11 bytes of the third are here
+    reader.feed(wire[20:])
+    assert [reader.next_frame(), reader.next_frame(), reader.next_frame()] == [
+        bodies[2], bodies[3], None]
+    assert reader.buffered == 0 and reader.want() == 2
+
+
 def test_transport_round_trip_and_chunking() -> None:
     pair = HandshakePair()
     pair.messages()

@@ -162,6 +162,23 @@ async def test_large_write_is_chunked_and_reads_hold_one_message() -> None:
         assert first + rest == data
 
 
+async def test_reads_ahead_across_messages_and_keeps_them_apart() -> None:
+    """A transport-phase read takes several queued messages from the
+    stream underneath at once, then hands them out one by one."""
+    async with asyncio.timeout(20):
+        left, right = memory_stream_pair(limit=1 << 20)
+        a, b = await secure_pair(left, right)
+        for n in (1, MAX_PLAINTEXT, 7):
+            a.write(bytes([n % 251]) * n)  # three messages of their own
+        await a.drain()
+        got = [await b.read(1 << 20) for _ in range(3)]
+        assert [len(x) for x in got] == [1, MAX_PLAINTEXT, 7]
+        assert got[1] == bytes([MAX_PLAINTEXT % 251]) * MAX_PLAINTEXT
+        assert b.buffered == 0
+        a.write_eof()
+        assert await b.read() == b""
+
+
 async def test_drain_waits_for_the_reader() -> None:
     async with asyncio.timeout(20):
         left, right = memory_stream_pair(limit=1 << 16)
