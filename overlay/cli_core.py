@@ -125,6 +125,42 @@ def _dns_arg(text: str) -> str:
     return text
 
 
+_SERVE_EXIT = "\0serve"
+
+
+def _exit_arg(text: str) -> str:
+    from overlay.apps.exit_client import check_exit_choice
+
+    if text == _SERVE_EXIT:
+        return text
+    try:
+        return check_exit_choice(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _exit_ports_arg(text: str) -> list[int]:
+    from overlay.apps.exit_policy import parse_ports
+
+    try:
+        return list(parse_ports(int(p) for p in text.split(",") if p.strip()))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from exc
+
+
+def _exit_flags(ns: argparse.Namespace) -> tuple[dict[str, Any] | None, str | None]:
+    """The ``[exit]`` entries and ``exit_via`` the flags set (None: config)."""
+    table: dict[str, Any] = {}
+    if ns.exit == _SERVE_EXIT:
+        table["enabled"] = True
+    if ns.exit_ports is not None:
+        table["ports"] = ns.exit_ports
+    if ns.exit_allow:
+        table["allow"] = list(ns.exit_allow)
+    via = None if ns.exit in (None, _SERVE_EXIT) else ns.exit
+    return table or None, via
+
+
 def add_core_parsers(sub: Any, parents: Parents) -> None:
     add_command(sub, "init", parents=parents.pick(), run=_cmd_init,
                 help="create the identity key and config (never overwrites a key)",
@@ -158,6 +194,17 @@ def add_core_parsers(sub: Any, parents: Parents) -> None:
     p.add_argument("--proxy", metavar="HOST:PORT|off", type=_dns_arg, default=None,
                    help="serve a SOCKS5 and HTTP proxy for .ovl names here, with a PAC "
                         "file at /proxy.pac (default: from config.toml, else off)")
+    p.add_argument("--exit", metavar="NAME|PEER|auto|off", nargs="?", const=_SERVE_EXIT,
+                   type=_exit_arg, default=None,
+                   help="alone: serve as an exit to the clear web for allowed peers "
+                        "(--exit-ports, --exit-allow); with a value: send the proxy's "
+                        "non-.ovl traffic out through that exit, `auto` finds one in the DHT "
+                        "(config keys `exit`, `exit_via`; docs/apps.md)")
+    p.add_argument("--exit-ports", metavar="PORT,…", type=_exit_ports_arg, default=None,
+                   help="destination ports an exit opens (default 80,443)")
+    p.add_argument("--exit-allow", metavar="PEER_OR_NAME", action="append", default=[],
+                   help="a client peer ID or name an exit serves, repeatable; `*` is "
+                        "anyone (default: nobody)")
     p.add_argument("--stun", metavar="HOST:PORT", action="append", type=stun_server_arg,
                    default=[], help="STUN server asked from the QUIC socket, repeatable; an "
                                     "introducer's QUIC port is one (default: from config.toml)")
@@ -267,7 +314,8 @@ def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
                                      stun=ns.stun, introducer=ns.introducer,
                                      mdns=ns.mdns, relays=ns.relays, metrics=ns.metrics,
                                      proxy=ns.proxy,
-                                     holepunch=ns.holepunch, upnp=ns.upnp))
+                                     holepunch=ns.holepunch, upnp=ns.upnp,
+                                     exit=_exit_flags(ns)[0], exit_via=_exit_flags(ns)[1]))
 
 
 def _cmd_id(ns: argparse.Namespace, home: Home) -> int:

@@ -10,8 +10,8 @@ does), and a ``/ovl/tcp/1.0.0`` stream is opened with the header
 pipelined behind a lazy protocol selection.  Every failure becomes a
 ``TargetError`` whose reason a person can read.
 
-``DirectDialer`` is the seam for exits: today a non-zone host is dialed
-from this machine; an exit would be another ``Dialer``.
+``DirectDialer`` dials a non-zone host from this machine; with an exit
+chosen (``--exit``), ``exit_client.ExitDialer`` takes its place.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ class Connector:
                                       f"{record.name} is this node, which does not expose "
                                       f"{service!r}")
                 return await DirectDialer().open(*local)
-            if await self._dial(peer, target.addrs, errors):
+            if await self.dial_peer(peer, target.addrs, errors):
                 stream = await self._open_stream(record.name, peer, service, pipelined)
                 return StatusGate(stream, record.name, service) if pipelined else stream
         if not record.peers:
@@ -167,7 +167,15 @@ class Connector:
         raise TargetError(Reason.PEER_OFFLINE, f"{record.name} is offline: no peer it names "
                           "answered (" + "; ".join(errors) + ")")
 
-    async def _dial(self, peer: PeerId, addrs: tuple[bytes, ...], errors: list[str]) -> bool:
+    @property
+    def via_exit(self) -> bool:
+        """Whether hosts outside the zone go through an exit."""
+        return not isinstance(self.direct, DirectDialer)
+
+    async def dial_peer(self, peer: PeerId, addrs: tuple[bytes, ...],
+                        errors: list[str]) -> bool:
+        """Connect ``peer`` at one of ``addrs`` (appending each failure to
+        ``errors``); whether a connection is up."""
         # Direct addresses first; a relay's /p2p-circuit address only when none answers.
         for raw in sorted(addrs, key=_relayed):
             try:

@@ -17,10 +17,15 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from overlay.apps.config import Exposure, exposure_table, parse_exposure, parse_services
 from overlay.apps.connector import Connector, NameLookup
+from overlay.apps.exit_client import ExitDialer, check_exit_choice
+from overlay.apps.exit_policy import ExitConfig, parse_exit_table
+from overlay.apps.exit_proto import EXIT_PROTOCOL, exit_provider_key
+from overlay.apps.exit_server import ExitServer
 from overlay.apps.exposer import Exposer
 from overlay.apps.forward import Forward, Forwards
 from overlay.apps.proxy import ProxyServer
@@ -78,9 +83,18 @@ class AppsExtension:
     exposures."""
 
     def __init__(self, services: Mapping[str, Any] | None = None,
-                 proxy: tuple[str, int] | None = None, *, persist: bool = True) -> None:
+                 proxy: tuple[str, int] | None = None, *, persist: bool = True,
+                 exit: ExitConfig | None = None, exit_via: str | None = None) -> None:
+        """``exit`` (serve as an exit) and ``exit_via`` (``off``, ``auto``,
+        a name or a peer ID: where the proxy sends hosts outside the zone)
+        default to the daemon config's ``[exit]`` table and ``exit_via``."""
         self.initial = parse_services(services or {})
         self.proxy = proxy
+        self.exit = exit
+        self.exit_via = None if exit_via is None else check_exit_choice(exit_via)
+        self.exit_server: ExitServer | None = None
+        """Serving ``/ovl/exit/1.0.0`` (``overlay stats`` shows it)."""
+        self.exit_dialer: ExitDialer | None = None
         self.persist = persist
         """Write exposures to ``<home>/config.toml``."""
         self.proxy_address: tuple[str, int] | None = None
@@ -122,11 +136,24 @@ class AppsExtension:
             return None if e is None else (e.host, e.port)
 
         connector = Connector(host, names, zone, local=local)
+        exit_config = self.exit or parse_exit_table(getattr(daemon.config, "exit", {}) or {})
+        exit_via = self.exit_via or check_exit_choice(getattr(daemon.config, "exit_via", "off"))
+        if exit_via != "off":
+            self.exit_dialer = ExitDialer(host, exit_via, zone, names=names,
+                                          find_providers=self._find_exits,
+                                          dial=connector.dial_peer)
+            connector.direct = self.exit_dialer
         async with AsyncExitStack() as stack:
             group = await stack.enter_async_context(ConnectionGroup())
             sup = await stack.enter_async_context(Supervisor("apps", log))
             host.set_stream_handler(SERVICE_PROTOCOL, exposer.handle)
             stack.callback(host.remove_stream_handler, SERVICE_PROTOCOL)
+            if exit_config.enabled:
+                server = ExitServer(exit_config, self._name_peers)
+                host.set_stream_handler(EXIT_PROTOCOL, server.handle)
+                stack.callback(host.remove_stream_handler, EXIT_PROTOCOL)
+                self.exit_server = server
+                sup.spawn(partial(self._announce_exit, server, zone), "announcing the exit")
             self.exposer = exposer
             self.forwards = Forwards(group, connector)
             if self.proxy is not None:
@@ -151,6 +178,8 @@ class AppsExtension:
                 self.exposer = None
                 self.forwards = None
                 self.proxy_server = None
+                self.exit_server = None
+                self.exit_dialer = None
 
     def _register(self, api: Any) -> None:
         api.register("expose_add", self.expose_add)
@@ -159,6 +188,41 @@ class AppsExtension:
         api.register("forward_add", self.forward_add)
         api.register("forward_list", self.forward_list)
         api.register("forward_close", self.forward_close)
+
+    # -- exits ---------------------------------------------------------------------
+
+    def _kad(self) -> Any:
+        from overlay.daemon.ops_dht import DhtExtension
+
+        for extension in self._daemon.extensions:
+            if isinstance(extension, DhtExtension):
+                return extension.kad
+        return None
+
+    async def _find_exits(self, key: bytes) -> list[tuple[PeerId, tuple[bytes, ...]]]:
+        kad = self._kad()
+        if kad is None:
+            return []
+        return [(p.peer_id, tuple(p.addrs)) for p in await kad.find_providers(key)]
+
+    async def _announce_exit(self, server: ExitServer, zone: str) -> None:
+        """Provide the exit key until at least one peer took it; the DHT
+        re-provides it from then on."""
+        delay = 1.0
+        while True:
+            kad = self._kad()
+            told = 0
+            if kad is not None:
+                try:
+                    told = await kad.provide(exit_provider_key(zone))
+                except (OverlayError, TimeoutError) as exc:
+                    log.info("could not announce the exit yet: %s", exc)
+            if told:
+                log.info("announced as an exit to %d peer(s)", told)
+                server.announced.set()
+                return
+            await asyncio.sleep(delay)  # a retry interval, not synchronisation
+            delay = min(delay * 2, 60.0)
 
     # -- names ---------------------------------------------------------------------
 

@@ -197,12 +197,17 @@ def error_response(status: int, reason: str, message: str) -> bytes:
                            (("X-Overlay-Error", reason),))
 
 
-def pac_file(proxy_host: str, proxy_port: int, zone: str) -> str:
+def pac_file(proxy_host: str, proxy_port: int, zone: str, everything: bool = False) -> str:
     """A proxy auto-config that sends only ``*.<zone>`` (and the zone
     itself) through the proxy; everything else goes DIRECT, so the clear
-    web is browsed as before."""
+    web is browsed as before.  ``everything`` (the daemon uses an exit)
+    sends every host through the proxy."""
     host = f"[{proxy_host}]" if ":" in proxy_host else proxy_host
     where = f"{host}:{proxy_port}"
+    if everything:
+        return ("function FindProxyForURL(url, host) {\n"
+                f"  return \"SOCKS5 {where}; SOCKS {where}; PROXY {where}\";\n"
+                "}\n")
     return (
         "function FindProxyForURL(url, host) {\n"
         f"  if (dnsDomainIs(host, \".{zone}\") || host == \"{zone}\")\n"

@@ -9,8 +9,9 @@ the proxy itself, ``GET /proxy.pac``.
 
 Hosts in the zone (``*.ovl``) go to the named peer's exposed service by
 port (80: ``http``; any other: the service published with that port);
-other hosts are dialed from this machine by the connector's ``direct``
-dialer (the seam for exits).  Failures are SOCKS5 reply codes or small
+other hosts are dialed by the connector's ``direct`` dialer: from this
+machine, or through the chosen exit (``exit_client``, docs/apps.md
+"Exits").  Failures are SOCKS5 reply codes or small
 HTML pages naming the reason (``policy``).
 """
 
@@ -76,7 +77,8 @@ class ProxyServer:
                 pass
             else:
                 host, port = seen.host, seen.port
-        return http_proxy.pac_file(host, port, self._connector.zone)
+        return http_proxy.pac_file(host, port, self._connector.zone,
+                                   everything=self._connector.via_exit)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -122,6 +122,12 @@ class DaemonConfig:
     services: Mapping[str, Any] = field(default_factory=dict)
     """Exposed TCP services (table ``[services]``: ``http = {port = 8080}``;
     docs/apps.md); ``overlay expose`` maintains it."""
+    exit: Mapping[str, Any] = field(default_factory=dict)
+    """Serve as an exit to the clear web (table ``[exit]``: ``enabled``,
+    ``ports``, ``allow``, limits; docs/apps.md, "Exits")."""
+    exit_via: str = "off"
+    """Where the proxy sends hosts outside the zone: ``off`` (directly),
+    ``auto`` (an exit found in the DHT), an exit's name or peer ID."""
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -168,6 +174,14 @@ class DaemonConfig:
         from overlay.apps.config import parse_services
 
         parse_services(self.services)
+        from overlay.apps.exit_client import check_exit_choice
+        from overlay.apps.exit_policy import parse_exit_table
+
+        try:
+            parse_exit_table(self.exit)
+            check_exit_choice(self.exit_via)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def with_listen(self, listen: tuple[str, ...] | list[str]) -> DaemonConfig:
         return replace(self, listen=tuple(listen))
@@ -192,6 +206,8 @@ _FIELDS: dict[str, type] = {
     "metrics": str,
     "proxy": str,
     "services": dict,
+    "exit": dict,
+    "exit_via": str,
 }
 
 
@@ -261,6 +277,8 @@ def config_document(config: DaemonConfig) -> dict[str, TomlValue]:
         "metrics": config.metrics,
         "proxy": config.proxy,
         "services": dict(config.services),
+        "exit": dict(config.exit),
+        "exit_via": config.exit_via,
     }
 
 

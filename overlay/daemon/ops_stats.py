@@ -72,6 +72,10 @@ def collect_stats(daemon: Any) -> dict[str, Any]:
     if front is not None:
         limits.update(front.hits.snapshot())
         out["dns"] = {"answered": front.answered, "dropped": front.dropped}
+    exit_server = _extension_attr(daemon, "exit_server")  # docs/apps.md, "Exits"
+    if exit_server is not None:
+        limits.update(exit_server.limit_hits.snapshot())
+        out["exit"] = exit_server.stats()
     out["limits"] = dict(sorted(limits.items()))
     return out
 

@@ -9,8 +9,8 @@ import logging
 import signal
 import time
 from dataclasses import replace
-from collections.abc import Callable, Sequence
-from typing import TextIO
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
 
 from overlay import AGENT_VERSION
 from overlay.daemon.config import DaemonConfig, load_config
@@ -116,6 +116,8 @@ async def run_daemon(
     proxy: str | None = None,
     holepunch: bool | None = None,
     upnp: bool | None = None,
+    exit: Mapping[str, Any] | None = None,
+    exit_via: str | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
 
@@ -157,6 +159,10 @@ async def run_daemon(
         config = replace(config, holepunch=holepunch)
     if upnp is not None:
         config = replace(config, upnp=upnp)
+    if exit is not None:
+        config = replace(config, exit={**config.exit, **exit})
+    if exit_via is not None:
+        config = replace(config, exit_via=exit_via)
     if extensions is None:
         # An address asked for on the command line must be served; the
         # configured one (usually the default) only warns when it is busy.
