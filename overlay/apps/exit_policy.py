@@ -162,6 +162,14 @@ def destination_refusal(address: IPAddress, lab: Sequence[IPNetwork] = ()) -> st
         return "multicast address"
     if any(address in net for net in lab):
         return None
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = _embedded_v4(address)
+        if inner is not None:
+            why = destination_refusal(inner, lab)
+            if why is not None:
+                return f"{why} inside an IPv6 address"
+            if address.ipv4_mapped is not None or address in _NAT64:
+                return None  # the IPv4 address is the destination
     if address.is_loopback:
         return "loopback address"
     if address.is_link_local:
@@ -172,12 +180,6 @@ def destination_refusal(address: IPAddress, lab: Sequence[IPNetwork] = ()) -> st
         return "reserved address"
     if not address.is_global:
         return "non-global address"
-    if isinstance(address, ipaddress.IPv6Address):
-        inner = _embedded_v4(address)
-        if inner is not None:
-            why = destination_refusal(inner, lab)
-            if why is not None:
-                return f"{why} inside an IPv6 address"
     return None
 
 
