@@ -150,6 +150,18 @@ class Libp2pQuicConnection(QuicConnection):
         return 65527 if value is None else value
 
     @property
+    def peer_max_datagram_frame_size(self) -> int | None:
+        """The largest DATAGRAM frame the peer accepts (RFC 9221); None if
+        it announced no datagram support."""
+        size: int | None = self._remote_max_datagram_frame_size
+        return size
+
+    @property
+    def datagrams_queued(self) -> int:
+        """DATAGRAM frames queued and not yet put in a packet."""
+        return len(self._datagrams_pending)
+
+    @property
     def max_datagram_size(self) -> int:
         size: int = self._max_datagram_size
         return size

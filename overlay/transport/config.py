@@ -14,6 +14,7 @@ _MAX_DATAGRAM = 65527
 # aioquic fails to parse frames in datagrams near 64 KB; 16 KB already cuts
 # the per-packet work tenfold against 1200-byte datagrams.
 _MAX_LOOPBACK_DATAGRAM = 16384
+_MAX_DATAGRAM_FRAME = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,15 @@ class TransportConfig:
     addresses stay limited, so a local attacker on 127.0.0.66 is.  The
     global caps and the Retry threshold still apply to them."""
 
+    max_datagram_frame_size: int | None = 65535
+    """Largest QUIC DATAGRAM frame (RFC 9221) we accept, announced as the
+    ``max_datagram_frame_size`` transport parameter; ``None`` announces no
+    datagram support.  Peers that do not know the parameter ignore it (RFC
+    9000 section 7.4.2), and one that never sends DATAGRAM frames costs
+    nothing, so it is on by default; frames that arrive while nobody set
+    ``QuicConn.datagram_handler`` are dropped.  The virtual-IP interface
+    (``overlay daemon --tun``) carries IP packets in them."""
+
     icmp_errors: bool = True
     """Read ICMP port-unreachable errors (Linux ``IP_RECVERR``, asyncio's
     selector loop) so that a dial to, or a connection with, a crashed peer
@@ -140,6 +150,9 @@ class TransportConfig:
             raise ConfigError(
                 f"loopback_datagram_size must be between max_datagram_size and {_MAX_LOOPBACK_DATAGRAM}"
             )
+        if self.max_datagram_frame_size is not None and not (
+                64 <= self.max_datagram_frame_size <= _MAX_DATAGRAM_FRAME):
+            raise ConfigError(f"max_datagram_frame_size must be between 64 and {_MAX_DATAGRAM_FRAME}")
         if self.max_connections < 1:
             raise ConfigError("max_connections must be positive")
         if self.max_handshakes < 1:

@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 ALPN = "libp2p"
 _UNREACHABLE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL})
 _MAX_REASON = 256
+# Room a 1-RTT packet needs besides one DATAGRAM frame's payload: header
+# (1 + connection ID + packet number), AEAD tag, frame type and length.
+_DATAGRAM_OVERHEAD = 64
+_MAX_DATAGRAMS_QUEUED = 256
 
 
 class _Owner(Protocol):
@@ -120,6 +124,11 @@ class QuicConn:
         )
         self._ping_uid = 0
         self._input_from_peer = False
+        self.datagram_handler: Callable[[bytes], None] | None = None
+        """Called with each QUIC DATAGRAM frame's payload the peer sends
+        (RFC 9221); frames that arrive while it is None are dropped."""
+        self.datagrams_dropped = 0
+        """Datagrams ``send_datagram`` refused because too many were queued."""
         self._add_cid(self._quic.host_cid)
 
     def __repr__(self) -> str:
@@ -219,6 +228,33 @@ class QuicConn:
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
+
+    @property
+    def datagram_capacity(self) -> int:
+        """The largest payload ``send_datagram`` takes now: 0 if the peer
+        announced no datagram support (or before the handshake), else what
+        fits in one packet and in the peer's ``max_datagram_frame_size``."""
+        if not self._is_ready or self._error is not None:
+            return 0
+        peer_limit = self._quic.peer_max_datagram_frame_size
+        if peer_limit is None:
+            return 0
+        # The peer counts the frame type and length in its limit.
+        return max(0, min(peer_limit - 4, self._quic.max_datagram_size - _DATAGRAM_OVERHEAD))
+
+    def send_datagram(self, data: bytes) -> bool:
+        """Send ``data`` in one unreliable DATAGRAM frame (RFC 9221).  Returns
+        False, sending nothing, when it is larger than ``datagram_capacity``
+        or too many datagrams wait for congestion control: like an IP
+        router's queue, the newest packet is dropped."""
+        if len(data) > self.datagram_capacity:
+            return False
+        if self._quic.datagrams_queued >= _MAX_DATAGRAMS_QUEUED:
+            self.datagrams_dropped += 1
+            return False
+        self._quic.send_datagram_frame(data)
+        self._schedule_transmit()
+        return True
 
     # --- handshake ----------------------------------------------------------
 
@@ -368,6 +404,10 @@ class QuicConn:
                     stream._on_stop_sending()
                     self._drain_waiters.discard(stream)
                     self._maybe_forget(stream)
+            elif isinstance(event, events.DatagramFrameReceived):
+                handler = self.datagram_handler
+                if handler is not None and self._error is None:
+                    handler(event.data)
             elif isinstance(event, events.HandshakeCompleted):
                 if event.alpn_protocol != ALPN:
                     self._fail(HandshakeError(f"ALPN {event.alpn_protocol!r} is not libp2p"), 0x1)

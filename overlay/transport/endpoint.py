@@ -518,6 +518,7 @@ class QuicEndpoint:
             max_data=config.connection_receive_window,
             max_stream_data=config.stream_receive_window,
             max_datagram_size=config.max_datagram_size,
+            max_datagram_frame_size=config.max_datagram_frame_size,
             certificate=self._credentials.certificate,
             private_key=self._credentials.private_key,
             # The libp2p checks replace CA verification; no SNI is sent.
