@@ -29,6 +29,17 @@ runs, from a loopback address other than the attacker's:
   a fresh QUIC connection.  Counts held, refused (CONNECTION_REFUSED) and
   otherwise failed handshakes.
 
+- ``providers``: 70 identities from two addresses (127.0.33.1-2), in a
+  child process, send ADD_PROVIDER as fast as they can (1025 each, 71,750
+  in all, within the time bound), each claiming a loopback address it does
+  not listen on; legitimate: the daemon's own ``dht provide``.  Counts
+  the claimed addresses the daemon hands out in GET_PROVIDERS answers.
+- ``idle_streams``: 200 connections from 200 identities on four addresses
+  (127.0.22.1-4), in a child process, each opening 256 streams that send
+  the multistream header and then nothing; legitimate: a fresh QUIC
+  connection and a FIND_NODE.  Counts the streams the daemon reset, and
+  its RSS before, during and after (polled for up to a minute).
+
 ``--phases`` picks some of them (comma-separated names).
 
 Every attack is bounded in count and time.  One JSON object is printed
@@ -54,12 +65,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dnslib import QTYPE, RCODE, DNSRecord  # noqa: E402
+from multiaddr import Multiaddr  # noqa: E402
 
 from overlay.daemon.client import ApiClient  # noqa: E402
 from overlay.errors import OverlayError  # noqa: E402
@@ -83,6 +95,9 @@ TCP_ATTACKER_IP = "127.0.66.200"
 QUIC_FLOOD_PREFIX = "127.0.55."
 QUIC_FLOOD_SOURCES = 32
 HANDSHAKE_ATTACKER_IP = "127.0.44.1"
+PROVIDER_ATTACKER_IPS = ("127.0.33.1", "127.0.33.2")
+CLAIMED_PROVIDER_PREFIX = "127.0.34."  # addresses nobody listens on
+STREAM_ATTACKER_IPS = ("127.0.22.1", "127.0.22.2", "127.0.22.3", "127.0.22.4")
 NAME = "bench-attack.ovl"
 
 HOST_CONFIG = HostConfig(transport=TransportConfig(handshake_timeout=3.0, idle_timeout=30.0,
@@ -145,9 +160,15 @@ class Target:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_kib(self) -> int:
+        return self._status("VmHWM:")
+
+    def rss_kib(self) -> int:
+        return self._status("VmRSS:")
+
+    def _status(self, field: str) -> int:
         with open(f"/proc/{self.proc.pid}/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1])
         return 0
 
@@ -212,7 +233,7 @@ async def measure(request: Callable[[], Awaitable[bool]], count: int, seconds: f
 
 
 def verdict(base: Sample, attacked: Sample) -> dict[str, Any]:
-    out = {"baseline": base.as_dict(), "attacked": attacked.as_dict()}
+    out: dict[str, Any] = {"baseline": base.as_dict(), "attacked": attacked.as_dict()}
     ratio = None
     if base.latencies and attacked.latencies:
         ratio = statistics.median(attacked.latencies) / statistics.median(base.latencies)
@@ -284,6 +305,25 @@ def dns_query(target: Target, name: str) -> Callable[[], Awaitable[bool]]:
     return request
 
 
+def dht_provide(target: Target) -> Callable[[], Awaitable[bool]]:
+    """The daemon's own ``dht provide`` of a fresh key, as the CLI does it."""
+
+    async def request() -> bool:
+        async with await ApiClient.connect(target.api) as client:
+            answer = await client.call("dht_provide", {"key": os.urandom(8).hex()})
+        return bool(answer["ok"])
+
+    return request
+
+
+def both(first: Callable[[], Awaitable[bool]], second: Callable[[], Awaitable[bool]]
+         ) -> Callable[[], Awaitable[bool]]:
+    async def request() -> bool:
+        return await first() and await second()
+
+    return request
+
+
 def api_call(target: Target) -> Callable[[], Awaitable[bool]]:
     async def request() -> bool:
         async with await ApiClient.connect(target.api) as client:
@@ -319,7 +359,7 @@ async def attack_identities(stack: AsyncExitStack, target: Target, count: int,
         kad = await kad_node(stack, FAKES_IP)
         port = kad.host.listen_addrs()[0].value_for_protocol(0x0111)
         # A different (loopback) address claimed by each: never outside 127/8.
-        kad.host.add_advertised_addrs([f"/ip4/127.{1 + i // 250}.{1 + i % 250}.1/udp/{port}/quic-v1"])
+        cast(Host, kad.host).add_advertised_addrs([f"/ip4/127.{1 + i // 250}.{1 + i % 250}.1/udp/{port}/quic-v1"])
         try:
             async with asyncio.timeout(3.0):
                 await kad.host.connect(target.addr)
@@ -437,6 +477,128 @@ def quic_flood(host: str, port: int, rate: int, seconds: float) -> int:
     return 0
 
 
+def swarm(kind: str, peer: str, addr: str, count: int, per: int, seconds: float) -> int:
+    """Child process: ``count`` identities spread over the attack's loopback
+    addresses, each connected to the target.  ``streams``: each opens
+    ``per`` streams that send the multistream header and then nothing, and
+    holds them.  ``providers``: each sends ``per`` ADD_PROVIDER, 200 a
+    stream.  Prints ``ready`` when the attack is in place (streams: all
+    opened; providers: flooding begins), then, once told to stop
+    (SIGTERM), one JSON line of counts."""
+    return asyncio.run(_swarm(kind, PeerId.from_string(peer), addr, count, per, seconds))
+
+
+async def _swarm(kind: str, peer: PeerId, addr: str, count: int, per: int,
+                 seconds: float) -> int:
+    from overlay.negotiate import encode_message as encode_ms
+    from overlay.kad.messages import PeerInfo, encode_message
+    from overlay.wire.varint import frame
+
+    ips = STREAM_ATTACKER_IPS if kind == "streams" else PROVIDER_ATTACKER_IPS
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    counts = {"identities": 0, "connect_failed": 0, "streams_opened": 0, "streams_reset": 0,
+              "streams_ended": 0, "open_failed": 0, "messages_sent": 0}
+    sample_keys: list[str] = []
+    deadline = time.monotonic() + seconds
+    async with AsyncExitStack() as stack:
+        hosts: list[Host] = []
+
+        async def make(i: int) -> None:
+            host = await stack.enter_async_context(Host(Ed25519PrivateKey.generate(), HOST_CONFIG))
+            await host.listen([f"/ip4/{ips[i % len(ips)]}/udp/0/quic-v1"])
+            try:
+                async with asyncio.timeout(5.0):
+                    await host.connect(addr)
+            except (OverlayError, OSError, TimeoutError):
+                counts["connect_failed"] += 1
+                return
+            hosts.append(host)
+
+        for first in range(0, count, 16):
+            if time.monotonic() > deadline:
+                break
+            async with asyncio.TaskGroup() as group:
+                for i in range(first, min(count, first + 16)):
+                    group.create_task(make(i))
+        counts["identities"] = len(hosts)
+
+        async def watch(stream: Any) -> None:
+            try:
+                while await stream.read():
+                    pass
+                counts["streams_ended"] += 1
+            except OverlayError:
+                counts["streams_reset"] += 1
+
+        async with asyncio.TaskGroup() as watchers:
+            if kind == "streams":
+                header = encode_ms("/multistream/1.0.0")
+                held: list[Any] = []
+
+                async def hold(host: Host) -> None:
+                    conn = host.best_connection(peer)
+                    if conn is None:
+                        return
+                    for _ in range(per):
+                        try:
+                            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                                stream = await conn.open_stream()
+                            stream.write(header)
+                        except (OverlayError, TimeoutError):
+                            counts["open_failed"] += 1
+                            return
+                        held.append(stream)
+                        counts["streams_opened"] += 1
+                        watchers.create_task(watch(stream))
+
+                async with asyncio.TaskGroup() as group:
+                    for host in hosts:
+                        group.create_task(hold(host))
+                print("ready", flush=True)
+                await stopped.wait()
+                final = dict(counts)  # before our own resets count
+                for stream in held:
+                    stream.reset()
+            else:
+                print("ready", flush=True)
+
+                async def announce(n: int, host: Host) -> None:
+                    claimed = Multiaddr(f"/ip4/{CLAIMED_PROVIDER_PREFIX}{1 + n % 250}"
+                                        f"/udp/4001/quic-v1").to_bytes()
+                    me = PeerInfo(host.peer_id, (claimed,))
+                    left = per
+                    while left > 0 and not stopped.is_set() and time.monotonic() < deadline:
+                        batch = min(200, left)
+                        keys = [b"\x12\x20" + os.urandom(32) for _ in range(batch)]
+                        if len(sample_keys) < 20:
+                            sample_keys.append(keys[0].hex())
+                        payload = b"".join(
+                            frame(encode_message(KadMessage(MessageType.ADD_PROVIDER, key,
+                                                            provider_peers=(me,))))
+                            for key in keys)
+                        try:
+                            async with asyncio.timeout(10.0):
+                                stream = await host.new_stream(peer, [KAD_CONFIG.protocol_id])
+                                counts["streams_opened"] += 1
+                                stream.write(payload)
+                                await stream.drain()
+                                await stream.close()
+                                counts["messages_sent"] += batch
+                                await watch(stream)
+                        except (OverlayError, TimeoutError):
+                            counts["open_failed"] += 1
+                        left -= batch
+
+                async with asyncio.TaskGroup() as group:
+                    for n, host in enumerate(hosts):
+                        group.create_task(announce(n, host))
+                await stopped.wait()
+                final = dict(counts)
+    print(json.dumps({**final, "sample_keys": sample_keys}), flush=True)
+    return 0
+
+
 def flood(host: str, port: int, rate: int, seconds: float) -> int:
     """Child process: random ``.ovl`` names over UDP from four loopback
     addresses at ``rate`` a second for ``seconds``; prints how many."""
@@ -472,20 +634,34 @@ def flood(host: str, port: int, rate: int, seconds: float) -> int:
 
 async def run_attack(name: str, target: Target, legit: Callable[[], Awaitable[bool]], count: int,
                      seconds: float, start: Callable[[], Awaitable[dict[str, Any]]],
-                     stop: Callable[[dict[str, Any]], Awaitable[None]]) -> dict[str, Any]:
+                     stop: Callable[[dict[str, Any]], Awaitable[None]], settle: float = 0.0
+                     ) -> dict[str, Any]:
     log(f"{name}: baseline")
     base = await measure(legit, count, seconds)
     log(f"{name}: attacking")
+    rss_before = target.rss_kib()
     info = await start()
     cpu, began = target.cpu_seconds(), time.monotonic()
     try:
         attacked = await measure(legit, count, seconds)
     finally:
         share = (target.cpu_seconds() - cpu) / (time.monotonic() - began)
+        rss_during = target.rss_kib()
         await stop(info)
     result = verdict(base, attacked)
     result["daemon_cpu_share"] = round(share, 2)
     result["daemon_peak_rss_kib"] = target.peak_rss_kib()
+    # Memory returned: polled (a measurement, not synchronisation) until it
+    # is back within 32 MiB of where it was, for ``settle`` seconds at most.
+    stopped = time.monotonic()
+    while target.rss_kib() > rss_before + 32 * 1024 and time.monotonic() - stopped < settle:
+        await asyncio.sleep(1.0)
+    rss_after = target.rss_kib()
+    result["rss_kib"] = {"before": rss_before, "during": rss_during, "after": rss_after,
+                         "returned_in_s": round(time.monotonic() - stopped, 1)
+                         if rss_after <= rss_before + 32 * 1024 else None}
+    result["goal_rss"] = result["daemon_peak_rss_kib"] < 300 * 1024 and (
+        result["rss_kib"]["returned_in_s"] is not None or settle == 0)
     result.update({k: v for k, v in info.items() if not k.startswith("_")})
     log(f"{name}: {json.dumps(result)}")
     return result
@@ -648,6 +824,57 @@ async def _phases(args: argparse.Namespace, target: Target, stack: AsyncExitStac
                     "quic_handshakes", target, quic_dial(dialer, target), n, secs,
                     start_handshakes, stop_handshakes)
 
+            # 7. ADD_PROVIDER flood from many identities on two addresses
+            async def start_swarm(kind: str, count: int, per: int) -> dict[str, Any]:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, __file__, "--swarm", kind, str(target.peer_id), target.addr,
+                    str(count), str(per), str(secs * 6), stdout=asyncio.subprocess.PIPE)
+                assert proc.stdout is not None
+                await asyncio.wait_for(proc.stdout.readline(), 120)  # "ready"
+                return {"_swarm": proc}
+
+            swarm_out: list[dict[str, Any]] = []
+
+            async def stop_swarm(info: dict[str, Any]) -> None:
+                proc = info["_swarm"]
+                proc.terminate()
+                out, _ = await proc.communicate()
+                lines = out.decode().strip().splitlines()
+                swarm_out.append(json.loads(lines[-1]) if lines else {})
+
+            if want("providers"):
+                swarm_out.clear()
+                results["providers"] = await run_attack(
+                    "providers", target, dht_provide(target), min(n, 60), secs,
+                    lambda: start_swarm("providers", args.provider_identities,
+                                        args.provider_messages // args.provider_identities),
+                    stop_swarm, settle=args.settle)
+                counts = swarm_out[0] if swarm_out else {}
+                keys = [bytes.fromhex(k) for k in counts.pop("sample_keys", [])]
+                results["providers"].update(counts)
+                claimed = stored = 0
+                for key in keys:
+                    answer = await legit.request(Contact.of(target.peer_id),
+                                                 KadMessage(MessageType.GET_PROVIDERS, key))
+                    for info in answer.provider_peers:
+                        stored += 1
+                        claimed += sum(1 for a in info.addrs if CLAIMED_PROVIDER_PREFIX
+                                       in str(Multiaddr(a)))
+                results["providers"]["sampled_keys_stored"] = stored
+                results["providers"]["claimed_addrs_handed_out"] = claimed
+                results["providers"]["own_provide_after"] = await dht_provide(target)()
+
+            # 8. many connections, each holding many idle streams
+            if want("idle_streams"):
+                swarm_out.clear()
+                results["idle_streams"] = await run_attack(
+                    "idle_streams", target, both(quic_dial(dialer, target),
+                                                 find_node(legit, target)), n, secs,
+                    lambda: start_swarm("streams", args.stream_conns, args.streams_per_conn),
+                    stop_swarm, settle=args.settle)
+                results["idle_streams"].update(swarm_out[0] if swarm_out else {})
+                results["idle_streams"].pop("sample_keys", None)
+
             async with await ApiClient.connect(target.api) as client:
                 stats = await client.call("stats")
             results["limits_hit"] = stats.get("limits", {})
@@ -666,6 +893,15 @@ def main() -> int:
     parser.add_argument("--quic-rate", type=int, default=300, help="QUIC Initials a second")
     parser.add_argument("--handshakes", type=int, default=700,
                         help="fresh identities completing QUIC handshakes from one address")
+    parser.add_argument("--swarm", nargs=6, metavar="X", help=argparse.SUPPRESS)
+    parser.add_argument("--provider-identities", type=int, default=70)
+    parser.add_argument("--provider-messages", type=int, default=71_750,
+                        help="ADD_PROVIDER messages in all")
+    parser.add_argument("--stream-conns", type=int, default=200,
+                        help="connections (one identity each) holding idle streams")
+    parser.add_argument("--streams-per-conn", type=int, default=256)
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="seconds to wait for the daemon's RSS to come back after an attack")
     parser.add_argument("--phases", type=lambda text: set(text.split(",")), default=None,
                         help="run only these attacks (comma-separated)")
     args = parser.parse_args()
@@ -674,12 +910,17 @@ def main() -> int:
     if args.quic_flood:
         host, port, rate, seconds = args.quic_flood
         return quic_flood(host, int(port), int(rate), float(seconds))
+    if args.swarm:
+        kind, peer, addr, count, per, seconds = args.swarm
+        return swarm(kind, peer, addr, int(count), int(per), float(seconds))
     if args.flood:
         host, port, rate, seconds = args.flood
         return flood(host, int(port), int(rate), float(seconds))
     if args.quick:
         args.requests, args.seconds, args.identities, args.dns_rate = 40, 2.0, 24, 1000
         args.quic_rate, args.handshakes = 200, 96
+        args.provider_identities, args.provider_messages = 8, 4000
+        args.stream_conns, args.streams_per_conn, args.settle = 8, 64, 0.0
     results = asyncio.run(bench(args))
     print(json.dumps(results))
     return 0
