@@ -137,6 +137,8 @@ class ExitServer:
         """Streams refused, by status name."""
         self.announced = asyncio.Event()
         """Set once the provider record went out (to at least one peer)."""
+        self.released = asyncio.Condition()
+        """Notified whenever a client's connection ends (``book`` changed)."""
 
     def stats(self) -> dict[str, Any]:
         c = self.counters
@@ -208,6 +210,11 @@ class ExitServer:
         raise _Refused(ExitStatus.UNREACHABLE, "exit.unreachable",
                        f"cannot connect to {request.host}:{request.port} ({'; '.join(errors)})")
 
+    async def _release(self, peer: str) -> None:
+        self.book.release(peer)
+        async with self.released:
+            self.released.notify_all()
+
     async def _answer(self, stream: NegotiatedStream, status: ExitStatus) -> None:
         try:
             stream.write(bytes((status,)))
@@ -246,7 +253,7 @@ class ExitServer:
             reader, writer = await self._connect(request)
         except _Refused as refused:
             if admitted:
-                self.book.release(peer)
+                await self._release(peer)
             self._refuse_count(refused, peer, request)
             await self._answer(stream, refused.status)
             return
@@ -263,7 +270,7 @@ class ExitServer:
             stream.reset()
             writer.transport.abort()
         finally:
-            self.book.release(peer)
+            await self._release(peer)
             writer.close()
             try:
                 await writer.wait_closed()

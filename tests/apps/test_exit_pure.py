@@ -4,6 +4,7 @@ rule, the [exit] table and per-client accounting."""
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -134,11 +135,12 @@ def test_exit_table() -> None:
     config = parse_exit_table({"enabled": True, "ports": [443, 8080, 443], "allow": ["*"],
                                "max_bytes": 1000})
     assert config.ports == (443, 8080) and config.open_to_anyone and config.max_bytes == 1000
-    for bad, match in [({"ports": [0]}, "port"), ({"ports": []}, "1 to"),
+    cases: list[tuple[dict[str, Any], str]] = [({"ports": [0]}, "port"), ({"ports": []}, "1 to"),
                        ({"allow": ["not a peer"]}, "neither"), ({"colour": 1}, "unknown key"),
                        ({"max_connections": 0}, ">= 1"), ({"rate": -1}, ">= 0"),
                        ({"unsafe_lab_destinations": ["lan"]}, "network"),
-                       ({"allow": "*"}, "list"), ({"enabled": "yes"}, "true or false")]:
+                       ({"allow": "*"}, "list"), ({"enabled": "yes"}, "true or false")]
+    for bad, match in cases:
         with pytest.raises(ValueError, match=match):
             parse_exit_table(bad)
 
