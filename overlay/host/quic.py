@@ -44,6 +44,7 @@ class QuicTransport:
         self._factory = endpoint_factory
         self._listen_endpoints: list[Endpoint] = []
         self._dial_endpoints: list[Endpoint] = []
+        self._extra_endpoints: list[Endpoint] = []
         self._lock = asyncio.Lock()
         self._closing = False
 
@@ -94,7 +95,22 @@ class QuicTransport:
 
     def endpoints(self) -> list[Endpoint]:
         """The live endpoints, listening ones first (NAT traversal uses their sockets)."""
-        return self._listen_endpoints + self._dial_endpoints
+        return self._listen_endpoints + self._dial_endpoints + self._extra_endpoints
+
+    async def open_extra_endpoint(self, host: str, port: int) -> Endpoint:
+        """An endpoint bound to exactly ``host:port`` that accepts like the
+        others but is never chosen for ordinary dials (birthday punching
+        turns the socket that won into one); closed with the transport or
+        by ``close_extra_endpoint``."""
+        endpoint = await self._factory(host, port)
+        self._extra_endpoints.append(endpoint)
+        self._owner.spawn(partial(self._accept_loop, endpoint), "accept loop (extra endpoint)")
+        return endpoint
+
+    async def close_extra_endpoint(self, endpoint: Endpoint) -> None:
+        if endpoint in self._extra_endpoints:
+            self._extra_endpoints.remove(endpoint)
+            await endpoint.aclose()
 
     async def _accept_loop(self, endpoint: Endpoint) -> None:
         while not self._closing:

@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
@@ -146,8 +146,12 @@ class DcutrService:
         self.counters: dict[str, int] = {
             "sessions": 0, "punched": 0, "unilateral": 0, "failed": 0,
             "refused_rate": 0, "refused_busy": 0, "protocol_errors": 0,
-            "punch_packets": 0, "relayed_closed": 0,
+            "punch_packets": 0, "relayed_closed": 0, "birthday": 0,
         }
+        self.pre_punch: Callable[[Connection], Awaitable[tuple[bool, str] | None]] | None = None
+        """Called by the initiator after the unilateral dial, before DCUtR
+        (birthday punching): None lets DCUtR run; (ok, how) ends the
+        session with that outcome."""
         self.activity = asyncio.Event()
         """Set whenever a session ended (``outcomes`` and the counters
         changed) or a replaced relayed connection was closed, so callers can
@@ -187,6 +191,8 @@ class DcutrService:
             key = "punched" if outcome.how == "punched" else "unilateral"
             if outcome.how in ("punched", "unilateral"):
                 self.counters[key] += 1
+            elif outcome.how.startswith("birthday"):
+                self.counters["birthday"] += 1
         else:
             self.counters["failed"] += 1
         log.info("DCUtR with %s as %s: %s (%s) after %d attempt(s) in %.3f s",
@@ -247,6 +253,10 @@ class DcutrService:
                 kind = "ip6" if is_ipv6(parsed.host) else "ip4"
                 found.setdefault(Multiaddr(f"/{kind}/{parsed.host}/udp/{parsed.port}/quic-v1"))
         return [addr.to_bytes() for addr in list(found)[:MAX_ADDRS]]
+
+    def address_context(self, peer: PeerId, relayed: Connection) -> AddrContext:
+        """What ``peer``'s claimed addresses must agree with."""
+        return self._context(peer, relayed)
 
     def _context(self, peer: PeerId, relayed: Connection) -> AddrContext:
         host = self._host
@@ -315,6 +325,12 @@ class DcutrService:
             return outcome(True, "already direct")
         if cfg.unilateral and await self._unilateral(peer, relayed):
             return outcome(True, "unilateral")
+        if self.pre_punch is not None:
+            exchange_from.append(time.monotonic())
+            decided = await self.pre_punch(relayed)
+            if decided is not None:
+                return outcome(decided[0], decided[1])
+            exchange_from.clear()
         try:
             stream = await self._host.open_stream_on(relayed, [PROTOCOL])
         except OverlayError as exc:

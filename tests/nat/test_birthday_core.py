@@ -273,6 +273,7 @@ def test_hard_times_out_after_the_whole_spray() -> None:
     hard = HardSide(CFG, ("203.0.113.1", 4001), [], random.Random(3), 0.0)
     _, ready_at = open_all(hard)
     deadline = hard.next_deadline()
+    assert deadline is not None
     assert deadline == pytest.approx(ready_at + CFG.hard_wait + CFG.ready_slack)
     assert hard.on_timer(deadline - 0.01) == []
     result = hard.on_timer(deadline)

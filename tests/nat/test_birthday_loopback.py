@@ -1,0 +1,183 @@
+"""Birthday punching between real hosts on loopback: A and C are connected
+only through relay R; C (dialled through the relay) runs DCUtR's
+initiator, whose birthday hook speaks ``/ovl/birthday/1.0.0`` first.  The
+NAT kinds are injected (loopback has no NAT): the hard side's sockets
+keep their ports, so the predicted range holds the winner and the first
+probes find it; the hard side dials from the winning socket, and both
+mark the direct connection punched.  Both symmetric stays relayed and
+says why; two cones leave the upgrade to DCUtR; an endpoint that is not
+one to send to is refused before a single probe."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from overlay.host import Host
+from overlay.host.transport_types import Connection
+from overlay.identity import Ed25519PrivateKey
+from overlay.nat.birthday_core import BirthdayConfig
+from overlay.nat.birthday_messages import NatKind
+from overlay.nat.birthday_service import BirthdayService
+from overlay.nat.dcutr_core import DcutrConfig
+from overlay.nat.dcutr_service import DcutrService, DcutrServiceConfig
+from overlay.relay.client import RelayClient
+from overlay.relay.server import RelayServer
+from overlay.relay.server_core import RelayLimits
+from tests.waiting import wait_until
+
+LOOPBACK = "/ip4/127.0.0.1/udp/0/quic-v1"
+FAST = BirthdayConfig(allow_private=True, socket_rate=500.0, probe_rate=500.0, burst=64,
+                      max_probes=1024, grace=1.0)
+
+
+@dataclass
+class Pair:
+    a: Host
+    c: Host
+    relay: Host
+    dcutr_c: DcutrService
+    bday_a: BirthdayService
+    bday_c: BirthdayService
+
+    def circuit_addr(self) -> str:
+        return (f"{self.relay.listen_addrs()[0]}/p2p/{self.relay.peer_id}"
+                f"/p2p-circuit/p2p/{self.c.peer_id}")
+
+
+def _own_endpoint(host: Host) -> Callable[[], Iterable[tuple[str, int]]]:
+    def public() -> list[tuple[str, int]]:
+        ip, port = host.endpoints()[0].local_address[:2]
+        return [(str(ip), int(port))]
+    return public
+
+
+@asynccontextmanager
+async def _pair(kind_a: NatKind, kind_c: NatKind,
+                public_c: Callable[[Host], Callable[[], Iterable[tuple[str, int]]]] = _own_endpoint,
+                ) -> AsyncIterator[Pair]:
+    async with AsyncExitStack() as stack:
+        relay_key = Ed25519PrivateKey.generate()
+        relay = await stack.enter_async_context(Host(relay_key))
+        await relay.listen([LOOPBACK])
+        await stack.enter_async_context(RelayServer(relay, relay_key, RelayLimits()))
+        config = DcutrServiceConfig(core=DcutrConfig(allow_private=True), unilateral=False,
+                                    relayed_grace=30.0, idle_check=0.05)
+        hosts: list[Host] = []
+        dcutrs: list[DcutrService] = []
+        bdays: list[BirthdayService] = []
+        for seed, kind in enumerate((kind_a, kind_c)):
+            host = await stack.enter_async_context(Host(Ed25519PrivateKey.generate()))
+            await host.listen([LOOPBACK])
+            dcutr = await stack.enter_async_context(
+                DcutrService(host, config, rng=random.Random(seed)))
+            bday = await stack.enter_async_context(BirthdayService(
+                host, FAST, nat_kind=lambda k=kind: k, context=dcutr.address_context,
+                public=(public_c(host) if seed == 1 else _own_endpoint(host)),
+                rng=random.Random(100 + seed)))
+            dcutr.pre_punch = bday.try_upgrade
+            hosts.append(host)
+            dcutrs.append(dcutr)
+            bdays.append(bday)
+        a, c = hosts
+        client = await stack.enter_async_context(RelayClient(c))
+        await c.connect(f"{relay.listen_addrs()[0]}/p2p/{relay.peer_id}")
+        await client.reserve(relay.peer_id)
+        yield Pair(a, c, relay, dcutrs[1], bdays[0], bdays[1])
+
+
+def _conns(host: Host, peer: object) -> list[Connection]:
+    return [x for x in host.connections() if x.remote_peer == peer]
+
+
+async def test_symmetric_against_cone_goes_direct_from_the_winning_socket() -> None:
+    async with _pair(NatKind.CONE, NatKind.SYMMETRIC) as pair:
+        a, c = pair.a, pair.c
+        async with asyncio.timeout(30):
+            relayed = await a.connect(pair.circuit_addr())
+            assert relayed.path == "relayed"
+            await wait_until(lambda: bool(pair.bday_a.outcomes and pair.bday_c.outcomes),
+                             pair.bday_a.activity, pair.bday_c.activity, timeout=20)
+            easy, hard = pair.bday_a.outcomes[-1], pair.bday_c.outcomes[-1]
+            assert easy.ok and easy.role == "easy", pair.bday_a.status()
+            assert hard.ok and hard.role == "hard", pair.bday_c.status()
+            direct_a = a.best_connection(c.peer_id)
+            direct_c = c.best_connection(a.peer_id)
+            assert direct_a is not None and direct_a.path == "direct" and a.is_punched(direct_a)
+            assert direct_c is not None and direct_c.path == "direct" and c.is_punched(direct_c)
+            # The hard side dialled from its winning socket (not its listening one).
+            assert direct_c.is_initiator and not direct_a.is_initiator
+            listen_port = c.endpoints()[0].local_address[1]
+            assert direct_a.remote_address is not None
+            assert direct_a.remote_address[1] != listen_port
+            assert direct_a.remote_address[1] == hard.port == easy.port
+            # Kept ports: the predicted range held the winner.
+            assert easy.packets <= FAST.burst + 32, pair.bday_a.status()
+            assert pair.bday_c.counters["sockets_opened"] == FAST.max_sockets
+            assert (await a.ping_service.ping(c.peer_id)).path == "direct"
+            await wait_until(lambda: bool(pair.dcutr_c.outcomes), pair.dcutr_c.activity,
+                             timeout=10)
+            assert pair.dcutr_c.outcomes[-1].how.startswith("birthday (hard side")
+            assert pair.dcutr_c.counters["birthday"] == 1
+            # The winning socket's endpoint lives with its connection.
+            winner = [e for e in c.endpoints() if e.local_address[1] == hard.port]
+            assert len(winner) == 1
+            direct_c.close(0, "test done")
+            await direct_c.wait_closed()
+            await wait_until(lambda: pair.bday_c.counters["endpoints_released"] == 1,
+                             pair.bday_c.activity, timeout=10)
+            assert not [e for e in c.endpoints() if e.local_address[1] == hard.port]
+
+
+async def test_both_symmetric_stays_relayed_and_says_why() -> None:
+    async with _pair(NatKind.SYMMETRIC, NatKind.SYMMETRIC) as pair:
+        async with asyncio.timeout(30):
+            relayed = await pair.a.connect(pair.circuit_addr())
+            await wait_until(lambda: bool(pair.dcutr_c.outcomes), pair.dcutr_c.activity,
+                             timeout=20)
+            done = pair.dcutr_c.outcomes[-1]
+            assert not done.ok and "both sides are behind symmetric NATs" in done.how
+            assert pair.bday_a.counters["probes_sent"] == 0
+            assert pair.bday_c.counters["sockets_opened"] == 0
+            assert not relayed.is_closed
+            best = pair.a.best_connection(pair.c.peer_id)
+            assert best is not None and best.path == "relayed"
+
+
+async def test_two_cones_leave_the_upgrade_to_dcutr() -> None:
+    async with _pair(NatKind.CONE, NatKind.CONE) as pair:
+        async with asyncio.timeout(30):
+            await pair.a.connect(pair.circuit_addr())
+            await wait_until(lambda: bool(pair.dcutr_c.outcomes), pair.dcutr_c.activity,
+                             timeout=20)
+            assert pair.dcutr_c.outcomes[-1].how == "punched"
+            assert pair.bday_c.counters["not_needed"] == 1
+            assert pair.bday_a.counters["not_needed"] == 1
+            assert pair.bday_a.counters["probes_sent"] == 0
+
+
+def _elsewhere(host: Host) -> Callable[[], Iterable[tuple[str, int]]]:
+    return lambda: [("10.77.0.1", 4001)]  # a private address of another network
+
+
+async def test_a_hard_side_naming_a_third_party_gets_no_probe() -> None:
+    async with _pair(NatKind.CONE, NatKind.SYMMETRIC, public_c=_elsewhere) as pair:
+        async with asyncio.timeout(30):
+            relayed = await pair.a.connect(pair.circuit_addr())
+            await wait_until(lambda: bool(pair.bday_a.outcomes and pair.dcutr_c.outcomes),
+                             pair.bday_a.activity, pair.dcutr_c.activity, timeout=20)
+            refused = pair.bday_a.outcomes[-1]
+            assert not refused.ok and "not one to send to" in refused.how, refused
+            assert "private address of another network" in refused.how
+            assert pair.bday_a.counters["probes_sent"] == 0
+            # The hard side may have begun opening sockets (their packets go
+            # to A's own endpoint only) and stops on A's refusal.
+            await wait_until(lambda: bool(pair.bday_c.outcomes), pair.bday_c.activity,
+                             timeout=10)
+            hard = pair.bday_c.outcomes[-1]
+            assert not hard.ok and ("refused" in hard.how or "stopped" in hard.how), hard
+            assert not pair.dcutr_c.outcomes[-1].ok
+            assert not relayed.is_closed
