@@ -27,6 +27,7 @@ from overlay.apps.exit_proto import (
     status_text,
 )
 from overlay.errors import (
+    LocalProtocolError,
     OverlayError,
     ProtocolNotSupported,
     RemoteProtocolError,
@@ -118,7 +119,18 @@ class ExitDialer:
                                   f"cannot resolve the exit {self.choice}: {exc}") from None
             found = [(PeerId.from_bytes(p.peer_id), p.addrs) for p in record.peers]
         else:
-            found = [(PeerId.from_string(self.choice), ())]
+            peer = PeerId.from_string(self.choice)
+            addrs: tuple[bytes, ...] = ()
+            if peer != self.current:
+                # Not reached yet: its provider record carries its addresses.
+                try:
+                    providers = await self._find_providers(exit_provider_key(self._zone))
+                except (OverlayError, TimeoutError) as exc:
+                    log.debug("exit %s: no provider record: %s", peer, exc)
+                    providers = []
+                addrs = next((a for p, a in providers if p == peer), ())
+            found = [(peer, addrs)]
+        found = [c for c in found if c[0] != self._host.peer_id]
         if self.current is not None:
             found.sort(key=lambda c: c[0] != self.current)
         return found
@@ -140,10 +152,16 @@ class ExitDialer:
             raise
 
     async def _open(self, header: bytes, host: str, port: int) -> ByteStream:
-        candidates = await self.candidates()
+        try:
+            candidates = await self.candidates()
+        except (OverlayError, TimeoutError) as exc:
+            if isinstance(exc, TargetError):
+                raise
+            raise TargetError(Reason.RESOLVE_FAILED, f"cannot look exits up: {exc}") from None
         if not candidates:
             raise TargetError(Reason.PEER_OFFLINE, "no exit found: no node announces itself "
-                              "as an exit in the DHT")
+                              "as an exit in the DHT" if self.choice == AUTO
+                              else f"the exit {self.choice} is this node")
         errors: list[str] = []
         refusal: TargetError | None = None
         for peer, addrs in candidates:
@@ -162,7 +180,8 @@ class ExitDialer:
                     refusal = refusal or error
                     continue
                 raise error from None
-            except (TransportError, RemoteProtocolError, StreamClosed, StreamReset) as exc:
+            except (TransportError, RemoteProtocolError, LocalProtocolError, StreamClosed,
+                    StreamReset) as exc:
                 errors.append(f"{str(peer)[-8:]}: {exc}")
                 continue
             self.current = peer

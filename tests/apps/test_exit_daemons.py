@@ -102,7 +102,17 @@ async def test_exit_serves_allowed_clients_and_refuses_the_rest(short_tmp: Path)
             stats = await e.call("stats")
             assert stats["exit"]["connections"] == 2
             assert stats["exit"]["clients"][a_id]["connections"] == 2
-            assert a.apps.exit_dialer is not None and a.apps.exit_dialer.opened == 2
+            assert stats["exit"]["bytes_to_clients"] > 2 * len("<h1>the clear web</h1>\n")
+            dialer = a.apps.exit_dialer
+            assert dialer is not None and dialer.opened == 2
+            # The same exit chosen as `auto` (found in the DHT) and by its name.
+            await e.call("name_register", {"name": "exit.ovl"})
+            for choice in ("auto", "exit.ovl"):
+                dialer.choice, dialer.current = choice, None
+                status, out, err = await curl("--socks5-hostname", a.proxy, url)
+                assert (status, out) == (0, b"<h1>the clear web</h1>\n"), err
+                assert dialer.current == e.daemon.peer_id
+            assert dialer.opened == 4
             # With an exit the PAC file sends every host through the proxy.
             status, pac, err = await curl(f"http://{a.proxy}/proxy.pac")
             assert status == 0 and b'"DIRECT"' not in pac, err
