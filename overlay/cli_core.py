@@ -200,6 +200,10 @@ def add_core_parsers(sub: Any, parents: Parents) -> None:
                         "(--exit-ports, --exit-allow); with a value: send the proxy's "
                         "non-.ovl traffic out through that exit, `auto` finds one in the DHT "
                         "(config keys `exit`, `exit_via`; docs/apps.md)")
+    p.add_argument("--tun", action="store_true", default=None,
+                   help="create the virtual-IP interface ovl0 (root, /dev/net/tun): peers get "
+                        "IPv6 and IPv4 addresses and .ovl names resolve to them "
+                        "(config key `tun`; docs/vip.md)")
     p.add_argument("--exit-ports", metavar="PORT,…", type=_exit_ports_arg, default=None,
                    help="destination ports an exit opens (default 80,443)")
     p.add_argument("--exit-allow", metavar="PEER_OR_NAME", action="append", default=[],
@@ -315,7 +319,8 @@ def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
                                      mdns=ns.mdns, relays=ns.relays, metrics=ns.metrics,
                                      proxy=ns.proxy,
                                      holepunch=ns.holepunch, upnp=ns.upnp,
-                                     exit=_exit_flags(ns)[0], exit_via=_exit_flags(ns)[1]))
+                                     exit=_exit_flags(ns)[0], exit_via=_exit_flags(ns)[1],
+                                     tun=ns.tun))
 
 
 def _cmd_id(ns: argparse.Namespace, home: Home) -> int:

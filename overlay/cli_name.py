@@ -326,6 +326,8 @@ async def _resolve(client: ApiClient, ns: argparse.Namespace) -> int:
     print(f"{reply['name']}  ({reply['source']}, {reply['elapsed_ms']} ms)")
     for line in _describe(reply["record"]):
         print(f"  {line}")
+    if reply.get("vip6"):  # the daemon runs with --tun
+        print(f"  virtual IPs: {reply.get('vip4') or '(IPv4 table full)'}  {reply['vip6']}")
     return 0
 
 

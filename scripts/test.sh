@@ -41,6 +41,8 @@ if [ ! -x .venv/bin/python ]; then
         || { echo "scripts/test.sh: could not create the venv .venv" >&2; exit 1; }
 fi
 
+bash interop/js/setup.sh >/dev/null || echo "scripts/test.sh: interop/js/setup.sh failed (js-libp2p); interop/test_jslibp2p.py reports why" >&2
+
 status=0
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" || status=$?
 

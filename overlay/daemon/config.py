@@ -128,6 +128,11 @@ class DaemonConfig:
     exit_via: str = "off"
     """Where the proxy sends hosts outside the zone: ``off`` (directly),
     ``auto`` (an exit found in the DHT), an exit's name or peer ID."""
+    tun: bool = False
+    """Create the virtual-IP interface ``ovl0`` (root and /dev/net/tun;
+    docs/vip.md): every peer gets an IPv6 address in fd4f:766c:3000::/48
+    and, on demand, an IPv4 one from 100.64.0.0/10, and the DNS front
+    answers A/AAAA for names with them."""
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -174,6 +179,8 @@ class DaemonConfig:
         from overlay.apps.config import parse_services
 
         parse_services(self.services)
+        if not isinstance(self.tun, bool):
+            raise ConfigError("`tun` must be true or false")
         from overlay.apps.exit_client import check_exit_choice
         from overlay.apps.exit_policy import parse_exit_table
 
@@ -208,6 +215,7 @@ _FIELDS: dict[str, type] = {
     "services": dict,
     "exit": dict,
     "exit_via": str,
+    "tun": bool,
 }
 
 
@@ -279,6 +287,7 @@ def config_document(config: DaemonConfig) -> dict[str, TomlValue]:
         "services": dict(config.services),
         "exit": dict(config.exit),
         "exit_via": config.exit_via,
+        "tun": config.tun,
     }
 
 

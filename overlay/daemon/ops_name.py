@@ -277,6 +277,9 @@ class NameOps:
         self._names = names
         self._host = host
         self._pumps = pumps
+        self.extra_fields: Callable[[NameRecord], Mapping[str, Any]] | None = None
+        """Fields added to ``name_resolve`` answers (the virtual-IP
+        extension adds ``vip4`` and ``vip6``)."""
 
     def register(self, server: ApiServer) -> None:
         server.register("name_register", _typed_errors(self.name_register))
@@ -326,13 +329,16 @@ class NameOps:
         final = call.args.get("final", False)
         if not isinstance(no_cache, bool) or not isinstance(final, bool):
             raise BadRequest("`no_cache` and `final` must be booleans")
+        hit = None
         if not no_cache:
             # The fast path: a fresh cache entry without a task switch.
             hit = self._names.resolver.cached(name)
-            if hit is not None:
-                return resolution_json(hit)
-        return resolution_json(await self._names.resolve(
-            name, use_cache=not no_cache, wait_final=final))
+        if hit is None:
+            hit = await self._names.resolve(name, use_cache=not no_cache, wait_final=final)
+        answer = resolution_json(hit)
+        if self.extra_fields is not None:
+            answer |= self.extra_fields(hit.record)
+        return answer
 
     async def name_list(self, call: ApiCall) -> Mapping[str, Any]:
         return {"names": [_owned_json(entry) for entry in self._names.owned()]}
@@ -420,6 +426,8 @@ class NameExtension:
         self.dns_front: DnsFront | None = None
         """The running DNS front (its limit counters feed ``overlay stats``)."""
         """The bound DNS address once running (port 0 resolved)."""
+        self.name_ops: NameOps | None = None
+        """The running name ops (the virtual-IP extension hooks into them)."""
 
     def __call__(self, daemon: Any) -> AbstractAsyncContextManager[NameService]:
         return self._run(daemon)
@@ -438,7 +446,8 @@ class NameExtension:
                 # Advertised: a node behind a NAT is reached at its relay's
                 # /p2p-circuit addresses.
                 self_addrs=lambda: tuple(a.to_bytes() for a in host.advertised_addrs())))
-            NameOps(names, host, daemon.ops.pumps).register(daemon.api)
+            self.name_ops = NameOps(names, host, daemon.ops.pumps)
+            self.name_ops.register(daemon.api)
             if self.dns is not None:
                 front = DnsFront(
                     DnsFrontConfig(self.dns[0], self.dns[1], zone=self.config.naming.zone),

@@ -93,7 +93,18 @@ def default_extensions(
     return [NatExtension(), UpnpExtension(), AutoNATExtension(), dht, naming,
             PeerMemoryExtension(dht),
             MdnsExtension(),
-            RendezvousExtension(key), DcutrExtension(), RelayExtension(key), apps, stats]
+            RendezvousExtension(key), DcutrExtension(), RelayExtension(key), apps, stats,
+            *_vip_extensions(config)]
+
+
+def _vip_extensions(config: DaemonConfig) -> list[DaemonExtension]:
+    """The virtual-IP interface with ``tun`` (after naming: it hooks the
+    DNS front and ``name_resolve``)."""
+    if not config.tun:
+        return []
+    from overlay.vip.daemon_ext import VipExtension
+
+    return [VipExtension()]
 
 
 async def run_daemon(
@@ -118,6 +129,7 @@ async def run_daemon(
     upnp: bool | None = None,
     exit: Mapping[str, Any] | None = None,
     exit_via: str | None = None,
+    tun: bool | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
 
@@ -163,6 +175,8 @@ async def run_daemon(
         config = replace(config, exit={**config.exit, **exit})
     if exit_via is not None:
         config = replace(config, exit_via=exit_via)
+    if tun is not None:
+        config = replace(config, tun=tun)
     if extensions is None:
         # An address asked for on the command line must be served; the
         # configured one (usually the default) only warns when it is busy.

@@ -37,7 +37,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
@@ -177,6 +177,10 @@ class DnsFront:
         self.address: tuple[str, int] = (config.host, config.port)
         self.dropped = 0
         """Datagrams dropped: malformed, responses, or over the limit."""
+        self.address_hook: Callable[[NameRecord], Sequence[bytes]] | None = None
+        """If set, A and AAAA answers carry the addresses it returns for a
+        record (packed, 4 or 16 bytes) instead of the record's own: the
+        virtual-IP extension answers with the peer's virtual addresses."""
         self.answered = 0
 
     # -- lifetime -----------------------------------------------------------
@@ -387,12 +391,13 @@ class DnsFront:
             if qtype in (QTYPE.SRV, QTYPE.ANY):
                 self._add_srv(reply, label, name, record, ttl, service_labels[0][1:])
             return
+        ips = record.ips if self.address_hook is None else self.address_hook(record)
         if qtype in (QTYPE.A, QTYPE.ANY):
-            for ip in record.ips:
+            for ip in ips:
                 if len(ip) == 4:
                     reply.add_answer(RR(label, QTYPE.A, rdata=A(_ip_text(ip)), ttl=ttl))
         if qtype in (QTYPE.AAAA, QTYPE.ANY):
-            for ip in record.ips:
+            for ip in ips:
                 if len(ip) == 16:
                     reply.add_answer(RR(label, QTYPE.AAAA, rdata=AAAA(_ip_text(ip)), ttl=ttl))
         if qtype in (QTYPE.TXT, QTYPE.ANY):
