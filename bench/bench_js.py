@@ -1,0 +1,344 @@
+"""overlay against js-libp2p over QUIC-v1, measured in the same run.
+
+    bash interop/js/setup.sh                 # once: Node 22 + js-libp2p
+    .venv/bin/python bench/bench_js.py --mb 50
+
+Four sender -> receiver pairs, each end in its own process on 127.0.0.1:
+
+    js -> js             two ``interop/js/peer.mjs`` processes (Node 22)
+    overlay -> overlay   a Host here, a Host in a child process
+    overlay -> js        mixed
+    js -> overlay        mixed
+
+Both implementations are whole libp2p hosts (identify, ping, QUIC-v1 with the
+libp2p TLS handshake, multistream-select) and speak ``/overlay-bench/1.0.0``:
+the dialer writes an 8-byte big-endian length N and N bytes; the listener
+reads exactly N bytes and answers the count (8 bytes), which stops the clock.
+
+setup
+    A fresh host, created and started before the clock starts, dials the
+    receiver: QUIC + TLS handshake, one stream negotiated with
+    multistream-select and a 1-byte transfer answered by the count.  Median
+    of ``--setup-rounds``.  (overlay makes its dial endpoint and certificate
+    on the first dial, so that is inside its interval.)
+throughput_1
+    ``--mb`` MB (10**6 bytes) on one stream of one connection.
+throughput_10
+    The same total over 10 concurrent streams of one connection.
+
+Pairs alternate round by round (setup) and run by run (throughput, best of
+``--repeat``), so load from other processes hits all alike.
+
+Output: one JSON object on stdout: the figures per pair and
+``ratios_overlay_over_js`` (overlay->overlay / js->js; throughput above 1
+and setup below 1 favour overlay), plus the mixed pairs against js->js.  A
+readable summary goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from multiaddr import Multiaddr
+
+from overlay.host import Host, HostConfig
+from overlay.identity import Ed25519PrivateKey, PeerId
+from overlay.transport import TransportConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+JS_DIR = ROOT / "interop" / "js"
+PEER_SCRIPT = JS_DIR / "peer.mjs"
+BENCH = "/overlay-bench/1.0.0"
+LISTEN = "/ip4/127.0.0.1/udp/0/quic-v1"
+MB = 1_000_000
+CHUNK = 256 * 1024
+STREAMS = 10
+PAIRS = ("js->js", "overlay->overlay", "overlay->js", "js->overlay")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def host_config(args: argparse.Namespace) -> HostConfig:
+    if args.datagram_size is None:
+        return HostConfig()
+    return HostConfig(transport=TransportConfig(max_datagram_size=args.datagram_size))
+
+
+def run(main: Any, loop_kind: str) -> Any:
+    if loop_kind == "uvloop":
+        import uvloop
+
+        return uvloop.run(main())
+    return asyncio.run(main())
+
+
+# --- overlay receiver (child process) ----------------------------------------
+
+
+async def _bench_handler(stream: Any) -> None:
+    (size,) = struct.unpack(">Q", await stream.readexactly(8))
+    left = size
+    while left:
+        chunk = await stream.read(min(left, CHUNK))
+        if not chunk:
+            raise EOFError(f"stream ended {left} bytes short of {size}")
+        left -= len(chunk)
+    stream.write(struct.pack(">Q", size))
+    await stream.close()
+
+
+async def _receiver(pipe: multiprocessing.connection.Connection, args: argparse.Namespace) -> None:
+    async with Host(Ed25519PrivateKey.generate(), host_config(args)) as host:
+        host.set_stream_handler(BENCH, _bench_handler)
+        await host.listen([Multiaddr(LISTEN)])
+        pipe.send(f"{host.listen_addrs()[0]}/p2p/{host.peer_id}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(pipe.fileno(), stop.set)
+        await stop.wait()
+        loop.remove_reader(pipe.fileno())
+
+
+def receiver_main(pipe: multiprocessing.connection.Connection, args: argparse.Namespace) -> None:
+    run(lambda: _receiver(pipe, args), args.loop)
+
+
+class OverlayReceiver:
+    def __init__(self, args: argparse.Namespace) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._pipe, child = ctx.Pipe()
+        self._proc = ctx.Process(target=receiver_main, args=(child, args), daemon=True)
+        self._proc.start()
+        if not self._pipe.poll(60):
+            self.stop()
+            raise RuntimeError("overlay receiver did not start in 60 s")
+        self.addr: str = self._pipe.recv()
+
+    def stop(self) -> None:
+        if self._proc.is_alive():
+            self._pipe.send("stop")
+            self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join()
+
+
+# --- js processes ----------------------------------------------------------------
+
+
+class JsPeer:
+    """``peer.mjs --no-dht``: receiver (its listener) and sender (its commands)."""
+
+    def __init__(self, node: str) -> None:
+        self.proc = subprocess.Popen(
+            [node, str(PEER_SCRIPT), "--no-dht"], cwd=JS_DIR, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        ready = json.loads(self.proc.stdout.readline() or "{}")
+        if not ready.get("ready"):
+            self.stop()
+            raise RuntimeError("js-libp2p peer exited before its ready line")
+        self.info = ready
+        self.addr: str = ready["addrs"][0]
+
+    async def command(self, line: str) -> dict[str, Any]:
+        # Blocking pipe I/O in a thread: the overlay receiver lives in another
+        # process, and nothing else runs on this loop while js sends.
+        reply = await asyncio.to_thread(self._command, line)
+        if "error" in reply:
+            raise RuntimeError(f"js-libp2p {line.split()[0]}: {reply['error']}")
+        return reply
+
+    def _command(self, line: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        raw = self.proc.stdout.readline()
+        if not raw:
+            raise RuntimeError(f"js-libp2p exited on {line.split()[0]}")
+        reply: dict[str, Any] = json.loads(raw)
+        return reply
+
+    def stop(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# --- overlay sender (this process) -------------------------------------------
+
+
+async def _overlay_stream(host: Host, peer: PeerId, size: int, block: bytes) -> None:
+    stream = await host.new_stream(peer, [BENCH])
+    stream.write(struct.pack(">Q", size))
+    left = size
+    while left:
+        n = min(left, CHUNK)
+        stream.write(block if n == CHUNK else block[:n])
+        await stream.drain()
+        left -= n
+    (got,) = struct.unpack(">Q", await stream.readexactly(8))
+    assert got == size, (got, size)
+    await stream.close()
+
+
+async def overlay_send(addr: str, total: int, streams: int, args: argparse.Namespace) -> float:
+    peer = PeerId.from_string(addr.split("/p2p/")[1])
+    block = os.urandom(CHUNK)
+    async with Host(Ed25519PrivateKey.generate(), host_config(args)) as host:
+        await host.connect(Multiaddr(addr))
+        start = time.perf_counter()
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(streams):
+                tg.create_task(_overlay_stream(host, peer, total // streams, block))
+        return time.perf_counter() - start
+
+
+async def overlay_setup(addr: str, args: argparse.Namespace) -> float:
+    peer = PeerId.from_string(addr.split("/p2p/")[1])
+    async with Host(Ed25519PrivateKey.generate(), host_config(args)) as host:
+        start = time.perf_counter()
+        await host.connect(Multiaddr(addr))
+        await _overlay_stream(host, peer, 1, b"x")
+        return time.perf_counter() - start
+
+
+# --- the run -----------------------------------------------------------------------
+
+
+async def measure(args: argparse.Namespace, js_send: JsPeer, js_recv: JsPeer,
+                  ours: OverlayReceiver) -> dict[str, Any]:
+    total = args.mb * MB
+    receiver = {"js": js_recv.addr, "overlay": ours.addr}
+
+    async def setup(pair: str) -> float:
+        sender, target = pair.split("->")
+        if sender == "js":
+            return float((await js_send.command(f"bench_setup {receiver[target]} 1"))["ms"][0]) / 1000
+        return await overlay_setup(receiver[target], args)
+
+    async def send(pair: str, streams: int) -> float:
+        sender, target = pair.split("->")
+        if sender == "js":
+            reply = await js_send.command(f"bench_send {receiver[target]} {total} {streams}")
+            assert reply["bytes"] == total // streams * streams
+            return float(reply["seconds"])
+        return await overlay_send(receiver[target], total, streams, args)
+
+    # One untimed warm-up per pair: first-use costs (imports, JIT) are not setup.
+    for pair in PAIRS:
+        await setup(pair)
+    samples: dict[str, dict[str, list[float]]] = {p: {"setup": [], "t1": [], "t10": []} for p in PAIRS}
+    for i in range(args.setup_rounds):
+        for pair in PAIRS:
+            samples[pair]["setup"].append(await setup(pair))
+    for i in range(args.repeat):
+        for streams, key in ((1, "t1"), (STREAMS, "t10")):
+            for pair in PAIRS:
+                seconds = await send(pair, streams)
+                samples[pair][key].append(seconds)
+                log(f"run {i + 1}/{args.repeat} {pair:17} {streams:2} stream(s): "
+                    f"{args.mb / seconds:7.1f} MB/s")
+    out: dict[str, Any] = {}
+    for pair, s in samples.items():
+        out[pair] = {
+            "setup_ms_median": round(statistics.median(s["setup"]) * 1000, 3),
+            "setup_ms_samples": [round(x * 1000, 3) for x in s["setup"]],
+            "throughput_1_seconds": [round(x, 4) for x in s["t1"]],
+            "throughput_10_seconds": [round(x, 4) for x in s["t10"]],
+            # Best of the repeats: the run least disturbed by other processes.
+            "throughput_1_MBps": round(args.mb / min(s["t1"]), 2),
+            "throughput_10_MBps": round(args.mb / min(s["t10"]), 2),
+        }
+    return out
+
+
+def ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+    return {
+        "throughput_1": round(a["throughput_1_MBps"] / b["throughput_1_MBps"], 3),
+        "throughput_10": round(a["throughput_10_MBps"] / b["throughput_10_MBps"], 3),
+        "setup_time": round(a["setup_ms_median"] / b["setup_ms_median"], 3),
+    }
+
+
+def js_node() -> str:
+    proc = subprocess.run(["bash", str(JS_DIR / "setup.sh")], capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        sys.exit(f"interop/js/setup.sh failed:\n{proc.stderr[-4000:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mb", type=int, default=50, help="MB (10**6 bytes) per transfer (default 50)")
+    parser.add_argument("--setup-rounds", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=2, help="throughput runs per pair; best is kept")
+    parser.add_argument("--datagram-size", type=int, default=None,
+                        help="overlay's max QUIC datagram size (default: overlay's own default)")
+    try:
+        import uvloop  # noqa: F401
+
+        default_loop = "uvloop"
+    except ImportError:
+        default_loop = "asyncio"
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default=default_loop)
+    args = parser.parse_args()
+
+    node = js_node()
+    results: dict[str, Any] = {"mb": args.mb, "loop": args.loop, "repeat": args.repeat,
+                               "setup_rounds": args.setup_rounds, "datagram_size": args.datagram_size}
+    js_recv = JsPeer(node)
+    js_send = JsPeer(node)
+    results["js_versions"] = js_recv.info["versions"]
+    log(f"loop={args.loop} mb={args.mb} js={js_recv.info['versions']}")
+    ours = OverlayReceiver(args)
+    try:
+        results.update(run(lambda: measure(args, js_send, js_recv, ours), args.loop))
+    finally:
+        ours.stop()
+        js_send.stop()
+        js_recv.stop()
+    js = results["js->js"]
+    results["ratios_overlay_over_js"] = ratios(results["overlay->overlay"], js)
+    results["ratios_mixed_over_js"] = {
+        "overlay->js": ratios(results["overlay->js"], js),
+        "js->overlay": ratios(results["js->overlay"], js),
+    }
+    for label, key, unit in (
+        ("setup (dial + handshake + 1st stream)", "setup_ms_median", "ms"),
+        ("1 stream", "throughput_1_MBps", "MB/s"),
+        (f"{STREAMS} streams", "throughput_10_MBps", "MB/s"),
+    ):
+        row = "  ".join(f"{pair} {results[pair][key]:8.2f}" for pair in PAIRS)
+        log(f"{label:38} {unit:4}  {row}")
+    log(f"overlay/js: {results['ratios_overlay_over_js']}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
