@@ -51,6 +51,9 @@ _MAX_REASON = 256
 # (1 + connection ID + packet number), AEAD tag, frame type and length.
 _DATAGRAM_OVERHEAD = 64
 _MAX_DATAGRAMS_QUEUED = 256
+# Datagrams kept until a handler is set: the peer may send at once, before
+# the host has told its services about the new connection.
+_MAX_EARLY_DATAGRAMS = 32
 
 
 class _Owner(Protocol):
@@ -124,9 +127,8 @@ class QuicConn:
         )
         self._ping_uid = 0
         self._input_from_peer = False
-        self.datagram_handler: Callable[[bytes], None] | None = None
-        """Called with each QUIC DATAGRAM frame's payload the peer sends
-        (RFC 9221); frames that arrive while it is None are dropped."""
+        self._datagram_handler: Callable[[bytes], None] | None = None
+        self._early_datagrams: deque[bytes] = deque(maxlen=_MAX_EARLY_DATAGRAMS)
         self.datagrams_dropped = 0
         """Datagrams ``send_datagram`` refused because too many were queued."""
         self._add_cid(self._quic.host_cid)
@@ -228,6 +230,21 @@ class QuicConn:
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
+
+    @property
+    def datagram_handler(self) -> Callable[[bytes], None] | None:
+        """Called with each QUIC DATAGRAM frame's payload the peer sends
+        (RFC 9221).  Until one is set, the last 32 are kept and handed to
+        it when it is; after it is unset, frames are dropped."""
+        return self._datagram_handler
+
+    @datagram_handler.setter
+    def datagram_handler(self, handler: Callable[[bytes], None] | None) -> None:
+        self._datagram_handler = handler
+        early, self._early_datagrams = self._early_datagrams, deque(maxlen=0)
+        if handler is not None:
+            for data in early:
+                handler(data)
 
     @property
     def datagram_capacity(self) -> int:
@@ -405,9 +422,11 @@ class QuicConn:
                     self._drain_waiters.discard(stream)
                     self._maybe_forget(stream)
             elif isinstance(event, events.DatagramFrameReceived):
-                handler = self.datagram_handler
+                handler = self._datagram_handler
                 if handler is not None and self._error is None:
                     handler(event.data)
+                elif handler is None:
+                    self._early_datagrams.append(event.data)
             elif isinstance(event, events.HandshakeCompleted):
                 if event.alpn_protocol != ALPN:
                     self._fail(HandshakeError(f"ALPN {event.alpn_protocol!r} is not libp2p"), 0x1)

@@ -52,6 +52,8 @@ class TunDevice:
         self.vip6 = vip6
         self.mtu = mtu
         self.v4_mtu = min(v4_mtu, mtu)
+        self.ipv6 = True
+        """False once IPv6 turned out to be disabled on the interface."""
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.written = 0
@@ -84,15 +86,20 @@ class TunDevice:
                 index = (await ipr.link_lookup(ifname=self.name))[0]
                 await ipr.link("set", index=index, mtu=self.mtu)
                 await ipr.addr("add", index=index, address=str(SELF_V4), prefixlen=32)
-                await ipr.addr("add", index=index, address=str(self.vip6), prefixlen=128,
-                               flags=_IFA_F_NODAD)
                 await ipr.link("set", index=index, state="up")
                 # IPv4 packets up to v4_mtu fit in one QUIC DATAGRAM frame on a
                 # 1200-byte path; TCP picks its segment size from this MTU.
                 await ipr.route("replace", dst=str(V4_NETWORK), oif=index,
                                 prefsrc=str(SELF_V4), metrics={"mtu": self.v4_mtu})
-                await ipr.route("replace", dst=str(ULA_PREFIX), oif=index, family=10,
-                                prefsrc=str(self.vip6))
+                try:
+                    await ipr.addr("add", index=index, address=str(self.vip6), prefixlen=128,
+                                   flags=_IFA_F_NODAD)
+                    await ipr.route("replace", dst=str(ULA_PREFIX), oif=index, family=10,
+                                    prefsrc=str(self.vip6))
+                except NetlinkError as exc:
+                    # IPv6 disabled here (sysctl disable_ipv6): IPv4 only.
+                    self.ipv6 = False
+                    log.warning("%s: no IPv6 virtual address (%s); IPv4 only", self.name, exc)
         except (NetlinkError, IndexError, OSError) as exc:
             raise TunError(f"cannot configure {self.name}: {exc}") from exc
 

@@ -60,3 +60,32 @@ async def test_datagrams_without_a_handler_are_dropped_and_streams_go_on() -> No
     finally:
         await p.a.aclose()
         await p.b.aclose()
+
+
+async def test_datagrams_before_a_handler_is_set_are_kept_bounded() -> None:
+    p = await make_pair()
+    try:
+        for i in range(40):
+            assert p.conn_a.send_datagram(b"early %d" % i)
+        # A stream written after the datagrams arrives after them.
+        stream = await p.conn_a.open_stream()
+        stream.write(b"!")
+        await stream.close()
+        incoming = await p.conn_b.accept_stream()
+        async with asyncio.timeout(5):
+            assert await incoming.readexactly(1) == b"!"
+        got: list[bytes] = []
+        p.conn_b.datagram_handler = got.append
+        assert got == [b"early %d" % i for i in range(8, 40)]  # the last 32
+        p.conn_b.datagram_handler = None
+        assert p.conn_a.send_datagram(b"late")
+        stream = await p.conn_a.open_stream()
+        stream.write(b"?")
+        await stream.close()
+        incoming = await p.conn_b.accept_stream()
+        async with asyncio.timeout(5):
+            assert await incoming.readexactly(1) == b"?"
+        assert len(got) == 32  # unset: dropped, not kept
+    finally:
+        await p.a.aclose()
+        await p.b.aclose()
