@@ -146,12 +146,14 @@ async def relayed(size: int, args: argparse.Namespace) -> None:
             secure_outbound(a_raw, Ed25519PrivateKey.generate()),
             secure_inbound(c_raw, Ed25519PrivateKey.generate()),
         )
-        await _muxed(a_sec, c_sec, size)
+        config = YamuxConfig(receive_window=args.window, max_frame_size=args.frame)
+        await _muxed(a_sec, c_sec, size, config)
         await splice
 
 
-async def _muxed(a_sec: SecureStream, c_sec: SecureStream, size: int) -> None:
-    async with YamuxSession(a_sec, True, CIRCUIT) as a, YamuxSession(c_sec, False, CIRCUIT) as c:
+async def _muxed(a_sec: SecureStream, c_sec: SecureStream, size: int,
+                 config: YamuxConfig) -> None:
+    async with YamuxSession(a_sec, True, config) as a, YamuxSession(c_sec, False, config) as c:
         out = await a.open_stream()
         out.write(b"x")  # the SYN and a byte, so accept_stream returns
         inbound = await c.accept_stream()
@@ -211,6 +213,10 @@ def main() -> None:
     parser.add_argument("--pipe-limit", type=int, default=1 << 20,
                         help="bytes a pipe holds before drain() waits (default 1 MiB)")
     parser.add_argument("--kinds", default="raw,splice,noise,relayed")
+    parser.add_argument("--window", type=int, default=CIRCUIT.receive_window,
+                        help="yamux receive window (default: the circuits' 2 MiB)")
+    parser.add_argument("--frame", type=int, default=CIRCUIT.max_frame_size,
+                        help="yamux max_frame_size (default: the circuits')")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()

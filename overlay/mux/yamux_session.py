@@ -464,49 +464,70 @@ class YamuxCore:
                 self._violation(exc)
 
     def _receive(self, data: bytes, view: memoryview, now: float) -> None:
-        # Payload is cut straight out of ``data`` (one copy per Data frame
-        # piece, none when a piece is all of ``data``); only a header split
-        # between two inputs is buffered.
+        # Payload is cut straight out of ``data``; only a header split
+        # between two inputs is buffered.  Consecutive pieces for one stream
+        # (its frames in a row) become one DataReceived: one copy (none when
+        # the piece is all of ``data``) and one event per run, not per frame.
         end = len(view)
         pos = 0
-        if self._inbuf:
-            need = HEADER_SIZE - len(self._inbuf)
-            self._inbuf += view[:need]
-            if len(self._inbuf) < HEADER_SIZE:
-                return
-            header = decode_header(self._inbuf, MAX_DATA_LENGTH)
-            self._inbuf.clear()
-            pos = need
-            self._on_header(header, now)
-        while not self._terminated:
-            left = self._payload_left
-            if left:
-                n = min(left, end - pos)
-                if not n:
+        run: list[memoryview] = []
+        run_id = 0
+        try:
+            if self._inbuf:
+                need = HEADER_SIZE - len(self._inbuf)
+                self._inbuf += view[:need]
+                if len(self._inbuf) < HEADER_SIZE:
                     return
-                stream = self._payload_stream
-                if stream is not None and stream.id in self._streams:
-                    stream.unconsumed += n
-                    if n == end and type(data) is bytes:
-                        chunk = data
-                    else:
-                        chunk = bytes(view[pos : pos + n])
-                    self._events.append(DataReceived(stream.id, chunk))
-                pos += n
-                self._payload_left = left - n
-                if left == n:
-                    self._end_data_frame()
-                continue
-            if end - pos < HEADER_SIZE:
-                self._inbuf += view[pos:]
-                return
-            version, raw_type, flags, stream_id, length = HEADER_STRUCT.unpack_from(view, pos)
-            pos += HEADER_SIZE
-            if version == VERSION and raw_type == FrameType.DATA and not flags & KNOWN_FLAGS:
-                # A Data frame without flags: the bulk of every transfer.
-                self._on_plain_data(stream_id, length)
-            else:
-                self._on_header(decode_header(view[pos - HEADER_SIZE : pos], MAX_DATA_LENGTH), now)
+                header = decode_header(self._inbuf, MAX_DATA_LENGTH)
+                self._inbuf.clear()
+                pos = need
+                self._on_header(header, now)
+            while not self._terminated:
+                left = self._payload_left
+                if left:
+                    n = min(left, end - pos)
+                    if not n:
+                        return
+                    stream = self._payload_stream
+                    if stream is not None and stream.id in self._streams:
+                        stream.unconsumed += n
+                        if run and run_id != stream.id:
+                            self._data_run(run_id, run, data)
+                        run_id = stream.id
+                        run.append(view[pos : pos + n])
+                    pos += n
+                    self._payload_left = left - n
+                    if left == n and self._payload_header is not None:
+                        self._data_run(run_id, run, data)  # its flags may end the stream
+                        self._end_data_frame()
+                    elif left == n:
+                        self._payload_stream = None
+                    continue
+                if end - pos < HEADER_SIZE:
+                    self._inbuf += view[pos:]
+                    return
+                version, raw_type, flags, stream_id, length = HEADER_STRUCT.unpack_from(view, pos)
+                pos += HEADER_SIZE
+                if version == VERSION and raw_type == FrameType.DATA and not flags & KNOWN_FLAGS:
+                    # A Data frame without flags: the bulk of every transfer.
+                    self._on_plain_data(stream_id, length)
+                else:
+                    self._data_run(run_id, run, data)
+                    self._on_header(decode_header(view[pos - HEADER_SIZE : pos], MAX_DATA_LENGTH), now)
+        finally:
+            self._data_run(run_id, run, data)
+
+    def _data_run(self, stream_id: int, run: list[memoryview], data: bytes) -> None:
+        """Emit the pieces in ``run`` as one DataReceived, and empty it."""
+        if not run:
+            return
+        if len(run) == 1:
+            piece = run[0]
+            chunk = data if len(piece) == len(data) and type(data) is bytes else bytes(piece)
+        else:
+            chunk = b"".join(run)
+        run.clear()
+        self._events.append(DataReceived(stream_id, chunk))
 
     # --- frame handling -------------------------------------------------------
 

@@ -141,6 +141,24 @@ def test_a_lone_stream_fills_the_batch_and_several_take_turns() -> None:
     assert [f[2] for f in frames(out)] == [a, b, a, b, a, b]
 
 
+def test_frames_in_a_row_for_a_stream_arrive_as_one_event_in_order() -> None:
+    pair = CorePair()
+    a, b = established(pair), established(pair)
+    wire = b"".join(
+        encode_header(FrameType.DATA, flags, sid, len(body)) + body
+        for sid, flags, body in [
+            (a, Flag.NONE, b"a1"), (a, Flag.NONE, b"a2"), (b, Flag.NONE, b"b1"),
+            (b, Flag.FIN, b"b2"), (a, Flag.NONE, b"a3"),
+        ]
+    ) + encode_header(FrameType.WINDOW_UPDATE, Flag.NONE, a, 5) + encode_header(
+        FrameType.DATA, Flag.NONE, a, 2) + b"a4"
+    pair.server.receive_data(wire, 0.0)
+    assert pair.server.events() == [
+        DataReceived(a, b"a1a2"), DataReceived(b, b"b1"), DataReceived(b, b"b2"),
+        StreamEnded(b), DataReceived(a, b"a3"), DataReceived(a, b"a4"),
+    ]
+
+
 def test_fin_half_closes_each_way() -> None:
     pair = CorePair()
     sid = established(pair)
