@@ -202,7 +202,8 @@ def choose_base(rng: random.Random, count: int, port_range: tuple[int, int]) -> 
 
 
 def predict_ranges(local_ports: Sequence[int], observed_ports: Sequence[int], count: int,
-                   config: BirthdayConfig) -> tuple[tuple[int, int], ...]:
+                   config: BirthdayConfig, *,
+                   keeps_ports: bool | None = None) -> tuple[tuple[int, int], ...]:
     """Port ranges the hard side's NAT probably gave its ``count`` sockets,
     most likely first:
 
@@ -211,10 +212,21 @@ def predict_ranges(local_ports: Sequence[int], observed_ports: Sequence[int], co
     - for a NAT that counts up, the ports after the highest one observers
       saw (plus ``predict_slack`` for flows in between).
 
-    At most ``MAX_RANGES`` ranges and ``MAX_PREDICTED`` ports in all."""
+    ``keeps_ports=False`` (our listening socket's public port is not its
+    local one) puts the counting-up range first.  At most ``MAX_RANGES``
+    ranges and ``MAX_PREDICTED`` ports in all."""
     low, high = config.port_range
     ranges: list[tuple[int, int]] = []
     budget = MAX_PREDICTED
+    counting: tuple[int, int] | None = None
+    if observed_ports:
+        start = max(observed_ports) + 1
+        take = min(count + config.predict_slack, budget, high - start + 1)
+        if take > 0 and start >= low:
+            counting = (start, take)
+    if counting is not None and keeps_ports is False:
+        ranges.append(counting)
+        budget -= counting[1]
     runs: list[list[int]] = []
     for port in sorted(set(local_ports)):
         if runs and port == runs[-1][-1] + 1:
@@ -227,11 +239,8 @@ def predict_ranges(local_ports: Sequence[int], observed_ports: Sequence[int], co
         if take > 0 and low <= run[0] and run[0] + take - 1 <= high:
             ranges.append((run[0], take))
             budget -= take
-    if observed_ports and budget > 0:
-        start = max(observed_ports) + 1
-        take = min(count + config.predict_slack, budget, high - start + 1)
-        if take > 0 and start >= low:
-            ranges.append((start, take))
+    if counting is not None and keeps_ports is not False and budget > 0:
+        ranges.append((counting[0], min(counting[1], budget)))
     return tuple(ranges[:MAX_RANGES])
 
 
@@ -405,10 +414,12 @@ class HardSide:
     picks the socket to dial from."""
 
     def __init__(self, config: BirthdayConfig, easy: tuple[str, int],
-                 observed_ports: Sequence[int], rng: random.Random, now: float) -> None:
+                 observed_ports: Sequence[int], rng: random.Random, now: float, *,
+                 keeps_ports: bool | None = None) -> None:
         self.config = config
         self.easy = easy
         self._observed = tuple(observed_ports)
+        self._keeps = keeps_ports
         self.first_port = choose_base(rng, config.max_sockets, config.port_range)
         self._start = now
         self._requested = 0
@@ -467,7 +478,8 @@ class HardSide:
 
     def ready(self) -> Ready:
         """READY with the predicted ranges of the sockets opened so far."""
-        return Ready(predict_ranges(self._local, self._observed, len(self._local), self.config))
+        return Ready(predict_ranges(self._local, self._observed, len(self._local), self.config,
+                                    keeps_ports=self._keeps))
 
     def on_probe(self, local_port: int, source: tuple[str, int], nonce_ok: bool,
                  now: float) -> list[Action]:

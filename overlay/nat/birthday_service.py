@@ -473,7 +473,10 @@ class BirthdayService:
         public = self._our_public()
         ports = self._observed_ports(public[0] if public else None)
         ports += [p for ip, p in self._public() if public is None or ip == public[0]]
-        core = HardSide(self.config, easy, ports, self._rng, time.monotonic())
+        listen = {int(e.local_address[1]) for e in self._host.endpoints()}
+        keeps = any(p in listen for p in ports) if ports else None
+        core = HardSide(self.config, easy, ports, self._rng, time.monotonic(),
+                        keeps_ports=keeps)
         sockets: dict[int, _ProbeSocket] = {}
         bind_ip = self._bind_ip()
         try:

@@ -139,12 +139,16 @@ def test_predict_ranges_kept_ports_then_counting_up() -> None:
     assert ranges[1] == (20011, 256 + CFG.predict_slack)
     assert sum(count for _, count in ranges) <= 1024
     Ready(ranges)  # valid on the wire
+    # A NAT known not to keep ports: the counting-up range comes first.
+    moved = predict_ranges(local, [20010, 20003], 256, CFG, keeps_ports=False)
+    assert moved[0] == (20011, 256 + CFG.predict_slack) and moved[1] == (30000, 256)
 
 
 @given(st.lists(st.integers(1024, 65535), max_size=256),
-       st.lists(st.integers(1024, 65535), max_size=8))
-def test_predict_ranges_always_fit_a_ready(local: list[int], observed: list[int]) -> None:
-    Ready(predict_ranges(local, observed, len(local), CFG))
+       st.lists(st.integers(1024, 65535), max_size=8), st.sampled_from([None, True, False]))
+def test_predict_ranges_always_fit_a_ready(local: list[int], observed: list[int],
+                                           keeps: bool | None) -> None:
+    Ready(predict_ranges(local, observed, len(local), CFG, keeps_ports=keeps))
 
 
 def test_hit_probability_matches_the_issue() -> None:

@@ -70,12 +70,13 @@ async def _pair(kind_a: NatKind, kind_c: NatKind,
         dcutrs: list[DcutrService] = []
         bdays: list[BirthdayService] = []
         for seed, kind in enumerate((kind_a, kind_c)):
+            kind_of: Callable[[], NatKind] = lambda k=kind: k  # type: ignore[misc]
             host = await stack.enter_async_context(Host(Ed25519PrivateKey.generate()))
             await host.listen([LOOPBACK])
             dcutr = await stack.enter_async_context(
                 DcutrService(host, config, rng=random.Random(seed)))
             bday = await stack.enter_async_context(BirthdayService(
-                host, FAST, nat_kind=lambda k=kind: k, context=dcutr.address_context,
+                host, FAST, nat_kind=kind_of, context=dcutr.address_context,
                 public=(public_c(host) if seed == 1 else _own_endpoint(host)),
                 rng=random.Random(100 + seed)))
             dcutr.pre_punch = bday.try_upgrade
@@ -114,8 +115,9 @@ async def test_symmetric_against_cone_goes_direct_from_the_winning_socket() -> N
             assert direct_a.remote_address is not None
             assert direct_a.remote_address[1] != listen_port
             assert direct_a.remote_address[1] == hard.port == easy.port
-            # Kept ports: the predicted range held the winner.
-            assert easy.packets <= FAST.burst + 32, pair.bday_a.status()
+            # Kept ports: the predicted range held the winner, so the
+            # spray stopped early (how early depends on the handshake's speed).
+            assert easy.packets < FAST.max_probes, pair.bday_a.status()
             assert pair.bday_c.counters["sockets_opened"] == FAST.max_sockets
             assert (await a.ping_service.ping(c.peer_id)).path == "direct"
             await wait_until(lambda: bool(pair.dcutr_c.outcomes), pair.dcutr_c.activity,
@@ -130,6 +132,23 @@ async def test_symmetric_against_cone_goes_direct_from_the_winning_socket() -> N
             await wait_until(lambda: pair.bday_c.counters["endpoints_released"] == 1,
                              pair.bday_c.activity, timeout=10)
             assert not [e for e in c.endpoints() if e.local_address[1] == hard.port]
+
+
+async def test_the_dialling_side_can_be_the_hard_one() -> None:
+    async with _pair(NatKind.SYMMETRIC, NatKind.CONE) as pair:
+        a, c = pair.a, pair.c
+        async with asyncio.timeout(30):
+            await a.connect(pair.circuit_addr())
+            await wait_until(lambda: bool(pair.bday_a.outcomes and pair.bday_c.outcomes),
+                             pair.bday_a.activity, pair.bday_c.activity, timeout=20)
+            hard, easy = pair.bday_a.outcomes[-1], pair.bday_c.outcomes[-1]
+            assert hard.ok and hard.role == "hard" and easy.ok and easy.role == "easy"
+            direct_a = a.best_connection(c.peer_id)
+            assert direct_a is not None and direct_a.path == "direct" and a.is_punched(direct_a)
+            assert direct_a.is_initiator  # A, the hard side, dialled from its winner
+            await wait_until(lambda: bool(pair.dcutr_c.outcomes), pair.dcutr_c.activity,
+                             timeout=10)
+            assert pair.dcutr_c.outcomes[-1].how.startswith("birthday (easy side")
 
 
 async def test_both_symmetric_stays_relayed_and_says_why() -> None:
