@@ -16,7 +16,7 @@ from overlay.errors import ConfigError, OverlayError, RemoteProtocolError, Strea
 from overlay.identity.keys import PrivateKey, PublicKey
 from overlay.identity.peer_id import PeerId
 from overlay.secure.errors import HandshakeTimeout, NoiseHandshakeError, TruncatedFrame
-from overlay.secure.framing import FrameReader
+from overlay.secure.framing import LENGTH_PREFIX, MAX_MESSAGE, FrameReader
 from overlay.secure.noise import (
     HandshakeComplete,
     NoiseHandshake,
@@ -45,9 +45,10 @@ class NoiseConfig:
             raise ConfigError("handshake_timeout must be positive")
 
 
-_READ_AHEAD: Final = 1 << 18
+_READ_AHEAD: Final = LENGTH_PREFIX + MAX_MESSAGE
 """Bytes a transport-phase read asks the stream underneath for: whatever
-has arrived, up to four whole messages, in one call."""
+has arrived, up to one whole framed message, in one call (instead of the
+length prefix and then the body in as many reads as it took to arrive)."""
 
 
 async def _read_frame(
@@ -71,12 +72,12 @@ async def _read_frame(
 class SecureStream:
     """A Noise-encrypted ``ByteStream`` over another one.
 
-    Reads hold at most one decrypted message (65519 bytes) and one
-    read-ahead of ciphertext (``_READ_AHEAD``); writes are encrypted at once
-    into the inner stream, in messages as full as the data allows, and the
-    inner stream's ``drain`` gives the backpressure.  A tampered, truncated or oversized message resets the
-    inner stream and raises a ``NoiseProtocolError`` on this and every later
-    read.
+    Reads hold at most one decrypted message (65519 bytes) and a read-ahead
+    of ciphertext (``_READ_AHEAD``, one framed message); writes are
+    encrypted at once into the inner stream, in messages as full as the
+    data allows, and the inner stream's ``drain`` gives the backpressure.
+    A tampered, truncated or oversized message resets the inner stream and
+    raises a ``NoiseProtocolError`` on this and every later read.
     """
 
     def __init__(
