@@ -18,6 +18,7 @@ source to its own address for the sending peer (``rewrite_v4``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import struct
@@ -30,7 +31,7 @@ from overlay.vip.errors import AllocatorFull, BadPacket
 __all__ = [
     "ULA_PREFIX", "V4_NETWORK", "SELF_V4", "MAX_PACKET",
     "vip6_of", "in_ula", "Ipv4Allocator", "Ipv4AllocatorConfig",
-    "PacketInfo", "parse_packet", "rewrite_v4",
+    "PacketInfo", "check_header", "parse_packet", "rewrite_v4", "rewrite_v4_raw",
 ]
 
 ULA_PREFIX = ipaddress.IPv6Network("fd4f:766c:3000::/48")
@@ -119,19 +120,28 @@ class Ipv4Allocator:
             self._by_peer[peer] = (entry[0], now)
             self._by_peer.move_to_end(peer)
 
+    def peer_at(self, address: int) -> PeerId | None:
+        """``peer_of`` for an address as an integer (the per-packet path)."""
+        return self._by_addr.get(address)
+
     def allocate(self, peer: PeerId, now: float) -> ipaddress.IPv4Address:
         """The peer's address, handing one out if it has none."""
+        return ipaddress.IPv4Address(self.allocate_int(peer, now))
+
+    def allocate_int(self, peer: PeerId, now: float) -> int:
+        """``allocate`` as an integer (the per-packet path)."""
         entry = self._by_peer.get(peer)
         if entry is not None:
-            self.touch(peer, now)
-            return ipaddress.IPv4Address(entry[0])
+            self._by_peer[peer] = (entry[0], now)
+            self._by_peer.move_to_end(peer)
+            return entry[0]
         pool = self.config.last - self.config.first + 1
         if len(self._by_peer) >= min(self.config.max_entries, pool):
             self._reclaim(now)
         address = self._free_address()
         self._by_peer[peer] = (address, now)
         self._by_addr[address] = peer
-        return ipaddress.IPv4Address(address)
+        return address
 
     def _reclaim(self, now: float) -> None:
         oldest, (address, used) = next(iter(self._by_peer.items()))
@@ -163,6 +173,29 @@ class PacketInfo:
     version: int
     source: ipaddress.IPv4Address | ipaddress.IPv6Address
     destination: ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def check_header(packet: bytes, limit: int = MAX_PACKET) -> int:
+    """The IP version (4 or 6) of ``packet`` after the same checks as
+    ``parse_packet``, without building address objects (the per-packet
+    path).  Raises ``BadPacket``."""
+    size = len(packet)
+    if size > limit:
+        raise BadPacket(f"{size}-byte packet is over the {limit}-byte limit")
+    if size < 20:
+        raise BadPacket(f"{size}-byte packet is shorter than any IP header")
+    version = packet[0] >> 4
+    if version == 4:
+        ihl = (packet[0] & 0x0F) * 4
+        total = (packet[2] << 8) | packet[3]
+        if ihl < 20 or ihl > size or total != size:
+            raise BadPacket("IPv4 header or total length does not match the packet")
+        return 4
+    if version == 6:
+        if size < 40 or ((packet[4] << 8) | packet[5]) + 40 != size:
+            raise BadPacket("IPv6 header or payload length does not match the packet")
+        return 6
+    raise BadPacket(f"IP version {version} is neither 4 nor 6")
 
 
 def parse_packet(packet: bytes, limit: int = MAX_PACKET) -> PacketInfo:
@@ -201,13 +234,25 @@ def _fold(value: int) -> int:
     return value
 
 
+@functools.lru_cache(maxsize=4096)  # a few address pairs carry every packet
+def _delta(old: bytes, new: bytes) -> int:
+    """RFC 1624: what replacing the 16-bit words ``old`` by ``new`` adds to
+    a ones'-complement sum (~m + m' over each word)."""
+    total = 0
+    for i in range(0, len(old), 2):
+        total += (~((old[i] << 8) | old[i + 1])) & 0xFFFF
+        total += (new[i] << 8) | new[i + 1]
+    return total
+
+
+def _apply(checksum: int, delta: int) -> int:
+    """HC' = ~(~HC + delta) (RFC 1624 equation 3)."""
+    return (~_fold(((~checksum) & 0xFFFF) + delta)) & 0xFFFF
+
+
 def _adjust(checksum: int, old: bytes, new: bytes) -> int:
     """RFC 1624 incremental update of a ones'-complement checksum."""
-    total = (~checksum) & 0xFFFF
-    for i in range(0, len(old), 2):
-        total += (~int.from_bytes(old[i:i + 2], "big")) & 0xFFFF
-        total += int.from_bytes(new[i:i + 2], "big")
-    return (~_fold(total)) & 0xFFFF
+    return _apply(checksum, _delta(old, new))
 
 
 def rewrite_v4(packet: bytes, source: ipaddress.IPv4Address,
@@ -215,24 +260,29 @@ def rewrite_v4(packet: bytes, source: ipaddress.IPv4Address,
     """``packet`` (a valid IPv4 packet, see ``parse_packet``) with new
     addresses, its header checksum and, in a first fragment, its TCP or UDP
     checksum updated (both cover the addresses)."""
-    out = bytearray(packet)
-    old = bytes(out[12:20])
-    new = source.packed + destination.packed
+    return rewrite_v4_raw(packet, source.packed + destination.packed)
+
+
+def rewrite_v4_raw(packet: bytes, new: bytes) -> bytes:
+    """``rewrite_v4`` with the 8 address bytes (source, destination)."""
+    old = packet[12:20]
     if old == new:
         return packet
+    out = bytearray(packet)
     out[12:20] = new
-    header_sum = struct.unpack_from("!H", out, 10)[0]
-    struct.pack_into("!H", out, 10, _adjust(header_sum, old, new))
+    delta = _delta(old, new)
+    header_sum = _apply((out[10] << 8) | out[11], delta)
+    out[10], out[11] = header_sum >> 8, header_sum & 0xFF
     ihl = (out[0] & 0x0F) * 4
-    fragment_offset = struct.unpack_from("!H", out, 6)[0] & 0x1FFF
     protocol = out[9]
-    if fragment_offset == 0:
-        at = {6: 16, 17: 6}.get(protocol)
-        if at is not None and len(out) >= ihl + at + 2:
-            l4_sum = struct.unpack_from("!H", out, ihl + at)[0]
-            if not (protocol == 17 and l4_sum == 0):  # UDP without a checksum
-                updated = _adjust(l4_sum, old, new)
-                if protocol == 17 and updated == 0:
-                    updated = 0xFFFF
-                struct.pack_into("!H", out, ihl + at, updated)
+    at = 16 if protocol == 6 else 6 if protocol == 17 else -1
+    # Only a first fragment carries the TCP or UDP header.
+    if at >= 0 and not ((out[6] & 0x1F) or out[7]) and len(out) >= ihl + at + 2:
+        where = ihl + at
+        l4_sum = (out[where] << 8) | out[where + 1]
+        if not (protocol == 17 and l4_sum == 0):  # UDP without a checksum
+            updated = _apply(l4_sum, delta)
+            if protocol == 17 and updated == 0:
+                updated = 0xFFFF
+            out[where], out[where + 1] = updated >> 8, updated & 0xFF
     return bytes(out)

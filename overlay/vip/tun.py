@@ -94,8 +94,11 @@ class TunDevice:
                 try:
                     await ipr.addr("add", index=index, address=str(self.vip6), prefixlen=128,
                                    flags=_IFA_F_NODAD)
+                    # IPv6 links carry 1280 bytes at least, so the route MTU
+                    # stays; advmss keeps TCP segments within one datagram.
                     await ipr.route("replace", dst=str(ULA_PREFIX), oif=index, family=10,
-                                    prefsrc=str(self.vip6))
+                                    prefsrc=str(self.vip6),
+                                    metrics={"advmss": self.v4_mtu - 60})
                 except NetlinkError as exc:
                     # IPv6 disabled here (sysctl disable_ipv6): IPv4 only.
                     self.ipv6 = False
