@@ -54,6 +54,7 @@ _MAX_DATAGRAMS_QUEUED = 256
 # Datagrams kept until a handler is set: the peer may send at once, before
 # the host has told its services about the new connection.
 _MAX_EARLY_DATAGRAMS = 32
+_MAX_EARLY_BYTES = 64 * 1024
 
 
 class _Owner(Protocol):
@@ -128,7 +129,8 @@ class QuicConn:
         self._ping_uid = 0
         self._input_from_peer = False
         self._datagram_handler: Callable[[bytes], None] | None = None
-        self._early_datagrams: deque[bytes] = deque(maxlen=_MAX_EARLY_DATAGRAMS)
+        self._early_datagrams: list[bytes] | None = []
+        self._early_bytes = 0
         self.datagrams_dropped = 0
         """Datagrams ``send_datagram`` refused because too many were queued."""
         self._add_cid(self._quic.host_cid)
@@ -234,15 +236,16 @@ class QuicConn:
     @property
     def datagram_handler(self) -> Callable[[bytes], None] | None:
         """Called with each QUIC DATAGRAM frame's payload the peer sends
-        (RFC 9221).  Until one is set, the last 32 are kept and handed to
-        it when it is; after it is unset, frames are dropped."""
+        (RFC 9221).  Until one is first set, the first 32 (64 KiB at most)
+        are kept and handed to it then; other frames that arrive without a
+        handler are dropped."""
         return self._datagram_handler
 
     @datagram_handler.setter
     def datagram_handler(self, handler: Callable[[bytes], None] | None) -> None:
         self._datagram_handler = handler
-        early, self._early_datagrams = self._early_datagrams, deque(maxlen=0)
-        if handler is not None:
+        early, self._early_datagrams = self._early_datagrams, None
+        if handler is not None and early:
             for data in early:
                 handler(data)
 
@@ -425,8 +428,11 @@ class QuicConn:
                 handler = self._datagram_handler
                 if handler is not None and self._error is None:
                     handler(event.data)
-                elif handler is None:
-                    self._early_datagrams.append(event.data)
+                elif (early := self._early_datagrams) is not None and (
+                        len(early) < _MAX_EARLY_DATAGRAMS
+                        and self._early_bytes + len(event.data) <= _MAX_EARLY_BYTES):
+                    early.append(event.data)
+                    self._early_bytes += len(event.data)
             elif isinstance(event, events.HandshakeCompleted):
                 if event.alpn_protocol != ALPN:
                     self._fail(HandshakeError(f"ALPN {event.alpn_protocol!r} is not libp2p"), 0x1)
