@@ -257,6 +257,11 @@ class ExitServer:
             self._refuse_count(refused, peer, request)
             await self._answer(stream, refused.status)
             return
+        except BaseException:  # cancelled (the daemon stops) while connecting
+            if admitted:
+                self.book.release(peer)
+            stream.reset()
+            raise
         try:
             def over() -> None:
                 self._refuse_count(_Refused(ExitStatus.LIMIT, "exit.bytes_per_client",
