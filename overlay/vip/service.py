@@ -32,7 +32,7 @@ from overlay.supervisor import Supervisor
 from overlay.transport.connection import QuicConn
 from overlay.vip.addressing import MAX_PACKET
 from overlay.vip.errors import AllocatorFull, BadPacket, ForgedSource
-from overlay.vip.router import Forward, VipRouter
+from overlay.vip.router import Drop, Forward, VipRouter
 from overlay.wire.varint import frame, read_frame
 
 __all__ = ["IP_PROTOCOL", "VipService", "VipServiceConfig", "PacketSink"]
@@ -98,6 +98,7 @@ class VipService:
         self._find_peer = find_peer
         self._clock = clock
         self._links: dict[PeerId, _Link] = {}
+        self._next_peerstore_scan = float("-inf")
         self._sup = Supervisor("virtual IP", log)
         self._listener = HostListener(opened=self._on_opened, connected=self._on_connected)
         self.counts: Counter[str] = Counter()
@@ -125,7 +126,16 @@ class VipService:
     # -- from the TUN device ---------------------------------------------------
 
     def from_tun(self, packet: bytes) -> None:
-        decision = self.router.outbound(packet, self._clock())
+        now = self._clock()
+        decision = self.router.outbound(packet, now)
+        if (isinstance(decision, Drop) and decision.reason == "unknown vip6"
+                and now >= self._next_peerstore_scan):
+            # A vip6 computed elsewhere: perhaps a peer the peerstore knows
+            # (the DHT's contacts).  At most one scan a second.
+            self._next_peerstore_scan = now + 1.0
+            for peer in self.host.peerstore.peers():
+                self.router.learn(peer)
+            decision = self.router.outbound(packet, now)
         if isinstance(decision, Forward):
             self.send(decision.peer, decision.packet)
 

@@ -139,3 +139,12 @@ async def test_a_peer_without_datagrams_gets_the_stream() -> None:
             a.service.from_tun(packet)
         assert [await b.sink.next() for _ in packets] == packets
         assert a.service.counts["datagram_out"] == 0 and a.service.counts["stream_out"] == 3
+
+
+async def test_an_unknown_vip6_is_looked_up_in_the_peerstore(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    # a never saw b's address as a vIP, but its peerstore knows b.
+    assert a.service.router.peer_of_v6(vip6_of(b.host.peer_id)) is None
+    packet = udp6(v6(a.host.peer_id), v6(b.host.peer_id), b"found")
+    a.service.from_tun(packet)
+    assert await b.sink.next() == packet
