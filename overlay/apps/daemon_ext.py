@@ -153,6 +153,13 @@ class AppsExtension:
                 host.set_stream_handler(EXIT_PROTOCOL, server.handle)
                 stack.callback(host.remove_stream_handler, EXIT_PROTOCOL)
                 self.exit_server = server
+                log.info("serving as an exit to ports %s for %s", ",".join(
+                    map(str, exit_config.ports)), "anyone" if exit_config.open_to_anyone
+                    else ", ".join(exit_config.allow) or "nobody (set exit.allow)")
+                if exit_config.unsafe_lab_destinations:
+                    log.warning("exit: unsafe_lab_destinations lets clients reach %s; "
+                                "for tests and labs only",
+                                ", ".join(exit_config.unsafe_lab_destinations))
                 sup.spawn(partial(self._announce_exit, server, zone), "announcing the exit")
             self.exposer = exposer
             self.forwards = Forwards(group, connector)

@@ -90,7 +90,7 @@ class ExitDialer:
         self.choice = choice
         self._zone = zone
         self._names = names
-        self._find_providers = find_providers
+        self.find_providers = find_providers
         self._dial = dial
         self.current: PeerId | None = None
         """The exit that answered last."""
@@ -105,7 +105,7 @@ class ExitDialer:
     async def candidates(self) -> list[Candidate]:
         """The exits to try, in order."""
         if self.choice == AUTO:
-            found = [c for c in await self._find_providers(exit_provider_key(self._zone))
+            found = [c for c in await self.find_providers(exit_provider_key(self._zone))
                      if c[0] != self._host.peer_id]
             found.sort(key=lambda c: self._distance(c[0]))
         elif "." in self.choice:
@@ -124,7 +124,7 @@ class ExitDialer:
             if peer != self.current:
                 # Not reached yet: its provider record carries its addresses.
                 try:
-                    providers = await self._find_providers(exit_provider_key(self._zone))
+                    providers = await self.find_providers(exit_provider_key(self._zone))
                 except (OverlayError, TimeoutError) as exc:
                     log.debug("exit %s: no provider record: %s", peer, exc)
                     providers = []
@@ -151,42 +151,62 @@ class ExitDialer:
             self.failed += 1
             raise
 
-    async def _open(self, header: bytes, host: str, port: int) -> ByteStream:
+    def _refused(self, peer: PeerId, status: int, host: str, port: int) -> TargetError:
+        reason = (_REASONS.get(ExitStatus(status), Reason.UNREACHABLE)
+                  if status in ExitStatus._value2member_map_ else Reason.UNREACHABLE)
+        return TargetError(reason, f"exit {str(peer)[-8:]} refused {host}:{port}: "
+                           f"{status_text(status)}")
+
+    async def _try(self, peer: PeerId, header: bytes, host: str, port: int,
+                   errors: list[str]) -> ByteStream | TargetError | None:
+        """The stream, a refusal worth trying the next exit for (``auto``),
+        or None when the exit did not answer; other refusals raise."""
         try:
-            candidates = await self.candidates()
+            stream = await self._exchange(peer, header)
+        except _Refusal as exc:
+            error = self._refused(peer, exc.status, host, port)
+            if self.choice == AUTO and exc.status in _TRY_NEXT:
+                return error
+            raise error from None
+        except (TransportError, RemoteProtocolError, LocalProtocolError, StreamClosed,
+                StreamReset) as exc:
+            errors.append(f"{str(peer)[-8:]}: {exc}")
+            return None
+        self.current = peer
+        self.opened += 1
+        return stream
+
+    async def _open(self, header: bytes, host: str, port: int) -> ByteStream:
+        errors: list[str] = []
+        refusal: TargetError | None = None
+        tried: set[PeerId] = set()
+        if self.current is not None and self.choice == AUTO:
+            # The exit that answered last, without asking the DHT again.
+            peer, self.current = self.current, None
+            tried.add(peer)
+            got = await self._try(peer, header, host, port, errors)
+            if isinstance(got, TargetError):
+                refusal = got
+            elif got is not None:
+                return got
+        try:
+            candidates = [c for c in await self.candidates() if c[0] not in tried]
         except (OverlayError, TimeoutError) as exc:
             if isinstance(exc, TargetError):
                 raise
             raise TargetError(Reason.RESOLVE_FAILED, f"cannot look exits up: {exc}") from None
-        if not candidates:
+        if not candidates and not tried:
             raise TargetError(Reason.PEER_OFFLINE, "no exit found: no node announces itself "
                               "as an exit in the DHT" if self.choice == AUTO
                               else f"the exit {self.choice} is this node")
-        errors: list[str] = []
-        refusal: TargetError | None = None
         for peer, addrs in candidates:
             if addrs and not await self._dial(peer, addrs, errors):
                 continue
-            try:
-                stream = await self._exchange(peer, header)
-            except _Refusal as exc:
-                status = exc.status
-                error = TargetError(_REASONS.get(ExitStatus(status), Reason.UNREACHABLE)
-                                    if status in ExitStatus._value2member_map_
-                                    else Reason.UNREACHABLE,
-                                    f"exit {str(peer)[-8:]} refused {host}:{port}: "
-                                    f"{status_text(status)}")
-                if self.choice == AUTO and status in _TRY_NEXT:
-                    refusal = refusal or error
-                    continue
-                raise error from None
-            except (TransportError, RemoteProtocolError, LocalProtocolError, StreamClosed,
-                    StreamReset) as exc:
-                errors.append(f"{str(peer)[-8:]}: {exc}")
-                continue
-            self.current = peer
-            self.opened += 1
-            return stream
+            got = await self._try(peer, header, host, port, errors)
+            if isinstance(got, TargetError):
+                refusal = refusal or got
+            elif got is not None:
+                return got
         if refusal is not None:
             raise refusal
         raise TargetError(Reason.PEER_OFFLINE, "no exit answered (" + "; ".join(errors) + ")")

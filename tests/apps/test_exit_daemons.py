@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,21 @@ async def test_exit_serves_allowed_clients_and_refuses_the_rest(short_tmp: Path)
                 assert (status, out) == (0, b"<h1>the clear web</h1>\n"), err
                 assert dialer.current == e.daemon.peer_id
             assert dialer.opened == 4
+            # auto again: the exit that answered last, without asking the DHT.
+            dialer.choice = "auto"
+            lookups: list[bytes] = []
+            find = dialer.find_providers
+
+            async def counted(key: bytes) -> Sequence[tuple[PeerId, tuple[bytes, ...]]]:
+                lookups.append(key)
+                return await find(key)
+
+            dialer.find_providers = counted
+            for _ in range(2):
+                status, out, err = await curl("--socks5-hostname", a.proxy, url)
+                assert (status, out) == (0, b"<h1>the clear web</h1>\n"), err
+            assert lookups == [] and dialer.opened == 6
+            dialer.choice = str(e.daemon.peer_id)
             # With an exit the PAC file sends every host through the proxy.
             status, pac, err = await curl(f"http://{a.proxy}/proxy.pac")
             assert status == 0 and b'"DIRECT"' not in pac, err
