@@ -44,8 +44,9 @@ def _extension_attr(daemon: Any, name: str) -> Any:
 
 
 def collect_stats(daemon: Any) -> dict[str, Any]:
-    """Limit hits by cause and the counters of the API, kad and the DNS
-    front (a subsystem that does not run is absent)."""
+    """Limit hits by cause (the host's inbound stream caps, QUIC admission,
+    the API, kad, the DNS front) and the counters around them (a subsystem
+    that does not run is absent)."""
     limits: dict[str, int] = {}
     out: dict[str, Any] = {"limits": limits}
     api = daemon.api
@@ -54,6 +55,12 @@ def collect_stats(daemon: Any) -> dict[str, Any]:
     for endpoint in host.endpoints() if host is not None else ():  # QUIC admission
         for cause, count in endpoint.limit_hits.snapshot().items():
             limits[cause] = limits.get(cause, 0) + count
+    host_hits = getattr(host, "limit_hits", None)
+    if host_hits is not None:  # the host's inbound stream caps
+        for cause, count in host_hits.snapshot().items():
+            limits[cause] = limits.get(cause, 0) + count
+        out["host"] = {"inbound_streams": host.inbound_streams,
+                       "connections": len(host.connections())}
     out["api"] = {"clients": api.client_count}
     kad = _extension_attr(daemon, "kad")
     if kad is not None:
@@ -91,9 +98,9 @@ class _Collector(Collector):
         for cause, count in snapshot["limits"].items():
             hits.add_metric([cause], count)
         yield hits
-        for section in ("api", "kad", "dns"):
+        for section in ("host", "api", "kad", "dns"):
             for name, value in snapshot.get(section, {}).items():
-                if name in ("clients", "table_size", "inbound_streams"):
+                if name in ("clients", "table_size", "inbound_streams", "connections"):
                     yield GaugeMetricFamily(f"overlay_{section}_{name}", f"{section} {name}",
                                             value=value)
                 else:

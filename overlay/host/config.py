@@ -54,6 +54,27 @@ class HostConfig:
     ping_max_inbound_streams: int = 2
     """Concurrent inbound ping streams per peer (the ping spec's limit)."""
 
+    max_inbound_streams: int = 8192
+    """Inbound streams open at once on all connections together, in
+    negotiation or served; beyond it new ones are reset (limit hit
+    ``host.streams_total``).  Each costs a few KiB of buffers and a task."""
+
+    max_inbound_streams_per_source: int = 1024
+    """Inbound streams from one source (the connection's IP /24 or /48,
+    each loopback address apart, the relay for a relayed one), counted
+    across all the peers there: peer IDs cost nothing to make.  Sources
+    on our own listen address are exempt (a lab of many nodes on
+    127.0.0.1)."""
+
+    max_inbound_streams_per_peer: int = 256
+    """Inbound streams from one peer across all its connections (QUIC
+    limits each connection to ``TransportConfig.max_inbound_streams``;
+    this bounds a peer that holds several)."""
+
+    max_inbound_streams_per_protocol: int = 4096
+    """Inbound streams of one protocol at once, from everyone; counted once
+    negotiated, so idle streams of one protocol cannot take every slot."""
+
     max_peerstore_peers: int = 10_000
     """Peers remembered by the peerstore; the least recently updated go first."""
 
@@ -68,6 +89,10 @@ class HostConfig:
             "max_connections",
             "max_connections_per_peer",
             "ping_max_inbound_streams",
+            "max_inbound_streams",
+            "max_inbound_streams_per_source",
+            "max_inbound_streams_per_peer",
+            "max_inbound_streams_per_protocol",
             "max_peerstore_peers",
             "max_addrs_per_peer",
             "max_protocols_per_peer",

@@ -1,4 +1,5 @@
-"""Connection bookkeeping: reuse, limits and merged dials."""
+"""Connection bookkeeping: reuse, limits and merged dials; inbound stream
+caps per peer, source and protocol (``InboundStreams``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from typing import Any
 from overlay.errors import LimitExceeded
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
+from overlay.limits import ScopedCounter
 from overlay.supervisor import Supervisor
 
-__all__ = ["ConnectionManager"]
+__all__ = ["ConnectionManager", "InboundStreams", "StreamSlot"]
 
 
 class ConnectionManager:
@@ -110,3 +112,84 @@ class ConnectionManager:
         all left still completes, since the connection serves the next one
         (and the dial is bounded by the host's dial timeout)."""
         return await sup.shared(("dial", key), attempt)
+
+
+class StreamSlot:
+    """What one admitted inbound stream holds; ``InboundStreams.release``
+    gives it back (once, however often it is called)."""
+
+    __slots__ = ("peer", "source", "protocol", "released")
+
+    def __init__(self, peer: PeerId, source: str | None) -> None:
+        self.peer = peer
+        self.source = source
+        self.protocol: str | None = None
+        self.released = False
+
+
+class InboundStreams:
+    """Inbound streams open at once, counted in several scopes (STYLE rule
+    17, as go-libp2p's resource manager): in total, per source (IP prefix;
+    None = exempt), per peer across all its connections, and, once
+    negotiated, per protocol.  A stream is admitted only when every scope
+    has room; the refusal names the scope that had none, as a ``LimitHits``
+    cause.  Pure: no I/O, no clock."""
+
+    __slots__ = ("_total", "_max_total", "_per_source", "_per_peer", "_per_protocol")
+
+    def __init__(self, total: int, per_source: int, per_peer: int, per_protocol: int) -> None:
+        if min(total, per_source, per_peer, per_protocol) < 1:
+            raise ValueError("stream limits must be at least 1")
+        self._total = 0
+        self._max_total = total
+        self._per_source = ScopedCounter(per_source)
+        self._per_peer = ScopedCounter(per_peer)
+        self._per_protocol = ScopedCounter(per_protocol)
+
+    def __len__(self) -> int:
+        return self._total
+
+    def held_by(self, peer: PeerId) -> int:
+        return self._per_peer.held(peer)
+
+    def held_from(self, source: str) -> int:
+        return self._per_source.held(source)
+
+    def held_for(self, protocol: str) -> int:
+        return self._per_protocol.held(protocol)
+
+    def admit(self, peer: PeerId, source: str | None) -> StreamSlot | str:
+        """A slot for a new inbound stream, or the cause of its refusal
+        (``host.streams_total``, ``…_per_source``, ``…_per_peer``)."""
+        if self._total >= self._max_total:
+            return "host.streams_total"
+        if source is not None and not self._per_source.has_room(source):
+            return "host.streams_per_source"
+        if not self._per_peer.has_room(peer):
+            return "host.streams_per_peer"
+        self._total += 1
+        if source is not None:
+            self._per_source.acquire(source)
+        self._per_peer.acquire(peer)
+        return StreamSlot(peer, source)
+
+    def negotiated(self, slot: StreamSlot, protocol: str) -> str | None:
+        """Count ``slot`` under ``protocol`` now that it is negotiated; the
+        cause of refusal (``host.streams_per_protocol``) if that scope is full."""
+        if slot.released or slot.protocol is not None:
+            raise ValueError("a slot is negotiated once, before it is released")
+        if not self._per_protocol.acquire(protocol):
+            return "host.streams_per_protocol"
+        slot.protocol = protocol
+        return None
+
+    def release(self, slot: StreamSlot) -> None:
+        if slot.released:
+            return
+        slot.released = True
+        self._total -= 1
+        if slot.source is not None:
+            self._per_source.release(slot.source)
+        self._per_peer.release(slot.peer)
+        if slot.protocol is not None:
+            self._per_protocol.release(slot.protocol)

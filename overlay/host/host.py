@@ -25,7 +25,7 @@ from overlay.errors import (
 )
 from overlay.host.circuit import CircuitTransport
 from overlay.host.config import HostConfig
-from overlay.host.connmgr import ConnectionManager
+from overlay.host.connmgr import ConnectionManager, InboundStreams, StreamSlot
 from overlay.host.events import HostListener
 from overlay.host.identify import IdentifyInfo
 from overlay.host.identify_service import IdentifyService
@@ -35,6 +35,7 @@ from overlay.host.quic import EndpointFactory, QuicTransport
 from overlay.host.stream import NegotiatedStream
 from overlay.host.transport_types import DIRECT, Connection, Endpoint, Transport
 from overlay.identity import PeerId, PrivateKey
+from overlay.limits import LimitHits, source_key
 from overlay.multiaddrs import dial_target_error, parse_multiaddr, parse_quic_multiaddr, split_p2p
 from overlay.negotiate import encode_message, handle_protocol, select_protocol
 from overlay.supervisor import Job, Supervisor, contain
@@ -74,6 +75,14 @@ class Host:
         )
         self.observed_addrs = ObservedAddrs()
         self._conns = ConnectionManager(cfg.max_connections, cfg.max_connections_per_peer)
+        self._inbound = InboundStreams(
+            cfg.max_inbound_streams,
+            cfg.max_inbound_streams_per_source,
+            cfg.max_inbound_streams_per_peer,
+            cfg.max_inbound_streams_per_protocol,
+        )
+        self.limit_hits = LimitHits()
+        """Inbound streams reset by a cap, by cause (``host.streams_per_peer``…)."""
         self._connected_peers: set[PeerId] = set()
         self._punched: set[Connection] = set()
         self._quic = QuicTransport(self, endpoint_factory or self._create_quic_endpoint)
@@ -282,6 +291,7 @@ class Host:
 
     async def _serve_connection(self, conn: Connection) -> None:
         peer = conn.remote_peer
+        source = self._stream_source(conn)
         try:
             if peer not in self._connected_peers:
                 self._connected_peers.add(peer)
@@ -292,7 +302,21 @@ class Host:
                     stream = await conn.accept_stream()
                 except TransportError:
                     return
-                self.spawn(partial(self._handle_inbound, conn, stream), f"stream from {peer}")
+                slot = self._inbound.admit(peer, source)
+                if isinstance(slot, str):
+                    # Refused before any task or negotiation buffer exists;
+                    # the reset finishes the stream, so QUIC frees it and
+                    # gives the peer its stream credit back.
+                    stream.reset()
+                    self._refused(slot, peer, source)
+                    continue
+                try:
+                    self.spawn(partial(self._handle_inbound, conn, stream, slot),
+                               f"stream from {peer}")
+                except LocalProtocolError:
+                    self._inbound.release(slot)
+                    stream.reset()
+                    return
         finally:
             conn.close(0, "")
             self._conns.remove(conn)
@@ -304,6 +328,34 @@ class Host:
                 reason = conn.close_reason
                 self._notify(lambda lis: lis.disconnected and lis.disconnected(peer))
                 self._notify(lambda lis: lis.closed and lis.closed(peer, reason))
+
+    def _stream_source(self, conn: Connection) -> str | None:
+        """The source scope of ``conn``'s inbound streams: its IP prefix,
+        its relay for a relayed one, None (exempt) on our own address."""
+        address = conn.remote_address
+        if address is None:
+            return "relay:" + str(conn.remote_multiaddr).split("/p2p-circuit", 1)[0]
+        ip = str(address[0])
+        own: set[str] = set()
+        for endpoint in self.endpoints():
+            local = endpoint.local_address[0]
+            own.add(local)
+            if local in ("0.0.0.0", "::"):
+                own.update(("127.0.0.1", "::1"))
+        return None if ip in own else source_key(ip)
+
+    def _refused(self, cause: str, peer: PeerId, source: str | None) -> None:
+        reported = self.limit_hits.hit(cause, time.monotonic())
+        if reported:
+            log.warning(
+                "resetting inbound streams (%s): %d since the last report; latest from %s (%s)",
+                cause, reported, peer, source or "own address",
+            )
+
+    @property
+    def inbound_streams(self) -> int:
+        """Inbound streams open now (in negotiation or served)."""
+        return len(self._inbound)
 
     def disconnect(self, peer_id: PeerId) -> None:
         """Close every connection to ``peer_id``."""
@@ -363,7 +415,15 @@ class Host:
     def protocols(self) -> list[str]:
         return sorted(self._handlers)
 
-    async def _handle_inbound(self, conn: Connection, stream: ByteStream) -> None:
+    async def _handle_inbound(self, conn: Connection, stream: ByteStream, slot: StreamSlot) -> None:
+        try:
+            await self._negotiate_and_serve(conn, stream, slot)
+        finally:
+            self._inbound.release(slot)
+
+    async def _negotiate_and_serve(
+        self, conn: Connection, stream: ByteStream, slot: StreamSlot
+    ) -> None:
         try:
             async with asyncio.timeout(self.config.negotiate_timeout):
                 protocol = await handle_protocol(stream, self._handlers.__contains__)
@@ -374,6 +434,11 @@ class Host:
         handler = self._handlers.get(protocol)
         if handler is None:
             stream.reset()
+            return
+        cause = self._inbound.negotiated(slot, protocol)
+        if cause is not None:
+            stream.reset()
+            self._refused(cause, conn.remote_peer, slot.source)
             return
         completed = False
         try:
