@@ -68,10 +68,11 @@ def _peer(lab: Lab, daemon: Daemon, peer_id: str) -> dict[str, Any]:
     return dict(peers.get(peer_id, {}))
 
 
-def _setup(lab: Lab, kind_a: NatKind, kind_b: NatKind) -> tuple[Daemon, Daemon, str]:
+def _setup(lab: Lab, kind_a: NatKind, kind_b: NatKind,
+           wan_delay_ms: float = 0.0) -> tuple[Daemon, Daemon, str]:
     """Introducers, A behind ``kind_a`` and B behind ``kind_b``, both with
     a relay reservation and a STUN verdict; returns (A, B, B's circuit address)."""
-    topo = build_matrix_topology(lab, [kind_a, kind_b])
+    topo = build_matrix_topology(lab, [kind_a, kind_b], wan_delay_ms=wan_delay_ms)
     intro2_node = topo.add_public_host(lab, "intro2", INTRO2_IP)
     intro = start_daemon(lab, topo.introducer, topo.introducer_ip, "--introducer")
     intro2 = start_daemon(lab, intro2_node, INTRO2_IP, "--introducer")
@@ -91,8 +92,13 @@ def _setup(lab: Lab, kind_a: NatKind, kind_b: NatKind) -> tuple[Daemon, Daemon, 
     return a, b, b_circuit
 
 
-def _birthday_against_cone(lab: Lab, hard: NatKind) -> dict[str, Any]:
-    a, b, b_circuit = _setup(lab, NatKind.PORT_RESTRICTED_CONE, hard)
+def _birthday_against_cone(lab: Lab, hard: NatKind, *, hard_dials: bool = False,
+                           wan_delay_ms: float = 0.0) -> dict[str, Any]:
+    """B is the symmetric side, or A (the one that dials through the relay)
+    with ``hard_dials``."""
+    kinds = (hard, NatKind.PORT_RESTRICTED_CONE) if hard_dials else (
+        NatKind.PORT_RESTRICTED_CONE, hard)
+    a, b, b_circuit = _setup(lab, *kinds, wan_delay_ms=wan_delay_ms)
     connected = overlay_json(lab, a, "connect", b_circuit)
     started = time.monotonic()
     assert connected["path"] == "relayed" and connected["punched"] is False, connected
@@ -108,19 +114,23 @@ def _birthday_against_cone(lab: Lab, hard: NatKind) -> dict[str, Any]:
     # that won, not to B's listening port's mapping.
     direct = [c for c in to_b["connections"] if c["path"] == "direct"]
     assert direct and "/ip4/203.0.113.102/udp/" in direct[0]["addr"], to_b
-    hard_done = b_status["birthday"]["recent"][-1]
-    easy_done = a_status["birthday"]["recent"][-1]
+    hard_status, easy_status = (a_status, b_status) if hard_dials else (b_status, a_status)
+    hard_done = hard_status["birthday"]["recent"][-1]
+    easy_done = easy_status["birthday"]["recent"][-1]
     assert hard_done["ok"] and hard_done["role"] == "hard", b_status
     assert easy_done["ok"] and easy_done["role"] == "easy", a_status
     # Inside the bounds: 256 sockets, 2048 probes.
-    assert b_status["birthday"]["counters"]["sockets_opened"] <= 256
-    assert a_status["birthday"]["counters"]["probes_sent"] <= 2048
-    dcutr_done = b_status["recent"][-1]
-    assert dcutr_done["ok"] and dcutr_done["how"].startswith("birthday (hard side"), b_status
+    assert hard_status["birthday"]["counters"]["sockets_opened"] <= 256
+    assert easy_status["birthday"]["counters"]["probes_sent"] <= 2048
+    dcutr_done = b_status["recent"][-1]  # B, dialled through the relay, ran it
+    side = "easy" if hard_dials else "hard"
+    assert dcutr_done["ok"] and dcutr_done["how"].startswith(f"birthday ({side} side"), b_status
     pinged = overlay_json(lab, a, "ping", f"/p2p/{b.peer_id}", "--count", "3",
                           "--interval", "0")
     assert pinged["path"] == "direct" and pinged["punched"] is True, pinged
-    print(f"\n{hard.value} vs port-restricted cone: direct {seen_after * 1000:.0f} ms after "
+    delay = f", {wan_delay_ms:g} ms on each WAN link" if wan_delay_ms else ""
+    print(f"\n{hard.value}{' (dialling)' if hard_dials else ''} vs port-restricted cone"
+          f"{delay}: direct {seen_after * 1000:.0f} ms after "
           f"`overlay connect` (B's session {dcutr_done['elapsed_ms']} ms, birthday "
           f"exchange {hard_done['elapsed_ms']} ms); {easy_done['packets']} probes, "
           f"{hard_done['packets']} sockets, winning public port {easy_done['port']}")
@@ -138,6 +148,17 @@ def test_symmetric_sequential_against_port_restricted_cone_is_predicted(lab: Lab
     # the first probes (256 kept-port guesses, then the range after the
     # highest port observed), not by the random spray.
     assert result["probes"] <= 256 + 512 + 16, result
+
+
+def test_a_symmetric_dialler_against_a_cone_goes_direct(lab: Lab) -> None:
+    _birthday_against_cone(lab, NatKind.SYMMETRIC_RANDOM, hard_dials=True)
+
+
+def test_with_wan_delay_the_spray_still_wins_within_the_bound(lab: Lab) -> None:
+    """80 ms between the peers (20 ms on each of the four WAN crossings of a
+    round trip): probes in flight when the winner is found are wasted, and
+    the handshake takes a round trip more."""
+    _birthday_against_cone(lab, NatKind.SYMMETRIC_RANDOM, wan_delay_ms=20.0)
 
 
 def test_symmetric_against_symmetric_stays_relayed_and_says_why(lab: Lab) -> None:
