@@ -4,7 +4,7 @@
       ├── intro   203.0.113.10   introducer, relay, STUN on its QUIC port
       ├── intro2  203.0.113.11   introducer (a second STUN server on another IP)
       ├── nat1    203.0.113.101  port-restricted cone ── peer1 10.0.1.10  (A)
-      └── nat2    203.0.113.102  symmetric (random or sequential ports) ── peer2 10.0.2.10  (B)
+      └── nat2    203.0.113.102  symmetric (random or counting up) ── peer2 10.0.2.10  (B)
 
 Both peers ask both introducers for STUN, so each knows its NAT's mapping
 behaviour (one public port towards both, or one each).  A dials B at B's

@@ -302,7 +302,9 @@ class BirthdayService:
         if isinstance(target, str):
             await self._send_quietly(stream, Refuse(target))
             return ended("-", False, target)
-        if verdict is Role.EASY and not self._limiter.allow_spray(target[0], time.monotonic()):
+        # Either side sends packets to the other's claimed IP (256 openers,
+        # or up to 2048 probes): both count against that IP.
+        if not self._limiter.allow_spray(target[0], time.monotonic()):
             why = f"{target[0]} was sprayed {cfg.sprays_per_ip} times lately"
             await self._send_quietly(stream, Refuse(why))
             return ended("-", False, why)
