@@ -42,6 +42,7 @@ class Pair:
     dcutr_c: DcutrService
     bday_a: BirthdayService
     bday_c: BirthdayService
+    stack: AsyncExitStack
 
     def circuit_addr(self) -> str:
         return (f"{self.relay.listen_addrs()[0]}/p2p/{self.relay.peer_id}"
@@ -58,36 +59,48 @@ def _own_endpoint(host: Host) -> Callable[[], Iterable[tuple[str, int]]]:
 @asynccontextmanager
 async def _pair(kind_a: NatKind, kind_c: NatKind,
                 public_c: Callable[[Host], Callable[[], Iterable[tuple[str, int]]]] = _own_endpoint,
-                ) -> AsyncIterator[Pair]:
+                config_a: BirthdayConfig = FAST) -> AsyncIterator[Pair]:
     async with AsyncExitStack() as stack:
         relay_key = Ed25519PrivateKey.generate()
         relay = await stack.enter_async_context(Host(relay_key))
         await relay.listen([LOOPBACK])
         await stack.enter_async_context(RelayServer(relay, relay_key, RelayLimits()))
-        config = DcutrServiceConfig(core=DcutrConfig(allow_private=True), unilateral=False,
-                                    relayed_grace=30.0, idle_check=0.05)
         hosts: list[Host] = []
         dcutrs: list[DcutrService] = []
         bdays: list[BirthdayService] = []
         for seed, kind in enumerate((kind_a, kind_c)):
-            kind_of: Callable[[], NatKind] = lambda k=kind: k  # type: ignore[misc]
-            host = await stack.enter_async_context(Host(Ed25519PrivateKey.generate()))
-            await host.listen([LOOPBACK])
-            dcutr = await stack.enter_async_context(
-                DcutrService(host, config, rng=random.Random(seed)))
-            bday = await stack.enter_async_context(BirthdayService(
-                host, FAST, nat_kind=kind_of, context=dcutr.address_context,
-                public=(public_c(host) if seed == 1 else _own_endpoint(host)),
-                rng=random.Random(100 + seed)))
-            dcutr.pre_punch = bday.try_upgrade
+            host, dcutr, bday = await _node(stack, kind, seed, config_a if seed == 0 else FAST,
+                                            public_c if seed == 1 else _own_endpoint)
             hosts.append(host)
             dcutrs.append(dcutr)
             bdays.append(bday)
         a, c = hosts
-        client = await stack.enter_async_context(RelayClient(c))
-        await c.connect(f"{relay.listen_addrs()[0]}/p2p/{relay.peer_id}")
-        await client.reserve(relay.peer_id)
-        yield Pair(a, c, relay, dcutrs[1], bdays[0], bdays[1])
+        await _reserve(stack, c, relay)
+        yield Pair(a, c, relay, dcutrs[1], bdays[0], bdays[1], stack)
+
+
+async def _node(stack: AsyncExitStack, kind: NatKind, seed: int, config: BirthdayConfig,
+                public: Callable[[Host], Callable[[], Iterable[tuple[str, int]]]],
+                ) -> tuple[Host, DcutrService, BirthdayService]:
+    """A host with DCUtR and birthday punching, its NAT kind injected."""
+    kind_of: Callable[[], NatKind] = lambda: kind  # noqa: E731
+    host = await stack.enter_async_context(Host(Ed25519PrivateKey.generate()))
+    await host.listen([LOOPBACK])
+    dcutr_config = DcutrServiceConfig(core=DcutrConfig(allow_private=True), unilateral=False,
+                                      relayed_grace=30.0, idle_check=0.05)
+    dcutr = await stack.enter_async_context(
+        DcutrService(host, dcutr_config, rng=random.Random(seed)))
+    bday = await stack.enter_async_context(BirthdayService(
+        host, config, nat_kind=kind_of, context=dcutr.address_context,
+        public=public(host), rng=random.Random(100 + seed)))
+    dcutr.pre_punch = bday.try_upgrade
+    return host, dcutr, bday
+
+
+async def _reserve(stack: AsyncExitStack, host: Host, relay: Host) -> None:
+    client = await stack.enter_async_context(RelayClient(host))
+    await host.connect(f"{relay.listen_addrs()[0]}/p2p/{relay.peer_id}")
+    await client.reserve(relay.peer_id)
 
 
 def _conns(host: Host, peer: object) -> list[Connection]:
@@ -200,3 +213,28 @@ async def test_a_hard_side_naming_a_third_party_gets_no_probe() -> None:
             assert not hard.ok and ("refused" in hard.how or "stopped" in hard.how), hard
             assert not pair.dcutr_c.outcomes[-1].ok
             assert not relayed.is_closed
+
+
+async def test_sprays_towards_one_ip_are_capped_whichever_peer_asks() -> None:
+    """A allows one spray per IP per window: a second symmetric peer on the
+    same IP (a fresh peer ID costs nothing) gets a refusal, not probes."""
+    once = BirthdayConfig(allow_private=True, socket_rate=500.0, probe_rate=500.0, burst=64,
+                          max_probes=1024, grace=1.0, sprays_per_ip=1)
+    async with _pair(NatKind.CONE, NatKind.SYMMETRIC, config_a=once) as pair:
+        async with asyncio.timeout(30):
+            await pair.a.connect(pair.circuit_addr())
+            await wait_until(lambda: bool(pair.bday_a.outcomes), pair.bday_a.activity,
+                             timeout=20)
+            assert pair.bday_a.outcomes[-1].ok
+            probes = pair.bday_a.counters["probes_sent"]
+            d, dcutr_d, _ = await _node(pair.stack, NatKind.SYMMETRIC, 7, FAST, _own_endpoint)
+            await _reserve(pair.stack, d, pair.relay)
+            await pair.a.connect(f"{pair.relay.listen_addrs()[0]}/p2p/{pair.relay.peer_id}"
+                                 f"/p2p-circuit/p2p/{d.peer_id}")
+            await wait_until(lambda: len(pair.bday_a.outcomes) == 2, pair.bday_a.activity,
+                             timeout=20)
+            refused = pair.bday_a.outcomes[-1]
+            assert not refused.ok and "sprayed 1 times lately" in refused.how, refused
+            assert pair.bday_a.counters["probes_sent"] == probes  # not one more
+            await wait_until(lambda: bool(dcutr_d.outcomes), dcutr_d.activity, timeout=20)
+            assert not dcutr_d.outcomes[-1].ok
