@@ -133,7 +133,9 @@ def _birthday_against_cone(lab: Lab, hard: NatKind, *, hard_dials: bool = False,
           f"{delay}: direct {seen_after * 1000:.0f} ms after "
           f"`overlay connect` (B's session {dcutr_done['elapsed_ms']} ms, birthday "
           f"exchange {hard_done['elapsed_ms']} ms); {easy_done['packets']} probes, "
-          f"{hard_done['packets']} sockets, winning public port {easy_done['port']}")
+          f"{hard_done['packets']} sockets, winning public port {easy_done['port']} "
+          f"(probe #{easy_done['probe_index']}); READY ranges "
+          f"{hard_status['birthday'].get('last_ready')}")
     return {"seen_after": seen_after, "probes": easy_done["packets"],
             "port": easy_done["port"]}
 

@@ -93,6 +93,9 @@ class BirthdayOutcome:
     packets: int
     elapsed: float
     port: int | None = None
+    probe_index: int | None = None
+    """Easy side: the winning port's place in the probe order (0 is the
+    first probe), so prediction hits show as small numbers."""
 
 
 @runtime_checkable
@@ -155,6 +158,8 @@ class BirthdayService:
             "probes_sent": 0, "sockets_opened": 0, "refused_rate": 0,
             "endpoints_released": 0,
         }
+        self.last_ready: tuple[tuple[int, int], ...] | None = None
+        """The port ranges our latest READY predicted (hard side)."""
         self.activity = asyncio.Event()
         """Set whenever a session ended (``outcomes`` and the counters
         changed) or a winning socket's endpoint was released."""
@@ -175,8 +180,9 @@ class BirthdayService:
     def status(self) -> dict[str, Any]:
         return {
             "counters": dict(self.counters),
+            "last_ready": None if self.last_ready is None else [list(r) for r in self.last_ready],
             "recent": [{"peer": o.peer, "role": o.role, "ok": o.ok, "how": o.how,
-                        "packets": o.packets, "port": o.port,
+                        "packets": o.packets, "port": o.port, "probe_index": o.probe_index,
                         "elapsed_ms": round(o.elapsed * 1000, 1)} for o in self.outcomes],
         }
 
@@ -281,9 +287,13 @@ class BirthdayService:
         def elapsed() -> float:
             return time.monotonic() - started
 
+        order: list[tuple[int, ...]] = []
+
         def ended(role: str, ok: bool, how: str, packets: int = 0,
                   won: int | None = None) -> tuple[bool, str]:
-            self._record(BirthdayOutcome(str(peer), role, ok, how, packets, elapsed(), won))
+            index = order[0].index(won) if order and won in order[0] else None
+            self._record(BirthdayOutcome(str(peer), role, ok, how, packets, elapsed(), won,
+                                         index))
             self._close(stream, ok)
             return ok, how
 
@@ -316,7 +326,7 @@ class BirthdayService:
             reader = tg.create_task(self._reader(stream, inbox))
             try:
                 if verdict is Role.EASY:
-                    result = await self._easy(target[0], inbox, theirs.nonce)
+                    result = await self._easy(target[0], inbox, theirs.nonce, order)
                 else:
                     result = await self._hard(stream, peer, target, inbox, nonce, theirs.nonce)
             finally:
@@ -385,8 +395,8 @@ class BirthdayService:
                 return endpoint
         return None
 
-    async def _easy(self, ip: str, inbox: asyncio.Queue[object],
-                    nonce: bytes) -> Succeeded | Failed:
+    async def _easy(self, ip: str, inbox: asyncio.Queue[object], nonce: bytes,
+                    order: list[tuple[int, ...]]) -> Succeeded | Failed:
         cfg = self.config
         sender = self._sender_for(ip)
         if sender is None:
@@ -404,6 +414,7 @@ class BirthdayService:
             elif isinstance(item, tuple) and item[0] in ("eof", "error", "message"):
                 return Failed(f"the peer stopped before READY ({item[0]})", 0)
         prober = EasyProber(cfg, ip, ready.ranges, self._rng, time.monotonic())
+        order.append(prober.ports)
         while prober.outcome is None:
             for action in prober.on_timer(time.monotonic()):
                 if isinstance(action, SendProbes):
@@ -537,6 +548,7 @@ class BirthdayService:
             self.counters["sockets_opened"] += len(opened)
             core.on_sockets(opened)
         elif isinstance(action, SendReady):
+            self.last_ready = action.message.ranges
             await self._send(stream, action.message)
 
     async def _dial_from(self, action: DialFrom, core: HardSide, peer: PeerId,
