@@ -235,7 +235,8 @@ class BirthdayService:
 
     def _our_public(self) -> tuple[str, int] | None:
         for ip, port in self._public():
-            return ip, port
+            if not is_ipv6(ip):  # IPv4 only: where symmetric NATs live
+                return ip, port
         return None
 
     async def _session(self, stream: NegotiatedStream,
@@ -352,8 +353,9 @@ class BirthdayService:
         """The peer's public endpoint if packets may go there, else why not:
         the same filter as DCUtR's (public, not ours, not the relay's, not
         another peer's)."""
-        kind = "ip6" if is_ipv6(hello.ip) else "ip4"
-        addr = Multiaddr(f"/{kind}/{hello.ip}/udp/{max(1, hello.port)}/quic-v1")
+        if is_ipv6(hello.ip):
+            return f"the peer's endpoint {hello.ip} is IPv6; birthday punching is IPv4 only"
+        addr = Multiaddr(f"/ip4/{hello.ip}/udp/{max(1, hello.port)}/quic-v1")
         kept, dropped = filter_addrs([addr.to_bytes()], self._context(peer, relayed),
                                      max_addrs=1, allow_private=self.config.allow_private)
         if not kept:
@@ -544,7 +546,10 @@ class BirthdayService:
                 opened.append(local)
                 # The opener: our nonce is no secret to the easy side, which
                 # drops this as noise (or its NAT does).
-                protocol.transport.sendto(probe_datagram(nonce, action.to[1]), action.to)
+                try:
+                    protocol.transport.sendto(probe_datagram(nonce, action.to[1]), action.to)
+                except OSError as exc:
+                    log.debug("birthday opener from port %d: %r", local, exc)
             self.counters["sockets_opened"] += len(opened)
             core.on_sockets(opened)
         elif isinstance(action, SendReady):
