@@ -477,7 +477,8 @@ def quic_flood(host: str, port: int, rate: int, seconds: float) -> int:
     return 0
 
 
-def swarm(kind: str, peer: str, addr: str, count: int, per: int, seconds: float) -> int:
+def swarm(kind: str, peer: str, addr: str, count: int, per: int, seconds: float,
+          sources: int) -> int:
     """Child process: ``count`` identities spread over the attack's loopback
     addresses, each connected to the target.  ``streams``: each opens
     ``per`` streams that send the multistream header and then nothing, and
@@ -485,16 +486,17 @@ def swarm(kind: str, peer: str, addr: str, count: int, per: int, seconds: float)
     stream.  Prints ``ready`` when the attack is in place (streams: all
     opened; providers: flooding begins), then, once told to stop
     (SIGTERM), one JSON line of counts."""
-    return asyncio.run(_swarm(kind, PeerId.from_string(peer), addr, count, per, seconds))
+    return asyncio.run(_swarm(kind, PeerId.from_string(peer), addr, count, per, seconds,
+                              sources))
 
 
 async def _swarm(kind: str, peer: PeerId, addr: str, count: int, per: int,
-                 seconds: float) -> int:
+                 seconds: float, sources: int) -> int:
     from overlay.negotiate import encode_message as encode_ms
     from overlay.kad.messages import PeerInfo, encode_message
     from overlay.wire.varint import frame
 
-    ips = STREAM_ATTACKER_IPS if kind == "streams" else PROVIDER_ATTACKER_IPS
+    ips = (STREAM_ATTACKER_IPS if kind == "streams" else PROVIDER_ATTACKER_IPS)[:sources]
     stopped = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
     counts = {"identities": 0, "connect_failed": 0, "streams_opened": 0, "streams_reset": 0,
@@ -825,10 +827,12 @@ async def _phases(args: argparse.Namespace, target: Target, stack: AsyncExitStac
                     start_handshakes, stop_handshakes)
 
             # 7. ADD_PROVIDER flood from many identities on two addresses
-            async def start_swarm(kind: str, count: int, per: int) -> dict[str, Any]:
+            async def start_swarm(kind: str, count: int, per: int, sources: int
+                                  ) -> dict[str, Any]:
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable, __file__, "--swarm", kind, str(target.peer_id), target.addr,
-                    str(count), str(per), str(secs * 6), stdout=asyncio.subprocess.PIPE)
+                    str(count), str(per), str(secs * 6), str(sources),
+                    stdout=asyncio.subprocess.PIPE)
                 assert proc.stdout is not None
                 await asyncio.wait_for(proc.stdout.readline(), 120)  # "ready"
                 return {"_swarm": proc}
@@ -847,7 +851,8 @@ async def _phases(args: argparse.Namespace, target: Target, stack: AsyncExitStac
                 results["providers"] = await run_attack(
                     "providers", target, dht_provide(target), min(n, 60), secs,
                     lambda: start_swarm("providers", args.provider_identities,
-                                        args.provider_messages // args.provider_identities),
+                                        args.provider_messages // args.provider_identities,
+                                        len(PROVIDER_ATTACKER_IPS)),
                     stop_swarm, settle=args.settle)
                 counts = swarm_out[0] if swarm_out else {}
                 keys = [bytes.fromhex(k) for k in counts.pop("sample_keys", [])]
@@ -870,7 +875,8 @@ async def _phases(args: argparse.Namespace, target: Target, stack: AsyncExitStac
                 results["idle_streams"] = await run_attack(
                     "idle_streams", target, both(quic_dial(dialer, target),
                                                  find_node(legit, target)), n, secs,
-                    lambda: start_swarm("streams", args.stream_conns, args.streams_per_conn),
+                    lambda: start_swarm("streams", args.stream_conns, args.streams_per_conn,
+                                        args.stream_sources),
                     stop_swarm, settle=args.settle)
                 results["idle_streams"].update(swarm_out[0] if swarm_out else {})
                 results["idle_streams"].pop("sample_keys", None)
@@ -893,13 +899,16 @@ def main() -> int:
     parser.add_argument("--quic-rate", type=int, default=300, help="QUIC Initials a second")
     parser.add_argument("--handshakes", type=int, default=700,
                         help="fresh identities completing QUIC handshakes from one address")
-    parser.add_argument("--swarm", nargs=6, metavar="X", help=argparse.SUPPRESS)
+    parser.add_argument("--swarm", nargs=7, metavar="X", help=argparse.SUPPRESS)
     parser.add_argument("--provider-identities", type=int, default=70)
     parser.add_argument("--provider-messages", type=int, default=71_750,
                         help="ADD_PROVIDER messages in all")
     parser.add_argument("--stream-conns", type=int, default=200,
                         help="connections (one identity each) holding idle streams")
     parser.add_argument("--streams-per-conn", type=int, default=256)
+    parser.add_argument("--stream-sources", type=int, default=len(STREAM_ATTACKER_IPS),
+                        choices=range(1, len(STREAM_ATTACKER_IPS) + 1),
+                        help="loopback addresses the stream attackers spread over")
     parser.add_argument("--settle", type=float, default=60.0,
                         help="seconds to wait for the daemon's RSS to come back after an attack")
     parser.add_argument("--phases", type=lambda text: set(text.split(",")), default=None,
@@ -911,8 +920,8 @@ def main() -> int:
         host, port, rate, seconds = args.quic_flood
         return quic_flood(host, int(port), int(rate), float(seconds))
     if args.swarm:
-        kind, peer, addr, count, per, seconds = args.swarm
-        return swarm(kind, peer, addr, int(count), int(per), float(seconds))
+        kind, peer, addr, count, per, seconds, sources = args.swarm
+        return swarm(kind, peer, addr, int(count), int(per), float(seconds), int(sources))
     if args.flood:
         host, port, rate, seconds = args.flood
         return flood(host, int(port), int(rate), float(seconds))
@@ -920,7 +929,9 @@ def main() -> int:
         args.requests, args.seconds, args.identities, args.dns_rate = 40, 2.0, 24, 1000
         args.quic_rate, args.handshakes = 200, 96
         args.provider_identities, args.provider_messages = 8, 4000
-        args.stream_conns, args.streams_per_conn, args.settle = 8, 64, 0.0
+        # One source, so that its cap is reached: 8 x 160 streams > 1024.
+        args.stream_conns, args.streams_per_conn, args.stream_sources = 8, 160, 1
+        args.settle = 0.0
     results = asyncio.run(bench(args))
     print(json.dumps(results))
     return 0

@@ -56,7 +56,7 @@ def collect_stats(daemon: Any) -> dict[str, Any]:
         for cause, count in endpoint.limit_hits.snapshot().items():
             limits[cause] = limits.get(cause, 0) + count
     host_hits = getattr(host, "limit_hits", None)
-    if host_hits is not None:  # the host's inbound stream caps
+    if host is not None and host_hits is not None:  # the host's inbound stream caps
         for cause, count in host_hits.snapshot().items():
             limits[cause] = limits.get(cause, 0) + count
         out["host"] = {"inbound_streams": host.inbound_streams,

@@ -75,6 +75,16 @@ class HostConfig:
     """Inbound streams of one protocol at once, from everyone; counted once
     negotiated, so idle streams of one protocol cannot take every slot."""
 
+    refused_streams_burst: int = 64
+    """Inbound streams one connection may have refused by the caps above
+    in a burst (refilled at ``refused_streams_rate`` a second) before the
+    connection itself is closed: a peer that keeps opening streams it is
+    refused holds stream state for nothing, and closing the connection
+    frees it all at once (limit hit ``host.refused_streams``)."""
+
+    refused_streams_rate: float = 1.0
+    """Refusals a second one connection may sustain without being closed."""
+
     max_peerstore_peers: int = 10_000
     """Peers remembered by the peerstore; the least recently updated go first."""
 
@@ -93,6 +103,7 @@ class HostConfig:
             "max_inbound_streams_per_source",
             "max_inbound_streams_per_peer",
             "max_inbound_streams_per_protocol",
+            "refused_streams_burst",
             "max_peerstore_peers",
             "max_addrs_per_peer",
             "max_protocols_per_peer",
@@ -105,6 +116,7 @@ class HostConfig:
             "identify_timeout",
             "ping_timeout",
             "ping_idle_timeout",
+            "refused_streams_rate",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")

@@ -35,7 +35,7 @@ from overlay.host.quic import EndpointFactory, QuicTransport
 from overlay.host.stream import NegotiatedStream
 from overlay.host.transport_types import DIRECT, Connection, Endpoint, Transport
 from overlay.identity import PeerId, PrivateKey
-from overlay.limits import LimitHits, source_key
+from overlay.limits import LimitHits, TokenBucket, source_key
 from overlay.multiaddrs import dial_target_error, parse_multiaddr, parse_quic_multiaddr, split_p2p
 from overlay.negotiate import encode_message, handle_protocol, select_protocol
 from overlay.supervisor import Job, Supervisor, contain
@@ -292,6 +292,9 @@ class Host:
     async def _serve_connection(self, conn: Connection) -> None:
         peer = conn.remote_peer
         source = self._stream_source(conn)
+        cfg = self.config
+        refusals = TokenBucket(cfg.refused_streams_rate, cfg.refused_streams_burst,
+                               cfg.refused_streams_burst, time.monotonic())
         try:
             if peer not in self._connected_peers:
                 self._connected_peers.add(peer)
@@ -309,6 +312,10 @@ class Host:
                     # gives the peer its stream credit back.
                     stream.reset()
                     self._refused(slot, peer, source)
+                    if not refusals.take(time.monotonic()):
+                        self._refused("host.refused_streams", peer, source)
+                        conn.close(0, "too many refused streams")
+                        return
                     continue
                 try:
                     self.spawn(partial(self._handle_inbound, conn, stream, slot),

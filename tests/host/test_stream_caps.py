@@ -190,3 +190,23 @@ async def test_stats_report_the_hosts_refusals(quic_hosts) -> None:  # type: ign
     assert stats["host"]["inbound_streams"] == 1 and stats["host"]["connections"] == 1
     assert 'overlay_limit_hits_total{cause="host.streams_per_peer"} 2.0' in metrics_text(
         daemon).decode()
+
+
+async def test_a_connection_that_keeps_being_refused_is_closed(quic_hosts) -> None:  # type: ignore[no-untyped-def]
+    from overlay.negotiate import encode_message
+
+    config = HostConfig(max_inbound_streams_per_peer=2, refused_streams_burst=4,
+                        refused_streams_rate=0.001)
+    server, holder = await _server(quic_hosts, config)
+    client = await _client(quic_hosts, "127.0.0.8", server)
+    conn = client.best_connection(server.peer_id)
+    assert conn is not None
+    async with asyncio.timeout(20):
+        # Streams that never name a protocol: two held, four refused (the
+        # burst), the seventh refusal closes the connection.
+        for _ in range(7):
+            stream = await conn.open_stream()
+            stream.write(encode_message("/multistream/1.0.0"))
+        await conn.wait_closed()
+    assert server.limit_hits.snapshot() == {"host.streams_per_peer": 5, "host.refused_streams": 1}
+    assert server.connections() == []
