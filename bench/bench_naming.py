@@ -33,6 +33,7 @@ from overlay.daemon.api import ApiServer
 from overlay.daemon.client import ApiClient
 from overlay.daemon.ops import NodeOps
 from overlay.daemon.ops_name import NameOps
+from overlay.daemon.pump import PumpLedger
 from overlay.host import Host, HostConfig
 from overlay.identity import Ed25519PrivateKey
 from overlay.kad.lookup import LookupConfig
@@ -42,7 +43,7 @@ from overlay.kad.service_config import KadServiceConfig
 from overlay.naming import NamingConfig
 from overlay.naming.kad_client import KadNameClient, register_name_namespace
 from overlay.naming.service import NameService, NameServiceConfig, Targets
-from overlay.naming.simulate import NameSimConfig, simulate_resolutions
+from overlay.sim.naming import NameSimConfig, simulate_resolutions
 from overlay.sim.network import NetworkModel
 from overlay.sim.report import percentile
 
@@ -115,7 +116,7 @@ async def run_api(rounds: int) -> dict[str, Any]:
                 await _node(stack, naming, intro_addr)
             server = await stack.enter_async_context(ApiServer(Path(tmp) / "api.sock"))
             NodeOps(reader_host).register(server)
-            NameOps(reader, reader_host).register(server)
+            NameOps(reader, reader_host, PumpLedger()).register(server)
             await owner.register("bench.ovl", Targets(self_peer=True))
             client = await stack.enter_async_context(await ApiClient.connect(server.path))
             first = await client.call("name_resolve", {"name": "bench.ovl"})

@@ -32,8 +32,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Any
@@ -47,13 +46,13 @@ from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
 from overlay.kad.bootstrap_report import BootstrapReport
 from overlay.kad.handler import KadServer, PeerSource, handle_request
-from overlay.kad.keyspace import Contact, kad_key, peer_key
-from overlay.kad.lookup import Lookup, LookupKind, LookupResult
+from overlay.kad.keyspace import Contact, peer_key
+from overlay.kad.lookup import LookupKind, LookupResult
 from overlay.kad.messages import ConnectionType, KadMessage, MessageType, PeerInfo
 from overlay.kad.net_health import HealthMonitor
-from overlay.kad.net_lookup import drive_lookup
 from overlay.kad.net_maintenance import KadMaintenance
 from overlay.kad.net_peers import collect_addrs, connect_any
+from overlay.kad.net_public_lookup import OnAnswer, OnFailure, OnPeers, ServiceLookups
 from overlay.kad.net_rpc import KadHost, KadRpc, KadStats, LookupStats, quic_addr
 from overlay.kad.net_server import InboundLimits, KadInbound
 from overlay.kad.net_values import KadValues
@@ -64,24 +63,16 @@ from overlay.kad.republish import Republisher
 from overlay.kad.routing import RoutingTable, observed_groups, runs_on_local
 from overlay.limits import LimitHits, source_key
 from overlay.kad.service_config import KadServiceConfig
-from overlay.kad.service_errors import (
-    NoPeersKnown,
-    PeerNotFound,
-    ServiceNotRunning,
-)
+from overlay.kad.service_errors import PeerNotFound, ServiceNotRunning
 from overlay.kad.store import MemoryRecordStore, RecordStore
 from overlay.supervisor import RestartPolicy, Supervisor
 
-# KadHost and the stats types live in net_rpc; they are re-exported here.
-__all__ = ["KadHost", "KadService", "KadStats", "LookupStats"]
+# KadHost and the stats types live in net_rpc, the lookup hooks in
+# net_public_lookup; they are re-exported here.
+__all__ = ["KadHost", "KadService", "KadStats", "LookupStats", "OnAnswer", "OnFailure", "OnPeers"]
 
 log = logging.getLogger(__name__)
 
-_LOOKUP_KINDS = {
-    LookupKind.FIND_NODE: MessageType.FIND_NODE,
-    LookupKind.GET_VALUE: MessageType.GET_VALUE,
-    LookupKind.GET_PROVIDERS: MessageType.GET_PROVIDERS,
-}
 _MAX_CONTACT_ADDRS = 8
 _ABANDONED = 0.8
 """A request cancelled after this share of its timeout counts as timed out."""
@@ -143,6 +134,11 @@ class KadService:
                                    hits=self.limit_hits, clock=clock)
         self._local_kind: tuple[float, bool] | None = None
         self._local_cache: tuple[float, PeerInfo] | None = None
+        self._lookup = ServiceLookups(
+            cfg, self.peer_id, self.table, self.registry, self.stats, request=self.request,
+            timeout_for=self._rpc.timeout_for, admit=self._add_server, closer=self._closer_contacts,
+            require_running=self._require_running, clock=clock, wall=self._wall,
+        ).run
         self._values = KadValues(
             cfg, self.registry, self.records, self.providers, self.republisher,
             lookup=self._lookup, request=self.request, send_only=self._rpc.send_only,
@@ -159,6 +155,18 @@ class KadService:
     def bootstrapped(self) -> asyncio.Event:
         """Set once a bootstrap has run to the end."""
         return self._maintenance.bootstrapped
+
+    async def wait_bootstrapped(self) -> None:
+        """Until a bootstrap has run to the end; at once if the service
+        has no bootstrap peers configured."""
+        if self.config.bootstrap:
+            await self._maintenance.bootstrapped.wait()
+
+    def round_trip(self) -> float | None:
+        """The smoothed round-trip time to kad peers in seconds (recent
+        answers), or None before any was measured."""
+        warm = self.rtt.warm
+        return warm.srtt if warm.samples else None
 
     @property
     def last_bootstrap(self) -> BootstrapReport | None:
@@ -364,9 +372,9 @@ class KadService:
         self, contact: Contact, message: KadMessage, *, lazy: bool | None = None
     ) -> KadMessage:
         """Send ``message`` to ``contact`` on a fresh stream and return its
-        checked answer within ``request_timeout_for(contact)``; raises
-        overlay errors or ``TimeoutError``.  A failure also tells the
-        routing policy (the peer may be evicted)."""
+        checked answer within the timeout measured round trips give
+        ``contact``; raises overlay errors or ``TimeoutError``.  A failure
+        also tells the routing policy (the peer may be evicted)."""
         timeout = self._rpc.timeout_for(contact)
         started = self._clock()
         try:
@@ -383,94 +391,35 @@ class KadService:
                 self._health.request_failed(contact.peer_id, TimeoutError("abandoned after its timeout"))
             raise
 
-    def request_timeout_for(self, contact: Contact) -> float:
-        """The timeout ``request`` uses for ``contact``, from measured
-        round trips: pass it as a ``Lookup``'s ``timeout_for``."""
-        return self._rpc.timeout_for(contact)
-
-    def closer_contacts(self, answer: KadMessage) -> list[Contact]:
+    def _closer_contacts(self, answer: KadMessage) -> list[Contact]:
         """The closer peers of ``answer`` worth asking: not us, and not a
         peer that recently failed us (others may still name it)."""
         contacts = [info.contact() for info in answer.closer_peers if info.peer_id != self.peer_id]
         return self.policy.worth_asking(contacts, self._clock())
 
-    # -- lookups -----------------------------------------------------------------
+    # -- lookups (``net_public_lookup``) ------------------------------------------
 
-    def _seeds(self, key: int, extra: Sequence[Contact] = ()) -> list[Contact]:
-        seeds = self.table.closest(key, self.config.lookup.k)
-        known = {c.peer_id for c in seeds}
-        return seeds + [c for c in extra if c.peer_id not in known and c.peer_id != self.peer_id]
-
-    async def _lookup(
+    async def lookup(
         self,
         kind: LookupKind,
-        target: bytes,
+        key: bytes,
         *,
-        extra_seeds: Sequence[Contact] = (),
-        stop_when_found: bool = False,
         quorum: int | None = None,
-        max_providers: int | None = None,
-        local_record: Record | None = None,
-        watch: Callable[[KadMessage], None] | None = None,
-        outcomes: dict[PeerId, BaseException | None] | None = None,
-        confirm: Collection[PeerId] = (),
+        timeout: float | None = None,
+        on_peers: OnPeers | None = None,
+        on_answer: OnAnswer | None = None,
+        on_failure: OnFailure | None = None,
     ) -> LookupResult:
-        """``outcomes``, if given, records each asked peer's answer (None)
-        or failure; requests to ``confirm`` peers negotiate before sending,
-        so a peer without our protocol says so."""
-        self._require_running()
-        key = kad_key(target)
-        seeds = self._seeds(key, extra_seeds)
-        if not seeds and local_record is None:
-            raise NoPeersKnown()
-        config = replace(
-            self.config.lookup,
-            stop_when_found=stop_when_found,
-            quorum=self.config.get_quorum if quorum is None else quorum,
-            max_providers=(
-                self.config.lookup.max_providers if max_providers is None else max_providers
-            ),
-        )
-        started = self._clock()
-        lookup = Lookup(
-            kind,
-            target,
-            seeds,
-            config,
-            local_key=self.local_key,
-            registry=self.registry,
-            validation_time=self._wall(),
-            local_record=local_record,
-            timeout_for=self._rpc.timeout_for,
-            deadline=started + self.config.lookup_timeout,
-        )
-        request = KadMessage(_LOOKUP_KINDS[kind], target)
-
-        async def query(contact: Contact) -> KadMessage:
-            return await self.request(contact, request, lazy=False if contact.peer_id in confirm else None)
-
-        def on_answer(contact: Contact, answer: KadMessage) -> list[Contact]:
-            self._add_server(contact.peer_id, contact.addrs)
-            if watch is not None:
-                watch(answer)
-            if outcomes is not None:
-                outcomes[contact.peer_id] = None
-            return self.closer_contacts(answer)
-
-        def on_failure(contact: Contact, exc: BaseException) -> None:
-            # request() already told the routing policy.
-            if outcomes is not None:
-                outcomes[contact.peer_id] = exc
-
-        result = await drive_lookup(
-            lookup, query, on_answer, on_failure, self._clock, self.config.lookup_timeout
-        )
-        now = self._clock()
-        self.table.mark_refreshed(key, now)
-        self.stats.lookups.append(
-            LookupStats(kind, now - started, result.messages, result.answered, result.failed, result.rounds)
-        )
-        return result
+        """Look ``key`` up in the network (a peer ID's bytes for FIND_NODE)
+        and report each peer named, each answer and each failure through
+        the hooks as it happens (see ``overlay.kad.net_public_lookup``).
+        GET_VALUE stops at ``quorum`` valid records (``get_quorum`` by
+        default; 0 runs to the end); the whole lookup ends within
+        ``timeout`` seconds (``lookup_timeout`` by default).  The result
+        says how many of the closest peers answered, failed or stayed
+        silent.  Raises ``NoPeersKnown`` on an empty routing table."""
+        return await self._lookup(kind, key, quorum=quorum, timeout=timeout, on_peers=on_peers,
+                                  on_answer=on_answer, on_failure=on_failure)
 
     async def find_closest(self, target: bytes) -> LookupResult:
         """FIND_NODE for ``target`` (a peer ID's bytes or any key)."""
@@ -480,9 +429,9 @@ class KadService:
         """Always ask the network (never only the local state) where
         ``peer`` is; empty if nobody knows."""
         found: dict[Multiaddr, None] = {}
-        result = await self._lookup(
-            LookupKind.FIND_NODE, peer.multihash, stop_when_found=True, watch=collect_addrs(peer, found)
-        )
+        watch = collect_addrs(peer, found)
+        result = await self._lookup(LookupKind.FIND_NODE, peer.multihash, stop_when_found=True,
+                                    on_answer=lambda _contact, answer: watch(answer))
         if result.target_found:
             # It answered us, so its identify-verified addresses are best.
             found = dict.fromkeys([*self.host.peerstore.addrs(peer), *found])
@@ -530,6 +479,23 @@ class KadService:
         returns how many peers echoed it.  Raises ``InvalidRecord`` if our
         own validators reject it, ``QuorumFailed`` below ``min_put_acks``."""
         return await self._values.put_value(key, value)
+
+    async def store_at(self, peer: PeerId, record: Record) -> None:
+        """PUT_VALUE ``record`` to ``peer`` alone (say, one that answered a
+        lookup with an outdated record); raises overlay errors or
+        ``TimeoutError`` unless it echoed the record."""
+        message = KadMessage(MessageType.PUT_VALUE, record.key, record=record)
+        await self.request(Contact.of(peer), message)
+
+    def local_record(self, key: bytes) -> Record | None:
+        """The unexpired record this node stores for ``key``, if any."""
+        stored = self.records.get(key, self._wall())
+        return stored.record if stored is not None else None
+
+    def store_local(self, record: Record) -> None:
+        """Store ``record`` on this node only (no republishing); raises
+        ``InvalidRecord`` (or a store error) if the store's policy refuses it."""
+        self.records.put(record, None, self._wall())
 
     async def put_immutable(self, value: bytes) -> bytes:
         """Store ``value`` under ``/v/<sha256 hex>`` and return that key."""

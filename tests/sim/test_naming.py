@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from overlay.naming.simulate import NameSimConfig, simulate_resolutions
+from overlay.sim.naming import NameSimConfig, simulate_resolutions
 from overlay.sim.report import percentile
 
 
