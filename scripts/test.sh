@@ -7,7 +7,8 @@
 # apt-installed when missing (nft for NAT between network namespaces, ip for
 # the namespaces themselves, dig as an independent DNS client, zsh and fish
 # to run the completion scripts, coturn's turnserver and conntrack for the
-# STUN tests, curl for the proxy tests in tests/apps), so a missing
+# STUN tests, curl for the proxy tests in tests/apps, headless chromium
+# for the browser test, iperf3 for throughput over virtual IPs), so a missing
 # tool is never a silent skip.  Without root nothing is installed: the
 # namespace tests skip with that reason and a missing dig fails its test with
 # the package to install.  The venv .venv is created when missing; pytest
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 missing_tools() {
     local tool
-    for tool in nft dig ip zsh fish turnserver conntrack curl; do
+    for tool in nft dig ip zsh fish turnserver conntrack curl chromium iperf3; do
         command -v "$tool" >/dev/null 2>&1 || echo "$tool"
     done
 }
@@ -28,8 +29,8 @@ if [ -n "$(missing_tools)" ]; then
         echo "== installing system test tools (missing: $(missing_tools | tr '\n' ' '))"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq >/dev/null \
-            && apt-get install -y -qq nftables bind9-dnsutils iproute2 zsh fish coturn conntrack curl >/dev/null \
-            || { echo "scripts/test.sh: apt-get could not install nftables bind9-dnsutils iproute2 zsh fish coturn conntrack curl" >&2; exit 1; }
+            && apt-get install -y -qq nftables bind9-dnsutils iproute2 zsh fish coturn conntrack curl chromium iperf3 >/dev/null \
+            || { echo "scripts/test.sh: apt-get could not install nftables bind9-dnsutils iproute2 zsh fish coturn conntrack curl chromium iperf3" >&2; exit 1; }
     else
         echo "== not root (or no apt-get): not installing $(missing_tools | tr '\n' ' ')" >&2
     fi
