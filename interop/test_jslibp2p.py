@@ -409,19 +409,10 @@ async def test_stock_js_refuses_immutable_records(js_node: str, tmp_path: Path) 
         assert (await js.command(f"has {pk_key.hex()}"))["has"] is True
 
 
-# overlay/transport/endpoint.py (_accept_initial) treats every token in a
-# client Initial as one of its own Retry tokens.  js-libp2p's QUIC (quinn)
-# keeps NEW_TOKEN tokens from the servers it has talked to and presents them
-# on later dials; overlay then answers CONNECTION_CLOSE INVALID_TOKEN
-# ("not a Retry token of this endpoint") instead of ignoring a token it
-# cannot use, as RFC 9000 section 8.1.3 asks.
-FOREIGN_TOKEN_BUG = (
-    "overlay closes an Initial carrying another server's NEW_TOKEN token with INVALID_TOKEN "
-    "(overlay/transport/endpoint.py _accept_initial)"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=FOREIGN_TOKEN_BUG)
+# js-libp2p's QUIC (quinn) keeps NEW_TOKEN tokens from the servers it has
+# talked to and presents them on later dials, to any server.  overlay must
+# treat a token it cannot identify as its own as no token (RFC 9000 section
+# 8.1.3), not close the Initial with INVALID_TOKEN.
 async def test_js_that_met_another_js_node_can_dial_overlay(js_node: str, tmp_path: Path) -> None:
     async with asyncio.timeout(TEST_TIMEOUT), js_peer(js_node, tmp_path, "a") as other, \
             js_peer(js_node, tmp_path, "b") as js, our_node(kad=False) as ours:

@@ -364,9 +364,12 @@ class QuicEndpoint:
         version = header.version or 0
         original_cid = header.destination_cid
         retry_cid: bytes | None = None
-        if header.token:
-            # Only our Retry tokens exist (we send no NEW_TOKEN): a token
-            # that fails is forged, replayed elsewhere or too old.
+        if header.token and self._retry_tokens.recognises(header.token):
+            # One of our Retry tokens (we send no NEW_TOKEN): if it fails it
+            # is forged, replayed elsewhere or too old.  Any other token is
+            # another server's NEW_TOKEN token, which RFC 9000 section 8.1.3
+            # says to treat as no token at all: admission below decides, and
+            # may still ask for a Retry.
             try:
                 original_cid = self._retry_tokens.validate(
                     ip, port, header.destination_cid, header.token, now

@@ -11,10 +11,19 @@ we chose for the Retry (the client sends to it next, RFC 9000 section
 never sees the token, so it can no longer make us hold handshake state.
 Nothing is stored per token: validation recomputes the MAC.
 
-Token layout (43 to 63 bytes)::
+Token layout (51 to 71 bytes)::
 
-    0x6f | expiry (8 bytes, ms of the endpoint's monotonic clock)
+    0x6f | key tag (8) | expiry (8 bytes, ms of the endpoint's monotonic clock)
          | length of the original DCID (1) | original DCID | MAC (32)
+
+A client may also present a token it got from another server (a NEW_TOKEN
+token: quinn, for one, keeps them and offers them to the next server).
+RFC 9000 section 8.1.3 asks a server to treat a token it cannot use as if
+the Initial had none, and to refuse with INVALID_TOKEN only a token it can
+identify as its own Retry token that then fails.  The format byte and the
+key tag (the first bytes of an HMAC of a fixed label under this endpoint's
+key) make ours recognisable: a foreign token matches them by chance with
+probability 2**-72.  ``recognises`` says which case a token is.
 
 The packets themselves are built with aioquic's public pieces: the Retry by
 ``encode_quic_retry``, and a server Initial holding only CONNECTION_CLOSE
@@ -57,6 +66,8 @@ TOKEN_LIFETIME: Final = 10.0
 one round trip, so this only has to cover slow paths and retransmissions."""
 
 _FORMAT: Final = 0x6F
+_TAG_SIZE: Final = 8
+_HEAD: Final = 1 + _TAG_SIZE + 8 + 1  # format, key tag, expiry, DCID length
 _MAC_SIZE: Final = 32
 _MAX_CID: Final = 20  # RFC 9000 section 17.2
 _KEY_SIZE: Final = 32
@@ -74,7 +85,7 @@ def _address(ip: str, port: int) -> bytes:
 class RetryTokens:
     """Makes and checks Retry tokens under one random key."""
 
-    __slots__ = ("lifetime", "_key")
+    __slots__ = ("lifetime", "_key", "_prefix")
 
     def __init__(self, lifetime: float = TOKEN_LIFETIME, key: bytes | None = None) -> None:
         if not lifetime > 0:
@@ -83,6 +94,8 @@ class RetryTokens:
             raise ValueError("key must be at least 16 bytes")
         self.lifetime = lifetime
         self._key = key if key is not None else secrets.token_bytes(_KEY_SIZE)
+        tag = hmac.new(self._key, b"overlay retry token key tag", hashlib.sha256).digest()
+        self._prefix = bytes([_FORMAT]) + tag[:_TAG_SIZE]
 
     def _mac(
         self, ip: str, port: int, original_cid: bytes, retry_cid: bytes, expiry: bytes
@@ -104,25 +117,31 @@ class RetryTokens:
             raise ValueError("connection IDs are at most 20 bytes")
         expiry = max(0, int((now + self.lifetime) * 1000)).to_bytes(8, "big")
         mac = self._mac(ip, port, original_cid, retry_cid, expiry)
-        return bytes([_FORMAT]) + expiry + bytes([len(original_cid)]) + original_cid + mac
+        return self._prefix + expiry + bytes([len(original_cid)]) + original_cid + mac
+
+    def recognises(self, token: bytes) -> bool:
+        """Whether ``token`` claims to be a Retry token of this endpoint (its
+        format byte and key tag); anything else came from another server
+        and is ignored, not refused."""
+        return token.startswith(self._prefix)
 
     def validate(self, ip: str, port: int, destination_cid: bytes, token: bytes, now: float) -> bytes:
         """The original Destination Connection ID that ``token`` vouches
         for, if it was issued by us to ``ip:port`` for a Retry from
         ``destination_cid`` (where the client's Initial now goes) and has
         not expired; raises ``InvalidToken``."""
-        if len(token) < 10 or token[0] != _FORMAT:
+        if len(token) < _HEAD or not self.recognises(token):
             raise InvalidToken("not a Retry token of this endpoint")
-        expiry = token[1:9]
-        length = token[9]
-        if length > _MAX_CID or len(token) != 10 + length + _MAC_SIZE:
+        expiry = token[_HEAD - 9 : _HEAD - 1]
+        length = token[_HEAD - 1]
+        if length > _MAX_CID or len(token) != _HEAD + length + _MAC_SIZE:
             raise InvalidToken("malformed Retry token")
-        original_cid = token[10 : 10 + length]
+        original_cid = token[_HEAD : _HEAD + length]
         try:
             expected = self._mac(ip, port, original_cid, destination_cid, expiry)
         except ValueError:
             raise InvalidToken("token for an address that is not an IP") from None
-        if not hmac.compare_digest(expected, token[10 + length :]):
+        if not hmac.compare_digest(expected, token[_HEAD + length :]):
             raise InvalidToken("Retry token does not match this client or connection")
         if int.from_bytes(expiry, "big") < now * 1000:
             raise InvalidToken("Retry token has expired")

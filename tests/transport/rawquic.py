@@ -29,11 +29,14 @@ def header_of(datagram: bytes) -> QuicHeader:
 class RawClient:
     """One client connection driven by hand over ``sock``."""
 
-    def __init__(self, sock: socket.socket, target: tuple[str, int]) -> None:
+    def __init__(self, sock: socket.socket, target: tuple[str, int], token: bytes = b"") -> None:
+        """``token`` goes in the first Initial, as one a server once sent
+        in NEW_TOKEN would."""
         self.sock = sock
         self.target = target
         self.quic = QuicConnection(
-            configuration=QuicConfiguration(alpn_protocols=["libp2p"], is_client=True)
+            configuration=QuicConfiguration(alpn_protocols=["libp2p"], is_client=True,
+                                            token=token)
         )
         self.quic.connect(target, now=time.monotonic())
 

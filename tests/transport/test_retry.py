@@ -9,6 +9,7 @@ import os
 import time
 
 import pytest
+from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.packet import QuicErrorCode, QuicPacketType
 
 from overlay.identity import Ed25519PrivateKey
@@ -55,6 +56,17 @@ def test_token_bound_to_address_cid_time_and_key(change: str) -> None:
         token = token[:20]
     with pytest.raises(InvalidToken):
         checker.validate(ip, port, cid, token, now)
+
+
+def test_own_tokens_are_recognised_and_foreign_ones_are_not() -> None:
+    tokens = RetryTokens(key=b"k" * 32)
+    token = tokens.issue("192.0.2.7", 4433, ODCID, RCID, now=100.0)
+    assert tokens.recognises(token)
+    assert tokens.recognises(token[:-1] + bytes([token[-1] ^ 1]))  # ours, tampered
+    assert not RetryTokens(key=b"j" * 32).recognises(token)  # another endpoint's
+    assert not tokens.recognises(os.urandom(60))
+    assert not tokens.recognises(b"\x6f" + os.urandom(49))  # the format byte alone
+    assert not tokens.recognises(b"")
 
 
 def test_token_codec_rejects_bad_arguments() -> None:
@@ -137,21 +149,89 @@ async def _refused_token(b: QuicEndpoint, client: RawClient, token: bytes) -> in
     return event.error_code
 
 
-async def test_forged_token_is_refused() -> None:
+async def test_forged_or_tampered_own_token_is_refused() -> None:
     async with asyncio.timeout(5):
         sock = udp_socket("127.0.0.66")
         try:
             config = TransportConfig(retry_threshold=0)
             async with await QuicEndpoint.create("127.0.0.1", 0, Ed25519PrivateKey.generate(),
                                                  config) as b:
-                for token in (os.urandom(60), b"\x6f" + os.urandom(49)):
-                    client = RawClient(sock, b.local_address)
-                    code = await _refused_token(b, client, token)
-                    assert code == QuicErrorCode.INVALID_TOKEN
+                ip, port = sock.getsockname()
+                # The format byte and key tag of b's tokens, which anyone who
+                # got a Retry from b has seen, then random bytes.
+                prefix = b._retry_tokens.issue(ip, port, RCID, RCID, now=0.0)[:9]
+                client = RawClient(sock, b.local_address)
+                code = await _refused_token(b, client, prefix + os.urandom(51))
+                assert code == QuicErrorCode.INVALID_TOKEN
+                # A genuine token for this client with one bit of its MAC flipped.
+                client = RawClient(sock, b.local_address)
+                first = header_of(client.pending()[0])
+                rcid = os.urandom(8)
+                token = b._retry_tokens.issue(ip, port, first.destination_cid, rcid,
+                                              now=time.monotonic())
+                client.feed(retry_packet(first.version or 1, first.source_cid,
+                                         first.destination_cid, rcid,
+                                         token[:-1] + bytes([token[-1] ^ 1])))
+                await client.flush()
+                client.feed(await receive(sock))
+                event = client.terminated()
+                assert event is not None and event.error_code == QuicErrorCode.INVALID_TOKEN
                 assert b.limit_hits.counts["quic.invalid_token"] == 2
                 assert b.connections == []
         finally:
             sock.close()
+
+
+async def test_foreign_token_is_ignored_and_retry_still_applies() -> None:
+    """RFC 9000 section 8.1.3: a token b cannot identify as its own (another
+    server's NEW_TOKEN token) counts as no token: no INVALID_TOKEN, and over
+    the threshold the client is asked for a Retry like any other."""
+    async with asyncio.timeout(5):
+        sock = udp_socket("127.0.0.66")
+        try:
+            config = TransportConfig(retry_threshold=0)
+            async with await QuicEndpoint.create("127.0.0.1", 0, Ed25519PrivateKey.generate(),
+                                                 config) as b:
+                for token in (os.urandom(60), b"\x6f" + os.urandom(49), b"\x00"):
+                    client = RawClient(sock, b.local_address, token=token)
+                    sent = await client.flush()
+                    assert header_of(sent[0]).token == token
+                    reply = await receive(sock)
+                    assert header_of(reply).packet_type is QuicPacketType.RETRY
+                assert "quic.invalid_token" not in b.limit_hits.counts
+                assert b.limit_hits.counts["quic.retry"] == 3
+                assert b.connections == []
+        finally:
+            sock.close()
+
+
+@pytest.mark.parametrize("threshold", [0, 64])
+async def test_dialer_with_foreign_token_connects(threshold: int,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dialer presenting another server's token gets through, straight
+    away below the Retry threshold and through a Retry over it."""
+    async with asyncio.timeout(5):
+        key_b = Ed25519PrivateKey.generate()
+        config = TransportConfig(retry_threshold=threshold)
+        async with await QuicEndpoint.create("127.0.0.1", 0, key_b, config) as b, \
+                await QuicEndpoint.create("127.0.0.1", 0, Ed25519PrivateKey.generate()) as a:
+            make = a._quic_configuration
+
+            def with_token(*, is_client: bool) -> QuicConfiguration:
+                configuration = make(is_client=is_client)
+                configuration.token = os.urandom(90)
+                return configuration
+
+            monkeypatch.setattr(a, "_quic_configuration", with_token)
+            conn_a = await a.dial(b.local_address, peer_of(key_b))
+            conn_b = await b.accept()
+            assert "quic.invalid_token" not in b.limit_hits.counts
+            assert ("quic.retry" in b.limit_hits.counts) == (threshold == 0)
+            stream = await conn_a.open_stream()
+            stream.write(b"foreign token")
+            stream.write_eof()
+            inbound = await conn_b.accept_stream()
+            assert await inbound.readexactly(13) == b"foreign token"
 
 
 async def test_expired_or_misdirected_token_is_refused() -> None:
