@@ -110,10 +110,12 @@ async def splice(
     *,
     data_limit: int | None,
     duration: float | None,
+    on_moved: Callable[[int], None] | None = None,
 ) -> tuple[int, bool]:
     """Copy ``a`` ⇄ ``b`` until both directions end.  Returns the bytes
     moved (both ways) and whether a limit cut the circuit; on a cut or a
-    transport error both streams are reset."""
+    transport error both streams are reset.  ``on_moved(n)`` hears of each
+    chunk as it is written, so the relay's stats see live circuits."""
     moved = [0, 0]
 
     async def pump(src: ByteStream, dst: ByteStream, index: int) -> None:
@@ -127,9 +129,13 @@ async def splice(
                 if allowed > 0:
                     dst.write(chunk[:allowed])
                     moved[index] += allowed
+                    if on_moved is not None:
+                        on_moved(allowed)
                 raise _Cut("data limit")
             dst.write(chunk)
             moved[index] += len(chunk)
+            if on_moved is not None:
+                on_moved(len(chunk))
             await dst.drain()
 
     outcome = "done"
@@ -296,10 +302,12 @@ class RelayServer:
                 return
             limits = self.core.limits
             limited = outcome.limit is not None
+            circuit_id = outcome.circuit_id
             relayed, cut = await splice(
                 stream, target,
                 data_limit=limits.circuit_data if limited else None,
                 duration=limits.circuit_duration if limited else None,
+                on_moved=lambda n: self.core.circuit_progress(circuit_id, n),
             )
         finally:
             self.core.circuit_closed(outcome.circuit_id, relayed, cut_by_limit=cut)

@@ -142,6 +142,8 @@ class _Reservation:
 class _Circuit:
     src: PeerId
     dst: PeerId
+    relayed: int = 0
+    """Bytes moved so far (both ways), so the stats count live circuits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,7 @@ class RelayServerStats:
     circuits_total: int
     circuits_cut_by_limit: int
     bytes_relayed: int
+    """Both directions, ended circuits and live ones alike."""
     refusals: dict[str, int] = field(default_factory=dict)
 
 
@@ -263,8 +266,15 @@ class RelayCore:
         self._circuits_total += 1
         return Admitted(circuit_id, self._limit_for(src, dst))
 
+    def circuit_progress(self, circuit_id: int, moved: int) -> None:
+        """``moved`` more bytes crossed a live circuit (either way)."""
+        circuit = self._circuits.get(circuit_id)
+        if circuit is not None:
+            circuit.relayed += moved
+
     def circuit_closed(self, circuit_id: int, relayed: int, *, cut_by_limit: bool) -> None:
-        """A circuit ended (or never got going: ``relayed`` 0)."""
+        """A circuit ended (or never got going: ``relayed`` 0); ``relayed``
+        is its total, which replaces what ``circuit_progress`` counted."""
         circuit = self._circuits.pop(circuit_id, None)
         if circuit is None:
             return
@@ -298,6 +308,6 @@ class RelayCore:
             circuits_active=len(self._circuits),
             circuits_total=self._circuits_total,
             circuits_cut_by_limit=self._cut,
-            bytes_relayed=self._bytes,
+            bytes_relayed=self._bytes + sum(c.relayed for c in self._circuits.values()),
             refusals=dict(self._refusals),
         )

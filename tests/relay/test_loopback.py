@@ -90,6 +90,32 @@ async def test_reserve_then_connect_bytes_both_ways(net: RelayNet) -> None:
     assert stats.circuits_cut_by_limit == 0
 
 
+async def test_bytes_relayed_includes_a_live_circuit(net: RelayNet) -> None:
+    a, b = await net.make_node(), await net.make_node()
+    await a.client.reserve(net.relay.peer_id)
+    inbound = accept_into(a)
+    out = await open_circuit(b.host, net.relay.peer_id, a.host.peer_id)
+    async with asyncio.timeout(10):
+        got = await inbound.get()
+    out.stream.write(b"x" * 5000)
+    async with asyncio.timeout(10):
+        assert await got.stream.readexactly(5000) == b"x" * 5000
+    # Still open: what arrived has crossed the relay and is counted.
+    stats = net.server.stats()
+    assert stats.circuits_active == 1 and stats.bytes_relayed == 5000
+    got.stream.write(b"y" * 300)
+    async with asyncio.timeout(10):
+        assert await out.stream.readexactly(300) == b"y" * 300
+    assert net.server.stats().bytes_relayed == 5300
+    out.stream.write_eof()
+    got.stream.write_eof()
+    async with asyncio.timeout(10):
+        while net.server.stats().circuits_active:
+            net.server.circuit_done.clear()
+            await net.server.circuit_done.wait()
+    assert net.server.stats().bytes_relayed == 5300
+
+
 async def test_default_limit_cuts_a_large_transfer(net: RelayNet) -> None:
     a, b = await net.make_node(), await net.make_node()
     await a.client.reserve(net.relay.peer_id)

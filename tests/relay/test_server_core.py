@@ -88,6 +88,23 @@ def test_admission_needs_the_targets_reservation() -> None:
     assert core.admit(b, a, 3601.0).status is Status.NO_RESERVATION  # type: ignore[union-attr]
 
 
+def test_bytes_relayed_counts_live_circuits_once() -> None:
+    core = RelayCore(RELAY)
+    a, b = pid(), pid()
+    core.reserve(a, "10.0.0.1", 0.0)
+    first, second = core.admit(b, a, 0.0), core.admit(pid(), a, 0.0)
+    assert isinstance(first, Admitted) and isinstance(second, Admitted)
+    core.circuit_progress(first.circuit_id, 100)
+    core.circuit_progress(second.circuit_id, 7)
+    core.circuit_progress(first.circuit_id, 50)
+    assert core.stats().bytes_relayed == 157
+    # The total given at the end replaces the live count, never adds to it.
+    core.circuit_closed(first.circuit_id, 150, cut_by_limit=False)
+    assert core.stats().bytes_relayed == 157
+    core.circuit_progress(first.circuit_id, 999)  # late news of an ended circuit
+    assert core.stats().bytes_relayed == 157
+
+
 def test_self_and_relay_targets_are_denied() -> None:
     core = RelayCore(RELAY)
     a = pid()
