@@ -40,17 +40,32 @@ import weakref
 from contextlib import AsyncExitStack
 from typing import Any
 
-from overlay.host import Host, NegotiatedStream
+from overlay.host import Host, HostConfig, NegotiatedStream
 from overlay.identity import Ed25519PrivateKey, PeerId
 from overlay.mux import YamuxConfig
 from overlay.relay.client import RelayClient
 from overlay.relay.server import RelayServer
 from overlay.relay.server_core import RelayLimits
+from overlay.transport import TransportConfig
 
 LOOPBACK = "/ip4/127.0.0.1/udp/0/quic-v1"
 SINK = "/bench/sink/1.0.0"
 MB = 1_000_000
 CHUNK = 256 * 1024
+
+
+def host_config(args: argparse.Namespace) -> HostConfig | None:
+    """The same QUIC settings in all three processes (``--quic-window``,
+    ``--quic-sendbuf``), so direct and relayed run under them alike."""
+    if not args.quic_window and not args.quic_sendbuf:
+        return None
+    base = TransportConfig()
+    window = args.quic_window or base.stream_receive_window
+    return HostConfig(transport=TransportConfig(
+        stream_receive_window=window,
+        connection_receive_window=max(base.connection_receive_window, 4 * window),
+        send_buffer_limit=args.quic_sendbuf or base.send_buffer_limit,
+    ))
 
 
 def log(msg: str) -> None:
@@ -91,7 +106,10 @@ def apply_knobs(host: Host | None, knobs: Knobs) -> None:
     if host not in _DEFAULT_YAMUX:
         _DEFAULT_YAMUX[host] = transport._yamux_config
     default = _DEFAULT_YAMUX[host]
-    base = default or YamuxConfig()
+    # Without an override the transport picks per circuit (2 MiB on the
+    # bench's unlimited circuits); a knob changes that choice, not the
+    # spec's 256 KiB default.
+    base = default or transport.yamux_config(None)
     if not knobs:
         transport._yamux_config = default
         return
@@ -126,7 +144,7 @@ async def _serve_until_stop(pipe: multiprocessing.connection.Connection, host: H
 
 async def _relay_main(pipe: multiprocessing.connection.Connection, args: argparse.Namespace) -> None:
     key = Ed25519PrivateKey.generate()
-    async with Host(key) as host:
+    async with Host(key, host_config(args)) as host:
         await host.listen([LOOPBACK])
         limits = RelayLimits(circuit_data=None, circuit_duration=None)
         async with RelayServer(host, key, limits):
@@ -146,7 +164,8 @@ async def _sink(stream: NegotiatedStream) -> None:
 async def _target_main(pipe: multiprocessing.connection.Connection, args: argparse.Namespace) -> None:
     relay_addr: str = pipe.recv()
     async with AsyncExitStack() as stack:
-        host = await stack.enter_async_context(Host(Ed25519PrivateKey.generate()))
+        host = await stack.enter_async_context(Host(Ed25519PrivateKey.generate(),
+                                                    host_config(args)))
         await host.listen([LOOPBACK])
         host.set_stream_handler(SINK, _sink)
         client = await stack.enter_async_context(RelayClient(host))
@@ -229,7 +248,7 @@ async def sender(relay: Child, target: Child, direct_addr: str, circuit_addr: st
             target.knobs(knobs)
             # A fresh host per transfer: the relayed one must not find the
             # direct connection (the host prefers direct connections).
-            async with Host(Ed25519PrivateKey.generate()) as host:
+            async with Host(Ed25519PrivateKey.generate(), host_config(args)) as host:
                 apply_knobs(host, knobs)
                 conn = await host.connect(direct_addr if kind == "direct" else circuit_addr)
                 assert conn.path == kind.split(":")[0], (conn.path, kind)
@@ -270,6 +289,11 @@ def main() -> None:
                         help="a relayed variant to compare in the same run, e.g. "
                              "big:splice=65536,window=1048576,frame=65507 (repeatable; "
                              "'default' is always measured first)")
+    parser.add_argument("--quic-window", type=int, default=0, metavar="BYTES",
+                        help="QUIC stream receive window in every process (the connection's "
+                             "is 4x); default: the transport's")
+    parser.add_argument("--quic-sendbuf", type=int, default=0, metavar="BYTES",
+                        help="QUIC send_buffer_limit in every process; default: the transport's")
     parser.add_argument("--profile", metavar="DIR", default="",
                         help="cProfile the relay and the target; write DIR/relay.pstats, "
                              "DIR/target.pstats (slows everything: figures are not comparable)")
@@ -288,7 +312,8 @@ def main() -> None:
         if target is not None:
             target.stop()
         relay.stop()
-    results.update({"mb": args.mb, "rounds": args.rounds,
+    results.update({"mb": args.mb, "rounds": args.rounds, "quic_window": args.quic_window,
+                    "quic_sendbuf": args.quic_sendbuf,
                     "variants": {name: knobs for name, knobs in args.variants}})
     log(f"direct {results['direct_MBps']} MB/s, relayed {results['relayed_MBps']} MB/s, "
         f"ratio {results['ratio_relayed_over_direct']:.2f} (goal >= 0.5); relay CPU "

@@ -8,8 +8,8 @@ in the same rounds as the defaults.
 Same arguments and output as ``bench_relay.py``; a variant's knobs may also
 be ``module.NAME=int``, set in all three processes before the variant's
 transfer and restored after it.  (``bench_relay.py``'s own knobs still work;
-note that any of them replaces the circuit's yamux configuration with the
-spec's defaults plus the knob, so give ``window=`` too when comparing.)
+a knob changes only itself: the rest of the circuit's yamux configuration
+stays what the circuit transport would pick.)
 A constant is read where it is used, so this works for module-level
 constants looked up at run time (``SPLICE_CHUNK``, ``_WRITE_BATCH``,
 ``_READ_AHEAD``), not for defaults baked into signatures.
