@@ -8,14 +8,25 @@ vIPs (``name resolve --json`` and the DNS front, asked with dig), ICMP echo
 reaches A's vIPv6 and vIPv4, and curl fetches a page from an HTTP server in
 A by vIP and by name.  A peer that forges another peer's source vIP has its
 packets dropped by A, while its honest ones arrive.
+
+Behind two NATs (``build_nat_topology``: A behind a port-restricted cone,
+B behind a full cone, each its own router, an introducer on the public
+side relaying until DCUtR punches): the test first checks that the peers
+really sit behind different NATs (the introducer sees them at 203.0.113.1
+and .2, the rules differ, the LANs do not route to each other, the direct
+connection runs between the two public addresses), then B pings and curls
+A by vIP and by name, and iperf3 moves data over A's vIPv4 and vIPv6 as
+QUIC datagrams.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,15 +35,18 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from netns import Lab, Node  # noqa: E402
+from netns import Lab, NatKind, NatMode, Node, build_nat_topology  # noqa: E402
 from netns.daemons import (  # noqa: E402
+    AUTONAT_LAB_CONFIG,
     Daemon,
     api_call,
     lab_for_test,
     overlay_json,
+    poll,
     poll_json,
     start_daemon,
     stop_daemons,
+    wait_reserved,
 )
 
 from overlay.identity import PeerId  # noqa: E402
@@ -42,6 +56,8 @@ pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 
 NAME = "vipalice.ovl"
 POLL_TIMEOUT = 20.0
+NAT_CLI_TIMEOUT = 30.0
+NAT_POLL_TRIES = 80
 
 PING = """
 import os, socket, struct, sys, time
@@ -148,6 +164,12 @@ def lab() -> Iterator[Lab]:
     yield from lab_for_test([("curl", "curl"), ("dig", "bind9-dnsutils")])
 
 
+@pytest.fixture
+def nat_lab() -> Iterator[Lab]:
+    yield from lab_for_test([("curl", "curl"), ("dig", "bind9-dnsutils"),
+                             ("iperf3", "iperf3")])
+
+
 def two_nodes(lab: Lab) -> tuple[Node, Node, Daemon, Daemon]:
     a, b = lab.host("vipa"), lab.host("vipb")
     lab.link(a, b, "10.77.0.1/24", "10.77.0.2/24")
@@ -232,3 +254,126 @@ def test_forged_source_vip_is_dropped(lab: Lab) -> None:
     listener.stop()
     forger.stop()
     stop_daemons(db, da)
+
+
+IPERF_PORT = """
+import socket
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", 0))
+print(s.getsockname()[1])
+"""
+"""A free TCP port in the namespace: iperf3 refuses port 0, and nothing
+else runs in a fresh lab namespace to take the port before iperf3 does."""
+
+
+def iperf3(lab: Lab, server_node: Node, client_node: Node, address: str,
+           seconds: int = 2) -> dict[str, Any]:
+    """One iperf3 TCP test from ``client_node`` to ``address``; returns the
+    client's ``-J`` report."""
+    found = lab.run(server_node, [sys.executable, "-c", IPERF_PORT])
+    assert found.returncode == 0, found.stderr
+    port = found.stdout.strip()
+    server = lab.popen(server_node, ["iperf3", "-s", "-1", "-p", port, "--forceflush"])
+    server.wait_for_line(lambda line: "listening" in line, 10)
+    done = lab.run(client_node, ["iperf3", "-c", address, "-p", port, "-t", str(seconds),
+                                 "-J", "--connect-timeout", "5000"], timeout=30 + seconds)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr, server.describe())
+    server.stop()
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def _peer(lab: Lab, daemon: Daemon, peer_id: str) -> dict[str, Any]:
+    peers = {p["peer_id"]: p for p in overlay_json(lab, daemon, "peers")["peers"]}
+    return dict(peers.get(peer_id, {}))
+
+
+def test_behind_two_nats_ping_curl_and_iperf3_by_vip_and_by_name(nat_lab: Lab) -> None:
+    """A behind a port-restricted cone, B behind a full cone, each NAT its
+    own router; the introducer relays until DCUtR punches, then the vIP
+    packets ride the direct connection as datagrams."""
+    lab = nat_lab
+    topo = build_nat_topology(lab, second_lan=True, nat_mode=NatMode.CONE,
+                              nat2_mode=NatKind.FULL_CONE)
+    assert topo.client2 is not None and topo.nat2 is not None
+    for node in (topo.client, topo.client2):
+        done = lab.run(node, ["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=0"])
+        assert done.returncode == 0, done.stderr
+    intro = start_daemon(lab, topo.server, topo.server_ip, "--introducer", "--dns", "off",
+                         "--no-mdns", config=AUTONAT_LAB_CONFIG, cli_timeout=NAT_CLI_TIMEOUT)
+    flags = ("--tun", "--dns", "127.0.0.1:0", "--no-mdns", "--relay", intro.addr,
+             "--bootstrap", intro.addr)
+    da = start_daemon(lab, topo.client, topo.client_ip, *flags, config=AUTONAT_LAB_CONFIG,
+                      cli_timeout=NAT_CLI_TIMEOUT)
+    db = start_daemon(lab, topo.client2, topo.client2.address(), *flags,
+                      config=AUTONAT_LAB_CONFIG, cli_timeout=NAT_CLI_TIMEOUT)
+    wait_reserved(lab, da, NAT_POLL_TRIES)
+    b_circuit = str(wait_reserved(lab, db, NAT_POLL_TRIES)["advertised"][0])
+
+    # Two NATs, two public addresses: the introducer sees each peer at its
+    # own router, and the two kinds are the nftables rules asked for.
+    for daemon, public in ((da, "203.0.113.1"), (db, "203.0.113.2")):
+        seen = _peer(lab, intro, daemon.peer_id)
+        assert seen["connected_addrs"][0].startswith(f"/ip4/{public}/udp/"), seen
+    rules1 = lab.run(topo.nat1, ["nft", "list", "ruleset"]).stdout
+    rules2 = lab.run(topo.nat2, ["nft", "list", "ruleset"]).stdout
+    assert "masquerade" in rules1 and "dnat" not in rules1, rules1
+    assert "dnat" in rules2, rules2
+    # Neither LAN routes to the other: only the NATs' public side is reachable.
+    routes = lab.run(topo.client2, ["ip", "-4", "route", "get", topo.client_ip])
+    assert routes.returncode != 0, routes.stdout
+
+    # Through the DHT the two may already have met (and punched); if not,
+    # A dials B's circuit address and DCUtR makes it direct.
+    overlay_json(lab, da, "connect", b_circuit)
+    to_b = poll(lambda: _peer(lab, da, db.peer_id), lambda p: p.get("path") == "direct",
+                tries=NAT_POLL_TRIES)
+    assert to_b.get("path") == "direct", (to_b, api_call(lab, db, "holepunch_status"))
+    # The direct connection runs between the two NATs' public addresses.
+    assert "/ip4/203.0.113.2/udp/" in to_b["connections"][0]["addr"], to_b
+    to_a = _peer(lab, db, da.peer_id)
+    assert to_a.get("path") == "direct", to_a
+    assert "/ip4/203.0.113.1/udp/" in to_a["connections"][0]["addr"], to_a
+
+    overlay_json(lab, da, "name", "register", NAME)
+    resolved = poll_json(lab, db, ["name", "resolve", NAME],
+                         lambda r: bool(r.get("vip6")), timeout=POLL_TIMEOUT)
+    vip4, vip6 = resolved["vip4"], resolved["vip6"]
+    assert vip6 == str(vip6_of(PeerId.from_string(da.peer_id))), resolved
+    assert vip4 is not None and vip4.startswith("100."), resolved
+    port = dns_port(lab, db)
+    dug = lab.run(topo.client2, ["dig", "@127.0.0.1", "-p", str(port), "+short", "+time=5",
+                                 NAME, "AAAA"], timeout=20)
+    assert dug.stdout.split() == [vip6], (dug.stdout, dug.stderr)
+
+    rtt6, rtt4 = ping(lab, topo.client2, vip6), ping(lab, topo.client2, vip4)
+    assert len(rtt6) == 3 and len(rtt4) == 3, (rtt6, rtt4)
+
+    token = secrets.token_hex(8)
+    server = lab.popen(topo.client, [sys.executable, "-c", HTTP_SERVER, token])
+    http_port = int(server.wait_for_line(lambda line: line.startswith("port"), 10).split()[1])
+    for url, extra in ((f"http://[{vip6}]:{http_port}/", []),
+                       (f"http://{NAME}:{http_port}/",
+                        ["--resolve", f"{NAME}:{http_port}:{vip4}"])):
+        got = lab.run(topo.client2, ["curl", "-sS", "--max-time", "15", *extra, url],
+                      timeout=30)
+        assert got.returncode == 0 and got.stdout == token, (url, got.stdout, got.stderr)
+    server.stop()
+
+    rates = {}
+    for label, address in (("vip4", vip4), ("vip6", vip6)):
+        report = iperf3(lab, topo.client, topo.client2, address)
+        received = report["end"]["sum_received"]
+        assert received["bytes"] > 0 and received["bits_per_second"] > 0, report["end"]
+        rates[label] = received["bits_per_second"] / 1e6
+    print(f"\nbehind two NATs: ping vIPv6 {rtt6} ms, vIPv4 {rtt4} ms; "
+          f"iperf3 vIPv4 {rates['vip4']:.1f} Mbit/s, vIPv6 {rates['vip6']:.1f} Mbit/s")
+
+    status_b = api_call(lab, db, "vip_status")
+    status_a = api_call(lab, da, "vip_status")
+    # Over the punched connection the packets went as datagrams.
+    assert status_b["packets"].get("datagram_out", 0) > 1000, status_b
+    assert status_a["packets"].get("datagram_in", 0) > 1000, status_a
+    assert status_a["drops"].get("forged source", 0) == 0, status_a
+    stop_daemons(db, da, intro)
