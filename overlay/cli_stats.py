@@ -11,18 +11,19 @@ from overlay.cli_common import EXIT_OK, Parents, add_command, call_api, print_js
 from overlay.daemon.client import ApiClient
 from overlay.daemon.home import Home
 
-__all__ = ["add_stats_parser"]
+__all__ = ["add_stats_parser", "format_stats"]
 
 
 def add_stats_parser(sub: Any, parents: Parents) -> None:
     """Add `stats` to the `overlay` subparsers ``sub``."""
     add_command(
         sub, "stats", parents=parents.pick(), run=_cmd_stats,
-        help="limits hit by cause (kad streams, DNS, API clients) and counters",
+        help="limits hit by cause (kad streams, DNS, API clients, exit) and counters",
         description="Show how often each limit was hit since the daemon started (inbound "
                     "kad streams per peer, per source and in total; DNS queries per "
                     "source, TCP clients, pending names; API clients evicted or timed "
-                    "out), with the kad, DNS and API counters around them.",
+                    "out; an exit's refusals and per-client limits), with the kad, DNS, "
+                    "API and exit counters around them.",
         examples=["overlay stats", "overlay stats --json"])
 
 
@@ -39,14 +40,40 @@ def _cmd_stats(ns: argparse.Namespace, home: Home) -> int:
 
 
 def _print(reply: dict[str, Any]) -> None:
+    for line in format_stats(reply):
+        print(line)
+
+
+def format_stats(reply: dict[str, Any]) -> list[str]:
+    """The text form of a ``stats`` reply, one line per list item."""
+    lines: list[str] = []
     limits = reply.get("limits", {})
     if limits:
-        print("limits hit:")
-        for cause, count in limits.items():
-            print(f"  {cause}: {count}")
+        lines.append("limits hit:")
+        lines.extend(f"  {cause}: {count}" for cause, count in limits.items())
     else:
-        print("limits hit: none")
+        lines.append("limits hit: none")
     for section in ("kad", "dns", "api"):
         values = reply.get(section)
         if values:
-            print(f"{section}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in values.items()))
+            lines.append(f"{section}: " + ", ".join(f"{k.replace('_', ' ')} {v}"
+                                                     for k, v in values.items()))
+    exit_stats = reply.get("exit")
+    if exit_stats:
+        lines.extend(_exit_lines(exit_stats))
+    return lines
+
+
+def _exit_lines(values: dict[str, Any]) -> list[str]:
+    """The exit's counters (docs/apps.md, "Limits and stats"): flat figures
+    on one line, then refusals by status and one line per client."""
+    flat = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in values.items()
+                     if isinstance(v, int))
+    ports = ",".join(str(p) for p in values.get("ports", []))
+    lines = [f"exit: {flat}" + (f", ports {ports}" if ports else "")]
+    refused = values.get("refused") or {}
+    lines.append("  refused: " + (", ".join(f"{k.replace('_', ' ')} {v}"
+                                            for k, v in refused.items()) or "none"))
+    for peer, client in sorted((values.get("clients") or {}).items()):
+        lines.append(f"  client {peer}: " + ", ".join(f"{k} {v}" for k, v in client.items()))
+    return lines

@@ -39,6 +39,11 @@ def test_exit_flags_show_in_stats(short_tmp: Path, capsys: pytest.CaptureFixture
         stats = json.loads(capsys.readouterr().out)
         assert stats["exit"]["ports"] == [443, 8443]
         assert stats["exit"]["connections"] == 0 and stats["exit"]["clients"] == {}
+        # The text form has the exit too, not only --json.
+        assert main(["--home", str(home), "stats"]) == 0
+        text = capsys.readouterr().out
+        assert "exit: connections 0, active 0, failed 0" in text
+        assert "ports 443,8443" in text and "  refused: none" in text
 
 
 def test_exit_auto_without_exits_says_so(short_tmp: Path) -> None:
