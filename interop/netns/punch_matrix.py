@@ -108,6 +108,9 @@ OPEN = {NatKind.NONE, NatKind.FULL_CONE, NatKind.RESTRICTED_CONE}
 DAEMON_FLAGS = ("--dns", "off", "--no-mdns")
 CLI_TIMEOUT = 30.0
 RESERVE_TIMEOUT = 30.0
+NAT_TIMEOUT = 20.0
+INTRO2_IP = "203.0.113.11"
+"""A second introducer: STUN servers on two IPs tell a symmetric NAT from a cone."""
 CONNECT_TIMEOUT = 20.0
 SESSION_TIMEOUT = 45.0
 """Three failed attempts take about 17 s; birthday probing may take longer."""
@@ -213,6 +216,8 @@ class TryResult:
     direct_addr: str | None = None
     exits: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    verdicts: list[str] = field(default_factory=list)
+    """A's and B's STUN mapping verdicts before the connection."""
 
 
 def _short(value: str) -> str:
@@ -309,7 +314,7 @@ def fresh_mappings(lab: Lab, topo: MatrixTopology) -> None:
 
 
 def _start_pair(lab: Lab, peers: Sequence[tuple[MatrixPeer, str]],
-                intro: Daemon) -> list[Daemon]:
+                intro: Daemon, stun: Sequence[str] = ()) -> list[Daemon]:
     """``daemons.start_daemon`` for several peers at once: all are spawned
     before the first ``ready`` is awaited, so their start-ups overlap."""
     spawned = []
@@ -318,7 +323,8 @@ def _start_pair(lab: Lab, peers: Sequence[tuple[MatrixPeer, str]],
         home.mkdir(parents=True)
         (home / "config.toml").write_text(AUTONAT_LAB_CONFIG)
         argv = ["daemon", "--home", str(home), "--json", "--listen",
-                f"/ip4/{_peer_ip(peer)}/udp/0/quic-v1", *DAEMON_FLAGS, "--relay", intro.addr]
+                f"/ip4/{_peer_ip(peer)}/udp/0/quic-v1", *DAEMON_FLAGS, "--relay", intro.addr,
+                *stun]
         spawned.append((peer, home, lab.popen(peer.client, overlay_argv(argv))))
     started = []
     for peer, home, proc in spawned:
@@ -344,21 +350,36 @@ def _circuits(daemons: Sequence[Daemon]) -> list[str]:
     return [str(r["advertised"][0]) for r in replies]
 
 
+def _nat_verdicts(daemons: Sequence[Daemon]) -> list[str]:
+    """Each daemon's STUN mapping verdict, once every one has one: birthday
+    punching decides who sprays from them (a symmetric side needs STUN
+    servers on two IPs to know it is one)."""
+    def fetch() -> list[str]:
+        return [str(api(d, "nat_status")["mapping"]["behaviour"]) for d in daemons]
+
+    verdicts = poll_api(fetch, lambda vs: "unknown" not in vs, NAT_TIMEOUT)
+    if "unknown" in verdicts:
+        raise TimeoutError(f"no STUN mapping verdict within {NAT_TIMEOUT:g} s: {verdicts}")
+    return verdicts
+
+
 def _rtts(ms: float | None, rtt_ms: float | None) -> float | None:
     return None if ms is None or not rtt_ms else round(ms / rtt_ms, 2)
 
 
 def one_try(lab: Lab, topo: MatrixTopology, intro: Daemon, index: int,
-            a_peer: MatrixPeer, b_peer: MatrixPeer) -> TryResult:
+            a_peer: MatrixPeer, b_peer: MatrixPeer, stun: Sequence[str] = ()) -> TryResult:
     """One relayed connection A -> B and what became of it (module doc)."""
     result = TryResult(index, a_peer.kind.value, b_peer.kind.value, "error")
     lab_rtt = 4 * topo.wan_delay_ms
     started = time.monotonic()
     running: list[Daemon] = []
     try:
-        a, b = _start_pair(lab, [(a_peer, f"a{index}"), (b_peer, f"b{index}")], intro)
+        a, b = _start_pair(lab, [(a_peer, f"a{index}"), (b_peer, f"b{index}")], intro, stun)
         running += [a, b]
         _, b_circuit = _circuits([a, b])
+        if stun:
+            result.verdicts = _nat_verdicts([a, b])
         connected = api(a, "connect", {"addr": b_circuit}, timeout=CONNECT_TIMEOUT)
         t_connected = time.monotonic()
         if connected["path"] != "relayed":
@@ -406,12 +427,14 @@ def one_try(lab: Lab, topo: MatrixTopology, intro: Daemon, index: int,
 
 
 def run_cell(lab: Lab, x: NatKind, y: NatKind, tries: int, *, delay_ms: float = 20.0,
-             deadline: float | None = None, alternate: bool = True,
+             deadline: float | None = None, alternate: bool = True, two_stun: bool = True,
              progress: Callable[[str], None] = log) -> CellResult:
     """Build the cell's topology in ``lab`` and run ``tries`` tries (fewer
     if ``deadline``, a ``time.monotonic()`` value, passes first).  X dials
     (A) and Y is dialled (B); with ``alternate`` odd tries swap the roles
-    when X and Y differ."""
+    when X and Y differ.  ``two_stun`` starts a second introducer and
+    gives both peers the two as STUN servers, and each try waits for both
+    peers' mapping verdicts before connecting."""
     cell = CellResult(x, y, delay_ms)
     t0 = time.monotonic()
     topo = build_matrix_topology(lab, [x, y], wan_delay_ms=delay_ms,
@@ -419,16 +442,26 @@ def run_cell(lab: Lab, x: NatKind, y: NatKind, tries: int, *, delay_ms: float = 
     intro = start_daemon(lab, topo.introducer, topo.introducer_ip, *DAEMON_FLAGS,
                          "--introducer", name="intro", config=AUTONAT_LAB_CONFIG,
                          cli_timeout=CLI_TIMEOUT)
-    cell.build_s = time.monotonic() - t0
+    running = [intro]
+    stun: list[str] = []
     p1, p2 = topo.peers
     try:
+        if two_stun:
+            intro2_node = topo.add_public_host(lab, "intro2", INTRO2_IP)
+            intro2 = start_daemon(lab, intro2_node, INTRO2_IP, *DAEMON_FLAGS, "--introducer",
+                                  name="intro2", config=AUTONAT_LAB_CONFIG,
+                                  cli_timeout=CLI_TIMEOUT)
+            running.append(intro2)
+            stun = ["--stun", f"{topo.introducer_ip}:{intro.port}",
+                    "--stun", f"{INTRO2_IP}:{intro2.port}"]
+        cell.build_s = time.monotonic() - t0
         for index in range(tries):
             if deadline is not None and time.monotonic() >= deadline:
                 cell.error = f"its share of the budget was spent after {index} of {tries} tries"
                 break
             swap = alternate and x is not y and index % 2 == 1
             a_peer, b_peer = (p2, p1) if swap else (p1, p2)
-            got = one_try(lab, topo, intro, index, a_peer, b_peer)
+            got = one_try(lab, topo, intro, index, a_peer, b_peer, stun)
             cell.tries.append(got)
             extra = "" if got.elapsed_ms is None else (
                 f", {got.elapsed_ms:.0f} ms = {got.elapsed_rtts} RTT")
@@ -436,7 +469,8 @@ def run_cell(lab: Lab, x: NatKind, y: NatKind, tries: int, *, delay_ms: float = 
                      f"B={SHORT[b_peer.kind]}: {got.outcome} ({got.how}; attempts "
                      f"{got.attempts}{extra}; ping {got.ping_path}) {got.seconds:.1f} s")
     finally:
-        intro.proc.stop()
+        for daemon in running:
+            daemon.proc.stop()
     return cell
 
 
