@@ -174,6 +174,11 @@ class AppsExtension:
                 self.proxy_server = proxy
                 self.proxy_address = listener.address
             self._register(daemon.api)
+            naming = self._names()
+            if naming is not None:
+                # Names registered from now on carry the exposures too.
+                naming.default_services = lambda: self._exposed_services(exposer)
+                stack.callback(setattr, naming, "default_services", None)
             if self.initial:
                 # Names owned before a restart (or edited offline) get the
                 # configured services; the DHT may take a while, so in the
@@ -260,6 +265,10 @@ class AppsExtension:
             except (OverlayError, TimeoutError) as exc:
                 failed.append(f"{record.name}: {exc}")
         return published, failed
+
+    @staticmethod
+    def _exposed_services(exposer: Exposer) -> tuple[Service, ...]:
+        return tuple(Service(e.service, e.port) for _, e in sorted(exposer.exposures.items()))
 
     async def _sync_names(self) -> None:
         wanted = {e.service: e.port for e in self.initial.values()}

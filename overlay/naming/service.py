@@ -209,6 +209,10 @@ class NameService:
         self.republished = 0
         """Successful republications since start."""
         self._sup: Supervisor | None = None
+        self.default_services: Callable[[], tuple[Service, ...]] | None = None
+        """Services a new registration publishes besides those it names (the
+        apps extension: this node's exposures, so a name registered after
+        ``overlay expose`` carries them too)."""
 
     # -- lifetime -----------------------------------------------------------------
 
@@ -330,13 +334,22 @@ class NameService:
             record = make_record(
                 self._key, norm, sequence=self._next_sequence(0), expires=self._expires(now),
                 ttl=targets.ttl if targets.ttl is not None else self.config.default_ttl,
-                peers=peers, ips=targets.ips or (), services=targets.services or (),
+                peers=peers, ips=targets.ips or (),
+                services=self._registration_services(targets.services or ()),
                 txt=targets.txt or (), pow_nonce=nonce or 0,
                 transfer_proof=claim.transfer_proof, release_proof=claim.release_proof)
             if on_publish is not None:
                 on_publish()
             result = await self._publish(record, own, peers=claim.closest or None)
             return replace(result, pow_seconds=pow_seconds)
+
+    def _registration_services(self, given: tuple[Service, ...]) -> tuple[Service, ...]:
+        """``given`` plus the defaults whose protocol it does not name (an
+        explicit ``--service http:9000`` wins over an exposed ``http``)."""
+        if self.default_services is None:
+            return given
+        named = {s.protocol for s in given if not s.target}
+        return given + tuple(s for s in self.default_services() if s.protocol not in named)
 
     async def _solve_pow(self, norm: str) -> int:
         """The proof of work in worker-thread chunks under an iteration cap

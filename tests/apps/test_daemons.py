@@ -47,11 +47,18 @@ async def test_curl_through_socks5_http_proxy_and_forward(short_tmp: Path) -> No
         async with asyncio.timeout(240), network(short_tmp) as (a, b):
             exposed = await b.call("expose_add", {"service": "http", "port": port})
             assert exposed["published"] == []  # b owns no name yet
+            # A name registered after the exposure carries it.
             reg = await b.call("name_register", {"name": "bob.ovl"})
-            assert reg["record"]["services"] == []
-            # Exposing again publishes into every owned name.
+            assert [(s["protocol"], s["port"]) for s in reg["record"]["services"]] == \
+                [("http", port)]
+            # An explicit service of the same name wins over the exposure.
+            reg = await b.call("name_register", {"name": "www.ovl",
+                                                 "services": ["http:9", "ssh:22"]})
+            assert [(s["protocol"], s["port"]) for s in reg["record"]["services"]] == \
+                [("http", 9), ("ssh", 22)]
+            # Exposing again publishes into every owned name that lacks it.
             exposed = await b.call("expose_add", {"service": "http", "port": port})
-            assert exposed["published"] == ["bob.ovl"]
+            assert exposed["published"] == ["www.ovl"]
             got = await a.call("name_resolve", {"name": "bob.ovl", "no_cache": True})
             assert [(s["protocol"], s["port"]) for s in got["record"]["services"]] == \
                 [("http", port)]
@@ -123,7 +130,7 @@ async def test_curl_through_socks5_http_proxy_and_forward(short_tmp: Path) -> No
 
             # Removing the exposure takes it out of the name and the exposer.
             removed = await b.call("expose_remove", {"service": "http"})
-            assert removed["published"] == ["bob.ovl"]
+            assert removed["published"] == ["bob.ovl", "www.ovl"]
             with pytest.raises(ApiError) as missing:
                 await b.call("expose_remove", {"service": "http"})
             assert missing.value.code == "not_found"
