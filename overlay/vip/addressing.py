@@ -23,6 +23,7 @@ import hashlib
 import ipaddress
 import struct
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from overlay.identity import PeerId
@@ -103,6 +104,37 @@ class Ipv4Allocator:
         self._by_peer: OrderedDict[PeerId, tuple[int, float]] = OrderedDict()
         self._by_addr: dict[int, PeerId] = {}
         self._next = self.config.first
+        self.on_change: Callable[[], None] | None = None
+        """Called when a peer gets or loses an address (not on every use:
+        the table's owner persists it, and only new mappings matter)."""
+
+    def entries(self) -> list[tuple[PeerId, int]]:
+        """Every (peer, address), from the least to the most recently used."""
+        return [(peer, entry[0]) for peer, entry in self._by_peer.items()]
+
+    def restore(self, entries: Iterable[tuple[PeerId, int]], now: float) -> int:
+        """Take back ``entries`` (as ``entries()`` gave them, least recent
+        first), each as used at ``now``; entries outside the pool, repeated
+        peers or addresses, and those beyond the table's size are skipped.
+        Returns how many were taken."""
+        config = self.config
+        room = min(config.max_entries, config.last - config.first + 1) - len(self._by_peer)
+        taken = 0
+        highest = None
+        for peer, address in entries:
+            if taken >= room:
+                break
+            if (not config.first <= address <= config.last or peer in self._by_peer
+                    or address in self._by_addr):
+                continue
+            self._by_peer[peer] = (address, now)
+            self._by_addr[address] = peer
+            highest = address if highest is None else max(highest, address)
+            taken += 1
+        if highest is not None:
+            # New peers get addresses after the restored ones, as before.
+            self._next = max(self._next, highest + 1)
+        return taken
 
     def __len__(self) -> int:
         return len(self._by_peer)
@@ -141,6 +173,8 @@ class Ipv4Allocator:
         address = self._free_address()
         self._by_peer[peer] = (address, now)
         self._by_addr[address] = peer
+        if self.on_change is not None:
+            self.on_change()
         return address
 
     def _reclaim(self, now: float) -> None:

@@ -56,7 +56,8 @@ class VipRouter:
         self.me = me
         self.vip6 = vip6_of(me)
         self._vip6 = self.vip6.packed
-        self.allocator = allocator or Ipv4Allocator()
+        # Not `allocator or …`: an empty allocator is falsy (it has a length).
+        self.allocator = allocator if allocator is not None else Ipv4Allocator()
         self._by_v6: dict[bytes, PeerId] = {}
         self._v6_of: dict[PeerId, bytes] = {}
         self._max_known = max_known

@@ -104,6 +104,9 @@ class VipService:
         self.counts: Counter[str] = Counter()
         """Packets by path: ``datagram_out``, ``stream_out``, ``datagram_in``,
         ``stream_in``, ``delivered`` and drops (``dropped_…``)."""
+        self.byte_counts: Counter[str] = Counter()
+        """Bytes of IP packets: ``out`` (sent to peers by either path) and
+        ``in`` (delivered to the interface)."""
 
     async def __aenter__(self) -> VipService:
         await self._sup.__aenter__()
@@ -146,6 +149,7 @@ class VipService:
                 and len(packet) <= conn.datagram_capacity):
             if conn.send_datagram(packet):
                 self.counts["datagram_out"] += 1
+                self.byte_counts["out"] += len(packet)
             else:
                 self.counts["dropped_datagram_queue"] += 1
             return
@@ -175,8 +179,10 @@ class VipService:
         try:
             while True:
                 while link.queue:
-                    stream.write(frame(link.queue.popleft()))
+                    packet = link.queue.popleft()
+                    stream.write(frame(packet))
                     self.counts["stream_out"] += 1
+                    self.byte_counts["out"] += len(packet)
                 await stream.drain()
                 link.ready.clear()
                 if link.queue:
@@ -243,4 +249,17 @@ class VipService:
             log.debug("dropped a packet from %s: %s", peer, exc)
             return
         self.counts["delivered"] += 1
+        self.byte_counts["in"] += len(out)
         self.sink.write(out)
+
+    def path_to(self, peer: PeerId) -> str:
+        """How a packet to ``peer`` would go now: ``datagram`` (a QUIC
+        connection that carries datagrams), ``stream`` (a relayed connection,
+        a peer without datagrams, or a stream being opened) or ``none`` (no
+        connection: the next packet dials)."""
+        conn = self.host.best_connection(peer)
+        if isinstance(conn, QuicConn) and not conn.is_closed and conn.datagram_capacity:
+            return "datagram"
+        if (conn is not None and not conn.is_closed) or peer in self._links:
+            return "stream"
+        return "none"
