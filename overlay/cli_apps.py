@@ -112,8 +112,8 @@ def add_apps_parsers(sub: Any, parents: Parents) -> None:
                     help="a local TCP port that reaches a named peer's service",
                     description="Listen on HOST:PORT (port 0: any free port); each "
                                 "connection becomes a stream to NAME's SERVICE, found "
-                                "through the naming layer.  Lasts until the daemon stops "
-                                "or --close.",
+                                "through the naming layer.  Kept in forwards.json, so a "
+                                "restarted daemon listens there again, until --close.",
                     examples=["overlay forward --listen 127.0.0.1:9000 alice.ovl:http",
                               "overlay forward --list",
                               "overlay forward --close 127.0.0.1:9000"])
@@ -203,6 +203,10 @@ def _cmd_forward(ns: argparse.Namespace, home: Home) -> int:
                 print_json(strip_reply(reply))
                 return EXIT_OK
             for f in reply["forwards"]:
+                if not f.get("listening", True):
+                    print(f"{f['listen']} → {f['name']}:{f['service']}  not listening: "
+                          f"{f['last_error']}")
+                    continue
                 print(f"{f['listen']} → {f['name']}:{f['service']}  "
                       f"{f['connections']} connections ({f['active']} open), "
                       f"in {_size(f['bytes_in'])}, out {_size(f['bytes_out'])}"

@@ -6,8 +6,8 @@ proxy (config key ``proxy``), forwards, and the ops ``expose_add``,
 Exposing a service adds ``SERVICE:PORT`` to the record of every name the
 node owns and republishes it, so ``alice.ovl``'s ``http`` is found by
 name; removing it takes the entry out again.  Exposures are written to
-``config.toml`` (``[services]``) so a restarted daemon serves them again;
-forwards last as long as the daemon.
+``config.toml`` (``[services]``) and forwards to ``forwards.json``
+(``forward_store``), so a restarted daemon serves them again.
 """
 
 from __future__ import annotations
@@ -28,6 +28,14 @@ from overlay.apps.exit_proto import EXIT_PROTOCOL, exit_provider_key
 from overlay.apps.exit_server import ExitServer
 from overlay.apps.exposer import Exposer
 from overlay.apps.forward import Forward, Forwards
+from overlay.apps.forward_store import (
+    FORWARDS_FILE,
+    FORWARDS_FORMAT,
+    FORWARDS_VERSION,
+    SavedForward,
+    forwards_body,
+    load_forwards,
+)
 from overlay.apps.proxy import ProxyServer
 from overlay.apps.pump import Counters
 from overlay.apps.service_proto import SERVICE_PROTOCOL, check_service_name
@@ -39,6 +47,13 @@ from overlay.errors import OverlayError
 from overlay.identity import PeerId
 from overlay.naming.names import normalize_hostname
 from overlay.naming.record import Service
+from overlay.statefile import (
+    CorruptState,
+    Snapshot,
+    StateWriteFailed,
+    StateWriter,
+    remove_stale_tmp,
+)
 from overlay.supervisor import Supervisor
 
 __all__ = ["AppsExtension", "parse_hostport"]
@@ -72,9 +87,17 @@ def _exposure_json(e: Exposure, c: Counters | None) -> dict[str, Any]:
 
 
 def _forward_json(f: Forward) -> dict[str, Any]:
-    return {"listen": f.listen, "name": f.name, "service": f.service,
+    return {"listen": f.listen, "name": f.name, "service": f.service, "listening": True,
             "bytes_out": f.counters.up, "bytes_in": f.counters.down,
             "last_error": f.last_error, **_counters_json(f.counters)}
+
+
+def _unbound_json(listen: str, target: str, error: str) -> dict[str, Any]:
+    """A saved forward whose address could not be bound at start."""
+    name, _, service = target.rpartition(":")
+    return {"listen": listen, "name": name, "service": service, "listening": False,
+            "bytes_out": 0, "bytes_in": 0, "last_error": error,
+            **_counters_json(Counters())}
 
 
 class AppsExtension:
@@ -96,7 +119,13 @@ class AppsExtension:
         """Serving ``/ovl/exit/1.0.0`` (``overlay stats`` shows it)."""
         self.exit_dialer: ExitDialer | None = None
         self.persist = persist
-        """Write exposures to ``<home>/config.toml``."""
+        """Write exposures to ``<home>/config.toml`` and forwards to
+        ``<home>/forwards.json``."""
+        self._unbound: dict[str, tuple[str, str]] = {}
+        """Saved forwards whose address could not be bound at start:
+        listen → (target, error).  Kept in the file and listed, so a busy
+        port does not silently lose the user's forward."""
+        self._forward_writer: StateWriter | None = None
         self.proxy_address: tuple[str, int] | None = None
         """The bound proxy address once running (port 0 resolved)."""
         self.exposer: Exposer | None = None
@@ -163,6 +192,14 @@ class AppsExtension:
                 sup.spawn(partial(self._announce_exit, server, zone), "announcing the exit")
             self.exposer = exposer
             self.forwards = Forwards(group, connector)
+            if self.persist:
+                home = daemon.home.root
+                remove_stale_tmp(home, [FORWARDS_FILE])
+                self._forward_writer = await stack.enter_async_context(StateWriter(
+                    Snapshot(home / FORWARDS_FILE, FORWARDS_FORMAT, FORWARDS_VERSION,
+                             self._forwards_body), "forwards", interval=0.05))
+                stack.callback(setattr, self, "_forward_writer", None)
+                await self._restore_forwards(self.forwards)
             if self.proxy is not None:
                 proxy = ProxyServer(group, connector)
                 try:
@@ -350,6 +387,55 @@ class AppsExtension:
                                        if s.protocol != service or s.target))
         return {"service": service, "published": published, "publish_failed": failed}
 
+    # -- forwards on disk ----------------------------------------------------------
+
+    def _forwards_body(self) -> dict[str, Any]:
+        live = self.forwards.list() if self.forwards is not None else []
+        return forwards_body(
+            [SavedForward(f.listen, f"{f.name}:{f.service}") for f in live]
+            + [SavedForward(listen, target) for listen, (target, _) in self._unbound.items()])
+
+    async def _restore_forwards(self, forwards: Forwards) -> None:
+        """Open the saved forwards again; one that cannot be bound is logged,
+        listed with its error and kept in the file."""
+        path = self._daemon.home.root / FORWARDS_FILE
+        try:
+            saved, skipped = load_forwards(path, _MAX_FORWARDS)
+        except CorruptState as exc:
+            log.error("forwards not restored: %s", exc)
+            return
+        for line in skipped:
+            log.warning("%s: skipped %s", path, line)
+        for entry in saved:
+            try:
+                host, port = parse_hostport(entry.listen)
+                name, service = self._target(entry.target)
+            except (ValueError, ApiError) as exc:
+                log.warning("%s: skipped %s → %s: %s", path, entry.listen, entry.target, exc)
+                continue
+            try:
+                await forwards.add(host, port, name, service)
+            except OSError as exc:
+                error = f"cannot listen on {entry.listen}: {exc.strerror or exc}"
+                log.warning("forward %s → %s not restored: %s", entry.listen, entry.target,
+                            error)
+                self._unbound[entry.listen] = (entry.target, error)
+        if saved:
+            log.info("restored %d of %d saved forwards", len(saved) - len(self._unbound),
+                     len(saved))
+
+    async def _save_forwards(self, what: str) -> None:
+        """Until the forwards file holds the change (the reply promises it)."""
+        writer = self._forward_writer
+        if writer is None:
+            return
+        writer.mark_dirty()
+        try:
+            await writer.flush()
+        except StateWriteFailed as exc:
+            raise ApiError(ErrorCode.FAILED, f"{what}, but the forwards file could not be "
+                           f"written: {exc}") from exc
+
     async def forward_add(self, call: ApiCall) -> Mapping[str, Any]:
         _, forwards = self._running()
         try:
@@ -357,13 +443,15 @@ class AppsExtension:
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         name, service = self._target(call.required_str("target"))
-        if len(forwards.list()) >= _MAX_FORWARDS:
+        if len(forwards.list()) + len(self._unbound) >= _MAX_FORWARDS:
             raise ApiError(ErrorCode.LIMIT_EXCEEDED, f"at most {_MAX_FORWARDS} forwards")
         try:
             forward = await forwards.add(host, port, name, service)
         except OSError as exc:
             raise ApiError(ErrorCode.FAILED, f"cannot listen on {format_hostport(host, port)}: "
                            f"{exc.strerror or exc}") from None
+        self._unbound.pop(forward.listen, None)  # bound at last
+        await self._save_forwards(f"the forward on {forward.listen} runs")
         return _forward_json(forward)
 
     def _target(self, text: str) -> tuple[str, str]:
@@ -382,7 +470,9 @@ class AppsExtension:
 
     async def forward_list(self, call: ApiCall) -> Mapping[str, Any]:
         _, forwards = self._running()
-        return {"forwards": [_forward_json(f) for f in forwards.list()]}
+        return {"forwards": [_forward_json(f) for f in forwards.list()]
+                + [_unbound_json(listen, target, error)
+                   for listen, (target, error) in self._unbound.items()]}
 
     async def forward_close(self, call: ApiCall) -> Mapping[str, Any]:
         _, forwards = self._running()
@@ -393,5 +483,10 @@ class AppsExtension:
             raise BadRequest(str(exc)) from None
         forward = await forwards.close(key)
         if forward is None:
-            raise ApiError("not_found", f"no forward listens on {key}")
+            unbound = self._unbound.pop(key, None)
+            if unbound is None:
+                raise ApiError("not_found", f"no forward listens on {key}")
+            await self._save_forwards(f"the forward on {key} is closed")
+            return _unbound_json(key, *unbound)
+        await self._save_forwards(f"the forward on {key} is closed")
         return _forward_json(forward)
