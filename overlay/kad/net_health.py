@@ -1,5 +1,5 @@
-"""The network side of ``overlay.kad.policy``: failed requests, closed
-connections and liveness checks turned into routing-table decisions.
+"""The network side of ``overlay.kad.behaviour``: failed requests and closed
+connections reported to it, and the checks it asks for carried out.
 
 Checks are short: one request (or one ping on a live connection) with the
 timeout the RTT estimator derives, so a dead peer leaves every table that
@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from functools import partial
 from typing import Any
 
 from overlay.errors import ConnectionClosed, NegotiationError, OverlayError
 from overlay.identity import PeerId
+from overlay.kad.behaviour import KadBehaviour, VerifyPeer
 from overlay.kad.keyspace import Contact
 from overlay.kad.messages import KadMessage, MessageType
 from overlay.kad.net_rpc import KadHost, KadRpc
-from overlay.kad.policy import CheckPeer, NodePolicy, ProbeConnection, classify_failure
+from overlay.kad.policy import CheckPeer, ProbeConnection, classify_failure
 from overlay.kad.routing import PingNeeded
 from overlay.transport.errors import ClosedWithCode, PeerUnreachable
 
@@ -30,38 +31,50 @@ log = logging.getLogger(__name__)
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]], str], None]
 """Start a supervised background job (the service's ``_spawn``)."""
 
+Check = VerifyPeer | CheckPeer | ProbeConnection | PingNeeded
+
 
 class HealthMonitor:
-    """Carries out the policy's checks for one kad service."""
+    """Reports one kad service's failures to its behaviour and carries out
+    the checks the behaviour asks for."""
 
     def __init__(
         self,
         host: KadHost,
-        policy: NodePolicy,
+        behaviour: KadBehaviour,
         rpc: KadRpc,
         clock: Callable[[], float],
         spawn: Spawn,
         background: asyncio.Semaphore,
         activity: asyncio.Event,
+        *,
+        pump: Callable[[], None],
+        seen: Callable[[PeerId], Contact],
     ) -> None:
+        """``pump`` carries out the behaviour's actions; ``seen(peer)`` is
+        the contact of a peer that answered, grouped by its observed address."""
         self.host = host
-        self.policy = policy
+        self.behaviour = behaviour
         self.rpc = rpc
         self._clock = clock
         self._spawn = spawn
         self._background = background
         self._activity = activity
-        self._checking: set[PeerId] = set()
+        self._pump = pump
+        self._seen = seen
+
+    @property
+    def _checking(self) -> Collection[PeerId]:
+        return self.behaviour.checking
 
     # -- events ------------------------------------------------------------------
 
     def request_failed(self, peer: PeerId, exc: BaseException) -> None:
         kind = classify_failure(exc)
         connected = peer in self.host.peers()
-        probe = self.policy.on_request_failed(peer, kind, connected=connected, now=self._clock())
         log.debug("kad request to %s failed (%s): %r", peer, kind.value, exc)
-        if probe is not None:
-            self._start(peer, partial(self._probe, probe), f"probe of {peer}")
+        self.behaviour.on_request_failed(peer, kind, connected=connected, now=self._clock())
+        self._pump()
         self._activity.set()
 
     def closed(self, peer: PeerId, reason: ConnectionClosed | None) -> None:
@@ -74,35 +87,44 @@ class HealthMonitor:
             or isinstance(reason, PeerUnreachable)
             or (isinstance(reason, ClosedWithCode) and not reason.by_peer)
         )
-        in_table = peer in self.policy.table
-        check = self.policy.on_closed(peer, going_away=going_away, silent=silent, now=self._clock())
+        in_table = peer in self.behaviour.table
+        self.behaviour.on_closed(peer, going_away=going_away, silent=silent, now=self._clock())
         if going_away and in_table:
             log.debug("kad peer %s left (announced shutdown): dropped from the table", peer)
-        if check is not None:
-            self._start(peer, partial(self._check, check), f"check of {peer} after disconnect")
+        self._pump()
         self._activity.set()
 
-    def verify(self, contact: Contact, admit: Callable[[], None]) -> None:
-        """``contact`` says it serves kad: ask it once (on the connection it
-        came on) and ``admit`` it only if it answers."""
-        self._start(contact.peer_id, partial(self._verify, contact, admit), f"kad check of {contact.peer_id}")
+    # -- checks ----------------------------------------------------------------------
 
-    def table_check(self, ping: PingNeeded) -> None:
-        """A full bucket wants to know whether its oldest entry lives."""
-        self._start(ping.contact.peer_id, partial(self._check_oldest, ping), f"liveness check of {ping.contact.peer_id}")
+    def carry_out(self, check: Check) -> None:
+        """Start the job that answers ``check`` (``on_check_result``)."""
+        if isinstance(check, VerifyPeer):
+            peer = check.contact.peer_id
+            self._start(peer, partial(self._verify, check.contact), f"kad check of {peer}")
+        elif isinstance(check, CheckPeer):
+            peer = check.contact.peer_id
+            self._start(peer, partial(self._check, check.contact), f"check of {peer} after disconnect")
+        elif isinstance(check, ProbeConnection):
+            self._start(check.peer, partial(self._probe, check.peer), f"probe of {check.peer}")
+        else:
+            peer = check.contact.peer_id
+            self._start(peer, partial(self._check_oldest, check.contact), f"liveness check of {peer}")
 
-    # -- jobs ----------------------------------------------------------------------
-
-    def _start(self, peer: PeerId, job: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
-        if peer in self._checking:
-            return
-        self._checking.add(peer)
-
+    def _start(self, peer: PeerId, job: Callable[[], Coroutine[Any, Any, bool]], what: str) -> None:
         async def run() -> None:
+            reported = False
             try:
-                await job()
+                alive = await job()
+                now = self._clock()
+                seen = self._seen(peer) if alive else None
+                self.behaviour.on_check_result(peer, alive, now, seen=seen)
+                reported = True
+                self._pump()
             finally:
-                self._checking.discard(peer)
+                if not reported:
+                    # Cancelled (the service closes) or broken: forget the
+                    # check so that a later one may run.
+                    self.behaviour.forget_check(peer)
                 self._activity.set()
 
         self._spawn(run, what)
@@ -119,22 +141,18 @@ class HealthMonitor:
     @property
     def pending(self) -> int:
         """Checks and admissions under way."""
-        return len(self._checking)
+        return len(self.behaviour.checking)
 
-    async def _verify(self, contact: Contact, admit: Callable[[], None]) -> None:
+    async def _verify(self, contact: Contact) -> bool:
         # Not behind the background semaphore: one request on a connection
         # the peer just opened, and the table fills as fast as peers arrive.
-        alive = await self._answers(contact)
-        if alive:
-            admit()
+        return await self._answers(contact)
 
-    async def _check(self, check: CheckPeer) -> None:
+    async def _check(self, contact: Contact) -> bool:
         async with self._background:
-            alive = await self._answers(check.contact)
-        self.policy.on_check_result(check.contact.peer_id, alive, self._clock())
+            return await self._answers(contact)
 
-    async def _probe(self, probe: ProbeConnection) -> None:
-        peer = probe.peer
+    async def _probe(self, peer: PeerId) -> bool:
         # A ping is one round trip on a kept stream; twice the request
         # timeout leaves room for a peer that is merely busy.
         timeout = 2 * self.rpc.rtt.timeout(peer, connected=True)
@@ -150,14 +168,12 @@ class HealthMonitor:
         if not alive:
             log.debug("kad peer %s stopped answering on a live connection: dropped", peer)
             self.host.disconnect(peer)
-        self.policy.on_check_result(peer, alive, self._clock())
+        return alive
 
-    async def _check_oldest(self, ping: PingNeeded) -> None:
-        peer = ping.contact.peer_id
+    async def _check_oldest(self, contact: Contact) -> bool:
         # An open connection proves liveness for free (a dead peer on a
         # stale connection is caught by the probe after its first timeout).
-        alive = peer in self.host.peers()
-        if not alive:
-            async with self._background:
-                alive = await self._answers(ping.contact)
-        self.policy.table.on_ping_result(peer, alive, self._clock())
+        if contact.peer_id in self.host.peers():
+            return True
+        async with self._background:
+            return await self._answers(contact)

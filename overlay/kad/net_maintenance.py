@@ -1,11 +1,11 @@
-"""Bootstrap, re-bootstrap, bucket refresh and the maintenance timer of
-``KadService``.
+"""Bootstrap, bucket refresh and the maintenance timer of ``KadService``.
 
 One timer serves the whole service: it sleeps until the earliest of the
-routing table's refresh deadline, the republisher's next job and a due
-re-bootstrap (or until something wakes it), then expires records, starts
-the refreshes and republish jobs that are due, and bootstraps again when
-the table is empty.
+behaviour's deadline (bucket checks, refreshes, a due re-bootstrap), the
+republisher's next job and ``max_timer_delay`` (or until something wakes
+it), then expires records, lets the behaviour (``overlay.kad.behaviour``)
+decide what is due and starts the republish jobs.  Whether and when to
+bootstrap again is the behaviour's decision; this module runs the lookups.
 
 Split out of ``overlay.kad.service``; the service keeps its public methods
 (``bootstrap``, ``refresh_buckets``, ``wake_timer``) and attributes
@@ -18,15 +18,10 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 
 from overlay.identity import PeerId
-from overlay.kad.bootstrap_report import (
-    BootstrapReport,
-    bootstrap_contacts,
-    bootstrap_report,
-    bootstrap_retry_delay,
-)
+from overlay.kad.behaviour import KadBehaviour
+from overlay.kad.bootstrap_report import BootstrapReport, bootstrap_contacts, bootstrap_report
 from overlay.kad.keyspace import random_peer_id_in_bucket
 from overlay.kad.lookup import LookupKind, LookupResult
 from overlay.kad.net_health import Spawn
@@ -49,11 +44,12 @@ class KadMaintenance:
         self,
         config: KadServiceConfig,
         peer_id: PeerId,
-        table: RoutingTable,
+        behaviour: KadBehaviour,
         republisher: Republisher,
         values: KadValues,
         *,
         lookup: Lookup,
+        pump: Callable[[], None],
         rng: random.Random,
         clock: Callable[[], float],
         wall: Callable[[], float],
@@ -62,14 +58,17 @@ class KadMaintenance:
         closing: Callable[[], bool],
         log: logging.Logger,
     ) -> None:
-        """``log`` is the service's logger: bootstrap reports keep its name."""
+        """``log`` is the service's logger: bootstrap reports keep its name;
+        ``pump`` carries out whatever the behaviour decided."""
         self.config = config
         self.peer_id = peer_id
-        self.local_key = table.local_key
-        self.table = table
+        self.behaviour = behaviour
+        self.table: RoutingTable = behaviour.table
+        self.local_key = self.table.local_key
         self.republisher = republisher
         self._values = values
         self._lookup = lookup
+        self._pump = pump
         self._rng = rng
         self._clock = clock
         self._wall = wall
@@ -82,11 +81,7 @@ class KadMaintenance:
         self.last_bootstrap: BootstrapReport | None = None
         """What the latest bootstrap reached, and why not (see its ``summary``)."""
         self._refreshing = False
-        self._bootstrapping = False
         self._bootstrap_attempts = 0
-        self._bootstrap_failures = 0
-        self._rebootstrap_at: float | None = None
-        """When the next bootstrap is due while the table stays empty."""
 
     # -- bootstrap and refresh -----------------------------------------------------
 
@@ -95,6 +90,7 @@ class KadMaintenance:
         outcomes: dict[PeerId, BaseException | None] = {}
         started = self._clock()
         queried: tuple[PeerId, ...] = ()
+        self.behaviour.start_bootstrap()
         try:
             result = await self._lookup(
                 LookupKind.FIND_NODE,
@@ -112,34 +108,20 @@ class KadMaintenance:
             # The first attempt speaks up; retries while alone stay quieter.
             self.last_bootstrap.log(self._log, loud=self._bootstrap_attempts == 0)
             self._bootstrap_attempts += 1
-            self._schedule_rebootstrap()
+            # The behaviour decides when to retry if the table stays empty.
+            self.behaviour.on_bootstrap_finished(self._clock())
+            self._wake.set()
         if self.config.refresh_on_bootstrap:
             await self.refresh_buckets()
         self.bootstrapped.set()
         return result
 
-    def _schedule_rebootstrap(self) -> None:
-        # A bootstrap peer that was busy or still starting must not leave
-        # us alone for the whole maintenance period: retry soon, backing off.
-        if len(self.table) or not self.config.bootstrap:
-            self._bootstrap_failures = 0
-            self._rebootstrap_at = None
-            return
-        self._bootstrap_failures += 1
-        delay = bootstrap_retry_delay(self._bootstrap_failures, self.config.max_timer_delay, self._rng)
-        self._rebootstrap_at = self._clock() + delay
-        self._wake.set()
-
     async def bootstrap_in_background(self) -> None:
-        if self._bootstrapping:
-            return
-        self._bootstrapping = True
+        """A bootstrap the behaviour asked for (``StartBootstrap``)."""
         try:
             await self.bootstrap()
         except NoPeersKnown:
             pass  # logged by bootstrap()
-        finally:
-            self._bootstrapping = False
 
     async def refresh_buckets(self) -> int:
         if self._refreshing:
@@ -166,14 +148,12 @@ class KadMaintenance:
 
     def next_delay(self) -> float:
         delays = [self.config.max_timer_delay]
-        table_due = self.table.next_deadline()
-        if table_due is not None:
-            delays.append(table_due - self._clock())
+        due = self.behaviour.next_deadline()
+        if due is not None:
+            delays.append(due - self._clock())
         republish_due = self.republisher.next_deadline()
         if republish_due is not None:
             delays.append(republish_due - self._wall())
-        if self._rebootstrap_at is not None and not len(self.table):
-            delays.append(self._rebootstrap_at - self._clock())
         return max(0.0, min(delays))
 
     async def timer_loop(self) -> None:
@@ -189,14 +169,7 @@ class KadMaintenance:
 
     def on_timer(self) -> None:
         wall = self._wall()
-        due = self._rebootstrap_at is None or self._clock() >= self._rebootstrap_at
-        if not len(self.table) and self.config.bootstrap and due:
-            # Everyone we knew is gone (or the bootstrap peers were down at
-            # start): try the configured peers again.
-            self._rebootstrap_at = None  # the attempt reschedules when it ends
-            self._spawn(self.bootstrap_in_background, "kad re-bootstrap")
         self._values.expire(wall)
-        refresh = self.table.on_timer(self._clock())
-        if refresh:
-            self._spawn(partial(self.refresh_buckets_for, [r.target for r in refresh]), "kad bucket refresh")
+        self.behaviour.on_timer(self._clock())
+        self._pump()
         self._values.start_due(wall)

@@ -16,10 +16,13 @@ Decisions the pure core leaves to the driver:
   lookup candidates and nothing more.
 - Request timeouts come from measured round trips (``overlay.kad.rtt``):
   a peer that stopped answering costs a lookup a fraction of a second.
-- Who leaves the table is ``overlay.kad.policy``'s decision, carried out by
-  ``net_health``: a failed request evicts at once (a timeout on a live
-  connection first gets one ping), a peer that announced its shutdown
-  leaves at once, a connection that merely closed is checked.
+- Who enters and leaves the table, which checks run and when to bootstrap
+  again is the pure ``overlay.kad.behaviour``'s decision (the simulator
+  drives the same class); this service reports events to it and carries
+  out its actions (``_pump``), the checks through ``net_health``: a failed
+  request evicts at once (a timeout on a live connection first gets one
+  ping), a peer that announced its shutdown leaves at once, a connection
+  that merely closed is checked.
 - The closest peers of a record key are found with a GET_VALUE lookup,
   since some implementations refuse FIND_NODE for keys that are no peer ID.
 - Requests use one stream each; inbound streams may carry many requests
@@ -44,6 +47,7 @@ from overlay.host.events import HostListener
 from overlay.host.identify import IdentifyInfo
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
+from overlay.kad.behaviour import BehaviourConfig, KadBehaviour, RefreshBuckets, StartBootstrap
 from overlay.kad.bootstrap_report import BootstrapReport
 from overlay.kad.handler import KadServer, PeerSource, handle_request
 from overlay.kad.keyspace import Contact, peer_key
@@ -124,9 +128,16 @@ class KadService:
         self._rpc = KadRpc(host, cfg, self.stats, clock)
         self.rtt = self._rpc.rtt
         """Round-trip estimates behind every request timeout."""
-        self.policy = NodePolicy(self.table)
+        self.behaviour = KadBehaviour(
+            self.table, self._rng,
+            BehaviourConfig(rebootstrap=bool(cfg.bootstrap), max_retry_delay=cfg.max_timer_delay),
+            rtt=self.rtt,
+        )
+        """Routing policy, checks and re-bootstrap decisions (pure)."""
+        self.policy: NodePolicy = self.behaviour.policy
         self._health = HealthMonitor(
-            host, self.policy, self._rpc, clock, self._spawn, self._background, self.activity
+            host, self.behaviour, self._rpc, clock, self._spawn, self._background, self.activity,
+            pump=self._pump, seen=self._server_contact,
         )
         self.limit_hits = LimitHits()
         """Inbound limits hit, by cause (``overlay stats``)."""
@@ -146,8 +157,8 @@ class KadService:
             background=self._background, spawn=self._spawn, require_running=self._require_running,
         )
         self._maintenance = KadMaintenance(
-            cfg, self.peer_id, self.table, self.republisher, self._values,
-            lookup=self._lookup, rng=self._rng, clock=clock, wall=self._wall, wake=self._wake,
+            cfg, self.peer_id, self.behaviour, self.republisher, self._values,
+            lookup=self._lookup, pump=self._pump, rng=self._rng, clock=clock, wall=self._wall, wake=self._wake,
             spawn=self._spawn, closing=lambda: self._closing, log=log,
         )
 
@@ -210,6 +221,7 @@ class KadService:
         # a bug in a policy): the loop restarts after back-off.
         self._spawn(self._maintenance.timer_loop, "kad maintenance timer", restart=RestartPolicy())
         if self.config.bootstrap:
+            self.behaviour.start_bootstrap()
             self._spawn(self._maintenance.bootstrap_in_background, "kad bootstrap")
         return self
 
@@ -272,21 +284,36 @@ class KadService:
         address = getattr(conn, "remote_address", None) if conn is not None else None
         return address[0] if address is not None else None
 
-    def _add_server(self, peer: PeerId, fallback: Iterable[bytes] = ()) -> None:
-        """``peer`` answered us: admit it, grouped by its observed address."""
+    def _server_contact(self, peer: PeerId, fallback: Iterable[bytes] = ()) -> Contact:
+        """``peer`` as the table keeps it: grouped by its observed address."""
         groups = observed_groups(self._observed_ip(peer), exempt_local=self._exempt_local())
-        contact = Contact(peer, peer_key(peer), self._contact_addrs(peer, fallback), groups)
-        result = self.table.add(contact, self._clock())
-        if result.ping is not None:
-            self._health.table_check(result.ping)
-            self._wake.set()
+        return Contact(peer, peer_key(peer), self._contact_addrs(peer, fallback), groups)
+
+    def _add_server(self, peer: PeerId, fallback: Iterable[bytes] = ()) -> None:
+        """``peer`` answered one of our lookups: admit it."""
+        self.behaviour.on_answered(self._server_contact(peer, fallback), self._clock())
+        self._pump()
+
+    def _pump(self) -> None:
+        """Carry out what the behaviour decided."""
+        if self._closing:
+            return
+        actions = self.behaviour.poll(self._clock())
+        for action in actions:
+            if isinstance(action, StartBootstrap):
+                self._spawn(self._maintenance.bootstrap_in_background, "kad re-bootstrap")
+            elif isinstance(action, RefreshBuckets):
+                targets = list(action.targets)
+                self._spawn(partial(self._maintenance.refresh_buckets_for, targets), "kad bucket refresh")
+            else:
+                self._health.carry_out(action)
+        if actions:
+            self._wake.set()  # a bucket check brings the timer's deadline nearer
 
     def _verify_server(self, peer: PeerId) -> None:
         """Identify says ``peer`` serves kad: it enters once it answers."""
-        if peer in self.table:
-            self._add_server(peer)  # it answered before: seen alive again
-            return
-        self._health.verify(Contact.of(peer), partial(self._add_server, peer))
+        self.behaviour.on_identified(self._server_contact(peer), is_server=True, now=self._clock())
+        self._pump()
 
     def _on_identified(self, peer: PeerId, info: IdentifyInfo) -> None:
         if self._closing or not info.has_protocols:
@@ -294,8 +321,7 @@ class KadService:
         if self.protocol in info.protocols:
             self._verify_server(peer)
         else:
-            # A client (or a server that stopped serving) is never handed out.
-            self.table.add(Contact.of(peer), self._clock(), is_server=False)
+            self.behaviour.on_identified(Contact.of(peer), is_server=False, now=self._clock())
         self.activity.set()
 
     def _on_connected(self, peer: PeerId, conn: Connection) -> None:
@@ -395,7 +421,7 @@ class KadService:
         """The closer peers of ``answer`` worth asking: not us, and not a
         peer that recently failed us (others may still name it)."""
         contacts = [info.contact() for info in answer.closer_peers if info.peer_id != self.peer_id]
-        return self.policy.worth_asking(contacts, self._clock())
+        return self.behaviour.worth_asking(contacts, self._clock())
 
     # -- lookups (``net_public_lookup``) ------------------------------------------
 
