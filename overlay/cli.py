@@ -47,6 +47,7 @@ from overlay.cli_relay import add_relay_parser
 from overlay.cli_stats import add_stats_parser
 from overlay.cli_rendezvous import add_rendezvous_parser
 from overlay.cli_serve import add_serve_parser
+from overlay.cli_vip import add_vip_parser
 from overlay.daemon.errors import ApiError, DaemonNotRunning
 from overlay.daemon.home import Home, resolve_home
 from overlay.errors import OverlayError
@@ -86,6 +87,7 @@ COMMAND_GROUPS: list[AddParser] = [
     add_nat_parser,
     add_relay_parser,
     add_holepunch_parser,
+    add_vip_parser,
     add_stats_parser,
     add_rendezvous_parser,
     add_serve_parser,

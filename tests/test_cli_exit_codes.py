@@ -84,6 +84,7 @@ CASES: list[tuple[str, list[str], int]] = [
     ("nat", ["nat", "--classic", "nohost"], 2),
     ("relay status", ["relay", "status", "extra"], 2),
     ("holepunch status", ["holepunch", "status", "extra"], 2),
+    ("vip status", ["vip", "status", "extra"], 2),
     ("stats", ["stats", "extra"], 2),
     ("daemon", ["daemon", "--relay", "garbage"], 2),
     ("daemon", ["daemon", "--proxy", "garbage"], 2),
@@ -149,6 +150,7 @@ CASES: list[tuple[str, list[str], int]] = [
     ("relay status", ["relay", "status"], 0),
     ("holepunch status", ["holepunch", "status"], 0),
     ("holepunch status", ["holepunch", "status", "--json"], 0),
+    ("vip status", ["vip", "status"], 0),  # no --tun: says it is off
     ("stats", ["stats"], 0),
     ("stats", ["stats", "--json"], 0),
     ("rendezvous register", ["rendezvous", "register", "exit-codes"], 0),
@@ -188,6 +190,7 @@ NO_DAEMON: list[tuple[str, list[str]]] = [
     ("nat", ["nat"]),
     ("relay status", ["relay", "status"]),
     ("holepunch status", ["holepunch", "status"]),
+    ("vip status", ["vip", "status"]),
     ("stats", ["stats"]),
     ("rendezvous register", ["rendezvous", "register", "x"]),
     ("rendezvous unregister", ["rendezvous", "unregister", "x"]),
@@ -202,7 +205,7 @@ NO_DAEMON: list[tuple[str, list[str]]] = [
 # Commands that run without a daemon or cannot fail with "not found".
 LOCAL = {"init", "daemon", "demo", "sim", "completion", "config show", "config set"}
 NO_NOT_FOUND = {"id", "peers", "status", "nat", "relay status", "holepunch status", "stats", "stop", "serve",
-                "rendezvous register",
+                "rendezvous register", "vip status",
                 "rendezvous unregister", "dht put", "dht provide", "dht table", "name register",
                 "name update", "name transfer", "name release", "name list"}
 
