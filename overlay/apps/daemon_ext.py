@@ -25,7 +25,7 @@ from overlay.apps.connector import Connector, NameLookup
 from overlay.apps.exit_client import ExitDialer, check_exit_choice
 from overlay.apps.exit_policy import ExitConfig, parse_exit_table
 from overlay.apps.exit_proto import EXIT_PROTOCOL, exit_provider_key
-from overlay.apps.exit_server import ExitServer
+from overlay.apps.exit_server import ExitServer, Resolve, system_resolve
 from overlay.apps.exposer import Exposer
 from overlay.apps.forward import Forward, Forwards
 from overlay.apps.forward_store import (
@@ -107,14 +107,18 @@ class AppsExtension:
 
     def __init__(self, services: Mapping[str, Any] | None = None,
                  proxy: tuple[str, int] | None = None, *, persist: bool = True,
-                 exit: ExitConfig | None = None, exit_via: str | None = None) -> None:
+                 exit: ExitConfig | None = None, exit_via: str | None = None,
+                 exit_resolve: Resolve = system_resolve) -> None:
         """``exit`` (serve as an exit) and ``exit_via`` (``off``, ``auto``,
         a name or a peer ID: where the proxy sends hosts outside the zone)
-        default to the daemon config's ``[exit]`` table and ``exit_via``."""
+        default to the daemon config's ``[exit]`` table and ``exit_via``.
+        ``exit_resolve`` is the exit's resolver (tests give a hosts mapping,
+        so a browser test needs no DNS)."""
         self.initial = parse_services(services or {})
         self.proxy = proxy
         self.exit = exit
         self.exit_via = None if exit_via is None else check_exit_choice(exit_via)
+        self._exit_resolve = exit_resolve
         self.exit_server: ExitServer | None = None
         """Serving ``/ovl/exit/1.0.0`` (``overlay stats`` shows it)."""
         self.exit_dialer: ExitDialer | None = None
@@ -178,7 +182,7 @@ class AppsExtension:
             host.set_stream_handler(SERVICE_PROTOCOL, exposer.handle)
             stack.callback(host.remove_stream_handler, SERVICE_PROTOCOL)
             if exit_config.enabled:
-                server = ExitServer(exit_config, self._name_peers)
+                server = ExitServer(exit_config, self._name_peers, self._exit_resolve)
                 host.set_stream_handler(EXIT_PROTOCOL, server.handle)
                 stack.callback(host.remove_stream_handler, EXIT_PROTOCOL)
                 self.exit_server = server
