@@ -11,6 +11,7 @@ from typing import Any
 from overlay.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_USAGE,
     Parents,
     UsageError,
     add_command,
@@ -275,17 +276,23 @@ def add_core_parsers(sub: Any, parents: Parents) -> None:
                                 "each other's and open streams.  It uses a lighter proof "
                                 "of work and a smaller quorum than a daemon so it finishes "
                                 "quickly, and says so.  With --nodes N it runs the plain "
-                                "connect/ping/identify demo instead.",
+                                "connect/ping/identify demo instead.  With --nat (root) it "
+                                "runs real daemons in network namespaces, ten peers behind "
+                                "NATs of several kinds, and prints which pairs went direct.",
                     examples=["overlay demo", "overlay demo --peers 4 --json",
-                              "overlay demo --nodes 3"])
+                              "overlay demo --nodes 3", "sudo overlay demo --nat"])
     p.add_argument("--peers", type=bounded_int(2, 32), default=10,
                    help="peers besides the introduction node, 2 to 32 (default 10)")
     p.add_argument("--pow-bits", type=bounded_int(0, 24), default=16,
                    help="proof-of-work difficulty of the demo network, 0 to 24 (default 16)")
     p.add_argument("--nodes", type=bounded_int(2, 16), default=None,
                    help="instead: N nodes connect, ping and identify each other (2 to 16)")
+    p.add_argument("--nat", action="store_true",
+                   help="instead: the seed demo in network namespaces, peers behind NATs of "
+                        "several kinds with delay, hole punching and virtual IPs (root)")
     p.add_argument("--timeout", type=bounded_float(1, 3600), default=None,
-                   help="overall limit, 1 to 3600 seconds (default 120; 60 with --nodes)")
+                   help="overall limit, 1 to 3600 seconds (default 120; 60 with --nodes, "
+                        "240 with --nat)")
 
 
 # -- commands ---------------------------------------------------------------
@@ -426,11 +433,30 @@ def _demo_note(pow_bits: int) -> str:
             f"(a daemon asks for {quorum})")
 
 
+def _demo_nat(ns: argparse.Namespace) -> int:
+    """`overlay demo --nat`: without root or the lab's tools, one line and
+    exit 2; otherwise the demo's verdict."""
+    from overlay.demo_nat import DEFAULT_TIMEOUT, missing_requirement, run_nat_demo
+
+    if ns.nodes is not None or ns.peers != 10 or ns.pow_bits != 16:
+        raise UsageError("--nat runs its own ten peers with daemon settings; --nodes, "
+                         "--peers and --pow-bits do not apply")
+    missing = missing_requirement()
+    if missing is not None:
+        print(missing, file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    ok = run_nat_demo(sys.stdout, as_json=ns.json, timeout=ns.timeout or DEFAULT_TIMEOUT,
+                      progress=lambda line: print(line, file=sys.stderr, flush=True))
+    return EXIT_OK if ok else EXIT_FAILED
+
+
 def _cmd_demo(ns: argparse.Namespace, home: Home) -> int:
     from overlay.daemon.run import event_loop_factory
     from overlay.demo import run_demo
 
     setup_logging(ns.log_level)
+    if ns.nat:
+        return _demo_nat(ns)
     if ns.nodes is None:
         from overlay.seed_demo import run_seed_demo
 

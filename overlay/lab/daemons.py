@@ -37,6 +37,7 @@ __all__ = [
     "START_TIMEOUT",
     "Daemon",
     "DaemonFailed",
+    "StartingDaemon",
     "api_call",
     "bare",
     "ip_of",
@@ -45,6 +46,7 @@ __all__ = [
     "overlay_json",
     "poll",
     "poll_json",
+    "spawn_daemon",
     "start_daemon",
     "stop_daemons",
     "udp_port",
@@ -112,6 +114,45 @@ def _prepare_home(home: Path, config: str | None, settings: Mapping[str, Any] | 
         save_config(path, replace(load_config(path), **settings))
 
 
+@dataclass(frozen=True)
+class StartingDaemon:
+    """A daemon spawned by ``spawn_daemon`` that has not printed ``ready``
+    yet: spawn several, then await each, so their start-ups overlap."""
+
+    node: Node
+    home: Path
+    ip: str
+    listen_ip: str | None
+    proc: LabProcess
+    cli_timeout: float
+
+    def ready(self, timeout: float = START_TIMEOUT) -> Daemon:
+        """Wait for its ``ready`` line (``LabError`` with its output if it
+        ends or stays silent); see ``start_daemon`` for ``addr``."""
+        line = self.proc.wait_for_line(
+            lambda text: text.startswith("{") and '"ready"' in text, timeout)
+        ready = json.loads(line)
+        addrs = ready["addrs"]
+        on_ip = [addr for addr in addrs if addr.startswith(f"/ip4/{self.ip}/udp/")]
+        if len(on_ip) != 1 or (self.listen_ip is None and addrs != on_ip):
+            raise DaemonFailed(f"unexpected listen addresses: {ready}\n{self.proc.describe()}")
+        return Daemon(self.node, self.home, ready["peer_id"], on_ip[0], self.proc,
+                      self.cli_timeout)
+
+
+def spawn_daemon(lab: Lab, node: Node, ip: str, *extra: str, name: str | None = None,
+                 listen_ip: str | None = None, config: str | None = None,
+                 settings: Mapping[str, Any] | None = None,
+                 cli_timeout: float = CLI_TIMEOUT) -> StartingDaemon:
+    """Start ``start_daemon``'s command without waiting for ``ready``."""
+    home = lab.workdir / (name or node.name)
+    _prepare_home(home, config, settings)
+    argv = ["daemon", "--home", str(home), "--json", "--listen",
+            f"/ip4/{listen_ip or ip}/udp/0/quic-v1", *extra]
+    proc = lab.popen(node, overlay_argv(argv))
+    return StartingDaemon(node, home, ip, listen_ip, proc, cli_timeout)
+
+
 def start_daemon(lab: Lab, node: Node, ip: str, *extra: str, name: str | None = None,
                  listen_ip: str | None = None, config: str | None = None,
                  settings: Mapping[str, Any] | None = None,
@@ -128,18 +169,8 @@ def start_daemon(lab: Lab, node: Node, ip: str, *extra: str, name: str | None = 
     fields, e.g. ``relay_limits``).  ``addr`` is the one listen address on
     ``ip``; without ``listen_ip`` it must be the only address ``ready``
     lists."""
-    home = lab.workdir / (name or node.name)
-    _prepare_home(home, config, settings)
-    argv = ["daemon", "--home", str(home), "--json", "--listen",
-            f"/ip4/{listen_ip or ip}/udp/0/quic-v1", *extra]
-    proc = lab.popen(node, overlay_argv(argv))
-    line = proc.wait_for_line(lambda text: text.startswith("{") and '"ready"' in text, timeout)
-    ready = json.loads(line)
-    addrs = ready["addrs"]
-    on_ip = [addr for addr in addrs if addr.startswith(f"/ip4/{ip}/udp/")]
-    if len(on_ip) != 1 or (listen_ip is None and addrs != on_ip):
-        raise DaemonFailed(f"unexpected listen addresses: {ready}\n{proc.describe()}")
-    return Daemon(node, home, ready["peer_id"], on_ip[0], proc, cli_timeout)
+    return spawn_daemon(lab, node, ip, *extra, name=name, listen_ip=listen_ip, config=config,
+                        settings=settings, cli_timeout=cli_timeout).ready(timeout)
 
 
 def stop_daemons(*daemons: Daemon) -> list[str]:

@@ -549,6 +549,11 @@ class Lab:
         """``ip -n <namespace> ARGS``; returns stdout."""
         return _run(["ip", "-n", node.namespace, *args])
 
+    def sysctl(self, node: Node, key: str, value: str) -> None:
+        """Write ``/proc/sys/<key>`` (``net/ipv6/conf/default/disable_ipv6``)
+        in ``node``'s namespace."""
+        self._sysctl(node, key, value)
+
     def _sysctl(self, node: Node, key: str, value: str, optional: bool = False) -> None:
         # /proc/sys/net shows the namespace of the process that opens it;
         # plain sh keeps procps out of the requirements.
