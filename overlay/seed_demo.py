@@ -4,7 +4,10 @@ One introduction node and ten peers start on 127.0.0.1, each with its own
 UDP socket and key.  The peers bootstrap their DHT through the
 introduction node.  Two peers register a name each; every peer resolves
 both names over the DHT (no cache) and checks that it got the right peer ID
-and addresses; then it connects straight to the named peer and exchanges a
+and addresses, and that the record gives back the owner's virtual IPs as
+``overlay daemon --tun`` would answer them (the vIPv6 derived from the
+owner's peer ID; the vIPv4 from the resolver's own table; no TUN device is
+opened); then it connects straight to the named peer and exchanges a
 message on a stream.  The report is a table with timings; the demo passes
 only if every step worked, within the overall timeout.
 """
@@ -35,6 +38,9 @@ from overlay.naming.config import NamingConfig
 from overlay.naming.kad_client import KadNameClient, register_name_namespace
 from overlay.naming.resolver import ResolverConfig
 from overlay.naming.service import NameService, NameServiceConfig, Targets
+from overlay.vip import vip6_of
+from overlay.vip.names import record_vips
+from overlay.vip.router import VipRouter
 
 __all__ = ["SeedReport", "NameCheck", "seed_demo_report", "format_seed_report", "run_seed_demo"]
 
@@ -77,10 +83,17 @@ class NameCheck:
     """Connect straight to the named peer, send and receive one message."""
     reply: str | None
     error: str | None
+    vip6: str | None = None
+    """The vIPv6 the name gives back (the DNS front's AAAA with --tun)."""
+    vip6_ok: bool = False
+    """It is the owner's: derived from the owner's peer ID."""
+    vip4: str | None = None
+    """The vIPv4 the resolving peer's table holds for the owner (its A
+    answer with --tun; 100.64.0.1 for its own name)."""
 
     @property
     def ok(self) -> bool:
-        return (self.error is None and self.peer_id_ok and self.addrs_ok
+        return (self.error is None and self.peer_id_ok and self.addrs_ok and self.vip6_ok
                 and self.stream_ms is not None)
 
 
@@ -107,6 +120,8 @@ class _Peer:
     host: Host
     kad: KadService
     names: NameService
+    router: VipRouter
+    """The address table ``--tun`` would use; nothing is routed here."""
 
     @property
     def full_addr(self) -> str:
@@ -145,7 +160,7 @@ async def _start_peer(stack: AsyncExitStack, label: str, naming: NamingConfig,
         await stream.close()
 
     host.set_stream_handler(HELLO_PROTOCOL, hello)
-    return _Peer(label, host, kad, names)
+    return _Peer(label, host, kad, names, VipRouter(host.peer_id))
 
 
 async def _check(src: _Peer, name: str, owner: _Peer) -> NameCheck:
@@ -164,10 +179,20 @@ async def _check(src: _Peer, name: str, owner: _Peer) -> NameCheck:
         if not (peer_ok and addrs_ok):
             return NameCheck(src.label, name, resolve_ms, supporters, peer_ok, addrs_ok,
                              None, None, "wrong target in the record")
+        # The daemon's own path from a record to its vIPs, checked against
+        # the address derived from the owner's peer ID.
+        vips = record_vips(src.router, found.record, time.monotonic())
+        vip6 = None if vips is None else str(vips[2])
+        vip4 = None if vips is None or vips[1] is None else str(vips[1])
+        vip6_ok = vip6 == str(vip6_of(owner.host.peer_id))
+        if not vip6_ok:
+            return NameCheck(src.label, name, resolve_ms, supporters, True, True, None, None,
+                             f"the name gives back vIPv6 {vip6}, not its owner's",
+                             vip6=vip6, vip4=vip4)
         if src is owner:
             # A node does not dial itself; its own name resolving right is the check.
             return NameCheck(src.label, name, resolve_ms, supporters, True, True, 0.0,
-                             _OWN, None)
+                             _OWN, None, vip6=vip6, vip6_ok=True, vip4=vip4)
         target = PeerId.from_bytes(targets[0].peer_id)
         started = time.perf_counter()
         await src.host.connect(f"{Multiaddr(targets[0].addrs[0])}/p2p/{target}")
@@ -178,7 +203,8 @@ async def _check(src: _Peer, name: str, owner: _Peer) -> NameCheck:
         reply = await stream.read(_MAX_MESSAGE)
         stream_ms = _ms(time.perf_counter() - started)
         return NameCheck(src.label, name, resolve_ms, supporters, True, True, stream_ms,
-                         reply.decode(errors="replace"), None)
+                         reply.decode(errors="replace"), None, vip6=vip6, vip6_ok=True,
+                         vip4=vip4)
     except (OverlayError, TimeoutError, OSError) as exc:
         return NameCheck(src.label, name, resolve_ms, supporters, peer_ok, addrs_ok, None, None,
                          _error(exc))
@@ -257,16 +283,25 @@ def format_seed_report(report: SeedReport) -> str:
                          f"stored on {reg.stored} nodes)")
     lines.append("")
     lines.append(f"  {'from':5} {'name':10} {'resolve':>10} {'votes':>5} {'peer id':7} "
-                 f"{'addrs':5} {'stream':>10}  result")
+                 f"{'addrs':5} {'vip6':5} {'vip4':15} {'stream':>10}  result")
     for c in report.checks:
         resolve = f"{c.resolve_ms:.1f} ms" if c.resolve_ms is not None else "-"
         stream = f"{c.stream_ms:.1f} ms" if c.stream_ms is not None else "-"
         if c.reply == _OWN:
             stream = "own name"
         result = "ok" if c.ok else (c.error or "failed")
+        vip6 = "ok" if c.vip6_ok else ("-" if c.vip6 is None else "WRONG")
         lines.append(f"  {c.src:5} {c.name:10} {resolve:>10} {c.supporters:>5} "
                      f"{'ok' if c.peer_id_ok else 'WRONG':7} {'ok' if c.addrs_ok else 'WRONG':5} "
-                     f"{stream:>10}  {result}")
+                     f"{vip6:5} {c.vip4 or '-':15} {stream:>10}  {result}")
+    lines.append("")
+    for name in dict.fromkeys(c.name for c in report.checks):
+        given = {c.vip6 for c in report.checks if c.name == name and c.vip6_ok}
+        owners = [r.owner for r in report.registrations if r.name == name]
+        if len(given) == 1:
+            lines.append(f"{name} gives back {owners[0] if owners else 'its owner'}'s vIPv6 "
+                         f"{given.pop()} on every peer (from its peer ID; the vIPv4 is each "
+                         "peer's own, 100.64.0.0/10)")
     lines.append("")
     times = [c.resolve_ms for c in report.checks if c.resolve_ms is not None]
     streams = [c.stream_ms for c in report.checks if c.stream_ms and c.reply != _OWN]

@@ -24,28 +24,17 @@ from multiaddr import Multiaddr
 from overlay.daemon.api import ApiCall
 from overlay.identity import PeerId
 from overlay.naming.record import NameRecord
-from overlay.errors import DecodeError
 from overlay.statefile import Snapshot, StateWriter
 from overlay.vip.addressing import Ipv4Allocator, vip6_of
+from overlay.vip.names import record_vips, target_peer
 from overlay.vip.persist import TABLE_FILE, TABLE_FORMAT, TABLE_VERSION, load_table, table_body
 from overlay.vip.router import VipRouter
 from overlay.vip.service import FindPeer, VipService
 from overlay.vip.tun import TunDevice
 
-__all__ = ["VipExtension", "Device", "DeviceFactory"]
+__all__ = ["VipExtension", "Device", "DeviceFactory", "target_peer"]
 
 log = logging.getLogger(__name__)
-
-
-def target_peer(record: NameRecord) -> PeerId | None:
-    """The peer a name's virtual addresses stand for: the first peer the
-    record names (None if it names none, or an unreadable one)."""
-    for target in record.peers:
-        try:
-            return PeerId.from_bytes(target.peer_id)
-        except DecodeError:
-            continue
-    return None
 
 
 class Device(Protocol):
@@ -155,18 +144,20 @@ class VipExtension:
 
     def _vips(self, record: NameRecord) -> tuple[bytes | None, bytes | None]:
         service = self.service
-        peer = target_peer(record)
-        if service is None or peer is None:
+        found = None if service is None else record_vips(service.router, record,
+                                                         time.monotonic())
+        if found is None:
             return None, None
-        v4, v6 = service.router.addresses_of(peer, time.monotonic())
+        _, v4, v6 = found
         return (None if v4 is None else v4.packed), v6.packed
 
     def _fields(self, record: NameRecord) -> Mapping[str, Any]:
         service = self.service
-        peer = target_peer(record)
-        if service is None or peer is None:
+        found = None if service is None else record_vips(service.router, record,
+                                                         time.monotonic())
+        if found is None:
             return {"vip4": None, "vip6": None}
-        v4, v6 = service.router.addresses_of(peer, time.monotonic())
+        _, v4, v6 = found
         return {"vip4": None if v4 is None else str(v4), "vip6": str(v6)}
 
     async def _status(self, call: ApiCall) -> Mapping[str, Any]:
