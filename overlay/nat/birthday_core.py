@@ -104,6 +104,10 @@ class BirthdayConfig:
     peer IDs cost nothing, so this is what bounds the packets an address
     can be sent."""
     session_window: float = 600.0
+    plain_dial: bool = True
+    """The hard side also dials the easy side's endpoint from its listening
+    socket, beside the spray: enough when the easy side's NAT does not
+    filter by port (no NAT, full or restricted cone)."""
     allow_private: bool = False
     """Lab flag: documentation-range and loopback addresses count as public."""
 

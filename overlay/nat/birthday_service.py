@@ -34,7 +34,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from multiaddr import Multiaddr
 
-from overlay.errors import InvalidMultiaddr, LimitExceeded, OverlayError, TransportError
+from overlay.errors import (
+    InvalidMultiaddr,
+    LimitExceeded,
+    OverlayError,
+    ProtocolNotSupported,
+    TransportError,
+)
 from overlay.host.addrs import is_ipv6, is_loopback
 from overlay.host.events import HostListener
 from overlay.host.stream import NegotiatedStream
@@ -156,7 +162,7 @@ class BirthdayService:
         self.counters: dict[str, int] = {
             "sessions": 0, "direct": 0, "failed": 0, "refused": 0, "not_needed": 0,
             "probes_sent": 0, "sockets_opened": 0, "refused_rate": 0,
-            "endpoints_released": 0,
+            "endpoints_released": 0, "knocks": 0,
         }
         self.last_ready: tuple[tuple[int, int], ...] | None = None
         """The port ranges our latest READY predicted (hard side)."""
@@ -203,33 +209,42 @@ class BirthdayService:
 
     # -- entry points --------------------------------------------------------------
 
-    async def try_upgrade(self, relayed: Connection) -> tuple[bool, str] | None:
+    async def try_upgrade(self, relayed: Connection,
+                          decided: Callable[[bool], None] | None = None,
+                          ) -> tuple[bool, str] | None:
         """Run the protocol as the opener on ``relayed``.  None: not for
         this peer (it does not speak it, or no side is symmetric: DCUtR's
-        turn); else whether a direct connection came, and how or why not."""
+        turn); else whether a direct connection came, and how or why not.
+
+        ``decided(True)`` is called as soon as the HELLOs say this exchange
+        takes over (one side symmetric, or both), ``decided(False)`` when
+        it will return None: DCUtR runs beside HELLO and waits only for
+        that."""
         peer = relayed.remote_peer
+        tell = decided or (lambda _: None)
         if relayed.path != RELAYED:
+            tell(False)
             return None
-        if not self._host.peerstore.protocols(peer):
-            try:
-                async with asyncio.timeout(self.config.message_timeout):
-                    await self._host.identify_service.identify_connection(relayed)
-            except (OverlayError, TimeoutError) as exc:
-                log.debug("identify of %s before birthday punching: %r", peer, exc)
-        if not self._host.peerstore.supports(peer, PROTOCOL):
+        known = self._host.peerstore.protocols(peer)
+        if known and not self._host.peerstore.supports(peer, PROTOCOL):
+            tell(False)
             return None
         try:
-            stream = await self._host.open_stream_on(relayed, [PROTOCOL])
+            # Lazily, without waiting for identify: HELLO rides with the
+            # negotiation, and a peer without the protocol refuses it at
+            # our first read (ProtocolNotSupported: not for this peer).
+            stream = await self._host.open_stream_on(relayed, [PROTOCOL], lazy=True)
         except OverlayError as exc:
             log.debug("birthday stream to %s: %r", peer, exc)
+            tell(False)
             return None
-        return await self._session(stream, relayed)
+        return await self._session(stream, relayed, tell)
 
     async def _handle(self, stream: NegotiatedStream) -> None:
         if stream.conn.path != RELAYED:
             stream.reset()
             return
-        await self._session(stream, stream.conn)
+        await self._session(stream, stream.conn, lambda _: None)
 
     # -- one session ---------------------------------------------------------------
 
@@ -239,12 +254,13 @@ class BirthdayService:
                 return ip, port
         return None
 
-    async def _session(self, stream: NegotiatedStream,
-                       relayed: Connection) -> tuple[bool, str] | None:
+    async def _session(self, stream: NegotiatedStream, relayed: Connection,
+                       decided: Callable[[bool], None]) -> tuple[bool, str] | None:
         peer = stream.remote_peer
         started = time.monotonic()
         if peer in self._sessions or not self._limiter.allow_session(peer, started):
             self.counters["refused_rate"] += 1
+            decided(False)
             await self._send_quietly(stream, Refuse("busy or over the session limit"))
             stream.reset()
             return None
@@ -252,7 +268,15 @@ class BirthdayService:
         self._sessions[peer] = inbox
         self.counters["sessions"] += 1
         try:
-            return await self._run(stream, relayed, inbox, started)
+            return await self._run(stream, relayed, inbox, started, decided)
+        except ProtocolNotSupported:
+            # The peer does not speak it (a lazy open learns that here).
+            self.counters["sessions"] -= 1
+            decided(False)
+            return None
+        except asyncio.CancelledError:
+            stream.reset()
+            raise
         except (OverlayError, OSError) as exc:
             reason = f"the birthday stream failed: {exc}"
             self._record(BirthdayOutcome(str(peer), "-", False, reason, 0,
@@ -273,7 +297,8 @@ class BirthdayService:
             pass  # the peer is gone: nothing to tell it
 
     async def _run(self, stream: NegotiatedStream, relayed: Connection,
-                   inbox: asyncio.Queue[object], started: float) -> tuple[bool, str] | None:
+                   inbox: asyncio.Queue[object], started: float,
+                   decided: Callable[[bool], None]) -> tuple[bool, str] | None:
         peer = stream.remote_peer
         cfg = self.config
         ours = self._kind()
@@ -289,6 +314,8 @@ class BirthdayService:
             return time.monotonic() - started
 
         order: list[tuple[int, ...]] = []
+        dialled: list[Connection] = []
+        """The hard side's plain dial from its listening socket won."""
 
         def ended(role: str, ok: bool, how: str, packets: int = 0,
                   won: int | None = None) -> tuple[bool, str]:
@@ -299,9 +326,11 @@ class BirthdayService:
             return ok, how
 
         if not isinstance(theirs, Hello):
+            decided(False)  # nothing agreed: DCUtR may still work
             why = theirs.reason if isinstance(theirs, Refuse) else "the peer sent no HELLO"
             return ended("-", False, f"the peer refused: {why}")
         verdict = decide(ours, theirs.kind)
+        decided(not isinstance(verdict, NotNeeded))
         if isinstance(verdict, NotNeeded):
             self.counters["not_needed"] += 1
             self.activity.set()
@@ -327,9 +356,10 @@ class BirthdayService:
             reader = tg.create_task(self._reader(stream, inbox))
             try:
                 if verdict is Role.EASY:
-                    result = await self._easy(target[0], inbox, theirs.nonce, order)
+                    result = await self._easy(target, inbox, theirs.nonce, order)
                 else:
-                    result = await self._hard(stream, peer, target, inbox, nonce, theirs.nonce)
+                    result = await self._hard(stream, peer, target, inbox, nonce, theirs.nonce,
+                                              dialled)
             finally:
                 reader.cancel()
         won = result.port if isinstance(result, Succeeded) else None
@@ -339,6 +369,8 @@ class BirthdayService:
                 self._host.mark_punched(best)
             how = f"birthday ({verdict.value} side, {result.packets} " \
                   f"{'probes' if verdict is Role.EASY else 'sockets'})"
+            if dialled:
+                how = f"birthday (hard side, dialled directly, {result.packets} sockets)"
             return ended(verdict.value, True, how, result.packets, won)
         return ended(verdict.value, False, result.reason, result.packets)
 
@@ -397,12 +429,24 @@ class BirthdayService:
                 return endpoint
         return None
 
-    async def _easy(self, ip: str, inbox: asyncio.Queue[object], nonce: bytes,
+    async def _easy(self, hard: tuple[str, int], inbox: asyncio.Queue[object], nonce: bytes,
                     order: list[tuple[int, ...]]) -> Succeeded | Failed:
         cfg = self.config
+        ip = hard[0]
         sender = self._sender_for(ip)
         if sender is None:
             return Failed(f"no socket of ours reaches {ip}", 0)
+        # One packet to the hard side's IP at once: a NAT of ours that
+        # filters by address (restricted cone) then lets in the QUIC dial
+        # the hard side makes from its listening socket (``_dial_easy``),
+        # which needs no spray when our NAT does not filter by port.
+        # It is not one of the spray's probes (nor counted as one).
+        knock_port = max(1, hard[1])
+        try:
+            sender.sendto(probe_datagram(nonce, knock_port), (ip, knock_port))
+            self.counters["knocks"] += 1
+        except (OSError, TransportError) as exc:
+            log.debug("knock to %s:%d: %r", ip, knock_port, exc)
         deadline = time.monotonic() + cfg.message_timeout
         ready: Ready | None = None
         while ready is None:
@@ -483,8 +527,50 @@ class BirthdayService:
 
     async def _hard(self, stream: NegotiatedStream, peer: PeerId, easy: tuple[str, int],
                     inbox: asyncio.Queue[object], nonce: bytes,
-                    their_nonce: bytes) -> Succeeded | Failed:
-        """``nonce`` (ours) must be in every probe; openers carry theirs."""
+                    their_nonce: bytes, dialled: list[Connection]) -> Succeeded | Failed:
+        """``nonce`` (ours) must be in every probe; openers carry theirs.
+        Beside the spray, a plain QUIC dial to the easy side's endpoint
+        from our listening socket (``_dial_easy``)."""
+        if not self.config.plain_dial:
+            return await self._spray(stream, peer, easy, inbox, nonce, their_nonce)
+        async with asyncio.TaskGroup() as tg:
+            direct = tg.create_task(self._dial_easy(peer, easy, dialled))
+            try:
+                return await self._spray(stream, peer, easy, inbox, nonce, their_nonce)
+            finally:
+                direct.cancel()
+
+    async def _dial_easy(self, peer: PeerId, easy: tuple[str, int],
+                         dialled: list[Connection]) -> None:
+        """Dial the easy side's public endpoint as the QUIC client.  Our NAT
+        gives this flow a port of its own, which a NAT in front of the easy
+        side lets in unless it filters by port (no NAT, full cone, and a
+        restricted cone once the easy side's first packet went to our IP):
+        one round trip instead of a spray.  Against a port-restricted cone
+        it fails quietly while the spray goes on."""
+        transport = next((t for t in self._host.transports() if t.path == DIRECT), None)
+        if transport is None:
+            return
+        addr = Multiaddr(f"/ip4/{easy[0]}/udp/{easy[1]}/quic-v1")
+        try:
+            async with asyncio.timeout(self.config.dial_timeout):
+                conn = await transport.dial(addr, peer)
+        except (OverlayError, OSError) as exc:  # TimeoutError is an OSError
+            log.debug("birthday: plain dial to %s: %r", addr, exc)
+            return
+        dialled.append(conn)  # before adopt(): its ``opened`` event ends the spray
+        try:
+            self._host.adopt(conn)
+        except LimitExceeded as exc:
+            dialled.remove(conn)
+            conn.close(0, "over the connection limits")
+            log.info("birthday: direct connection to %s refused by the limits: %s", peer, exc)
+            return
+        self._host.mark_punched(conn)
+
+    async def _spray(self, stream: NegotiatedStream, peer: PeerId, easy: tuple[str, int],
+                     inbox: asyncio.Queue[object], nonce: bytes,
+                     their_nonce: bytes) -> Succeeded | Failed:
         public = self._our_public()
         ports = self._observed_ports(public[0] if public else None)
         ports += [p for ip, p in self._public() if public is None or ip == public[0]]

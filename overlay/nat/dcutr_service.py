@@ -123,6 +123,21 @@ class _Session:
         self.task = asyncio.current_task()
         self.inbox: asyncio.Queue[object] = asyncio.Queue()
         """Frames (bytes), EOF (None), read errors, and ``_DIRECT``."""
+        self.unilateral = False
+        """Our unilateral dial produced the direct connection."""
+        self.rtt: float | None = None
+        """The relayed round trip DCUtR measured."""
+
+
+@dataclass(frozen=True, slots=True)
+class _NotOpened:
+    """In a session's inbox: the lazily opened stream failed before any frame."""
+
+    error: OverlayError
+
+
+class _TakenOver(Exception):
+    """Inside ``_drive``: the ``pre_punch`` exchange took over before SYNC."""
 
 
 class DcutrService:
@@ -148,10 +163,12 @@ class DcutrService:
             "refused_rate": 0, "refused_busy": 0, "protocol_errors": 0,
             "punch_packets": 0, "relayed_closed": 0, "birthday": 0,
         }
-        self.pre_punch: Callable[[Connection], Awaitable[tuple[bool, str] | None]] | None = None
-        """Called by the initiator after the unilateral dial, before DCUtR
-        (birthday punching): None lets DCUtR run; (ok, how) ends the
-        session with that outcome."""
+        self.pre_punch: Callable[[Connection, Callable[[bool], None]],
+                                 Awaitable[tuple[bool, str] | None]] | None = None
+        """Run by the initiator beside DCUtR's CONNECT (birthday punching).
+        It calls its second argument once it knows whether it takes over
+        (True: DCUtR stops before SYNC, and what it returns, (ok, how), is
+        the session's outcome; False: DCUtR goes on)."""
         self.activity = asyncio.Event()
         """Set whenever a session ended (``outcomes`` and the counters
         changed) or a replaced relayed connection was closed, so callers can
@@ -311,9 +328,15 @@ class DcutrService:
 
     async def _initiate_session(self, session: _Session, relayed: Connection,
                                 started: float) -> Outcome:
+        """Everything at once, so the CONNECT leaves with the relayed
+        connection's arrival: the unilateral dial (after identify), the
+        ``pre_punch`` exchange (birthday's HELLO) and DCUtR's CONNECT.  The
+        SYNC waits for ``pre_punch``'s decision, which comes back with the
+        CONNECT (one relayed round trip); when it takes over, DCUtR stops
+        before SYNC.  In sequence these cost about four relayed round trips
+        more (identify, two negotiations, HELLO)."""
         peer = session.peer
         cfg = self.config
-
         exchange_from: list[float] = []
 
         def outcome(ok: bool, how: str, attempts: int = 0, rtt: float | None = None) -> Outcome:
@@ -323,31 +346,89 @@ class DcutrService:
 
         if self._has_direct(peer):
             return outcome(True, "already direct")
-        if cfg.unilateral and await self._unilateral(peer, relayed):
-            return outcome(True, "unilateral")
-        if self.pre_punch is not None:
+        taken: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def decided(takes_over: bool) -> None:
+            if not taken.done():
+                taken.set_result(takes_over)
+
+        async with asyncio.TaskGroup() as tg:
+            unilateral = (tg.create_task(self._unilateral(session, relayed))
+                          if cfg.unilateral else None)
+            pre = None
+            if self.pre_punch is not None:
+                pre = tg.create_task(self._pre_punch(self.pre_punch, relayed, decided))
+            else:
+                decided(False)
+
+            async def before_sync() -> bool:
+                """Whether to stop before SYNC: ``pre_punch`` took over, or
+                the unilateral dial (identify, then at most
+                ``unilateral_timeout``) found the peer, so nothing is punched
+                for a public peer."""
+                if await asyncio.shield(taken):
+                    return True
+                if unilateral is not None:
+                    await asyncio.wait([unilateral])
+                return self._has_direct(peer)
+
             exchange_from.append(time.monotonic())
-            decided = await self.pre_punch(relayed)
-            if decided is not None:
-                return outcome(decided[0], decided[1])
-            exchange_from.clear()
-        try:
-            stream = await self._host.open_stream_on(relayed, [PROTOCOL])
-        except OverlayError as exc:
-            return outcome(False, f"cannot open a DCUtR stream: {exc}")
-        core = DcutrInitiator(cfg.core, self._own_addrs(), self._context(peer, relayed),
-                              self._rng)
-        exchange_from.append(time.monotonic())
-        result = await self._drive(core, stream, session, self._punch_sender(core))
+            try:
+                result = await self._punch(session, relayed, before_sync)
+                if (pre is not None and not isinstance(result, Succeeded)
+                        and await asyncio.shield(taken)):
+                    # ``pre_punch`` took over (or DCUtR could not start and
+                    # it did): its outcome is the session's.
+                    decision = await pre
+                    if decision is not None:
+                        return outcome(decision[0], decision[1])
+            finally:
+                for task in (unilateral, pre):
+                    if task is not None and not task.done():
+                        task.cancel()
+        if session.unilateral and self._has_direct(peer):
+            return outcome(True, "unilateral")
         if isinstance(result, Succeeded):
             best = self._host.best_connection(peer)
             if best is not None and best.path == DIRECT:
                 self._host.mark_punched(best)
             return outcome(True, "punched", result.attempt, result.rtt)
-        return outcome(False, result.reason, result.attempts, core.rtt)
+        if result is None:
+            result = Failed("stopped before SYNC, and no direct connection came", 0)
+        return outcome(False, result.reason, result.attempts, session.rtt)
 
-    async def _unilateral(self, peer: PeerId, relayed: Connection) -> bool:
+    async def _pre_punch(self, hook: Callable[[Connection, Callable[[bool], None]],
+                                              Awaitable[tuple[bool, str] | None]],
+                         relayed: Connection, decided: Callable[[bool], None],
+                         ) -> tuple[bool, str] | None:
+        try:
+            return await hook(relayed, decided)
+        finally:
+            decided(False)  # no-op once it decided; lets the SYNC go if it never did
+
+    async def _punch(self, session: _Session, relayed: Connection,
+                     before_sync: Callable[[], Awaitable[bool]]) -> Succeeded | Failed | None:
+        """DCUtR proper; None when ``before_sync`` said to stop before SYNC."""
+        if (self._host.peerstore.protocols(session.peer)
+                and not self._host.peerstore.supports(session.peer, PROTOCOL)):
+            return Failed("cannot open a DCUtR stream: the peer does not list it", 0)
+        try:
+            # Lazily: the CONNECT rides with the negotiation; a peer without
+            # DCUtR refuses it at our first read.
+            stream = await self._host.open_stream_on(relayed, [PROTOCOL], lazy=True)
+        except OverlayError as exc:
+            return Failed(f"cannot open a DCUtR stream: {exc}", 0)
+        core = DcutrInitiator(self.config.core, self._own_addrs(),
+                              self._context(session.peer, relayed), self._rng)
+        try:
+            return await self._drive(core, stream, session, self._punch_sender(core),
+                                     before_sync)
+        finally:
+            session.rtt = core.rtt
+
+    async def _unilateral(self, session: _Session, relayed: Connection) -> bool:
         cfg = self.config
+        peer = session.peer
         try:
             async with asyncio.timeout(cfg.identify_wait):
                 await self._host.identify_service.identify_connection(relayed)
@@ -360,7 +441,7 @@ class DcutrService:
                                allow_private=cfg.core.allow_private)
         if not kept:
             return False
-        conn = await self._dial_any(peer, kept, cfg.unilateral_timeout)
+        conn = await self._dial_any(peer, kept, cfg.unilateral_timeout, session)
         return conn is not None
 
     @staticmethod
@@ -413,6 +494,7 @@ class DcutrService:
             core = DcutrResponder(self.config.core, self._own_addrs(),
                                   self._context(peer, conn), self._rng, time.monotonic())
             result = await self._drive(core, stream, session, None)
+            assert result is not None  # only a gate ends it without an outcome
         finally:
             del self._sessions[peer]
         elapsed = time.monotonic() - started
@@ -437,7 +519,7 @@ class DcutrService:
         await asyncio.wait([ours.task])
 
     async def _dial_any(self, peer: PeerId, addrs: Iterable[Candidate],
-                        timeout: float) -> Connection | None:
+                        timeout: float, session: _Session | None = None) -> Connection | None:
         """Dial every address at once as the QUIC client; the first that
         connects is adopted by the host, the rest are cancelled."""
         transport = next((t for t in self._host.transports() if t.path == DIRECT), None)
@@ -468,6 +550,10 @@ class DcutrService:
         if not winner:
             return None
         conn = winner[0]
+        if session is not None:
+            # Before adopt(): its ``opened`` event ends the DCUtR exchange,
+            # which then knows how the connection came.
+            session.unilateral = True
         try:
             self._host.adopt(conn)
         except LimitExceeded as exc:
@@ -480,17 +566,25 @@ class DcutrService:
 
     async def _drive(self, core: DcutrInitiator | DcutrResponder, stream: NegotiatedStream,
                      session: _Session,
-                     punch: Callable[[SendPunchPackets], None] | None) -> Succeeded | Failed:
+                     punch: Callable[[SendPunchPackets], None] | None,
+                     gate: Callable[[], Awaitable[bool]] | None = None,
+                     ) -> Succeeded | Failed | None:
         """Feed the core messages, timers and the direct connection's
-        arrival; carry out its actions until it finishes."""
+        arrival; carry out its actions until it finishes.  The first message
+        is fed only once ``gate()`` answered (with its arrival time, so the
+        RTT holds); True ends the exchange before the reply: None."""
 
         async def reader() -> None:
+            first = True
             while True:
                 try:
                     data = await read_frame(stream, MAX_MESSAGE_SIZE)
                 except OverlayError as exc:
-                    session.inbox.put_nowait(exc)
+                    # Before the first frame of a lazily opened stream this
+                    # is the peer refusing the protocol, not a violation.
+                    session.inbox.put_nowait(_NotOpened(exc) if first and gate else exc)
                     return
+                first = False
                 session.inbox.put_nowait(data)
                 if data is None:
                     return
@@ -507,7 +601,14 @@ class DcutrService:
                         done = await self._carry_out(action, stream, session.peer, core, punch)
                         result = result or done
                     if result is None:
-                        pending = await self._next_event(core, session)
+                        pending = await self._next_event(core, session, gate)
+            except _TakenOver:
+                read_task.cancel()
+                try:
+                    stream.write_eof()
+                except OverlayError:
+                    pass  # already gone: the other exchange goes on regardless
+                return None
             except (OverlayError, OSError) as exc:
                 # Writing failed: the stream or the relayed connection is gone.
                 log.debug("DCUtR stream with %s failed: %r", session.peer, exc)
@@ -525,7 +626,8 @@ class DcutrService:
         return result
 
     async def _next_event(self, core: DcutrInitiator | DcutrResponder,
-                          session: _Session) -> list[Action]:
+                          session: _Session, gate: Callable[[], Awaitable[bool]] | None = None,
+                          ) -> list[Action]:
         deadline = core.next_deadline()
         delay = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
@@ -538,6 +640,8 @@ class DcutrService:
             return core.on_direct_connection(now)
         if item is None:
             return core.on_closed(now)
+        if isinstance(item, _NotOpened):
+            return [Failed(f"cannot open a DCUtR stream: {item.error}", core.attempt)]
         if isinstance(item, OverlayError):
             return core.on_closed(now, f"{type(item).__name__}: {item}")
         assert isinstance(item, bytes)
@@ -545,6 +649,8 @@ class DcutrService:
             message = decode(item)
         except OverlayError as exc:
             return core.on_closed(now, f"{type(exc).__name__}: {exc}")
+        if gate is not None and core.attempt == 1 and await gate():
+            raise _TakenOver
         return core.on_message(message, now)
 
     async def _carry_out(self, action: Action, stream: NegotiatedStream, peer: PeerId,

@@ -11,6 +11,7 @@ one to send to is refused before a single probe."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -31,7 +32,9 @@ from tests.waiting import wait_until
 
 LOOPBACK = "/ip4/127.0.0.1/udp/0/quic-v1"
 FAST = BirthdayConfig(allow_private=True, socket_rate=500.0, probe_rate=500.0, burst=64,
-                      max_probes=1024, grace=1.0)
+                      max_probes=1024, grace=1.0, plain_dial=False)
+"""Without the hard side's plain dial, which on loopback (no NAT) always
+gets through and would leave the spray untested."""
 
 
 @dataclass
@@ -59,7 +62,8 @@ def _own_endpoint(host: Host) -> Callable[[], Iterable[tuple[str, int]]]:
 @asynccontextmanager
 async def _pair(kind_a: NatKind, kind_c: NatKind,
                 public_c: Callable[[Host], Callable[[], Iterable[tuple[str, int]]]] = _own_endpoint,
-                config_a: BirthdayConfig = FAST) -> AsyncIterator[Pair]:
+                config_a: BirthdayConfig = FAST,
+                config_c: BirthdayConfig = FAST) -> AsyncIterator[Pair]:
     async with AsyncExitStack() as stack:
         relay_key = Ed25519PrivateKey.generate()
         relay = await stack.enter_async_context(Host(relay_key))
@@ -69,7 +73,7 @@ async def _pair(kind_a: NatKind, kind_c: NatKind,
         dcutrs: list[DcutrService] = []
         bdays: list[BirthdayService] = []
         for seed, kind in enumerate((kind_a, kind_c)):
-            host, dcutr, bday = await _node(stack, kind, seed, config_a if seed == 0 else FAST,
+            host, dcutr, bday = await _node(stack, kind, seed, config_a if seed == 0 else config_c,
                                             public_c if seed == 1 else _own_endpoint)
             hosts.append(host)
             dcutrs.append(dcutr)
@@ -105,6 +109,32 @@ async def _reserve(stack: AsyncExitStack, host: Host, relay: Host) -> None:
 
 def _conns(host: Host, peer: object) -> list[Connection]:
     return [x for x in host.connections() if x.remote_peer == peer]
+
+
+async def test_the_hard_sides_plain_dial_goes_direct_when_the_easy_side_lets_it_in() -> None:
+    # Loopback filters nothing, like a full cone or no NAT: the hard side's
+    # QUIC dial from its listening socket gets through on its own, one round
+    # trip after the HELLOs, and the easy side knocked once on the hard IP
+    # (what opens a restricted cone for it).
+    plain = dataclasses.replace(FAST, plain_dial=True)
+    async with _pair(NatKind.CONE, NatKind.SYMMETRIC, config_c=plain) as pair:
+        a, c = pair.a, pair.c
+        async with asyncio.timeout(30):
+            await a.connect(pair.circuit_addr())
+            await wait_until(lambda: bool(pair.bday_a.outcomes and pair.bday_c.outcomes),
+                             pair.bday_a.activity, pair.bday_c.activity, timeout=20)
+            easy, hard = pair.bday_a.outcomes[-1], pair.bday_c.outcomes[-1]
+            assert easy.ok and easy.role == "easy", pair.bday_a.status()
+            assert hard.ok and hard.how.startswith("birthday (hard side, dialled directly"), (
+                pair.bday_c.status())
+            assert pair.bday_a.counters["knocks"] == 1
+            direct_a = a.best_connection(c.peer_id)
+            assert direct_a is not None and direct_a.path == "direct" and a.is_punched(direct_a)
+            # From C's listening socket, not from a winning probe socket.
+            assert direct_a.remote_address is not None
+            assert direct_a.remote_address[1] == c.endpoints()[0].local_address[1]
+            assert pair.bday_c.counters["endpoints_released"] == 0
+            assert c.is_punched(c.best_connection(a.peer_id))  # type: ignore[arg-type]
 
 
 async def test_symmetric_against_cone_goes_direct_from_the_winning_socket() -> None:
@@ -219,7 +249,7 @@ async def test_sprays_towards_one_ip_are_capped_whichever_peer_asks() -> None:
     """A allows one spray per IP per window: a second symmetric peer on the
     same IP (a fresh peer ID costs nothing) gets a refusal, not probes."""
     once = BirthdayConfig(allow_private=True, socket_rate=500.0, probe_rate=500.0, burst=64,
-                          max_probes=1024, grace=1.0, sprays_per_ip=1)
+                          max_probes=1024, grace=1.0, sprays_per_ip=1, plain_dial=False)
     async with _pair(NatKind.CONE, NatKind.SYMMETRIC, config_a=once) as pair:
         async with asyncio.timeout(30):
             await pair.a.connect(pair.circuit_addr())
