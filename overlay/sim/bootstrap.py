@@ -3,9 +3,11 @@ sampling tables from the global view (see ``network.py``).
 
 Nodes join one by one.  A joiner knows one random earlier node, looks up
 its own ID through the real lookup state machine and request handler, and
-adds every peer that answered; every server it asked adds the joiner, as a
-server does on seeing a DHT peer.  Liveness checks of full buckets succeed
-(nobody has left yet), so the oldest entries stay, as Kademlia prefers.
+reports every peer that answered to its ``KadBehaviour`` (the daemon's);
+every server it asked hears of the joiner as identify would tell it, and
+checks it once before admitting it.  Checks are answered at once and
+succeed (nobody has left yet), so the oldest entries of full buckets stay,
+as Kademlia prefers.
 Requests are answered at once: joins happen before the measured lookups
 and their latency is not part of any figure.
 
@@ -31,7 +33,7 @@ from overlay.kad.handler import handle_request
 from overlay.kad.keyspace import KEY_BITS, Contact, random_key_in_bucket
 from overlay.kad.lookup import Finished, Lookup, LookupConfig, LookupKind, SendRequest
 from overlay.kad.messages import KadMessage, MessageType
-from overlay.kad.routing import AddOutcome, RoutingTable
+from overlay.kad.routing import RoutingTable
 from overlay.sim.network import SimNetwork
 
 __all__ = ["MAX_JOIN_NODES", "bootstrap_by_joins"]
@@ -40,10 +42,16 @@ MAX_JOIN_NODES = 20_000
 _REFRESH_ROUNDS = 3
 
 
-def _admit(table: RoutingTable, contact: Contact, now: float) -> None:
-    result = table.add(contact, now)
-    if result.outcome is AddOutcome.PENDING and result.ping is not None:
-        table.on_ping_result(result.ping.contact.peer_id, True, now)
+def _answered(net: SimNetwork, node: int, contact: Contact, now: float) -> None:
+    """``contact`` answered ``node``."""
+    net.behaviour(node, now).on_answered(contact, now)
+    net.settle_at_once(node, now)
+
+
+def _asked_by(net: SimNetwork, node: int, asker: Contact, now: float) -> None:
+    """``asker``, a DHT server, sent ``node`` a request."""
+    net.behaviour(node, now).on_identified(asker, is_server=True, now=now)
+    net.settle_at_once(node, now)
 
 
 def bootstrap_by_joins(
@@ -58,7 +66,7 @@ def bootstrap_by_joins(
         if position == 0:
             continue
         me = net.contacts[node]
-        _admit(table, net.contacts[nodes[rng.randrange(position)]], now)
+        _answered(net, node, net.contacts[nodes[rng.randrange(position)]], now)
         target = me.peer_id.multihash
         lookup = Lookup(
             LookupKind.FIND_NODE, target, table.closest(me.key, config.k), config, local_key=me.key
@@ -77,11 +85,11 @@ def bootstrap_by_joins(
             server = net.server(peer, now)
             response = handle_request(server, request, me.peer_id, now)
             requests += 1
-            _admit(server.table, me, now)
+            _asked_by(net, peer, me, now)
             assert response is not None  # FIND_NODE always has an answer
             closer = [net.contacts[net.index_of[info.peer_id]] for info in response.closer_peers]
             lookup.on_success(asked.peer.peer_id, closer, now)
-            _admit(table, net.contacts[peer], now)
+            _answered(net, node, net.contacts[peer], now)
     for node in nodes:
         requests += _refresh_once(net, node, rng, now)
     return requests
@@ -110,9 +118,9 @@ def _refresh_once(net: SimNetwork, node: int, rng: random.Random, now: float) ->
             asked.add(peer)
             server = net.server(peer, now)
             requests += 1
-            _admit(server.table, me, now)
+            _asked_by(net, peer, me, now)
             for contact in server.table.closest(key, net.routing.k, exclude=me.peer_id):
-                _admit(table, contact, now)
+                _answered(net, node, contact, now)
             if _bucket_size(table, index) >= net.routing.k:
                 break
     return requests

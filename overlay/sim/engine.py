@@ -1,10 +1,23 @@
 """A virtual-time, discrete-event simulation of Kademlia lookups.
 
 Every node runs the pure core: servers answer with ``handle_request`` on
-their own routing table and stores, and each lookup is a ``Lookup`` state
-machine driven exactly as the network service drives it.  Time only moves
-through the event heap; one seeded ``random.Random`` decides everything
-else, so a run is reproducible from its seed.
+their own routing table and stores, each lookup is a ``Lookup`` state
+machine driven exactly as the network service drives it, and every node's
+routing decisions are the daemon's ``KadBehaviour`` (who enters the table
+once it answered, liveness checks of full buckets, eviction of peers whose
+requests failed but not of overloaded ones, probes after a lost message),
+whose checks travel as simulated messages.  Time only moves through the
+event heap; one seeded ``random.Random`` decides everything else, so a run
+is reproducible from its seed.
+
+Connections are modelled as far as the behaviour sees them: two nodes that
+exchanged an answer stay connected (QUIC keep-alives) until one leaves;
+the survivor's connection then dies of silence ``idle_timeout`` later,
+which the behaviour hears as a silent close and checks.  A request to a
+peer that left times out on that stale connection and is probed first,
+or fails outright (and evicts) once the connection is gone.  Checks and
+probes are never lost (QUIC retransmits them); lost lookup messages are
+timeouts on a live connection, which are probed and evict nobody.
 
 Adversaries answer every request with closer peers of their choosing
 ("eclipse": the colluding adversaries closest to the key, the classic
@@ -16,25 +29,27 @@ records.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from overlay.errors import OverlayError
+from overlay.kad.behaviour import KadBehaviour, RefreshBuckets, StartBootstrap
 from overlay.kad.handler import ServerConfig, handle_request
 from overlay.kad.keyspace import Contact, kad_key
 from overlay.kad.lookup import Finished, Lookup, LookupConfig, LookupKind, LookupResult, SendRequest
 from overlay.kad.messages import KadMessage, MessageType, PeerInfo, decode_message, encode_message
-from overlay.kad.policy import FailureKind, NodePolicy
+from overlay.kad.policy import FailureKind, NodePolicy, ProbeConnection
 from overlay.kad.records import Record, default_registry, immutable_key
-from overlay.kad.routing import AddOutcome, RoutingConfig
+from overlay.kad.routing import RoutingConfig
 from overlay.kad.rtt import RttConfig, RttEstimator
 from overlay.sim.bootstrap import MAX_JOIN_NODES, bootstrap_by_joins
 from overlay.sim.network import NetworkModel, SimNetwork, xor_closest_positions
 
 __all__ = ["SimConfig", "LookupOutcome", "Simulator"]
 
-_START, _RESPONSE, _WAKE, _TIMEOUT = range(4)
+_START, _RESPONSE, _WAKE, _TIMEOUT, _LOST, _CHECKED, _CLOSED = range(7)
 _REQUEST_TYPES = {
     LookupKind.FIND_NODE: MessageType.FIND_NODE,
     LookupKind.GET_VALUE: MessageType.GET_VALUE,
@@ -70,19 +85,22 @@ class SimConfig:
     lookup_interval: float = 0.5
     """Virtual seconds between lookup starts (lookups overlap)."""
     update_tables: bool = True
-    """Askers add the peers that answered and servers add the askers, as
-    the network service does; a full bucket's liveness check is answered
-    at once from the checked node's liveness."""
+    """Askers admit the peers that answered and servers check and admit
+    the askers, as the network service does (through ``KadBehaviour``)."""
     bootstrap: str = "sampled"
     """``sampled``: tables drawn from the global view on first use (any N);
     ``join``: every initial node joins through real lookups first (N up to
     20,000; see ``overlay.sim.bootstrap``)."""
     evict_on_failure: bool = True
-    """Askers drop a peer whose request timed out (``overlay.kad.policy``,
-    the daemon's own rule) and stop asking it when others name it."""
+    """Askers tell their behaviour of failed requests, so they drop a peer
+    whose request failed (the daemon's own rule) and stop asking it when
+    others name it; False keeps the dead in tables, for comparison."""
     exercise_codec: bool = False
     """Send every request and answer through the wire codec (slower; shows
     that what the simulator exchanges is what the network would carry)."""
+    idle_timeout: float = 30.0
+    """Seconds after a peer left abruptly until its connections die of
+    silence (the transport's ``idle_timeout``)."""
     adaptive_timeouts: bool = False
     """Each asker derives its request timeouts from the round trips it
     measured (``overlay.kad.rtt``, as the daemon does for peers it is
@@ -132,6 +150,8 @@ class Simulator:
         self.rng = random.Random(config.seed)
         self.registry = default_registry()
         joiners = int(config.nodes * config.churn)
+        ceiling = config.lookup.peer_timeout
+        self._rtt_config = RttConfig(min_timeout=min(RttConfig().min_timeout, ceiling), max_timeout=ceiling)
         self.net = SimNetwork(
             config.nodes + joiners,
             config.seed,
@@ -139,6 +159,7 @@ class Simulator:
             config.routing,
             self.registry,
             ServerConfig(k=config.routing.k),
+            self._rtt_config,
         )
         self.duration = config.lookups * config.lookup_interval
         self._churn(joiners)
@@ -155,10 +176,12 @@ class Simulator:
         self.outcomes: list[LookupOutcome] = []
         self._announced: set[int] = set()
         self.messages_sent = 0
-        self._policies: dict[int, NodePolicy] = {}
-        self._estimators: dict[int, RttEstimator] = {}
-        ceiling = config.lookup.peer_timeout
-        self._rtt_config = RttConfig(min_timeout=min(RttConfig().min_timeout, ceiling), max_timeout=ceiling)
+        self.checks_sent = 0
+        """Liveness checks, verifications and probes the behaviours sent."""
+        self._links: dict[int, dict[int, None]] = {}
+        """Open connections: node → peers it exchanged answers with."""
+        self.departures: dict[int, tuple[int, ...]] = {}
+        """Peers that left → the live nodes still connected to them then."""
 
     # --- set-up ---------------------------------------------------------------
 
@@ -194,6 +217,9 @@ class Simulator:
     def run(self) -> list[LookupOutcome]:
         for number in range(self.config.lookups):
             self._push(number * self.config.lookup_interval, _START, number)
+        for node, left in enumerate(self.net.leave_time):
+            if left != math.inf and self.config.update_tables:
+                self._push(left + self.config.idle_timeout, _CLOSED, node)
         while self._events:
             now, _, kind, payload = heapq.heappop(self._events)
             if kind == _START:
@@ -207,6 +233,22 @@ class Simulator:
                 assert isinstance(payload, tuple)
                 run, node, attempt = payload
                 self._timed_out(run, node, attempt, now)
+            elif kind == _LOST:
+                assert isinstance(payload, tuple)
+                origin, node = payload
+                self._lost(origin, node, now)
+            elif kind == _CHECKED:
+                assert isinstance(payload, tuple)
+                owner, node, alive = payload
+                if not alive:
+                    self._unlink(owner, node)  # the driver drops a dead connection
+                self.behaviour(owner, now).on_check_result(
+                    self.net.peer_ids[node], alive, now, seen=self.net.contacts[node]
+                )
+                self._carry_out(owner, now)
+            elif kind == _CLOSED:
+                assert isinstance(payload, int)
+                self._connections_died(payload, now)
             else:
                 assert isinstance(payload, _Run)
                 payload.wakes.discard(now)
@@ -253,15 +295,13 @@ class Simulator:
 
     @property
     def estimators(self) -> Mapping[int, RttEstimator]:
-        """The askers' round-trip estimates (with ``adaptive_timeouts``)."""
-        return self._estimators
+        """The round-trip estimates of every node that measured some (as
+        an asker; they set its timeouts with ``adaptive_timeouts``)."""
+        return {node: b.rtt for node, b in self.net.behaviours().items() if b.rtt.warm.samples}
 
     def estimator(self, node: int) -> RttEstimator:
         """The round-trip estimates ``node`` measured as an asker."""
-        estimator = self._estimators.get(node)
-        if estimator is None:
-            estimator = self._estimators[node] = RttEstimator(self._rtt_config)
-        return estimator
+        return self.net.behaviour(node, 0.0).rtt
 
     def _timeout_for(self, origin: int) -> Callable[[Contact], float]:
         estimator = self.estimator(origin)
@@ -313,8 +353,9 @@ class Simulator:
                 answer = self._answer(origin, LookupKind.FIND_NODE, target, node, now)
             if answer is None:
                 if node is not None and self.config.evict_on_failure and not self.net.alive(node, now):
-                    self.policy(origin, now).on_request_failed(
-                        action.peer.peer_id, FailureKind.TIMEOUT, connected=False, now=now
+                    self.behaviour(origin, now).on_request_failed(
+                        action.peer.peer_id, FailureKind.TIMEOUT,
+                        connected=self._connected(origin, node), now=now,
                     )
                 lookup.on_failure(action.peer.peer_id, now)
             else:
@@ -322,6 +363,9 @@ class Simulator:
                 lookup.on_success(action.peer.peer_id, closer, now)
                 if self.config.update_tables and node is not None:
                     self._learn(origin, node, now)
+            self._run_refreshes(origin, self.net.settle_at_once(origin, now), now)
+            if answer is not None and node is not None and not self.net.adversary[node]:
+                self._run_refreshes(node, self.net.settle_at_once(node, now), now)
         return lookup.finish().closest
 
     def _announce(self, node: int, now: float) -> None:
@@ -362,12 +406,16 @@ class Simulator:
         loss = self.config.network.loss
         if node is None or not self.net.alive(node, now):
             # Nobody answers; the lookup's own timeout moves it on (a retry
-            # first), and the request's timeout tells the asker's policy.
+            # first), and the request's timeout tells the asker's behaviour.
             if node is not None and self.config.evict_on_failure:
                 self._push(request.deadline, _TIMEOUT, (run, node, request.attempt))
             return
         if loss and (self.rng.random() < loss or self.rng.random() < loss):
-            return  # the lookup's timeout notices, as a driver's would
+            # The lookup's timeout notices, as a driver's would; the asker's
+            # behaviour hears of a timeout on a live connection.
+            if self.config.evict_on_failure:
+                self._push(request.deadline, _LOST, (run.origin, node))
+            return
         rtt = self.net.rtt(run.origin, node)
         lookup = run.lookup
         response = self._answer(run.origin, lookup.kind, lookup.target, node, now + rtt / 2)
@@ -413,41 +461,115 @@ class Simulator:
             _REQUEST_TYPES[kind], target, record=record, closer_peers=closer, provider_peers=providers
         )
 
+    def behaviour(self, node: int, now: float) -> KadBehaviour:
+        """The node's routing behaviour (the one the daemon runs)."""
+        return self.net.behaviour(node, now)
+
     def policy(self, node: int, now: float) -> NodePolicy:
-        """The node's routing policy (the one the daemon runs)."""
-        policy = self._policies.get(node)
-        if policy is None:
-            policy = self._policies[node] = NodePolicy(self.net.server(node, now).table)
-        return policy
+        """The node's eviction rules (its behaviour's)."""
+        return self.behaviour(node, now).policy
 
     @property
     def evictions(self) -> int:
-        return sum(policy.evictions for policy in self._policies.values())
+        return sum(b.evictions for b in self.net.behaviours().values())
+
+    def _connected(self, a: int, b: int) -> bool:
+        links = self._links.get(a)
+        return links is not None and b in links
+
+    def _link(self, a: int, b: int) -> None:
+        self._links.setdefault(a, {})[b] = None
+        self._links.setdefault(b, {})[a] = None
+
+    def _unlink(self, a: int, b: int) -> None:
+        self._links.get(a, {}).pop(b, None)
+        self._links.get(b, {}).pop(a, None)
+
+    def _connections_died(self, gone: int, now: float) -> None:
+        """``gone`` left ``idle_timeout`` ago: whoever was still connected
+        to it sees that connection close in silence."""
+        peers = [p for p in self._links.pop(gone, {}) if self.net.alive(p, now)]
+        self.departures[gone] = tuple(peers)
+        peer_id = self.net.peer_ids[gone]
+        for peer in peers:
+            self._links.get(peer, {}).pop(gone, None)
+            if self.config.evict_on_failure:
+                self.behaviour(peer, now).on_closed(peer_id, going_away=False, silent=True, now=now)
+                self._carry_out(peer, now)
 
     def _timed_out(self, run: _Run, node: int, attempt: int, now: float) -> None:
         peer_id = self.net.peer_ids[node]
-        self.policy(run.origin, now).on_request_failed(
-            peer_id, FailureKind.TIMEOUT, connected=False, now=now
+        # Gone: on a connection not yet known dead the behaviour probes first.
+        self.behaviour(run.origin, now).on_request_failed(
+            peer_id, FailureKind.TIMEOUT, connected=self._connected(run.origin, node), now=now
         )
+        self._carry_out(run.origin, now)
         if not run.lookup.finished:
             run.lookup.on_failure(peer_id, now, timed_out=True, attempt=attempt)
             self._drive(run, now)
 
+    def _lost(self, origin: int, node: int, now: float) -> None:
+        # Alive, so still connected: the behaviour probes before evicting.
+        self.behaviour(origin, now).on_request_failed(
+            self.net.peer_ids[node], FailureKind.TIMEOUT, connected=True, now=now
+        )
+        self._carry_out(origin, now)
+
+    def _carry_out(self, owner: int, now: float) -> None:
+        """Send the checks ``owner``'s behaviour asks for: each answer (or
+        its timeout, if the peer is gone) comes back as a ``_CHECKED``."""
+        behaviour = self.behaviour(owner, now)
+        for action in behaviour.poll(now):
+            if isinstance(action, RefreshBuckets):
+                self._run_refreshes(owner, [action], now)
+                continue
+            if isinstance(action, StartBootstrap):
+                behaviour.on_bootstrap_finished(now)  # no bootstrap peers here
+                continue
+            peer = action.peer if isinstance(action, ProbeConnection) else action.contact.peer_id
+            node = self.net.index_of.get(peer)
+            if node is None:
+                behaviour.on_check_result(peer, False, now)
+                continue
+            self.checks_sent += 1
+            if self.net.alive(node, now):
+                self._push(now + self.net.rtt(owner, node), _CHECKED, (owner, node, True))
+            else:
+                timeout = behaviour.rtt.timeout(peer, connected=False) if self.config.adaptive_timeouts \
+                    else self.config.lookup.peer_timeout
+                if isinstance(action, ProbeConnection):
+                    timeout *= 2  # a ping leaves room for a busy peer (``net_health``)
+                self._push(now + timeout, _CHECKED, (owner, node, False))
+
+    def _run_refreshes(self, owner: int, refreshes: Sequence[RefreshBuckets], now: float) -> None:
+        # Refreshes are set-up work: their lookups' answers arrive at once.
+        for refresh in refreshes:
+            for target in refresh.targets:
+                self._find_now(owner, target.multihash, now)
+
     def _closer(self, origin: int, infos: Sequence[PeerInfo], now: float) -> list[Contact]:
         closer = [self._contact(info) for info in infos]
         if self.config.evict_on_failure:
-            closer = self.policy(origin, now).worth_asking(closer, now)
+            closer = self.behaviour(origin, now).worth_asking(closer, now)
         return closer
 
     def _deliver(
         self, run: _Run, node: int, response: KadMessage | None, sent: float, now: float
     ) -> None:
         peer_id = self.net.peer_ids[node]
-        if self.config.adaptive_timeouts:
+        learns = self.config.update_tables and response is not None and not run.lookup.finished
+        if not learns:
+            # Otherwise the asker's behaviour samples it with the answer.
             self.estimator(run.origin).sample(peer_id, now - sent, now)
         if run.lookup.finished:
             return
         if response is None:
+            # A refusal (a stream reset on a live connection): overload is
+            # not death, and the behaviour keeps the peer.
+            if self.config.evict_on_failure:
+                self.behaviour(run.origin, now).on_request_failed(
+                    peer_id, FailureKind.RESET, connected=True, now=now
+                )
             run.lookup.on_failure(peer_id, now)
         else:
             closer = self._closer(run.origin, response.closer_peers, now)
@@ -455,26 +577,26 @@ class Simulator:
                 peer_id, closer, now, record=response.record, providers=response.provider_peers
             )
             if self.config.update_tables:
-                self._learn(run.origin, node, now)
+                self._learn(run.origin, node, now, rtt=now - sent)
         self._drive(run, now)
 
     def _contact(self, info: PeerInfo) -> Contact:
         node = self.net.index_of.get(info.peer_id)
         return self.net.contacts[node] if node is not None else info.contact()
 
-    def _learn(self, origin: int, node: int, now: float) -> None:
-        """The asker adds the peer that answered; the answering server adds
-        the asker (a DHT server, as identify would tell it)."""
-        self._admit(origin, node, now)
+    def _learn(self, origin: int, node: int, now: float, rtt: float | None = None) -> None:
+        """The asker's behaviour hears that the peer answered; the
+        answering server's hears of the asker (a DHT server, as identify
+        would tell it) and checks it before admitting it.  With ``rtt``
+        the checks travel (``_carry_out``), else they settle at once."""
+        self._link(origin, node)
+        self.behaviour(origin, now).on_answered(self.net.contacts[node], now, rtt=rtt)
         if not self.net.adversary[node]:
-            self._admit(node, origin, now)
-
-    def _admit(self, owner: int, seen: int, now: float) -> None:
-        table = self.net.server(owner, now).table
-        result = table.add(self.net.contacts[seen], now)
-        if result.outcome is AddOutcome.PENDING and result.ping is not None:
-            checked = self.net.index_of[result.ping.contact.peer_id]
-            table.on_ping_result(result.ping.contact.peer_id, self.net.alive(checked, now), now)
+            self.behaviour(node, now).on_identified(self.net.contacts[origin], is_server=True, now=now)
+        if rtt is not None:
+            self._carry_out(origin, now)
+            if not self.net.adversary[node]:
+                self._carry_out(node, now)
 
     def _finish(self, run: _Run, result: LookupResult, now: float) -> None:
         run.done = True

@@ -12,6 +12,9 @@ that for small N, to check this model).  Initial nodes' tables show the
 initial network, including nodes that have since left: stale entries are
 what churn is about.  A node joining later gets a table of the network as
 it joins, and others learn of it only through the protocol.
+
+Each node's routing decisions are the daemon's own ``KadBehaviour`` over
+that table (``behaviour``), made on first use as well.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 from overlay.identity import PeerId
+from overlay.kad.behaviour import Action, KadBehaviour, RefreshBuckets, StartBootstrap
 from overlay.kad.handler import KadServer, ServerConfig
 from overlay.kad.keyspace import KEY_BITS, Contact, fake_peer_id
 from overlay.kad.messages import PeerInfo
 from overlay.kad.providers import ProviderConfig, ProviderStore
 from overlay.kad.records import NamespaceRegistry
+from overlay.kad.policy import ProbeConnection
 from overlay.kad.routing import RoutingConfig, RoutingTable
+from overlay.kad.rtt import RttConfig, RttEstimator
 from overlay.kad.store import MemoryRecordStore, StoreConfig
 
 __all__ = ["NetworkModel", "SimNetwork", "xor_closest_positions"]
@@ -102,8 +108,11 @@ class SimNetwork:
         routing: RoutingConfig,
         registry: NamespaceRegistry,
         server_config: ServerConfig,
+        rtt: RttConfig | None = None,
     ) -> None:
+        """``rtt``: how each node's measured round trips become timeouts."""
         self.seed = seed
+        self.rtt_config = rtt or RttConfig()
         self.model = model
         self.routing = routing
         self.registry = registry
@@ -119,6 +128,7 @@ class SimNetwork:
         self.leave_time: list[float] = [math.inf] * total
         self.adversary = bytearray(total)
         self._servers: dict[int, KadServer] = {}
+        self._behaviours: dict[int, KadBehaviour] = {}
         self._rtt_seed = _mix64(seed & _MASK64)
         self._log_median = math.log(model.median_rtt)
 
@@ -159,7 +169,44 @@ class SimNetwork:
             config=self.server_config,
         )
         self._servers[node] = server
+        self._behaviours.pop(node, None)  # a new table: decisions start afresh
         return server
+
+    def behaviour(self, node: int, now: float) -> KadBehaviour:
+        """The node's routing behaviour (the daemon's), over its table."""
+        behaviour = self._behaviours.get(node)
+        if behaviour is None:
+            table = self.server(node, now).table
+            rng = random.Random(_mix64((self.seed * 1_000_033 + node) & _MASK64) ^ 0x5EED)
+            behaviour = KadBehaviour(table, rng, rtt=RttEstimator(self.rtt_config))
+            self._behaviours[node] = behaviour
+        return behaviour
+
+    def behaviours(self) -> dict[int, KadBehaviour]:
+        """Behaviours made so far, by node."""
+        return self._behaviours
+
+    def settle_at_once(self, node: int, now: float) -> list[RefreshBuckets]:
+        """Carry out ``node``'s pending checks with answers that arrive at
+        once (set-up work whose latency is not measured): a live peer
+        answers, a gone one fails.  Returns the refreshes it asked for."""
+        behaviour = self.behaviour(node, now)
+        refreshes: list[RefreshBuckets] = []
+        for _ in range(10_000):
+            actions: list[Action] = behaviour.poll(now)
+            if not actions:
+                break
+            for action in actions:
+                if isinstance(action, RefreshBuckets):
+                    refreshes.append(action)
+                elif isinstance(action, StartBootstrap):
+                    behaviour.on_bootstrap_finished(now)  # no bootstrap peers here
+                else:
+                    peer = action.peer if isinstance(action, ProbeConnection) else action.contact.peer_id
+                    checked = self.index_of.get(peer)
+                    alive = checked is not None and self.alive(checked, now)
+                    behaviour.on_check_result(peer, alive, now)
+        return refreshes
 
     def has_table(self, node: int) -> bool:
         """Whether ``node``'s table has been built (it took part somewhere)."""

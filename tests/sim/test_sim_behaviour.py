@@ -1,0 +1,71 @@
+"""The simulator's nodes run the daemon's ``KadBehaviour``: the dead leave
+simulated tables as they leave the daemon's, and loss or overload evicts
+nobody."""
+
+from __future__ import annotations
+
+from overlay.kad.behaviour import KadBehaviour
+from overlay.sim import NetworkModel, SimConfig, Simulator
+
+SEED = 20240611
+
+
+def churned(evict: bool) -> Simulator:
+    simulator = Simulator(SimConfig(nodes=300, lookups=300, seed=SEED, churn=0.3, evict_on_failure=evict))
+    simulator.run()
+    return simulator
+
+
+def stale_after_departure(simulator: Simulator) -> tuple[int, int]:
+    """(entries for a departed peer still in the table of a node that was
+    connected to it when it left, such pairs in all)."""
+    end = simulator.duration + simulator.config.idle_timeout + 10
+    stale = pairs = 0
+    for gone, survivors in simulator.departures.items():
+        peer = simulator.net.peer_ids[gone]
+        for node in survivors:
+            pairs += 1
+            stale += peer in simulator.net.server(node, end).table
+    return stale, pairs
+
+
+def dead_entries(simulator: Simulator) -> int:
+    end = simulator.duration + simulator.config.idle_timeout + 10
+    net = simulator.net
+    return sum(
+        not net.alive(net.index_of[contact.peer_id], end)
+        for node, behaviour in net.behaviours().items()
+        if net.alive(node, end)
+        for contact in behaviour.table.contacts()
+    )
+
+
+def test_every_simulated_node_runs_the_daemons_behaviour() -> None:
+    simulator = Simulator(SimConfig(nodes=200, lookups=20, seed=SEED))
+    simulator.run()
+    behaviours = simulator.net.behaviours()
+    assert behaviours and all(type(b) is KadBehaviour for b in behaviours.values())
+    node, behaviour = next(iter(behaviours.items()))
+    assert behaviour.table is simulator.net.server(node, 0.0).table
+    assert simulator.checks_sent > 0  # askers were verified before admission
+
+
+def test_peers_that_left_are_dropped_from_the_tables_of_those_connected_to_them() -> None:
+    evicting, kept = churned(True), churned(False)
+    stale, pairs = stale_after_departure(evicting)
+    stale_kept, pairs_kept = stale_after_departure(kept)
+    assert pairs > 100 and pairs_kept > 100, f"seed {SEED}"
+    # Without the behaviour's checks most of them stay; with them, only a
+    # few that came back from a replacement cache after the check.
+    assert stale_kept > pairs_kept / 4, f"seed {SEED}: {stale_kept}/{pairs_kept}"
+    assert stale <= pairs / 50, f"seed {SEED}: {stale}/{pairs} stale"
+    assert dead_entries(evicting) < 0.95 * dead_entries(kept), f"seed {SEED}"
+    assert evicting.evictions > 0 and kept.evictions == 0
+
+
+def test_lost_messages_are_probed_and_evict_nobody() -> None:
+    simulator = Simulator(SimConfig(nodes=300, lookups=100, seed=SEED, network=NetworkModel(loss=0.1)))
+    outcomes = simulator.run()
+    assert simulator.evictions == 0, f"seed {SEED}"
+    assert sum(b.checks_failed for b in simulator.net.behaviours().values()) == 0
+    assert sum(o.success for o in outcomes) / len(outcomes) >= 0.9, f"seed {SEED}"
