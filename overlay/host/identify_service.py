@@ -68,7 +68,7 @@ class IdentifyHost(Protocol):
     async def new_stream(self, peer_id: PeerId, protocols: Sequence[str]) -> NegotiatedStream: ...
 
     async def open_stream_on(
-        self, conn: Connection, protocols: Sequence[str]
+        self, conn: Connection, protocols: Sequence[str], *, lazy: bool = False
     ) -> NegotiatedStream: ...
 
     def set_stream_handler(
@@ -141,8 +141,10 @@ class IdentifyService:
         return await self._read_answer(stream)
 
     async def identify_connection(self, conn: Connection) -> IdentifyInfo:
-        """Identify over ``conn`` itself (each new connection is asked once)."""
-        stream = await self._host.open_stream_on(conn, [IDENTIFY_PROTOCOL])
+        """Identify over ``conn`` itself (each new connection is asked once).
+        Negotiated lazily: the answer comes one round trip after the open,
+        not two, which is what DCUtR's unilateral dial waits for."""
+        stream = await self._host.open_stream_on(conn, [IDENTIFY_PROTOCOL], lazy=True)
         return await self._read_answer(stream)
 
     async def _read_answer(self, stream: NegotiatedStream) -> IdentifyInfo:
