@@ -358,8 +358,8 @@ class BirthdayService:
                 if verdict is Role.EASY:
                     result = await self._easy(target, inbox, theirs.nonce, order)
                 else:
-                    result = await self._hard(stream, peer, target, inbox, nonce, theirs.nonce,
-                                              dialled)
+                    result = await self._hard(stream, relayed, target, inbox, nonce,
+                                              theirs.nonce, dialled)
             finally:
                 reader.cancel()
         won = result.port if isinstance(result, Succeeded) else None
@@ -525,48 +525,78 @@ class BirthdayService:
                 ports.append(parsed.port)
         return ports
 
-    async def _hard(self, stream: NegotiatedStream, peer: PeerId, easy: tuple[str, int],
-                    inbox: asyncio.Queue[object], nonce: bytes,
+    async def _hard(self, stream: NegotiatedStream, relayed: Connection,
+                    easy: tuple[str, int], inbox: asyncio.Queue[object], nonce: bytes,
                     their_nonce: bytes, dialled: list[Connection]) -> Succeeded | Failed:
         """``nonce`` (ours) must be in every probe; openers carry theirs.
         Beside the spray, a plain QUIC dial to the easy side's endpoint
         from our listening socket (``_dial_easy``)."""
+        peer = relayed.remote_peer
         if not self.config.plain_dial:
             return await self._spray(stream, peer, easy, inbox, nonce, their_nonce)
         async with asyncio.TaskGroup() as tg:
-            direct = tg.create_task(self._dial_easy(peer, easy, dialled))
+            direct = tg.create_task(self._dial_easy(peer, easy, dialled, relayed))
             try:
                 return await self._spray(stream, peer, easy, inbox, nonce, their_nonce)
             finally:
                 direct.cancel()
 
     async def _dial_easy(self, peer: PeerId, easy: tuple[str, int],
-                         dialled: list[Connection]) -> None:
+                         dialled: list[Connection], relayed: Connection) -> None:
         """Dial the easy side's public endpoint as the QUIC client.  Our NAT
         gives this flow a port of its own, which a NAT in front of the easy
         side lets in unless it filters by port (no NAT, full cone, and a
-        restricted cone once the easy side's first packet went to our IP):
+        restricted cone once the easy side's knock went to our IP):
         one round trip instead of a spray.  Against a port-restricted cone
-        it fails quietly while the spray goes on."""
+        it fails quietly while the spray goes on.
+
+        A second dial follows a relayed round trip later: when we answered
+        the HELLO, our first Initial meets a restricted cone at about the
+        moment the easy side's knock opens it, and QUIC would only resend
+        it after its first probe timeout."""
         transport = next((t for t in self._host.transports() if t.path == DIRECT), None)
         if transport is None:
             return
         addr = Multiaddr(f"/ip4/{easy[0]}/udp/{easy[1]}/quic-v1")
-        try:
-            async with asyncio.timeout(self.config.dial_timeout):
-                conn = await transport.dial(addr, peer)
-        except (OverlayError, OSError) as exc:  # TimeoutError is an OSError
-            log.debug("birthday: plain dial to %s: %r", addr, exc)
+        rtt = relayed.smoothed_rtt
+        second = min(1.0, max(0.05, rtt if rtt else 0.25))
+
+        async def one(after: float) -> Connection | None:
+            if after:
+                await asyncio.sleep(after)  # a timed retry, not a wait for state
+            try:
+                async with asyncio.timeout(self.config.dial_timeout):
+                    conn: Connection = await transport.dial(addr, peer)
+                    return conn
+            except (OverlayError, OSError) as exc:  # TimeoutError is an OSError
+                log.debug("birthday: plain dial to %s: %r", addr, exc)
+                return None
+
+        won: Connection | None = None
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(one(0.0)), tg.create_task(one(second))]
+            for next_done in asyncio.as_completed(tasks):
+                won = await next_done
+                if won is not None:
+                    for task in tasks:
+                        task.cancel()
+                    break
+        for task in tasks:  # one that finished beside the winner
+            if task.done() and not task.cancelled() and task.result() not in (None, won):
+                extra = task.result()
+                assert extra is not None
+                extra.close(0, "another dial won")
+        if won is None:
             return
-        dialled.append(conn)  # before adopt(): its ``opened`` event ends the spray
+        dialled.append(won)  # before adopt(): its ``opened`` event ends the spray
         try:
-            self._host.adopt(conn)
+            self._host.adopt(won)
         except LimitExceeded as exc:
-            dialled.remove(conn)
-            conn.close(0, "over the connection limits")
+            dialled.remove(won)
+            won.close(0, "over the connection limits")
             log.info("birthday: direct connection to %s refused by the limits: %s", peer, exc)
             return
-        self._host.mark_punched(conn)
+        self._host.mark_punched(won)
 
     async def _spray(self, stream: NegotiatedStream, peer: PeerId, easy: tuple[str, int],
                      inbox: asyncio.Queue[object], nonce: bytes,

@@ -380,6 +380,8 @@ class DcutrService:
                     # ``pre_punch`` took over (or DCUtR could not start and
                     # it did): its outcome is the session's.
                     decision = await pre
+                    if session.unilateral and self._has_direct(peer):
+                        return outcome(True, "unilateral")  # it won while they talked
                     if decision is not None:
                         return outcome(decision[0], decision[1])
             finally:
