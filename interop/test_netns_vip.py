@@ -25,6 +25,7 @@ import json
 import secrets
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,13 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from netns import Lab, NatKind, NatMode, Node, build_nat_topology  # noqa: E402
+from netns import Lab, NatKind, NatMode, NatTopology, Node, build_nat_topology  # noqa: E402
 from netns.daemons import (  # noqa: E402
     AUTONAT_LAB_CONFIG,
     Daemon,
     api_call,
     lab_for_test,
+    overlay,
     overlay_json,
     poll,
     poll_json,
@@ -289,11 +291,22 @@ def _peer(lab: Lab, daemon: Daemon, peer_id: str) -> dict[str, Any]:
     return dict(peers.get(peer_id, {}))
 
 
-def test_behind_two_nats_ping_curl_and_iperf3_by_vip_and_by_name(nat_lab: Lab) -> None:
+@dataclass(frozen=True)
+class NatPair:
+    """A behind ``nat1``, B behind ``nat2``, directly connected (punched)."""
+
+    topo: NatTopology
+    intro: Daemon
+    a: Daemon
+    b: Daemon
+
+
+def behind_two_nats(lab: Lab) -> NatPair:
     """A behind a port-restricted cone, B behind a full cone, each NAT its
-    own router; the introducer relays until DCUtR punches, then the vIP
-    packets ride the direct connection as datagrams."""
-    lab = nat_lab
+    own router, both with ``--tun``; the introducer relays until DCUtR
+    punches.  Asserts that the peers really sit behind different NATs and
+    that the connection between them is direct, between the two NATs'
+    public addresses (the benchmark uses it too)."""
     topo = build_nat_topology(lab, second_lan=True, nat_mode=NatMode.CONE,
                               nat2_mode=NatKind.FULL_CONE)
     assert topo.client2 is not None and topo.nat2 is not None
@@ -335,6 +348,15 @@ def test_behind_two_nats_ping_curl_and_iperf3_by_vip_and_by_name(nat_lab: Lab) -
     to_a = _peer(lab, db, da.peer_id)
     assert to_a.get("path") == "direct", to_a
     assert "/ip4/203.0.113.1/udp/" in to_a["connections"][0]["addr"], to_a
+    return NatPair(topo, intro, da, db)
+
+
+def test_behind_two_nats_ping_curl_and_iperf3_by_vip_and_by_name(nat_lab: Lab) -> None:
+    """The vIP packets ride the punched connection as datagrams."""
+    lab = nat_lab
+    pair = behind_two_nats(lab)
+    topo, intro, da, db = pair.topo, pair.intro, pair.a, pair.b
+    assert topo.client2 is not None
 
     overlay_json(lab, da, "name", "register", NAME)
     resolved = poll_json(lab, db, ["name", "resolve", NAME],
@@ -370,10 +392,17 @@ def test_behind_two_nats_ping_curl_and_iperf3_by_vip_and_by_name(nat_lab: Lab) -
     print(f"\nbehind two NATs: ping vIPv6 {rtt6} ms, vIPv4 {rtt4} ms; "
           f"iperf3 vIPv4 {rates['vip4']:.1f} Mbit/s, vIPv6 {rates['vip6']:.1f} Mbit/s")
 
-    status_b = api_call(lab, db, "vip_status")
-    status_a = api_call(lab, da, "vip_status")
-    # Over the punched connection the packets went as datagrams.
+    # Over the punched connection the packets went as datagrams; `overlay
+    # vip status` says so for the peer and counts them.
+    status_b = overlay_json(lab, db, "vip", "status")
+    status_a = overlay_json(lab, da, "vip", "status")
     assert status_b["packets"].get("datagram_out", 0) > 1000, status_b
     assert status_a["packets"].get("datagram_in", 0) > 1000, status_a
+    assert status_a["bytes"]["in"] > 1_000_000 and status_b["bytes"]["out"] > 1_000_000
     assert status_a["drops"].get("forged source", 0) == 0, status_a
+    seen_a = {p["peer_id"]: p for p in status_b["peers"]}[da.peer_id]
+    assert seen_a == {"peer_id": da.peer_id, "vip4": vip4, "vip6": vip6,
+                      "path": "datagram"}, status_b
+    text = overlay(lab, db, "vip", "status")
+    assert text.returncode == 0 and f"{da.peer_id}  {vip4}" in text.stdout, text.stdout
     stop_daemons(db, da, intro)
