@@ -24,6 +24,11 @@ latency
     direct TCP connection's to the same echo server.  ``*_in_process``:
     the same rounds with the client and the echo server in the daemons'
     process, free of cross-process scheduling on a loaded machine.
+cpu
+    ``cpu_ms_per_MB_median``: the daemons' process CPU per MB of each
+    transfer; ``cpu_ms_per_request``: per echo round (forward, proxy, a
+    new QUIC stream).  CPU time moves far less than wall time when other
+    work shares the cores, so before/after comparisons use it too.
 
 Output: one JSON object on stdout; a summary on stderr.
 """
@@ -281,25 +286,46 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
 
             await _direct(a, b, min(size, MB))  # warm the connection
             best: dict[str, float] = {}
+            # The daemons' CPU (this process) per MB and per request: under
+            # a loaded machine's scheduler it moves far less than wall time.
+            cpu_mb: dict[str, list[float]] = {"direct": [], "forward": [], "proxy": []}
             for run in range(args.repeat):
+                cpu = time.process_time()
                 got_fwd, t_fwd = await ask(("fetch", "forward", (fhost, int(fport), "", 0), 0))
+                cpu_mb["forward"].append((time.process_time() - cpu) * 1000 / (size / MB))
+                cpu = time.process_time()
                 got_proxy, t_proxy = await ask(("fetch", "proxy",
                                                 (phost, pport, "bob.ovl", src_port), 0))
+                cpu_mb["proxy"].append((time.process_time() - cpu) * 1000 / (size / MB))
                 if (got_fwd, got_proxy) != (size, size):
                     raise RuntimeError(f"short transfer: forward {got_fwd}, proxy {got_proxy}")
-                times = {"direct": await _direct(a, b, size), "forward": t_fwd,
-                         "proxy": t_proxy}
+                cpu = time.process_time()
+                t_direct = await _direct(a, b, size)
+                cpu_mb["direct"].append((time.process_time() - cpu) * 1000 / (size / MB))
+                times = {"direct": t_direct, "forward": t_fwd, "proxy": t_proxy}
                 for key, seconds in times.items():
                     best[key] = min(best.get(key, seconds), seconds)
                 log(f"run {run + 1}: " + ", ".join(f"{k} {size / s / MB:.1f} MB/s"
                                                    for k, s in times.items()))
+            cpu_req: dict[str, float] = {}
+
+            async def rounds(key: str, request: Any) -> list[float]:
+                cpu = time.process_time()
+                samples: list[float] = await ask(request)
+                cpu_req[key] = (time.process_time() - cpu) * 1000 / args.rounds
+                return samples
+
             lat_tcp = await ask(("echo", "tcp", ("127.0.0.1", echo_port, "", 0), args.rounds))
-            lat_fwd = await ask(("echo", "forward", (ehost, int(eport), "", 0), args.rounds))
-            lat_proxy = await ask(("echo", "proxy", (phost, pport, "bob.ovl", echo_port),
-                                   args.rounds))
+            lat_fwd = await rounds("forward", ("echo", "forward", (ehost, int(eport), "", 0),
+                                               args.rounds))
+            lat_proxy = await rounds("proxy", ("echo", "proxy",
+                                               (phost, pport, "bob.ovl", echo_port),
+                                               args.rounds))
             lat_socks = await ask(("echo", "proxy", (phost, pport, "127.0.0.1", echo_port),
                                    args.rounds))
+            cpu = time.process_time()
             lat_quic = await _direct_echo(a, b, args.rounds)
+            cpu_req["quic_stream"] = (time.process_time() - cpu) * 1000 / args.rounds
             in_process = await _in_process_latency(a, a_apps, b, args.rounds)
     finally:
         parent.send(None)
@@ -320,6 +346,8 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                            "proxy_to_loopback": p50(lat_socks)},
         "added_ms_p50": {"forward": round(p50(lat_fwd) - p50(lat_tcp), 3),
                          "proxy": round(p50(lat_proxy) - p50(lat_tcp), 3)},
+        "cpu_ms_per_MB_median": {k: round(statistics.median(v), 2) for k, v in cpu_mb.items()},
+        "cpu_ms_per_request": {k: round(v, 3) for k, v in cpu_req.items()},
         "latency_in_process_ms_p50": {k: p50(v) for k, v in in_process.items()},
         "added_in_process_ms_p50": {
             k: round(p50(in_process[k]) - p50(in_process["tcp_direct"]), 3)

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from overlay.apps import http_proxy, socks5
-from overlay.apps.connector import Connector
+from overlay.apps.connector import Connector, Pipelining, StatusGate
 from overlay.apps.errors import HttpRequestError, Reason, SocksError, TargetError
 from overlay.apps.policy import http_status_for, socks_reply_for
 from overlay.apps.pump import Counters, pump, release
 from overlay.apps.tcp import ConnectionGroup, Listener
+from overlay.errors import StreamClosed, StreamReset, TransportError
 from overlay.wire.stream import ByteStream
 
 __all__ = ["ProxyServer", "ProxyStats"]
@@ -95,13 +96,13 @@ class ProxyServer:
             self.stats.http += 1
             await self._http(reader, writer, first)
 
-    async def _open(self, host: str, port: int) -> ByteStream:
+    async def _open(self, host: str, port: int, pipelined: Pipelining) -> ByteStream:
         """The target's stream; the proxy's own address is refused, so a
         request for it cannot loop until every connection slot is taken."""
         if self.listener is not None and port == self.listener.address[1] and (
                 host in (self.listener.address[0], "localhost", "127.0.0.1", "::1")):
             raise TargetError(Reason.BAD_TARGET, "that is this proxy's own address")
-        return await self._connector.open_port(host, port)
+        return await self._connector.open_port(host, port, pipelined)
 
     # -- SOCKS5 ----------------------------------------------------------------------
 
@@ -127,7 +128,10 @@ class ProxyServer:
         except (TimeoutError, ConnectionError, EOFError):
             return
         try:
-            stream = await self._open(request.host, request.port)
+            # The client sends nothing before our reply: waiting for the
+            # exposer's status costs a round trip, paid only while the
+            # service is not known to answer (Pipelining.WARM).
+            stream = await self._open(request.host, request.port, Pipelining.WARM)
         except TargetError as exc:
             self.stats.error(exc.reason.value)
             log.info("SOCKS5 %s:%d: %s", request.host, request.port, exc)
@@ -154,19 +158,27 @@ class ProxyServer:
         if target is None:
             self._local_page(writer, request)
             return
+        connect = request.connect is not None
         try:
-            stream = await self._open(target.host, target.port)
+            # A plain request goes out behind the stream's header at once:
+            # nothing reaches the client before the status is read, so a
+            # refusal is still a readable page.  CONNECT is like SOCKS5.
+            stream = await self._open(target.host, target.port,
+                                      Pipelining.WARM if connect else Pipelining.ALWAYS)
+            early = rest if connect else http_proxy.origin_head(request) + rest
+            if not connect and isinstance(stream, StatusGate):
+                self._send_early(stream, early)
+                early = b""
+                await stream.check()
         except TargetError as exc:
             self.stats.error(exc.reason.value)
             log.info("HTTP proxy %s:%d: %s", target.host, target.port, exc)
             writer.write(http_proxy.error_response(http_status_for(exc.reason),
                                                    exc.reason.value, str(exc)))
             return
-        if request.connect is not None:
+        if connect:
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            await self._splice(reader, writer, stream, rest)
-        else:
-            await self._splice(reader, writer, stream, http_proxy.origin_head(request) + rest)
+        await self._splice(reader, writer, stream, early)
 
     def _local_page(self, writer: asyncio.StreamWriter, request: http_proxy.HttpRequest) -> None:
         """A request for the proxy itself: the PAC file, or a page saying how to use it."""
@@ -187,6 +199,16 @@ class ProxyServer:
             f"configuration at http://{self.listener.text}/proxy.pac, or use it as an HTTP "
             f"or SOCKS5 proxy for .{self._connector.zone} names."))
 
+    def _send_early(self, stream: ByteStream, early: bytes) -> None:
+        """Write what the client sent with its request; a stream that
+        failed meanwhile is the target's failure."""
+        try:
+            stream.write(early)
+        except (StreamClosed, StreamReset, TransportError) as exc:
+            stream.reset()
+            raise TargetError(Reason.PEER_OFFLINE, f"the stream failed: {exc}") from None
+        self.stats.counters.up += len(early)
+
     async def _splice(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       stream: ByteStream, early: bytes) -> None:
         try:
@@ -197,6 +219,10 @@ class ProxyServer:
             await pump(reader, writer, stream, self.stats.counters)
         finally:
             await release(stream)
+        if isinstance(stream, StatusGate) and stream.error is not None:
+            # Refused after a pipelined reply: the pump reset the client.
+            self.stats.error(stream.error.reason.value)
+            log.info("proxy: %s", stream.error)
 
 
 _T = TypeVar("_T")

@@ -134,6 +134,13 @@ async def test_curl_through_socks5_http_proxy_and_forward(short_tmp: Path) -> No
             with pytest.raises(ApiError) as missing:
                 await b.call("expose_remove", {"service": "http"})
             assert missing.value.code == "not_found"
+            # SOCKS5 answered at once while bob.ovl's http was known to work
+            # (Pipelining.WARM): the refusal after that answer is a reset ...
+            status, _, err = await curl("--socks5-hostname", a.proxy, "http://bob.ovl/")
+            assert status in (52, 56), err
+            # ... and made the service cold, so the next client gets the reason.
+            status, _, err = await curl("--socks5-hostname", a.proxy, "http://bob.ovl/")
+            assert (status, err.rstrip()[-3:]) == (97, b"(5)"), err
             status, out, _ = await curl("-x", f"http://{a.proxy}", "-w", "%{http_code}",
                                         "--max-time", "20", "http://bob.ovl/")
             assert out.endswith(b"502") and b"not_exposed" in out
