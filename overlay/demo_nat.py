@@ -342,6 +342,8 @@ async def _try_pair(result: PairResult, a: Daemon, b: Daemon, b_circuit: str) ->
             result.how = str(session.get("how"))
             result.session_ms = session.get("elapsed_ms")
             result.relayed_rtt_ms = session.get("rtt_ms")
+            if session.get("ok") and result.path != "direct":
+                result.how = f"B says {result.how}, but A's connection stays {result.path}"
         elif result.how is None:
             result.how = "direct before B reported a session"
         pinged = await _api(a, "ping", {"peer": b.peer_id, "count": 3})
