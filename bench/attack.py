@@ -175,8 +175,12 @@ class Target:
 
 @asynccontextmanager
 async def target_daemon(home: Path) -> AsyncIterator[Target]:
+    # The allocator `overlay daemon` runs under (overlay/daemon/memory.py).
+    env = dict(os.environ)
+    if not env.get("PYTHONMALLOC") and env.get("OVERLAY_ALLOCATOR") != "pymalloc":
+        env["PYTHONMALLOC"] = "malloc"
     proc = subprocess.Popen([sys.executable, __file__, "--serve", str(home)], cwd=ROOT,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
@@ -330,6 +334,22 @@ def api_call(target: Target) -> Callable[[], Awaitable[bool]]:
             return bool((await client.call("identity"))["ok"])
 
     return request
+
+
+async def daemon_snapshot(target: Target) -> dict[str, Any]:
+    """What the daemon still holds after an attack: connections, streams,
+    memory trims (the ``stats`` op)."""
+    async with await ApiClient.connect(target.api) as client:
+        reply = await client.call("stats")
+    return {key: reply.get(key) for key in ("host", "memory")}
+
+
+async def daemon_snapshot(target: Target) -> dict[str, Any]:
+    """What the daemon still holds after an attack: connections, streams,
+    memory trims (the ``stats`` op)."""
+    async with await ApiClient.connect(target.api) as client:
+        reply = await client.call("stats")
+    return {key: reply.get(key) for key in ("host", "memory")}
 
 
 # -- attacks -------------------------------------------------------------------------
@@ -664,6 +684,8 @@ async def run_attack(name: str, target: Target, legit: Callable[[], Awaitable[bo
                          if rss_after <= rss_before + 32 * 1024 else None}
     result["goal_rss"] = result["daemon_peak_rss_kib"] < 300 * 1024 and (
         result["rss_kib"]["returned_in_s"] is not None or settle == 0)
+    result["daemon_after"] = await daemon_snapshot(target)
+    result["daemon_after"] = await daemon_snapshot(target)
     result.update({k: v for k, v in info.items() if not k.startswith("_")})
     log(f"{name}: {json.dumps(result)}")
     return result

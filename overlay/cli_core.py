@@ -315,7 +315,10 @@ def _cmd_init(ns: argparse.Namespace, home: Home) -> int:
 
 
 def _cmd_daemon(ns: argparse.Namespace, home: Home) -> int:
+    from overlay.daemon.memory import use_system_allocator
     from overlay.daemon.run import event_loop_factory, run_daemon
+
+    use_system_allocator()  # docs/architecture.md, "Memory": gives burst memory back
 
     setup_logging(ns.log_level, default="info")
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:

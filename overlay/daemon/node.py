@@ -22,6 +22,7 @@ from overlay.daemon.api import ApiServer, ApiServerConfig
 from overlay.daemon.config import DaemonConfig
 from overlay.daemon.errors import DaemonError, ListenFailed
 from overlay.daemon.home import Home
+from overlay.daemon.memory import MemoryReturner
 from overlay.daemon.ops import NodeOps, NodeOpsConfig, full_addrs
 from overlay.daemon.ops_admin import AdminOps
 from overlay.errors import TransportError
@@ -101,6 +102,8 @@ class Daemon:
         AdminOps(self, self.stop_requested.set).register(self.api)
         self._extensions = tuple(extensions)
         self._stack: AsyncExitStack | None = None
+        self.memory = MemoryReturner()
+        """Hands freed heap back to the system after a burst (``overlay stats``)."""
 
     @property
     def peer_id(self) -> PeerId:
@@ -125,6 +128,7 @@ class Daemon:
         stack = AsyncExitStack()
         try:
             await stack.enter_async_context(self.host)
+            await stack.enter_async_context(self.memory)
             # Claim the socket before binding ports: a second daemon on the
             # same home should hear "already running", not "port in use".
             await stack.enter_async_context(self.api)

@@ -62,6 +62,9 @@ def collect_stats(daemon: Any) -> dict[str, Any]:
         out["host"] = {"inbound_streams": host.inbound_streams,
                        "connections": len(host.connections())}
     out["api"] = {"clients": api.client_count}
+    memory = getattr(daemon, "memory", None)
+    if memory is not None:
+        out["memory"] = memory.stats()
     kad = _extension_attr(daemon, "kad")
     if kad is not None:
         limits.update(kad.limit_hits.snapshot())
@@ -98,9 +101,10 @@ class _Collector(Collector):
         for cause, count in snapshot["limits"].items():
             hits.add_metric([cause], count)
         yield hits
-        for section in ("host", "api", "kad", "dns"):
+        for section in ("host", "api", "kad", "dns", "memory"):
             for name, value in snapshot.get(section, {}).items():
-                if name in ("clients", "table_size", "inbound_streams", "connections"):
+                if name in ("clients", "table_size", "inbound_streams", "connections",
+                            "rss_bytes"):
                     yield GaugeMetricFamily(f"overlay_{section}_{name}", f"{section} {name}",
                                             value=value)
                 else:
