@@ -3,8 +3,9 @@
 - As root: `overlay demo --nat --json` exits 0, and its JSON says what the
   issue asks: every pair of the open kinds and symmetric-vs-cone went
   direct, symmetric vs symmetric stayed relayed with the reason and was
-  reachable, every pair carried ICMP over the peer's virtual IP, and both
-  names resolved to their owner everywhere.  No namespace or work
+  reachable, every pair carried ICMP over the peer's virtual IP, both
+  names resolved to their owner everywhere, and a page was fetched over
+  HTTP through each name's virtual IPv4.  No namespace or work
   directory of the run is left.
 - Ctrl-C while the daemons start: exit 130, and again nothing is left.
 - Not root (as root: dropped to `nobody` with setpriv): one line on stderr
@@ -101,6 +102,7 @@ def test_demo_nat_json_meets_every_goal(root_lab: None) -> None:
     assert len(names) == len(NAMES) * (len(PEER_KINDS) - 1)
     assert all(n["ok"] and n["owner_ok"] and n["vip6_ok"] for n in names), names
     assert sum(1 for n in names if n["vip_received"]) == len(NAMES), names
+    assert sum(1 for n in names if n["fetched"] is True) == len(NAMES), names
     assert not _left_behind(proc.pid)
     print(f"\noverlay demo --nat: {report['total_s']} s; progress:\n{err}")
 

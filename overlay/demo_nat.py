@@ -19,7 +19,8 @@ Each pair then pings over the overlay and sends ICMP echoes to the
 other's virtual IPv6 address (real packets through ``ovl0``).  Two peers
 register a name each, and every other peer resolves both over the DHT,
 checks the owner and its virtual address, and one resolver per name pings
-the virtual IPv4 address the name resolved to.
+the virtual IPv4 address the name resolved to and fetches a page over HTTP
+from a web server in the owner's namespace through it.
 
 Which pairs should go direct follows issue #9's goals (``goal_of``): every
 pair of no NAT / full / restricted / port-restricted cone, and a symmetric
@@ -34,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import statistics
@@ -103,7 +105,10 @@ DIRECT_GRACE = 10.0
 SESSION_GRACE = 3.0
 """After A saw the direct path, until B's session record says how."""
 API_TIMEOUT = 15.0
-ICMP_TIMEOUT = 20.0
+TOOL_TIMEOUT = 20.0
+"""One ICMP or HTTP probe run in a namespace."""
+HTTP_PORT = 80
+"""The owners' web servers, each in its own namespace."""
 POLL_INTERVAL = 0.1
 """Pacing between polls of a daemon; what ends a wait is its answer."""
 DEFAULT_TIMEOUT = 240.0
@@ -210,12 +215,15 @@ class NameCheck:
     vip_received: int | None = None
     """ICMP echoes answered through the vIPv4 the name resolved to (one
     resolver per name sends them)."""
+    fetched: bool | None = None
+    """Whether that resolver got the owner's page over HTTP through the vIPv4."""
+    fetch_ms: float | None = None
     error: str | None = None
 
     @property
     def ok(self) -> bool:
         return (self.error is None and self.owner_ok and self.vip6_ok
-                and self.vip_received != 0)
+                and self.vip_received != 0 and self.fetched is not False)
 
 
 @dataclass(slots=True)
@@ -266,25 +274,32 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
-async def _icmp(daemon: Daemon, address: str, count: int = 3) -> tuple[int, float | None]:
-    """ICMP echoes from the daemon's namespace to ``address``: (answered,
-    median RTT in ms).  The pinger dies with its namespace if we are
-    interrupted (the lab kills whatever runs in it)."""
+async def _tool(daemon: Daemon, module: str, *args: str) -> dict[str, Any]:
+    """``python -m overlay.lab.<module> ARGS`` in the daemon's namespace;
+    its JSON line.  It dies with the namespace if we are interrupted (the
+    lab kills whatever runs in it)."""
     proc = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", daemon.node.namespace, sys.executable, "-m", "overlay.lab.icmp",
-        address, "--count", str(count), "--wait", "2",
+        "ip", "netns", "exec", daemon.node.namespace, sys.executable, "-m",
+        f"overlay.lab.{module}", *args,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     try:
-        async with asyncio.timeout(ICMP_TIMEOUT):
+        async with asyncio.timeout(TOOL_TIMEOUT):
             out, err = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.wait()
         raise
     if proc.returncode != 0:
-        raise LabError(f"icmp to {address}: exit {proc.returncode}: {err.decode().strip()}")
-    got = json.loads(out)
+        raise LabError(f"{module} {' '.join(args)}: exit {proc.returncode}: "
+                       f"{err.decode(errors='replace').strip()[-300:]}")
+    return dict(json.loads(out))
+
+
+async def _icmp(daemon: Daemon, address: str, count: int = 3) -> tuple[int, float | None]:
+    """ICMP echoes from the daemon's namespace to ``address``: (answered,
+    median RTT in ms)."""
+    got = await _tool(daemon, "icmp", address, "--count", str(count), "--wait", "2")
     rtts = [float(r) for r in got["rtts_ms"]]
     return len(rtts), (round(statistics.median(rtts), 1) if rtts else None)
 
@@ -397,7 +412,8 @@ async def _register(daemon: Daemon, name: str, owner: str) -> dict[str, Any]:
             "pow_ms": got.get("pow_ms"), "stored": got.get("stored"), "error": None}
 
 
-async def _resolve(check: NameCheck, daemon: Daemon, owner: Daemon, ping: bool) -> None:
+async def _resolve(check: NameCheck, daemon: Daemon, owner: Daemon, ping: bool,
+                   page: str) -> None:
     try:
         t0 = time.monotonic()
         got = await _api(daemon, "name_resolve", {"name": check.name, "no_cache": True})
@@ -408,13 +424,18 @@ async def _resolve(check: NameCheck, daemon: Daemon, owner: Daemon, ping: bool) 
         check.vip4 = got.get("vip4")
         if ping and check.vip4:
             check.vip_received, _ = await _icmp(daemon, check.vip4, 3)
+            check.fetched = False
+            got = await _tool(daemon, "fetch", f"http://{check.vip4}:{HTTP_PORT}/",
+                              "--host", check.name, "--timeout", "10")
+            check.fetched = got.get("status") == 200 and got.get("body") == page
+            check.fetch_ms = got.get("ms")
         elif ping:
             check.vip_received = 0
     except (OverlayError, OSError, TimeoutError, ValueError) as exc:
         check.error = _why(exc)
 
 
-async def _exercise(report: NatDemoReport, peers: Sequence[Daemon],
+async def _exercise(report: NatDemoReport, peers: Sequence[Daemon], pages: Mapping[str, str],
                     progress: Callable[[str], None]) -> None:
     t0 = time.monotonic()
     await _settle(peers, report.peers)
@@ -458,7 +479,7 @@ async def _exercise(report: NatDemoReport, peers: Sequence[Daemon],
                 first = False
     async with asyncio.TaskGroup() as group:
         for check, daemon, owner_daemon, ping in checks:
-            group.create_task(_resolve(check, daemon, owner_daemon, ping))
+            group.create_task(_resolve(check, daemon, owner_daemon, ping, pages[check.name]))
     report.names = [check for check, *_ in checks]
     good = sum(1 for c in report.names if c.ok)
     progress(f"names resolved and checked: {good}/{len(report.names)}")
@@ -475,6 +496,19 @@ def _peer_flags(kind: NatKind, intro: Daemon, intro2: Daemon, topo: MatrixTopolo
         # never dialled by the DHT, so only the demo's pairs punch.
         flags += ["--dht-mode", "client"]
     return flags
+
+
+def _serve_page(lab: Lab, owner: Daemon, name: str) -> str:
+    """A web server in the owner's namespace whose page names the name and
+    a fresh token; returns the page.  The lab stops it."""
+    page = f"{name} {secrets.token_hex(8)}\n"
+    root = lab.workdir / f"www-{name}"
+    root.mkdir()
+    (root / "index.html").write_text(page)
+    server = lab.popen(owner.node, [sys.executable, "-u", "-m", "http.server", str(HTTP_PORT),
+                                    "--bind", "0.0.0.0", "--directory", str(root)])
+    server.wait_for_line(lambda line: line.startswith("Serving HTTP"), START_TIMEOUT)
+    return page
 
 
 def _build_and_run(lab: Lab, report: NatDemoReport, progress: Callable[[str], None],
@@ -506,10 +540,11 @@ def _build_and_run(lab: Lab, report: NatDemoReport, progress: Callable[[str], No
         info.peer_id = daemon.peer_id
     report.start_s = round(time.monotonic() - t1, 1)
     progress(f"12 daemons up in {report.start_s:.1f} s")
+    pages = {name: _serve_page(lab, peers[owner - 1], name) for name, owner in NAMES}
 
     async def bounded() -> None:
         async with asyncio.timeout(timeout - (time.monotonic() - t0)):
-            await _exercise(report, peers, progress)
+            await _exercise(report, peers, pages, progress)
 
     try:
         asyncio.run(bounded())
@@ -604,7 +639,9 @@ def format_nat_report(report: NatDemoReport) -> str:
         good = [c for c in checks if c.ok]
         times = [c.resolve_ms for c in checks if c.resolve_ms is not None]
         pinged = [c for c in checks if c.vip_received is not None]
-        ping_text = "; ".join(f"{c.src} pinged its vIPv4 {c.vip4}: {c.vip_received}/3"
+        ping_text = "; ".join(f"{c.src} pinged its vIPv4 {c.vip4}: {c.vip_received}/3 and "
+                              + ("fetched its page in " + _num(c.fetch_ms, " ms")
+                                 if c.fetched else "did NOT fetch its page")
                               for c in pinged)
         lines.append(f"  {name}: resolved right by {len(good)}/{len(checks)} peers, median "
                      f"{_num(statistics.median(times) if times else None, ' ms')}; {ping_text}")
