@@ -114,27 +114,30 @@ class Ipv4Allocator:
 
     def restore(self, entries: Iterable[tuple[PeerId, int]], now: float) -> int:
         """Take back ``entries`` (as ``entries()`` gave them, least recent
-        first), each as used at ``now``; entries outside the pool, repeated
-        peers or addresses, and those beyond the table's size are skipped.
-        Returns how many were taken."""
+        first), each as used at ``now``.  When they do not all fit, the most
+        recent are kept; a peer or an address that appears twice keeps its
+        most recent entry; addresses outside the pool are skipped.  Returns
+        how many were taken."""
         config = self.config
         room = min(config.max_entries, config.last - config.first + 1) - len(self._by_peer)
-        taken = 0
-        highest = None
-        for peer, address in entries:
-            if taken >= room:
+        peers, addresses = set(self._by_peer), set(self._by_addr)
+        chosen: list[tuple[PeerId, int]] = []
+        for peer, address in reversed(list(entries)):
+            if len(chosen) >= room:
                 break
-            if (not config.first <= address <= config.last or peer in self._by_peer
-                    or address in self._by_addr):
+            if not config.first <= address <= config.last or peer in peers \
+                    or address in addresses:
                 continue
+            peers.add(peer)
+            addresses.add(address)
+            chosen.append((peer, address))
+        for peer, address in reversed(chosen):
             self._by_peer[peer] = (address, now)
             self._by_addr[address] = peer
-            highest = address if highest is None else max(highest, address)
-            taken += 1
-        if highest is not None:
+        if chosen:
             # New peers get addresses after the restored ones, as before.
-            self._next = max(self._next, highest + 1)
-        return taken
+            self._next = max(self._next, max(address for _, address in chosen) + 1)
+        return len(chosen)
 
     def __len__(self) -> int:
         return len(self._by_peer)

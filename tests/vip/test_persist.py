@@ -73,17 +73,23 @@ def test_restore_keeps_addresses_and_order_and_numbers_after_them() -> None:
     assert new.allocate(new_peer(), 100.0) == ipaddress.IPv4Address(FIRST + 3)
 
 
-def test_restore_skips_what_does_not_fit() -> None:
-    a, b, c, d = (new_peer() for _ in range(4))
-    alloc = Ipv4Allocator(Ipv4AllocatorConfig(max_entries=2))
-    taken = alloc.restore([(a, FIRST), (b, FIRST), (a, FIRST + 1), (c, 1), (d, FIRST + 5),
-                           (new_peer(), FIRST + 6)], 0.0)
-    # b repeats an address, a repeats a peer, c is outside the pool, and the
-    # table holds two.
-    assert taken == 2
-    assert alloc.lookup(a) == ipaddress.IPv4Address(FIRST)
-    assert alloc.lookup(d) == ipaddress.IPv4Address(FIRST + 5)
-    assert alloc.lookup(b) is None and alloc.lookup(c) is None
+def test_restore_keeps_the_most_recent_and_skips_what_does_not_fit() -> None:
+    a, b, c, d, e, f = (new_peer() for _ in range(6))
+    saved = [(f, FIRST + 5), (a, FIRST), (b, FIRST), (a, FIRST + 1), (c, 1), (d, FIRST + 5),
+             (e, FIRST + 6)]
+    alloc = Ipv4Allocator(Ipv4AllocatorConfig(max_entries=5))
+    # c is outside the pool; a's older entry and f's address (d holds it
+    # later) lose to the more recent ones.
+    assert alloc.restore(saved, 0.0) == 4
+    assert [(p, alloc.lookup(p)) for p in (a, b, c, d, e, f)] == [
+        (a, ipaddress.IPv4Address(FIRST + 1)), (b, ipaddress.IPv4Address(FIRST)), (c, None),
+        (d, ipaddress.IPv4Address(FIRST + 5)), (e, ipaddress.IPv4Address(FIRST + 6)),
+        (f, None)]
+    assert [p for p, _ in alloc.entries()] == [b, a, d, e]  # the order kept
+    # A smaller table keeps the most recently used.
+    small = Ipv4Allocator(Ipv4AllocatorConfig(max_entries=2))
+    assert small.restore(saved, 0.0) == 2
+    assert [p for p, _ in small.entries()] == [d, e]
 
 
 def test_a_change_is_reported_but_a_use_is_not() -> None:
