@@ -1,11 +1,19 @@
 """The plan of `overlay demo --nat` (pure): which peers, which pairs, in
-which rounds, with which goal.  The run itself is interop/test_demo_nat.py."""
+which rounds, with which goal; and what the command says before it builds
+anything (no root, a missing tool, options of the other demos).  The run
+itself is interop/test_demo_nat.py."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from itertools import combinations_with_replacement
+from pathlib import Path
 
-from overlay.demo_nat import NAMES, PAIRS, PEER_KINDS, goal_of, schedule
+import pytest
+
+from overlay.cli import main
+from overlay.demo_nat import NAMES, PAIRS, PEER_KINDS, goal_of, missing_requirement, schedule
 from overlay.lab.natkinds import NatKind
 
 SYMMETRIC = {NatKind.SYMMETRIC_RANDOM, NatKind.SYMMETRIC_SEQUENTIAL}
@@ -62,3 +70,34 @@ def test_schedule_keeps_order_within_a_round() -> None:
 def test_names_are_owned_by_peers_of_the_demo() -> None:
     assert len({name for name, _ in NAMES}) == len(NAMES)
     assert all(1 <= owner <= len(PEER_KINDS) for _, owner in NAMES)
+
+
+# -- what the command says before building anything ------------------------------
+
+def test_without_root_it_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str],
+                                             tmp_path: Path) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert main(["--home", str(tmp_path), "demo", "--nat", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and "needs root" in err, err
+
+
+def test_a_missing_tool_is_named(monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which",
+                        lambda name, *a, **k: None if name == "nft" else real_which(name))
+    assert missing_requirement() is not None
+    assert main(["--home", str(tmp_path), "demo", "--nat"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "`nft` (package nftables)" in err, err
+
+
+def test_options_of_the_other_demos_are_refused(capsys: pytest.CaptureFixture[str],
+                                                tmp_path: Path) -> None:
+    for extra in (["--nodes", "3"], ["--peers", "4"], ["--pow-bits", "8"]):
+        assert main(["--home", str(tmp_path), "demo", "--nat", *extra]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "--nat" in err, (extra, err)
