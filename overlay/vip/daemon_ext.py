@@ -165,7 +165,7 @@ class VipExtension:
         device = self.device
         if service is None or device is None:
             return {"running": False}
-        peers = self._peers(service)
+        peers, total = self._peers(service)
         drops: dict[str, int] = dict(service.router.drops)
         for key, reason in _QUEUE_DROPS.items():
             if service.counts[key]:
@@ -178,8 +178,8 @@ class VipExtension:
             "vip4": "100.64.0.1",
             "vip6": str(service.router.vip6),
             "vip4_table": len(service.router.allocator),
-            "peers": peers[:MAX_STATUS_PEERS],
-            "peers_total": len(peers),
+            "peers": peers,
+            "peers_total": total,
             "packets": dict(service.counts),
             "bytes": dict(service.byte_counts),
             "drops": drops,
@@ -187,7 +187,7 @@ class VipExtension:
             "tun_write_drops": device.write_drops,
         }
 
-    def _peers(self, service: VipService) -> list[dict[str, Any]]:
+    def _peers(self, service: VipService) -> tuple[list[dict[str, Any]], int]:
         """Connected peers first, then the rest of the IPv4 table (most
         recently used first), each with its addresses and its path now."""
         host = service.host
@@ -197,7 +197,9 @@ class VipExtension:
         seen = set(connected)
         rest = [peer for peer in reversed(table) if peer not in seen]
         out = []
-        for peer in connected + rest:
+        listed = connected + rest
+        # Only those shown are looked at (a hash each for the vIPv6).
+        for peer in listed[:MAX_STATUS_PEERS]:
             v4 = table.get(peer)
             out.append({
                 "peer_id": str(peer),
@@ -205,7 +207,7 @@ class VipExtension:
                 "vip6": str(vip6_of(peer)),
                 "path": service.path_to(peer),
             })
-        return out
+        return out, len(listed)
 
 
 def _naming_of(daemon: Any) -> object | None:

@@ -4,6 +4,7 @@ interface is in memory, against a daemon without --tun, and its text."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import shutil
 import sys
@@ -14,14 +15,15 @@ from pathlib import Path
 import pytest
 
 from overlay.cli_vip import PEERS_SHOWN, print_status
+from overlay.daemon.client import ApiClient
 from overlay.daemon.config import DaemonConfig
 from overlay.daemon.home import Home
 from overlay.daemon.init import init_home
 from overlay.daemon.node import Daemon
 from overlay.host import Host, HostListener
-from overlay.identity import Ed25519PrivateKey
+from overlay.identity import Ed25519PrivateKey, PeerId
 from overlay.vip import SELF_V4, vip6_of
-from overlay.vip.daemon_ext import VipExtension
+from overlay.vip.daemon_ext import MAX_STATUS_PEERS, VipExtension
 from tests.vip.test_persist import LOOPBACK, MemoryDevice, source_seen
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,3 +112,25 @@ def test_text_lists_peers_up_to_a_limit_and_the_drops(
     assert "  … 5 more (--json lists 55)" in out
     assert "sent: 10 packets, 1000 bytes (7 as datagrams, 3 on streams)" in out
     assert "dropped: forged source 2, not to us 1" in out
+
+
+async def test_status_lists_at_most_1024_peers_and_counts_all(short_tmp: Path) -> None:
+    home = Home(short_tmp / "home")
+    config = DaemonConfig(listen=(LOOPBACK,))
+    key = init_home(home, config).key
+    ext = VipExtension(device=MemoryDevice, persist=False)
+    async with asyncio.timeout(60), Daemon(home, config, key, extensions=[ext]) as daemon:
+        assert ext.service is not None
+        first = int(ipaddress.IPv4Address("100.64.0.2"))
+        peers = [PeerId.from_public_key(Ed25519PrivateKey.generate().public_key())
+                 for _ in range(MAX_STATUS_PEERS + 76)]
+        ext.service.router.allocator.restore(
+            [(peer, first + i) for i, peer in enumerate(peers)], 0.0)
+        async with await ApiClient.connect(daemon.api_path) as client:
+            status = await client.call("vip_status")
+        assert status["peers_total"] == len(peers) and status["vip4_table"] == len(peers)
+        assert len(status["peers"]) == MAX_STATUS_PEERS
+        # The most recently used first; none has a connection.
+        assert status["peers"][0]["peer_id"] == str(peers[-1])
+        assert {p["path"] for p in status["peers"]} == {"none"}
+    assert not (home.root / "vip4.json").exists()  # persist=False
