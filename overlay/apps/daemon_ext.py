@@ -196,6 +196,7 @@ class AppsExtension:
                 sup.spawn(partial(self._announce_exit, server, zone), "announcing the exit")
             self.exposer = exposer
             self.forwards = Forwards(group, connector)
+            self._unbound.clear()
             if self.persist:
                 home = daemon.home.root
                 remove_stale_tmp(home, [FORWARDS_FILE])

@@ -144,3 +144,15 @@ def test_decoder_skips_bad_entries_and_keeps_the_rest() -> None:
     assert len(skipped) == 4 and "listed twice" in skipped[2] and "limit" in skipped[3]
     with pytest.raises(CorruptState):
         parse_forwards({"forwards": {"listen": "x"}}, limit=2)
+
+
+async def test_an_unreadable_file_is_replaced_at_the_next_change(short_tmp: Path) -> None:
+    home, key = _home(short_tmp / "a")
+    (home.root / FORWARDS_FILE).write_text('{"format": "overlay-forwards", "version": 9}')
+    async with asyncio.timeout(60), _node(home, key) as a:
+        # The daemon runs without the forwards it could not read ...
+        assert (await a.call("forward_list"))["forwards"] == []
+        added = await a.call("forward_add", {"listen": "127.0.0.1:0",
+                                             "target": "bob.ovl:http"})
+        # ... and the next change writes a file it can read again.
+        assert _saved(home) == [{"listen": added["listen"], "target": "bob.ovl:http"}]
