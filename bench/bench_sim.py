@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_sim.py            # 1,000 and 10,000 nodes
     .venv/bin/python bench/bench_sim.py --with-100k
+    nice -n 10 .venv/bin/python bench/bench_sim.py --only-churn   # issue #10's figures
 
 Every figure comes from the virtual-time simulator (``overlay sim``): rounds
 are hop depths, messages are requests per lookup, latency is simulated
@@ -42,7 +43,37 @@ def measure(label: str, config: SimConfig) -> dict[str, Any]:
     figures = summarize(config, outcomes, simulator.net.materialised)
     figures["wall_s"] = round(time.perf_counter() - started, 2)
     figures["label"] = label
+    figures["evictions"] = simulator.evictions
+    figures["checks_sent"] = simulator.checks_sent
     return figures
+
+
+def churn_against_baseline(n: int, config: Any) -> list[dict[str, Any]]:
+    """Issue #10: every node runs the daemon's ``KadBehaviour``; lookups at
+    30% churn against the same configuration without churn, with fixed
+    1 s timeouts and with timeouts from measured round trips (the daemon's
+    way), and with eviction off (the simulator's old copy, for contrast)."""
+    rows: list[dict[str, Any]] = []
+    variants: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("fixed 1 s", {}),
+        ("adaptive", {"adaptive_timeouts": True}),
+        ("adaptive, no eviction", {"adaptive_timeouts": True, "evict_on_failure": False}),
+    )
+    print(f"\nChurn against the churn-free baseline at N={n} (goal: median <= 1.5x, p99 <= 3x)")
+    print(f"{'timeouts':<24}{'churn':>6}{'success':>9}{'median ms':>11}{'p99 ms':>10}"
+          f"{'x median':>10}{'x p99':>8}{'msgs':>6}{'failed':>7}{'evictions':>10}{'checks':>8}{'wall_s':>8}")
+    for name, extra in variants:
+        base = measure(f"{name}, no churn", config(n, **extra))
+        churned = measure(f"{name}, churn 30%", config(n, churn=0.3, **extra))
+        for row, churn in ((base, 0), (churned, 30)):
+            row["x_median"] = round(row["median_latency_ms"] / base["median_latency_ms"], 2)
+            row["x_p99"] = round(row["p99_latency_ms"] / base["p99_latency_ms"], 2)
+            print(f"{name:<24}{churn:>5}%{row['success_rate']:>9.3f}{row['median_latency_ms']:>11.0f}"
+                  f"{row['p99_latency_ms']:>10.0f}{row['x_median']:>10.2f}{row['x_p99']:>8.2f}"
+                  f"{row['median_messages']:>6.0f}{row['median_failed_requests']:>7.1f}"
+                  f"{row['evictions']:>10}{row['checks_sent']:>8}{row['wall_s']:>8}")
+            rows.append(row)
+    return rows
 
 
 def show(title: str, rows: list[dict[str, Any]], baseline: dict[str, Any] | None = None) -> None:
@@ -66,11 +97,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lookups", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--with-100k", action="store_true", help="also run 100,000 nodes")
+    parser.add_argument("--only-churn", action="store_true",
+                        help="only the churn-against-baseline section (issue #10)")
     parser.add_argument("--json", action="store_true", help="also print every run as one JSON object")
     args = parser.parse_args(argv)
 
     def config(nodes: int, **extra: Any) -> SimConfig:
         return SimConfig(nodes=nodes, lookups=args.lookups, seed=args.seed, **extra)
+
+    if args.only_churn:
+        rows = churn_against_baseline(10_000, config)
+        if args.json:
+            print(json.dumps({"churn_baseline": rows}, sort_keys=True))
+        return 0
 
     sizes = [1_000, 10_000] + ([100_000] if args.with_100k else [])
     scaling = [measure(f"N={n}", config(n)) for n in sizes]
@@ -118,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         measure("churn 30%, GET q=3", config(n, churn=0.3, kind=LookupKind.GET_VALUE, lookup=quorum3))
     )
     show(f"Churn at N={n} (leavers stay in tables until checked; joiners announce themselves)", churn)
+    churn_baseline = churn_against_baseline(n, config)
 
     if args.json:
         runs = {
@@ -127,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             "bootstrap": boot,
             "adversarial": adversarial,
             "churn": churn,
+            "churn_baseline": churn_baseline,
         }
         print(json.dumps(runs, sort_keys=True))
     return 0

@@ -1,6 +1,7 @@
 """Kademlia DHT: the pure core (routing table, lookups, records, codec,
-request handling).  Nothing here opens sockets or reads clocks; the
-network service drives it, and so does the simulator in ``overlay.sim``.
+request handling, and each node's routing behaviour).  Nothing here opens
+sockets or reads clocks; the network service drives it, and so does the
+simulator in ``overlay.sim``.
 """
 
 from overlay.kad.errors import (
@@ -16,6 +17,7 @@ from overlay.kad.errors import (
     UnknownNamespace,
     UnsupportedMessageType,
 )
+from overlay.kad.behaviour import BehaviourConfig, KadBehaviour
 from overlay.kad.handler import KadServer, ServerConfig, handle_request
 from overlay.kad.keyspace import (
     Contact,
@@ -92,6 +94,8 @@ __all__ = [
     "InvalidRecord",
     "KadMessage",
     "KadServer",
+    "KadBehaviour",
+    "BehaviourConfig",
     "Lookup",
     "LookupAction",
     "LookupConfig",

@@ -11,6 +11,10 @@ until it gets ``Waiting`` (sleep until ``deadline`` or a response) or
   still used.  Each request's deadline is ``now + timeout_for(peer)`` (the
   driver derives it from measured round trips, see ``overlay.kad.rtt``),
   or ``now + peer_timeout`` without one.
+- With ``slow_after < 1``, a request unanswered after that share of its
+  timeout stops holding its alpha slot (the peer is *slow*; a dead one
+  under churn otherwise stalls a slot for its whole timeout), but it still
+  holds the lookup open and its answer is used until its deadline.
 - A request that timed out (its deadline passed, or the driver reports
   ``on_failure(..., timed_out=True)``) is sent to the same peer again, up
   to ``retries`` times, each with a fresh timeout, when the peer's turn
@@ -88,6 +92,12 @@ class LookupConfig:
     retries: int = 1
     """Times a peer whose request timed out is asked again, each with a
     fresh timeout, before it counts as failed; 0 never retries."""
+    slow_after: float = 0.3
+    """Share of a request's timeout after which it no longer holds an
+    alpha slot (it still may answer until its timeout); 1.0: only then.
+    Timeouts are several round trips (``overlay.kad.rtt``), so 0.3 leaves
+    a live peer time to answer while a dead one stalls a slot for about a
+    third as long (bench/bench_sim.py's churn rows)."""
 
     def __post_init__(self) -> None:
         if self.alpha < 1 or self.k < 1:
@@ -100,6 +110,8 @@ class LookupConfig:
             raise ValueError("quorum and max_providers must not be negative")
         if self.retries < 0:
             raise ValueError("retries must not be negative")
+        if not 0.0 < self.slow_after <= 1.0:
+            raise ValueError("slow_after must be within (0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,12 +203,14 @@ class Finished:
 
 LookupAction = SendRequest | Waiting | Finished
 
-_NOT_CONTACTED, _WAITING, _UNRESPONSIVE, _SUCCEEDED, _FAILED, _RETRY = range(6)
+_NOT_CONTACTED, _WAITING, _UNRESPONSIVE, _SUCCEEDED, _FAILED, _RETRY, _SLOW = range(7)
 # _RETRY: timed out, to be asked again; it holds no alpha slot meanwhile.
+# _SLOW: waiting past ``slow_after``; it holds no alpha slot either.
+_ASKED = (_WAITING, _SLOW)
 
 
 class _Peer:
-    __slots__ = ("contact", "state", "deadline", "depth", "path", "distance", "attempts")
+    __slots__ = ("contact", "state", "deadline", "slow_at", "depth", "path", "distance", "attempts")
 
     def __init__(self, contact: Contact, distance: int, depth: int) -> None:
         self.contact = contact
@@ -204,6 +218,7 @@ class _Peer:
         self.depth = depth
         self.state = _NOT_CONTACTED
         self.deadline = 0.0
+        self.slow_at = 0.0
         self.path = -1  # the path that queried it, once one did
         self.attempts = 0  # requests sent to it
 
@@ -287,10 +302,13 @@ class Lookup:
             return Finished(self._result)
         cutoff = self._deadline if self._deadline is not None and now >= self._deadline else None
         for peer in self._peers.values():
-            if peer.state == _WAITING and peer.deadline <= now:
+            if peer.state in _ASKED and peer.deadline <= now:
                 if cutoff is not None and peer.deadline >= cutoff:
                     continue  # cut short by the lookup's deadline: silent, not failed
                 self._timed_out(peer)
+            elif peer.state == _WAITING and peer.slow_at <= now:
+                peer.state = _SLOW
+                self._paths[peer.path].in_flight -= 1
         if cutoff is not None:
             self._deadline_reached = True
             return Finished(self._finish())
@@ -305,7 +323,8 @@ class Lookup:
                 return action
         if all(path.done for path in self._paths):
             return Finished(self._finish())
-        deadlines = [p.deadline for p in self._peers.values() if p.state == _WAITING]
+        deadlines = [p.deadline for p in self._peers.values() if p.state == _SLOW]
+        deadlines.extend(min(p.slow_at, p.deadline) for p in self._peers.values() if p.state == _WAITING)
         if self._deadline is not None:
             deadlines.append(self._deadline)
         return Waiting(min(deadlines) if deadlines else None)
@@ -358,13 +377,14 @@ class Lookup:
             state.state = _FAILED  # an error answer: no retry
             self._failed += 1
             return True
-        if state.state == _WAITING:
+        if state.state in _ASKED:
             if timed_out:
                 self._timed_out(state)
                 if state.state == _RETRY:
                     return False
             else:
-                self._paths[state.path].in_flight -= 1
+                if state.state == _WAITING:
+                    self._paths[state.path].in_flight -= 1
                 self._failed += 1
         state.state = _FAILED
         return True
@@ -379,13 +399,14 @@ class Lookup:
         state = self._by_id.get(peer)
         if state is None or state.path < 0:
             raise LookupStateError(f"lookup never asked {peer}")
-        if self._result is not None or state.state not in (_WAITING, _UNRESPONSIVE, _RETRY):
+        if self._result is not None or state.state not in (_WAITING, _SLOW, _UNRESPONSIVE, _RETRY):
             return None  # finished already, or a duplicate answer
         return state
 
     def _timed_out(self, peer: _Peer) -> None:
-        """``peer``'s request (state ``_WAITING``) got no answer in time."""
-        self._paths[peer.path].in_flight -= 1
+        """``peer``'s request (``_WAITING`` or ``_SLOW``) got no answer in time."""
+        if peer.state == _WAITING:
+            self._paths[peer.path].in_flight -= 1
         if peer.attempts <= self.config.retries:
             peer.state = _RETRY
             return
@@ -430,7 +451,7 @@ class Lookup:
                     return None
                 if succeeded + pending >= k:
                     return None  # the k closest are settled or being asked
-            elif state == _WAITING:
+            elif state == _WAITING or state == _SLOW:
                 # An unanswered peer among the closest blocks the end until
                 # it answers or times out.
                 pending += 1
@@ -452,14 +473,15 @@ class Lookup:
                 peer.state = _WAITING
                 peer.path = path.index
                 peer.deadline = now + timeout
+                peer.slow_at = now + timeout * self.config.slow_after
                 if self._deadline is not None:
                     peer.deadline = min(peer.deadline, self._deadline)
                 path.in_flight += 1
                 self._messages += 1
                 peer.attempts += 1
                 return SendRequest(peer.contact, path.index, peer.deadline, peer.attempts - 1)
-        if path.in_flight == 0:
-            path.done = True
+        if path.in_flight == 0 and not pending:
+            path.done = True  # (slow peers hold no slot, but may still answer)
         return None
 
     def _satisfied(self) -> bool:

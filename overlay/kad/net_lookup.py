@@ -6,9 +6,12 @@ from one coroutine.  Waiting honours the lookup's own deadline (the
 per-peer timeout), and whatever is still in flight when the lookup
 finishes is cancelled before returning.
 
-A request that timed out is reported as such, with its attempt number:
-the lookup then asks that peer again (``LookupConfig.retries``), while an
-error answer or a refusal is final.  The failure hook only hears of
+A request that timed out on a connection that is still open is reported
+as such, with its attempt number: the lookup then asks that peer again
+(``LookupConfig.retries``), since a message may have been lost.  An error
+answer, a refusal, or a timeout that left no connection (the dial went
+unanswered: the peer is gone, and dialing again would only wait as long
+again) is final.  The failure hook only hears of
 failures the lookup counts, so a peer whose retry answered is not reported
 as failed.
 """
@@ -19,6 +22,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 from overlay.errors import OverlayError
+from overlay.identity import PeerId
 from overlay.kad.keyspace import Contact
 from overlay.kad.lookup import Finished, Lookup, LookupResult, SendRequest
 from overlay.kad.messages import KadMessage
@@ -41,12 +45,14 @@ async def drive_lookup(
     on_failure: FailureHook,
     clock: Callable[[], float],
     timeout: float,
+    connected: Callable[[PeerId], bool] | None = None,
 ) -> LookupResult:
     """Run ``lookup`` to the end, or for at most ``timeout`` seconds, and
-    return its result (a partial one after the timeout)."""
+    return its result (a partial one after the timeout).  ``connected``
+    tells whether a connection to a peer is open (None: always)."""
     try:
         async with asyncio.timeout(timeout):
-            return await _drive(lookup, query, on_answer, on_failure, clock)
+            return await _drive(lookup, query, on_answer, on_failure, clock, connected)
     except TimeoutError:
         return lookup.finish()
 
@@ -57,6 +63,7 @@ async def _drive(
     on_answer: AnswerHook,
     on_failure: FailureHook,
     clock: Callable[[], float],
+    connected: Callable[[PeerId], bool] | None,
 ) -> LookupResult:
     outcomes: asyncio.Queue[_Outcome] = asyncio.Queue()
     running: set[asyncio.Task[None]] = set()
@@ -82,7 +89,11 @@ async def _drive(
                 providers=answer.provider_peers,
             )
         elif lookup.on_failure(
-            contact.peer_id, clock(), timed_out=isinstance(answer, TimeoutError), attempt=attempt
+            contact.peer_id,
+            clock(),
+            timed_out=isinstance(answer, TimeoutError)
+            and (connected is None or connected(contact.peer_id)),
+            attempt=attempt,
         ):
             on_failure(contact, answer)
 

@@ -58,6 +58,8 @@ _LOOKUP_KINDS = {
     LookupKind.GET_VALUE: MessageType.GET_VALUE,
     LookupKind.GET_PROVIDERS: MessageType.GET_PROVIDERS,
 }
+_VERDICT_GRACE = 0.02
+"""Seconds the lookup waits for a silent peer past its request's timeout."""
 _BACKSTOP = 0.25
 """Seconds the driver waits past the lookup's deadline before cutting it."""
 
@@ -80,6 +82,7 @@ class ServiceLookups:
         require_running: Callable[[], None],
         clock: Callable[[], float],
         wall: Callable[[], float],
+        connected: Callable[[PeerId], bool] | None = None,
     ) -> None:
         """``admit(peer, addrs)`` is called for every peer that answered;
         ``closer(answer)`` picks the closer peers of an answer worth asking."""
@@ -95,6 +98,7 @@ class ServiceLookups:
         self._require_running = require_running
         self._clock = clock
         self._wall = wall
+        self._connected = connected
 
     def _seeds(self, key: int, extra: Sequence[Contact] = ()) -> list[Contact]:
         seeds = self.table.closest(key, self.config.lookup.k)
@@ -148,7 +152,9 @@ class ServiceLookups:
             registry=self.registry,
             validation_time=self._wall(),
             local_record=local_record,
-            timeout_for=self._timeout_for,
+            # A hair past the request's own timeout, so that the request's
+            # verdict (a timeout with or without a connection) comes first.
+            timeout_for=lambda contact: self._timeout_for(contact) + _VERDICT_GRACE,
             deadline=started + limit,
         )
         request = KadMessage(_LOOKUP_KINDS[kind], target)
@@ -181,7 +187,7 @@ class ServiceLookups:
         # The lookup ends itself at its deadline (and says so in its
         # result); the driver's own timeout, a little later, is a backstop.
         result = await drive_lookup(lookup, query, answered, failed, self._clock,
-                                    limit + _BACKSTOP)
+                                    limit + _BACKSTOP, self._connected)
         now = self._clock()
         self.table.mark_refreshed(key, now)
         self.stats.lookups.append(

@@ -149,6 +149,7 @@ class KadService:
             cfg, self.peer_id, self.table, self.registry, self.stats, request=self.request,
             timeout_for=self._rpc.timeout_for, admit=self._add_server, closer=self._closer_contacts,
             require_running=self._require_running, clock=clock, wall=self._wall,
+            connected=lambda peer: peer in self.host.peers(),
         ).run
         self._values = KadValues(
             cfg, self.registry, self.records, self.providers, self.republisher,

@@ -98,6 +98,14 @@ class SimConfig:
     exercise_codec: bool = False
     """Send every request and answer through the wire codec (slower; shows
     that what the simulator exchanges is what the network would carry)."""
+    table_connections: bool = True
+    """Every node holds a connection to each member of its table, as the
+    daemon does: it admits only peers that answered, and QUIC keep-alives
+    keep those connections open (up to the host's ``max_connections``,
+    512, above a 10,000-node table's ~200 members).  A member that leaves
+    is then noticed ``idle_timeout`` later and checked; a table built
+    after that no longer holds it.  False: only peers that exchanged
+    answers during the run are connected."""
     idle_timeout: float = 30.0
     """Seconds after a peer left abruptly until its connections die of
     silence (the transport's ``idle_timeout``)."""
@@ -160,6 +168,10 @@ class Simulator:
             self.registry,
             ServerConfig(k=config.routing.k),
             self._rtt_config,
+            forget_departed_after=(
+                config.idle_timeout + config.lookup.peer_timeout
+                if config.table_connections and config.evict_on_failure else None
+            ),
         )
         self.duration = config.lookups * config.lookup_interval
         self._churn(joiners)
@@ -355,7 +367,7 @@ class Simulator:
                 if node is not None and self.config.evict_on_failure and not self.net.alive(node, now):
                     self.behaviour(origin, now).on_request_failed(
                         action.peer.peer_id, FailureKind.TIMEOUT,
-                        connected=self._connected(origin, node), now=now,
+                        connected=self._connected(origin, node, now), now=now,
                     )
                 lookup.on_failure(action.peer.peer_id, now)
             else:
@@ -473,9 +485,16 @@ class Simulator:
     def evictions(self) -> int:
         return sum(b.evictions for b in self.net.behaviours().values())
 
-    def _connected(self, a: int, b: int) -> bool:
+    def _connected(self, a: int, b: int, now: float) -> bool:
+        """Whether ``a`` still holds a connection to ``b`` (one to a peer
+        that left dies of silence ``idle_timeout`` later)."""
+        if now >= self.net.leave_time[b] + self.config.idle_timeout:
+            return False
         links = self._links.get(a)
-        return links is not None and b in links
+        if links is not None and b in links:
+            return True
+        return (self.config.table_connections and self.net.has_table(a)
+                and self.net.peer_ids[b] in self.net.server(a, now).table)
 
     def _link(self, a: int, b: int) -> None:
         self._links.setdefault(a, {})[b] = None
@@ -488,7 +507,10 @@ class Simulator:
     def _connections_died(self, gone: int, now: float) -> None:
         """``gone`` left ``idle_timeout`` ago: whoever was still connected
         to it sees that connection close in silence."""
-        peers = [p for p in self._links.pop(gone, {}) if self.net.alive(p, now)]
+        holders = dict(self._links.pop(gone, {}))
+        if self.config.table_connections:
+            holders.update(dict.fromkeys(self.net.tables_holding(self.net.peer_ids[gone])))
+        peers = [p for p in holders if p != gone and self.net.alive(p, now)]
         self.departures[gone] = tuple(peers)
         peer_id = self.net.peer_ids[gone]
         for peer in peers:
@@ -499,13 +521,17 @@ class Simulator:
 
     def _timed_out(self, run: _Run, node: int, attempt: int, now: float) -> None:
         peer_id = self.net.peer_ids[node]
+        connected = self._connected(run.origin, node, now)
         # Gone: on a connection not yet known dead the behaviour probes first.
         self.behaviour(run.origin, now).on_request_failed(
-            peer_id, FailureKind.TIMEOUT, connected=self._connected(run.origin, node), now=now
+            peer_id, FailureKind.TIMEOUT, connected=connected, now=now
         )
         self._carry_out(run.origin, now)
         if not run.lookup.finished:
-            run.lookup.on_failure(peer_id, now, timed_out=True, attempt=attempt)
+            # No connection, so no message was lost: the dial went
+            # unanswered, and the lookup does not dial again (as the
+            # daemon's driver, ``net_lookup``).
+            run.lookup.on_failure(peer_id, now, timed_out=connected, attempt=attempt)
             self._drive(run, now)
 
     def _lost(self, origin: int, node: int, now: float) -> None:

@@ -109,10 +109,15 @@ class SimNetwork:
         registry: NamespaceRegistry,
         server_config: ServerConfig,
         rtt: RttConfig | None = None,
+        forget_departed_after: float | None = None,
     ) -> None:
-        """``rtt``: how each node's measured round trips become timeouts."""
+        """``rtt``: how each node's measured round trips become timeouts.
+        ``forget_departed_after``: a table built this many seconds or more
+        after a member left no longer holds it (its owner noticed the
+        departure on the connection it held to it); None keeps them all."""
         self.seed = seed
         self.rtt_config = rtt or RttConfig()
+        self.forget_departed_after = forget_departed_after
         self.model = model
         self.routing = routing
         self.registry = registry
@@ -129,6 +134,7 @@ class SimNetwork:
         self.adversary = bytearray(total)
         self._servers: dict[int, KadServer] = {}
         self._behaviours: dict[int, KadBehaviour] = {}
+        self._departed_cache: tuple[float, set[int]] | None = None
         self._rtt_seed = _mix64(seed & _MASK64)
         self._log_median = math.log(model.median_rtt)
 
@@ -216,6 +222,18 @@ class SimNetwork:
     def materialised(self) -> int:
         return len(self._servers)
 
+    def _departed_before(self, now: float) -> set[int] | frozenset[int]:
+        if self.forget_departed_after is None:
+            return frozenset()
+        limit = now - self.forget_departed_after
+        if self._departed_cache is None or self._departed_cache[0] != limit:
+            self._departed_cache = (limit, {n for n, t in enumerate(self.leave_time) if t <= limit})
+        return self._departed_cache[1]
+
+    def tables_holding(self, peer: PeerId) -> list[int]:
+        """Nodes whose (built) table holds ``peer``."""
+        return [node for node, server in self._servers.items() if peer in server.table]
+
     def _build_table(self, node: int, now: float) -> RoutingTable:
         own = self.keys[node]
         rng = random.Random(_mix64((self.seed * 1_000_003 + node) & _MASK64))
@@ -226,6 +244,7 @@ class SimNetwork:
         # shows the network as it joins.  Later joiners are learned only
         # through the protocol (their self-lookups reach the tables).
         cutoff = now if self.join_time[node] > 0 else 0.0
+        gone = self._departed_before(now)
         for level in range(KEY_BITS - 1, -1, -1):
             # Stop once nothing else shares the node's prefix at this level.
             mine = own >> (level + 1) << (level + 1)
@@ -241,6 +260,6 @@ class SimNetwork:
             else:
                 picks = rng.sample(range(first, last), min(last - first, k + k // 2))
             members = [self.order[position] for position in picks]
-            joined = [m for m in members if self.join_time[m] <= cutoff][:k]
+            joined = [m for m in members if self.join_time[m] <= cutoff and m not in gone][:k]
             table.load([self.contacts[m] for m in joined])
         return table

@@ -52,7 +52,8 @@ def test_find_node_terminates_with_the_true_k_closest(cluster: Cluster) -> None:
 
 def test_at_most_alpha_requests_in_flight(cluster: Cluster) -> None:
     origin, target = cluster.contacts[1], cluster.contacts[200]
-    lookup = start(cluster, origin, LookupKind.FIND_NODE, target.peer_id.multihash, LookupConfig(alpha=3))
+    lookup = start(cluster, origin, LookupKind.FIND_NODE, target.peer_id.multihash,
+                   LookupConfig(alpha=3, slow_after=1.0))
     sends = []
     action = lookup.next(NOW)
     while isinstance(action, SendRequest):
@@ -69,7 +70,7 @@ def test_at_most_alpha_requests_in_flight(cluster: Cluster) -> None:
 def test_slow_peer_stops_counting_after_its_timeout_and_late_answer_counts(cluster: Cluster) -> None:
     origin, target = cluster.contacts[2], cluster.contacts[150]
     key = target.peer_id.multihash
-    config = LookupConfig(alpha=1, peer_timeout=5.0, retries=0)  # retries: test_lookup_retry
+    config = LookupConfig(alpha=1, peer_timeout=5.0, retries=0, slow_after=1.0)  # retries: test_lookup_retry
     lookup = start(cluster, origin, LookupKind.FIND_NODE, key, config)
     first = lookup.next(NOW)
     assert isinstance(first, SendRequest)
@@ -276,3 +277,32 @@ def test_config_validation() -> None:
     for bad in ({"alpha": 0}, {"k": 0}, {"peer_timeout": 0}, {"disjoint_paths": 0}, {"quorum": -1}):
         with pytest.raises(ValueError):
             LookupConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_a_slow_request_frees_its_alpha_slot_yet_still_holds_the_end(cluster: Cluster) -> None:
+    origin, target = cluster.contacts[3], cluster.contacts[160]
+    key = target.peer_id.multihash
+    config = LookupConfig(alpha=1, peer_timeout=1.0, retries=0, slow_after=0.3)
+    lookup = start(cluster, origin, LookupKind.FIND_NODE, key, config)
+    first = lookup.next(NOW)
+    assert isinstance(first, SendRequest) and first.deadline == NOW + 1.0
+    assert lookup.next(NOW + 0.29) == Waiting(NOW + 0.3)
+    # Past 0.3 of its timeout the slot is free: the next peer is asked.
+    second = lookup.next(NOW + 0.3)
+    assert isinstance(second, SendRequest) and second.peer != first.peer
+    # The slow peer's answer still counts.
+    answer = cluster.answer(LookupKind.FIND_NODE, key, first.peer.peer_id, origin.peer_id)
+    assert answer is not None
+    closer = [cluster.by_id[p.peer_id] for p in answer.closer_peers]
+    lookup.on_success(first.peer.peer_id, closer, NOW + 0.5)
+    assert lookup.finish().answered == 1
+
+
+def test_a_lone_slow_peer_is_waited_for_until_its_timeout(cluster: Cluster) -> None:
+    origin, only = cluster.contacts[4], cluster.contacts[170]
+    config = LookupConfig(alpha=3, peer_timeout=1.0, retries=0, slow_after=0.3)
+    lookup = Lookup(LookupKind.FIND_NODE, only.peer_id.multihash, [only], config, local_key=origin.key)
+    assert isinstance(lookup.next(NOW), SendRequest)
+    assert lookup.next(NOW + 0.3) == Waiting(NOW + 1.0)  # slow, not given up
+    action = lookup.next(NOW + 1.0)
+    assert isinstance(action, Finished) and action.result.failed == 1

@@ -42,7 +42,7 @@ def sends(lookup: Lookup, now: float) -> list[SendRequest]:
 
 def test_a_timed_out_peer_is_asked_once_more_with_a_fresh_timeout(cluster: Cluster) -> None:
     origin, target = cluster.contacts[0], cluster.contacts[80]
-    lookup = start(cluster, origin, target, LookupConfig(alpha=1, peer_timeout=1.0))
+    lookup = start(cluster, origin, target, LookupConfig(alpha=1, slow_after=1.0, peer_timeout=1.0))
     [first] = sends(lookup, NOW)
     assert first.attempt == 0 and first.deadline == NOW + 1.0
     assert lookup.next(NOW + 0.9) == Waiting(NOW + 1.0)
@@ -59,7 +59,7 @@ def test_a_timed_out_peer_is_asked_once_more_with_a_fresh_timeout(cluster: Clust
 
 def test_the_retry_answer_counts_as_an_answer(cluster: Cluster) -> None:
     origin, target = cluster.contacts[1], cluster.contacts[60]
-    lookup = start(cluster, origin, target, LookupConfig(alpha=1, peer_timeout=1.0))
+    lookup = start(cluster, origin, target, LookupConfig(alpha=1, slow_after=1.0, peer_timeout=1.0))
     [first] = sends(lookup, NOW)
     [retry] = sends(lookup, NOW + 1.0)
     lookup.on_success(retry.peer.peer_id, closer(cluster, origin, target, retry.peer.peer_id), NOW + 1.1)
@@ -72,7 +72,7 @@ def test_the_retry_answer_counts_as_an_answer(cluster: Cluster) -> None:
 
 def test_a_driver_reported_timeout_is_retried_and_a_stale_one_ignored(cluster: Cluster) -> None:
     origin, target = cluster.contacts[2], cluster.contacts[40]
-    lookup = start(cluster, origin, target, LookupConfig(alpha=1, peer_timeout=5.0))
+    lookup = start(cluster, origin, target, LookupConfig(alpha=1, slow_after=1.0, peer_timeout=5.0))
     [first] = sends(lookup, NOW)
     # The driver's request timed out before the lookup's own deadline.
     assert not lookup.on_failure(first.peer.peer_id, NOW + 0.5, timed_out=True, attempt=0)
@@ -90,7 +90,7 @@ def test_a_driver_reported_timeout_is_retried_and_a_stale_one_ignored(cluster: C
 
 def test_a_peer_that_answered_late_is_not_retried(cluster: Cluster) -> None:
     origin, target = cluster.contacts[3], cluster.contacts[90]
-    lookup = start(cluster, origin, target, LookupConfig(alpha=1, peer_timeout=1.0))
+    lookup = start(cluster, origin, target, LookupConfig(alpha=1, slow_after=1.0, peer_timeout=1.0))
     [first] = sends(lookup, NOW)
     # Timed out (the driver says so), then its answer arrives before the
     # lookup got round to the retry.
@@ -104,7 +104,7 @@ def test_a_peer_that_answered_late_is_not_retried(cluster: Cluster) -> None:
 
 def test_an_error_answer_is_never_retried(cluster: Cluster) -> None:
     origin, target = cluster.contacts[4], cluster.contacts[30]
-    lookup = start(cluster, origin, target, LookupConfig(alpha=1, peer_timeout=1.0))
+    lookup = start(cluster, origin, target, LookupConfig(alpha=1, slow_after=1.0, peer_timeout=1.0))
     [first] = sends(lookup, NOW)
     assert lookup.on_failure(first.peer.peer_id, NOW + 0.1, attempt=0)  # refused, reset, unreachable
     [other] = sends(lookup, NOW + 0.1)
@@ -120,7 +120,7 @@ def test_an_error_answer_is_never_retried(cluster: Cluster) -> None:
 
 def test_no_retry_when_its_timeout_would_outlive_the_deadline(cluster: Cluster) -> None:
     origin, target = cluster.contacts[5], cluster.contacts[70]
-    config = LookupConfig(alpha=1)
+    config = LookupConfig(alpha=1, slow_after=1.0)
     lookup = start(cluster, origin, target, config, timeout_for=lambda c: 0.6, deadline=NOW + 1.0)
     [first] = sends(lookup, NOW)
     assert first.deadline == NOW + 0.6
@@ -133,7 +133,7 @@ def test_no_retry_when_its_timeout_would_outlive_the_deadline(cluster: Cluster) 
 
 def test_retries_zero_gives_up_at_the_first_timeout(cluster: Cluster) -> None:
     origin, target = cluster.contacts[6], cluster.contacts[20]
-    lookup = start(cluster, origin, target, LookupConfig(alpha=1, peer_timeout=1.0, retries=0))
+    lookup = start(cluster, origin, target, LookupConfig(alpha=1, slow_after=1.0, peer_timeout=1.0, retries=0))
     [first] = sends(lookup, NOW)
     [other] = sends(lookup, NOW + 1.0)
     assert other.peer != first.peer

@@ -101,7 +101,7 @@ def test_get_value_with_quorum_ignores_forged_records() -> None:
 
 
 def test_loss_is_survived() -> None:
-    _, outcomes = run(network=NetworkModel(loss=0.1), lookups=30)
+    _, outcomes = run(network=NetworkModel(loss=0.1), lookups=100)
     assert sum(o.failed for o in outcomes) > 0
     # One retry by default: the target is missed only if two round trips are lost.
     assert sum(o.success for o in outcomes) / len(outcomes) >= 0.9, f"seed {SEED}"
