@@ -53,12 +53,21 @@ def test_proxy_pac_and_exposures_across_a_restart(
         assert main(["--home", str(home), "expose", "web", "--port", "8080",
                      "--allow", "bob.ovl"]) == 0
         assert "exposing web → 127.0.0.1:8080 (only bob.ovl)" in capsys.readouterr().out
+        assert main(["--home", str(home), "forward", "--listen", "127.0.0.1:0",
+                     "bob.ovl:web", "--json"]) == 0
+        listen = json.loads(capsys.readouterr().out)["listen"]
     with DaemonProcess(home, "--dns", "off", "--no-mdns"):
         assert main(["--home", str(home), "expose", "--list", "--json"]) == 0
         listed = json.loads(capsys.readouterr().out)
         assert [(s["service"], s["port"], s["allow"]) for s in listed["services"]] == [
             ("web", 8080, ["bob.ovl"])]
         assert listed["proxy"] is None
+        # The forward came back on the port it had.
+        assert main(["--home", str(home), "forward", "--list"]) == 0
+        assert capsys.readouterr().out.startswith(f"{listen} → bob.ovl:web  0 connections")
+        host, port = listen.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10):
+            pass  # listening
         assert main(["--home", str(home), "expose", "--remove", "web"]) == 0
         assert main(["--home", str(home), "expose", "--remove", "web"]) == 4
 
