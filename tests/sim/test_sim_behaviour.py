@@ -69,3 +69,16 @@ def test_lost_messages_are_probed_and_evict_nobody() -> None:
     assert simulator.evictions == 0, f"seed {SEED}"
     assert sum(b.checks_failed for b in simulator.net.behaviours().values()) == 0
     assert sum(o.success for o in outcomes) / len(outcomes) >= 0.9, f"seed {SEED}"
+
+
+def test_a_table_built_after_departures_were_noticed_no_longer_holds_the_departed() -> None:
+    def departed_members(connections: bool) -> int:
+        config = SimConfig(nodes=500, lookups=10, seed=SEED, churn=0.3, table_connections=connections)
+        net = Simulator(config).net
+        later = max(t for t in net.leave_time if t != float("inf")) + 40.0
+        table = net.server(7, later).table
+        return sum(net.leave_time[net.index_of[c.peer_id]] < later for c in table.contacts())
+
+    # Its owner held connections to them and checked them when they died.
+    assert departed_members(True) == 0
+    assert departed_members(False) > 0, f"seed {SEED}"
