@@ -162,6 +162,9 @@ class PeerInfo:
     peer_id: str = ""
     nat_seen: str | None = None
     """The NAT type the peer's STUN client reported."""
+    autonat: str | None = None
+    """AutoNAT v2's verdict once the pairs start: ``public`` means the
+    introducers' dial-backs got in, and the peer advertises its address."""
     circuit: str | None = None
 
 
@@ -443,6 +446,11 @@ async def _exercise(report: NatDemoReport, peers: Sequence[Daemon], pages: Mappi
     seen = ", ".join(f"{p.label} {p.nat_seen}" for p in report.peers)
     progress(f"every peer holds a relay reservation and knows its NAT ({seen})")
     labels = [p.label for p in report.peers]
+    for info, daemon in zip(report.peers, peers, strict=True):
+        try:
+            info.autonat = (await _api(daemon, "autonat_status")).get("reachability")
+        except (OverlayError, OSError, TimeoutError) as exc:
+            info.autonat = _why(exc)
     async with asyncio.TaskGroup() as group:
         # Proof of work takes seconds: it runs while the pairs are tried.
         registering = [group.create_task(_register(peers[owner - 1], name, labels[owner - 1]))
@@ -608,10 +616,11 @@ def format_nat_report(report: NatDemoReport) -> str:
     lines = [f"overlay demo --nat: 2 introducers on 203.0.113.0/24 and {len(report.peers)} "
              f"peers behind NATs, {WAN_DELAY_MS:g} ms on each WAN link "
              f"({4 * WAN_DELAY_MS:g} ms RTT between peers)", ""]
-    lines.append(f"  {'peer':5} {'NAT built':11} {'STUN says':24} {'public IP':15} peer id")
+    lines.append(f"  {'peer':5} {'NAT built':11} {'STUN says':24} {'AutoNAT':8} "
+                 f"{'public IP':15} peer id")
     for p in report.peers:
-        lines.append(f"  {p.label:5} {p.kind:11} {p.nat_seen or '-':24} {p.public_ip:15} "
-                     f"{p.peer_id}")
+        lines.append(f"  {p.label:5} {p.kind:11} {p.nat_seen or '-':24} {p.autonat or '-':8} "
+                     f"{p.public_ip:15} {p.peer_id}")
     lines.append("")
     lines.append(f"  {'A > B':9} {'kinds (A x B)':24} {'goal':7} {'result':8} {'to direct':>9} "
                  f"{'ping':>8} {'vIP ping':>12}  how (B's session) or why not direct")
