@@ -316,7 +316,15 @@ class StatusGate(GatedStream):
                 raise self.error
             return
         try:
-            await read_status(self._stream, self._name, self._service)
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await read_status(self._stream, self._name, self._service)
+            except TimeoutError:
+                # The exposer answers right after its local connect (5 s at
+                # most): silence is a peer that is gone or broken.
+                raise TargetError(Reason.PEER_OFFLINE,
+                                  f"{self._name} did not answer within "
+                                  f"{CONNECT_TIMEOUT:.0f} s") from None
         except TargetError as exc:
             self._checked = True
             self.error = exc
