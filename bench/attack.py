@@ -341,7 +341,7 @@ async def daemon_snapshot(target: Target) -> dict[str, Any]:
     memory trims (the ``stats`` op)."""
     async with await ApiClient.connect(target.api) as client:
         reply = await client.call("stats")
-    return {key: reply.get(key) for key in ("host", "memory")}
+    return {key: reply.get(key) for key in ("host", "memory", "dns", "limits")}
 
 
 async def daemon_snapshot(target: Target) -> dict[str, Any]:
@@ -349,7 +349,7 @@ async def daemon_snapshot(target: Target) -> dict[str, Any]:
     memory trims (the ``stats`` op)."""
     async with await ApiClient.connect(target.api) as client:
         reply = await client.call("stats")
-    return {key: reply.get(key) for key in ("host", "memory")}
+    return {key: reply.get(key) for key in ("host", "memory", "dns", "limits")}
 
 
 # -- attacks -------------------------------------------------------------------------
