@@ -7,7 +7,8 @@ has its own ``ovl0``.  A registers a name; from B: the name resolves to A's
 vIPs (``name resolve --json`` and the DNS front, asked with dig), ICMP echo
 reaches A's vIPv6 and vIPv4, and curl fetches a page from an HTTP server in
 A by vIP and by name.  A peer that forges another peer's source vIP has its
-packets dropped by A, while its honest ones arrive.
+packets dropped by A, while its honest ones arrive.  B, restarted, gives A
+the vIPv4 it had (the saved table), though it now asks for A first.
 
 Behind two NATs (``build_nat_topology``: A behind a port-restricted cone,
 B behind a full cone, each its own router, an introducer on the public
@@ -236,6 +237,37 @@ def test_ping_and_curl_by_vip_and_by_name(lab: Lab) -> None:
     assert status_a["drops"].get("forged source", 0) == 0, status_a
     server.stop()
     stop_daemons(db, da)
+
+
+def test_a_restarted_daemon_keeps_each_peers_vip4(lab: Lab) -> None:
+    """B numbers C before A; restarted, B asks for A first and still gets
+    A's old address (without the saved table A would take C's), and the
+    vIPv4 still reaches A."""
+    a, b, da, db = two_nodes(lab)
+    # C shares A's namespace without --tun (one ovl0 per namespace).
+    dc = start_daemon(lab, a, "10.77.0.1", "--dns", "off", "--no-mdns", "--bootstrap", da.addr,
+                      name="vipc")
+    overlay_json(lab, dc, "name", "register", "vipcarol.ovl")
+    overlay_json(lab, da, "name", "register", NAME)
+    before = {}
+    for name in ("vipcarol.ovl", NAME):  # C first: C gets .2, A .3
+        got = poll_json(lab, db, ["name", "resolve", name], lambda r: bool(r.get("vip4")),
+                        timeout=POLL_TIMEOUT)
+        before[name] = got["vip4"]
+    assert before == {"vipcarol.ovl": "100.64.0.2", NAME: "100.64.0.3"}, before
+    stop_daemons(db)
+    saved = json.loads((db.home / "vip4.json").read_text())
+    assert [entry[1] for entry in saved["entries"]] == ["100.64.0.2", "100.64.0.3"], saved
+
+    db = start_daemon(lab, b, "10.77.0.2", "--tun", "--dns", "127.0.0.1:0", "--no-mdns",
+                      "--bootstrap", da.addr)
+    after = poll_json(lab, db, ["name", "resolve", NAME], lambda r: bool(r.get("vip4")),
+                      timeout=POLL_TIMEOUT)
+    assert after["vip4"] == before[NAME], (after, before)
+    assert len(ping(lab, b, after["vip4"])) == 3
+    status = overlay_json(lab, db, "vip", "status")
+    assert {p["vip4"] for p in status["peers"]} >= {"100.64.0.2", "100.64.0.3"}, status
+    stop_daemons(db, dc, da)
 
 
 def test_forged_source_vip_is_dropped(lab: Lab) -> None:
