@@ -24,6 +24,7 @@ routes, firewall or interfaces.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import ipaddress
@@ -36,7 +37,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -261,6 +262,34 @@ def _die_with_parent() -> None:
     themselves go at the next run's ``cleanup_stale``)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[set[int | signal.Signals]]:
+    """Hold SIGINT and SIGTERM while forking a child with a ``preexec_fn``.
+
+    Python then runs its at-fork hooks (logging's among them), and a signal
+    handler that fires inside one raises there: the KeyboardInterrupt of a
+    Ctrl-C is printed as "ignored" and lost, and the run goes on (seen in
+    ``overlay demo --nat``).  Held, the signal arrives once the fork is
+    done.  Yields the mask to restore in the child."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    try:
+        yield previous
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _child_setup(mask: set[int | signal.Signals]) -> Callable[[], None]:
+    """The ``preexec_fn``: die with the parent, and give the program the
+    signal mask the parent had before ``_signals_held``."""
+    def setup() -> None:
+        _die_with_parent()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    return setup
 
 
 class LabProcess:
@@ -581,9 +610,21 @@ class Lab:
         """Run ``argv`` in ``node`` to completion and return it (any exit
         status); ``subprocess.TimeoutExpired`` after ``timeout`` seconds,
         the process killed."""
-        return subprocess.run(["ip", "netns", "exec", node.namespace, *argv],
-                              capture_output=True, text=True, timeout=timeout, check=False,
-                              env=env, preexec_fn=_die_with_parent)
+        with _signals_held() as mask:
+            proc = subprocess.Popen(["ip", "netns", "exec", node.namespace, *argv],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=env, preexec_fn=_child_setup(mask))
+        with proc:
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                raise
+            except BaseException:
+                proc.kill()  # Ctrl-C: do not leave it running
+                raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def popen(self, node: Node, argv: Sequence[str], *,
               env: dict[str, str] | None = None) -> LabProcess:
@@ -591,11 +632,12 @@ class Lab:
         and killed if the thread that called ``popen`` dies first (call it
         from the main thread)."""
         stderr_path = self.workdir / f"{node.name}-{len(self.processes)}.stderr"
-        with open(stderr_path, "wb") as stderr:
+        with open(stderr_path, "wb") as stderr, _signals_held() as mask:
             # `ip netns exec` execs argv, so the pid is the program's own.
             popen = subprocess.Popen(["ip", "netns", "exec", node.namespace, *argv],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=stderr, env=env, preexec_fn=_die_with_parent)
-        proc = LabProcess(node, argv, popen, stderr_path)
-        self.processes.append(proc)
+                                     stderr=stderr, env=env, preexec_fn=_child_setup(mask))
+            # Tracked before a held Ctrl-C can arrive, so close() stops it.
+            proc = LabProcess(node, argv, popen, stderr_path)
+            self.processes.append(proc)
         return proc
