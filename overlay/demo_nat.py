@@ -77,8 +77,8 @@ PAIRS: tuple[tuple[int, int], ...] = (
     (4, 5), (10, 9),                                   # symmetric against port-restricted
 )
 """One pair per pair of kinds (both symmetric allocations against the
-port-restricted cone), each peer in three or four, roles mixed so that
-both NATs of a kind pair meet both DCUtR roles somewhere."""
+port-restricted cone), each peer in three or four; every kind dials in
+some pairs and is dialled (runs DCUtR's initiator side) in others."""
 NAMES: tuple[tuple[str, int], ...] = (("alice.ovl", 4), ("bob.ovl", 5))
 """(name, owner): one behind a port-restricted cone, one behind a symmetric NAT."""
 WAN_DELAY_MS = 20.0

@@ -34,6 +34,12 @@ def test_every_pair_of_kinds_is_tried_once_at_least() -> None:
     assert SYMMETRIC <= against_port
 
 
+def test_every_kind_dials_and_is_dialled() -> None:
+    kinds = set(PEER_KINDS)
+    assert {PEER_KINDS[a - 1] for a, _ in PAIRS} == kinds
+    assert {PEER_KINDS[b - 1] for _, b in PAIRS} == kinds
+
+
 def test_pairs_are_distinct_peers_and_unique() -> None:
     assert len(set(PAIRS)) == len(PAIRS)
     assert all(a != b and 1 <= a <= len(PEER_KINDS) and 1 <= b <= len(PEER_KINDS)
