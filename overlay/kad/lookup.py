@@ -54,6 +54,7 @@ from overlay.kad.messages import PeerInfo
 from overlay.kad.records import NamespaceRegistry, Record
 
 __all__ = [
+    "LOOKUP_RETRIES",
     "LookupKind",
     "LookupConfig",
     "Lookup",
@@ -63,6 +64,19 @@ __all__ = [
     "Finished",
     "LookupAction",
 ]
+
+
+LOOKUP_RETRIES = 3
+"""Retries the network service and the simulator use (``LookupConfig``
+alone keeps 1) for a peer whose request timed out on an open connection.
+With 10% of messages lost each way a round trip fails 19% of the time,
+and a lookup's target stays silent through four of them 0.13% of the
+time: 1000 of 1000 simulated lookups at 10,000 nodes succeed, against
+96.5% with one retry, at the same median and p99 latency
+(bench/lookup_loss.py).  A timeout without a connection is never retried
+(``overlay.kad.net_lookup``), so the dead cost little more: p99 2.5x the
+churn-free one at 30% churn, against 2.3x with one retry
+(bench/bench_sim.py --only-churn)."""
 
 
 class LookupKind(Enum):

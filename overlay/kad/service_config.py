@@ -7,7 +7,7 @@ from typing import Literal
 
 from overlay.errors import InvalidMultiaddr, LocalProtocolError
 from overlay.kad.handler import ServerConfig
-from overlay.kad.lookup import LookupConfig
+from overlay.kad.lookup import LOOKUP_RETRIES, LookupConfig
 from overlay.kad.providers import ProviderConfig
 from overlay.kad.republish import RepublishConfig
 from overlay.kad.routing import RoutingConfig
@@ -17,6 +17,7 @@ from overlay.negotiate import encode_message
 
 __all__ = [
     "DEFAULT_KAD_PROTOCOL",
+    "LOOKUP_RETRIES",
     "IPFS_KAD_PROTOCOL",
     "DhtMode",
     "KadServiceConfig",
@@ -28,6 +29,7 @@ IPFS_KAD_PROTOCOL = "/ipfs/kad/1.0.0"
 """The public libp2p DHT, used for interop."""
 
 DhtMode = Literal["server", "client"]
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +45,9 @@ class KadServiceConfig:
     """Full multiaddrs (with ``/p2p/<id>``) contacted at start."""
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     """Routing-table parameters (k, IP diversity, refresh interval)."""
-    lookup: LookupConfig = field(default_factory=LookupConfig)
-    """Lookup parameters (alpha, per-peer timeout, disjoint paths)."""
+    lookup: LookupConfig = field(default_factory=lambda: LookupConfig(retries=LOOKUP_RETRIES))
+    """Lookup parameters (alpha, per-peer timeout, disjoint paths); three
+    retries of a peer silent on an open connection (``LOOKUP_RETRIES``)."""
     server: ServerConfig = field(default_factory=ServerConfig)
     """How many closer peers an answer carries."""
     store: StoreConfig = field(default_factory=StoreConfig)

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from overlay.kad.lookup import LookupConfig, LookupKind
+from overlay.kad.lookup import LOOKUP_RETRIES, LookupConfig, LookupKind
 from overlay.kad.routing import RoutingConfig
 from overlay.sim.engine import SimConfig, Simulator
 from overlay.sim.network import NetworkModel
@@ -58,8 +58,8 @@ def build_parser(prog: str = "overlay sim") -> argparse.ArgumentParser:
     add("--loss", type=_fraction, default=0.0, help="probability a message is lost")
     add("--peer-timeout", type=float, default=1.0,
         help="per-peer timeout in seconds (default 1)")
-    add("--retries", type=int, default=1,
-        help="times a peer whose request timed out is asked again (default 1)")
+    add("--retries", type=int, default=LOOKUP_RETRIES,
+        help=f"times a peer whose request timed out is asked again (default {LOOKUP_RETRIES}, the daemon's)")
     add("--adaptive-timeouts", action="store_true",
         help="timeouts from measured round trips (as the daemon), at most --peer-timeout")
     add("--stop-when-found", action="store_true",

@@ -38,7 +38,15 @@ from overlay.errors import OverlayError
 from overlay.kad.behaviour import KadBehaviour, RefreshBuckets, StartBootstrap
 from overlay.kad.handler import ServerConfig, handle_request
 from overlay.kad.keyspace import Contact, kad_key
-from overlay.kad.lookup import Finished, Lookup, LookupConfig, LookupKind, LookupResult, SendRequest
+from overlay.kad.lookup import (
+    LOOKUP_RETRIES,
+    Finished,
+    Lookup,
+    LookupConfig,
+    LookupKind,
+    LookupResult,
+    SendRequest,
+)
 from overlay.kad.messages import KadMessage, MessageType, PeerInfo, decode_message, encode_message
 from overlay.kad.policy import FailureKind, NodePolicy, ProbeConnection
 from overlay.kad.records import Record, default_registry, immutable_key
@@ -78,8 +86,9 @@ class SimConfig:
     first have a random node publish (a lookup for the key, then PUT_VALUE
     or ADD_PROVIDER to the closest peers it found), then look the key up
     from another node."""
-    lookup: LookupConfig = LookupConfig(peer_timeout=1.0)
-    """Lookup parameters; the timeout is short because simulated RTTs are."""
+    lookup: LookupConfig = LookupConfig(peer_timeout=1.0, retries=LOOKUP_RETRIES)
+    """Lookup parameters; the timeout is short because simulated RTTs are,
+    and the retries are the daemon's."""
     routing: RoutingConfig = RoutingConfig()
     network: NetworkModel = NetworkModel()
     lookup_interval: float = 0.5
