@@ -118,6 +118,12 @@ class SimConfig:
     idle_timeout: float = 30.0
     """Seconds after a peer left abruptly until its connections die of
     silence (the transport's ``idle_timeout``)."""
+    dials: bool = False
+    """A request to a peer the asker holds no connection to costs one more
+    round trip (the QUIC handshake), and with ``adaptive_timeouts`` waits
+    the daemon's dial timeout (its cold estimate, at least 1 s) instead of
+    the connected one.  Off, every request costs one round trip and every
+    peer gets the connected timeout."""
     adaptive_timeouts: bool = False
     """Each asker derives its request timeouts from the round trips it
     measured (``overlay.kad.rtt``, as the daemon does for peers it is
@@ -199,6 +205,8 @@ class Simulator:
         self.messages_sent = 0
         self.checks_sent = 0
         """Liveness checks, verifications and probes the behaviours sent."""
+        self._now = 0.0
+        """The time of the event being handled."""
         self._links: dict[int, dict[int, None]] = {}
         """Open connections: node → peers it exchanged answers with."""
         self.departures: dict[int, tuple[int, ...]] = {}
@@ -243,13 +251,14 @@ class Simulator:
                 self._push(left + self.config.idle_timeout, _CLOSED, node)
         while self._events:
             now, _, kind, payload = heapq.heappop(self._events)
+            self._now = now
             if kind == _START:
                 assert isinstance(payload, int)
                 self._start(payload, now)
             elif kind == _RESPONSE:
                 assert isinstance(payload, tuple)
-                run, node, response, sent = payload
-                self._deliver(run, node, response, sent, now)
+                run, node, response, sent, dialed = payload
+                self._deliver(run, node, response, sent, now, dialed)
             elif kind == _TIMEOUT:
                 assert isinstance(payload, tuple)
                 run, node, attempt = payload
@@ -326,7 +335,15 @@ class Simulator:
 
     def _timeout_for(self, origin: int) -> Callable[[Contact], float]:
         estimator = self.estimator(origin)
-        return lambda contact: estimator.timeout(contact.peer_id, connected=True)
+        if not self.config.dials:
+            return lambda contact: estimator.timeout(contact.peer_id, connected=True)
+
+        def timeout(contact: Contact) -> float:
+            node = self.net.index_of.get(contact.peer_id)
+            connected = node is not None and self._connected(origin, node, self._now)
+            return estimator.timeout(contact.peer_id, connected=connected)
+
+        return timeout
 
     def _publish(self, target: bytes, record: Record | None, now: float) -> int:
         """A random honest node finds the peers closest to ``target`` and
@@ -438,9 +455,12 @@ class Simulator:
                 self._push(request.deadline, _LOST, (run.origin, node))
             return
         rtt = self.net.rtt(run.origin, node)
+        dialed = self.config.dials and not self._connected(run.origin, node, now)
+        if dialed:
+            now += rtt  # the handshake first
         lookup = run.lookup
         response = self._answer(run.origin, lookup.kind, lookup.target, node, now + rtt / 2)
-        self._push(now + rtt, _RESPONSE, (run, node, response, now))
+        self._push(now + rtt, _RESPONSE, (run, node, response, now - rtt if dialed else now, dialed))
 
     def _answer(
         self, origin: int, kind: LookupKind, target: bytes, node: int, now: float
@@ -589,13 +609,14 @@ class Simulator:
         return closer
 
     def _deliver(
-        self, run: _Run, node: int, response: KadMessage | None, sent: float, now: float
+        self, run: _Run, node: int, response: KadMessage | None, sent: float, now: float,
+        dialed: bool = False,
     ) -> None:
         peer_id = self.net.peer_ids[node]
         learns = self.config.update_tables and response is not None and not run.lookup.finished
         if not learns:
             # Otherwise the asker's behaviour samples it with the answer.
-            self.estimator(run.origin).sample(peer_id, now - sent, now)
+            self.estimator(run.origin).sample(peer_id, now - sent, now, dialed=dialed)
         if run.lookup.finished:
             return
         if response is None:
@@ -612,20 +633,22 @@ class Simulator:
                 peer_id, closer, now, record=response.record, providers=response.provider_peers
             )
             if self.config.update_tables:
-                self._learn(run.origin, node, now, rtt=now - sent)
+                self._learn(run.origin, node, now, rtt=now - sent, dialed=dialed)
         self._drive(run, now)
 
     def _contact(self, info: PeerInfo) -> Contact:
         node = self.net.index_of.get(info.peer_id)
         return self.net.contacts[node] if node is not None else info.contact()
 
-    def _learn(self, origin: int, node: int, now: float, rtt: float | None = None) -> None:
+    def _learn(
+        self, origin: int, node: int, now: float, rtt: float | None = None, dialed: bool = False
+    ) -> None:
         """The asker's behaviour hears that the peer answered; the
         answering server's hears of the asker (a DHT server, as identify
         would tell it) and checks it before admitting it.  With ``rtt``
         the checks travel (``_carry_out``), else they settle at once."""
         self._link(origin, node)
-        self.behaviour(origin, now).on_answered(self.net.contacts[node], now, rtt=rtt)
+        self.behaviour(origin, now).on_answered(self.net.contacts[node], now, rtt=rtt, dialed=dialed)
         if not self.net.adversary[node]:
             self.behaviour(node, now).on_identified(self.net.contacts[origin], is_server=True, now=now)
         if rtt is not None:

@@ -82,3 +82,19 @@ def test_a_table_built_after_departures_were_noticed_no_longer_holds_the_departe
     # Its owner held connections to them and checked them when they died.
     assert departed_members(True) == 0
     assert departed_members(False) > 0, f"seed {SEED}"
+
+
+def test_dials_cost_a_handshake_and_are_sampled_as_cold_round_trips() -> None:
+    def median_latency(dials: bool) -> tuple[float, Simulator]:
+        config = SimConfig(nodes=500, lookups=20, seed=SEED, adaptive_timeouts=True, dials=dials)
+        simulator = Simulator(config)
+        outcomes = simulator.run()
+        assert all(o.success for o in outcomes), f"seed {SEED}"
+        latencies = sorted(o.latency for o in outcomes)
+        return latencies[len(latencies) // 2], simulator
+
+    plain, _ = median_latency(False)
+    dialing, simulator = median_latency(True)
+    # Most peers a lookup asks are only heard of: one more round trip each.
+    assert 1.3 * plain < dialing < 2.5 * plain, f"seed {SEED}: {plain} vs {dialing}"
+    assert any(b.rtt.cold.samples for b in simulator.net.behaviours().values())
