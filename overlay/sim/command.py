@@ -62,6 +62,8 @@ def build_parser(prog: str = "overlay sim") -> argparse.ArgumentParser:
         help=f"times a peer whose request timed out is asked again (default {LOOKUP_RETRIES}, the daemon's)")
     add("--adaptive-timeouts", action="store_true",
         help="timeouts from measured round trips (as the daemon), at most --peer-timeout")
+    add("--dials", action="store_true",
+        help="a peer not yet connected costs a handshake and the dial timeout (as in the daemon)")
     add("--stop-when-found", action="store_true",
         help="FIND_NODE ends when the target answers (find-peer), not at the k closest")
     add("--bootstrap", choices=("sampled", "join"), default="sampled",
@@ -98,6 +100,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         network=NetworkModel(loss=args.loss),
         exercise_codec=args.wire,
         adaptive_timeouts=args.adaptive_timeouts,
+        dials=args.dials,
         bootstrap=args.bootstrap,
     )
 

@@ -143,6 +143,8 @@ class SimConfig:
             raise ValueError(f"join bootstrap is for at most {MAX_JOIN_NODES} nodes")
         if self.lookup_interval <= 0:
             raise ValueError("lookup_interval must be positive")
+        if self.idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive")
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,7 @@ def summarize(config: SimConfig, outcomes: Sequence[LookupOutcome], tables_built
         "bootstrap": config.bootstrap,
         "peer_timeout_ms": config.lookup.peer_timeout * 1000.0,
         "adaptive_timeouts": config.adaptive_timeouts,
+        "dials": config.dials,
         "median_rtt_ms": config.network.median_rtt * 1000.0,
         "success_rate": sum(1 for o in outcomes if o.success) / len(outcomes),
         "median_rounds": _median(rounds),

@@ -4,8 +4,12 @@ nobody."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from overlay.kad.behaviour import KadBehaviour
-from overlay.sim import NetworkModel, SimConfig, Simulator
+from overlay.sim import NetworkModel, SimConfig, Simulator, main
 
 SEED = 20240611
 
@@ -98,3 +102,11 @@ def test_dials_cost_a_handshake_and_are_sampled_as_cold_round_trips() -> None:
     # Most peers a lookup asks are only heard of: one more round trip each.
     assert 1.3 * plain < dialing < 2.5 * plain, f"seed {SEED}: {plain} vs {dialing}"
     assert any(b.rtt.cold.samples for b in simulator.net.behaviours().values())
+
+
+def test_the_command_runs_with_dials_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--nodes", "300", "--lookups", "5", "--dials", "--adaptive-timeouts", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["dials"] is True and figures["adaptive_timeouts"] is True
+    with pytest.raises(ValueError):
+        SimConfig(idle_timeout=0.0)
