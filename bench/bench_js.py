@@ -79,6 +79,17 @@ def udp_rcvbuf_errors() -> int:
         return 0
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) used so far by process
+    ``pid``, from /proc (Linux; 0.0 elsewhere).  Clock ticks are 10 ms, a
+    small error against the seconds a 50 MB transfer takes."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -138,6 +149,8 @@ class OverlayReceiver:
             self.stop()
             raise RuntimeError("overlay receiver did not start in 60 s")
         self.addr: str = self._pipe.recv()
+        assert self._proc.pid is not None
+        self.pid: int = self._proc.pid
 
     def stop(self) -> None:
         if self._proc.is_alive():
@@ -217,16 +230,18 @@ async def _overlay_stream(host: Host, peer: PeerId, size: int, block: bytes) -> 
     await stream.close()
 
 
-async def overlay_send(addr: str, total: int, streams: int, args: argparse.Namespace) -> float:
+async def overlay_send(addr: str, total: int, streams: int,
+                       args: argparse.Namespace) -> tuple[float, float]:
+    """Seconds for the transfer, and this process's CPU seconds during it."""
     peer = PeerId.from_string(addr.split("/p2p/")[1])
     block = os.urandom(CHUNK)
     async with Host(Ed25519PrivateKey.generate(), host_config(args)) as host:
         await host.connect(Multiaddr(addr))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         async with asyncio.TaskGroup() as tg:
             for _ in range(streams):
                 tg.create_task(_overlay_stream(host, peer, total // streams, block))
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
 
 async def overlay_setup(addr: str, args: argparse.Namespace) -> float:
@@ -252,18 +267,28 @@ async def measure(args: argparse.Namespace, js_send: JsPeer, js_recv: JsPeer,
             return float((await js_send.command(f"bench_setup {receiver[target]} 1"))["ms"][0]) / 1000
         return await overlay_setup(receiver[target], args)
 
-    async def send(pair: str, streams: int) -> float:
+    receiver_pid = {"js": js_recv.proc.pid, "overlay": ours.pid}
+
+    async def send(pair: str, streams: int) -> tuple[float, float, float]:
+        """Seconds, sender CPU seconds, receiver CPU seconds."""
         sender, target = pair.split("->")
+        before = process_cpu(receiver_pid[target])
         if sender == "js":
             reply = await js_send.command(f"bench_send {receiver[target]} {total} {streams}")
             assert reply["bytes"] == total // streams * streams
-            return float(reply["seconds"])
-        return await overlay_send(receiver[target], total, streams, args)
+            seconds, sender_cpu = float(reply["seconds"]), float(reply["cpu_seconds"])
+        else:
+            seconds, sender_cpu = await overlay_send(receiver[target], total, streams, args)
+        # The receiver idles between transfers, so what it used since
+        # ``before`` is the transfer (plus the sender's connect, a few ms).
+        return seconds, sender_cpu, process_cpu(receiver_pid[target]) - before
 
     # One untimed warm-up per pair: first-use costs (imports, JIT) are not setup.
     for pair in PAIRS:
         await setup(pair)
-    samples: dict[str, dict[str, list[float]]] = {p: {"setup": [], "t1": [], "t10": []} for p in PAIRS}
+    samples: dict[str, dict[str, list[float]]] = {
+        p: {"setup": [], "t1": [], "t10": [], "cpu_send": [], "cpu_recv": []} for p in PAIRS
+    }
     drops = {pair: 0 for pair in PAIRS}
     for i in range(args.setup_rounds):
         for pair in PAIRS:
@@ -272,12 +297,15 @@ async def measure(args: argparse.Namespace, js_send: JsPeer, js_recv: JsPeer,
         for streams, key in ((1, "t1"), (STREAMS, "t10")):
             for pair in PAIRS:
                 before = udp_rcvbuf_errors()
-                seconds = await send(pair, streams)
+                seconds, cpu_send, cpu_recv = await send(pair, streams)
                 dropped = udp_rcvbuf_errors() - before
                 drops[pair] += dropped
                 samples[pair][key].append(seconds)
+                samples[pair]["cpu_send"].append(cpu_send * 1000 / args.mb)
+                samples[pair]["cpu_recv"].append(cpu_recv * 1000 / args.mb)
                 log(f"run {i + 1}/{args.repeat} {pair:17} {streams:2} stream(s): "
-                    f"{args.mb / seconds:7.1f} MB/s  ({dropped} UDP receive-buffer drops)")
+                    f"{args.mb / seconds:7.1f} MB/s  CPU ms/MB sender {cpu_send * 1000 / args.mb:5.1f} "
+                    f"receiver {cpu_recv * 1000 / args.mb:5.1f}  ({dropped} UDP receive-buffer drops)")
     out: dict[str, Any] = {}
     for pair, s in samples.items():
         out[pair] = {
@@ -288,6 +316,12 @@ async def measure(args: argparse.Namespace, js_send: JsPeer, js_recv: JsPeer,
             # Best of the repeats: the run least disturbed by other processes.
             "throughput_1_MBps": round(args.mb / min(s["t1"]), 2),
             "throughput_10_MBps": round(args.mb / min(s["t10"]), 2),
+            # Process CPU (user + system) per MB, median over all transfers
+            # of the pair (1 and 10 streams); the samples are in transfer order.
+            "cpu_ms_per_mb_sender": round(statistics.median(s["cpu_send"]), 2),
+            "cpu_ms_per_mb_receiver": round(statistics.median(s["cpu_recv"]), 2),
+            "cpu_ms_per_mb_sender_samples": [round(x, 2) for x in s["cpu_send"]],
+            "cpu_ms_per_mb_receiver_samples": [round(x, 2) for x in s["cpu_recv"]],
             # Machine-wide, during this pair's transfers: other processes add to it.
             "udp_rcvbuf_drops": drops[pair],
         }
@@ -356,6 +390,8 @@ def main() -> None:
         ("setup (dial + handshake + 1st stream)", "setup_ms_median", "ms"),
         ("1 stream", "throughput_1_MBps", "MB/s"),
         (f"{STREAMS} streams", "throughput_10_MBps", "MB/s"),
+        ("CPU per MB, sender (median)", "cpu_ms_per_mb_sender", "ms"),
+        ("CPU per MB, receiver (median)", "cpu_ms_per_mb_receiver", "ms"),
     ):
         row = "  ".join(f"{pair} {results[pair][key]:8.2f}" for pair in PAIRS)
         log(f"{label:38} {unit:4}  {row}")

@@ -25,7 +25,8 @@
 //   drop KEY_HEX              delete our own copy of that record
 //   bench_send ADDR BYTES STREAMS   from a fresh node (not timed): BYTES in
 //                             total over STREAMS concurrent /overlay-bench/1.0.0
-//                             streams of one connection {"seconds"}
+//                             streams of one connection {"seconds",
+//                             "cpu_seconds" of this process during them}
 //   bench_setup ADDR ROUNDS   per round: a fresh started node (not timed),
 //                             then dial + handshake + first negotiated stream
 //                             + 1-byte round trip (timed) {"ms"}
@@ -357,10 +358,12 @@ async function runCommand (node, datastore, opts, words) {
         const block = new Uint8Array(CHUNK)
         for (let i = 0; i < CHUNK; i++) block[i] = (i * 7919) & 0xff
         const start = performance.now()
+        const cpu = process.cpuUsage() // every thread of the process, QUIC's native ones too
         const each = Math.floor(total / streams)
         await Promise.all(Array.from({ length: streams }, () => benchStream(conn, each, block)))
         const seconds = (performance.now() - start) / 1000
-        return { seconds, bytes: each * streams }
+        const used = process.cpuUsage(cpu)
+        return { seconds, bytes: each * streams, cpu_seconds: (used.user + used.system) / 1e6 }
       } finally {
         await fresh.stop()
       }

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import random
 import ssl
+
+import pytest
 
 import aioquic
 from aioquic import tls
@@ -16,11 +19,15 @@ from aioquic.quic import connection as aioquic_connection
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.packet import QuicFrameType, QuicProtocolVersion
-from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from aioquic.quic.stream import QuicStream, QuicStreamSender
 
 from overlay.identity import Ed25519PrivateKey
-from overlay.transport.aioquic_compat import AlertCertificateRequired, Libp2pQuicConnection
+from overlay.transport.aioquic_compat import (
+    AlertCertificateRequired,
+    Libp2pQuicConnection,
+    _ChunkSender,
+)
 from overlay.transport.tls import generate_credentials
 
 NOW = datetime.datetime.now(datetime.UTC)
@@ -135,3 +142,67 @@ def test_stream_limits_reach_transport_parameters() -> None:
     assert parsed.initial_max_streams_uni == 0
     assert parsed.initial_max_stream_data_bidi_remote == 1 << 14
     assert parsed.initial_max_data == 1 << 16
+
+
+def test_sender_private_state_the_chunked_sender_shares() -> None:
+    sender = QuicStreamSender(0, True)
+    assert {"_acked", "_acked_fin", "_buffer", "_buffer_fin", "_buffer_start", "_buffer_stop",
+            "_pending", "_pending_eof", "_reset_error_code", "buffer_is_empty",
+            "highest_offset", "is_finished"} <= set(vars(sender))
+    # _ChunkSender copies these three methods; their signatures must still match.
+    for name, params in {
+        "write": ["self", "data", "end_stream"],
+        "get_frame": ["self", "max_size", "max_offset"],
+        "on_data_delivery": ["self", "delivery", "start", "stop", "fin"],
+    }.items():
+        assert list(inspect.signature(getattr(QuicStreamSender, name)).parameters) == params
+    assert list(inspect.signature(QuicConnection.send_stream_data).parameters) == [
+        "self", "stream_id", "data", "end_stream"]
+    assert "_get_or_create_stream_for_send" in vars(QuicConnection)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_chunked_sender_matches_aioquic_sender(seed: int) -> None:
+    """The same writes, frame requests, acknowledgements and losses give the
+    same frames and the same state as aioquic's own sender."""
+    rng = random.Random(seed)
+    ours, theirs = _ChunkSender(4), QuicStreamSender(4, True)
+    outstanding: list[tuple[int, int, bool]] = []
+    written = 0
+    for step in range(400):
+        action = rng.random()
+        if action < 0.3 and ours._buffer_fin is None:
+            size = rng.choice([1, 7, 100, 1500, 16383, 16384, 70000, 262144])
+            data = rng.randbytes(size)
+            fin = rng.random() < 0.02
+            ours.write(data, end_stream=fin)
+            theirs.write(data, end_stream=fin)
+            written += size
+        elif action < 0.7:
+            max_size = rng.choice([-1, 0, 1, 5, 1200, 16000, 60000])
+            max_offset = rng.choice([None, written, written // 2, written + 10])
+            a, b = ours.get_frame(max_size, max_offset), theirs.get_frame(max_size, max_offset)
+            assert (a is None) == (b is None), step
+            if a is not None and b is not None:
+                assert (a.data, a.offset, a.fin) == (b.data, b.offset, b.fin), step
+                outstanding.append((a.offset, a.offset + len(a.data), a.fin))
+        elif outstanding:
+            start, stop, fin = outstanding.pop(rng.randrange(len(outstanding)))
+            delivery = QuicDeliveryState.ACKED if rng.random() < 0.8 else QuicDeliveryState.LOST
+            ours.on_data_delivery(delivery, start, stop, fin)
+            theirs.on_data_delivery(delivery, start, stop, fin)
+        for name in ("_buffer_start", "_buffer_stop", "_buffer_fin", "buffer_is_empty",
+                     "highest_offset", "is_finished", "_pending_eof"):
+            assert getattr(ours, name) == getattr(theirs, name), (step, name)
+        assert list(ours._pending) == list(theirs._pending), step
+        # Acknowledged chunks are let go: what is held covers what is not acked.
+        held = sum(len(c) for c in ours._chunks[ours._head:])
+        assert held <= ours._buffer_stop - ours._buffer_start + 262144 + 16384
+
+
+def test_connection_streams_use_the_chunked_sender() -> None:
+    conn = _make(True)
+    conn.send_stream_data(0, b"x" * 20000)
+    assert type(conn._streams[0].sender) is _ChunkSender
+    conn.send_stream_data(0, b"y", end_stream=True)
+    assert conn.send_buffered(0) == 20001
