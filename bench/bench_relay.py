@@ -253,7 +253,9 @@ async def sender(relay: Child, target: Child, direct_addr: str, circuit_addr: st
                 conn = await host.connect(direct_addr if kind == "direct" else circuit_addr)
                 assert conn.path == kind.split(":")[0], (conn.path, kind)
                 r0, t0, s0 = relay.cpu(), target.cpu(), time.process_time()
-                elapsed = await send(host, peer, size)
+                # A stalled transfer is a finding, not a reason to hang.
+                async with asyncio.timeout(args.stall_timeout):
+                    elapsed = await send(host, peer, size)
                 r1, t1, s1 = relay.cpu(), target.cpu(), time.process_time()
             samples[kind].append(elapsed)
             for who, used in (("relay", r1 - r0), ("target", t1 - t0), ("sender", s1 - s0)):
@@ -289,6 +291,8 @@ def main() -> None:
                         help="a relayed variant to compare in the same run, e.g. "
                              "big:splice=65536,window=1048576,frame=65507 (repeatable; "
                              "'default' is always measured first)")
+    parser.add_argument("--stall-timeout", type=float, default=120.0, metavar="S",
+                        help="fail a transfer that takes longer than this (default 120 s)")
     parser.add_argument("--quic-window", type=int, default=0, metavar="BYTES",
                         help="QUIC stream receive window in every process (the connection's "
                              "is 4x); default: the transport's")
