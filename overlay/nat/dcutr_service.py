@@ -369,7 +369,13 @@ class DcutrService:
                 if await asyncio.shield(taken):
                     return True
                 if unilateral is not None:
-                    await asyncio.wait([unilateral])
+                    # Two relayed round trips (at least 0.2 s) are enough
+                    # for a public peer to answer; an address that filters
+                    # us (a restricted cone that AutoNAT confirmed, since
+                    # its server's IP was let in) would hold SYNC for the
+                    # whole ``unilateral_timeout``.
+                    rtt = time.monotonic() - exchange_from[0]
+                    await asyncio.wait([unilateral], timeout=max(0.2, 2 * rtt))
                 return self._has_direct(peer)
 
             exchange_from.append(time.monotonic())
