@@ -33,14 +33,17 @@ __all__ = ["CIRCUIT_YAMUX", "LIMITED_CIRCUIT_YAMUX", "CircuitLike", "CircuitTran
 
 log = logging.getLogger(__name__)
 
-CIRCUIT_YAMUX = YamuxConfig(receive_window=2 * 1024 * 1024)
+CIRCUIT_YAMUX = YamuxConfig(receive_window=4 * 1024 * 1024)
 """yamux over a circuit the relay lets carry data (no data limit, or one of
 at least this window).  A relayed round trip crosses two QUIC hops and the
 relay's splice, so the spec's 256 KiB window stalls the sender: 2 MiB (the
 extra granted in the SYN/ACK update, as go/rust do) measured the relay's
 CPU per MB down 19-41% and relayed throughput x1.6-1.8 on a loaded
-machine (unchanged on a quiet one) in the same runs (bench/bench_relay.py;
-4 and 8 MiB did no better)."""
+machine (unchanged on a quiet one) in the same runs (bench/bench_relay.py).
+4 MiB, once the splice read 64 KiB, cut the three processes' CPU per
+relayed MB another 5-12% (8 of 8 same-run A/B runs; ratio higher in 6);
+8 MiB did no better.  The cost is what a peer that never reads may make
+one stream buffer here."""
 
 LIMITED_CIRCUIT_YAMUX = YamuxConfig()
 """yamux over a circuit with a small data limit (the spec's default is
