@@ -32,6 +32,11 @@ until it gets ``Waiting`` (sleep until ``deadline`` or a response) or
   paths; peers a path learns go to that path only, and a peer queried by
   one path is never queried by another, so one path captured by liars
   cannot poison the others.
+- With ``adaptive_paths`` only one path starts, holding every seed, so a
+  lookup nobody lies to costs what a single path costs; ``disjoint_paths``
+  is then the most paths it may open.  A path showing evidence of lies
+  opens one more (see ``_suspect``), seeded from routing-table seeds no
+  path has asked (never from peers an answer named, which a liar chose).
 - GET_VALUE stops after ``quorum`` valid records and picks the best with
   the namespace selector; GET_PROVIDERS stops after ``max_providers``.
 
@@ -96,7 +101,17 @@ class LookupConfig:
     peer_timeout: float = 10.0
     """Seconds after which a silent peer no longer holds an alpha slot."""
     disjoint_paths: int = 1
-    """Number of disjoint paths (S/Kademlia's d); 1 is plain Kademlia."""
+    """Number of disjoint paths (S/Kademlia's d); 1 is plain Kademlia.
+    With ``adaptive_paths``, the most paths the lookup may open."""
+    adaptive_paths: bool = False
+    """Start with one path and open another disjoint one for each path that
+    shows evidence of lies: a GET_VALUE record failing validation or
+    conflicting with another valid one, a GET_VALUE path ending without a
+    valid record, a GET_PROVIDERS path ending without a provider, a
+    FIND_NODE with ``stop_when_found`` whose path ends without the target.
+    A lookup nobody lies to then costs what one path costs, a miss (no
+    record anywhere) up to ``disjoint_paths`` times that
+    (bench/bench_sim.py --only-adaptive)."""
     quorum: int = 1
     """GET_VALUE stops after this many valid records; 0 runs to the end."""
     max_providers: int = 20
@@ -120,6 +135,8 @@ class LookupConfig:
             raise ValueError("peer_timeout must be positive")
         if self.disjoint_paths < 1:
             raise ValueError("disjoint_paths must be at least 1")
+        if self.adaptive_paths and self.disjoint_paths < 2:
+            raise ValueError("adaptive_paths needs disjoint_paths of at least 2 to widen to")
         if self.quorum < 0 or self.max_providers < 0:
             raise ValueError("quorum and max_providers must not be negative")
         if self.retries < 0:
@@ -201,6 +218,9 @@ class LookupResult:
     retries: int = 0
     """Requests sent again to a peer whose earlier request timed out
     (included in ``messages``)."""
+    paths: int = 1
+    """Disjoint paths the lookup ran (with ``adaptive_paths``, 1 plus one
+    per path that showed evidence of lies, up to ``disjoint_paths``)."""
 
     @property
     def complete(self) -> bool:
@@ -238,13 +258,15 @@ class _Peer:
 
 
 class _Path:
-    __slots__ = ("index", "distances", "in_flight", "done")
+    __slots__ = ("index", "distances", "in_flight", "done", "suspect", "judged")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.distances: list[int] = []  # sorted candidate distances
         self.in_flight = 0
         self.done = False
+        self.suspect = False  # it showed evidence of lies (and opened a path)
+        self.judged = False  # its end was checked for evidence
 
 
 class Lookup:
@@ -283,6 +305,9 @@ class Lookup:
         self._peers: dict[int, _Peer] = {}
         self._by_id: dict[PeerId, _Peer] = {}
         self._paths = [_Path(i) for i in range(config.disjoint_paths)]
+        self._active = 1 if config.adaptive_paths else len(self._paths)
+        """Paths opened so far: the first ``_active`` of ``_paths``."""
+        self._providers_on: set[int] = set()  # paths that heard of a provider
         self._next_path = 0
         self._messages = 0
         self._retries = 0
@@ -303,7 +328,7 @@ class Lookup:
                 pass
         ordered = sorted(seeds, key=lambda c: c.key ^ self.key)
         for i, contact in enumerate(ordered):
-            self._add_candidate(self._paths[i % len(self._paths)], contact, depth=1)
+            self._add_candidate(self._paths[i % self._active], contact, depth=1)
 
     # --- driver interface -----------------------------------------------------
 
@@ -328,14 +353,17 @@ class Lookup:
             return Finished(self._finish())
         if self._satisfied():
             return Finished(self._finish())
-        count = len(self._paths)
-        for offset in range(count):
-            path = self._paths[(self._next_path + offset) % count]
-            action = self._step(path, now)
-            if action is not None:
-                self._next_path = (path.index + 1) % count
-                return action
-        if all(path.done for path in self._paths):
+        while True:
+            count = self._active
+            for offset in range(count):
+                path = self._paths[(self._next_path + offset) % count]
+                action = self._step(path, now)
+                if action is not None:
+                    self._next_path = (path.index + 1) % count
+                    return action
+            if not self._judge_ended_paths():
+                break  # no path opened: nothing more to send now
+        if all(path.done for path in self._paths[: self._active]):
             return Finished(self._finish())
         deadlines = [p.deadline for p in self._peers.values() if p.state == _SLOW]
         deadlines.extend(min(p.slow_at, p.deadline) for p in self._peers.values() if p.state == _WAITING)
@@ -367,8 +395,10 @@ class Lookup:
         path = self._paths[state.path]
         for contact in closer:
             self._add_candidate(path, contact, depth=state.depth + 1)
-        if self.kind is LookupKind.GET_VALUE:
-            self._take_record(state.contact, record)
+        if self.kind is LookupKind.GET_VALUE and not self._take_record(state.contact, record):
+            self._suspect(path)
+        if providers:
+            self._providers_on.add(path.index)
         for info in providers:
             self._providers.setdefault(info.peer_id, info)
 
@@ -411,7 +441,7 @@ class Lookup:
 
     def _answering(self, peer: PeerId) -> _Peer | None:
         state = self._by_id.get(peer)
-        if state is None or state.path < 0:
+        if state is None or state.state == _NOT_CONTACTED:
             raise LookupStateError(f"lookup never asked {peer}")
         if self._result is not None or state.state not in (_WAITING, _SLOW, _UNRESPONSIVE, _RETRY):
             return None  # finished already, or a duplicate answer
@@ -505,10 +535,12 @@ class Lookup:
             return 0 < self.config.max_providers <= len(self._providers)
         return self.config.stop_when_found and self._target_found
 
-    def _take_record(self, contact: Contact, record: Record | None) -> None:
+    def _take_record(self, contact: Contact, record: Record | None) -> bool:
+        """Counts the answer's record; False if it is evidence of a lie (it
+        fails validation, or differs from another valid one)."""
         if record is None:
             self._lacking.append(contact)
-            return
+            return True
         assert self._registry is not None  # checked in __init__
         try:
             if record.key != self.target:
@@ -516,8 +548,59 @@ class Lookup:
             self._registry.validate(record, self._validation_time)
         except InvalidRecord:
             self._invalid.append(contact)
-            return
+            return False
+        conflict = any(value != record.value for _, value in self._valid)
         self._valid.append((contact, record.value))
+        return not conflict
+
+    # --- adaptive paths -------------------------------------------------------
+
+    def _suspect(self, path: _Path) -> bool:
+        """``path`` showed evidence of lies: with ``adaptive_paths`` its first
+        evidence opens one more path (one each, so a liar answering many
+        times cannot make the lookup open every path at once).  Returns
+        whether a path opened."""
+        if not self.config.adaptive_paths or path.suspect:
+            return False
+        path.suspect = True
+        if self._active >= len(self._paths):
+            return False
+        opened = self._paths[self._active]
+        self._active += 1
+        # Seeds come from our own table, so a liar chose none of them; peers
+        # an answer named may be a liar's friends.  Deal the seeds no path
+        # asked among the paths still closed, this one taking its share
+        # (the closest first, so each gets a near start).
+        unused = sorted(
+            d for d, p in self._peers.items() if p.depth == 1 and p.path == -1 and p.state == _NOT_CONTACTED
+        )
+        share = len(self._paths) - opened.index
+        for distance in unused[::share]:
+            self._add_candidate(opened, self._peers[distance].contact, depth=1)
+            self._peers[distance].path = opened.index  # reserved: the others skip it
+        return True
+
+    def _judge_ended_paths(self) -> bool:
+        """Checks each path that ended for the evidence only its end shows
+        (no record, no provider, no target); returns whether one opened a
+        path."""
+        if not self.config.adaptive_paths:
+            return False
+        opened = False
+        for path in self._paths[: self._active]:
+            if not path.done or path.judged:
+                continue
+            path.judged = True
+            if self.kind is LookupKind.GET_VALUE:
+                empty = not any(c is not None and self._peers[c.key ^ self.key].path == path.index
+                                for c, _ in self._valid)
+            elif self.kind is LookupKind.GET_PROVIDERS:
+                empty = path.index not in self._providers_on
+            else:
+                empty = self.config.stop_when_found and not self._target_found
+            if empty and self._suspect(path):
+                opened = True
+        return opened
 
     def _window(self) -> tuple[int, int, int, int]:
         """(answered, failed, silent, unasked) of the k closest live peers."""
@@ -579,5 +662,6 @@ class Lookup:
             closest_unasked=window[3],
             deadline_reached=self._deadline_reached,
             retries=self._retries,
+            paths=self._active,
         )
         return self._result

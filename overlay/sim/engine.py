@@ -261,7 +261,11 @@ class Simulator:
         publisher = self._honest_live(now)
         self._announce(publisher, now)
         sender = self.net.peer_ids[publisher]
-        closest = self._find_now(publisher, target, now)
+        # A PUT's lookup of a key has no evidence to widen adaptive paths
+        # on (no record to check, no target to find), so it runs every
+        # disjoint path: else liars near the key keep what is published
+        # from honest holders, and no GET can find it.
+        closest = self._find_now(publisher, target, now, every_path=True)
         if record is not None:
             message = KadMessage(MessageType.PUT_VALUE, target, record=record)
         else:
@@ -276,15 +280,19 @@ class Simulator:
                 pass  # refused (quota, stale): that holder simply lacks it
         return publisher
 
-    def _find_now(self, origin: int, target: bytes, now: float) -> tuple[Contact, ...]:
+    def _find_now(
+        self, origin: int, target: bytes, now: float, every_path: bool = False
+    ) -> tuple[Contact, ...]:
         """A FIND_NODE whose answers arrive at once (set-up work such as
-        publishing or joining, whose latency is not measured)."""
+        publishing or joining, whose latency is not measured); with
+        ``every_path``, adaptive paths are all opened from the start."""
         config = self.config.lookup
         lookup = Lookup(
             LookupKind.FIND_NODE,
             target,
             self.net.server(origin, now).table.closest(kad_key(target), config.k),
-            LookupConfig(config.alpha, config.k, config.peer_timeout, config.disjoint_paths),
+            LookupConfig(config.alpha, config.k, config.peer_timeout, config.disjoint_paths,
+                         adaptive_paths=config.adaptive_paths and not every_path),
             local_key=self.net.keys[origin],
         )
         for _ in range(100_000):
