@@ -2,27 +2,33 @@
 
     sudo .venv/bin/python interop/netns/punch_matrix.py [--tries 10] [--delay-ms 20]
         [--cells full-cone:symmetric-random port-restricted-cone ...] [--json FILE]
-        [--budget-s 2400]
+        [--budget-s 2400] [--transfer-mb 10]
     sudo .venv/bin/python bench/punch_matrix.py ...          # the same, from the benchmarks
 
 For each cell (a pair of ``NatKind``s) it builds the matrix topology
 (``matrix_topology.py``) with the user-space delay on both NATs' WAN links:
 
-    intro 203.0.113.10    `overlay daemon --introducer` (relay, STUN)
+    intro  203.0.113.10   `overlay daemon --introducer` (relay, STUN)
+    intro2 203.0.113.11   a second introducer: STUN on a second IP
     nat1 ─[delay]─ peer1  kind X
     nat2 ─[delay]─ peer2  kind Y
 
 and runs ``--tries`` tries.  A try:
 
 1. starts two fresh daemons (new keys, new homes, new UDP ports: fresh NAT
-   mappings) with ``--relay <intro>``, one behind each NAT, and waits for
-   both to hold a reservation (``relay_status``);
+   mappings) with ``--relay <intro>`` and both introducers as ``--stun``
+   servers, one behind each NAT, and waits for both to hold a reservation
+   (``relay_status``) and to have STUN's mapping verdict (``nat_status``:
+   birthday punching needs to know who is symmetric);
 2. ``connect``s A to B's circuit address (a relayed connection; B, dialled
    through the relay, runs DCUtR as the initiator);
 3. polls B's ``holepunch_status`` until B recorded how its session with A
    ended, and A's ``peers`` until the connection to B is direct (bounded;
    every poll is an API call on the daemon's socket, paced at 50 ms);
-4. pings B from A (``path`` says how it got there);
+4. pings B from A (``path`` says how it got there); with ``--transfer-mb``
+   B registers a name and serves ``cat``, and A echoes that many random
+   bytes through ``overlay name connect --json`` (every byte must come
+   back; ``path`` and ``punched`` as that command reported them);
 5. stops both daemons and flushes the NATs' conntrack and cone maps.
 
 In a cell of two different kinds the roles alternate: even tries have the
@@ -47,9 +53,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
+import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -71,7 +80,7 @@ from netns.daemons import (  # noqa: E402
     overlay_argv,
     start_daemon,
 )
-from netns.lab import Lab  # noqa: E402
+from netns.lab import Lab, LabError  # noqa: E402
 from netns.matrix_topology import MatrixPeer, MatrixTopology, build_matrix_topology  # noqa: E402
 from netns.natkinds import TABLE, NatKind, UdpTimeouts  # noqa: E402
 
@@ -109,6 +118,9 @@ DAEMON_FLAGS = ("--dns", "off", "--no-mdns")
 CLI_TIMEOUT = 30.0
 RESERVE_TIMEOUT = 30.0
 NAT_TIMEOUT = 20.0
+START_WAIT = max(START_TIMEOUT, 45.0)
+"""For a daemon's ``ready``: on a loaded machine (2 cores, load 10) 15 s was
+seen to pass, which is no punching result."""
 INTRO2_IP = "203.0.113.11"
 """A second introducer: STUN servers on two IPs tell a symmetric NAT from a cone."""
 CONNECT_TIMEOUT = 20.0
@@ -218,6 +230,10 @@ class TryResult:
     seconds: float = 0.0
     verdicts: list[str] = field(default_factory=list)
     """A's and B's STUN mapping verdicts before the connection."""
+    transfer: dict[str, Any] | None = None
+    """With ``--transfer-mb``: bytes sent, whether every byte came back
+    (``intact``), the path and ``punched`` that ``name connect --json``
+    reported, seconds, or ``error``."""
 
 
 def _short(value: str) -> str:
@@ -286,6 +302,8 @@ class CellResult:
             "failures": dict(Counter(f"{t.how} [A={_short(t.a_kind)} B={_short(t.b_kind)}]"
                                      for t in relayed)),
             "by_roles": by_roles,
+            "transfers": sum(1 for t in tries if t.transfer is not None),
+            "transfers_intact": sum(1 for t in tries if t.transfer and t.transfer.get("intact")),
             "goal": {"path": goal, "rate": rate},
             "goal_met": met,
             "build_s": round(self.build_s, 1),
@@ -329,7 +347,7 @@ def _start_pair(lab: Lab, peers: Sequence[tuple[MatrixPeer, str]],
     started = []
     for peer, home, proc in spawned:
         line = proc.wait_for_line(lambda text: text.startswith("{") and '"ready"' in text,
-                                  START_TIMEOUT)
+                                  START_WAIT)
         ready = json.loads(line)
         addr = next(a for a in ready["addrs"] if a.startswith(f"/ip4/{_peer_ip(peer)}/udp/"))
         started.append(Daemon(peer.client, home, ready["peer_id"], addr, proc, CLI_TIMEOUT))
@@ -363,18 +381,65 @@ def _nat_verdicts(daemons: Sequence[Daemon]) -> list[str]:
     return verdicts
 
 
+ECHO_PROTOCOL = "/test/echo/1.0.0"
+TRANSFER_TIMEOUT = 90.0
+RELAY_DATA_CONFIG = AUTONAT_LAB_CONFIG + "[relay_limits]\ndata = 64000000\n"
+"""The introducer's config with ``--transfer-mb``: the spec's default relay
+limit (128 KiB a direction) would cut a relayed 10 MB transfer."""
+
+
+def echo_transfer(lab: Lab, a: Daemon, b: Daemon, name: str, size: int) -> dict[str, Any]:
+    """B registers ``name`` and serves ``cat`` on ``ECHO_PROTOCOL``; A sends
+    ``size`` random bytes with ``overlay name connect NAME PROTO --json``
+    and must get every byte back.  Whatever path A's connection to B took."""
+    payload = hashlib.shake_256(secrets.token_bytes(16)).digest(size)
+    started = time.monotonic()
+    serve = None
+    try:
+        done = lab.run(b.node, overlay_argv(["--home", str(b.home), "name", "register", name,
+                                             "--json"]), timeout=CLI_TIMEOUT)
+        if done.returncode != 0:
+            return {"bytes": size, "intact": False,
+                    "error": f"name register: {done.stderr.strip()[-200:]}"}
+        serve = lab.popen(b.node, overlay_argv(["--home", str(b.home), "serve", ECHO_PROTOCOL,
+                                                "--", "cat"]))
+        serve.wait_for_line(lambda text: text.startswith("serving"), START_WAIT)
+        sent = subprocess.run(
+            ["ip", "netns", "exec", a.node.namespace,
+             *overlay_argv(["--home", str(a.home), "name", "connect", name, ECHO_PROTOCOL,
+                            "--json"])],
+            input=payload, capture_output=True, timeout=TRANSFER_TIMEOUT, check=False)
+        first = (sent.stderr.decode(errors="replace").splitlines() or [""])[0]
+        info = json.loads(first) if first.startswith("{") else {}
+        return {"bytes": size, "intact": sent.returncode == 0 and len(sent.stdout) == size
+                and hashlib.sha256(sent.stdout).digest() == hashlib.sha256(payload).digest(),
+                "received": len(sent.stdout), "path": info.get("path"),
+                "punched": info.get("punched"),
+                "seconds": round(time.monotonic() - started, 1),
+                **({} if sent.returncode == 0 else
+                   {"error": sent.stderr.decode(errors="replace").strip()[-200:]})}
+    except (OSError, subprocess.TimeoutExpired, ValueError, LabError) as exc:
+        return {"bytes": size, "intact": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
+    finally:
+        if serve is not None:
+            serve.stop()
+
+
 def _rtts(ms: float | None, rtt_ms: float | None) -> float | None:
     return None if ms is None or not rtt_ms else round(ms / rtt_ms, 2)
 
 
 def one_try(lab: Lab, topo: MatrixTopology, intro: Daemon, index: int,
-            a_peer: MatrixPeer, b_peer: MatrixPeer, stun: Sequence[str] = ()) -> TryResult:
+            a_peer: MatrixPeer, b_peer: MatrixPeer, stun: Sequence[str] = (),
+            transfer_bytes: int = 0) -> TryResult:
     """One relayed connection A -> B and what became of it (module doc)."""
     result = TryResult(index, a_peer.kind.value, b_peer.kind.value, "error")
     lab_rtt = 4 * topo.wan_delay_ms
     started = time.monotonic()
     running: list[Daemon] = []
     try:
+        # No --bootstrap: the DHT would learn B's circuit address and dial
+        # it before the runner does, perhaps before the NAT verdicts.
         a, b = _start_pair(lab, [(a_peer, f"a{index}"), (b_peer, f"b{index}")], intro, stun)
         running += [a, b]
         _, b_circuit = _circuits([a, b])
@@ -415,6 +480,9 @@ def one_try(lab: Lab, topo: MatrixTopology, intro: Daemon, index: int,
             result.reachable, result.ping_path = True, str(pinged.get("path"))
         except (OSError, TimeoutError, Exception) as exc:  # noqa: BLE001 - recorded
             result.reachable, result.ping_path = False, f"{type(exc).__name__}: {exc}"[:200]
+        if transfer_bytes:
+            result.transfer = echo_transfer(lab, a, b, f"m{index}x{secrets.token_hex(3)}.ovl",
+                                            transfer_bytes)
     except Exception as exc:  # noqa: BLE001 - one bad try is recorded, the matrix goes on
         result.outcome = "error"
         result.how = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
@@ -428,20 +496,22 @@ def one_try(lab: Lab, topo: MatrixTopology, intro: Daemon, index: int,
 
 def run_cell(lab: Lab, x: NatKind, y: NatKind, tries: int, *, delay_ms: float = 20.0,
              deadline: float | None = None, alternate: bool = True, two_stun: bool = True,
-             progress: Callable[[str], None] = log) -> CellResult:
+             transfer_bytes: int = 0, progress: Callable[[str], None] = log) -> CellResult:
     """Build the cell's topology in ``lab`` and run ``tries`` tries (fewer
     if ``deadline``, a ``time.monotonic()`` value, passes first).  X dials
     (A) and Y is dialled (B); with ``alternate`` odd tries swap the roles
     when X and Y differ.  ``two_stun`` starts a second introducer and
     gives both peers the two as STUN servers, and each try waits for both
-    peers' mapping verdicts before connecting."""
+    peers' mapping verdicts before connecting.  ``transfer_bytes`` > 0 ends
+    each try with an echo of that many bytes (``echo_transfer``)."""
     cell = CellResult(x, y, delay_ms)
     t0 = time.monotonic()
     topo = build_matrix_topology(lab, [x, y], wan_delay_ms=delay_ms,
                                  udp_timeouts=CELL_UDP_TIMEOUTS)
     intro = start_daemon(lab, topo.introducer, topo.introducer_ip, *DAEMON_FLAGS,
-                         "--introducer", name="intro", config=AUTONAT_LAB_CONFIG,
-                         cli_timeout=CLI_TIMEOUT)
+                         "--introducer", name="intro",
+                         config=RELAY_DATA_CONFIG if transfer_bytes else AUTONAT_LAB_CONFIG,
+                         cli_timeout=CLI_TIMEOUT, timeout=START_WAIT)
     running = [intro]
     stun: list[str] = []
     p1, p2 = topo.peers
@@ -450,7 +520,7 @@ def run_cell(lab: Lab, x: NatKind, y: NatKind, tries: int, *, delay_ms: float = 
             intro2_node = topo.add_public_host(lab, "intro2", INTRO2_IP)
             intro2 = start_daemon(lab, intro2_node, INTRO2_IP, *DAEMON_FLAGS, "--introducer",
                                   name="intro2", config=AUTONAT_LAB_CONFIG,
-                                  cli_timeout=CLI_TIMEOUT)
+                                  cli_timeout=CLI_TIMEOUT, timeout=START_WAIT)
             running.append(intro2)
             stun = ["--stun", f"{topo.introducer_ip}:{intro.port}",
                     "--stun", f"{INTRO2_IP}:{intro2.port}"]
@@ -461,17 +531,28 @@ def run_cell(lab: Lab, x: NatKind, y: NatKind, tries: int, *, delay_ms: float = 
                 break
             swap = alternate and x is not y and index % 2 == 1
             a_peer, b_peer = (p2, p1) if swap else (p1, p2)
-            got = one_try(lab, topo, intro, index, a_peer, b_peer, stun)
+            got = one_try(lab, topo, intro, index, a_peer, b_peer, stun, transfer_bytes)
             cell.tries.append(got)
             extra = "" if got.elapsed_ms is None else (
                 f", {got.elapsed_ms:.0f} ms = {got.elapsed_rtts} RTT")
             progress(f"  {cell.name} #{index + 1}/{tries} A={SHORT[a_peer.kind]} "
                      f"B={SHORT[b_peer.kind]}: {got.outcome} ({got.how}; attempts "
-                     f"{got.attempts}{extra}; ping {got.ping_path}) {got.seconds:.1f} s")
+                     f"{got.attempts}{extra}; ping {got.ping_path}"
+                     f"{_transfer_text(got.transfer)}) {got.seconds:.1f} s")
     finally:
         for daemon in running:
             daemon.proc.stop()
     return cell
+
+
+def _transfer_text(transfer: dict[str, Any] | None) -> str:
+    if transfer is None:
+        return ""
+    mb = transfer["bytes"] / 1e6
+    if transfer.get("intact"):
+        return (f"; {mb:g} MB echoed intact over {transfer.get('path')} in "
+                f"{transfer.get('seconds')} s")
+    return f"; {mb:g} MB echo FAILED: {transfer.get('error') or transfer.get('received')}"
 
 
 # -- the table ------------------------------------------------------------------------------
@@ -495,6 +576,8 @@ def format_table(cells: Sequence[CellResult]) -> str:
             failures += f" (reachable {s['reachable']}/{s['tries']})"
         if s["error"]:
             failures += f" [{s['error']}]"
+        if s["transfers"]:
+            failures += f" (echo intact {s['transfers_intact']}/{s['transfers']})"
         first = (f"{s['first_attempt']}/{s['direct']}" if s["direct"] else "-")
         lines.append(
             f"| {cell.name} | {s['tries']} | {s['direct']}/{s['tries']} | {first} "
@@ -523,7 +606,7 @@ def goals_report(cells: Sequence[CellResult]) -> dict[str, Any]:
 
 
 def run_matrix(cells: Sequence[tuple[NatKind, NatKind]], tries: int, delay_ms: float,
-               budget_s: float) -> tuple[list[CellResult], float]:
+               budget_s: float, transfer_bytes: int = 0) -> tuple[list[CellResult], float]:
     """Each cell in a lab of its own; returns the results and the seconds spent."""
     started = time.monotonic()
     deadline = started + budget_s
@@ -540,12 +623,13 @@ def run_matrix(cells: Sequence[tuple[NatKind, NatKind]], tries: int, delay_ms: f
         with Lab() as lab:
             try:
                 results.append(run_cell(lab, x, y, tries, delay_ms=delay_ms,
-                                        deadline=time.monotonic() + share))
+                                        deadline=time.monotonic() + share,
+                                        transfer_bytes=transfer_bytes))
             except Exception as exc:  # noqa: BLE001 - a cell that cannot be built is reported
                 first_line = str(exc).splitlines()[0] if str(exc) else ""
                 cell = CellResult(x, y, delay_ms, error=f"{type(exc).__name__}: {first_line}"[:300])
                 results.append(cell)
-                log(f"  cell failed: {cell.error}")
+                log(f"  cell failed: {cell.error}\n{exc}")
     return results, time.monotonic() - started
 
 
@@ -559,13 +643,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=2400.0,
                         help="start no try after this many seconds (default 2400)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--transfer-mb", type=float, default=0.0,
+                        help="end each try with an echo of this many MB through "
+                             "`overlay name connect` (default 0: none)")
     args = parser.parse_args(argv)
     if args.tries < 1:
         parser.error("--tries must be at least 1")
     cells = args.cells or ALL_CELLS
     log(f"punch matrix: {len(cells)} cells x {args.tries} tries, {args.delay_ms:g} ms per WAN "
         f"link (lab RTT {4 * args.delay_ms:g} ms), budget {args.budget_s:g} s")
-    results, spent = run_matrix(cells, args.tries, args.delay_ms, args.budget_s)
+    results, spent = run_matrix(cells, args.tries, args.delay_ms, args.budget_s,
+                                int(args.transfer_mb * 1e6))
     table = format_table(results)
     goals = goals_report(results)
     print(table)
