@@ -48,7 +48,11 @@ def build_parser(prog: str = "overlay sim") -> argparse.ArgumentParser:
         help="eclipse: answer with the colluding adversaries closest to the key; "
         "random: answer with random IDs")
     add("--disjoint-paths", type=_positive, default=1,
-        help="S/Kademlia disjoint paths (default 1)")
+        help="S/Kademlia disjoint paths (default 1); with --adaptive-paths, the most it may open")
+    add("--adaptive-paths", action="store_true",
+        help="start with one path and open another disjoint one on evidence of lies")
+    add("--publish-paths", type=_positive, default=None,
+        help="disjoint paths of the lookup publishing a GET/providers key (default: --disjoint-paths)")
     add("--quorum", type=int, default=None,
         help="run GET_VALUE lookups that stop after Q valid records")
     add("--kind", choices=("find-node", "get-value", "get-providers"), default=None,
@@ -92,6 +96,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             k=args.k,
             peer_timeout=args.peer_timeout,
             disjoint_paths=args.disjoint_paths,
+            adaptive_paths=args.adaptive_paths,
             quorum=quorum,
             stop_when_found=args.stop_when_found,
             retries=args.retries,
@@ -102,6 +107,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         adaptive_timeouts=args.adaptive_timeouts,
         dials=args.dials,
         bootstrap=args.bootstrap,
+        publish_paths=args.publish_paths,
     )
 
 

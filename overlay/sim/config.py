@@ -72,6 +72,10 @@ class SimConfig:
     the daemon's dial timeout (its cold estimate, at least 1 s) instead of
     the connected one.  Off, every request costs one round trip and every
     peer gets the connected timeout."""
+    publish_paths: int | None = None
+    """Disjoint paths of the lookup publishing a GET_VALUE or GET_PROVIDERS
+    key; None: every path of ``lookup`` (``disjoint_paths``), also when
+    they are adaptive (a PUT's lookup has no evidence to widen on)."""
     adaptive_timeouts: bool = False
     """Each asker derives its request timeouts from the round trips it
     measured (``overlay.kad.rtt``, as the daemon does for peers it is
@@ -91,6 +95,8 @@ class SimConfig:
             raise ValueError(f"join bootstrap is for at most {MAX_JOIN_NODES} nodes")
         if self.lookup_interval <= 0:
             raise ValueError("lookup_interval must be positive")
+        if self.publish_paths is not None and self.publish_paths < 1:
+            raise ValueError("publish_paths must be at least 1")
         if self.idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
 
@@ -104,3 +110,6 @@ class LookupOutcome:
     failed: int
     retries: int = 0
     """Requests sent again after a timeout (included in ``messages``)."""
+    paths: int = 1
+    """Disjoint paths the lookup ran (more than 1 with evidence of lies
+    under ``LookupConfig.adaptive_paths``)."""

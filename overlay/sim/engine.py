@@ -285,13 +285,17 @@ class Simulator:
     ) -> tuple[Contact, ...]:
         """A FIND_NODE whose answers arrive at once (set-up work such as
         publishing or joining, whose latency is not measured); with
-        ``every_path``, adaptive paths are all opened from the start."""
+        ``every_path`` (publishing), ``SimConfig.publish_paths`` disjoint
+        paths, all open from the start."""
         config = self.config.lookup
+        paths = config.disjoint_paths
+        if every_path and self.config.publish_paths is not None:
+            paths = self.config.publish_paths
         lookup = Lookup(
             LookupKind.FIND_NODE,
             target,
             self.net.server(origin, now).table.closest(kad_key(target), config.k),
-            LookupConfig(config.alpha, config.k, config.peer_timeout, config.disjoint_paths,
+            LookupConfig(config.alpha, config.k, config.peer_timeout, paths,
                          adaptive_paths=config.adaptive_paths and not every_path),
             local_key=self.net.keys[origin],
         )
@@ -582,6 +586,7 @@ class Simulator:
             success = any(p.peer_id.multihash == run.expected for p in result.providers)
         self.outcomes.append(
             LookupOutcome(
-                success, result.rounds, result.messages, now - run.started, result.failed, result.retries
+                success, result.rounds, result.messages, now - run.started, result.failed, result.retries,
+                result.paths,
             )
         )
