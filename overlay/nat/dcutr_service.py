@@ -647,6 +647,13 @@ class DcutrService:
         if item is _DIRECT:
             return core.on_direct_connection(now)
         if item is None:
+            if isinstance(core, DcutrInitiator) and core.state in ("waiting rtt/2", "punching"):
+                # The responder ends its side once its dial is through, and
+                # its EOF can beat the last handshake flight to us (half a
+                # round trip): wait that long for the connection.
+                grace = max(0.5, 2 * (core.rtt or 0.0))
+                if await self._direct_within(session, grace):
+                    return core.on_direct_connection(time.monotonic())
             return core.on_closed(now)
         if isinstance(item, _NotOpened):
             return [Failed(f"cannot open a DCUtR stream: {item.error}", core.attempt)]
@@ -660,6 +667,19 @@ class DcutrService:
         if gate is not None and core.attempt == 1 and await gate():
             raise _TakenOver
         return core.on_message(message, now)
+
+    async def _direct_within(self, session: _Session, grace: float) -> bool:
+        """Whether ``_DIRECT`` reaches the inbox within ``grace`` seconds
+        (anything else there is dropped: the stream has ended)."""
+        deadline = time.monotonic() + grace
+        while True:
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    item = await session.inbox.get()
+            except TimeoutError:
+                return self._has_direct(session.peer)
+            if item is _DIRECT:
+                return True
 
     async def _carry_out(self, action: Action, stream: NegotiatedStream, peer: PeerId,
                          core: DcutrInitiator | DcutrResponder,
