@@ -24,9 +24,9 @@ from overlay.cli_common import (
     run_api,
     strip_reply,
 )
-from overlay.cli_core import bounded_int
 from overlay.daemon.client import ApiClient
 from overlay.daemon.home import Home
+from overlay.daemon.schema import cli_type
 
 __all__ = ["add_apps_parsers"]
 
@@ -98,7 +98,7 @@ def add_apps_parsers(sub: Any, parents: Parents) -> None:
                               "overlay expose --list", "overlay expose --remove http"])
     p.add_argument("service", metavar="SERVICE", nargs="?", type=_service_arg,
                    help="the service name (http, ssh …)")
-    p.add_argument("--port", type=bounded_int(1, 65535), help="the local TCP port")
+    p.add_argument("--port", type=cli_type("expose_add", "port"), help="the local TCP port")
     p.add_argument("--host", type=_ip_arg, default="127.0.0.1",
                    help="the local address (default 127.0.0.1)")
     p.add_argument("--allow", metavar="PEER_OR_NAME", action="append", type=_allow_arg,

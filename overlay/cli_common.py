@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from overlay.daemon.client import ApiClient
 from overlay.daemon.home import Home
-from overlay.daemon.protocol import ErrorCode
+from overlay.daemon.error_codes import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, exit_status_for
 from overlay.errors import OverlayError
 
 if TYPE_CHECKING:
@@ -60,27 +60,14 @@ __all__ = [
 ]
 
 EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-"""Bad usage or bad input (a malformed peer ID, name, key, range)."""
+# EXIT_FAILED (1), EXIT_USAGE (2: bad usage or input) and EXIT_NOT_FOUND (4)
+# come from the error registry, which maps API error codes to them.
 EXIT_NO_DAEMON = 3
-EXIT_NOT_FOUND = 4
-"""The lookup answered: nothing (no record, peer, provider or name)."""
 EXIT_BROKEN_PIPE = 141
 """stdout was closed early (`overlay peers | head -1`): 128 + SIGPIPE, what
 a shell reports for a tool killed by SIGPIPE; nothing is printed."""
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-
-# Daemon error codes that mean "your input is wrong" or "nothing there".
-# The strings are the API's (docs/api.md); dht and name codes are listed by
-# value so the CLI does not import the daemon's DHT and naming machinery.
-_USAGE_CODES = frozenset({
-    ErrorCode.BAD_REQUEST, ErrorCode.INVALID_MULTIADDR, ErrorCode.INVALID_PEER_ID,
-    ErrorCode.MESSAGE_TOO_LARGE, "invalid_name", "invalid_record",
-})
-_NOT_FOUND_CODES = frozenset({"not_found", "name_not_found"})
-
 
 class CliError(OverlayError):
     """A command failed; ``main`` prints ``overlay <cmd>: <message>`` and
@@ -189,12 +176,8 @@ def add_command(
 
 
 def api_status(code: str) -> int:
-    """The exit status for a daemon error ``code``."""
-    if code in _USAGE_CODES:
-        return EXIT_USAGE
-    if code in _NOT_FOUND_CODES:
-        return EXIT_NOT_FOUND
-    return EXIT_FAILED
+    """The exit status for a daemon error ``code`` (overlay/daemon/error_codes.py)."""
+    return exit_status_for(code)
 
 
 def api_socket(home: Home) -> Path:

@@ -26,11 +26,12 @@ from overlay.cli_nat import stun_server_arg
 from overlay.cli_progress import SlowWait
 from overlay.daemon.client import ApiClient
 from overlay.daemon.home import Home
+from overlay.daemon.schema import PING_COUNT_MAX, argparse_type, check_protocol_id, cli_type
 from overlay.errors import ConfigError, InvalidMultiaddr
 
 __all__ = ["add_core_parsers", "peer_id_arg", "bounded_int", "bounded_float", "MAX_PING_COUNT"]
 
-MAX_PING_COUNT = 1000
+MAX_PING_COUNT = PING_COUNT_MAX
 """The daemon's limit (``NodeOpsConfig.max_ping_count``)."""
 
 
@@ -55,10 +56,7 @@ def peer_id_arg(text: str) -> str:
     return text
 
 
-def _protocol_id(text: str) -> str:
-    if not text.startswith("/") or len(text) > 256 or "\n" in text:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a protocol ID such as /ovl/kad/1.0.0")
-    return text
+_protocol_id = argparse_type(check_protocol_id, "protocol ID")
 
 
 def _connect_target(text: str) -> str:
@@ -263,7 +261,7 @@ def add_core_parsers(sub: Any, parents: Parents) -> None:
     p.add_argument("addr", metavar="MULTIADDR", type=_connect_target,
                    help="a QUIC multiaddr (…/quic-v1[/p2p/PEERID]), a relayed one "
                         "(…/p2p/RELAY/p2p-circuit/p2p/PEERID) or /p2p/PEERID")
-    p.add_argument("-n", "--count", type=bounded_int(1, MAX_PING_COUNT), default=3,
+    p.add_argument("-n", "--count", type=cli_type("ping", "count"), default=3,
                    help=f"pings to send, 1 to {MAX_PING_COUNT} (default 3)")
     p.add_argument("-i", "--interval", type=bounded_float(0, 60), default=1.0,
                    help="seconds between pings, 0 to 60 (default 1)")

@@ -26,9 +26,10 @@ from overlay.cli_common import (
     run_api,
     strip_reply,
 )
-from overlay.cli_core import bounded_int, peer_id_arg
+from overlay.cli_core import peer_id_arg
 from overlay.daemon.client import ApiClient
 from overlay.daemon.home import Home
+from overlay.daemon.schema import cli_type
 from overlay.kad.errors import InvalidRecord
 from overlay.kad.records import immutable_key, namespace_of
 from overlay.kad.store import StoreConfig
@@ -126,7 +127,7 @@ def add_dht_parser(sub: Any, parents: Parents) -> None:
                     examples=["overlay dht find-providers my-service --limit 5"])
     a.add_argument("key", metavar="KEY", type=_provider_text,
                    help="a /v/<sha256 hex> key or any text, as given to `provide`")
-    a.add_argument("--limit", type=bounded_int(1, 100), default=20, metavar="N",
+    a.add_argument("--limit", type=cli_type("dht_find_providers", "limit"), default=20, metavar="N",
                    help="at most N providers (1-100, default 20)")
 
     add_command(actions, "table", parents=both, run=_run(_table),

@@ -34,18 +34,12 @@ from overlay.cli_progress import SlowWait, pow_estimate
 from overlay.daemon.client import ApiClient
 from overlay.daemon.errors import ApiError, ApiProtocolError, DaemonError
 from overlay.daemon.home import Home
+from overlay.daemon.schema import cli_type
 
 __all__ = ["add_name_parser"]
 
 
-def _ttl(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value <= 7 * 24 * 3600:
-        raise argparse.ArgumentTypeError("--ttl must be between 0 and 604800 seconds")
-    return value
+_ttl = cli_type("name_register", "ttl")
 
 
 def _add_targets(p: argparse.ArgumentParser) -> None:
@@ -74,10 +68,7 @@ def _name_arg(text: str) -> str:
     return text
 
 
-def _protocol_arg(text: str) -> str:
-    if not text.startswith("/") or len(text) > 256 or "\n" in text:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a protocol ID such as /echo/1.0.0")
-    return text
+_protocol_arg = cli_type("name_connect", "protocol")
 
 
 _NAME_HELP = "a name in the daemon's zone, such as alice.ovl"

@@ -27,14 +27,15 @@ from overlay.cli_common import (
     run_api,
     strip_reply,
 )
-from overlay.cli_core import bounded_int, peer_id_arg
+from overlay.cli_core import peer_id_arg
 from overlay.daemon.client import ApiClient
 from overlay.daemon.home import Home
+from overlay.daemon.schema import RENDEZVOUS_LIMIT_MAX, RENDEZVOUS_TTL_MAX, cli_type
 
 __all__ = ["add_rendezvous_parser", "namespace_arg", "point_arg"]
 
-_MAX_TTL = 72 * 3600  # overlay.rendezvous.MAX_TTL, without importing the subsystem
-_MAX_LIMIT = 1000
+_MAX_TTL = RENDEZVOUS_TTL_MAX
+_MAX_LIMIT = RENDEZVOUS_LIMIT_MAX
 
 
 def namespace_arg(text: str) -> str:
@@ -95,7 +96,7 @@ def add_rendezvous_parser(sub: Any, parents: Parents) -> None:
                   "udp/4001/quic-v1/p2p/12D3KooW…"])
     a.add_argument("ns", metavar="NS", type=namespace_arg,
                    help="the namespace: 1 to 255 bytes of text")
-    a.add_argument("--ttl", metavar="SECONDS", type=bounded_int(1, _MAX_TTL), default=None,
+    a.add_argument("--ttl", metavar="SECONDS", type=cli_type("rendezvous_register", "ttl"), default=None,
                    help=f"registration lifetime (1-{_MAX_TTL}; default: the point's, 2 h)")
     a.add_argument("--at", metavar="PEER", type=point_arg, default=None, help=at_help)
 
@@ -119,7 +120,7 @@ def add_rendezvous_parser(sub: Any, parents: Parents) -> None:
     # None, not "": argparse would run the type check on a string default.
     a.add_argument("ns", metavar="NS", type=namespace_arg, nargs="?", default=None,
                    help="the namespace (default: all)")
-    a.add_argument("--limit", metavar="N", type=bounded_int(1, _MAX_LIMIT), default=100,
+    a.add_argument("--limit", metavar="N", type=cli_type("rendezvous_discover", "limit"), default=100,
                    help=f"at most N peers per point (1-{_MAX_LIMIT}, default 100)")
     a.add_argument("--cookie", metavar="COOKIE", default=None,
                    help="only registrations newer than a previous --json reply's cookie "

@@ -42,6 +42,7 @@ from overlay.cli_core import bounded_int
 from overlay.daemon.client import ApiClient
 from overlay.daemon.errors import ApiError, DaemonError
 from overlay.daemon.home import Home
+from overlay.daemon.schema import cli_type
 from overlay.errors import OverlayError
 
 __all__ = ["add_serve_parser", "pump", "parse_tcp_target"]
@@ -73,10 +74,7 @@ def _tcp_target_arg(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _protocol_arg(text: str) -> str:
-    if not text.startswith("/") or len(text) > 256 or "\n" in text:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a protocol ID such as /echo/1.0.0")
-    return text
+_protocol_arg = cli_type("stream_handler_register", "protocol")
 
 
 class _IntermixedParser(CliParser):

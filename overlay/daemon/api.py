@@ -31,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from overlay.daemon.error_codes import error_code_for
 from overlay.daemon.errors import (
     ApiError,
     ApiProtocolError,
@@ -49,20 +50,8 @@ from overlay.daemon.protocol import (
     parse_request,
     request_id_of,
 )
-from overlay.errors import (
-    ConnectionClosed,
-    DialError,
-    HandshakeError,
-    InvalidMultiaddr,
-    InvalidPeerId,
-    LimitExceeded,
-    MessageTooLarge,
-    OverlayError,
-    PeerIdMismatch,
-    ProtocolNotSupported,
-    StreamClosed,
-    StreamReset,
-)
+from overlay.daemon.schema import validate
+from overlay.errors import MessageTooLarge, OverlayError
 from overlay.limits import LimitHits
 from overlay.supervisor import Supervisor, outcome_of
 
@@ -87,32 +76,6 @@ _T = TypeVar("_T")
 
 _ReadOutcome = dict[str, Any] | None | OverlayError | OSError
 """The next message, None at EOF, or why it could not be read."""
-
-# Most specific first: the first matching class names the error code.
-_ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
-    (InvalidMultiaddr, ErrorCode.INVALID_MULTIADDR),
-    (InvalidPeerId, ErrorCode.INVALID_PEER_ID),
-    (PeerIdMismatch, ErrorCode.PEER_ID_MISMATCH),
-    (HandshakeError, ErrorCode.HANDSHAKE_FAILED),
-    (DialError, ErrorCode.DIAL_FAILED),
-    (ProtocolNotSupported, ErrorCode.PROTOCOL_NOT_SUPPORTED),
-    (ConnectionClosed, ErrorCode.CONNECTION_CLOSED),
-    (StreamReset, ErrorCode.STREAM_FAILED),
-    (StreamClosed, ErrorCode.STREAM_FAILED),
-    (LimitExceeded, ErrorCode.LIMIT_EXCEEDED),
-    (TimeoutError, ErrorCode.TIMEOUT),
-)
-
-
-def error_code_for(exc: BaseException) -> str:
-    """The API error code for an exception an op raised."""
-    if isinstance(exc, ApiError):
-        return exc.code
-    for cls, code in _ERROR_CODES:
-        if isinstance(exc, cls):
-            return code
-    return ErrorCode.FAILED
-
 
 @dataclass(frozen=True, slots=True)
 class ApiServerConfig:
@@ -507,6 +470,13 @@ class ApiServer:
                 await write_message(writer, error_reply(
                     request.id, ErrorCode.UNKNOWN_OP,
                     f"unknown op {request.op!r}; known ops: {', '.join(self.ops)}"), limit)
+                continue
+            try:
+                validate(request.op, request.args)
+            except OverlayError as exc:
+                # Checked once here, from the op's schema, before its handler runs.
+                await write_message(writer, error_reply(request.id, error_code_for(exc), str(exc)),
+                                    limit)
                 continue
             call = ApiCall(request.id, request.op, request.args, reader, writer, limit,
                            messages.read_ahead)

@@ -18,7 +18,6 @@ import asyncio
 
 import base64
 import binascii
-import functools
 import hashlib
 import logging
 import re
@@ -30,17 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from overlay.daemon.api import ApiCall, ApiServer
+from overlay.daemon.error_codes import DhtErrorCode
 from overlay.daemon.errors import ApiError, BadRequest
 from overlay.errors import DecodeError
 from overlay.host.transport_types import Connection
 from overlay.identity import PeerId
-from overlay.kad.errors import InvalidProviderKey, InvalidRecord
 from overlay.kad.messages import PeerInfo
 from overlay.kad.persist import LEGACY_FILE, FileRecordStore, persist_providers
 from overlay.kad.records import NamespaceRegistry, default_registry, immutable_key
 from overlay.kad.service import KadService
 from overlay.kad.service_config import KadServiceConfig
-from overlay.kad.service_errors import NoPeersKnown, PeerNotFound, QuorumFailed, ValueNotFound
+from overlay.kad.service_errors import NoPeersKnown, PeerNotFound
 from overlay.kad.store import StoreConfig
 from overlay.multiaddrs import multiaddr_from_bytes
 from overlay.statefile import StateWriter, remove_stale_tmp
@@ -72,19 +71,6 @@ MAX_VALUE_BYTES = max_value_bytes(StoreConfig())
 _IMMUTABLE = re.compile(r"/v/([0-9a-f]{64})")
 
 
-class DhtErrorCode:
-    """``error.code`` strings of the dht ops, beyond the common ones."""
-
-    NOT_FOUND = "not_found"
-    """No record, peer or provider was found."""
-    QUORUM_FAILED = "quorum_failed"
-    """Too few peers accepted a PUT or provider announcement."""
-    NO_PEERS = "no_peers"
-    """The routing table is empty (no bootstrap peer reachable)."""
-    INVALID_RECORD = "invalid_record"
-    """The key's namespace is unknown or the value fails its validator."""
-
-
 def provider_key(text: str) -> bytes:
     """The provider key (a sha2-256 multihash) announced for ``text``.
 
@@ -94,29 +80,6 @@ def provider_key(text: str) -> bytes:
     match = _IMMUTABLE.fullmatch(text)
     digest = bytes.fromhex(match.group(1)) if match else hashlib.sha256(text.encode()).digest()
     return b"\x12\x20" + digest
-
-
-def _dht_errors(
-    op: Callable[[ApiCall], Awaitable[Mapping[str, Any]]],
-) -> Callable[[ApiCall], Awaitable[Mapping[str, Any]]]:
-    """Turn the service's typed errors into the API's error codes."""
-
-    @functools.wraps(op)
-    async def wrapped(call: ApiCall) -> Mapping[str, Any]:
-        try:
-            return await op(call)
-        except (ValueNotFound, PeerNotFound) as exc:
-            raise ApiError(DhtErrorCode.NOT_FOUND, str(exc)) from exc
-        except QuorumFailed as exc:
-            raise ApiError(DhtErrorCode.QUORUM_FAILED, str(exc)) from exc
-        except NoPeersKnown as exc:
-            raise ApiError(DhtErrorCode.NO_PEERS, str(exc)) from exc
-        except InvalidRecord as exc:
-            raise ApiError(DhtErrorCode.INVALID_RECORD, str(exc)) from exc
-        except InvalidProviderKey as exc:
-            raise BadRequest(str(exc)) from exc
-
-    return wrapped
 
 
 def _addr_texts(raw_addrs: Sequence[bytes]) -> list[str]:
@@ -144,12 +107,12 @@ class DhtOps:
         self._providers_durable = providers_durable
 
     def register(self, server: ApiServer) -> None:
-        server.register("dht_put", _dht_errors(self.dht_put))
-        server.register("dht_get", _dht_errors(self.dht_get))
-        server.register("dht_find_peer", _dht_errors(self.dht_find_peer))
-        server.register("dht_provide", _dht_errors(self.dht_provide))
-        server.register("dht_find_providers", _dht_errors(self.dht_find_providers))
-        server.register("dht_table", _dht_errors(self.dht_table))
+        server.register("dht_put", self.dht_put)
+        server.register("dht_get", self.dht_get)
+        server.register("dht_find_peer", self.dht_find_peer)
+        server.register("dht_provide", self.dht_provide)
+        server.register("dht_find_providers", self.dht_find_providers)
+        server.register("dht_table", self.dht_table)
 
     # -- argument helpers -------------------------------------------------
 

@@ -12,10 +12,9 @@ daemon, on top of the daemon's kad service.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 from multiaddr import Multiaddr
 
 from overlay.daemon.api import ApiCall, ApiServer
+from overlay.daemon.error_codes import NameErrorCode
 from overlay.daemon.errors import ApiError, BadRequest, ListenFailed
 from overlay.daemon.ops_dht import DhtExtension
 from overlay.daemon.protocol import ErrorCode
@@ -36,9 +36,7 @@ from overlay.kad.records import default_registry
 from overlay.kad.service_config import KadServiceConfig
 from overlay.multiaddrs import parse_quic_multiaddr, with_p2p
 from overlay.naming.dns_front import DnsFront, DnsFrontConfig
-from overlay.naming.errors import InvalidName, NamingError, OwnerChanged
 from overlay.naming.kad_client import KadLike, KadNameClient, NAMESPACE_ID, register_name_namespace
-from overlay.naming.net_errors import NameNotFound, NameTaken, NotOwner, PublishFailed, ResolveFailed
 from overlay.naming.owned import OwnedName
 from overlay.naming.record import NameRecord, PeerTarget, Service
 from overlay.naming.resolver import Resolution
@@ -57,48 +55,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MAX_TARGETS = 32
-
-
-class NameErrorCode:
-    """``error.code`` strings of the name ops (beyond the common ones)."""
-
-    INVALID_NAME = "invalid_name"
-    NAME_NOT_FOUND = "name_not_found"
-    NAME_TAKEN = "name_taken"
-    NOT_OWNER = "not_owner"
-    OWNER_CHANGED = "owner_changed"
-    PUBLISH_FAILED = "publish_failed"
-    RESOLVE_FAILED = "resolve_failed"
-    RECORD_REJECTED = "record_rejected"
-
-
-_CODES: tuple[tuple[type[BaseException], str], ...] = (
-    (InvalidName, NameErrorCode.INVALID_NAME),
-    (NameNotFound, NameErrorCode.NAME_NOT_FOUND),
-    (NameTaken, NameErrorCode.NAME_TAKEN),
-    (NotOwner, NameErrorCode.NOT_OWNER),
-    (OwnerChanged, NameErrorCode.OWNER_CHANGED),
-    (PublishFailed, NameErrorCode.PUBLISH_FAILED),
-    (ResolveFailed, NameErrorCode.RESOLVE_FAILED),
-    (NamingError, NameErrorCode.RECORD_REJECTED),
-)
-
-Op = Callable[[ApiCall], Awaitable[Mapping[str, Any]]]
-
-
-def _typed_errors(op: Op) -> Op:
-    """Naming errors become API errors with a name-specific code."""
-
-    @functools.wraps(op)
-    async def wrapper(call: ApiCall) -> Mapping[str, Any]:
-        try:
-            return await op(call)
-        except NamingError as exc:
-            for cls, code in _CODES:
-                if isinstance(exc, cls):
-                    raise ApiError(code, str(exc)) from exc
-            raise
-    return wrapper
 
 
 class NameHost(Protocol):
@@ -282,13 +238,13 @@ class NameOps:
         extension adds ``vip4`` and ``vip6``)."""
 
     def register(self, server: ApiServer) -> None:
-        server.register("name_register", _typed_errors(self.name_register))
-        server.register("name_update", _typed_errors(self.name_update))
-        server.register("name_transfer", _typed_errors(self.name_transfer))
-        server.register("name_release", _typed_errors(self.name_release))
-        server.register("name_resolve", _typed_errors(self.name_resolve))
-        server.register("name_list", _typed_errors(self.name_list))
-        server.register("name_connect", _typed_errors(self.name_connect))
+        server.register("name_register", self.name_register)
+        server.register("name_update", self.name_update)
+        server.register("name_transfer", self.name_transfer)
+        server.register("name_release", self.name_release)
+        server.register("name_resolve", self.name_resolve)
+        server.register("name_list", self.name_list)
+        server.register("name_connect", self.name_connect)
 
     async def name_register(self, call: ApiCall) -> Mapping[str, Any]:
         name = call.required_str("name")
