@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import errno
 import ipaddress
 import logging
 import os
 import socket
 import ssl
+import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -64,6 +67,10 @@ _SUPPORTED_VERSIONS: Final = QuicConfiguration().supported_versions
 _SOCKET_BUFFER: Final = 4 << 20
 _READ_BATCH: Final = 64
 _MAX_DATAGRAM: Final = 65535
+_UDP_SEGMENT: Final = 103  # linux/udp.h (UDP GSO); Python's socket module lacks the name
+# Errors by which a kernel or device says it cannot do GSO on this socket.
+_NO_GSO: Final = frozenset({errno.EINVAL, errno.EMSGSIZE, errno.ENOPROTOOPT,
+                            errno.EOPNOTSUPP, errno.EIO})
 
 
 def is_stun(data: bytes) -> bool:
@@ -120,6 +127,7 @@ class QuicEndpoint:
         self._closing = False
         self._socket_gone = asyncio.Event()
         self._sock: socket.socket | None = None
+        self._gso = sys.platform == "linux"  # until the kernel says otherwise
         self._icmp = False
         self.limit_hits = LimitHits()
         """Inbound Initials answered by Retry, dropped or refused, by cause."""
@@ -453,6 +461,34 @@ class QuicEndpoint:
             # to another peer, reported on this send instead of sending it;
             # it is consumed now, so send again.
         return self._send_error
+
+    def _send_batch(self, datagrams: list[bytes], addr: NetworkAddress) -> bool:
+        """Send ``datagrams`` (all of the first one's size but the last,
+        which may be shorter) in one ``sendmsg`` with UDP GSO.  False when
+        nothing was sent: no GSO here, the transport holds queued datagrams
+        (which must go first), or the socket is full; the caller then sends
+        them one by one through the transport, which queues."""
+        sock, transport = self._sock, self._transport
+        if not self._gso or sock is None or transport is None or transport.is_closing():
+            return False
+        # Not in typeshed's DatagramTransport; asyncio's and uvloop's have it.
+        queued = getattr(transport, "get_write_buffer_size", None)
+        if queued is None or queued():
+            return False
+        segment = struct.pack("=H", len(datagrams[0]))
+        try:
+            sock.sendmsg([b"".join(datagrams)], [(socket.SOL_UDP, _UDP_SEGMENT, segment)], 0, addr)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno in _NO_GSO:
+                log.debug("no UDP GSO on %s (%s): sending datagrams one by one",
+                          self.local_address, exc)
+                self._gso = False
+            else:
+                self._socket_error(exc)  # e.g. an ICMP error reported on this send
+            return False
+        return True
 
     def _socket_error(self, exc: OSError) -> None:
         self._send_error = exc

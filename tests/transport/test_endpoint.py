@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import random
 import socket
@@ -349,6 +350,15 @@ async def test_larger_datagrams_are_configurable() -> None:
             send(data, addr)  # type: ignore[arg-type]
 
         p.a._send_datagram = record  # type: ignore[method-assign]
+        batch = p.a._send_batch
+
+        def record_batch(datagrams: list[bytes], addr: object) -> bool:
+            sent = batch(datagrams, addr)  # type: ignore[arg-type]
+            if sent:
+                sizes.extend(len(d) for d in datagrams)
+            return sent
+
+        p.a._send_batch = record_batch  # type: ignore[method-assign]
         try:
             stream = await p.conn_a.open_stream()
             stream.write(os.urandom(200_000))
@@ -385,6 +395,15 @@ async def _sent_sizes(host: str, config: TransportConfig | None) -> tuple[list[i
     bulk: list[int] = []
     sizes = bulk
     p.a._send_datagram = lambda data, addr: record(p.a, data, addr)  # type: ignore[assignment, method-assign, return-value]
+    batch = p.a._send_batch
+
+    def record_batch(datagrams: list[bytes], addr: object) -> bool:
+        sent = batch(datagrams, addr)  # type: ignore[arg-type]
+        if sent:
+            sizes.extend(len(d) for d in datagrams)
+        return sent
+
+    p.a._send_batch = record_batch  # type: ignore[method-assign]
     try:
         stream = await p.conn_a.open_stream()
         stream.write(os.urandom(200_000))
@@ -460,3 +479,59 @@ async def test_dial_without_a_route_fails_at_once() -> None:
                 await ep.dial(("127.0.0.1", 9))
         assert loop.time() - started < 5
         assert not ep.connections
+
+
+class _NoGsoSocket:
+    """A socket whose kernel refuses UDP GSO, as some devices do (EIO)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def sendmsg(self, *args: object) -> int:
+        self.calls += 1
+        raise OSError(errno.EIO, "no GSO here")
+
+
+@pytest.mark.parametrize("gso", ["kernel", "refused"])
+async def test_bulk_data_goes_out_in_batches_or_one_by_one(gso: str) -> None:
+    """After the handshake, runs of full-size datagrams leave in one GSO
+    send; an endpoint whose kernel refuses GSO stops trying and sends them
+    one by one, and the data arrives intact either way."""
+    async with asyncio.timeout(5):
+        from .conftest import make_pair
+
+        config = TransportConfig(loopback_datagram_size=1452)
+        p = await make_pair(config_a=config, config_b=config)
+        batches: list[int] = []
+        batch = p.a._send_batch
+
+        def record_batch(datagrams: list[bytes], addr: object) -> bool:
+            sent = batch(datagrams, addr)  # type: ignore[arg-type]
+            if sent:
+                batches.append(len(datagrams))
+            return sent
+
+        p.a._send_batch = record_batch  # type: ignore[method-assign]
+        fake, real = _NoGsoSocket(), p.a._sock
+        if gso == "refused":
+            p.a._sock = fake  # type: ignore[assignment]
+        try:
+            payload = os.urandom(500_000)
+            stream = await p.conn_a.open_stream()
+            stream.write(payload)
+            await stream.close()
+            inbound = await p.conn_b.accept_stream()
+            received = bytearray()
+            while chunk := await inbound.read():
+                received += chunk
+            assert received == payload
+            if gso == "kernel":
+                assert batches and max(batches) > 1
+                assert p.a._gso
+            else:
+                assert batches == [] and fake.calls == 1
+                assert not p.a._gso
+        finally:
+            p.a._sock = real
+            await p.a.aclose()
+            await p.b.aclose()
