@@ -7,7 +7,7 @@ from typing import Literal
 
 from overlay.errors import InvalidMultiaddr, LocalProtocolError
 from overlay.kad.handler import ServerConfig
-from overlay.kad.lookup import LOOKUP_RETRIES, LookupConfig
+from overlay.kad.lookup import ADAPTIVE_MAX_PATHS, LOOKUP_RETRIES, LookupConfig
 from overlay.kad.providers import ProviderConfig
 from overlay.kad.republish import RepublishConfig
 from overlay.kad.routing import RoutingConfig
@@ -45,9 +45,16 @@ class KadServiceConfig:
     """Full multiaddrs (with ``/p2p/<id>``) contacted at start."""
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     """Routing-table parameters (k, IP diversity, refresh interval)."""
-    lookup: LookupConfig = field(default_factory=lambda: LookupConfig(retries=LOOKUP_RETRIES))
+    lookup: LookupConfig = field(
+        default_factory=lambda: LookupConfig(
+            retries=LOOKUP_RETRIES, disjoint_paths=ADAPTIVE_MAX_PATHS, adaptive_paths=True
+        )
+    )
     """Lookup parameters (alpha, per-peer timeout, disjoint paths); three
-    retries of a peer silent on an open connection (``LOOKUP_RETRIES``)."""
+    retries of a peer silent on an open connection (``LOOKUP_RETRIES``);
+    adaptive disjoint paths: one path, up to ``ADAPTIVE_MAX_PATHS`` on
+    evidence of lies (a GET or find-peer; a lookup of a bare key such as a
+    PUT's or a refresh's has none and stays on one path)."""
     server: ServerConfig = field(default_factory=ServerConfig)
     """How many closer peers an answer carries."""
     store: StoreConfig = field(default_factory=StoreConfig)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from overlay.kad.lookup import LOOKUP_RETRIES, LookupConfig, LookupKind
+from overlay.kad.lookup import ADAPTIVE_MAX_PATHS, LOOKUP_RETRIES, LookupConfig, LookupKind
 from overlay.kad.routing import RoutingConfig
 from overlay.sim.bootstrap import MAX_JOIN_NODES
 from overlay.sim.network import NetworkModel
@@ -34,9 +34,11 @@ class SimConfig:
     first have a random node publish (a lookup for the key, then PUT_VALUE
     or ADD_PROVIDER to the closest peers it found), then look the key up
     from another node."""
-    lookup: LookupConfig = LookupConfig(peer_timeout=1.0, retries=LOOKUP_RETRIES)
+    lookup: LookupConfig = LookupConfig(
+        peer_timeout=1.0, retries=LOOKUP_RETRIES, disjoint_paths=ADAPTIVE_MAX_PATHS, adaptive_paths=True
+    )
     """Lookup parameters; the timeout is short because simulated RTTs are,
-    and the retries are the daemon's."""
+    and the retries and adaptive disjoint paths are the daemon's."""
     routing: RoutingConfig = RoutingConfig()
     network: NetworkModel = NetworkModel()
     lookup_interval: float = 0.5
