@@ -2,12 +2,13 @@
 
     sudo .venv/bin/python bench/punch_matrix.py --tries 10 --json punch_matrix.json
     sudo .venv/bin/python bench/punch_matrix.py --tries 3 --cells port-restr full:sym-rand
+    sudo .venv/bin/python bench/punch_matrix.py --tries 2 --cells sym-rand:sym-seq --transfer-mb 10
 
 The same command as ``interop/netns/punch_matrix.py`` (see its doc for what
 a try is and what is recorded): 21 cells (each unordered pair of none, full
 cone, restricted cone, port-restricted cone, sequential and random
 symmetric), ``--tries`` fresh tries each, 20 ms on each NAT's WAN link by
-default.  Prints the table (markdown) and, with ``--json``, writes every
+default; ``--transfer-mb`` ends each try with an echo of that many MB.  Prints the table (markdown) and, with ``--json``, writes every
 try.  The latest table is in docs/nat.md, "The punch matrix".
 
 Needs root (``ip netns``, nft); otherwise it prints one line saying so (and

@@ -2,9 +2,11 @@
 actions on a host (docs/nat.md, "Birthday punching").
 
 ``/ovl/birthday/1.0.0`` runs on a stream of a relayed connection.  The
-DCUtR initiator calls ``try_upgrade`` after its unilateral dial and before
-DCUtR, when the peer's identify lists the protocol; the other side answers
-in the stream handler.  Both send HELLO (NAT kind, nonce, public
+DCUtR initiator calls ``try_upgrade`` as the relayed connection arrives,
+beside its CONNECT and its unilateral dial, on a lazily negotiated stream
+(a peer without the protocol refuses it: not for this peer); DCUtR holds
+SYNC until the HELLOs decided.  The other side answers in the stream
+handler.  Both send HELLO (NAT kind, nonce, public
 endpoint) and decide the same way: neither symmetric returns to DCUtR,
 both symmetric stays relayed with the reason, otherwise one is hard and
 one easy:
@@ -12,7 +14,11 @@ one easy:
 - the easy side sends probes from its listening socket (the one whose
   mapping it announced) to the hard side's IP and accepts the QUIC dial
   that follows on that socket;
-- the hard side opens plain UDP sockets, each sending one packet to the
+- the hard side first dials the easy side's endpoint from its listening
+  socket (twice, a relayed RTT apart), which gets through when the easy
+  side's NAT does not filter by port (no NAT, full cone; a restricted cone
+  once the easy side's knock went out); beside that dial it
+  opens plain UDP sockets, each sending one packet to the
   easy side's endpoint; the socket a probe reaches becomes a QUIC endpoint
   (``QuicTransport.open_extra_endpoint``, bound to the same port, so the
   NAT mapping is kept) and dials the easy side.  That endpoint lives as

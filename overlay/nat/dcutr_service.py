@@ -1,11 +1,13 @@
 """The DCUtR driver: carries out ``overlay.nat.dcutr_core``'s actions on a host.
 
 When the host adopts a relayed connection on which we are the inbound
-side, we start (the spec's B): optionally a direct dial to the peer's
-advertised addresses (the spec's unilateral upgrade), then the
-``/libp2p/dcutr`` exchange on a stream of the relayed connection, punch
-packets from the listening sockets, and the peer's QUIC dial accepted by
-the endpoint's ordinary accept loop.  The dialling side (the spec's A)
+side, we start (the spec's B), all at once: a direct dial to the peer's
+advertised addresses once identify brought them (the spec's unilateral
+upgrade), the ``pre_punch`` exchange (birthday punching's HELLO) and the
+``/libp2p/dcutr`` CONNECT on a lazily negotiated stream of the relayed
+connection.  SYNC waits for ``pre_punch``'s decision and, briefly, for the
+unilateral dial; then punch packets from the listening sockets, and the
+peer's QUIC dial accepted by the endpoint's ordinary accept loop.  The dialling side (the spec's A)
 answers in the stream handler and dials as the QUIC client.
 
 A direct connection that a punch produced is adopted by the host (which
