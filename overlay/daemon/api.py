@@ -50,7 +50,7 @@ from overlay.daemon.protocol import (
     parse_request,
     request_id_of,
 )
-from overlay.daemon.schema import validate
+from overlay.daemon.schema import validate, value_of
 from overlay.errors import MessageTooLarge, OverlayError
 from overlay.limits import LimitHits
 from overlay.supervisor import Supervisor, outcome_of
@@ -201,6 +201,11 @@ class ApiCall:
                 return
             if not data:
                 return
+
+    def arg(self, name: str) -> Any:
+        """An argument of the op's schema (overlay/daemon/schema.py), already
+        checked by the server before the op ran, or its default."""
+        return value_of(self.op, name, self.args)
 
     # Argument accessors raise BadRequest naming the field, so every op
     # reports bad input the same way.

@@ -325,7 +325,7 @@ class NodeOps:
         reached EOF) or ``broken`` (with ``error``).  Waits up to ``wait``
         seconds (default 5, at most 60) for a running stream to end."""
         pump_id = call.required_str("pump_id")
-        wait = call.int_arg("wait", 5, 0, 60)
+        wait: int = call.arg("wait")
         if not self.pumps.known(pump_id):
             raise BadRequest(f"no relayed stream {pump_id!r} (unknown, or long forgotten)")
         outcome = await self.pumps.outcome(pump_id, wait)
@@ -386,7 +386,7 @@ class NodeOps:
             self._inbound.pop(stream_id, None)
 
     async def stream_accept(self, call: ApiCall) -> Mapping[str, Any]:
-        stream_id = call.int_arg("stream_id", 0, 1, 1 << 53)
+        stream_id: int = call.arg("stream_id")
         entry = self._inbound.get(stream_id)
         if entry is None or entry.accepted.is_set():
             raise BadRequest(f"no pending inbound stream {stream_id}")

@@ -181,7 +181,7 @@ class DhtOps:
 
     async def dht_find_providers(self, call: ApiCall) -> Mapping[str, Any]:
         text = call.required_str("key")
-        limit = call.int_arg("limit", 20, 1, 100)
+        limit: int = call.arg("limit")
         key = provider_key(text)
         providers = await self._kad.find_providers(key, limit)
         if not providers:
@@ -198,9 +198,9 @@ class DhtOps:
         that many peers; a script starting a daemon uses it to know the DHT
         is reachable without polling."""
         kad = self._kad
-        want = call.int_arg("min_size", 0, 0, 1 << 16)
+        want: int = call.arg("min_size")
         if want and len(kad.table) < want:
-            wait = call.int_arg("wait", 15, 0, 120)
+            wait: int = call.arg("wait")
             try:
                 async with asyncio.timeout(wait):
                     while len(kad.table) < want:

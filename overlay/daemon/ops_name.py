@@ -54,8 +54,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_MAX_TARGETS = 32
-
 
 class NameHost(Protocol):
     """The slice of the host that ``name_connect`` uses."""
@@ -156,19 +154,9 @@ def _owned_json(entry: OwnedName) -> dict[str, Any]:
 # -- argument parsing ---------------------------------------------------------------
 
 
-def _list_arg(call: ApiCall, name: str) -> list[Any] | None:
-    value = call.args.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, list) or len(value) > _MAX_TARGETS:
-        raise BadRequest(f"`{name}` must be a list of at most {_MAX_TARGETS} entries")
-    return value
-
-
 def _str_items(call: ApiCall, name: str) -> list[str] | None:
-    items = _list_arg(call, name)
-    if items is not None and not all(isinstance(i, str) for i in items):
-        raise BadRequest(f"`{name}` must be a list of strings")
+    # A list of at most 32 strings: the server checked it against the schema.
+    items: list[str] | None = call.arg(name)
     return items
 
 
@@ -218,10 +206,7 @@ def _targets(call: ApiCall, *, registering: bool) -> Targets:
         services = tuple(parse_service(text) for text in service_items)
     txt_items = _str_items(call, "txt")
     txt = tuple(txt_items) if txt_items is not None else None
-    ttl = call.args.get("ttl")
-    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)
-                            or not 0 <= ttl <= 7 * 24 * 3600):
-        raise BadRequest("`ttl` must be an integer number of seconds, at most 7 days")
+    ttl: int | None = call.arg("ttl")
     return Targets(self_peer=self_peer, peers=peers, ips=ips, services=services, txt=txt, ttl=ttl)
 
 
@@ -281,10 +266,8 @@ class NameOps:
 
     async def name_resolve(self, call: ApiCall) -> Mapping[str, Any]:
         name = call.required_str("name")
-        no_cache = call.args.get("no_cache", False)
-        final = call.args.get("final", False)
-        if not isinstance(no_cache, bool) or not isinstance(final, bool):
-            raise BadRequest("`no_cache` and `final` must be booleans")
+        no_cache: bool = call.arg("no_cache")
+        final: bool = call.arg("final")
         hit = None
         if not no_cache:
             # The fast path: a fresh cache entry without a task switch.

@@ -23,7 +23,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from overlay.daemon.api import ApiCall
-from overlay.daemon.errors import BadRequest
 from overlay.supervisor import run_supervised
 
 __all__ = ["StatsExtension", "collect_stats", "metrics_text"]
@@ -134,8 +133,6 @@ class StatsExtension:
     @asynccontextmanager
     async def _run(self, daemon: Any) -> AsyncIterator[object]:
         async def stats(call: ApiCall) -> Mapping[str, Any]:
-            if call.args:
-                raise BadRequest(f"stats takes no arguments, got {sorted(call.args)}")
             return collect_stats(daemon)
 
         daemon.api.register("stats", stats)

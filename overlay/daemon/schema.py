@@ -38,12 +38,14 @@ __all__ = [
     "PING_COUNT_MAX",
     "RENDEZVOUS_LIMIT_MAX",
     "RENDEZVOUS_TTL_MAX",
+    "DISCOVER_LIMIT_DEFAULT",
     "check_protocol_id",
     "check_peer_id",
     "check_dial_target",
     "argparse_type",
     "cli_type",
     "validate",
+    "value_of",
 ]
 
 Kind = Literal["str", "int", "bool", "str_list", "list", "any"]
@@ -56,6 +58,7 @@ NAME_TTL_MAX = 7 * 24 * 3600
 RENDEZVOUS_TTL_MAX = 72 * 3600
 """``overlay.rendezvous.MAX_TTL``, which a test keeps equal."""
 RENDEZVOUS_LIMIT_MAX = 1000
+DISCOVER_LIMIT_DEFAULT = 100
 PING_COUNT_MAX = 1000
 """``NodeOpsConfig.max_ping_count``'s default, which a test keeps equal."""
 _MAX_ID = (1 << 53) - 1
@@ -99,6 +102,10 @@ class Arg:
     """Applied to a ``str`` and to each item of a ``str_list``."""
     max_items: int = 64
     """Of a ``str_list`` or ``list``."""
+    default: Any = None
+    """What the op uses when the argument is absent (``ApiCall.arg``)."""
+    single_ok: bool = False
+    """A ``str_list`` that also takes one bare string (``protocols``)."""
 
     def bounds_text(self) -> str:
         return f"{self.minimum} to {self.maximum}"
@@ -147,11 +154,11 @@ OPS: Mapping[str, OpSchema] = {
     "ping": _op(_ADDR, _PEER, Arg("count", "int", minimum=1, maximum=PING_COUNT_MAX),
                 Arg("interval_ms", "int", minimum=0, maximum=60_000)),
     "stream_open": _op(_ADDR, _PEER, Arg("protocols", "str_list", required=True,
-                                         check=check_protocol_id)),
+                                         check=check_protocol_id, single_ok=True)),
     "stream_handler_register": _op(_PROTOCOL),
     "stream_accept": _op(Arg("stream_id", "int", required=True, minimum=1, maximum=_MAX_ID)),
     "stream_outcome": _op(Arg("pump_id", "str", required=True),
-                          Arg("wait", "int", minimum=0, maximum=60)),
+                          Arg("wait", "int", minimum=0, maximum=60, default=5)),
     # administration (ops_admin.py, ops_stats.py)
     "status": _NONE,
     "stop": _NONE,
@@ -163,19 +170,20 @@ OPS: Mapping[str, OpSchema] = {
     "dht_find_peer": _op(Arg("peer", "str", required=True, check=check_peer_id)),
     "dht_provide": _op(Arg("key", "str", required=True)),
     "dht_find_providers": _op(Arg("key", "str", required=True),
-                              Arg("limit", "int", minimum=1, maximum=100)),
-    "dht_table": _op(Arg("min_size", "int", minimum=0, maximum=1 << 16),
-                     Arg("wait", "int", minimum=0, maximum=120)),
+                              Arg("limit", "int", minimum=1, maximum=100, default=20)),
+    "dht_table": _op(Arg("min_size", "int", minimum=0, maximum=1 << 16, default=0),
+                     Arg("wait", "int", minimum=0, maximum=120, default=15)),
     # names (ops_name.py)
     "name_register": _op(_NAME, *_TARGETS),
     "name_update": _op(_NAME, *_TARGETS),
     "name_transfer": _op(_NAME, Arg("new_owner", "str", required=True, check=check_peer_id)),
     "name_release": _op(_NAME),
-    "name_resolve": _op(_NAME, Arg("no_cache", "bool"), Arg("final", "bool")),
+    "name_resolve": _op(_NAME, Arg("no_cache", "bool", default=False),
+                        Arg("final", "bool", default=False)),
     "name_list": _NONE,
     "name_connect": _op(_NAME, _PROTOCOL),
     # NAT (overlay/nat, overlay/relay)
-    "nat_status": _op(Arg("refresh", "bool")),
+    "nat_status": _op(Arg("refresh", "bool", default=False)),
     "autonat_status": _NONE,
     "holepunch_status": _op(closed=True),
     "relay_status": _op(closed=True),
@@ -184,7 +192,8 @@ OPS: Mapping[str, OpSchema] = {
     "rendezvous_register": _op(Arg("ns", "str", required=True),
                                Arg("ttl", "int", minimum=1, maximum=RENDEZVOUS_TTL_MAX), _AT),
     "rendezvous_unregister": _op(Arg("ns", "str", required=True), _AT),
-    "rendezvous_discover": _op(Arg("ns", "str"), Arg("limit", "int", minimum=1, maximum=RENDEZVOUS_LIMIT_MAX),
+    "rendezvous_discover": _op(Arg("ns", "str"), Arg("limit", "int", minimum=1, maximum=RENDEZVOUS_LIMIT_MAX,
+                                                   default=DISCOVER_LIMIT_DEFAULT),
                                Arg("cookie", "str"), _AT),
     # services, forwards (overlay/apps/daemon_ext.py)
     "expose_add": _op(Arg("service", "str", required=True),
@@ -199,6 +208,14 @@ OPS: Mapping[str, OpSchema] = {
 
 
 # -- validation ------------------------------------------------------------------
+
+
+def value_of(op: str, name: str, args: Mapping[str, Any]) -> Any:
+    """Argument ``name`` of a request ``validate`` passed, or its default."""
+    value = args.get(name)
+    if value is None:
+        return OPS[op].arg(name).default
+    return value
 
 
 def validate(op: str, args: Mapping[str, Any]) -> None:
@@ -240,7 +257,7 @@ def _check_value(arg: Arg, value: Any) -> None:
         if not isinstance(value, bool):
             raise BadRequest(f"`{name}` must be true or false")
     elif arg.kind in ("str_list", "list"):
-        items = [value] if isinstance(value, str) and arg.kind == "str_list" else value
+        items = [value] if isinstance(value, str) and arg.single_ok else value
         if not isinstance(items, list):
             raise BadRequest(f"`{name}` must be a list")
         if len(items) > arg.max_items:

@@ -133,9 +133,7 @@ class NatExtension:
         return service.report(local_ips, identify)
 
     async def nat_status(self, call: ApiCall) -> Mapping[str, Any]:
-        refresh = call.args.get("refresh", False)
-        if not isinstance(refresh, bool):
-            raise BadRequest("`refresh` must be true or false")
+        refresh: bool = call.arg("refresh")
         service = self.service
         if service is None:
             raise BadRequest("the NAT service is not running")

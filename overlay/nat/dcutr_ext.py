@@ -20,7 +20,6 @@ from dataclasses import replace
 from typing import Any
 
 from overlay.daemon.api import ApiCall
-from overlay.daemon.errors import BadRequest
 from overlay.errors import InvalidMultiaddr
 from overlay.multiaddrs import parse_quic_multiaddr, split_p2p
 from overlay.nat.birthday_core import BirthdayConfig, nat_kind_from
@@ -72,8 +71,6 @@ class DcutrExtension:
                 self.birthday = None
 
     async def holepunch_status(self, call: ApiCall) -> Mapping[str, Any]:
-        if call.args:
-            raise BadRequest(f"holepunch_status takes no arguments, got {sorted(call.args)}")
         service = self.service
         if service is None:
             return {"enabled": False, "active": [], "counters": {}, "recent": []}

@@ -26,13 +26,14 @@ from multiaddr import Multiaddr
 
 from overlay.daemon.api import ApiCall, ApiServer
 from overlay.daemon.errors import ApiError, BadRequest
+from overlay.daemon.schema import DISCOVER_LIMIT_DEFAULT, RENDEZVOUS_LIMIT_MAX
 from overlay.errors import OverlayError
 from overlay.host.addrs import observed_to_quic
 from overlay.identity import PeerId, PrivateKey
 from overlay.multiaddrs import parse_quic_multiaddr
 from overlay.rendezvous.client import DiscoveryPage, Refresher, RendezvousClient
 from overlay.rendezvous.errors import InvalidNamespace, NoRendezvousPoint, RendezvousRefused
-from overlay.rendezvous.messages import MAX_TTL, PROTOCOL_ID, Status, check_namespace
+from overlay.rendezvous.messages import PROTOCOL_ID, Status, check_namespace
 from overlay.rendezvous.refresh import RefreshConfig
 from overlay.rendezvous.service import RendezvousServer, ServerConfig
 from overlay.supervisor import run_supervised
@@ -41,8 +42,9 @@ __all__ = ["RendezvousExtension", "MAX_DISCOVER_LIMIT", "DEFAULT_DISCOVER_LIMIT"
 
 log = logging.getLogger(__name__)
 
-MAX_DISCOVER_LIMIT = 1000
-DEFAULT_DISCOVER_LIMIT = 100
+# The op's bounds, declared with its arguments (overlay/daemon/schema.py).
+MAX_DISCOVER_LIMIT = RENDEZVOUS_LIMIT_MAX
+DEFAULT_DISCOVER_LIMIT = DISCOVER_LIMIT_DEFAULT
 _POINT_TIMEOUT = 10.0
 """Seconds to reach and identify one default rendezvous point."""
 _GOODBYE_TIMEOUT = 2.0
@@ -202,8 +204,7 @@ class RendezvousExtension:
     async def rendezvous_register(self, call: ApiCall) -> Mapping[str, Any]:
         client, refresher = self._client()
         ns = self._namespace(call)
-        ttl_arg = call.args.get("ttl")
-        ttl = None if ttl_arg is None else call.int_arg("ttl", 0, 1, MAX_TTL)
+        ttl: int | None = call.arg("ttl")
         points = await self._points(call)
         registered: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
@@ -246,7 +247,7 @@ class RendezvousExtension:
     async def rendezvous_discover(self, call: ApiCall) -> Mapping[str, Any]:
         client, _ = self._client()
         ns = self._namespace(call, allow_empty=True)
-        limit = call.int_arg("limit", DEFAULT_DISCOVER_LIMIT, 1, MAX_DISCOVER_LIMIT)
+        limit: int = call.arg("limit")
         cookie = self._cookie_arg(call)
         points = await self._points(call)
         if cookie and len(points) != 1:

@@ -145,3 +145,24 @@ def test_the_error_registry_names_codes_and_exit_statuses() -> None:
     for i, (cls, _) in enumerate(CODES):
         for base, _ in CODES[:i]:
             assert not issubclass(cls, base), f"{cls.__name__} is shadowed by {base.__name__}"
+
+
+async def test_an_absent_argument_is_its_schema_default(short_tmp: Path) -> None:
+    async def handler(call: ApiCall) -> Mapping[str, Any]:
+        return {"limit": call.arg("limit")}
+
+    async with asyncio.timeout(10), ApiServer(short_tmp / "api.sock") as server:
+        server.register("dht_find_providers", handler)
+        async with await ApiClient.connect(server.path) as client:
+            assert (await client.call("dht_find_providers", {"key": "k"}))["limit"] == 20
+            assert (await client.call("dht_find_providers", {"key": "k", "limit": None}))["limit"] == 20
+            assert (await client.call("dht_find_providers", {"key": "k", "limit": 7}))["limit"] == 7
+
+
+def test_only_protocols_takes_a_bare_string_for_a_list() -> None:
+    from overlay.daemon.errors import BadRequest
+    from overlay.daemon.schema import validate
+
+    validate("stream_open", {"peer": None, "protocols": "/echo/1.0.0"})
+    with pytest.raises(BadRequest, match="`ips`"):
+        validate("name_update", {"name": "a.ovl", "ips": "10.0.0.1"})
