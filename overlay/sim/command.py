@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from overlay.kad.lookup import LOOKUP_RETRIES, LookupConfig, LookupKind
+from overlay.kad.lookup import ADAPTIVE_MAX_PATHS, LOOKUP_RETRIES, LookupConfig, LookupKind
 from overlay.kad.routing import RoutingConfig
 from overlay.sim.engine import SimConfig, Simulator
 from overlay.sim.network import NetworkModel
@@ -47,10 +47,11 @@ def build_parser(prog: str = "overlay sim") -> argparse.ArgumentParser:
     add("--adversary-mode", choices=("eclipse", "random"), default="eclipse",
         help="eclipse: answer with the colluding adversaries closest to the key; "
         "random: answer with random IDs")
-    add("--disjoint-paths", type=_positive, default=1,
-        help="S/Kademlia disjoint paths (default 1); with --adaptive-paths, the most it may open")
-    add("--adaptive-paths", action="store_true",
-        help="start with one path and open another disjoint one on evidence of lies")
+    add("--disjoint-paths", type=_positive, default=ADAPTIVE_MAX_PATHS,
+        help=f"S/Kademlia disjoint paths (default {ADAPTIVE_MAX_PATHS}); the lookup starts with one "
+             "and opens another on evidence of lies, up to these (see --fixed-paths)")
+    add("--fixed-paths", action="store_true",
+        help="open every disjoint path from the start (not only on evidence of lies)")
     add("--publish-paths", type=_positive, default=None,
         help="disjoint paths of the lookup publishing a GET/providers key (default: --disjoint-paths)")
     add("--quorum", type=int, default=None,
@@ -96,7 +97,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             k=args.k,
             peer_timeout=args.peer_timeout,
             disjoint_paths=args.disjoint_paths,
-            adaptive_paths=args.adaptive_paths,
+            adaptive_paths=not args.fixed_paths and args.disjoint_paths > 1,
             quorum=quorum,
             stop_when_found=args.stop_when_found,
             retries=args.retries,

@@ -49,16 +49,22 @@ def test_find_peer_widens_through_an_eclipse() -> None:
     assert all(o.success for o in adaptive), f"seed {SEED}"
 
 
-def test_command_takes_adaptive_paths() -> None:
+def command(*args: str) -> dict:  # type: ignore[type-arg]
     out = io.StringIO()
     with redirect_stdout(out):
-        code = main(["--nodes", "300", "--lookups", "5", "--disjoint-paths", "4", "--adaptive-paths",
-                     "--publish-paths", "2", "--quorum", "1", "--json"])
+        code = main(["--nodes", "300", "--lookups", "5", "--quorum", "1", "--json", *args])
     assert code == 0
-    figures = json.loads(out.getvalue())
-    assert figures["adaptive_paths"] is True and figures["mean_paths"] >= 1.0
-    with pytest.raises(SystemExit):
-        main(["--adaptive-paths"])  # one path leaves nothing to widen to
+    return json.loads(out.getvalue())  # type: ignore[no-any-return]
+
+
+def test_command_paths_are_adaptive_unless_fixed() -> None:
+    adaptive = command("--publish-paths", "2")
+    assert adaptive["adaptive_paths"] is True and adaptive["disjoint_paths"] == 4
+    assert adaptive["mean_paths"] == 1.0  # nobody lies
+    fixed = command("--fixed-paths", "--disjoint-paths", "2")
+    assert fixed["adaptive_paths"] is False and fixed["mean_paths"] == 2.0
+    single = command("--disjoint-paths", "1")  # nothing to widen to: plain Kademlia
+    assert single["adaptive_paths"] is False and single["mean_paths"] == 1.0
 
 
 def test_publish_paths_is_validated() -> None:
