@@ -41,6 +41,7 @@ from overlay.apps.pump import Counters
 from overlay.apps.service_proto import SERVICE_PROTOCOL, check_service_name
 from overlay.apps.tcp import ConnectionGroup, format_hostport
 from overlay.daemon.api import ApiCall
+from overlay.daemon.error_codes import DhtErrorCode, NameErrorCode
 from overlay.daemon.errors import ApiError, BadRequest, ListenFailed
 from overlay.daemon.protocol import ErrorCode
 from overlay.errors import OverlayError
@@ -385,7 +386,7 @@ class AppsExtension:
         async with self._lock:
             removed = exposer.remove(service)
             if removed is None:
-                raise ApiError("not_found", f"no service called {service!r} is exposed")
+                raise ApiError(DhtErrorCode.NOT_FOUND, f"no service called {service!r} is exposed")
             await self._save()
             published, failed = await self._republish(
                 lambda services: tuple(s for s in services
@@ -467,10 +468,10 @@ class AppsExtension:
             check_service_name(service)
             name = normalize_hostname(name)
         except (ValueError, OverlayError) as exc:
-            raise ApiError("invalid_name", f"{text!r}: {exc}") from None
+            raise ApiError(NameErrorCode.INVALID_NAME, f"{text!r}: {exc}") from None
         zone = self._daemon.config.zone
         if not name.endswith("." + zone):
-            raise ApiError("invalid_name", f"{name} is outside the .{zone} zone")
+            raise ApiError(NameErrorCode.INVALID_NAME, f"{name} is outside the .{zone} zone")
         return name, service
 
     async def forward_list(self, call: ApiCall) -> Mapping[str, Any]:
@@ -490,7 +491,7 @@ class AppsExtension:
         if forward is None:
             unbound = self._unbound.pop(key, None)
             if unbound is None:
-                raise ApiError("not_found", f"no forward listens on {key}")
+                raise ApiError(DhtErrorCode.NOT_FOUND, f"no forward listens on {key}")
             await self._save_forwards(f"the forward on {key} is closed")
             return _unbound_json(key, *unbound)
         await self._save_forwards(f"the forward on {key} is closed")

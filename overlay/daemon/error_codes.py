@@ -38,6 +38,7 @@ __all__ = [
     "EXIT_NOT_FOUND",
     "EXIT_USAGE",
     "NameErrorCode",
+    "RendezvousErrorCode",
     "error_code_for",
     "exit_status_for",
 ]
@@ -67,6 +68,16 @@ class NameErrorCode:
     PUBLISH_FAILED = "publish_failed"
     RESOLVE_FAILED = "resolve_failed"
     RECORD_REJECTED = "record_rejected"
+
+
+class RendezvousErrorCode:
+    """``error.code`` strings of the rendezvous ops."""
+
+    NO_POINT = "no_rendezvous_point"
+    """No ``at``, and no bootstrap peer serves rendezvous."""
+    REFUSED = "rendezvous_refused"
+    FAILED = "rendezvous_failed"
+    """Every one of several points failed."""
 
 
 CODES: tuple[tuple[type[BaseException], str], ...] = (

@@ -25,6 +25,7 @@ from typing import Any
 from multiaddr import Multiaddr
 
 from overlay.daemon.api import ApiCall, ApiServer
+from overlay.daemon.error_codes import RendezvousErrorCode
 from overlay.daemon.errors import ApiError, BadRequest
 from overlay.daemon.schema import DISCOVER_LIMIT_DEFAULT, RENDEZVOUS_LIMIT_MAX
 from overlay.errors import OverlayError
@@ -170,7 +171,7 @@ class RendezvousExtension:
             if host.peerstore.supports(peer, PROTOCOL_ID) and peer not in points:
                 points.append(peer)
         if not points:
-            raise ApiError("no_rendezvous_point", str(NoRendezvousPoint(
+            raise ApiError(RendezvousErrorCode.NO_POINT, str(NoRendezvousPoint(
                 "none of the bootstrap peers serves " + PROTOCOL_ID
                 + "; name a rendezvous point with `at` (--at MULTIADDR|PEERID)")))
         return points
@@ -194,10 +195,10 @@ class RendezvousExtension:
             if isinstance(exc, RendezvousRefused):
                 if exc.status in _INPUT_STATUSES:
                     raise BadRequest(str(exc)) from None
-                raise ApiError("rendezvous_refused", str(exc)) from None
+                raise ApiError(RendezvousErrorCode.REFUSED, str(exc)) from None
             raise exc
         detail = "; ".join(f"{p}: {e}" for p, e in zip(points, errors))
-        raise ApiError("rendezvous_failed", f"`{op}` failed at every rendezvous point: {detail}")
+        raise ApiError(RendezvousErrorCode.FAILED, f"`{op}` failed at every rendezvous point: {detail}")
 
     # -- ops ------------------------------------------------------------------
 

@@ -166,3 +166,24 @@ def test_only_protocols_takes_a_bare_string_for_a_list() -> None:
     validate("stream_open", {"peer": None, "protocols": "/echo/1.0.0"})
     with pytest.raises(BadRequest, match="`ips`"):
         validate("name_update", {"name": "a.ovl", "ips": "10.0.0.1"})
+
+
+def test_every_error_code_is_documented() -> None:
+    from overlay.daemon.error_codes import DhtErrorCode, NameErrorCode, RendezvousErrorCode
+    from overlay.daemon.protocol import ErrorCode
+
+    documented: set[str] = set()
+    in_table = False
+    for line in (REPO / "docs" / "api.md").read_text().splitlines():
+        if line.startswith("| code | meaning |"):
+            in_table = True
+        elif in_table and line.startswith("|"):
+            match = re.match(r"\| `([a-z_]+)` \|", line)
+            if match:
+                documented.add(match.group(1))
+        else:
+            in_table = False
+    codes = {code for _, code in CODES}
+    for group in (ErrorCode, NameErrorCode, DhtErrorCode, RendezvousErrorCode):
+        codes |= {value for key, value in vars(group).items() if key.isupper()}
+    assert codes == documented
