@@ -22,6 +22,7 @@ from overlay.daemon.api import ApiCall, ApiServer
 from overlay.daemon.errors import ApiError, BadRequest
 from overlay.daemon.protocol import API_VERSION, ErrorCode
 from overlay.daemon.pump import PumpLedger, PumpOutcome
+from overlay.daemon.schema import PING_COUNT_MAX, PING_INTERVAL_MAX_MS
 from overlay.errors import InvalidMultiaddr
 from overlay.host.host import StreamHandler
 from overlay.host.peerstore import ObservedAddrs, Peerstore
@@ -78,9 +79,9 @@ class NodeHost(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class NodeOpsConfig:
-    max_ping_count: int = 1000
+    max_ping_count: int = PING_COUNT_MAX
     """Upper bound of ``count`` in one ping request."""
-    max_ping_interval_ms: int = 60_000
+    max_ping_interval_ms: int = PING_INTERVAL_MAX_MS
     """Upper bound of ``interval_ms`` between pings."""
     accept_timeout: float = 10.0
     """Seconds an inbound stream waits for a client's ``stream_accept``

@@ -36,6 +36,7 @@ __all__ = [
     "MAX_PROTOCOL_ID_LENGTH",
     "NAME_TTL_MAX",
     "PING_COUNT_MAX",
+    "PING_INTERVAL_MAX_MS",
     "RENDEZVOUS_LIMIT_MAX",
     "RENDEZVOUS_TTL_MAX",
     "DISCOVER_LIMIT_DEFAULT",
@@ -60,7 +61,9 @@ RENDEZVOUS_TTL_MAX = 72 * 3600
 RENDEZVOUS_LIMIT_MAX = 1000
 DISCOVER_LIMIT_DEFAULT = 100
 PING_COUNT_MAX = 1000
-"""``NodeOpsConfig.max_ping_count``'s default, which a test keeps equal."""
+"""``NodeOpsConfig.max_ping_count``'s default (a config may lower it)."""
+PING_INTERVAL_MAX_MS = 60_000
+"""``NodeOpsConfig.max_ping_interval_ms``'s default."""
 _MAX_ID = (1 << 53) - 1
 
 
@@ -152,7 +155,7 @@ OPS: Mapping[str, OpSchema] = {
     "peers": _NONE,
     "connect": _op(Arg("addr", "str", required=True)),  # `/p2p/<id>` alone is allowed too
     "ping": _op(_ADDR, _PEER, Arg("count", "int", minimum=1, maximum=PING_COUNT_MAX),
-                Arg("interval_ms", "int", minimum=0, maximum=60_000)),
+                Arg("interval_ms", "int", minimum=0, maximum=PING_INTERVAL_MAX_MS)),
     "stream_open": _op(_ADDR, _PEER, Arg("protocols", "str_list", required=True,
                                          check=check_protocol_id, single_ok=True)),
     "stream_handler_register": _op(_PROTOCOL),
