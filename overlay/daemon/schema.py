@@ -49,7 +49,7 @@ __all__ = [
     "value_of",
 ]
 
-Kind = Literal["str", "int", "bool", "str_list", "list", "any"]
+Kind = Literal["str", "int", "bool", "str_list"]
 Check = Callable[[str], None]
 """Raises an ``OverlayError`` whose class names the API error code."""
 
@@ -104,7 +104,7 @@ class Arg:
     check: Check | None = None
     """Applied to a ``str`` and to each item of a ``str_list``."""
     max_items: int = 64
-    """Of a ``str_list`` or ``list``."""
+    """Of a ``str_list``."""
     default: Any = None
     """What the op uses when the argument is absent (``ApiCall.arg``)."""
     single_ok: bool = False
@@ -195,8 +195,9 @@ OPS: Mapping[str, OpSchema] = {
     "rendezvous_register": _op(Arg("ns", "str", required=True),
                                Arg("ttl", "int", minimum=1, maximum=RENDEZVOUS_TTL_MAX), _AT),
     "rendezvous_unregister": _op(Arg("ns", "str", required=True), _AT),
-    "rendezvous_discover": _op(Arg("ns", "str"), Arg("limit", "int", minimum=1, maximum=RENDEZVOUS_LIMIT_MAX,
-                                                   default=DISCOVER_LIMIT_DEFAULT),
+    "rendezvous_discover": _op(Arg("ns", "str"),
+                               Arg("limit", "int", minimum=1, maximum=RENDEZVOUS_LIMIT_MAX,
+                                   default=DISCOVER_LIMIT_DEFAULT),
                                Arg("cookie", "str"), _AT),
     # services, forwards (overlay/apps/daemon_ext.py)
     "expose_add": _op(Arg("service", "str", required=True),
@@ -240,8 +241,7 @@ def validate(op: str, args: Mapping[str, Any]) -> None:
 
 
 def _what(arg: Arg) -> str:
-    return {"str": "string", "int": "integer", "bool": "boolean",
-            "str_list": "list", "list": "list", "any": ""}[arg.kind]
+    return {"str": "string", "int": "integer", "bool": "boolean", "str_list": "list"}[arg.kind]
 
 
 def _check_value(arg: Arg, value: Any) -> None:
@@ -259,17 +259,16 @@ def _check_value(arg: Arg, value: Any) -> None:
     elif arg.kind == "bool":
         if not isinstance(value, bool):
             raise BadRequest(f"`{name}` must be true or false")
-    elif arg.kind in ("str_list", "list"):
+    elif arg.kind == "str_list":
         items = [value] if isinstance(value, str) and arg.single_ok else value
         if not isinstance(items, list):
             raise BadRequest(f"`{name}` must be a list")
         if len(items) > arg.max_items:
             raise BadRequest(f"`{name}` has more than {arg.max_items} entries")
-        if arg.kind == "str_list":
-            if not all(isinstance(item, str) for item in items):
-                raise BadRequest(f"`{name}` must be a list of strings")
-            for item in items:
-                _apply(arg, item)
+        if not all(isinstance(item, str) for item in items):
+            raise BadRequest(f"`{name}` must be a list of strings")
+        for item in items:
+            _apply(arg, item)
 
 
 def _apply(arg: Arg, text: str) -> None:
