@@ -45,6 +45,7 @@ from overlay.errors import (
     LimitExceeded,
     OverlayError,
     ProtocolNotSupported,
+    StreamReset,
     TransportError,
 )
 from overlay.host.addrs import is_ipv6, is_loopback
@@ -273,13 +274,22 @@ class BirthdayService:
         inbox: asyncio.Queue[object] = asyncio.Queue()
         self._sessions[peer] = inbox
         self.counters["sessions"] += 1
+        heard: list[bool] = []
+        """Non-empty once the peer's first message came."""
         try:
-            return await self._run(stream, relayed, inbox, started, decided)
-        except ProtocolNotSupported:
-            # The peer does not speak it (a lazy open learns that here).
-            self.counters["sessions"] -= 1
-            decided(False)
-            return None
+            return await self._run(stream, relayed, inbox, started, decided, heard)
+        except (ProtocolNotSupported, StreamReset) as exc:
+            if isinstance(exc, ProtocolNotSupported) or not heard:
+                # The peer does not speak it: a lazy open learns that at the
+                # first read, as "na" or as a reset of the stream.
+                self.counters["sessions"] -= 1
+                decided(False)
+                return None
+            reason = f"the birthday stream failed: {exc}"
+            self._record(BirthdayOutcome(str(peer), "-", False, reason, 0,
+                                         time.monotonic() - started))
+            stream.reset()
+            return False, reason
         except asyncio.CancelledError:
             stream.reset()
             raise
@@ -304,7 +314,8 @@ class BirthdayService:
 
     async def _run(self, stream: NegotiatedStream, relayed: Connection,
                    inbox: asyncio.Queue[object], started: float,
-                   decided: Callable[[bool], None]) -> tuple[bool, str] | None:
+                   decided: Callable[[bool], None],
+                   heard: list[bool]) -> tuple[bool, str] | None:
         peer = stream.remote_peer
         cfg = self.config
         ours = self._kind()
@@ -314,6 +325,7 @@ class BirthdayService:
         await self._send(stream, Hello(ours, nonce, ip, port))
         async with asyncio.timeout(cfg.message_timeout):
             first = await read_frame(stream, MAX_MESSAGE_SIZE)
+        heard.append(True)
         theirs = None if first is None else decode(first)
 
         def elapsed() -> float:

@@ -268,3 +268,29 @@ async def test_sprays_towards_one_ip_are_capped_whichever_peer_asks() -> None:
             assert pair.bday_a.counters["probes_sent"] == probes  # not one more
             await wait_until(lambda: bool(dcutr_d.outcomes), dcutr_d.activity, timeout=20)
             assert not dcutr_d.outcomes[-1].ok
+
+
+async def test_a_peer_without_birthday_is_left_to_dcutr() -> None:
+    # C (symmetric, dialled through the relay) opens the birthday stream
+    # lazily beside DCUtR's CONNECT; A does not speak it, so the refusal
+    # comes back as "not for this peer" and DCUtR's SYNC goes ahead.
+    async with AsyncExitStack() as stack:
+        relay_key = Ed25519PrivateKey.generate()
+        relay = await stack.enter_async_context(Host(relay_key))
+        await relay.listen([LOOPBACK])
+        await stack.enter_async_context(RelayServer(relay, relay_key, RelayLimits()))
+        a = await stack.enter_async_context(Host(Ed25519PrivateKey.generate()))
+        await a.listen([LOOPBACK])
+        dcutr_config = DcutrServiceConfig(core=DcutrConfig(allow_private=True), unilateral=False)
+        await stack.enter_async_context(DcutrService(a, dcutr_config, rng=random.Random(7)))
+        c, dcutr_c, bday_c = await _node(stack, NatKind.SYMMETRIC, 1, FAST, _own_endpoint)
+        await _reserve(stack, c, relay)
+        async with asyncio.timeout(30):
+            relayed = await a.connect(f"{relay.listen_addrs()[0]}/p2p/{relay.peer_id}"
+                                      f"/p2p-circuit/p2p/{c.peer_id}")
+            assert relayed.path == "relayed"
+            await wait_until(lambda: bool(dcutr_c.outcomes), dcutr_c.activity, timeout=20)
+            done = dcutr_c.outcomes[-1]
+            assert done.ok and done.how == "punched" and done.attempts == 1, dcutr_c.status()
+            assert bday_c.counters["sessions"] == 0 and not bday_c.outcomes, bday_c.status()
+            assert bday_c.counters["probes_sent"] == bday_c.counters["sockets_opened"] == 0
