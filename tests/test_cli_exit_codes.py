@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from overlay.cli import build_parser, main
-from overlay.cli_common import api_socket
+from overlay.cli.common import api_socket
 from overlay.daemon.client import ApiClient
 from overlay.daemon.errors import ApiError
 from overlay.daemon.home import Home
@@ -320,7 +320,7 @@ def test_dht_put_stdin_and_get_stdout_keep_bytes_exact(net: Net) -> None:
 
 def test_dht_put_limit_is_the_real_one(net: Net, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from overlay.cli_dht import MAX_VALUE_BYTES
+    from overlay.cli.dht import MAX_VALUE_BYTES
 
     largest = tmp_path / "largest"
     largest.write_bytes(b"L" * MAX_VALUE_BYTES)

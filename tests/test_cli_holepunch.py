@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from overlay.cli_holepunch import RECENT_SHOWN, print_status
+from overlay.cli.holepunch import RECENT_SHOWN, print_status
 
 
 def test_off_says_how_to_turn_it_on(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from overlay.cli import build_parser, main
-from overlay.cli_common import format_duration, format_until, format_when, plural
-from overlay.cli_completion import SHELLS, command_tree, render
-from overlay.cli_progress import ProgressLine, SlowWait
+from overlay.cli.common import format_duration, format_until, format_when, plural
+from overlay.cli.completion import SHELLS, command_tree, render
+from overlay.cli.progress import ProgressLine, SlowWait
 from tests.daemon.helpers import REPO, cli_command
 
 NOW = 1_795_000_000.0  # 2026-11-18 11:06:40 UTC, a fixed "now"
@@ -60,7 +60,7 @@ def test_subcommand_help_shows_its_example(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_dht_put_limit_matches_the_daemon() -> None:
-    from overlay.cli_dht import MAX_VALUE_BYTES
+    from overlay.cli.dht import MAX_VALUE_BYTES
     from overlay.daemon.ops_dht import MAX_VALUE_BYTES as DAEMON_LIMIT
 
     assert MAX_VALUE_BYTES == DAEMON_LIMIT == 10_173
@@ -77,7 +77,7 @@ def test_errors_name_the_full_subcommand(tmp_path: Path,
 
 
 def test_demo_says_it_is_lighter_than_a_daemon() -> None:
-    from overlay.cli_core import _demo_note
+    from overlay.cli.core import _demo_note
 
     note = _demo_note(16)
     assert "proof of work 16 bits (a daemon requires 20)" in note and "quorum 3" in note

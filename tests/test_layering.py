@@ -83,3 +83,50 @@ def test_every_form_of_import_is_seen() -> None:
     assert imported_modules("from .cache import X\n", "overlay.naming", is_package=True) == {
         "overlay.naming.cache", "overlay.naming.cache.X"}
     assert not _within("overlay.simple", "overlay.sim")
+
+
+def module_graph(package: str) -> dict[str, set[str]]:
+    """Each module of ``package`` and the sibling modules it imports
+    (the package's ``__init__`` left out: it only re-exports)."""
+    directory = ROOT.joinpath(*package.split("."))
+    modules = {f"{package}.{path.stem}": path for path in directory.glob("*.py")
+               if path.stem not in ("__init__", "__main__")}
+    return {name: {other for other in imported_modules(path.read_text(), name)
+                   if other in modules and other != name}
+            for name, path in modules.items()}
+
+
+def cycle_in(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph``, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_cli_package_has_no_import_cycle() -> None:
+    graph = module_graph("overlay.cli")
+    assert {"overlay.cli.main", "overlay.cli.common", "overlay.cli.core"} <= set(graph)
+    assert cycle_in(graph) is None
+    # Every command group builds on common, and common on no command group.
+    assert graph["overlay.cli.common"] <= {"overlay.cli.progress"}
+
+
+def test_cycle_finder_finds_one() -> None:
+    assert cycle_in({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert cycle_in({"a": {"b"}, "b": set()}) is None

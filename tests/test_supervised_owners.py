@@ -18,7 +18,7 @@ import pytest
 from dnslib import RCODE, DNSRecord
 
 from overlay.apps.tcp import ConnectionGroup
-from overlay.cli_progress import ProgressLine, SlowWait
+from overlay.cli.progress import ProgressLine, SlowWait
 from overlay.daemon.api import ApiCall, ApiServer
 from overlay.daemon.client import ApiClient
 from overlay.daemon.errors import ApiError

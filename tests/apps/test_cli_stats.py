@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from overlay.cli_stats import format_stats
+from overlay.cli.stats import format_stats
 
 
 def test_exit_section_lists_counters_refusals_and_clients() -> None:

@@ -10,8 +10,8 @@ import pytest
 from overlay.apps.exit_policy import ClientBook, ExitConfig
 from overlay.apps.exit_server import MeteredStream
 from overlay.cli import build_parser
-from overlay.cli_common import ParserExit
-from overlay.cli_core import _exit_flags
+from overlay.cli.common import ParserExit
+from overlay.cli.core import _exit_flags
 from overlay.daemon.config import DaemonConfig, parse_config, render_config
 from overlay.errors import ConfigError, StreamReset
 from overlay.wire.memory import memory_stream_pair

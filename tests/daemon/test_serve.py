@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from overlay.cli_admin import wait_for_exit
-from overlay.cli_serve import parse_tcp_target
+from overlay.cli.admin import wait_for_exit
+from overlay.cli.serve import parse_tcp_target
 from overlay.daemon.client import ApiClient
 from overlay.daemon.errors import ApiError
 from overlay.daemon.node import Daemon

@@ -8,7 +8,7 @@ import argparse
 import pytest
 from multiaddr import Multiaddr
 
-from overlay.cli_core import _connect_target
+from overlay.cli.core import _connect_target
 from overlay.errors import InvalidMultiaddr
 from overlay.host import Host, QuicTransport
 from overlay.host.circuit import CircuitTransport

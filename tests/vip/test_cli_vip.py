@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from overlay.cli_vip import PEERS_SHOWN, print_status
+from overlay.cli.vip import PEERS_SHOWN, print_status
 from overlay.daemon.client import ApiClient
 from overlay.daemon.config import DaemonConfig
 from overlay.daemon.home import Home

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from overlay.cli_common import (
+from overlay.cli.common import (
     EXIT_OK,
     NotFound,
     Parents,
@@ -27,7 +27,7 @@ from overlay.cli_common import (
     run_api,
     strip_reply,
 )
-from overlay.cli_core import peer_id_arg
+from overlay.cli.core import peer_id_arg
 from overlay.daemon.client import ApiClient
 from overlay.daemon.home import Home
 from overlay.daemon.schema import RENDEZVOUS_LIMIT_MAX, RENDEZVOUS_TTL_MAX, cli_type

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from overlay.cli_common import EXIT_OK, Parents, add_command, call_api, print_json, run_api, strip_reply
+from overlay.cli.common import EXIT_OK, Parents, add_command, call_api, print_json, run_api, strip_reply
 from overlay.daemon.client import ApiClient
 from overlay.daemon.home import Home
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from overlay.cli_common import (
+from overlay.cli.common import (
     CliError,
     Parents,
     UsageError,
@@ -29,8 +29,8 @@ from overlay.cli_common import (
     run_api,
     strip_reply,
 )
-from overlay.cli_core import peer_id_arg
-from overlay.cli_progress import SlowWait, pow_estimate
+from overlay.cli.core import peer_id_arg
+from overlay.cli.progress import SlowWait, pow_estimate
 from overlay.daemon.client import ApiClient
 from overlay.daemon.errors import ApiError, ApiProtocolError, DaemonError
 from overlay.daemon.home import Home

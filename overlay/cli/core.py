@@ -8,7 +8,7 @@ import asyncio
 import sys
 from typing import Any
 
-from overlay.cli_common import (
+from overlay.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -22,8 +22,8 @@ from overlay.cli_common import (
     setup_logging,
     strip_reply,
 )
-from overlay.cli_nat import stun_server_arg
-from overlay.cli_progress import SlowWait
+from overlay.cli.nat import stun_server_arg
+from overlay.cli.progress import SlowWait
 from overlay.daemon.client import ApiClient
 from overlay.daemon.home import Home
 from overlay.daemon.schema import PING_COUNT_MAX, argparse_type, check_protocol_id, cli_type

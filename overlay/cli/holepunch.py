@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from overlay.cli_common import (
+from overlay.cli.common import (
     EXIT_OK,
     Parents,
     add_command,

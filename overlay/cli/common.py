@@ -209,7 +209,7 @@ async def call_api(
     """``client.call`` for a wait that may be long: on a terminal, unless
     ``quiet`` (--json), ``waiting… 2.5 s`` counts once it passes a second,
     and is cleared before the reply is printed."""
-    from overlay.cli_progress import SlowWait
+    from overlay.cli.progress import SlowWait
 
     async with SlowWait(waiting, enabled=not quiet):
         return await client.call(op, args, on_event=on_event)

@@ -15,7 +15,7 @@ import json
 import os
 from typing import Any
 
-from overlay.cli_common import (
+from overlay.cli.common import (
     EXIT_OK,
     CliError,
     Parents,
@@ -27,7 +27,7 @@ from overlay.cli_common import (
     run_api,
     strip_reply,
 )
-from overlay.cli_core import bounded_float, peer_id_arg
+from overlay.cli.core import bounded_float, peer_id_arg
 from overlay.daemon.client import ApiClient
 from overlay.daemon.errors import ApiError
 from overlay.daemon.home import Home

@@ -7,7 +7,7 @@ usage or bad input, 3 no daemon, 4 not found; 141 when stdout is closed
 early (SIGPIPE convention, nothing printed).
 
 Command groups register in ``COMMAND_GROUPS``: each is
-``add_<group>_parser(sub, parents)`` (see ``overlay.cli_common``).  Shell
+``add_<group>_parser(sub, parents)`` (see ``overlay.cli.common``).  Shell
 completion is generated from the finished parser, so a group added there
 is completed without further work.
 """
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from overlay import AGENT_VERSION
-from overlay.cli_common import (
+from overlay.cli.common import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
     EXIT_NO_DAEMON,
@@ -36,18 +36,18 @@ from overlay.cli_common import (
     api_status,
     make_parents,
 )
-from overlay.cli_admin import add_admin_parsers
-from overlay.cli_apps import add_apps_parsers
-from overlay.cli_core import add_core_parsers
-from overlay.cli_dht import add_dht_parser
-from overlay.cli_holepunch import add_holepunch_parser
-from overlay.cli_name import add_name_parser
-from overlay.cli_nat import add_nat_parser
-from overlay.cli_relay import add_relay_parser
-from overlay.cli_stats import add_stats_parser
-from overlay.cli_rendezvous import add_rendezvous_parser
-from overlay.cli_serve import add_serve_parser
-from overlay.cli_vip import add_vip_parser
+from overlay.cli.admin import add_admin_parsers
+from overlay.cli.apps import add_apps_parsers
+from overlay.cli.core import add_core_parsers
+from overlay.cli.dht import add_dht_parser
+from overlay.cli.holepunch import add_holepunch_parser
+from overlay.cli.name import add_name_parser
+from overlay.cli.nat import add_nat_parser
+from overlay.cli.relay import add_relay_parser
+from overlay.cli.stats import add_stats_parser
+from overlay.cli.rendezvous import add_rendezvous_parser
+from overlay.cli.serve import add_serve_parser
+from overlay.cli.vip import add_vip_parser
 from overlay.daemon.errors import ApiError, DaemonNotRunning
 from overlay.daemon.home import Home, resolve_home
 from overlay.errors import OverlayError
@@ -68,7 +68,7 @@ AddParser = Callable[[Any, Parents], None]
 
 
 def _add_completion_parser(sub: Any, parents: Parents) -> None:
-    from overlay.cli_completion import add_completion_parser
+    from overlay.cli.completion import add_completion_parser
 
     add_completion_parser(sub, parents, build_parser)
 
@@ -233,6 +233,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     return status
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

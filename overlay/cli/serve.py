@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from overlay.cli_common import (
+from overlay.cli.common import (
     EXIT_OK,
     CliError,
     CliParser,
@@ -38,7 +38,7 @@ from overlay.cli_common import (
     add_command,
     api_socket,
 )
-from overlay.cli_core import bounded_int
+from overlay.cli.core import bounded_int
 from overlay.daemon.client import ApiClient
 from overlay.daemon.errors import ApiError, DaemonError
 from overlay.daemon.home import Home

@@ -11,7 +11,7 @@ import importlib
 import socket
 from typing import Any
 
-from overlay.cli_common import (
+from overlay.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     CliError,

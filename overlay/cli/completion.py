@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from overlay.cli_common import EXIT_OK, Parents, add_command
+from overlay.cli.common import EXIT_OK, Parents, add_command
 
 __all__ = ["add_completion_parser", "command_tree", "render", "SHELLS"]
 
