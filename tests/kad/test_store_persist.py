@@ -3,6 +3,7 @@ version 1 file, O(record) puts, quotas per source and our own budget."""
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import time
@@ -130,11 +131,19 @@ def test_put_cost_does_not_grow_with_the_store(tmp_path: Path) -> None:
     wall clock, so other load on the machine does not count."""
 
     def timed(store: FileRecordStore, start: int) -> float:
-        begin = time.thread_time()
-        for n in range(start, start + 500):
-            value = b"%d" % n + b"x" * 2000
-            store.put(Record(immutable_key(value), value), fake_peer_id(RNG), NOW)
-        return time.thread_time() - begin
+        # The cyclic collector is off while timing: a full collection of
+        # the whole test session's heap landing in one sample (seen: 0.12 s
+        # against 0.014 s) is not the store's cost.
+        gc.collect()
+        gc.disable()
+        try:
+            begin = time.thread_time()
+            for n in range(start, start + 500):
+                value = b"%d" % n + b"x" * 2000
+                store.put(Record(immutable_key(value), value), fake_peer_id(RNG), NOW)
+            return time.thread_time() - begin
+        finally:
+            gc.enable()
 
     cfg = StoreConfig(max_records_per_peer=10)
     small = FileRecordStore(tmp_path / "a.log", cfg, default_registry(), NOW)
@@ -144,7 +153,9 @@ def test_put_cost_does_not_grow_with_the_store(tmp_path: Path) -> None:
     for k in range(9):
         timed(big, 20_000 + k * 500)
     assert len(big) == 5000
-    assert timed(big, 90_000) < 5 * base + 0.05
+    # The best of three, as for the empty store's one sample: a put whose
+    # cost grew with the store is slow every time.
+    assert min(timed(big, 90_000 + k * 500) for k in range(3)) < 5 * base + 0.05
 
 
 def test_handler_counts_add_provider_per_source_and_stores_observed_addresses() -> None:
