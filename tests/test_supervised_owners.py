@@ -94,11 +94,15 @@ async def test_api_read_ahead_ends_with_its_client_and_close_awaits_all(short_tm
             await api.send_request("watch")
             await entered.wait()
             assert len(sup) == 2  # the client and its read-ahead
+            jobs = set(sup._tasks)
             api.half_close()
             # The read-ahead saw the hang-up and ended; may_cancel() is
             # false, so the op keeps running.
             await hung_up.wait()
-            await asyncio.sleep(0)  # one turn: the ended job leaves the supervisor
+            # The ended job leaves the supervisor in its done callback, which
+            # runs before asyncio.wait's own.
+            done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+            assert done
             assert len(sup) == 1 and not cancelled.is_set()
         assert cancelled.is_set()
         assert len(sup) == 0 and not sup.running

@@ -557,8 +557,8 @@ class _MessageReader:
     async def _read_into(self, ahead: asyncio.Future[_ReadOutcome]) -> None:
         try:
             outcome = await self._read()
-        except Exception as exc:  # a bug: the reader of the future gets it too
-            if not ahead.done():
+        except BaseException as exc:  # a bug: the reader of the future gets it too
+            if not isinstance(exc, asyncio.CancelledError) and not ahead.done():
                 ahead.set_exception(exc)
             raise
         if not ahead.done():

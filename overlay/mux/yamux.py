@@ -422,10 +422,11 @@ class YamuxSession:
             self._core.receive_eof()
             self._dispatch(self._core.events())
             self._wake_writer.set()
-        except Exception:
+        except BaseException as exc:
             # A bug: the writer ends the session (``_finish``: its streams
             # raise SessionClosed) and the supervisor logs the traceback.
-            if self._writer_task is not None:
+            # Cancellation is the session closing: the writer ends on its own.
+            if not isinstance(exc, asyncio.CancelledError) and self._writer_task is not None:
                 self._writer_task.cancel()
             raise
 
