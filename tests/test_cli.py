@@ -2,9 +2,7 @@
 
 import importlib.util
 import json
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,16 +10,6 @@ import pytest
 
 from overlay.cli import main
 from tests.daemon.helpers import REPO, DaemonProcess, cli_command
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A short directory: Unix socket paths must stay under 108 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

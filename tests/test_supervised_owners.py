@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +23,6 @@ from overlay.daemon.errors import ApiError
 from overlay.naming.dns_front import DnsFront, DnsFrontConfig
 from overlay.naming.net_errors import NameNotFound
 from overlay.naming.resolver import Resolution
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A short directory: Unix socket paths must stay under 108 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 # -- API server -------------------------------------------------------------------------

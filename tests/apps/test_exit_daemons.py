@@ -7,14 +7,11 @@ refused with a readable error and counted; per-client limits hold."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from overlay.apps.daemon_ext import AppsExtension
 from overlay.apps.exit_policy import ExitConfig
@@ -29,15 +26,6 @@ from tests.apps.helpers import Node, curl, http_server
 from tests.namenet.helpers import FAST_HOST, FAST_KAD, FAST_NAMES, LOOPBACK
 
 BIG = 1 << 20
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _home(root: Path) -> tuple[Home, PrivateKey]:

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -27,15 +25,6 @@ from overlay.identity import PrivateKey
 from overlay.statefile import CorruptState
 from tests.apps.helpers import Node
 from tests.namenet.helpers import FAST_HOST, FAST_KAD, FAST_NAMES, LOOPBACK
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _home(root: Path) -> tuple[Home, PrivateKey]:

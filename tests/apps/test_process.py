@@ -5,26 +5,14 @@ proxy port."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from overlay.cli import main
 from tests.daemon.helpers import DaemonProcess
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _proxy_line(daemon: DaemonProcess) -> str:

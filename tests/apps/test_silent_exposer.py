@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +15,6 @@ from overlay.apps.service_proto import SERVICE_PROTOCOL
 from overlay.errors import StreamClosed, StreamReset
 from overlay.host.stream import NegotiatedStream
 from tests.apps.helpers import curl, network
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_a_silent_exposer_is_a_504(short_tmp: Path,

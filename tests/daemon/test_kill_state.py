@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,15 +28,6 @@ pytestmark = pytest.mark.slow
 
 SEED = 20261204
 ROUNDS = 4
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 class Load:

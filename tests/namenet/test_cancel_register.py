@@ -5,11 +5,9 @@ which happened and exits 130."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import tempfile
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,15 +28,6 @@ from tests.namenet.helpers import FAST_NAMES, NameNode, name_network
 
 HEAVY = replace(FAST_NAMES, naming=NamingConfig(pow_bits=40))
 """2^40 hashes: days of work, so only a cancellation ends it."""
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass

@@ -4,25 +4,13 @@ republishes them; the CLI sees it."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.daemon.helpers import REPO, DaemonProcess, cli_command
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

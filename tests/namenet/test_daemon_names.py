@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,15 +19,6 @@ from overlay.daemon.init import init_home
 from overlay.daemon.node import Daemon
 from overlay.daemon.ops_name import NameExtension, naming_extensions
 from tests.namenet.helpers import FAST_HOST, FAST_KAD, FAST_NAMES, LOOPBACK
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @asynccontextmanager

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from overlay.daemon.client import ApiClient
 from overlay.daemon.config import DaemonConfig
 from overlay.daemon.home import Home
@@ -31,16 +28,6 @@ from overlay.relay.server_core import RelayLimits
 from tests.waiting import host_changes, wait_until
 
 LOOPBACK = "/ip4/127.0.0.1/udp/0/quic-v1"
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A short directory: Unix socket paths must stay under 108 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 PUNCH_ONLY = DcutrServiceConfig(core=DcutrConfig(allow_private=True), unilateral=False,

@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,16 +24,6 @@ from overlay.vip.daemon_ext import MAX_STATUS_PEERS, VipExtension
 from tests.vip.test_persist import LOOPBACK, MemoryDevice, source_seen
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A short directory: Unix socket paths must stay under 108 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 async def cli(home: Home, *args: str) -> tuple[int, str, str]:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +40,6 @@ FIRST = int(ipaddress.IPv4Address("100.64.0.2"))
 
 def new_peer() -> PeerId:
     return PeerId.from_public_key(Ed25519PrivateKey.generate().public_key())
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A short directory: Unix socket paths must stay under 108 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 # -- pure: the allocator and the document ------------------------------------------

@@ -1,4 +1,4 @@
-from __future__ import annotations
+"""Fixtures every test directory shares."""
 
 import shutil
 import tempfile
