@@ -95,7 +95,7 @@ def apply_knobs(host: Host | None, knobs: Knobs) -> None:
     """Set the profiling knobs in this process; an empty dict restores the
     defaults.  Every process gets the same knobs, so both ends agree."""
     global _DEFAULT_SPLICE
-    import overlay.relay.server as server
+    import overlay.relay.splice as server
 
     if _DEFAULT_SPLICE is None:
         _DEFAULT_SPLICE = server.SPLICE_CHUNK
