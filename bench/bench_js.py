@@ -38,6 +38,7 @@ readable summary goes to stderr.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import asyncio
 import json
 import multiprocessing
@@ -66,6 +67,8 @@ MB = 1_000_000
 CHUNK = 256 * 1024
 STREAMS = 10
 PAIRS = ("js->js", "overlay->overlay", "overlay->js", "js->overlay")
+PROFILER: cProfile.Profile | None = None
+"""Set by --profile-sender: on only during overlay's timed sends."""
 
 
 def udp_rcvbuf_errors() -> int:
@@ -238,9 +241,15 @@ async def overlay_send(addr: str, total: int, streams: int,
     async with Host(Ed25519PrivateKey.generate(), host_config(args)) as host:
         await host.connect(Multiaddr(addr))
         start, cpu = time.perf_counter(), time.process_time()
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(streams):
-                tg.create_task(_overlay_stream(host, peer, total // streams, block))
+        if PROFILER is not None:
+            PROFILER.enable()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(streams):
+                    tg.create_task(_overlay_stream(host, peer, total // streams, block))
+        finally:
+            if PROFILER is not None:
+                PROFILER.disable()
         return time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -284,18 +293,22 @@ async def measure(args: argparse.Namespace, js_send: JsPeer, js_recv: JsPeer,
         return seconds, sender_cpu, process_cpu(receiver_pid[target]) - before
 
     # One untimed warm-up per pair: first-use costs (imports, JIT) are not setup.
-    for pair in PAIRS:
+    pairs = args.pairs
+    for pair in pairs:
         await setup(pair)
     samples: dict[str, dict[str, list[float]]] = {
-        p: {"setup": [], "t1": [], "t10": [], "cpu_send": [], "cpu_recv": []} for p in PAIRS
+        p: {"setup": [], "t1": [], "t10": [], "cpu_send": [], "cpu_recv": [],
+            "cpu_send_1": [], "cpu_send_10": [], "cpu_recv_1": [], "cpu_recv_10": []}
+        for p in pairs
     }
-    drops = {pair: 0 for pair in PAIRS}
+    drops = {pair: 0 for pair in pairs}
     for i in range(args.setup_rounds):
-        for pair in PAIRS:
+        for pair in pairs:
             samples[pair]["setup"].append(await setup(pair))
+    counts = [(n, key) for n, key in ((1, "t1"), (STREAMS, "t10")) if n in args.streams]
     for i in range(args.repeat):
-        for streams, key in ((1, "t1"), (STREAMS, "t10")):
-            for pair in PAIRS:
+        for streams, key in counts:
+            for pair in pairs:
                 before = udp_rcvbuf_errors()
                 seconds, cpu_send, cpu_recv = await send(pair, streams)
                 dropped = udp_rcvbuf_errors() - before
@@ -303,23 +316,40 @@ async def measure(args: argparse.Namespace, js_send: JsPeer, js_recv: JsPeer,
                 samples[pair][key].append(seconds)
                 samples[pair]["cpu_send"].append(cpu_send * 1000 / args.mb)
                 samples[pair]["cpu_recv"].append(cpu_recv * 1000 / args.mb)
+                suffix = "1" if streams == 1 else "10"
+                samples[pair][f"cpu_send_{suffix}"].append(cpu_send * 1000 / args.mb)
+                samples[pair][f"cpu_recv_{suffix}"].append(cpu_recv * 1000 / args.mb)
                 log(f"run {i + 1}/{args.repeat} {pair:17} {streams:2} stream(s): "
                     f"{args.mb / seconds:7.1f} MB/s  CPU ms/MB sender {cpu_send * 1000 / args.mb:5.1f} "
                     f"receiver {cpu_recv * 1000 / args.mb:5.1f}  ({dropped} UDP receive-buffer drops)")
+    def median(xs: list[float], scale: float = 1.0) -> float | None:
+        return round(statistics.median(xs) * scale, 3) if xs else None
+
+    def rate(xs: list[float]) -> float | None:
+        return round(args.mb / min(xs), 2) if xs else None
+
     out: dict[str, Any] = {}
     for pair, s in samples.items():
         out[pair] = {
-            "setup_ms_median": round(statistics.median(s["setup"]) * 1000, 3),
+            "setup_ms_median": median(s["setup"], 1000),
             "setup_ms_samples": [round(x * 1000, 3) for x in s["setup"]],
             "throughput_1_seconds": [round(x, 4) for x in s["t1"]],
             "throughput_10_seconds": [round(x, 4) for x in s["t10"]],
             # Best of the repeats: the run least disturbed by other processes.
-            "throughput_1_MBps": round(args.mb / min(s["t1"]), 2),
-            "throughput_10_MBps": round(args.mb / min(s["t10"]), 2),
+            "throughput_1_MBps": rate(s["t1"]),
+            "throughput_10_MBps": rate(s["t10"]),
+            # Medians over the repeats: steadier than the best on a shared machine.
+            "throughput_1_MBps_median": median([args.mb / x for x in s["t1"]]),
+            "throughput_10_MBps_median": median([args.mb / x for x in s["t10"]]),
             # Process CPU (user + system) per MB, median over all transfers
             # of the pair (1 and 10 streams); the samples are in transfer order.
-            "cpu_ms_per_mb_sender": round(statistics.median(s["cpu_send"]), 2),
-            "cpu_ms_per_mb_receiver": round(statistics.median(s["cpu_recv"]), 2),
+            "cpu_ms_per_mb_sender": median(s["cpu_send"]),
+            "cpu_ms_per_mb_receiver": median(s["cpu_recv"]),
+            # The same split by stream count (medians over the repeats).
+            "cpu_ms_per_mb_sender_1": median(s["cpu_send_1"]),
+            "cpu_ms_per_mb_sender_10": median(s["cpu_send_10"]),
+            "cpu_ms_per_mb_receiver_1": median(s["cpu_recv_1"]),
+            "cpu_ms_per_mb_receiver_10": median(s["cpu_recv_10"]),
             "cpu_ms_per_mb_sender_samples": [round(x, 2) for x in s["cpu_send"]],
             "cpu_ms_per_mb_receiver_samples": [round(x, 2) for x in s["cpu_recv"]],
             # Machine-wide, during this pair's transfers: other processes add to it.
@@ -328,11 +358,14 @@ async def measure(args: argparse.Namespace, js_send: JsPeer, js_recv: JsPeer,
     return out
 
 
-def ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+def ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float | None]:
+    def ratio(key: str) -> float | None:
+        return round(a[key] / b[key], 3) if a[key] and b[key] else None
+
     return {
-        "throughput_1": round(a["throughput_1_MBps"] / b["throughput_1_MBps"], 3),
-        "throughput_10": round(a["throughput_10_MBps"] / b["throughput_10_MBps"], 3),
-        "setup_time": round(a["setup_ms_median"] / b["setup_ms_median"], 3),
+        "throughput_1": ratio("throughput_1_MBps"),
+        "throughput_10": ratio("throughput_10_MBps"),
+        "setup_time": ratio("setup_ms_median"),
     }
 
 
@@ -363,7 +396,33 @@ def main() -> None:
                         help="js-libp2p's UDP socket buffers in bytes (default: its own 500 kB; "
                              "overlay asks for 4 MiB)")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default=default_loop)
+    parser.add_argument("--pairs", default=",".join(PAIRS),
+                        help="comma-separated pairs to run (default: all four); the ratios "
+                             "need js->js and overlay->overlay")
+    parser.add_argument("--profile-sender", metavar="FILE", default=None,
+                        help="write cProfile stats of overlay's sending process to FILE")
+    parser.add_argument("--streams", default=f"1,{STREAMS}",
+                        help=f"stream counts to run, of 1 and {STREAMS} (default both)")
+    parser.add_argument("--stock-send-loop", action="store_true",
+                        help="A/B: overlay's sender (this process) builds packets with aioquic's "
+                             "own _write_application instead of overlay's")
     args = parser.parse_args()
+    args.streams = {int(n) for n in args.streams.split(",")}
+    if not args.streams or args.streams - {1, STREAMS}:
+        parser.error(f"--streams takes 1, {STREAMS} or both")
+    global PROFILER
+    if args.profile_sender is not None:
+        PROFILER = cProfile.Profile()
+    if args.stock_send_loop:
+        from aioquic.quic.connection import QuicConnection
+
+        from overlay.transport.aioquic_compat import Libp2pQuicConnection
+
+        setattr(Libp2pQuicConnection, "_write_application", QuicConnection._write_application)
+    args.pairs = [p.strip() for p in args.pairs.split(",") if p.strip()]
+    unknown = set(args.pairs) - set(PAIRS)
+    if unknown:
+        parser.error(f"unknown pairs {sorted(unknown)}; choose from {', '.join(PAIRS)}")
 
     node = js_node()
     results: dict[str, Any] = {"mb": args.mb, "loop": args.loop, "repeat": args.repeat,
@@ -380,22 +439,29 @@ def main() -> None:
         ours.stop()
         js_send.stop()
         js_recv.stop()
-    js = results["js->js"]
-    results["ratios_overlay_over_js"] = ratios(results["overlay->overlay"], js)
-    results["ratios_mixed_over_js"] = {
-        "overlay->js": ratios(results["overlay->js"], js),
-        "js->overlay": ratios(results["js->overlay"], js),
-    }
+    if PROFILER is not None:
+        PROFILER.dump_stats(args.profile_sender)
+    js = results.get("js->js")
+    if js is not None and "overlay->overlay" in results:
+        results["ratios_overlay_over_js"] = ratios(results["overlay->overlay"], js)
+    if js is not None:
+        results["ratios_mixed_over_js"] = {
+            pair: ratios(results[pair], js) for pair in ("overlay->js", "js->overlay")
+            if pair in results
+        }
     for label, key, unit in (
         ("setup (dial + handshake + 1st stream)", "setup_ms_median", "ms"),
         ("1 stream", "throughput_1_MBps", "MB/s"),
         (f"{STREAMS} streams", "throughput_10_MBps", "MB/s"),
         ("CPU per MB, sender (median)", "cpu_ms_per_mb_sender", "ms"),
         ("CPU per MB, receiver (median)", "cpu_ms_per_mb_receiver", "ms"),
+        ("CPU per MB, sender, 1 stream", "cpu_ms_per_mb_sender_1", "ms"),
+        (f"CPU per MB, sender, {STREAMS} streams", "cpu_ms_per_mb_sender_10", "ms"),
     ):
-        row = "  ".join(f"{pair} {results[pair][key]:8.2f}" for pair in PAIRS)
+        row = "  ".join(f"{pair} {results[pair][key] or 0:8.2f}" for pair in args.pairs)
         log(f"{label:38} {unit:4}  {row}")
-    log(f"overlay/js: {results['ratios_overlay_over_js']}")
+    if "ratios_overlay_over_js" in results:
+        log(f"overlay/js: {results['ratios_overlay_over_js']}")
     print(json.dumps(results))
 
 
