@@ -134,6 +134,9 @@ class NodeOps:
         self.reachability_source: ReachabilitySource | None = None
         """Set by the AutoNAT extension while it runs: ``identity`` reports
         its reachability (``unknown`` without it)."""
+        self.peer_fields: Callable[[PeerId], Mapping[str, Any]] | None = None
+        """More fields for each entry of ``peers`` (the NAT extension's
+        ``repunch`` while it runs)."""
 
     def set_peer_connector(self, connector: PeerConnector | None) -> None:
         """How to reach a peer known only by its ID (the DHT sets this)."""
@@ -249,6 +252,7 @@ class NodeOps:
                 "agent_version": info.agent_version if info else None,
                 "protocols": sorted(info.protocols) if info else [],
                 "direction": "outbound" if conns[0].is_initiator else "inbound",
+                **(self.peer_fields(peer_id) if self.peer_fields is not None else {}),
             })
         return {"peers": peers}
 

@@ -81,6 +81,9 @@ def collect_stats(daemon: Any) -> dict[str, Any]:
     if front is not None:
         limits.update(front.hits.snapshot())
         out["dns"] = {"answered": front.answered, "dropped": front.dropped}
+    repunch = _extension_attr(daemon, "repunch")  # docs/nat.md, "Keep-alive, re-punch"
+    if repunch is not None:
+        out["repunch"] = repunch.counters()
     exit_server = _extension_attr(daemon, "exit_server")  # docs/apps.md, "Exits"
     if exit_server is not None:
         limits.update(exit_server.limit_hits.snapshot())
@@ -100,7 +103,7 @@ class _Collector(Collector):
         for cause, count in snapshot["limits"].items():
             hits.add_metric([cause], count)
         yield hits
-        for section in ("host", "api", "kad", "dns", "memory"):
+        for section in ("host", "api", "kad", "dns", "memory", "repunch"):
             for name, value in snapshot.get(section, {}).items():
                 if name in ("clients", "table_size", "inbound_streams", "connections",
                             "rss_bytes"):

@@ -4,6 +4,12 @@
 The servers come from the daemon config's ``stun`` list; ``introducer =
 true`` makes the node answer binding requests on its QUIC ports (circuit
 relay v2 will hang on the same flag).
+
+The re-punch service runs beside STUN (``repunch``): it watches punched
+connections, and when one dies while its peer matters it redials the peer
+through its relay so that DCUtR punches again; a change of STUN's mapped
+addresses makes it probe at once.  Its per-peer state shows in ``peers``
+(``repunch``), its counters in ``stats``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from overlay.errors import InvalidMultiaddr
 from overlay.multiaddrs import parse_quic_multiaddr
 from overlay.nat.behaviour import Verdict, format_address
 from overlay.nat.config import StunServiceConfig
+from overlay.nat.repunch_core import RepunchConfig
+from overlay.nat.repunch_service import Punching, RepunchService
 from overlay.nat.stun import Address
 from overlay.nat.stun_service import NatReport, StunService
 
@@ -93,9 +101,13 @@ class NatExtension:
     the daemon runs.  Without ``config`` the daemon config's ``stun`` and
     ``introducer`` keys decide."""
 
-    def __init__(self, config: StunServiceConfig | None = None) -> None:
+    def __init__(self, config: StunServiceConfig | None = None,
+                 repunch: RepunchConfig | None = None) -> None:
         self._explicit = config
+        self._repunch_config = repunch
         self.service: StunService | None = None
+        self.repunch: RepunchService | None = None
+        """The re-punch service while the daemon runs (``stats`` reads it)."""
         self._host: Any = None
         self._daemon: Any = None
 
@@ -109,13 +121,30 @@ class NatExtension:
             serve=bool(getattr(daemon.config, "introducer", False)))
         self._host = daemon.host
         self._daemon = daemon
-        async with StunService(daemon.host, config) as service:
+        async with StunService(daemon.host, config) as service, \
+                RepunchService(daemon.host, self._repunch_config,
+                               dcutr=lambda: _dcutr_of(daemon),
+                               mapping=self._mapped) as repunch:
             self.service = service
+            self.repunch = repunch
             self.register(daemon.api)
+            ops = getattr(daemon, "ops", None)
+            if ops is not None:
+                ops.peer_fields = repunch.peer_fields
             try:
                 yield service
             finally:
+                if ops is not None:
+                    ops.peer_fields = None
                 self.service = None
+                self.repunch = None
+
+    def _mapped(self) -> frozenset[str]:
+        """Our public addresses as STUN's last round saw them."""
+        service = self.service
+        if service is None:
+            return frozenset()
+        return frozenset(format_address(p.address) for p in service.report().public)
 
     def register(self, server: ApiServer) -> None:
         server.register("nat_status", self.nat_status)
@@ -146,6 +175,16 @@ class NatExtension:
         reply = report_json(report, now)
         _add_upnp(reply, self._daemon, now)
         return reply
+
+
+def _dcutr_of(daemon: Any) -> Punching | None:
+    """The running DCUtR service (None with ``--no-holepunch``)."""
+    from overlay.nat.dcutr_ext import DcutrExtension
+
+    for extension in getattr(daemon, "extensions", ()):
+        if isinstance(extension, DcutrExtension):
+            return extension.service
+    return None
 
 
 def _add_upnp(reply: dict[str, Any], daemon: Any, now: float) -> None:

@@ -138,6 +138,12 @@ class QuicConn:
         self._early_bytes = 0
         self.datagrams_dropped = 0
         """Datagrams ``send_datagram`` refused because too many were queued."""
+        self.last_received: float | None = None
+        """Monotonic time of the last datagram from the peer's current
+        address (re-punching tells a dead path from a quiet one by it)."""
+        self.last_data_received: float | None = None
+        """Same, for the last one that carried stream data or a DATAGRAM frame."""
+        self._app_input = False
         self._add_cid(self._quic.host_cid)
 
     def __repr__(self) -> str:
@@ -237,6 +243,19 @@ class QuicConn:
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
+
+    @property
+    def open_stream_count(self) -> int:
+        """Streams not yet finished both ways (``MuxedConnection`` has it too)."""
+        return len(self._streams)
+
+    def send_ping(self) -> None:
+        """A QUIC PING now: the peer acknowledges it at once, so a live path
+        shows in ``last_received`` within a round trip."""
+        if self._error is None and self._is_ready:
+            self._ping_uid += 1
+            self._quic.send_ping(self._ping_uid)
+            self._schedule_transmit()
 
     @property
     def datagram_handler(self) -> Callable[[bytes], None] | None:
@@ -352,7 +371,15 @@ class QuicConn:
     # --- input from the endpoint --------------------------------------------
 
     def _datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
-        self._guarded(lambda: self._quic.receive_datagram(data, addr, time.monotonic()), from_peer=True)
+        now = time.monotonic()
+        self._guarded(lambda: self._quic.receive_datagram(data, addr, now), from_peer=True)
+        # A client drops packets from an address the server moved to (RFC
+        # 9000 section 9): those do not show the path alive.
+        if addr == self._quic.get_peer_address():
+            self.last_received = now
+            if self._app_input:
+                self.last_data_received = now
+        self._app_input = False
 
     def _on_timer(self) -> None:
         at = self._timer_at or 0.0
@@ -412,6 +439,7 @@ class QuicConn:
         quic = self._quic
         while (event := quic.next_event()) is not None:
             if isinstance(event, events.StreamDataReceived):
+                self._app_input = True
                 stream = self._stream_for_event(event.stream_id)
                 if stream is None:
                     quic.consume(None, len(event.data))
@@ -430,6 +458,7 @@ class QuicConn:
                     self._drain_waiters.discard(stream)
                     self._maybe_forget(stream)
             elif isinstance(event, events.DatagramFrameReceived):
+                self._app_input = True
                 handler = self._datagram_handler
                 if handler is not None and self._error is None:
                     handler(event.data)

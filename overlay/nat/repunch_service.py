@@ -1,0 +1,256 @@
+"""The re-punch driver: samples the host's punched connections for
+``overlay.nat.repunch_core`` and carries out its actions.
+
+Watched: every direct QUIC connection hole punching made, and any direct
+one to a peer the peerstore knows a ``/p2p-circuit`` address of (a peer
+only reachable through a relay).  ``Redial`` dials that address; the peer,
+dialled through its relay, starts DCUtR as it does for any relayed
+connection, and ``EnsurePunch`` starts it from our side (``upgrade``) when
+it did not.  Without a running DCUtR service (``--no-holepunch``) nothing
+is probed, closed or dialled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Hashable
+from functools import partial
+from types import TracebackType
+from typing import Any, Protocol, cast, runtime_checkable
+
+from overlay.errors import InvalidMultiaddr, OverlayError
+from overlay.host.events import HostListener
+from overlay.host.transport_types import DIRECT, RELAYED, Connection
+from overlay.identity import PeerId
+from overlay.multiaddrs import parse_circuit_multiaddr, split_p2p
+from overlay.nat.repunch_core import (
+    Action,
+    CloseDead,
+    Declined,
+    EnsurePunch,
+    PathSample,
+    Probe,
+    Redial,
+    RepunchConfig,
+    RepunchPolicy,
+)
+from overlay.supervisor import Supervisor
+
+__all__ = ["RepunchService", "Punching"]
+
+log = logging.getLogger(__name__)
+
+MAX_RELAY_ADDRS = 3
+"""Circuit addresses tried per redial."""
+LOOK_AFTER_OPEN = 5.0
+"""Seconds to keep sampling after a direct connection opened: DCUtR marks
+it punched a moment after the host adopted it."""
+
+
+@runtime_checkable
+class _Watchable(Connection, Protocol):
+    """What ``overlay.transport.QuicConn`` tells about its path."""
+
+    last_received: float | None
+    last_data_received: float | None
+
+    @property
+    def open_stream_count(self) -> int: ...
+
+    def send_ping(self) -> None: ...
+
+
+class Punching(Protocol):
+    """The slice of ``DcutrService`` a re-punch needs."""
+
+    def upgrade(self, relayed: Connection) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class RepunchService:
+    """``async with RepunchService(host, config, dcutr=…) as repunch:``.
+
+    ``dcutr`` returns the running DCUtR service (None: hole punching is
+    off); ``mapping`` our public addresses as STUN last saw them."""
+
+    def __init__(self, host: Any, config: RepunchConfig | None = None, *,
+                 dcutr: Callable[[], Punching | None],
+                 mapping: Callable[[], frozenset[str]] | None = None) -> None:
+        self._host = host
+        self.policy = RepunchPolicy(config)
+        self._dcutr = dcutr
+        self._mapping = mapping
+        self._sup = Supervisor("repunch", log)
+        self._listener = HostListener(opened=self._on_opened)
+        self._wake = asyncio.Event()
+        self._look_until = 0.0
+        self._peers: dict[str, PeerId] = {}
+        self.upgrades = 0
+        """DCUtR sessions we started ourselves on the relayed connection."""
+        self.activity = asyncio.Event()
+        """Set whenever a re-punch decision was carried out (tests wait on it)."""
+
+    async def __aenter__(self) -> RepunchService:
+        await self._sup.__aenter__()
+        self._host.add_listener(self._listener)
+        self._sup.spawn(self._loop, "re-punch sampler")
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._host.remove_listener(self._listener)
+        await self._sup.aclose()
+
+    # -- status ---------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        reply = self.policy.status(time.monotonic())
+        reply["counters"]["upgrades"] = self.upgrades
+        return reply
+
+    def counters(self) -> dict[str, int]:
+        return {**self.policy.counters, "upgrades": self.upgrades}
+
+    def peer_fields(self, peer: PeerId) -> dict[str, Any]:
+        """``repunch`` for ``peers``: count, last reason, time to direct again."""
+        status = self.policy.peer_status(str(peer), time.monotonic())
+        return {} if status is None else {"repunch": status}
+
+    # -- sampling ---------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            deadline = self.policy.next_deadline()
+            now = time.monotonic()
+            if deadline is None and now < self._look_until:
+                deadline = now + self.policy.config.sample_interval
+            try:
+                async with asyncio.timeout(None if deadline is None else max(0.0, deadline - now)):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._sample()
+
+    def _holepunch(self) -> Punching | None:
+        return self._dcutr() if self._host.is_running else None
+
+    def _sample(self) -> None:
+        if self._mapping is not None:
+            self.policy.on_mapping(self._mapping())
+        actions = self.policy.on_sample(time.monotonic(), self._samples(),
+                                        holepunch=self._holepunch() is not None)
+        self._carry_out(actions)
+
+    def _samples(self) -> list[PathSample]:
+        host = self._host
+        ours = host.peer_id.to_bytes()
+        out: list[PathSample] = []
+        for conn in host.connections():
+            if conn.path != DIRECT or not isinstance(conn, _Watchable):
+                continue
+            peer = conn.remote_peer
+            punched = bool(host.is_punched(conn))
+            if not punched and not self._relay_addrs(peer):
+                continue
+            text = str(peer)
+            self._peers[text] = peer
+            out.append(PathSample(
+                key=cast(Hashable, conn), peer=text, remote=str(conn.remote_multiaddr),
+                last_received=conn.last_received, last_data=conn.last_data_received,
+                open_streams=conn.open_stream_count, rtt=conn.smoothed_rtt,
+                punched=punched, peer_id_smaller=peer.to_bytes() < ours))
+        if len(self._peers) > 4 * len(out) + 64:
+            live = {s.peer for s in out} | self.policy.pending_peers
+            self._peers = {k: v for k, v in self._peers.items() if k in live}
+        return out
+
+    def _relay_addrs(self, peer: PeerId) -> list[str]:
+        found = []
+        for addr in self._host.peerstore.addrs(peer):
+            try:
+                circuit = parse_circuit_multiaddr(addr)
+            except InvalidMultiaddr:
+                continue
+            if circuit.relay_has_address and circuit.target in (None, peer):
+                bare = split_p2p(addr)[0] if circuit.target is not None else addr
+                found.append(f"{bare}/p2p/{peer}")
+        return found
+
+    # -- events -------------------------------------------------------------------------
+
+    def _on_opened(self, conn: Connection) -> None:
+        now = time.monotonic()
+        if conn.path == DIRECT:
+            self._look_until = now + LOOK_AFTER_OPEN
+        elif conn.path == RELAYED and not conn.is_initiator and self._holepunch() is not None:
+            self._sample()
+            self._carry_out(self.policy.on_relayed_opened(str(conn.remote_peer), now))
+        self._wake.set()
+
+    # -- actions --------------------------------------------------------------------------
+
+    def _carry_out(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Probe):
+                conn = action.key
+                if isinstance(conn, _Watchable):
+                    conn.send_ping()
+                continue
+            if isinstance(action, CloseDead):
+                self._close(action.key, action.peer, action.reason)
+            elif isinstance(action, Redial):
+                log.info("re-punching %s: %s; redialling through its relay",
+                         action.peer, action.reason)
+                self._sup.spawn(partial(self._redial, action.peer),
+                                f"re-punch redial of {action.peer}")
+            elif isinstance(action, EnsurePunch):
+                self._ensure_punch(action.peer)
+            elif isinstance(action, Declined):
+                log.info("not re-punching %s: %s", action.peer, action.reason)
+            self.activity.set()
+
+    @staticmethod
+    def _close(key: Hashable, peer: str, reason: str) -> None:
+        log.info("closing the direct connection to %s: %s", peer, reason)
+        close = getattr(key, "close", None)
+        if callable(close):
+            close(0, reason)
+
+    async def _redial(self, text: str) -> None:
+        peer = self._peers.get(text)
+        addrs = self._relay_addrs(peer)[:MAX_RELAY_ADDRS] if peer is not None else []
+        if peer is None or not addrs:
+            self.policy.on_dial_failed(text, time.monotonic(), "no relay address known")
+            self.activity.set()
+            return
+        errors = []
+        for addr in addrs:
+            before = self._host.connections()
+            try:
+                conn = await self._host.connect(addr)
+            except OverlayError as exc:
+                errors.append(f"{addr}: {exc}")
+                continue
+            fresh = all(conn is not old for old in before)
+            self._carry_out(self.policy.on_dialled(text, time.monotonic(), fresh=fresh))
+            self._wake.set()
+            return
+        log.info("re-punch of %s: the relay dial failed: %s", text, "; ".join(errors))
+        self.policy.on_dial_failed(text, time.monotonic(), "; ".join(errors))
+        self.activity.set()
+
+    def _ensure_punch(self, text: str) -> None:
+        dcutr = self._holepunch()
+        peer = self._peers.get(text)
+        if dcutr is None or peer is None:
+            return
+        conn = self._host.best_connection(peer)
+        if conn is None or conn.path != RELAYED or text in dcutr.status().get("active", ()):
+            return  # direct already, nothing to punch through, or a session runs
+        self.upgrades += 1
+        log.info("re-punch of %s: the peer started no DCUtR session; starting one", text)
+        dcutr.upgrade(conn)
