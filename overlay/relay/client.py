@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Final, Protocol
 
 from multiaddr import Multiaddr
@@ -49,6 +50,7 @@ from overlay.relay.messages import (
     status_name,
 )
 from overlay.relay.voucher import Voucher, open_voucher
+from overlay.supervisor import contain
 from overlay.wire.stream import ByteStream
 from overlay.wire.varint import frame, read_frame
 
@@ -62,6 +64,8 @@ __all__ = [
     "open_circuit",
     "circuit_addr",
     "RelayClient",
+    "StopHint",
+    "STOP_HINT_ADDRS",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,6 +90,25 @@ class ClientHost(Protocol):
 
 
 OnCircuit = Callable[[Circuit], Awaitable[None] | None]
+
+STOP_HINT_ADDRS: Final = 2
+"""Addresses of a stop CONNECT's peer passed on as hints; the rest are
+dropped (our relays send one, the source of the initiator's connection)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopHint:
+    """What a relay we reserved on said about the peer of a circuit it
+    brought us: who (as it claims) and where that peer connects from.
+    Unverified: a hint to punch towards, never an address to trust."""
+
+    relay: PeerId
+    peer: PeerId
+    addrs: tuple[bytes, ...]
+    """Binary multiaddrs, at most ``STOP_HINT_ADDRS``, as on the wire."""
+
+
+StopObserver = Callable[[StopHint], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +225,19 @@ class RelayClient:
         self.circuits_accepted = 0
         self.changed = asyncio.Event()
         """Set whenever the reservations change or a circuit arrives."""
+        self._stop_observers: list[StopObserver] = []
+
+    def observe_stops(self, observer: StopObserver) -> Callable[[], None]:
+        """Call ``observer`` with each accepted circuit's ``StopHint`` (only
+        when the relay named addresses), before the circuit is upgraded;
+        returns the function that unregisters it.  Observers must be quick
+        and must not raise (a raise is logged, the circuit goes on)."""
+        self._stop_observers.append(observer)
+
+        def remove() -> None:
+            if observer in self._stop_observers:
+                self._stop_observers.remove(observer)
+        return remove
 
     async def __aenter__(self) -> RelayClient:
         self.host.set_stream_handler(STOP_PROTOCOL, self.handle_stop)
@@ -286,6 +322,11 @@ class RelayClient:
         except OverlayError:
             stream.reset()
             return
+        if request.peer.addrs:
+            hint = StopHint(relay, request.peer.id, request.peer.addrs[:STOP_HINT_ADDRS])
+            for observer in list(self._stop_observers):
+                contain(partial(observer, hint),
+                        lambda exc: log.error("stop observer failed", exc_info=exc))
         circuit = Circuit(stream, relay, request.peer.id, circuit_limit(request.limit),
                           initiator=False)
         self.circuits_accepted += 1

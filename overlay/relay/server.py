@@ -22,6 +22,7 @@ from typing import Final, Protocol
 from multiaddr import Multiaddr
 
 from overlay.errors import OverlayError, RemoteProtocolError, TransportError
+from overlay.host.addrs import socket_to_multiaddr
 from overlay.host.events import HostListener
 from overlay.identity import PeerId, PrivateKey
 from overlay.multiaddrs import with_p2p
@@ -49,7 +50,8 @@ from overlay.relay.voucher import Voucher, seal_voucher
 from overlay.wire.stream import ByteStream
 from overlay.wire.varint import frame, read_frame
 
-__all__ = ["RelayServer", "RelayStream", "RelayHost", "SPLICE_CHUNK", "splice"]
+__all__ = ["RelayServer", "RelayStream", "RelayHost", "SPLICE_CHUNK", "STOP_HINTS_MAX",
+           "observed_addrs", "splice"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,29 @@ def _conn_ip(stream: RelayStream) -> str | None:
 
 def _is_relayed(stream: RelayStream) -> bool:
     return getattr(stream.conn, "path", "direct") == "relayed"
+
+
+STOP_HINTS_MAX: Final = 1
+"""Observed addresses of the initiator put in a stop CONNECT's ``peer``:
+the source of the one connection its hop CONNECT came on."""
+
+
+def observed_addrs(stream: RelayStream) -> tuple[bytes, ...]:
+    """Where the hop stream's connection comes from, as a QUIC multiaddr
+    (at most ``STOP_HINTS_MAX``): the initiator's public mapping as the
+    relay sees it.  The spec's stop ``peer`` needs only the id and other
+    implementations ignore the addresses; ours punch towards them at once
+    (docs/nat.md, "Hints from the relay").  None for a relayed stream."""
+    if _is_relayed(stream):
+        return ()
+    address = getattr(stream.conn, "remote_address", None)
+    if not (isinstance(address, tuple) and len(address) >= 2):
+        return ()
+    try:
+        addr = socket_to_multiaddr(str(address[0]), int(address[1]))
+    except ValueError:
+        return ()
+    return (addr.to_bytes(),)[:STOP_HINTS_MAX]
 
 
 async def _send_hop(stream: ByteStream, message: HopMessage) -> None:
@@ -225,7 +250,7 @@ class RelayServer:
         relayed = 0
         cut = False
         try:
-            target = await self._open_stop(src, dst, outcome.limit)
+            target = await self._open_stop(src, dst, outcome.limit, observed_addrs(stream))
             if target is None:
                 await self._status(stream, Status.CONNECTION_FAILED)
                 return
@@ -249,15 +274,16 @@ class RelayServer:
             self.core.circuit_closed(outcome.circuit_id, relayed, cut_by_limit=cut)
             self.circuit_done.set()
 
-    async def _open_stop(self, src: PeerId, dst: PeerId,
-                         limit: Limit | None) -> RelayStream | None:
-        """The target's stream after it accepted the stop CONNECT, or None."""
+    async def _open_stop(self, src: PeerId, dst: PeerId, limit: Limit | None,
+                         src_addrs: tuple[bytes, ...] = ()) -> RelayStream | None:
+        """The target's stream after it accepted the stop CONNECT, or None.
+        ``src_addrs`` (where ``src`` connects from) ride in the CONNECT's peer."""
         target: RelayStream | None = None
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
                 target = await self.host.new_stream(dst, [STOP_PROTOCOL])
-                target.write(frame(encode_stop(StopMessage(StopType.CONNECT, Peer(src),
-                                                           limit))))
+                target.write(frame(encode_stop(StopMessage(StopType.CONNECT,
+                                                           Peer(src, src_addrs), limit))))
                 await target.drain()
                 data = await read_frame(target, MAX_MESSAGE_SIZE)
                 if data is None:

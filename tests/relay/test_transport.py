@@ -57,8 +57,8 @@ async def test_relay_lying_about_the_caller_costs_the_circuit(net: RelayNet) -> 
     stranger = (await net.make_node()).host.peer_id
     honest = net.server._open_stop
 
-    async def lying(src, dst, limit):  # type: ignore[no-untyped-def]
-        return await honest(stranger, dst, limit)
+    async def lying(src, dst, limit, addrs=()):  # type: ignore[no-untyped-def]
+        return await honest(stranger, dst, limit, addrs)
 
     net.server._open_stop = lying  # type: ignore[method-assign]
     # B's side of Noise XX may finish before A checks B's identity against
@@ -87,8 +87,8 @@ async def test_relay_lying_about_the_target_fails_the_dial(net: RelayNet) -> Non
     await c.client.reserve(net.relay.peer_id)
     honest = net.server._open_stop
 
-    async def misroute(src, dst, limit):  # type: ignore[no-untyped-def]
-        return await honest(src, c.host.peer_id, limit)
+    async def misroute(src, dst, limit, addrs=()):  # type: ignore[no-untyped-def]
+        return await honest(src, c.host.peer_id, limit, addrs)
 
     net.server._open_stop = misroute  # type: ignore[method-assign]
     with pytest.raises(PeerIdMismatch):
