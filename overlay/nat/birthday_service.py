@@ -23,6 +23,11 @@ one easy:
   (``QuicTransport.open_extra_endpoint``, bound to the same port, so the
   NAT mapping is kept) and dials the easy side.  That endpoint lives as
   long as its connection.
+
+The session, the easy side and the outcomes live here; the hard side's
+sockets and dials are ``birthday_hard.HardSideDriver``, which reads this
+service's ``host``, ``config``, ``rng``, ``counters`` and ``sup``.
+``outcome_with`` tells DCUtR's responder how a session it gave way to ended.
 """
 
 from __future__ import annotations
@@ -41,8 +46,6 @@ from typing import Any, Protocol, runtime_checkable
 from multiaddr import Multiaddr
 
 from overlay.errors import (
-    InvalidMultiaddr,
-    LimitExceeded,
     OverlayError,
     ProtocolNotSupported,
     StreamReset,
@@ -51,22 +54,16 @@ from overlay.errors import (
 from overlay.host.addrs import is_ipv6, is_loopback
 from overlay.host.events import HostListener
 from overlay.host.stream import NegotiatedStream
-from overlay.host.transport_types import DIRECT, RELAYED, Connection, Endpoint
+from overlay.host.transport_types import DIRECT, RELAYED, Connection
 from overlay.identity import PeerId
-from overlay.multiaddrs import parse_quic_multiaddr, split_p2p
 from overlay.nat.birthday_core import (
-    Action,
     BirthdayConfig,
-    DialFrom,
     EasyProber,
     Failed,
-    HardSide,
     NotNeeded,
-    OpenSockets,
     Refused,
     Role,
     SendProbes,
-    SendReady,
     SprayLimiter,
     Succeeded,
     decide,
@@ -82,9 +79,9 @@ from overlay.nat.birthday_messages import (
     Refuse,
     decode,
     encode,
-    parse_probe,
     probe_datagram,
 )
+from overlay.nat.birthday_hard import HardSideDriver, next_item
 from overlay.nat.dcutr_core import AddrContext, filter_addrs
 from overlay.supervisor import Supervisor
 from overlay.wire.varint import frame, read_frame
@@ -119,27 +116,6 @@ class _Sender(Protocol):
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None: ...
 
 
-class _ProbeSocket(asyncio.DatagramProtocol):
-    """One of the hard side's sockets: hands probes to the session."""
-
-    def __init__(self, inbox: asyncio.Queue[object]) -> None:
-        self.inbox = inbox
-        self.transport: asyncio.DatagramTransport | None = None
-        self.port = 0
-        self.gone = asyncio.Event()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.gone.set()
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        parsed = parse_probe(data)
-        if parsed is not None:
-            self.inbox.put_nowait(("probe", self.port, (str(addr[0]), int(addr[1])), parsed))
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("birthday socket %d: %r", self.port, exc)
-
-
 _EOF = ("eof",)
 
 
@@ -155,22 +131,28 @@ class BirthdayService:
                  context: ContextFn,
                  public: Callable[[], Iterable[tuple[str, int]]],
                  rng: random.Random | None = None) -> None:
-        self._host = host
+        self.host = host
         self.config = config or BirthdayConfig()
         self._kind = nat_kind
         self._context = context
-        self._public = public
-        self._rng = rng or random.Random()
+        self.public_endpoints = public
+        self.rng = rng or random.Random()
         self._limiter = SprayLimiter(self.config)
         self._sessions: dict[PeerId, asyncio.Queue[object]] = {}
-        self._sup = Supervisor("birthday", log)
+        self.sup = Supervisor("birthday", log)
         self._listener = HostListener(opened=self._on_opened)
+        self._hard = HardSideDriver(self)
         self.outcomes: deque[BirthdayOutcome] = deque(maxlen=64)
         self.counters: dict[str, int] = {
             "sessions": 0, "direct": 0, "failed": 0, "refused": 0, "not_needed": 0,
             "probes_sent": 0, "sockets_opened": 0, "refused_rate": 0,
             "endpoints_released": 0, "knocks": 0,
         }
+        self._ended: dict[PeerId, asyncio.Event] = {}
+        """Set when the running session with that peer ends."""
+        self._latest: dict[str, tuple[bool, str]] = {}
+        """The outcome of the latest session with each peer that ended with
+        one (not "not needed"), the newest 256."""
         self.last_ready: tuple[tuple[int, int], ...] | None = None
         """The port ranges our latest READY predicted (hard side)."""
         self.activity = asyncio.Event()
@@ -178,17 +160,17 @@ class BirthdayService:
         changed) or a winning socket's endpoint was released."""
 
     async def __aenter__(self) -> BirthdayService:
-        await self._sup.__aenter__()
-        self._host.set_stream_handler(PROTOCOL, self._handle)
-        self._host.add_listener(self._listener)
+        await self.sup.__aenter__()
+        self.host.set_stream_handler(PROTOCOL, self._handle)
+        self.host.add_listener(self._listener)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._host.remove_listener(self._listener)
-        if self._host.is_running:
-            self._host.remove_stream_handler(PROTOCOL)
-        await self._sup.aclose()
+        self.host.remove_listener(self._listener)
+        if self.host.is_running:
+            self.host.remove_stream_handler(PROTOCOL)
+        await self.sup.aclose()
 
     def status(self) -> dict[str, Any]:
         return {
@@ -199,7 +181,21 @@ class BirthdayService:
                         "elapsed_ms": round(o.elapsed * 1000, 1)} for o in self.outcomes],
         }
 
+    async def outcome_with(self, peer: PeerId) -> tuple[bool, str] | None:
+        """(ok, how) of our session with ``peer``, once it ended (it may be
+        running), or None when the latest one decided it was not needed
+        or there was none: what DCUtR's responder reports when the
+        initiator stopped DCUtR for birthday punching."""
+        ended = self._ended.get(peer)
+        if ended is not None:
+            await ended.wait()
+        return self._latest.get(str(peer))
+
     def _record(self, outcome: BirthdayOutcome) -> None:
+        self._latest.pop(outcome.peer, None)
+        self._latest[outcome.peer] = (outcome.ok, outcome.how)
+        while len(self._latest) > 256:
+            del self._latest[next(iter(self._latest))]
         self.outcomes.append(outcome)
         key = "direct" if outcome.ok else ("refused" if outcome.role == "-" else "failed")
         self.counters[key] += 1
@@ -232,15 +228,15 @@ class BirthdayService:
         if relayed.path != RELAYED:
             tell(False)
             return None
-        known = self._host.peerstore.protocols(peer)
-        if known and not self._host.peerstore.supports(peer, PROTOCOL):
+        known = self.host.peerstore.protocols(peer)
+        if known and not self.host.peerstore.supports(peer, PROTOCOL):
             tell(False)
             return None
         try:
             # Lazily, without waiting for identify: HELLO rides with the
             # negotiation, and a peer without the protocol refuses it at
             # our first read (ProtocolNotSupported: not for this peer).
-            stream = await self._host.open_stream_on(relayed, [PROTOCOL], lazy=True)
+            stream = await self.host.open_stream_on(relayed, [PROTOCOL], lazy=True)
         except OverlayError as exc:
             log.debug("birthday stream to %s: %r", peer, exc)
             tell(False)
@@ -255,8 +251,8 @@ class BirthdayService:
 
     # -- one session ---------------------------------------------------------------
 
-    def _our_public(self) -> tuple[str, int] | None:
-        for ip, port in self._public():
+    def our_public(self) -> tuple[str, int] | None:
+        for ip, port in self.public_endpoints():
             if not is_ipv6(ip):  # IPv4 only: where symmetric NATs live
                 return ip, port
         return None
@@ -273,6 +269,8 @@ class BirthdayService:
             return None
         inbox: asyncio.Queue[object] = asyncio.Queue()
         self._sessions[peer] = inbox
+        self._latest.pop(str(peer), None)
+        ended = self._ended[peer] = asyncio.Event()
         self.counters["sessions"] += 1
         heard: list[bool] = []
         """Non-empty once the peer's first message came."""
@@ -301,14 +299,16 @@ class BirthdayService:
             return False, reason
         finally:
             del self._sessions[peer]
+            del self._ended[peer]
+            ended.set()
 
-    async def _send(self, stream: NegotiatedStream, message: Message) -> None:
+    async def send(self, stream: NegotiatedStream, message: Message) -> None:
         stream.write(frame(encode(message)))
         await stream.drain()
 
     async def _send_quietly(self, stream: NegotiatedStream, message: Message) -> None:
         try:
-            await self._send(stream, message)
+            await self.send(stream, message)
         except OverlayError:
             pass  # the peer is gone: nothing to tell it
 
@@ -319,10 +319,10 @@ class BirthdayService:
         peer = stream.remote_peer
         cfg = self.config
         ours = self._kind()
-        public = self._our_public()
+        public = self.our_public()
         nonce = secrets.token_bytes(NONCE_SIZE)
         ip, port = public if public is not None else ("0.0.0.0", 0)
-        await self._send(stream, Hello(ours, nonce, ip, port))
+        await self.send(stream, Hello(ours, nonce, ip, port))
         async with asyncio.timeout(cfg.message_timeout):
             first = await read_frame(stream, MAX_MESSAGE_SIZE)
         heard.append(True)
@@ -376,15 +376,15 @@ class BirthdayService:
                 if verdict is Role.EASY:
                     result = await self._easy(target, inbox, theirs.nonce, order)
                 else:
-                    result = await self._hard(stream, relayed, target, inbox, nonce,
-                                              theirs.nonce, dialled)
+                    result = await self._hard.run(stream, relayed, target, inbox, nonce,
+                                                  theirs.nonce, dialled)
             finally:
                 reader.cancel()
         won = result.port if isinstance(result, Succeeded) else None
         if isinstance(result, Succeeded):
-            best = self._host.best_connection(peer)
+            best = self.host.best_connection(peer)
             if best is not None and best.path == DIRECT:
-                self._host.mark_punched(best)
+                self.host.mark_punched(best)
             how = f"birthday ({verdict.value} side, {result.packets} " \
                   f"{'probes' if verdict is Role.EASY else 'sockets'})"
             if dialled:
@@ -428,18 +428,10 @@ class BirthdayService:
                 inbox.put_nowait(("error", str(exc)))
                 return
 
-    async def _next(self, inbox: asyncio.Queue[object], deadline: float | None) -> object:
-        delay = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            async with asyncio.timeout(delay):
-                return await inbox.get()
-        except TimeoutError:
-            return None
-
     # -- the easy side --------------------------------------------------------------
 
     def _sender_for(self, ip: str) -> _Sender | None:
-        for endpoint in self._host.endpoints():
+        for endpoint in self.host.endpoints():
             if not isinstance(endpoint, _Sender):
                 continue
             local = endpoint.local_address[0]
@@ -468,7 +460,7 @@ class BirthdayService:
         deadline = time.monotonic() + cfg.message_timeout
         ready: Ready | None = None
         while ready is None:
-            item = await self._next(inbox, deadline)
+            item = await next_item(inbox, deadline)
             if item is None:
                 return Failed("the peer sent no READY in time", 0)
             if isinstance(item, tuple) and item[0] == "message" and isinstance(item[1], Ready):
@@ -477,7 +469,7 @@ class BirthdayService:
                 return Succeeded(0)
             elif isinstance(item, tuple) and item[0] in ("eof", "error", "message"):
                 return Failed(f"the peer stopped before READY ({item[0]})", 0)
-        prober = EasyProber(cfg, ip, ready.ranges, self._rng, time.monotonic())
+        prober = EasyProber(cfg, ip, ready.ranges, self.rng, time.monotonic())
         order.append(prober.ports)
         while prober.outcome is None:
             for action in prober.on_timer(time.monotonic()):
@@ -485,7 +477,7 @@ class BirthdayService:
                     self._probe(sender, action, nonce)
             if prober.outcome is not None:
                 break
-            item = await self._next(inbox, prober.next_deadline())
+            item = await next_item(inbox, prober.next_deadline())
             if isinstance(item, tuple) and item[0] == "direct":
                 remote = getattr(item[1], "remote_address", None)
                 prober.on_direct(time.monotonic(), None if remote is None else int(remote[1]))
@@ -504,7 +496,7 @@ class BirthdayService:
     async def _await_direct(self, inbox: asyncio.Queue[object], deadline: float) -> int | None:
         """The remote port of a direct connection arriving before ``deadline``."""
         while True:
-            item = await self._next(inbox, deadline)
+            item = await next_item(inbox, deadline)
             if item is None:
                 return None
             if isinstance(item, tuple) and item[0] == "direct":
@@ -518,215 +510,3 @@ class BirthdayService:
                 self.counters["probes_sent"] += 1
             except (OSError, TransportError) as exc:
                 log.debug("probe to %s:%d: %r", action.ip, port, exc)
-
-    # -- the hard side --------------------------------------------------------------
-
-    def _bind_ip(self) -> str:
-        for endpoint in self._host.endpoints():
-            local = str(endpoint.local_address[0])
-            if not is_ipv6(local) and not is_loopback(local):
-                return local
-        for endpoint in self._host.endpoints():
-            local = str(endpoint.local_address[0])
-            if not is_ipv6(local):
-                return local
-        return "0.0.0.0"
-
-    def _observed_ports(self, ip: str | None) -> list[int]:
-        ports = []
-        for addr, _ in self._host.observed_addrs.addrs():
-            try:
-                parsed = parse_quic_multiaddr(split_p2p(addr)[0])
-            except InvalidMultiaddr:
-                continue
-            if ip is None or parsed.host == ip:
-                ports.append(parsed.port)
-        return ports
-
-    async def _hard(self, stream: NegotiatedStream, relayed: Connection,
-                    easy: tuple[str, int], inbox: asyncio.Queue[object], nonce: bytes,
-                    their_nonce: bytes, dialled: list[Connection]) -> Succeeded | Failed:
-        """``nonce`` (ours) must be in every probe; openers carry theirs.
-        Beside the spray, a plain QUIC dial to the easy side's endpoint
-        from our listening socket (``_dial_easy``)."""
-        peer = relayed.remote_peer
-        if not self.config.plain_dial:
-            return await self._spray(stream, peer, easy, inbox, nonce, their_nonce)
-        async with asyncio.TaskGroup() as tg:
-            direct = tg.create_task(self._dial_easy(peer, easy, dialled, relayed))
-            try:
-                return await self._spray(stream, peer, easy, inbox, nonce, their_nonce)
-            finally:
-                direct.cancel()
-
-    async def _dial_easy(self, peer: PeerId, easy: tuple[str, int],
-                         dialled: list[Connection], relayed: Connection) -> None:
-        """Dial the easy side's public endpoint as the QUIC client.  Our NAT
-        gives this flow a port of its own, which a NAT in front of the easy
-        side lets in unless it filters by port (no NAT, full cone, and a
-        restricted cone once the easy side's knock went to our IP):
-        one round trip instead of a spray.  Against a port-restricted cone
-        it fails quietly while the spray goes on.
-
-        A second dial follows a relayed round trip later: when we answered
-        the HELLO, our first Initial meets a restricted cone at about the
-        moment the easy side's knock opens it, and QUIC would only resend
-        it after its first probe timeout."""
-        transport = next((t for t in self._host.transports() if t.path == DIRECT), None)
-        if transport is None:
-            return
-        addr = Multiaddr(f"/ip4/{easy[0]}/udp/{easy[1]}/quic-v1")
-        rtt = relayed.smoothed_rtt
-        second = min(1.0, max(0.05, rtt if rtt else 0.25))
-
-        async def one(after: float) -> Connection | None:
-            if after:
-                await asyncio.sleep(after)  # a timed retry, not a wait for state
-            try:
-                async with asyncio.timeout(self.config.dial_timeout):
-                    conn: Connection = await transport.dial(addr, peer)
-                    return conn
-            except (OverlayError, OSError) as exc:  # TimeoutError is an OSError
-                log.debug("birthday: plain dial to %s: %r", addr, exc)
-                return None
-
-        won: Connection | None = None
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(one(0.0)), tg.create_task(one(second))]
-            for next_done in asyncio.as_completed(tasks):
-                won = await next_done
-                if won is not None:
-                    for task in tasks:
-                        task.cancel()
-                    break
-        for task in tasks:  # one that finished beside the winner
-            if task.done() and not task.cancelled() and task.result() not in (None, won):
-                extra = task.result()
-                assert extra is not None
-                extra.close(0, "another dial won")
-        if won is None:
-            return
-        dialled.append(won)  # before adopt(): its ``opened`` event ends the spray
-        try:
-            self._host.adopt(won)
-        except LimitExceeded as exc:
-            dialled.remove(won)
-            won.close(0, "over the connection limits")
-            log.info("birthday: direct connection to %s refused by the limits: %s", peer, exc)
-            return
-        self._host.mark_punched(won)
-
-    async def _spray(self, stream: NegotiatedStream, peer: PeerId, easy: tuple[str, int],
-                     inbox: asyncio.Queue[object], nonce: bytes,
-                     their_nonce: bytes) -> Succeeded | Failed:
-        public = self._our_public()
-        ports = self._observed_ports(public[0] if public else None)
-        ports += [p for ip, p in self._public() if public is None or ip == public[0]]
-        listen = {int(e.local_address[1]) for e in self._host.endpoints()}
-        keeps = any(p in listen for p in ports) if ports else None
-        core = HardSide(self.config, easy, ports, self._rng, time.monotonic(),
-                        keeps_ports=keeps)
-        sockets: dict[int, _ProbeSocket] = {}
-        bind_ip = self._bind_ip()
-        try:
-            while core.outcome is None:
-                for action in core.on_timer(time.monotonic()):
-                    await self._hard_action(action, core, stream, peer, sockets, bind_ip,
-                                            inbox, their_nonce)
-                if core.outcome is not None:
-                    break
-                item = await self._next(inbox, core.next_deadline())
-                if isinstance(item, tuple) and item[0] == "probe":
-                    _, local, source, (got_nonce, port) = item
-                    ok = got_nonce == nonce
-                    for action in core.on_probe(local, source, ok, time.monotonic()):
-                        if isinstance(action, DialFrom):
-                            await self._dial_from(action, core, peer, sockets, bind_ip, port)
-                elif isinstance(item, tuple) and item[0] == "direct":
-                    core.on_direct(time.monotonic())
-                elif isinstance(item, tuple) and item[0] == "message" and isinstance(
-                        item[1], Refuse):
-                    core.stop(f"the peer refused: {item[1].reason}")
-                elif isinstance(item, tuple) and item[0] in ("eof", "error"):
-                    core.stop(f"the peer stopped ({item[0]})")
-        finally:
-            for sock in sockets.values():
-                if sock.transport is not None:
-                    sock.transport.close()
-        assert core.outcome is not None
-        return core.outcome
-
-    async def _hard_action(self, action: Action, core: HardSide, stream: NegotiatedStream,
-                           peer: PeerId, sockets: dict[int, _ProbeSocket], bind_ip: str,
-                           inbox: asyncio.Queue[object], nonce: bytes) -> None:
-        if isinstance(action, OpenSockets):
-            loop = asyncio.get_running_loop()
-            opened: list[int] = []
-            for index in range(action.count):
-                protocol = _ProbeSocket(inbox)
-                want = action.first_port + index
-                for port in (want, 0):
-                    try:
-                        protocol.transport, _ = await loop.create_datagram_endpoint(
-                            lambda: protocol, local_addr=(bind_ip, port))
-                        break
-                    except OSError:
-                        continue
-                if protocol.transport is None:
-                    continue
-                local = int(protocol.transport.get_extra_info("sockname")[1])
-                protocol.port = local
-                sockets[local] = protocol
-                opened.append(local)
-                # The opener: our nonce is no secret to the easy side, which
-                # drops this as noise (or its NAT does).
-                try:
-                    protocol.transport.sendto(probe_datagram(nonce, action.to[1]), action.to)
-                except OSError as exc:
-                    log.debug("birthday opener from port %d: %r", local, exc)
-            self.counters["sockets_opened"] += len(opened)
-            core.on_sockets(opened)
-        elif isinstance(action, SendReady):
-            self.last_ready = action.message.ranges
-            await self._send(stream, action.message)
-
-    async def _dial_from(self, action: DialFrom, core: HardSide, peer: PeerId,
-                         sockets: dict[int, _ProbeSocket], bind_ip: str, port: int) -> None:
-        transport = next((t for t in self._host.transports()
-                          if t.path == DIRECT and hasattr(t, "open_extra_endpoint")), None)
-        sock = sockets.pop(action.local_port, None)
-        if transport is None or sock is None or sock.transport is None:
-            core.on_dial_result(False, time.monotonic())
-            return
-        sock.transport.close()
-        await sock.gone.wait()  # the port is free once the socket is closed
-        endpoint: Endpoint | None = None
-        conn: Connection | None = None
-        try:
-            endpoint = await transport.open_extra_endpoint(bind_ip, action.local_port)
-            async with asyncio.timeout(action.timeout):
-                conn = await endpoint.dial(action.addr, peer)
-            self._host.adopt(conn)
-        except (OverlayError, OSError, TimeoutError, LimitExceeded) as exc:
-            log.info("birthday dial from port %d to %s:%d: %r", action.local_port,
-                     action.addr[0], action.addr[1], exc)
-            conn = None
-            if endpoint is not None:
-                await transport.close_extra_endpoint(endpoint)
-        if conn is None or endpoint is None:
-            core.on_dial_result(False, time.monotonic())
-            return
-        self._host.mark_punched(conn)
-        kept = endpoint
-        self._sup.spawn(lambda: self._release(transport, kept, conn),
-                        f"birthday endpoint {action.local_port}")
-        core.on_dial_result(True, time.monotonic(), port)
-
-    async def _release(self, transport: Any, endpoint: Endpoint, conn: Connection) -> None:
-        """Close the winning socket's endpoint once its connection is gone."""
-        try:
-            await conn.wait_closed()
-        finally:
-            await transport.close_extra_endpoint(endpoint)
-            self.counters["endpoints_released"] += 1
-            self.activity.set()

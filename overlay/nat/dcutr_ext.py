@@ -56,12 +56,14 @@ class DcutrExtension:
         bday_config = self._birthday or BirthdayConfig(
             allow_private=config.core.allow_private)
         async with DcutrService(daemon.host, config,
-                                extra_addrs=lambda: _stun_addrs(daemon)) as service, \
+                                extra_addrs=lambda: _stun_addrs(daemon),
+                                relay_client=lambda: _relay_client(daemon)) as service, \
                 BirthdayService(daemon.host, bday_config,
                                 nat_kind=lambda: _nat_kind(daemon),
                                 context=service.address_context,
                                 public=lambda: _public_endpoints(daemon)) as birthday:
             service.pre_punch = birthday.try_upgrade
+            service.handover = birthday.outcome_with
             self.service = service
             self.birthday = birthday
             try:
@@ -90,6 +92,17 @@ def _stun_addrs(daemon: Any) -> Iterable[str]:
                 return []
             return [_multiaddr(p.address) for p in report.public]
     return []
+
+
+def _relay_client(daemon: Any) -> Any:
+    """The relay extension's client (its stop CONNECTs carry hints), once
+    it runs: the relay extension starts after this one."""
+    from overlay.relay.daemon_ext import RelayExtension
+
+    for extension in getattr(daemon, "extensions", ()):
+        if isinstance(extension, RelayExtension):
+            return extension.client
+    return None
 
 
 def _nat_report(daemon: Any) -> Any:

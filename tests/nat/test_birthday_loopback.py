@@ -42,6 +42,7 @@ class Pair:
     a: Host
     c: Host
     relay: Host
+    dcutr_a: DcutrService
     dcutr_c: DcutrService
     bday_a: BirthdayService
     bday_c: BirthdayService
@@ -80,7 +81,7 @@ async def _pair(kind_a: NatKind, kind_c: NatKind,
             bdays.append(bday)
         a, c = hosts
         await _reserve(stack, c, relay)
-        yield Pair(a, c, relay, dcutrs[1], bdays[0], bdays[1], stack)
+        yield Pair(a, c, relay, dcutrs[0], dcutrs[1], bdays[0], bdays[1], stack)
 
 
 async def _node(stack: AsyncExitStack, kind: NatKind, seed: int, config: BirthdayConfig,
@@ -90,14 +91,17 @@ async def _node(stack: AsyncExitStack, kind: NatKind, seed: int, config: Birthda
     kind_of: Callable[[], NatKind] = lambda: kind  # noqa: E731
     host = await stack.enter_async_context(Host(Ed25519PrivateKey.generate()))
     await host.listen([LOOPBACK])
-    dcutr_config = DcutrServiceConfig(core=DcutrConfig(allow_private=True), unilateral=False,
-                                      relayed_grace=30.0, idle_check=0.05)
+    # No early dial: on loopback it would reach a hard side whatever NAT
+    # kind it was given; these tests are about birthday's own decisions.
+    dcutr_config = DcutrServiceConfig(core=DcutrConfig(allow_private=True, early_dial=False),
+                                      unilateral=False, relayed_grace=30.0, idle_check=0.05)
     dcutr = await stack.enter_async_context(
         DcutrService(host, dcutr_config, rng=random.Random(seed)))
     bday = await stack.enter_async_context(BirthdayService(
         host, config, nat_kind=kind_of, context=dcutr.address_context,
         public=public(host), rng=random.Random(100 + seed)))
     dcutr.pre_punch = bday.try_upgrade
+    dcutr.handover = bday.outcome_with
     return host, dcutr, bday
 
 
@@ -167,6 +171,13 @@ async def test_symmetric_against_cone_goes_direct_from_the_winning_socket() -> N
                              timeout=10)
             assert pair.dcutr_c.outcomes[-1].how.startswith("birthday (hard side")
             assert pair.dcutr_c.counters["birthday"] == 1
+            # A's DCUtR (the responder, stopped before SYNC) says who took
+            # over and how it ended, not a failure of its own.
+            await wait_until(lambda: bool(pair.dcutr_a.outcomes), pair.dcutr_a.activity,
+                             timeout=10)
+            handed = pair.dcutr_a.outcomes[-1]
+            assert handed.ok and handed.how.startswith("birthday took over: birthday (easy side")
+            assert pair.dcutr_a.counters["failed"] == 0
             # The winning socket's endpoint lives with its connection.
             winner = [e for e in c.endpoints() if e.local_address[1] == hard.port]
             assert len(winner) == 1
@@ -207,6 +218,11 @@ async def test_both_symmetric_stays_relayed_and_says_why() -> None:
             assert not relayed.is_closed
             best = pair.a.best_connection(pair.c.peer_id)
             assert best is not None and best.path == "relayed"
+            await wait_until(lambda: bool(pair.dcutr_a.outcomes), pair.dcutr_a.activity,
+                             timeout=10)
+            handed = pair.dcutr_a.outcomes[-1]
+            assert not handed.ok and handed.how.startswith("birthday took over: ")
+            assert "both sides are behind symmetric NATs" in handed.how
 
 
 async def test_two_cones_leave_the_upgrade_to_dcutr() -> None:

@@ -58,8 +58,11 @@ def exchange(b: DcutrInitiator, a: DcutrResponder, t0: float, one_way: float) ->
     """One CONNECT / CONNECT / SYNC round starting at ``t0``; returns A's dial."""
     connect = message(b.start(t0) if b.state == "idle" else b.on_timer(t0))
     assert connect == HolePunch(MessageType.CONNECT, B_ADDRS)
-    reply = message(a.on_message(connect, t0 + one_way))
+    answer = a.on_message(connect, t0 + one_way)
+    reply = message(answer[:1])
     assert reply == HolePunch(MessageType.CONNECT, A_ADDRS)
+    # Ours: A dials at once too, in the background, beside its answer.
+    assert answer[1:] == [Dial(a.peer_addrs, CFG.dial_timeout, early=True)]
     sync = message(b.on_message(reply, t0 + 2 * one_way))
     assert sync == HolePunch(MessageType.SYNC)
     dial = only(a.on_message(sync, t0 + 3 * one_way), Dial)
@@ -92,6 +95,29 @@ def test_happy_path_timing_sync_then_punch_after_half_the_rtt() -> None:
     assert b.on_direct_connection(0.3) == [Succeeded(1, pytest.approx(0.1))]
     assert a.on_dial_result(True, 0.3) == [Succeeded(1, None)]
     assert b.next_deadline() is None and a.next_deadline() is None
+
+
+def test_early_dial_on_connect_then_the_spec_dial_on_sync() -> None:
+    b, a = pair()
+    connect = message(b.start(0.0))
+    answer = a.on_message(connect, 0.05)
+    early = only(answer[1:], Dial)
+    assert isinstance(early, Dial) and early.early
+    assert [(c.ip, c.port) for c in early.addrs] == [("203.0.113.2", 4001)]
+    sync = message(b.on_message(message(answer[:1]), 0.1))
+    spec = only(a.on_message(sync, 0.15), Dial)
+    # The SYNC still brings the spec's dial (fresh connections beside the
+    # early one), reported with on_dial_result.
+    assert isinstance(spec, Dial) and not spec.early and spec.addrs == early.addrs
+    # The early dial got through first: it shows as a direct connection.
+    assert a.on_direct_connection(0.16) == [Succeeded(1, None)]
+    assert a.on_dial_result(True, 0.2) == []
+
+
+def test_no_early_dial_when_switched_off() -> None:
+    b, a = pair(DcutrConfig(allow_private=True, early_dial=False))
+    answer = a.on_message(message(b.start(0.0)), 0.05)
+    assert message(answer) == HolePunch(MessageType.CONNECT, A_ADDRS)
 
 
 def test_the_sync_wait_is_capped() -> None:
