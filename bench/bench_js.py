@@ -139,7 +139,13 @@ async def _receiver(pipe: multiprocessing.connection.Connection, args: argparse.
 
 
 def receiver_main(pipe: multiprocessing.connection.Connection, args: argparse.Namespace) -> None:
+    profile = cProfile.Profile() if args.profile_receiver else None
+    if profile is not None:
+        profile.enable()
     run(lambda: _receiver(pipe, args), args.loop)
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(args.profile_receiver)
 
 
 class OverlayReceiver:
@@ -401,6 +407,9 @@ def main() -> None:
                              "need js->js and overlay->overlay")
     parser.add_argument("--profile-sender", metavar="FILE", default=None,
                         help="write cProfile stats of overlay's sending process to FILE")
+    parser.add_argument("--profile-receiver", metavar="FILE", default=None,
+                        help="write cProfile stats of overlay's receiving process (its whole "
+                             "life, set-ups included) to FILE")
     parser.add_argument("--streams", default=f"1,{STREAMS}",
                         help=f"stream counts to run, of 1 and {STREAMS} (default both)")
     parser.add_argument("--stock-send-loop", action="store_true",

@@ -331,7 +331,7 @@ class QuicEndpoint:
     def _dispatch(self, data: bytes, addr: NetworkAddress) -> None:
         if not data or self._closing:
             return
-        if data[0] & 0x40 and not is_stun(data):
+        if data[0] & 0x40:  # QUIC's fixed bit; STUN's top two bits are zero
             self._quic_datagram(data, addr)
         elif self._hook is not None:
             hook = self._hook
@@ -341,6 +341,14 @@ class QuicEndpoint:
                                           exc_info=exc))
 
     def _quic_datagram(self, data: bytes, addr: NetworkAddress) -> None:
+        if not data[0] & 0x80:
+            # A short header (every packet after the handshake) is the first
+            # byte and our connection ID: no header parse here, as aioquic
+            # parses it again anyway.  Unknown ones are dropped, as below.
+            short = self._by_cid.get(data[1:1 + _CID_LENGTH])
+            if short is not None:
+                short._datagram_received(data, addr)
+            return
         try:
             header = pull_quic_header(Buffer(data=data), host_cid_length=_CID_LENGTH)
         except ValueError:
