@@ -13,9 +13,15 @@ out come actions as data:
 - ``CloseDead``: nothing came back within ``dead_after`` seconds of silence
   (and ``probe_grace`` after the first probe): close it, so its streams fail
   now instead of at the idle timeout and new streams take another path;
-- ``Redial``: dial the peer through its relay; the peer, dialled through the
-  relay, starts DCUtR (``EnsurePunch`` starts it from our side when the peer
-  did not within ``upgrade_after``);
+- ``Redial``: dial the peer through its relay, then close the dead path
+  (so that streams retried on its failure find the relayed connection
+  instead of dialling stale direct addresses); the peer, dialled through
+  the relay, starts DCUtR (``EnsurePunch`` starts it from our side when
+  the peer did not within ``upgrade_after``).  A failed relay dial is
+  retried once after ``retry_after``;
+- ``RefreshAddrs``: with a re-punch decided, ask our relays again what
+  address they see us at: after our own mapping moved, the punch must
+  offer the new one, not what identify said before;
 - ``Declined``: the path is dead but the peer is left alone (why: a limit).
 
 A peer matters while a connection to it has streams open or brought data
@@ -44,6 +50,7 @@ __all__ = [
     "PathSample",
     "Probe",
     "Redial",
+    "RefreshAddrs",
     "RepunchConfig",
     "RepunchPolicy",
 ]
@@ -67,6 +74,8 @@ class RepunchConfig:
     """A peer that sent data this recently matters (so does one with streams open)."""
     yield_delay: float = 1.0
     """Seconds the side with the larger peer ID waits for the other's redial."""
+    retry_after: float = 2.0
+    """Seconds before the one retry of a failed relay dial."""
     upgrade_after: float = 3.0
     """Seconds after our redial before we start DCUtR ourselves (the peer,
     dialled through the relay, normally starts it within a round trip)."""
@@ -135,6 +144,15 @@ class CloseDead:
 class Redial:
     peer: str
     reason: str
+    dead: Hashable | None
+    """The dead path, to close once the relayed connection is up (or soon)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshAddrs:
+    """Learn our public address again from the peer's relays (identify)."""
+
+    peer: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +168,7 @@ class Declined:
     reason: str
 
 
-Action = Probe | CloseDead | Redial | EnsurePunch | Declined
+Action = Probe | CloseDead | RefreshAddrs | Redial | EnsurePunch | Declined
 
 
 @dataclass(slots=True)
@@ -169,11 +187,14 @@ class _Pending:
     dead_at: float
     silent_for: float
     stage: str
-    """``yielding`` (the peer may redial first), ``dialling`` or ``waiting``
-    (for the direct connection)."""
+    """``yielding`` (the peer may redial first), ``dialling``, ``retry``
+    (after a failed dial) or ``waiting`` (for the direct connection)."""
     until: float
     """When the stage ends: the yield, the fallback upgrade, the outcome."""
     waited_upgrade: bool = False
+    dead: Hashable | None = None
+    """The dead path while we yield (closed when the peer's dial comes)."""
+    retried: bool = False
 
 
 @dataclass(slots=True)
@@ -283,7 +304,10 @@ class RepunchPolicy:
         pending = self._pending.get(peer)
         if pending is not None and pending.stage == "yielding":
             pending.stage, pending.until = "waiting", pending.dead_at + self.config.outcome_timeout
-            pending.waited_upgrade = True  # the peer dialled: its DCUtR runs
+            pending.waited_upgrade = True  # the peer dialled: our DCUtR runs
+            if pending.dead is not None:
+                actions.append(CloseDead(pending.dead, peer, f"path dead: {pending.reason}"))
+                pending.dead = None
             return actions
         for path in self._paths_of(peer):
             silence = now - self._heard(path)
@@ -318,11 +342,19 @@ class RepunchPolicy:
         return [EnsurePunch(peer)]
 
     def on_dial_failed(self, peer: str, now: float, error: str) -> None:
-        pending = self._pending.pop(peer, None)
-        if pending is None:
+        """The relay dial failed: retry once; then wait whether a direct
+        connection comes anyway (the peer's own redial)."""
+        pending = self._pending.get(peer)
+        if pending is None or pending.stage != "dialling":
             return
         self.counters["dial_failed"] += 1
         self._record(peer).last_outcome = f"relay dial failed: {error}"
+        if not pending.retried:
+            pending.retried = True
+            pending.stage, pending.until = "retry", now + self.config.retry_after
+        else:
+            pending.stage, pending.waited_upgrade = "waiting", True
+            pending.until = pending.dead_at + self.config.outcome_timeout
 
     # -- status -----------------------------------------------------------------
 
@@ -426,10 +458,11 @@ class RepunchPolicy:
                 actions: list[Action]) -> None:
         cfg = self.config
         peer = path.sample.peer
-        actions.append(CloseDead(path.sample.key, peer, f"path dead: {reason}"))
-        if any(now - self._heard(other) < cfg.probe_after for other in self._paths_of(peer)):
-            return  # another direct connection to it lives
-        if peer in self._pending:
+        close = CloseDead(path.sample.key, peer, f"path dead: {reason}")
+        if (peer in self._pending
+                or any(now - self._heard(other) < cfg.probe_after
+                       for other in self._paths_of(peer))):
+            actions.append(close)  # under way already, or another direct path lives
             return
         record = self._record(peer)
         while record.punches and record.punches[0] <= now - cfg.per_peer_window:
@@ -439,11 +472,13 @@ class RepunchPolicy:
         later = [t for t in record.punches if t > now - cfg.backoff_max]
         wait = min(cfg.backoff_max, cfg.backoff * 2 ** max(0, len(later) - 1))
         if len(record.punches) >= cfg.per_peer or len(self._recent) >= cfg.per_minute:
+            actions.append(close)
             self.counters["declined_rate"] += 1
             record.last_outcome = "not re-punched: over the punch rate limit"
             actions.append(Declined(peer, "over the punch rate limit"))
             return
         if record.repunches and record.last_at is not None and now - record.last_at < wait:
+            actions.append(close)
             self.counters["declined_backoff"] += 1
             record.last_outcome = f"not re-punched: back-off ({wait:.0f} s)"
             actions.append(Declined(peer, f"back-off ({wait:.0f} s)"))
@@ -455,20 +490,23 @@ class RepunchPolicy:
         record.detect_after = silence
         record.last_outcome = None
         self.counters["repunches"] += 1
+        actions.append(RefreshAddrs(peer))
         if path.sample.peer_id_smaller and cfg.yield_delay > 0:
-            self._pending[peer] = _Pending(reason, now, silence, "yielding", now + cfg.yield_delay)
+            self._pending[peer] = _Pending(reason, now, silence, "yielding", now + cfg.yield_delay,
+                                           dead=path.sample.key)
             return
         self._pending[peer] = _Pending(reason, now, silence, "dialling", now + cfg.outcome_timeout)
-        actions.append(Redial(peer, reason))
+        actions.append(Redial(peer, reason, path.sample.key))
 
     def _pending_timers(self, now: float, actions: list[Action]) -> None:
         cfg = self.config
         for peer, pending in list(self._pending.items()):
             if now < pending.until:
                 continue
-            if pending.stage == "yielding":
+            if pending.stage in ("yielding", "retry"):
                 pending.stage, pending.until = "dialling", pending.dead_at + cfg.outcome_timeout
-                actions.append(Redial(peer, pending.reason))
+                actions.append(Redial(peer, pending.reason, pending.dead))
+                pending.dead = None
             elif pending.stage == "waiting" and not pending.waited_upgrade:
                 pending.waited_upgrade = True
                 pending.until = pending.dead_at + cfg.outcome_timeout

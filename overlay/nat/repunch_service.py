@@ -20,6 +20,8 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, cast, runtime_checkable
 
+from multiaddr import Multiaddr
+
 from overlay.errors import InvalidMultiaddr, OverlayError
 from overlay.host.events import HostListener
 from overlay.host.transport_types import DIRECT, RELAYED, Connection
@@ -33,6 +35,7 @@ from overlay.nat.repunch_core import (
     PathSample,
     Probe,
     Redial,
+    RefreshAddrs,
     RepunchConfig,
     RepunchPolicy,
 )
@@ -44,6 +47,11 @@ log = logging.getLogger(__name__)
 
 MAX_RELAY_ADDRS = 3
 """Circuit addresses tried per redial."""
+REFRESH_TIMEOUT = 2.0
+"""Seconds the relays get to tell our address again before the redial."""
+CLOSE_WITHIN = 3.0
+"""Seconds a dead path stays open while its replacement through the relay
+is dialled (streams retried on its failure then find the relayed one)."""
 LOOK_AFTER_OPEN = 5.0
 """Seconds to keep sampling after a direct connection opened: DCUtR marks
 it punched a moment after the host adopted it."""
@@ -88,6 +96,7 @@ class RepunchService:
         self._wake = asyncio.Event()
         self._look_until = 0.0
         self._peers: dict[str, PeerId] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
         self.upgrades = 0
         """DCUtR sessions we started ourselves on the relayed connection."""
         self.activity = asyncio.Event()
@@ -168,7 +177,8 @@ class RepunchService:
             self._peers = {k: v for k, v in self._peers.items() if k in live}
         return out
 
-    def _relay_addrs(self, peer: PeerId) -> list[str]:
+    def _relay_addrs(self, peer: PeerId) -> list[tuple[Multiaddr, PeerId]]:
+        """The peer's circuit addresses (without its /p2p), each with its relay."""
         found = []
         for addr in self._host.peerstore.addrs(peer):
             try:
@@ -177,8 +187,18 @@ class RepunchService:
                 continue
             if circuit.relay_has_address and circuit.target in (None, peer):
                 bare = split_p2p(addr)[0] if circuit.target is not None else addr
-                found.append(f"{bare}/p2p/{peer}")
+                found.append((Multiaddr(str(bare)), circuit.relay))
         return found
+
+    def _probe_relays(self, peer: PeerId) -> None:
+        """PING our connections to the peer's relays too: if our own mapping
+        moved, the relay (a QUIC server) follows us at our first packet,
+        before its own packets to the old mapping are lost and its
+        retransmission timer backs off."""
+        for _, relay in self._relay_addrs(peer):
+            conn = self._host.best_connection(relay)
+            if isinstance(conn, _Watchable):
+                conn.send_ping()
 
     # -- events -------------------------------------------------------------------------
 
@@ -199,14 +219,20 @@ class RepunchService:
                 conn = action.key
                 if isinstance(conn, _Watchable):
                     conn.send_ping()
+                    self._probe_relays(conn.remote_peer)
                 continue
             if isinstance(action, CloseDead):
                 self._close(action.key, action.peer, action.reason)
             elif isinstance(action, Redial):
                 log.info("re-punching %s: %s; redialling through its relay",
                          action.peer, action.reason)
-                self._sup.spawn(partial(self._redial, action.peer),
+                self._sup.spawn(partial(self._redial, action.peer, action.dead, action.reason),
                                 f"re-punch redial of {action.peer}")
+            elif isinstance(action, RefreshAddrs):
+                peer = self._peers.get(action.peer)
+                if peer is not None:
+                    self._refreshing[action.peer] = self._sup.spawn(
+                        partial(self._refresh_addrs, peer), f"re-identify for {action.peer}")
             elif isinstance(action, EnsurePunch):
                 self._ensure_punch(action.peer)
             elif isinstance(action, Declined):
@@ -220,28 +246,66 @@ class RepunchService:
         if callable(close):
             close(0, reason)
 
-    async def _redial(self, text: str) -> None:
+    async def _refresh_addrs(self, peer: PeerId) -> None:
+        identify = self._host.identify_service
+        relays = {relay for _, relay in self._relay_addrs(peer)}
+        conns = [c for c in map(self._host.best_connection, relays) if c is not None]
+        try:
+            async with asyncio.timeout(REFRESH_TIMEOUT), asyncio.TaskGroup() as tg:
+                for conn in conns:
+                    tg.create_task(identify.identify_connection(conn))
+        except* (OverlayError, TimeoutError) as group:
+            log.debug("re-identify with the relays of %s: %r", peer, group.exceptions)
+
+    async def _redial(self, text: str, dead: Hashable | None, reason: str) -> None:
+        refreshing = self._refreshing.pop(text, None)
+        if refreshing is not None:
+            await asyncio.wait([refreshing])
         peer = self._peers.get(text)
         addrs = self._relay_addrs(peer)[:MAX_RELAY_ADDRS] if peer is not None else []
         if peer is None or not addrs:
+            if dead is not None:
+                self._close(dead, text, f"path dead: {reason}")
             self.policy.on_dial_failed(text, time.monotonic(), "no relay address known")
             self.activity.set()
             return
-        errors = []
-        for addr in addrs:
-            before = self._host.connections()
-            try:
-                conn = await self._host.connect(addr)
-            except OverlayError as exc:
-                errors.append(f"{addr}: {exc}")
-                continue
-            fresh = all(conn is not old for old in before)
-            self._carry_out(self.policy.on_dialled(text, time.monotonic(), fresh=fresh))
-            self._wake.set()
-            return
-        log.info("re-punch of %s: the relay dial failed: %s", text, "; ".join(errors))
-        self.policy.on_dial_failed(text, time.monotonic(), "; ".join(errors))
+        async with asyncio.TaskGroup() as tg:
+            dial = tg.create_task(self._dial_relay(peer, addrs))
+            await asyncio.wait([dial], timeout=CLOSE_WITHIN)
+            if dead is not None:
+                self._close(dead, text, f"path dead: {reason}")
+        result = dial.result()
+        now = time.monotonic()
+        if isinstance(result, str):
+            log.info("re-punch of %s: the relay dial failed: %s", text, result)
+            self.policy.on_dial_failed(text, now, result)
+        else:
+            self._carry_out(self.policy.on_dialled(text, now, fresh=result))
         self.activity.set()
+        self._wake.set()
+
+    async def _dial_relay(self, peer: PeerId, addrs: list[tuple[Multiaddr, PeerId]]
+                          ) -> bool | str:
+        """A relayed connection to ``peer``: True for a new one, False when
+        one was open already, else why none could be had.  Dialled through
+        the circuit transport itself: ``host.connect`` would answer with
+        the dead direct connection while it is still open."""
+        host = self._host
+        errors = []
+        for addr, _ in addrs:
+            best = host.best_connection(peer)
+            if best is not None and best.path == RELAYED:
+                return False
+            try:
+                async with asyncio.timeout(host.config.dial_timeout):
+                    conn = await host.circuit_transport.dial(addr, peer)
+                host.adopt(conn)
+            except (OverlayError, TimeoutError) as exc:
+                errors.append(f"{addr}: {exc or type(exc).__name__}")
+                continue
+            host.peerstore.add_addrs(peer, [conn.remote_multiaddr])
+            return True
+        return "; ".join(errors)
 
     def _ensure_punch(self, text: str) -> None:
         dcutr = self._holepunch()

@@ -14,6 +14,7 @@ from overlay.nat.repunch_core import (
     PathSample,
     Probe,
     Redial,
+    RefreshAddrs,
     RepunchConfig,
     RepunchPolicy,
 )
@@ -59,16 +60,16 @@ def test_a_live_path_that_matters_is_probed_only_when_quiet_and_never_closed() -
     assert probes == [12.5, 16.0, 19.5, 23.0, 26.5, 30.0]
 
 
-def test_a_dead_path_that_matters_is_closed_and_redialled() -> None:
+def test_a_dead_path_that_matters_is_redialled_and_then_closed() -> None:
     policy = RepunchPolicy(CFG)
     acts = run(policy, 0.0, 12.0, lambda now: [sample(heard=min(now, 4.0), streams=1)])
     kinds = [(t, type(a).__name__) for t, a in acts]
     probes = [t for t, k in kinds if k == "Probe"]
     assert probes[0] == 7.0  # 3 s after the last packet
-    close = [(t, a) for t, a in acts if isinstance(a, CloseDead)]
+    assert not [a for _, a in acts if isinstance(a, CloseDead)]  # the driver closes it
     redial = [(t, a) for t, a in acts if isinstance(a, Redial)]
-    assert [t for t, _ in close] == [10.0] and [t for t, _ in redial] == [10.0]  # 6 s silence
-    assert "no packet for 6.0 s" in redial[0][1].reason
+    assert [t for t, _ in redial] == [10.0]  # 6 s of silence
+    assert redial[0][1].dead == "c1" and "no packet for 6.0 s" in redial[0][1].reason
     status = policy.peer_status("B", 10.0)
     assert status is not None and status["count"] == 1 and status["state"] == "dialling"
     assert status["detect_ms"] == 6000.0
@@ -95,7 +96,7 @@ def test_a_peer_becoming_wanted_on_a_dead_path_is_repunched_at_once() -> None:
     run(policy, 0.0, 50.0, lambda now: [sample(heard=min(now, 40.0), data=0.0)])
     acts = run(policy, 50.5, 53.0, lambda now: [sample(heard=40.0, data=0.0, streams=1)])
     assert isinstance(acts[0][1], Probe) and acts[0][0] == 50.5
-    assert [type(a) for t, a in acts if t == 51.5] == [CloseDead, Redial]
+    assert [type(a) for t, a in acts if t == 51.5] == [RefreshAddrs, Redial]
 
 
 def test_without_hole_punching_nothing_happens() -> None:
@@ -110,16 +111,18 @@ def test_the_larger_peer_id_yields_to_the_peer_redialling() -> None:
     policy = RepunchPolicy(CFG)
     acts = run(policy, 0.0, 10.0, lambda now: [sample(heard=min(now, 4.0), streams=1,
                                                       smaller=True)])
-    assert [type(a) for t, a in acts if t == 10.0] == [CloseDead]  # no Redial yet
+    assert [a for t, a in acts if t == 10.0] == [RefreshAddrs("B")]  # no Redial yet
     assert policy.peer_status("B", 10.0)["state"] == "yielding"  # type: ignore[index]
-    # The peer's relayed connection arrives: we wait for the punch it starts.
-    assert policy.on_relayed_opened("B", 10.4) == []
+    # The peer's relayed connection arrives: we close the dead path and
+    # wait for the punch it starts.
+    assert [type(a) for a in policy.on_relayed_opened("B", 10.4)] == [CloseDead]
     assert policy.on_sample(11.5, []) == []  # nothing after the yield
     # Had it not come, we would have redialled after yield_delay.
     other = RepunchPolicy(CFG)
     acts = run(other, 0.0, 11.0, lambda now: [sample(heard=min(now, 4.0), streams=1,
                                                      smaller=True)] if now <= 10 else [])
-    assert [t for t, a in acts if isinstance(a, Redial)] == [11.0]
+    redials = [(t, a) for t, a in acts if isinstance(a, Redial)]
+    assert [(t, a.dead) for t, a in redials] == [(11.0, "c1")]
 
 
 def test_the_peer_redialling_closes_our_silent_path_only() -> None:
@@ -150,13 +153,21 @@ def test_no_punch_from_the_peer_makes_us_start_one_then_give_up() -> None:
     assert again.on_dialled("B", 10.5, fresh=False) == [EnsurePunch("B")]
 
 
-def test_a_failed_relay_dial_is_recorded() -> None:
+def test_a_failed_relay_dial_is_retried_once_and_a_later_direct_path_still_counts() -> None:
     policy = RepunchPolicy(CFG)
     run(policy, 0.0, 10.0, lambda now: [sample(heard=min(now, 4.0), streams=1)])
-    policy.on_dial_failed("B", 10.5, "no relay address known")
+    policy.on_dial_failed("B", 10.5, "timed out")
     status = policy.peer_status("B", 11.0)
-    assert status is not None and status["last_outcome"] == "relay dial failed: no relay address known"
-    assert policy.counters["dial_failed"] == 1
+    assert status is not None and status["last_outcome"] == "relay dial failed: timed out"
+    assert status["state"] == "retry"
+    assert policy.on_sample(12.0, []) == []
+    assert policy.on_sample(12.5, []) == [Redial("B", "no packet for 6.0 s despite probes", None)]
+    policy.on_dial_failed("B", 13.0, "timed out again")
+    assert policy.counters["dial_failed"] == 2
+    assert policy.peer_status("B", 13.0)["state"] == "waiting"  # type: ignore[index]
+    # The peer's own redial brings a direct path after all.
+    policy.on_sample(20.0, [sample("c2", heard=20.0)])
+    assert policy.peer_status("B", 20.0)["direct_again_ms"] == 10000.0  # type: ignore[index]
 
 
 def _die_and_recover(policy: RepunchPolicy, start: float, key: str) -> list[object]:
@@ -175,7 +186,7 @@ def test_backoff_and_the_per_peer_budget_bound_repunches() -> None:
     policy = RepunchPolicy(CFG)
     # The first punch (watched at 0 s) and one re-punch: fine.
     first = _die_and_recover(policy, 0.0, "a")
-    assert [type(a) for a in first] == [CloseDead, Redial]
+    assert [type(a) for a in first] == [RefreshAddrs, Redial]
     # The new path dies 5 s after the re-punch: back-off (20 s) says no.
     second = _die_and_recover(policy, 11.0, "ax")
     assert [type(a) for a in second] == [CloseDead, Declined]
@@ -189,7 +200,7 @@ def test_backoff_and_the_per_peer_budget_bound_repunches() -> None:
     # Ten minutes after the first punches the budget is back.
     policy.on_sample(700.0, [sample("c", heard=700.0, streams=1)])
     fourth = _die_and_recover(policy, 700.0, "c")
-    assert [type(a) for a in fourth] == [CloseDead, Redial]
+    assert [type(a) for a in fourth] == [RefreshAddrs, Redial]
 
 
 def test_the_cap_per_minute_covers_all_peers() -> None:
@@ -229,7 +240,7 @@ def test_a_mapping_change_probes_at_once_and_a_silent_path_dies_sooner() -> None
     acts = policy.on_sample(0.5, [sample(heard=0.4, streams=1)])
     assert acts == [Probe("c1")]
     acts = policy.on_sample(1.5, [sample(heard=0.4, streams=1)])
-    assert [type(a) for a in acts] == [CloseDead, Redial]
+    assert [type(a) for a in acts] == [RefreshAddrs, Redial]
     assert acts[1].reason == "our NAT mapping changed"  # type: ignore[union-attr]
     # Answered: a path whose probe came back stays.
     calm = RepunchPolicy(CFG)
