@@ -150,9 +150,9 @@ class BirthdayService:
         }
         self._ended: dict[PeerId, asyncio.Event] = {}
         """Set when the running session with that peer ends."""
-        self._latest: dict[str, tuple[bool, str]] = {}
-        """The outcome of the latest session with each peer that ended with
-        one (not "not needed"), the newest 256."""
+        self._latest: dict[str, tuple[float, bool, str]] = {}
+        """(when, ok, how) of the latest session with each peer that ended
+        with an outcome (not "not needed"), the newest 256."""
         self.last_ready: tuple[tuple[int, int], ...] | None = None
         """The port ranges our latest READY predicted (hard side)."""
         self.activity = asyncio.Event()
@@ -183,17 +183,21 @@ class BirthdayService:
 
     async def outcome_with(self, peer: PeerId) -> tuple[bool, str] | None:
         """(ok, how) of our session with ``peer``, once it ended (it may be
-        running), or None when the latest one decided it was not needed
-        or there was none: what DCUtR's responder reports when the
-        initiator stopped DCUtR for birthday punching."""
+        running), if it ended within ``message_timeout`` seconds; None when
+        it decided it was not needed, or there was none lately: what DCUtR's
+        responder reports when the initiator stopped DCUtR for birthday
+        punching."""
         ended = self._ended.get(peer)
         if ended is not None:
             await ended.wait()
-        return self._latest.get(str(peer))
+        latest = self._latest.get(str(peer))
+        if latest is None or time.monotonic() - latest[0] > self.config.message_timeout:
+            return None
+        return latest[1], latest[2]
 
     def _record(self, outcome: BirthdayOutcome) -> None:
         self._latest.pop(outcome.peer, None)
-        self._latest[outcome.peer] = (outcome.ok, outcome.how)
+        self._latest[outcome.peer] = (time.monotonic(), outcome.ok, outcome.how)
         while len(self._latest) > 256:
             del self._latest[next(iter(self._latest))]
         self.outcomes.append(outcome)

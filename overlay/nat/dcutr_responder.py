@@ -80,8 +80,10 @@ class Responder:
 
         async def act(action: Action) -> list[Action]:
             race = session.race
-            if not isinstance(action, Dial) or race is None:
+            if not isinstance(action, Dial):
                 return []
+            if race is None:  # no direct transport: nothing to dial with
+                return [] if action.early else core.on_dial_result(False, time.monotonic())
             if action.early:
                 # In the background: SYNC must still be read, and the spec's
                 # dial then races beside this one.
