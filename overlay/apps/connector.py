@@ -126,6 +126,9 @@ class Connector:
         self._local = local
         self.direct: Dialer = direct or DirectDialer()
         self._clock = clock
+        self._peers: dict[bytes, PeerId] = {}
+        """Peer IDs of records already seen, so a warm request does not
+        validate the same key again (bounded by ``_MAX_WARM``)."""
         self._warm: dict[tuple[str, str], float] = {}
         """(name, service) → when its exposer last answered OK."""
 
@@ -198,7 +201,7 @@ class Connector:
                            pipelined: bool) -> ByteStream:
         errors: list[str] = []
         for target in record.peers:
-            peer = PeerId.from_bytes(target.peer_id)
+            peer = self._peer_id(target.peer_id)
             if peer == self._host.peer_id:
                 local = self._local(service) if self._local is not None else None
                 if local is None:
@@ -216,6 +219,15 @@ class Connector:
             raise TargetError(Reason.PEER_OFFLINE, f"{record.name} names no peer")
         raise TargetError(Reason.PEER_OFFLINE, f"{record.name} is offline: no peer it names "
                           "answered (" + "; ".join(errors) + ")")
+
+    def _peer_id(self, raw: bytes) -> PeerId:
+        peer = self._peers.get(raw)
+        if peer is None:
+            peer = PeerId.from_bytes(raw)
+            if len(self._peers) >= _MAX_WARM:
+                self._peers.clear()
+            self._peers[raw] = peer
+        return peer
 
     @property
     def via_exit(self) -> bool:

@@ -19,6 +19,7 @@ from overlay.apps.errors import ServiceHeaderError
 from overlay.apps.policy import is_allowed
 from overlay.apps.pump import Counters, pump
 from overlay.apps.service_proto import MAX_SERVICE_NAME, Status, decode_header
+from overlay.apps.tcp import connect_tcp
 from overlay.errors import OverlayError, StreamClosed, StreamReset, TransportError
 from overlay.host.stream import NegotiatedStream
 
@@ -107,14 +108,27 @@ class Exposer:
             return
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                reader, writer = await asyncio.open_connection(exposure.host, exposure.port)
+                sock = await connect_tcp(exposure.host, exposure.port)
         except (OSError, TimeoutError) as exc:
             log.info("service %s: cannot connect to %s:%d: %s", service, exposure.host,
                      exposure.port, exc)
             await self._refuse(stream, Status.UNREACHABLE)
             return
         try:
+            # On loopback connect_tcp did not yield: OK leaves with the
+            # negotiation's answer, in one packet.
             stream.write(bytes((Status.OK,)))
+        except (StreamClosed, StreamReset, TransportError):
+            stream.reset()
+            sock.close()
+            return
+        try:
+            reader, writer = await asyncio.open_connection(sock=sock)
+        except BaseException:
+            sock.close()
+            stream.reset()
+            raise
+        try:
             counters = self.counters.setdefault(service, Counters())
             # bytes "up" here are the local service's answer going out.
             await pump(reader, writer, stream, counters)

@@ -5,14 +5,14 @@ target cannot be reached is reset, and the reason is logged and counted."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 
 from overlay.apps.connector import Connector, StatusGate
 from overlay.apps.errors import TargetError
 from overlay.apps.pump import Counters, pump, release
-from overlay.apps.tcp import ConnectionGroup, Listener
+from overlay.apps.tcp import Accepted, ConnectionGroup, Listener
+from overlay.errors import StreamClosed, StreamReset, TransportError
 
 __all__ = ["Forward", "Forwards"]
 
@@ -48,8 +48,8 @@ class Forwards:
         """Raises ``OSError`` when the address cannot be bound."""
         holder: list[Forward] = []
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._connection(holder[0], reader, writer)
+        async def handle(conn: Accepted) -> None:
+            await self._connection(holder[0], conn)
 
         listener = await self._group.listen(host, port, handle, f"forward to {name}:{service}")
         forward = Forward(listener, name, service)
@@ -63,8 +63,7 @@ class Forwards:
             await self._group.close_listener(forward.listener)
         return forward
 
-    async def _connection(self, forward: Forward, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
+    async def _connection(self, forward: Forward, conn: Accepted) -> None:
         try:
             stream = await self._connector.open_service(forward.name, forward.service,
                                                         pipelined=True)
@@ -73,7 +72,22 @@ class Forwards:
             forward.counters.failed += 1
             log.info("forward %s → %s:%s: %s", forward.listen, forward.name, forward.service,
                      exc)
-            writer.transport.abort()  # the client sees a reset, not an empty answer
+            conn.abort()  # the client sees a reset, not an empty answer
+            return
+        try:
+            # Whatever the client sent meanwhile (a request, usually) leaves
+            # with the stream's header, in the same packet.
+            first = conn.take_sent()
+            if first:
+                stream.write(first)
+                forward.counters.up += len(first)
+            reader, writer = await conn.streams()
+        except (ConnectionError, StreamClosed, StreamReset, TransportError) as exc:
+            log.debug("forward %s: the first bytes failed: %s", forward.listen, exc)
+            forward.counters.failed += 1
+            stream.reset()
+            conn.abort()
+            await release(stream)
             return
         try:
             await pump(reader, writer, stream, forward.counters)

@@ -28,7 +28,7 @@ from overlay.apps.connector import Connector, Pipelining, StatusGate
 from overlay.apps.errors import HttpRequestError, Reason, SocksError, TargetError
 from overlay.apps.policy import http_status_for, socks_reply_for
 from overlay.apps.pump import Counters, pump, release
-from overlay.apps.tcp import ConnectionGroup, Listener
+from overlay.apps.tcp import Accepted, ConnectionGroup, Listener
 from overlay.errors import StreamClosed, StreamReset, TransportError
 from overlay.wire.stream import ByteStream
 
@@ -81,7 +81,8 @@ class ProxyServer:
         return http_proxy.pac_file(host, port, self._connector.zone,
                                    everything=self._connector.via_exit)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(self, conn: Accepted) -> None:
+        reader, writer = await conn.streams()
         try:
             async with asyncio.timeout(HEAD_TIMEOUT):
                 first = await reader.read(1)
