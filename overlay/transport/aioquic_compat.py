@@ -6,8 +6,11 @@ receive windows that follow the application, and a view of the send buffer.
 ``Libp2pQuicConnection`` adds them by overriding private methods and state
 that have been stable since aioquic 1.0.  It also replaces each stream's
 send buffer (``_ChunkSender``), whose cost in aioquic grows with the bytes
-buffered rather than the bytes written.  tests/transport/test_aioquic_compat.py
-fails loudly if any of them changes shape; pyproject pins aioquic <1.8.
+buffered rather than the bytes written, and the 1-RTT send loop
+(``_write_application``), whose cost in aioquic grows with the number of
+streams per packet.  tests/transport/test_aioquic_compat.py and
+test_send_loop.py fail loudly if any of them changes shape; pyproject pins
+aioquic <1.8.
 """
 
 from __future__ import annotations
