@@ -1,7 +1,7 @@
 """Stream multiplexing over a single byte stream: yamux (``/yamux/1.0.0``).
 
-``yamux_frames`` (header codec) and ``yamux_session`` (the protocol) are
-pure; ``yamux`` is the asyncio driver that runs them over a ``ByteStream``.
+``yamux_frames`` (header codec), ``yamux_session`` (the protocol) and
+``yamux_stream_state`` (what it keeps per stream) are pure; ``yamux`` is the asyncio driver that runs them over a ``ByteStream``.
 """
 
 from overlay.mux.config import YamuxConfig

@@ -5,7 +5,8 @@ connection, and application commands (``open_stream``, ``accept_stream``,
 ``send``, ``close_stream``, ``reset_stream``, ``on_consumed``, ``ping``,
 ``go_away``).  Outputs: ``data_to_send(limit)`` (bytes for the connection)
 and ``events()`` (frozen dataclasses).  The asyncio driver is
-``overlay.mux.yamux``.
+``overlay.mux.yamux``; what is kept per stream is
+``overlay.mux.yamux_stream_state``.
 
 Flow control: a stream's receive window shrinks as Data arrives and is
 given back only through ``on_consumed``, so a slow reader holds the sender
@@ -23,7 +24,6 @@ ACK set, and sees FIN only on Data frames.
 
 from __future__ import annotations
 
-import enum
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -67,58 +67,11 @@ from overlay.mux.yamux_frames import (
     decode_header,
     encode_header,
 )
+from overlay.mux.yamux_stream_state import StreamRecord, StreamState
 
 __all__ = ["YamuxCore", "StreamState"]
 
 _U32: Final = 0xFFFFFFFF
-
-
-class StreamState(enum.Enum):
-    SYN_SENT = enum.auto()
-    SYN_RECEIVED = enum.auto()
-    ESTABLISHED = enum.auto()
-    HALF_CLOSED_LOCAL = enum.auto()
-    HALF_CLOSED_REMOTE = enum.auto()
-    CLOSED = enum.auto()
-
-
-class _Stream:
-    __slots__ = (
-        "id",
-        "outbound",
-        "acked",
-        "accepted",
-        "send_window",
-        "recv_window",
-        "unconsumed",
-        "credit",
-        "queue",
-        "queued",
-        "fin_queued",
-        "fin_sent",
-        "remote_fin",
-    )
-
-    def __init__(self, stream_id: int, outbound: bool, recv_window: int) -> None:
-        self.id = stream_id
-        self.outbound = outbound
-        self.acked = False  # outbound: the peer's ACK came; inbound: we sent ours
-        self.accepted = outbound
-        self.send_window = INITIAL_WINDOW
-        # recv_window + unconsumed + credit is always the window we granted.
-        self.recv_window = recv_window
-        self.unconsumed = 0
-        self.credit = 0
-        self.queue: deque[memoryview] = deque()
-        self.queued = 0
-        self.fin_queued = False
-        self.fin_sent = False
-        self.remote_fin = False
-
-    def sendable(self) -> bool:
-        if self.queued:
-            return self.send_window > 0
-        return self.fin_queued and not self.fin_sent
 
 
 def _frame(frame_type: FrameType, flags: Flag, stream_id: int, length: int) -> bytes:
@@ -134,7 +87,7 @@ class YamuxCore:
         self.config = config
         self.is_client = is_client
         self._rng = rng
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, StreamRecord] = {}
         # Counts kept with every change, so a flood of SYNs costs O(1) each.
         self._outbound = 0
         self._unacked = 0  # ours, not yet acknowledged by the peer
@@ -149,7 +102,7 @@ class YamuxCore:
         self._inbuf = bytearray()  # a header split between two inputs (< 12 bytes)
         self._payload_left = 0  # bytes of the current Data frame still due
         self._payload_header: Header | None = None
-        self._payload_stream: _Stream | None = None  # None: payload is discarded
+        self._payload_stream: StreamRecord | None = None  # None: payload is discarded
         self._pings: dict[int, float] = {}  # value -> when sent
         self._keepalive: int | None = None  # value of our keep-alive ping
         self._last_received = now
@@ -205,15 +158,7 @@ class YamuxCore:
 
     def stream_state(self, stream_id: int) -> StreamState:
         stream = self._streams.get(stream_id)
-        if stream is None:
-            return StreamState.CLOSED
-        if stream.fin_sent or stream.fin_queued:
-            return StreamState.HALF_CLOSED_LOCAL
-        if stream.remote_fin:
-            return StreamState.HALF_CLOSED_REMOTE
-        if not stream.acked:
-            return StreamState.SYN_SENT if stream.outbound else StreamState.SYN_RECEIVED
-        return StreamState.ESTABLISHED
+        return StreamState.CLOSED if stream is None else stream.state()
 
     def open_streams(self) -> list[int]:
         return list(self._streams)
@@ -244,7 +189,7 @@ class YamuxCore:
         if size:
             parts.append(bytes(self._control))
             self._control.clear()
-        was_over: dict[int, _Stream] = {}  # streams above send_buffer_limit
+        was_over: dict[int, StreamRecord] = {}  # streams above send_buffer_limit
         bound = self.config.send_buffer_limit
         max_frame = self.config.max_frame_size
         ready = self._ready
@@ -261,7 +206,7 @@ class YamuxCore:
                 if stream.queued > bound:
                     was_over[stream_id] = stream
                 parts.append(HEADER_STRUCT.pack(VERSION, FrameType.DATA, 0, stream_id, n))
-                self._take(stream, n, parts)
+                stream.take(n, parts)
                 size += HEADER_SIZE + n
                 if ready or size + HEADER_SIZE >= limit:
                     break  # one frame per stream and turn while others wait
@@ -276,24 +221,6 @@ class YamuxCore:
             if stream.queued <= bound:
                 self._events.append(StreamWritable(stream.id))
         return b"".join(parts)
-
-    @staticmethod
-    def _take(stream: _Stream, n: int, parts: list[bytes | memoryview]) -> None:
-        # Chunks are memoryviews: cutting a frame off a large write is O(1),
-        # never a copy of the remainder; the one copy is the caller's join.
-        stream.queued -= n
-        stream.send_window -= n
-        queue = stream.queue
-        while n:
-            head = queue[0]
-            if len(head) <= n:
-                parts.append(head)
-                n -= len(head)
-                queue.popleft()
-            else:
-                parts.append(head[:n])
-                queue[0] = head[n:]
-                n = 0
 
     # --- application commands -------------------------------------------------
 
@@ -310,7 +237,7 @@ class YamuxCore:
         if stream_id > _U32:
             raise GoingAway("stream IDs are exhausted")
         self._next_id += 2
-        stream = _Stream(stream_id, outbound=True, recv_window=self.config.receive_window)
+        stream = StreamRecord(stream_id, outbound=True, recv_window=self.config.receive_window)
         self._streams[stream_id] = stream
         self._outbound += 1
         self._unacked += 1
@@ -610,7 +537,7 @@ class YamuxCore:
         if stream is not None and header is not None and stream.id in self._streams:
             self._end_flags(stream, header.flags)
 
-    def _end_flags(self, stream: _Stream, flags: Flag) -> None:
+    def _end_flags(self, stream: StreamRecord, flags: Flag) -> None:
         if flags & Flag.RST:
             self._forget(stream)
             self._events.append(StreamWasReset(stream.id))
@@ -620,7 +547,7 @@ class YamuxCore:
             self._events.append(StreamEnded(stream.id))
             self._maybe_forget(stream)
 
-    def _stream_for(self, header: Header) -> _Stream | None:
+    def _stream_for(self, header: Header) -> StreamRecord | None:
         """The stream a Data/Window Update frame is for, creating it on SYN;
         None if the frame is to be ignored (a stream we reset or refused)."""
         stream_id = header.stream_id
@@ -635,7 +562,7 @@ class YamuxCore:
             self._events.append(StreamAcked(stream_id))
         return stream
 
-    def _on_syn(self, stream_id: int) -> _Stream | None:
+    def _on_syn(self, stream_id: int) -> StreamRecord | None:
         remote_parity = 0 if self.is_client else 1
         if stream_id % 2 != remote_parity:
             raise StreamIdError(f"the peer opened stream {stream_id}, which has our parity")
@@ -651,7 +578,7 @@ class YamuxCore:
             # Refusing costs the peer one stream, not the session.
             self._control += _frame(FrameType.DATA, Flag.RST, stream_id, 0)
             return None
-        stream = _Stream(stream_id, outbound=False, recv_window=INITIAL_WINDOW)
+        stream = StreamRecord(stream_id, outbound=False, recv_window=INITIAL_WINDOW)
         self._streams[stream_id] = stream
         self._inbound += 1
         self._unaccepted += 1
@@ -660,16 +587,16 @@ class YamuxCore:
 
     # --- helpers --------------------------------------------------------------
 
-    def _mark_ready(self, stream: _Stream) -> None:
+    def _mark_ready(self, stream: StreamRecord) -> None:
         if stream.id not in self._in_ready:
             self._in_ready.add(stream.id)
             self._ready.append(stream.id)
 
-    def _maybe_forget(self, stream: _Stream) -> None:
+    def _maybe_forget(self, stream: StreamRecord) -> None:
         if stream.fin_sent and stream.remote_fin:
             self._forget(stream)
 
-    def _forget(self, stream: _Stream) -> None:
+    def _forget(self, stream: StreamRecord) -> None:
         del self._streams[stream.id]
         if stream.outbound:
             self._outbound -= 1
@@ -678,7 +605,7 @@ class YamuxCore:
             self._inbound -= 1
             self._unaccepted -= not stream.accepted
 
-    def _writable_stream(self, stream_id: int) -> _Stream:
+    def _writable_stream(self, stream_id: int) -> StreamRecord:
         self._check_open()
         stream = self._streams.get(stream_id)
         if stream is None:
