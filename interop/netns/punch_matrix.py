@@ -37,7 +37,10 @@ way round, so both DCUtR roles meet both NATs.
 
 Recorded per try: direct or relayed, how (``punched``, ``unilateral``, or
 the failure reason B's session gave), attempts, B's time from the relayed
-connection to the direct one (``elapsed_ms``) and of its exchange
+connection's arrival (its adoption on B, after Noise and yamux over the
+circuit) to the direct one's adoption (``elapsed_ms``; the relay's stop
+hint reached B two relayed round trips before that clock starts, and B's
+punch packets towards it are ``hint_packets``) and of its exchange
 (``exchange_ms``), both also in RTTs of the lab (``4 x delay``: A and B
 are that far apart directly and through the introducer), the relayed RTT
 the daemon measured, and whether the ping got through.  Per cell: direct
@@ -230,6 +233,9 @@ class TryResult:
     seconds: float = 0.0
     verdicts: list[str] = field(default_factory=list)
     """A's and B's STUN mapping verdicts before the connection."""
+    hint_packets: int | None = None
+    """B's punch packets towards the relay's stop hint (A's observed
+    address), sent before B's clock starts (``holepunch_status``)."""
     transfer: dict[str, Any] | None = None
     """With ``--transfer-mb``: bytes sent, whether every byte came back
     (``intact``), the path and ``punched`` that ``name connect --json``
@@ -459,6 +465,7 @@ def one_try(lab: Lab, topo: MatrixTopology, intro: Daemon, index: int,
         else:
             result.how = str(session.get("how"))
             result.attempts = session.get("attempts")
+            result.hint_packets = api(b, "holepunch_status")["counters"].get("hint_packets")
             result.rtt_ms = session.get("rtt_ms")
             if session.get("ok"):
                 result.elapsed_ms = session.get("elapsed_ms")
