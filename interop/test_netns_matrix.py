@@ -73,6 +73,9 @@ def test_two_port_restricted_cones_punch_on_the_first_attempt(lab: Lab) -> None:
         assert got.reachable and got.ping_path == "direct", _show(cell)
         # A dialled B's NAT (203.0.113.102), not its LAN address.
         assert got.direct_addr is not None and "/ip4/203.0.113.102/udp/" in got.direct_addr
+        # The introducer's stop CONNECT named A's NAT mapping, and B sent
+        # its three punch packets there before the relayed connection was up.
+        assert got.hint_packets == 3, _show(cell)
         # The relayed round trip crosses both delayed WAN links twice.
         assert got.rtt_ms is not None and got.rtt_ms >= LAB_RTT_MS, _show(cell)
         assert got.elapsed_ms is not None and got.elapsed_ms >= got.rtt_ms, _show(cell)
