@@ -95,8 +95,10 @@ class DcutrService:
             "sessions": 0, "punched": 0, "unilateral": 0, "failed": 0,
             "refused_rate": 0, "refused_busy": 0, "protocol_errors": 0,
             "punch_packets": 0, "relayed_closed": 0, "birthday": 0,
-            "hints": 0, "hint_packets": 0, "hints_skipped": 0,
+            "hints": 0, "hint_packets": 0, "hints_skipped": 0, "duplicates_closed": 0,
         }
+        self._ended_at: dict[PeerId, float] = {}
+        """When the latest session with each peer ended (the newest 256)."""
         self.pre_punch: Callable[[Connection, Callable[[bool], None]],
                                  Awaitable[tuple[bool, str] | None]] | None = None
         """Run by the initiator beside DCUtR's CONNECT (birthday punching).
@@ -163,6 +165,7 @@ class DcutrService:
     def _on_opened(self, conn: Connection) -> None:
         self._attach()
         if conn.path == DIRECT:
+            self._drop_duplicates(conn.remote_peer)
             session = self._sessions.get(conn.remote_peer)
             if session is not None:
                 session.inbox.put_nowait(DirectArrived(conn))
@@ -227,6 +230,33 @@ class DcutrService:
 
     def end(self, peer: PeerId) -> None:
         del self._sessions[peer]
+        self._ended_at.pop(peer, None)
+        self._ended_at[peer] = time.monotonic()
+        while len(self._ended_at) > 256:
+            del self._ended_at[next(iter(self._ended_at))]
+
+    def _drop_duplicates(self, peer: PeerId) -> None:
+        """A punch can leave two direct connections to ``peer``: our
+        unilateral dial and the peer's early dial may both get through.
+        Keep one, the same one on both sides without a word: the oldest
+        dialled by the smaller peer ID; close the others.  Only around a
+        session (running, or ended within ``dedup_window``): elsewhere the
+        host keeps whatever connections it was given."""
+        ended = self._ended_at.get(peer)
+        if peer not in self._sessions and (
+                ended is None or time.monotonic() - ended > self.config.dedup_window):
+            return
+        direct = [c for c in self.host.connections()
+                  if c.remote_peer == peer and c.path == DIRECT and not c.is_closed]
+        if len(direct) < 2:
+            return
+        we_are_smaller = self.host.peer_id.to_bytes() < peer.to_bytes()
+        keep = next((c for c in direct if c.is_initiator == we_are_smaller), direct[0])
+        for conn in direct:
+            if conn is not keep:
+                conn.close(0, "duplicate direct connection")
+                self.counters["duplicates_closed"] += 1
+        self.activity.set()
 
     def session(self, peer: PeerId) -> Session | None:
         return self._sessions.get(peer)
