@@ -106,7 +106,7 @@ class _Collector(Collector):
         for section in ("host", "api", "kad", "dns", "memory", "repunch"):
             for name, value in snapshot.get(section, {}).items():
                 if name in ("clients", "table_size", "inbound_streams", "connections",
-                            "rss_bytes"):
+                            "rss_bytes", "watching", "busy"):
                     yield GaugeMetricFamily(f"overlay_{section}_{name}", f"{section} {name}",
                                             value=value)
                 else:

@@ -231,6 +231,8 @@ class RepunchPolicy:
         self._recent: deque[float] = deque()
         self._mapping: frozenset[str] | None = None
         self._last_sample: float | None = None
+        self.busy = 0
+        """Watched paths whose peer matters, at the last sample."""
         self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
 
     # -- time -------------------------------------------------------------------
@@ -289,6 +291,7 @@ class RepunchPolicy:
             path.sample = sample
         for key in [k for k in self._paths if k not in seen]:
             del self._paths[key]
+        self.busy = sum(self._matters(p.sample, now) for p in self._paths.values())
         if holepunch:
             for path in list(self._paths.values()):
                 self._check(path, now, actions)

@@ -121,7 +121,10 @@ class RepunchService:
         return reply
 
     def counters(self) -> dict[str, int]:
-        return {**self.policy.counters, "upgrades": self.upgrades}
+        """For ``stats``: the counters, and the paths watched now and how
+        many of them lead to a peer that matters (gauges)."""
+        return {**self.policy.counters, "upgrades": self.upgrades,
+                "watching": self.policy.watching, "busy": self.policy.busy}
 
     def peer_fields(self, peer: PeerId) -> dict[str, Any]:
         """``repunch`` for ``peers``: count, last reason, time to direct again."""
@@ -218,6 +221,12 @@ class RepunchService:
             if isinstance(action, Probe):
                 conn = action.key
                 if isinstance(conn, _Watchable):
+                    now = time.monotonic()
+                    log.debug("probing the path to %s: %d stream(s) open, last packet %.1f s "
+                             "ago, last data %s s ago", conn.remote_peer, conn.open_stream_count,
+                             now - (conn.last_received or now),
+                             None if conn.last_data_received is None
+                             else round(now - conn.last_data_received, 1))
                     conn.send_ping()
                     self._probe_relays(conn.remote_peer)
                 continue
