@@ -21,6 +21,16 @@ variant measured in the same rounds (the relay's read size per direction,
 the circuit yamux session's window, frame size and send buffer limit), applied in every
 process so both ends agree.  The headline figures are the defaults'.
 
+``--pin relay=1,sender=0,target=0`` confines each process to CPUs (that
+example gives the relay a core of its own and the two ends the other, in
+the direct and the relayed transfers alike).
+
+CPU bound: with N cores shared by the processes (unpinned), a transfer
+moves at most ``min(N / sum, 1 / max)`` MB per second, ``sum`` and ``max``
+over its processes' CPU per MB; ``cpu_bound_ratio`` is the relayed bound
+over the direct one, the ratio the machine allows at the CPU costs
+measured (the measured ratio is lower when the processes also wait).
+
 Output: one JSON object on stdout; a readable summary on stderr.
 """
 
@@ -176,8 +186,32 @@ async def _target_main(pipe: multiprocessing.connection.Connection, args: argpar
         await _serve_until_stop(pipe, host)
 
 
+def parse_pin(text: str) -> dict[str, set[int]]:
+    """``relay=1,sender=0,target=0`` -> CPU sets per process (``0-1``, ``0+1``
+    for several)."""
+    pins: dict[str, set[int]] = {}
+    for item in filter(None, text.split(",")):
+        role, _, cpus = item.partition("=")
+        if role not in ("relay", "target", "sender"):
+            raise SystemExit(f"unknown process {role!r} (relay, target, sender)")
+        if "-" in cpus:
+            low, _, high = cpus.partition("-")
+            pins[role] = set(range(int(low), int(high) + 1))
+        else:
+            pins[role] = {int(c) for c in cpus.split("+")}
+    return pins
+
+
+def pin(role: str, args: argparse.Namespace) -> None:
+    """Confine this process to the CPUs ``--pin`` gives ``role`` (all of
+    them otherwise: a child must not inherit the sender's pin)."""
+    if args.pins:
+        os.sched_setaffinity(0, args.pins.get(role) or set(range(os.cpu_count() or 1)))
+
+
 def child_main(role: str, pipe: multiprocessing.connection.Connection,
                args: argparse.Namespace) -> None:
+    pin(role, args)
     main = _relay_main if role == "relay" else _target_main
     if not args.profile:
         asyncio.run(main(pipe, args))
@@ -274,6 +308,18 @@ async def sender(relay: Child, target: Child, direct_addr: str, circuit_addr: st
         if kind != "direct":
             out[f"{prefix}_MBps"] = round(args.mb / seconds, 2)
             out[f"{prefix}_ratio_over_direct"] = round(direct / seconds, 3)
+    if not args.pins:
+        cores = len(os.sched_getaffinity(0))
+
+        def bound(costs: list[float]) -> float:
+            return min(cores / sum(costs), 1 / max(costs))
+
+        relayed_cost = out[f"{kinds[1][0].replace(':', '_')}_cpu_s_per_MB"]
+        direct_cost = out["direct_cpu_s_per_MB"]
+        out["cores"] = cores
+        out["cpu_bound_ratio"] = round(
+            bound([relayed_cost[w] for w in ("relay", "target", "sender")])
+            / bound([direct_cost[w] for w in ("target", "sender")]), 3)
     # The headline figures are the first variant's (the defaults unless told).
     first = kinds[1][0].replace(":", "_")
     out["relayed_MBps"] = out[f"{first}_MBps"]
@@ -301,7 +347,13 @@ def main() -> None:
     parser.add_argument("--profile", metavar="DIR", default="",
                         help="cProfile the relay and the target; write DIR/relay.pstats, "
                              "DIR/target.pstats (slows everything: figures are not comparable)")
+    parser.add_argument("--pin", default="", metavar="ROLE=CPUS,...",
+                        help="CPU affinity per process, e.g. relay=1,sender=0,target=0 "
+                             "(roles: relay, target, sender; CPUS: 0, 0-1 or 0+2); "
+                             "default: none, the scheduler places all three")
     args = parser.parse_args()
+    args.pins = parse_pin(args.pin)
+    pin("sender", args)
     args.variants = [("default", {})] + [parse_variant(v) for v in args.variant]
 
     relay = Child("relay", args)
@@ -316,12 +368,14 @@ def main() -> None:
         if target is not None:
             target.stop()
         relay.stop()
-    results.update({"mb": args.mb, "rounds": args.rounds, "quic_window": args.quic_window,
+    results.update({"mb": args.mb, "rounds": args.rounds, "pin": args.pin, "quic_window": args.quic_window,
                     "quic_sendbuf": args.quic_sendbuf,
                     "variants": {name: knobs for name, knobs in args.variants}})
     log(f"direct {results['direct_MBps']} MB/s, relayed {results['relayed_MBps']} MB/s, "
         f"ratio {results['ratio_relayed_over_direct']:.2f} (goal >= 0.5); relay CPU "
-        f"{results['relay_cpu_s_per_MB'] * 1000:.1f} ms per relayed MB")
+        f"{results['relay_cpu_s_per_MB'] * 1000:.1f} ms per relayed MB"
+        + (f"; CPU bound on {results['cores']} cores: ratio {results['cpu_bound_ratio']:.2f}"
+           if "cpu_bound_ratio" in results else ""))
     print(json.dumps(results))
 
 

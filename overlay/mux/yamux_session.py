@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass
 from typing import Final
 
 from overlay.errors import LimitExceeded, LocalProtocolError, StreamClosed, StreamReset
