@@ -28,3 +28,13 @@ def test_sessions_show_outcome_time_and_attempts(capsys: pytest.CaptureFixture[s
     assert all("12D3Koo0 " not in line for line in shown)
     assert shown[-1].startswith(f"  12D3Koo{RECENT_SHOWN + 2} (initiator): direct, punched")
     assert "[160 ms, relayed RTT 40 ms, 1 attempt]" in shown[-1]
+
+
+def test_repunch_counters_get_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    repunch = {"watching": 2, "busy": 1, "dead": 3, "repunches": 2, "peer_redialled": 1,
+               "direct_again": 2, "still_relayed": 1, "migrated": 4}
+    print_status({"enabled": True, "active": [], "counters": {}, "recent": [],
+                  "repunch": repunch})
+    out = capsys.readouterr().out
+    assert ("re-punch: watching 2 punched paths (1 in use); dead 3, re-punched 2 "
+            "(+1 by the peer), direct again 2, still relayed 1, QUIC migrations 4") in out

@@ -368,6 +368,10 @@ def _cmd_peers(ns: argparse.Namespace, home: Home) -> int:
                       f"{peer.get('path', '?'):7}  "
                       f"{peer.get('agent_version') or '?'}  "
                       f"{plural(len(peer.get('protocols', [])), 'protocol')}  {addrs[0]}")
+                repunch = peer.get("repunch")
+                if repunch:
+                    print(f"  re-punched {plural(int(repunch.get('count', 0)), 'time')}: "
+                          f"{repunch.get('last_reason')}; {repunch.get('last_outcome')}")
         return EXIT_OK
     return run_api(home, body)
 

@@ -1,6 +1,8 @@
 """`overlay holepunch status`: DCUtR hole punching as the daemon sees it
 (asks its ``holepunch_status``): whether it is on, the sessions running,
-the counters, and the latest sessions with how each ended."""
+the counters, and the latest sessions with how each ended; and re-punching
+(the ``repunch`` section of ``stats``): punched paths found dead and punched
+again (docs/nat.md, "Keep-alive, re-punch, interface")."""
 
 from __future__ import annotations
 
@@ -51,6 +53,9 @@ def _cmd_status(ns: argparse.Namespace, home: Home) -> int:
     async def body(client: ApiClient) -> int:
         reply = await call_api(client, "holepunch_status", {},
                                waiting="asking the hole punching service", quiet=ns.json)
+        stats = await call_api(client, "stats", {}, waiting="asking for the re-punch counters",
+                               quiet=True)
+        reply = {**reply, "repunch": stats.get("repunch")}
         if ns.json:
             print_json(strip_reply(reply))
         else:
@@ -71,6 +76,14 @@ def print_status(reply: dict[str, Any]) -> None:
     counters = reply.get("counters", {})
     if counters:
         print("counters: " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))
+    repunch = reply.get("repunch")
+    if repunch:
+        print(f"re-punch: watching {plural(int(repunch.get('watching', 0)), 'punched path')} "
+              f"({repunch.get('busy', 0)} in use); dead {repunch.get('dead', 0)}, re-punched "
+              f"{repunch.get('repunches', 0)} (+{repunch.get('peer_redialled', 0)} by the peer), "
+              f"direct again {repunch.get('direct_again', 0)}, still relayed "
+              f"{repunch.get('still_relayed', 0)}, QUIC migrations "
+              f"{repunch.get('migrated', 0)} (`overlay peers --json`: per peer)")
     recent = reply.get("recent", [])
     if not recent:
         print("no session yet")
