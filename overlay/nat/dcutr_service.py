@@ -95,12 +95,8 @@ class DcutrService:
             "sessions": 0, "punched": 0, "unilateral": 0, "failed": 0,
             "refused_rate": 0, "refused_busy": 0, "protocol_errors": 0,
             "punch_packets": 0, "relayed_closed": 0, "birthday": 0,
-            "hints": 0, "hint_packets": 0, "hints_skipped": 0, "duplicates_closed": 0,
+            "hints": 0, "hint_packets": 0, "hints_skipped": 0,
         }
-        self._windows: dict[PeerId, tuple[float | None, frozenset[int]]] = {}
-        """Per peer, the newest 256: when its latest session ended (None while
-        it runs), and the direct connections (``id``) it had before that
-        session began, which the duplicate rule never touches."""
         self.pre_punch: Callable[[Connection, Callable[[bool], None]],
                                  Awaitable[tuple[bool, str] | None]] | None = None
         """Run by the initiator beside DCUtR's CONNECT (birthday punching).
@@ -167,7 +163,6 @@ class DcutrService:
     def _on_opened(self, conn: Connection) -> None:
         self._attach()
         if conn.path == DIRECT:
-            self._drop_duplicates(conn.remote_peer)
             session = self._sessions.get(conn.remote_peer)
             if session is not None:
                 session.inbox.put_nowait(DirectArrived(conn))
@@ -228,47 +223,10 @@ class DcutrService:
         session = Session(peer, role)
         self._sessions[peer] = session
         self.counters["sessions"] += 1
-        self._windows.pop(peer, None)
-        self._windows[peer] = (None, frozenset(id(c) for c in self._direct(peer)))
-        while len(self._windows) > 256:
-            del self._windows[next(iter(self._windows))]
         return session
 
     def end(self, peer: PeerId) -> None:
         del self._sessions[peer]
-        window = self._windows.get(peer)
-        if window is not None:
-            self._windows[peer] = (time.monotonic(), window[1])
-
-    def _direct(self, peer: PeerId) -> list[Connection]:
-        return [c for c in self.host.connections()
-                if c.remote_peer == peer and c.path == DIRECT and not c.is_closed]
-
-    def _drop_duplicates(self, peer: PeerId) -> None:
-        """A punch can leave two direct connections to ``peer``: our
-        unilateral dial and the peer's early dial may both get through.
-        Keep one, the same one on both sides without a word: the oldest
-        dialled by the smaller peer ID; close the others.  Only connections
-        that opened around a session (running, or ended within
-        ``dedup_window``) count: one that was there before (a path that
-        went dead and is being punched again) is left to its owner, and
-        elsewhere the host keeps whatever connections it was given."""
-        window = self._windows.get(peer)
-        if window is None:
-            return
-        ended, before = window
-        if ended is not None and time.monotonic() - ended > self.config.dedup_window:
-            return
-        direct = [c for c in self._direct(peer) if id(c) not in before]
-        if len(direct) < 2:
-            return
-        we_are_smaller = self.host.peer_id.to_bytes() < peer.to_bytes()
-        keep = next((c for c in direct if c.is_initiator == we_are_smaller), direct[0])
-        for conn in direct:
-            if conn is not keep:
-                conn.close(0, "duplicate direct connection")
-                self.counters["duplicates_closed"] += 1
-        self.activity.set()
 
     def session(self, peer: PeerId) -> Session | None:
         return self._sessions.get(peer)

@@ -70,16 +70,12 @@ class DcutrServiceConfig:
     handover_wait: float = 30.0
     """Seconds the responder waits for birthday punching's outcome when
     the initiator stopped DCUtR for it."""
-    dedup_window: float = 10.0
-    """Seconds after a session in which a second direct connection to its
-    peer is closed as a duplicate (``DcutrService._drop_duplicates``)."""
     hints: HintConfig = field(default_factory=HintConfig)
     """What a stop CONNECT's addresses (hints from our relay) buy."""
 
     def __post_init__(self) -> None:
         if min(self.unilateral_timeout, self.identify_wait, self.relayed_grace,
-               self.idle_check, self.handover_wait, self.dedup_window) <= 0 \
-                or self.confirm_wait < 0:
+               self.idle_check, self.handover_wait) <= 0 or self.confirm_wait < 0:
             raise ValueError("DCUtR service timeouts must be positive")
 
 

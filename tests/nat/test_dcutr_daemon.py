@@ -182,29 +182,3 @@ async def test_an_open_relayed_stream_finishes_there_then_the_relayed_connection
             await new.drain()
             assert await new.read() == b"x"
             new.write_eof()
-
-
-async def test_by_default_one_direct_connection_is_left_whichever_dials_got_through(
-        short_tmp: Path) -> None:
-    # With the defaults C's unilateral dial and A's early dial (on CONNECT)
-    # both reach the other on loopback; a second direct connection is
-    # closed, and both sides keep the same one (dialled by the smaller ID).
-    async with _three(short_tmp) as (a, r, c), asyncio.timeout(40):
-        async with await ApiClient.connect(a.api_path) as api:
-            await api.call("connect", {"addr": _circuit(r, c)})
-
-        def direct(host: Any, peer: Any) -> list[Connection]:
-            return [x for x in host.connections()
-                    if x.remote_peer == peer and x.path == "direct" and not x.is_closed]
-
-        def settled() -> bool:
-            return (bool(_dcutr(a).outcomes) and bool(_dcutr(c).outcomes)
-                    and len(direct(a.host, c.peer_id)) == 1
-                    and len(direct(c.host, a.peer_id)) == 1)
-
-        await wait_until(settled, _dcutr(a).activity, _dcutr(c).activity, timeout=15)
-        kept_a, kept_c = direct(a.host, c.peer_id)[0], direct(c.host, a.peer_id)[0]
-        assert kept_a.is_initiator != kept_c.is_initiator  # the same connection
-        smaller = min(a.peer_id.to_bytes(), c.peer_id.to_bytes())
-        assert kept_a.is_initiator == (a.peer_id.to_bytes() == smaller)
-        assert _dcutr(a).outcomes[-1].ok and _dcutr(c).outcomes[-1].ok
