@@ -29,6 +29,10 @@ cpu
     transfer; ``cpu_ms_per_request``: per echo round (forward, proxy, a
     new QUIC stream).  CPU time moves far less than wall time when other
     work shares the cores, so before/after comparisons use it too.
+profile
+    ``--profile FILE``: cProfile of the daemons during the forward's
+    latency rounds, with the time per request by layer (aioquic, asyncio,
+    overlay packages, system calls) on stderr: the budget in docs/apps.md.
 
 Output: one JSON object on stdout; a summary on stderr.
 """
@@ -37,9 +41,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import multiprocessing
 import multiprocessing.connection
+import pstats
 import shutil
 import statistics
 import sys
@@ -316,8 +322,15 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                 return samples
 
             lat_tcp = await ask(("echo", "tcp", ("127.0.0.1", echo_port, "", 0), args.rounds))
+            profiler = cProfile.Profile() if args.profile else None
+            if profiler is not None:
+                profiler.enable()
             lat_fwd = await rounds("forward", ("echo", "forward", (ehost, int(eport), "", 0),
                                                args.rounds))
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
+                _print_profile(args.profile, args.rounds)
             lat_proxy = await rounds("proxy", ("echo", "proxy",
                                                (phost, pport, "bob.ovl", echo_port),
                                                args.rounds))
@@ -358,11 +371,39 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _print_profile(path: str, rounds: int) -> None:
+    """The daemons' profiled time per forward request, by layer."""
+    groups: dict[str, float] = {}
+    stats = pstats.Stats(path)
+    for (filename, _, func), row in stats.stats.items():  # type: ignore[attr-defined]
+        tottime = row[2]
+        if "aioquic" in filename:
+            layer = "aioquic"
+        elif "/asyncio/" in filename or filename.endswith("selectors.py"):
+            layer = "asyncio (loop, tasks, streams)"
+        elif "/overlay/" in filename:
+            layer = "overlay/" + filename.split("/overlay/")[1].split("/")[0]
+        elif filename == "~" and ("of '_socket.socket'" in func or "select" in func):
+            layer = "system calls: " + func.split("'")[1]
+        else:
+            layer = "other"
+        groups[layer] = groups.get(layer, 0.0) + tottime
+    total = sum(groups.values())
+    log(f"profile of the forward rounds ({path}), profiled ms per request "
+        f"(cProfile inflates Python code more than system calls):")
+    for layer, seconds in sorted(groups.items(), key=lambda kv: -kv[1])[:16]:
+        log(f"  {seconds * 1000 / rounds:7.3f} ms  {100 * seconds / total:5.1f}%  {layer}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=float, default=50.0, help="MB per transfer (default 50)")
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs, best kept")
     parser.add_argument("--rounds", type=int, default=200, help="latency rounds per path")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="cProfile the daemons during the forward's latency rounds, "
+                             "save to FILE and print the time per request by layer "
+                             "(the latency figures of that run are not comparable)")
     args = parser.parse_args()
     from overlay.daemon.run import event_loop_factory
 

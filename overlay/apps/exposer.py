@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 
 from overlay.apps.config import Exposure
 from overlay.apps.errors import ServiceHeaderError
 from overlay.apps.policy import is_allowed
-from overlay.apps.pump import Counters, pump
+from overlay.apps.pump import CHUNK, Counters, pump
 from overlay.apps.service_proto import MAX_SERVICE_NAME, Status, decode_header
 from overlay.apps.tcp import connect_tcp
 from overlay.errors import OverlayError, StreamClosed, StreamReset, TransportError
@@ -114,11 +115,15 @@ class Exposer:
                      exposure.port, exc)
             await self._refuse(stream, Status.UNREACHABLE)
             return
+        counters = self.counters.setdefault(service, Counters())
         try:
             # On loopback connect_tcp did not yield: OK leaves with the
             # negotiation's answer, in one packet.
             stream.write(bytes((Status.OK,)))
-        except (StreamClosed, StreamReset, TransportError):
+            early = await _pipelined_bytes(stream)
+            sent = _send_now(sock, early)
+        except (StreamClosed, StreamReset, TransportError, OSError) as exc:
+            log.debug("service %s: the stream's first bytes failed: %s", service, exc)
             stream.reset()
             sock.close()
             return
@@ -128,8 +133,10 @@ class Exposer:
             sock.close()
             stream.reset()
             raise
+        counters.down += len(early)
+        if sent < len(early):
+            writer.write(early[sent:])
         try:
-            counters = self.counters.setdefault(service, Counters())
             # bytes "up" here are the local service's answer going out.
             await pump(reader, writer, stream, counters)
         except (StreamClosed, StreamReset, TransportError):
@@ -141,3 +148,26 @@ class Exposer:
                 await writer.wait_closed()
             except OSError:
                 pass
+
+
+async def _pipelined_bytes(stream: NegotiatedStream) -> bytes:
+    """What the opener sent behind its header and is already here (b"" if
+    nothing is): it goes to the local server before the pump starts, a
+    loop turn or two sooner.  The read cannot wait, since the bytes are
+    buffered."""
+    # QUIC and yamux streams both count what they hold; another stream
+    # (none today) just leaves the bytes to the pump.
+    buffered = getattr(stream.raw, "buffered", 0)
+    if not isinstance(buffered, int) or buffered <= 0:
+        return b""
+    return await stream.read(CHUNK)
+
+
+def _send_now(sock: socket.socket, data: bytes) -> int:
+    """Bytes of ``data`` the fresh socket took without waiting."""
+    if not data:
+        return 0
+    try:
+        return sock.send(data)
+    except BlockingIOError:
+        return 0
