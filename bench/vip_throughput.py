@@ -24,8 +24,9 @@ name; from B, over the one QUIC connection between the daemons:
 - ping RTT, against the lab's own (the goal is within 1 ms):
   ``ping_ms_lab`` pings A's address on the lab link (with ``--nat``: A's
   NAT's public address, the same path but the last veth hop), and
-  ``ping_ms_vip4`` / ``ping_ms_vip6`` A's vIPs; ``--pings`` echoes each,
-  interleaved over ``--rounds`` rounds so load changes hit all three.
+  ``ping_ms_vip4`` / ``ping_ms_vip6`` A's vIPs; ``--pings`` echoes each
+  per round, the three targets taking turns echo by echo, so load changes
+  (and the tail of the round's bulk transfers) hit all three alike.
   ``ping_extra_ms_*`` is the vIP median minus the lab median.
 
 Prints one JSON object (per-round figures under ``rounds``).  Needs root;
@@ -61,7 +62,52 @@ from netns.daemons import (  # noqa: E402
 )
 from netns.lab import Lab, Node  # noqa: E402
 
-from interop.test_netns_vip import PING, behind_two_nats, iperf3  # noqa: E402
+from interop.test_netns_vip import behind_two_nats, iperf3  # noqa: E402
+
+PING_EACH = r"""
+import os, socket, struct, sys, time
+# ICMP echo to every host in turn, COUNT times: one host's echoes never all
+# land in the same moment of the run (right after a bulk transfer, say).
+hosts, count = sys.argv[1:-1], int(sys.argv[-1])
+def csum(b):
+    b += b"\0" * (len(b) % 2)
+    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while t >> 16: t = (t & 0xFFFF) + (t >> 16)
+    return ~t & 0xFFFF
+socks = {}
+for host in hosts:
+    v6 = ":" in host
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW,
+                      socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
+    s.settimeout(2)
+    socks[host] = (s, v6)
+# A raw ICMP socket sees every echo reply of the namespace: each host gets
+# its own identifier, so one host's reply never counts for another.
+idents = {host: (os.getpid() + 7919 * i) & 0xFFFF for i, host in enumerate(hosts)}
+rtts = {host: [] for host in hosts}
+for seq in range(count):
+    for host in hosts:
+        s, v6 = socks[host]
+        body = struct.pack("!HH", idents[host], seq) + b"overlay-vip-ping"
+        head = struct.pack("!BBH", 128 if v6 else 8, 0, 0)
+        if not v6:  # the kernel fills ICMPv6 checksums
+            head = struct.pack("!BBH", 8, 0, csum(head + body))
+        start = time.monotonic()
+        s.sendto(head + body, (host, 0))
+        deadline = start + 2
+        while time.monotonic() < deadline:
+            try:
+                data = s.recv(2048)
+            except socket.timeout:
+                break
+            if not v6:
+                data = data[(data[0] & 0x0F) * 4:]
+            if data[0] in (0, 129) and data[4:8] == body[:4]:
+                rtts[host].append((time.monotonic() - start) * 1000)
+                break
+for host in hosts:
+    print(host, *("%.3f" % r for r in rtts[host]), flush=True)
+"""
 
 SINK = r"""
 import socket, sys
@@ -145,10 +191,15 @@ def _start(lab: Lab, nat: bool) -> tuple[Node, Node, Daemon, Daemon, str]:
     return a, b, da, db, "10.77.0.1"
 
 
-def _ping(lab: Lab, node: Node, address: str, count: int) -> list[float]:
-    done = lab.run(node, [sys.executable, "-c", PING, address, str(count)],
-                   timeout=10 + 3 * count)
-    return [float(x) for x in done.stdout.split()[1:]]
+def _ping(lab: Lab, node: Node, addresses: list[str], count: int) -> dict[str, list[float]]:
+    """RTTs in ms to each address, its echoes interleaved with the others'."""
+    done = lab.run(node, [sys.executable, "-c", PING_EACH, *addresses, str(count)],
+                   timeout=10 + 3 * count * len(addresses))
+    out: dict[str, list[float]] = {}
+    for line in done.stdout.splitlines():
+        host, *values = line.split()
+        out[host] = [float(x) for x in values]
+    return out
 
 
 def _stream_MBps(lab: Lab, b: Node, db: Daemon, total: int) -> float:
@@ -197,8 +248,10 @@ def run(lab: Lab, args: argparse.Namespace) -> dict[str, Any]:
             row[f"{label}_MBps"] = total / float(seconds) / 1e6
             report = iperf3(lab, a, b, host, seconds=args.iperf_seconds)
             row[f"iperf3_{label}_MBps"] = report["end"]["sum_received"]["bits_per_second"] / 8e6
-        for label, host in (("lab", lab_address), *targets.items()):
-            got = _ping(lab, b, host, args.pings)
+        pinged = (("lab", lab_address), *targets.items())
+        by_host = _ping(lab, b, [host for _, host in pinged], args.pings)
+        for label, host in pinged:
+            got = by_host.get(host, [])
             rtts[label] += got
             row[f"ping_ms_{label}"] = statistics.median(got) if got else float("nan")
         rounds.append({k: round(v, 3) for k, v in row.items()})
