@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from dnslib import RCODE, DNSRecord
 
-from overlay.apps.tcp import ConnectionGroup
+from overlay.apps.tcp import Accepted, ConnectionGroup
 from overlay.cli.progress import ProgressLine, SlowWait
 from overlay.daemon.api import ApiCall, ApiServer
 from overlay.daemon.client import ApiClient
@@ -105,7 +105,8 @@ async def test_connection_group_failure_costs_one_connection_and_close_cancels(
     hanging = asyncio.Event()
     hang_cancelled = asyncio.Event()
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(conn: Accepted) -> None:
+        reader, writer = await conn.streams()
         line = await reader.readline()
         if line == b"bug\n":
             raise RuntimeError("a bug in a handler")
