@@ -22,7 +22,7 @@ check() {
     [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] || return 1
     "$node" -e 'if (!process.versions.node.startsWith("22.")) process.exit(1)' || return 1
     (cd "$here" && "$node" --input-type=module -e \
-        'await import("libp2p"); await import("@chainsafe/libp2p-quic"); await import("@libp2p/kad-dht")') \
+        'await import("libp2p"); await import("@chainsafe/libp2p-quic"); await import("@libp2p/kad-dht"); await import("@libp2p/circuit-relay-v2")') \
         >/dev/null 2>&1
 }
 
