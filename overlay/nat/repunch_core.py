@@ -38,7 +38,7 @@ the other's relayed connection instead of dialling too.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,7 +213,7 @@ class PeerRecord:
     """Times of punches counted against the per-peer budget."""
 
 
-_COUNTERS = ("probes", "dead", "repunches", "peer_redialled", "direct_again", "still_relayed",
+_COUNTERS = ("probes", "dead", "lost", "repunches", "peer_redialled", "direct_again", "still_relayed",
              "dial_failed", "declined_rate", "declined_backoff", "migrated", "mapping_changes")
 
 
@@ -266,10 +266,20 @@ class RepunchPolicy:
                 path.suspect = "our NAT mapping changed"
         self._mapping = addrs
 
+    @property
+    def watched(self) -> list[Hashable]:
+        """The paths watched now (the driver tells why those that vanish closed)."""
+        return list(self._paths)
+
     def on_sample(self, now: float, samples: Sequence[PathSample], *,
-                  holepunch: bool = True) -> list[Action]:
+                  holepunch: bool = True,
+                  lost: Mapping[Hashable, str] | None = None) -> list[Action]:
         """Every watched connection now (those missing have closed).  With
-        ``holepunch`` false nothing is probed or decided."""
+        ``holepunch`` false nothing is probed or decided.  ``lost``: paths
+        missing because the path failed under them (QUIC's idle timeout,
+        ICMP port-unreachable), with why; a peer that matters is then
+        re-punched as if we had found the path dead ourselves.  Any other
+        close (ours, the peer's CONNECTION_CLOSE) is left alone."""
         self._last_sample = now
         actions: list[Action] = []
         seen: set[Hashable] = set()
@@ -290,7 +300,11 @@ class RepunchPolicy:
                     f"QUIC moved the path from {path.sample.remote} to {sample.remote}")
             path.sample = sample
         for key in [k for k in self._paths if k not in seen]:
-            del self._paths[key]
+            gone = self._paths.pop(key)
+            why = (lost or {}).get(key)
+            if why is not None and holepunch and self._matters(gone.sample, now):
+                self.counters["lost"] += 1
+                self._decide(gone, why, now - self._heard(gone), now, actions, close=False)
         self.busy = sum(self._matters(p.sample, now) for p in self._paths.values())
         if holepunch:
             for path in list(self._paths.values()):
@@ -458,14 +472,14 @@ class RepunchPolicy:
         self._decide(path, reason, silence, now, actions)
 
     def _decide(self, path: _Path, reason: str, silence: float, now: float,
-                actions: list[Action]) -> None:
+                actions: list[Action], *, close: bool = True) -> None:
         cfg = self.config
         peer = path.sample.peer
-        close = CloseDead(path.sample.key, peer, f"path dead: {reason}")
+        closing = [CloseDead(path.sample.key, peer, f"path dead: {reason}")] if close else []
         if (peer in self._pending
                 or any(now - self._heard(other) < cfg.probe_after
                        for other in self._paths_of(peer))):
-            actions.append(close)  # under way already, or another direct path lives
+            actions.extend(closing)  # under way already, or another direct path lives
             return
         record = self._record(peer)
         while record.punches and record.punches[0] <= now - cfg.per_peer_window:
@@ -475,13 +489,13 @@ class RepunchPolicy:
         later = [t for t in record.punches if t > now - cfg.backoff_max]
         wait = min(cfg.backoff_max, cfg.backoff * 2 ** max(0, len(later) - 1))
         if len(record.punches) >= cfg.per_peer or len(self._recent) >= cfg.per_minute:
-            actions.append(close)
+            actions.extend(closing)
             self.counters["declined_rate"] += 1
             record.last_outcome = "not re-punched: over the punch rate limit"
             actions.append(Declined(peer, "over the punch rate limit"))
             return
         if record.repunches and record.last_at is not None and now - record.last_at < wait:
-            actions.append(close)
+            actions.extend(closing)
             self.counters["declined_backoff"] += 1
             record.last_outcome = f"not re-punched: back-off ({wait:.0f} s)"
             actions.append(Declined(peer, f"back-off ({wait:.0f} s)"))
@@ -494,12 +508,13 @@ class RepunchPolicy:
         record.last_outcome = None
         self.counters["repunches"] += 1
         actions.append(RefreshAddrs(peer))
+        dead = path.sample.key if close else None
         if path.sample.peer_id_smaller and cfg.yield_delay > 0:
             self._pending[peer] = _Pending(reason, now, silence, "yielding", now + cfg.yield_delay,
-                                           dead=path.sample.key)
+                                           dead=dead)
             return
         self._pending[peer] = _Pending(reason, now, silence, "dialling", now + cfg.outcome_timeout)
-        actions.append(Redial(peer, reason, path.sample.key))
+        actions.append(Redial(peer, reason, dead))
 
     def _pending_timers(self, now: float, actions: list[Action]) -> None:
         cfg = self.config

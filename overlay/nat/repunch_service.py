@@ -23,6 +23,7 @@ from typing import Any, Protocol, cast, runtime_checkable
 from multiaddr import Multiaddr
 
 from overlay.errors import InvalidMultiaddr, OverlayError
+from overlay.transport.errors import ClosedWithCode, PeerUnreachable
 from overlay.host.events import HostListener
 from overlay.host.transport_types import DIRECT, RELAYED, Connection
 from overlay.identity import PeerId
@@ -55,6 +56,8 @@ is dialled (streams retried on its failure then find the relayed one)."""
 LOOK_AFTER_OPEN = 5.0
 """Seconds to keep sampling after a direct connection opened: DCUtR marks
 it punched a moment after the host adopted it."""
+MAX_CIRCUITS = 1024
+"""Peers whose last relayed connection's address is remembered."""
 
 
 @runtime_checkable
@@ -97,6 +100,11 @@ class RepunchService:
         self._look_until = 0.0
         self._peers: dict[str, PeerId] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._circuits: dict[PeerId, Multiaddr] = {}
+        """The address of the last relayed connection to each peer (most
+        recent last): the way back when the peerstore lists no circuit
+        address (a peer that does not advertise its relays, or whose
+        identify replaced what we dialled)."""
         self.upgrades = 0
         """DCUtR sessions we started ourselves on the relayed connection."""
         self.activity = asyncio.Event()
@@ -153,9 +161,16 @@ class RepunchService:
     def _sample(self) -> None:
         if self._mapping is not None:
             self.policy.on_mapping(self._mapping())
-        actions = self.policy.on_sample(time.monotonic(), self._samples(),
-                                        holepunch=self._holepunch() is not None)
+        before = dict(self.policy.counters)
+        samples = self._samples()
+        current = {sample.key for sample in samples}
+        lost = {key: why for key in self.policy.watched
+                if key not in current and (why := _path_failed(key)) is not None}
+        actions = self.policy.on_sample(time.monotonic(), samples,
+                                        holepunch=self._holepunch() is not None, lost=lost)
         self._carry_out(actions)
+        if self.policy.counters != before:
+            self.activity.set()  # e.g. "direct again", which needs no action
 
     def _samples(self) -> list[PathSample]:
         host = self._host
@@ -181,17 +196,27 @@ class RepunchService:
         return out
 
     def _relay_addrs(self, peer: PeerId) -> list[tuple[Multiaddr, PeerId]]:
-        """The peer's circuit addresses (without its /p2p), each with its relay."""
-        found = []
-        for addr in self._host.peerstore.addrs(peer):
+        """The peer's circuit addresses (without its /p2p), each with its
+        relay: those the peerstore knows, then the last relayed connection's."""
+        found: dict[Multiaddr, PeerId] = {}
+        remembered = self._circuits.get(peer)
+        for addr in [*self._host.peerstore.addrs(peer),
+                     *([remembered] if remembered is not None else [])]:
             try:
                 circuit = parse_circuit_multiaddr(addr)
             except InvalidMultiaddr:
                 continue
             if circuit.relay_has_address and circuit.target in (None, peer):
                 bare = split_p2p(addr)[0] if circuit.target is not None else addr
-                found.append((Multiaddr(str(bare)), circuit.relay))
-        return found
+                found.setdefault(Multiaddr(str(bare)), circuit.relay)
+        return list(found.items())
+
+    def _remember_circuit(self, conn: Connection) -> None:
+        peer = conn.remote_peer
+        self._circuits.pop(peer, None)
+        self._circuits[peer] = Multiaddr(str(conn.remote_multiaddr))
+        while len(self._circuits) > MAX_CIRCUITS:
+            del self._circuits[next(iter(self._circuits))]
 
     def _probe_relays(self, peer: PeerId) -> None:
         """PING our connections to the peer's relays too: if our own mapping
@@ -209,9 +234,11 @@ class RepunchService:
         now = time.monotonic()
         if conn.path == DIRECT:
             self._look_until = now + LOOK_AFTER_OPEN
-        elif conn.path == RELAYED and not conn.is_initiator and self._holepunch() is not None:
-            self._sample()
-            self._carry_out(self.policy.on_relayed_opened(str(conn.remote_peer), now))
+        elif conn.path == RELAYED:
+            self._remember_circuit(conn)
+            if not conn.is_initiator and self._holepunch() is not None:
+                self._sample()
+                self._carry_out(self.policy.on_relayed_opened(str(conn.remote_peer), now))
         self._wake.set()
 
     # -- actions --------------------------------------------------------------------------
@@ -273,6 +300,7 @@ class RepunchService:
         peer = self._peers.get(text)
         addrs = self._relay_addrs(peer)[:MAX_RELAY_ADDRS] if peer is not None else []
         if peer is None or not addrs:
+            log.info("re-punch of %s: no relay address known for it", text)
             if dead is not None:
                 self._close(dead, text, f"path dead: {reason}")
             self.policy.on_dial_failed(text, time.monotonic(), "no relay address known")
@@ -327,3 +355,15 @@ class RepunchService:
         self.upgrades += 1
         log.info("re-punch of %s: the peer started no DCUtR session; starting one", text)
         dcutr.upgrade(conn)
+
+
+def _path_failed(conn: object) -> str | None:
+    """Why a closed connection's path failed under it (QUIC's idle timeout,
+    ICMP port-unreachable), or None for any other end: ours, the peer's
+    CONNECTION_CLOSE, a host shutting down."""
+    error = getattr(conn, "close_reason", None)
+    if isinstance(error, PeerUnreachable):
+        return f"the path failed: {error}"
+    if isinstance(error, ClosedWithCode) and not error.by_peer:
+        return f"the path failed: {error.phrase or error}"
+    return None

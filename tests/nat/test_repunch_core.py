@@ -267,3 +267,25 @@ def test_deadlines_follow_the_sampling_and_the_pending_stages() -> None:
 def test_config_is_checked(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RepunchConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_a_path_that_failed_under_us_is_repunched_and_one_closed_otherwise_is_not() -> None:
+    # QUIC's idle timeout or ICMP port-unreachable closed the connection
+    # before our own verdict: the peer matters, so punch again anyway.
+    policy = RepunchPolicy(CFG)
+    assert policy.on_sample(0.0, [sample(streams=1)]) == []
+    assert policy.watched == ["c1"]
+    actions = policy.on_sample(1.0, [], lost={"c1": "the path failed: ICMP"})
+    assert actions == [RefreshAddrs("B"), Redial("B", "the path failed: ICMP", None)]
+    assert policy.counters["lost"] == 1 and policy.counters["repunches"] == 1
+    status = policy.peer_status("B", 1.0)
+    assert status is not None and status["last_reason"] == "the path failed: ICMP"
+    # Any other close (ours, the peer's CONNECTION_CLOSE): left alone.
+    other = RepunchPolicy(CFG)
+    other.on_sample(0.0, [sample(streams=1)])
+    assert other.on_sample(1.0, []) == []
+    assert other.peer_status("B", 1.0) is None
+    # An idle peer's path failing is QUIC's business.
+    idle = RepunchPolicy(CFG)
+    idle.on_sample(0.0, [sample(data=None)])
+    assert idle.on_sample(1.0, [], lost={"c1": "idle"}) == []
