@@ -10,7 +10,8 @@ QUIC client of the direct connection, B its server).  Then one NAT changes
 its mapping:
 
 - a cone NAT "reboots" onto other ports (its UDP masquerade moves to
-  40000-40999 and its conntrack table is flushed): the punched path dies,
+  10000-10999, below the ephemeral ports, and its conntrack table is
+  flushed): the punched path dies,
   since the other cone only lets in the old port.  While A keeps pinging B
   (the peer matters), the re-punch service notices the silence, redials
   through the relay and DCUtR punches again; every ping is answered;
@@ -49,6 +50,7 @@ from netns.daemons import (  # noqa: E402
     overlay,
     overlay_json,
     poll,
+    udp_port,
     wait_reserved,
 )
 
@@ -63,7 +65,12 @@ retries on a loaded machine."""
 IDLE_WITHIN = 120.0
 """Seconds to wait until neither side counts the other as busy (no stream
 open, no data for the re-punch service's 30 s ``busy_window``)."""
-MOVED_PORTS = ":40000-40999"
+MOVED_PORTS = (10000, 10999)
+"""Where a "rebooted" NAT maps UDP flows: below the kernel's ephemeral
+range (32768-60999), so never a daemon's own port.  Masquerade keeps the
+inside port when the range holds it: with a range inside the ephemeral one
+(40000-40999 before) a daemon listening there kept its public port, the
+mapping did not move at all, and nothing had to be re-punched."""
 
 
 def start_daemon(lab: Lab, node: Node, ip: str, *extra: str) -> Daemon:
@@ -111,11 +118,14 @@ def repunch_stats(lab: Lab, daemon: Daemon) -> dict[str, int]:
     return dict(overlay_json(lab, daemon, "stats")["repunch"])
 
 
-def move_cone_ports(lab: Lab, nat: Node) -> None:
-    """The NAT comes back with its UDP mappings on other ports (a reboot)."""
+def move_cone_ports(lab: Lab, nat: Node, inside: Daemon) -> None:
+    """The NAT comes back with its UDP mappings on other ports (a reboot);
+    ``inside``, the daemon behind it, must then get a new public port."""
+    low, high = MOVED_PORTS
+    assert not low <= udp_port(inside.addr) <= high, inside.addr
     rules = [["nft", "flush", "chain", "ip", "lab_nat", "postrouting"],
              ["nft", "add", "rule", "ip", "lab_nat", "postrouting", "oifname", "public",
-              "meta", "l4proto", "udp", "masquerade", "to", MOVED_PORTS],
+              "meta", "l4proto", "udp", "masquerade", "to", f":{low}-{high}"],
              ["nft", "add", "rule", "ip", "lab_nat", "postrouting", "oifname", "public",
               "masquerade"]]
     for argv in rules:
@@ -189,7 +199,7 @@ def test_a_cone_that_moves_its_ports_is_repunched_while_pings_continue(
     assert first.ok and first.path == "direct" and first.punched, first
     nat = pair.topo.nat1 if side == 1 else pair.topo.nat2
     assert nat is not None
-    move_cone_ports(lab, nat)
+    move_cone_ports(lab, nat, pair.a if side == 1 else pair.b)
     pings, entry, seen_after = ping_until_repunched(lab, pair)
     repunch = entry.get("repunch") or {}
     assert repunch.get("last_outcome") == "direct again", (
@@ -219,7 +229,7 @@ def test_nothing_is_repunched_for_an_idle_peer(lab: Lab) -> None:
                 lambda both: all(s["watching"] == 1 and s["busy"] == 0 for s in both),
                 timeout=IDLE_WITHIN)
     assert all(s["watching"] == 1 and s["busy"] == 0 for s in idle), idle
-    move_cone_ports(lab, pair.topo.nat1)
+    move_cone_ports(lab, pair.topo.nat1, pair.a)
     time.sleep(15.0)  # past the 6 s a re-punch would need to start
     for daemon, before in zip((pair.a, pair.b), idle):
         stats = repunch_stats(lab, daemon)

@@ -209,6 +209,8 @@ class PeerRecord:
     direct_after: float | None = None
     """Seconds from the verdict to a direct connection again, last time."""
     last_outcome: str | None = None
+    direct_at: float | None = None
+    """When a direct connection came back, last time."""
     punches: deque[float] = field(default_factory=deque)
     """Times of punches counted against the per-peer budget."""
 
@@ -373,6 +375,17 @@ class RepunchPolicy:
             pending.stage, pending.waited_upgrade = "waiting", True
             pending.until = pending.dead_at + self.config.outcome_timeout
 
+    def repunching(self, peer: str, now: float, settle: float) -> bool:
+        """Whether a direct connection to ``peer`` opening now comes of a
+        re-punch: one is under way, or one ended direct again less than
+        ``settle`` seconds ago (both sides' dials of one DCUtR session,
+        its unilateral dial among them, arrive a moment apart)."""
+        if peer in self._pending:
+            return True
+        record = self._records.get(peer)
+        return (record is not None and record.direct_at is not None
+                and now - record.direct_at < settle)
+
     # -- status -----------------------------------------------------------------
 
     def peer_status(self, peer: str, now: float) -> dict[str, Any] | None:
@@ -426,6 +439,7 @@ class RepunchPolicy:
         if pending is not None:
             record = self._record(peer)
             record.direct_after = now - pending.dead_at
+            record.direct_at = now
             record.last_outcome = "direct again"
             self.counters["direct_again"] += 1
         elif sample.punched:

@@ -234,6 +234,11 @@ class RepunchService:
         now = time.monotonic()
         if conn.path == DIRECT:
             self._look_until = now + LOOK_AFTER_OPEN
+            if self.policy.repunching(str(conn.remote_peer), now, LOOK_AFTER_OPEN):
+                # Whichever dial of the session got through (the initiator's
+                # unilateral one too, which DCUtR does not count as a punch)
+                # replaces a punched path: it is punched, on both sides.
+                self._host.mark_punched(conn)
         elif conn.path == RELAYED:
             self._remember_circuit(conn)
             if not conn.is_initiator and self._holepunch() is not None:

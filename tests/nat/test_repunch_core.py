@@ -289,3 +289,15 @@ def test_a_path_that_failed_under_us_is_repunched_and_one_closed_otherwise_is_no
     idle = RepunchPolicy(CFG)
     idle.on_sample(0.0, [sample(data=None)])
     assert idle.on_sample(1.0, [], lost={"c1": "idle"}) == []
+
+
+def test_connections_that_open_during_a_repunch_and_just_after_count_as_its_work() -> None:
+    policy = RepunchPolicy(CFG)
+    assert not policy.repunching("B", 0.0, 5.0)
+    policy.on_sample(0.0, [sample(streams=1)])
+    policy.on_sample(10.0, [], lost={"c1": "the path failed"})
+    assert policy.repunching("B", 10.0, 5.0)  # under way
+    policy.on_sample(12.0, [sample("c2", heard=12.0, streams=1)])
+    assert policy.peer_status("B", 12.0)["last_outcome"] == "direct again"  # type: ignore[index]
+    assert policy.repunching("B", 16.9, 5.0)  # the session's other dial, a moment later
+    assert not policy.repunching("B", 17.0, 5.0)
