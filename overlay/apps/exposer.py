@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from overlay.apps.config import Exposure
 from overlay.apps.errors import ServiceHeaderError
 from overlay.apps.policy import is_allowed
-from overlay.apps.pump import CHUNK, Counters, pump
+from overlay.apps.pump import CHUNK, Counters, pump_socket
 from overlay.apps.service_proto import MAX_SERVICE_NAME, Status, decode_header
 from overlay.apps.tcp import connect_tcp
 from overlay.errors import OverlayError, StreamClosed, StreamReset, TransportError
@@ -127,27 +127,9 @@ class Exposer:
             stream.reset()
             sock.close()
             return
-        try:
-            reader, writer = await asyncio.open_connection(sock=sock)
-        except BaseException:
-            sock.close()
-            stream.reset()
-            raise
         counters.down += len(early)
-        if sent < len(early):
-            writer.write(early[sent:])
-        try:
-            # bytes "up" here are the local service's answer going out.
-            await pump(reader, writer, stream, counters)
-        except (StreamClosed, StreamReset, TransportError):
-            stream.reset()
-            writer.transport.abort()
-        finally:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except OSError:
-                pass
+        # bytes "up" here are the local service's answer going out.
+        await pump_socket(sock, stream, counters, early[sent:])
 
 
 async def _pipelined_bytes(stream: NegotiatedStream) -> bytes:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from overlay.apps.connector import Connector, StatusGate
 from overlay.apps.errors import TargetError
-from overlay.apps.pump import Counters, pump, release
+from overlay.apps.pump import Counters, pump_socket, release
 from overlay.apps.tcp import Accepted, ConnectionGroup, Listener
 from overlay.errors import StreamClosed, StreamReset, TransportError
 
@@ -81,7 +81,7 @@ class Forwards:
             if first:
                 stream.write(first)
                 forward.counters.up += len(first)
-            reader, writer = await conn.streams()
+            sock = conn.detach()
         except (ConnectionError, StreamClosed, StreamReset, TransportError) as exc:
             log.debug("forward %s: the first bytes failed: %s", forward.listen, exc)
             forward.counters.failed += 1
@@ -90,7 +90,7 @@ class Forwards:
             await release(stream)
             return
         try:
-            await pump(reader, writer, stream, forward.counters)
+            await pump_socket(sock, stream, forward.counters)
         finally:
             await release(stream)
         if isinstance(stream, StatusGate) and stream.error is not None:

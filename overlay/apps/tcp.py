@@ -56,13 +56,33 @@ class Accepted:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._writer: asyncio.StreamWriter | None = None
+        self._detached = False
+
+    @property
+    def sock(self) -> socket.socket:
+        return self._sock
+
+    def detach(self) -> socket.socket:
+        """Hand the socket over (to ``pump_socket``, which closes it); this
+        object no longer closes or aborts it."""
+        if self._writer is not None or self._detached:
+            raise LocalProtocolError("detach after streams() or detach()")
+        self._detached = True
+        return self._sock
+
+    async def recv(self, max_bytes: int) -> bytes:
+        """Read from the raw socket (before ``streams()`` or ``detach()``)."""
+        return await asyncio.get_running_loop().sock_recv(self._sock, max_bytes)
+
+    async def send(self, data: bytes) -> None:
+        await asyncio.get_running_loop().sock_sendall(self._sock, data)
 
     def take_sent(self) -> bytes:
         """What the client has sent so far (b"" for nothing yet), without
         waiting; only before ``streams()``.  Raises ``ConnectionError`` if
         the client reset the connection."""
-        if self._writer is not None:
-            raise LocalProtocolError("take_sent after streams()")
+        if self._writer is not None or self._detached:
+            raise LocalProtocolError("take_sent after streams() or detach()")
         try:
             return self._sock.recv(_FIRST_READ)
         except (BlockingIOError, InterruptedError):
@@ -70,8 +90,8 @@ class Accepted:
 
     async def streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """The connection as asyncio streams (once)."""
-        if self._writer is not None:
-            raise LocalProtocolError("streams() called twice")
+        if self._writer is not None or self._detached:
+            raise LocalProtocolError("streams() called twice, or after detach()")
         reader, writer = await asyncio.open_connection(sock=self._sock)
         self._writer = writer
         return reader, writer
@@ -79,12 +99,16 @@ class Accepted:
     def abort(self) -> None:
         """Close at once, as asyncio's ``transport.abort()`` does: what the
         client sent and nobody read makes the kernel answer with a reset."""
+        if self._detached:
+            return  # the pump's: cancelling it aborts the socket
         if self._writer is not None:
             self._writer.transport.abort()
             return
         self._sock.close()
 
     async def aclose(self) -> None:
+        if self._detached:
+            return
         if self._writer is None:
             self._sock.close()
             return
