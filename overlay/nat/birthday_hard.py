@@ -135,30 +135,41 @@ class HardSideDriver:
         rtt = relayed.smoothed_rtt
         second = min(1.0, max(0.05, rtt if rtt else 0.25))
 
+        made: list[Connection] = []
+        """Every connection a dial returned, so none is left unowned."""
+
         async def one(after: float) -> Connection | None:
             if after:
                 await asyncio.sleep(after)  # a timed retry, not a wait for state
             try:
                 async with asyncio.timeout(self._s.config.dial_timeout):
                     conn: Connection = await transport.dial(addr, peer)
+                    made.append(conn)
                     return conn
             except (OverlayError, OSError) as exc:  # TimeoutError is an OSError
                 log.debug("birthday: plain dial to %s: %r", addr, exc)
                 return None
 
         won: Connection | None = None
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(one(0.0)), tg.create_task(one(second))]
-            for next_done in asyncio.as_completed(tasks):
-                won = await next_done
-                if won is not None:
-                    for task in tasks:
-                        task.cancel()
-                    break
-        for task in tasks:  # one that finished beside the winner
-            if task.done() and not task.cancelled() and task.result() not in (None, won):
-                extra = task.result()
-                assert extra is not None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(one(0.0)), tg.create_task(one(second))]
+                for next_done in asyncio.as_completed(tasks):
+                    won = await next_done
+                    if won is not None:
+                        for task in tasks:
+                            task.cancel()
+                        break
+        except asyncio.CancelledError:
+            # The session ended (another direct connection, or the spray's
+            # verdict) while a dial of ours had got through.  The peer has
+            # adopted that connection, perhaps as its oldest, the one its
+            # host uses: left unadopted here, what it sends there is lost.
+            for conn in made:
+                self._keep_late(peer, conn)
+            raise
+        for extra in made:  # one that finished beside the winner
+            if extra is not won:
                 extra.close(0, "another dial won")
         if won is None:
             return
@@ -171,6 +182,24 @@ class HardSideDriver:
             log.info("birthday: direct connection to %s refused by the limits: %s", peer, exc)
             return
         self._s.host.mark_punched(won)
+
+    def _keep_late(self, peer: PeerId, conn: Connection) -> None:
+        """Adopt a plain dial's connection that got through after the session
+        ended: both sides then read it, whichever one each host prefers
+        (closing it would break streams the peer may have opened on it).
+        It counts as punched only when it is our sole direct path."""
+        host = self._s.host
+        best = host.best_connection(peer)
+        sole = best is None or best.path != DIRECT
+        try:
+            host.adopt(conn)  # beyond the limits it closes the connection
+        except LimitExceeded as exc:
+            log.info("birthday: late direct connection to %s refused by the limits: %s",
+                     peer, exc)
+            return
+        log.debug("birthday: adopted a late plain dial's connection to %s", peer)
+        if sole:
+            host.mark_punched(conn)
 
     async def _spray(self, stream: NegotiatedStream, peer: PeerId, easy: tuple[str, int],
                      inbox: asyncio.Queue[object], nonce: bytes,

@@ -7,6 +7,15 @@ size, or no connection yet) on the peer's ``/ovl/ip/1.0.0`` stream:
 uvarint-length-prefixed packets, one stream per direction, opened on demand
 (dialing the peer by its ID, through the DHT if the peerstore has no
 address) and closed after ``idle_timeout`` without packets.
+
+A peer may hold two direct connections to us (a hole punch's dials from
+both sides, or one of ours it adopted that we never did), and each side's
+host picks its own for new streams, so the two choices can differ.  One
+of them may be dead at the far end while QUIC still acknowledges it (a
+connection the peer's host never adopted has no datagram handler, and
+drops what arrives).  So a datagram goes on the connection the peer's
+latest datagram came in on, which it is using now, while that connection
+is open; only without one does the host's choice decide.
 """
 
 from __future__ import annotations
@@ -98,9 +107,12 @@ class VipService:
         self._find_peer = find_peer
         self._clock = clock
         self._links: dict[PeerId, _Link] = {}
+        self._heard_on: dict[PeerId, QuicConn] = {}
+        """The connection each peer's latest datagram arrived on."""
         self._next_peerstore_scan = float("-inf")
         self._sup = Supervisor("virtual IP", log)
-        self._listener = HostListener(opened=self._on_opened, connected=self._on_connected)
+        self._listener = HostListener(opened=self._on_opened, connected=self._on_connected,
+                                      disconnected=self._on_disconnected)
         self.counts: Counter[str] = Counter()
         """Packets by path: ``datagram_out``, ``stream_out``, ``datagram_in``,
         ``stream_in``, ``delivered`` and drops (``dropped_…``)."""
@@ -125,6 +137,7 @@ class VipService:
                 conn.datagram_handler = None
         await self._sup.aclose()
         self._links.clear()
+        self._heard_on.clear()
 
     # -- from the TUN device ---------------------------------------------------
 
@@ -142,9 +155,18 @@ class VipService:
         if isinstance(decision, Forward):
             self.send(decision.peer, decision.packet)
 
+    def _datagram_conn(self, peer: PeerId) -> Connection | None:
+        """The connection a datagram to ``peer`` goes on (module doc)."""
+        heard = self._heard_on.get(peer)
+        if heard is not None:
+            if not heard.is_closed and heard.datagram_capacity:
+                return heard
+            del self._heard_on[peer]
+        return self.host.best_connection(peer)
+
     def send(self, peer: PeerId, packet: bytes) -> None:
         """Send a wire-form packet to ``peer`` by the best path."""
-        conn = self.host.best_connection(peer)
+        conn = self._datagram_conn(peer)
         if (isinstance(conn, QuicConn) and not conn.is_closed
                 and len(packet) <= conn.datagram_capacity):
             if conn.send_datagram(packet):
@@ -222,12 +244,16 @@ class VipService:
     def _on_connected(self, peer: PeerId, conn: Connection) -> None:
         self.router.learn(peer)
 
+    def _on_disconnected(self, peer: PeerId) -> None:
+        self._heard_on.pop(peer, None)
+
     def _on_opened(self, conn: Connection) -> None:
         if isinstance(conn, QuicConn):
             conn.datagram_handler = partial(self._on_datagram, conn)
 
     def _on_datagram(self, conn: QuicConn, data: bytes) -> None:
         self.counts["datagram_in"] += 1
+        self._heard_on[conn.remote_peer] = conn
         self.deliver(conn.remote_peer, data)
 
     async def _handle_stream(self, stream: NegotiatedStream) -> None:
@@ -257,7 +283,7 @@ class VipService:
         connection that carries datagrams), ``stream`` (a relayed connection,
         a peer without datagrams, or a stream being opened) or ``none`` (no
         connection: the next packet dials)."""
-        conn = self.host.best_connection(peer)
+        conn = self._datagram_conn(peer)
         if isinstance(conn, QuicConn) and not conn.is_closed and conn.datagram_capacity:
             return "datagram"
         if (conn is not None and not conn.is_closed) or peer in self._links:
