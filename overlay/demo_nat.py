@@ -192,6 +192,10 @@ class PairResult:
     vip_sent: int = 0
     vip_rtt_ms: float | None = None
     error: str | None = None
+    diagnosis: dict[str, Any] | None = None
+    """When an echo went unanswered: each side's connections to the other
+    and its vIP counters, taken right after the echoes (the lab and the
+    daemons' logs are gone once the demo ends)."""
 
     @property
     def reachable(self) -> bool:
@@ -370,8 +374,39 @@ async def _try_pair(result: PairResult, a: Daemon, b: Daemon, b_circuit: str) ->
         result.vip = str(vip6_of(PeerId.from_string(b.peer_id)))
         result.vip_sent = 3
         result.vip_received, result.vip_rtt_ms = await _icmp(a, result.vip, 3)
+        if result.vip_received < result.vip_sent:
+            result.diagnosis = {"a": await _diagnose(a, b), "b": await _diagnose(b, a)}
     except (OverlayError, OSError, TimeoutError, ValueError) as exc:
         result.error = _why(exc)
+
+
+def _conns_seen(result: PairResult) -> str:
+    """`` (connections: A 1, B 2)`` when a diagnosis was taken."""
+    if not result.diagnosis:
+        return ""
+    counts = [len(result.diagnosis.get(side, {}).get("peer", {}).get("connections", []))
+              for side in ("a", "b")]
+    return f" (connections to each other: A {counts[0]}, B {counts[1]})"
+
+
+async def _diagnose(daemon: Daemon, other: Daemon) -> dict[str, Any]:
+    """What ``daemon`` knows of its paths to ``other``: its ``peers`` entry,
+    its vIP counters and path, its birthday sessions with it."""
+    out: dict[str, Any] = {}
+    try:
+        out["peer"] = _entry(await _api(daemon, "peers"), other.peer_id)
+        status = await _api(daemon, "vip_status")
+        out["vip"] = {key: status.get(key) for key in ("packets", "drops")}
+        out["vip"]["path"] = next((p.get("path") for p in status.get("peers", [])
+                                  if p.get("peer_id") == other.peer_id), None)
+        punch = await _api(daemon, "holepunch_status")
+        out["birthday"] = [s for s in (punch.get("birthday") or {}).get("recent", [])
+                           if s.get("peer") == other.peer_id]
+    except (OverlayError, OSError, TimeoutError) as exc:
+        out["error"] = _why(exc)
+    out["log"] = [line for line in daemon.proc.stderr_text().splitlines()
+                  if other.peer_id in line][-40:]
+    return out
 
 
 async def _settle(peers: Sequence[Daemon], infos: Sequence[PeerInfo]) -> None:
@@ -472,7 +507,7 @@ async def _exercise(report: NatDemoReport, peers: Sequence[Daemon], pages: Mappi
                 progress(f"  {r.a} ({r.a_kind}) > {r.b} ({r.b_kind}): {r.path} "
                          f"({r.how}; {_num(r.direct_ms, ' ms')}); vIP {r.vip_received}/"
                          f"{r.vip_sent}" + (f"; ERROR {r.error}" if r.error else "")
-                         + ("" if r.ok else " [goal missed]"))
+                         + ("" if r.ok else " [goal missed]") + _conns_seen(r))
     report.registrations = [task.result() for task in registering]
     for reg in report.registrations:
         progress(f"registered {reg['name']} on {reg['owner']}"
