@@ -27,7 +27,7 @@ from overlay.apps import http_proxy, socks5
 from overlay.apps.connector import Connector, Pipelining, StatusGate
 from overlay.apps.errors import HttpRequestError, Reason, SocksError, TargetError
 from overlay.apps.policy import http_status_for, socks_reply_for
-from overlay.apps.pump import Counters, pump, release
+from overlay.apps.pump import Counters, pump_socket, release
 from overlay.apps.tcp import Accepted, ConnectionGroup, Listener
 from overlay.errors import StreamClosed, StreamReset, TransportError
 from overlay.wire.stream import ByteStream
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 HEAD_TIMEOUT = 30.0
 """Seconds a client has to send its greeting, request or HTTP head."""
 _MAX_SOCKS = 600
+_READ = 4096
 
 
 @dataclass(slots=True)
@@ -82,20 +83,24 @@ class ProxyServer:
                                    everything=self._connector.via_exit)
 
     async def _handle(self, conn: Accepted) -> None:
-        reader, writer = await conn.streams()
+        # The head is read from the raw socket and the socket then handed
+        # to pump_socket: no asyncio streams for the whole connection.
         try:
             async with asyncio.timeout(HEAD_TIMEOUT):
-                first = await reader.read(1)
-        except (TimeoutError, ConnectionError):
+                first = await conn.recv(_READ)
+        except (TimeoutError, OSError):
             return
         if not first:
             return
-        if first[0] == socks5.SOCKS_VERSION:
-            self.stats.socks += 1
-            await self._socks(reader, writer, first)
-        else:
-            self.stats.http += 1
-            await self._http(reader, writer, first)
+        try:
+            if first[0] == socks5.SOCKS_VERSION:
+                self.stats.socks += 1
+                await self._socks(conn, first)
+            else:
+                self.stats.http += 1
+                await self._http(conn, first)
+        except OSError as exc:  # the client went away while we answered
+            log.debug("proxy client: %s", exc)
 
     async def _open(self, host: str, port: int, pipelined: Pipelining) -> ByteStream:
         """The target's stream; the proxy's own address is refused, so a
@@ -107,26 +112,25 @@ class ProxyServer:
 
     # -- SOCKS5 ----------------------------------------------------------------------
 
-    async def _socks(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     data: bytes) -> None:
+    async def _socks(self, conn: Accepted, data: bytes) -> None:
         try:
             async with asyncio.timeout(HEAD_TIMEOUT):
-                greeting, data = await _read_until(reader, data, socks5.parse_greeting,
+                greeting, data = await _read_until(conn, data, socks5.parse_greeting,
                                                    _MAX_SOCKS)
                 if not greeting.accepts_no_auth:
-                    writer.write(socks5.encode_method_choice(socks5.NO_ACCEPTABLE))
+                    await conn.send(socks5.encode_method_choice(socks5.NO_ACCEPTABLE))
                     self.stats.error("socks_auth")
                     return
-                writer.write(socks5.encode_method_choice(socks5.NO_AUTH))
-                request, data = await _read_until(reader, data, socks5.parse_request,
+                await conn.send(socks5.encode_method_choice(socks5.NO_AUTH))
+                request, data = await _read_until(conn, data, socks5.parse_request,
                                                   _MAX_SOCKS)
         except SocksError as exc:
             self.stats.error("bad_request")
             if exc.reply is not None:
-                writer.write(socks5.encode_reply(socks5.Reply(exc.reply)))
+                await conn.send(socks5.encode_reply(socks5.Reply(exc.reply)))
             log.debug("SOCKS5 client: %s", exc)
             return
-        except (TimeoutError, ConnectionError, EOFError):
+        except (TimeoutError, OSError, EOFError):
             return
         try:
             # The client sends nothing before our reply: waiting for the
@@ -136,28 +140,26 @@ class ProxyServer:
         except TargetError as exc:
             self.stats.error(exc.reason.value)
             log.info("SOCKS5 %s:%d: %s", request.host, request.port, exc)
-            writer.write(socks5.encode_reply(socks_reply_for(exc.reason)))
+            await conn.send(socks5.encode_reply(socks_reply_for(exc.reason)))
             return
-        writer.write(socks5.encode_reply(socks5.Reply.SUCCEEDED))
-        await self._splice(reader, writer, stream, data)
+        await self._splice(conn, stream, data, socks5.encode_reply(socks5.Reply.SUCCEEDED))
 
     # -- HTTP -------------------------------------------------------------------------
 
-    async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    data: bytes) -> None:
+    async def _http(self, conn: Accepted, data: bytes) -> None:
         try:
             async with asyncio.timeout(HEAD_TIMEOUT):
                 request, rest = await _read_until(
-                    reader, data, http_proxy.parse_head, http_proxy.MAX_HEAD_BYTES + 4)
+                    conn, data, http_proxy.parse_head, http_proxy.MAX_HEAD_BYTES + 4)
         except HttpRequestError as exc:
             self.stats.error("bad_request")
-            writer.write(http_proxy.error_response(exc.status, "bad_request", str(exc)))
+            await conn.send(http_proxy.error_response(exc.status, "bad_request", str(exc)))
             return
-        except (TimeoutError, ConnectionError, EOFError):
+        except (TimeoutError, OSError, EOFError):
             return
         target = request.connect or request.url
         if target is None:
-            self._local_page(writer, request)
+            await conn.send(self._local_page(request))
             return
         connect = request.connect is not None
         try:
@@ -174,14 +176,13 @@ class ProxyServer:
         except TargetError as exc:
             self.stats.error(exc.reason.value)
             log.info("HTTP proxy %s:%d: %s", target.host, target.port, exc)
-            writer.write(http_proxy.error_response(http_status_for(exc.reason),
-                                                   exc.reason.value, str(exc)))
+            await conn.send(http_proxy.error_response(http_status_for(exc.reason),
+                                                      exc.reason.value, str(exc)))
             return
-        if connect:
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await self._splice(reader, writer, stream, early)
+        await self._splice(conn, stream, early,
+                           b"HTTP/1.1 200 Connection established\r\n\r\n" if connect else b"")
 
-    def _local_page(self, writer: asyncio.StreamWriter, request: http_proxy.HttpRequest) -> None:
+    def _local_page(self, request: http_proxy.HttpRequest) -> bytes:
         """A request for the proxy itself: the PAC file, or a page saying how to use it."""
         path = request.path.split("?", 1)[0]
         if path == "/proxy.pac" and request.method in ("GET", "HEAD"):
@@ -191,14 +192,13 @@ class ProxyServer:
                 200, body, "application/x-ns-proxy-autoconfig")
             if request.method == "HEAD":
                 response = response[:len(response) - len(body)]
-            writer.write(response)
-            return
+            return response
         self.stats.error("not_found")
         assert self.listener is not None
-        writer.write(http_proxy.error_response(
+        return http_proxy.error_response(
             404, "not_found", f"This is the overlay proxy. Point a browser's automatic proxy "
             f"configuration at http://{self.listener.text}/proxy.pac, or use it as an HTTP "
-            f"or SOCKS5 proxy for .{self._connector.zone} names."))
+            f"or SOCKS5 proxy for .{self._connector.zone} names.")
 
     def _send_early(self, stream: ByteStream, early: bytes) -> None:
         """Write what the client sent with its request; a stream that
@@ -210,14 +210,21 @@ class ProxyServer:
             raise TargetError(Reason.PEER_OFFLINE, f"the stream failed: {exc}") from None
         self.stats.counters.up += len(early)
 
-    async def _splice(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      stream: ByteStream, early: bytes) -> None:
+    async def _splice(self, conn: Accepted, stream: ByteStream, early: bytes,
+                      reply: bytes) -> None:
+        """Pump between the client and ``stream``; ``reply`` (the SOCKS5 or
+        CONNECT answer) reaches the client first."""
         try:
+            if reply:
+                await conn.send(reply)
             if early:
                 # What the client sent behind its request goes first.
                 stream.write(early)
                 self.stats.counters.up += len(early)
-            await pump(reader, writer, stream, self.stats.counters)
+            await pump_socket(conn.detach(), stream, self.stats.counters)
+        except (OSError, StreamClosed, StreamReset, TransportError) as exc:
+            log.debug("proxy client: %s", exc)
+            stream.reset()
         finally:
             await release(stream)
         if isinstance(stream, StatusGate) and stream.error is not None:
@@ -230,7 +237,7 @@ _T = TypeVar("_T")
 _Parser = Callable[[bytes], "tuple[_T, int] | None"]
 
 
-async def _read_until(reader: asyncio.StreamReader, data: bytes, parse: _Parser[_T],
+async def _read_until(conn: Accepted, data: bytes, parse: _Parser[_T],
                       limit: int) -> tuple[_T, bytes]:
     """Feed ``parse`` until it returns a message; ``data`` holds what was
     read already.  Returns the message and the bytes after it; raises
@@ -244,7 +251,7 @@ async def _read_until(reader: asyncio.StreamReader, data: bytes, parse: _Parser[
             return message, bytes(buffer[used:])
         if len(buffer) > limit:
             raise EOFError("request too large")
-        chunk = await reader.read(4096)
+        chunk = await conn.recv(_READ)
         if not chunk:
             raise EOFError("the client closed before its request was complete")
         buffer += chunk
