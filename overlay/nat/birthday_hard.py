@@ -192,10 +192,9 @@ class HardSideDriver:
         best = host.best_connection(peer)
         sole = best is None or best.path != DIRECT
         try:
-            host.adopt(conn)  # beyond the limits it closes the connection
+            host.adopt(conn)  # beyond the limits, or closing, it closes the connection
         except LimitExceeded as exc:
-            log.info("birthday: late direct connection to %s refused by the limits: %s",
-                     peer, exc)
+            log.info("birthday: late direct connection to %s not kept: %s", peer, exc)
             return
         log.debug("birthday: adopted a late plain dial's connection to %s", peer)
         if sole:
