@@ -24,6 +24,11 @@ out come actions as data:
   offer the new one, not what identify said before;
 - ``Declined``: the path is dead but the peer is left alone (why: a limit).
 
+A path that closes under us before our verdict (QUIC's idle timeout, ICMP
+port-unreachable: the driver says so in ``lost``) is dead too, and a
+direct connection that opens while a re-punch of its peer runs, or just
+after, is the re-punch's work (``repunching``: the driver marks it punched).
+
 A peer matters while a connection to it has streams open or brought data
 within ``busy_window``; an idle peer's path is never probed here (QUIC's
 keep-alive and idle timeout take their course, and its next use dials the

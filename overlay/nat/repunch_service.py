@@ -2,8 +2,9 @@
 ``overlay.nat.repunch_core`` and carries out its actions.
 
 Watched: every direct QUIC connection hole punching made, and any direct
-one to a peer the peerstore knows a ``/p2p-circuit`` address of (a peer
-only reachable through a relay).  ``Redial`` dials that address; the peer,
+one to a peer we know a ``/p2p-circuit`` address of (from the peerstore,
+or the last relayed connection to it, remembered here: a peer only
+reachable through a relay).  ``Redial`` dials that address; the peer,
 dialled through its relay, starts DCUtR as it does for any relayed
 connection, and ``EnsurePunch`` starts it from our side (``upgrade``) when
 it did not.  Without a running DCUtR service (``--no-holepunch``) nothing
