@@ -300,7 +300,7 @@ async def pump_socket(sock: socket.socket, stream: ByteStream, counters: Counter
             side = _SocketSide(stream, counters, group)
             try:
                 transport, _ = await loop.connect_accepted_socket(lambda: side, sock)
-            except BaseException:
+            except (OSError, asyncio.CancelledError):
                 sock.close()
                 raise
             if first:
@@ -309,7 +309,8 @@ async def pump_socket(sock: socket.socket, stream: ByteStream, counters: Counter
                 await _stream_to_socket(stream, transport, side, counters)
                 if side.failure is None:
                     await side.read_done
-            except BaseException:
+            except asyncio.CancelledError:
+                # Stream errors end in side.fail inside; only cancellation gets here.
                 side.fail("cancelled")
                 raise
             finally:
